@@ -1,0 +1,1617 @@
+//! The LSM engine: commit pipeline (WAL + group commit), memtables, flush, leveled
+//! compaction, and snapshot reads.
+//!
+//! Invariants relied on below:
+//! - Commit timestamps are assigned by the single commit leader, in WAL order, and a
+//!   batch becomes visible (`visible_ts`) only after all of its entries are in the
+//!   memtable. Readers never see a partial batch.
+//! - A memtable is frozen before any write goes to its successor. A reader that loads a
+//!   super-version, then reads `visible_ts`, and then finds the memtable still unfrozen
+//!   knows every commit <= its snapshot is reachable from that super-version.
+//! - Flush and compaction drop a version only if a newer version of the same key is at
+//!   or below the GC horizon (the oldest registered snapshot, or `visible_ts` when none),
+//!   so every snapshot that can still be read keeps the version it needs.
+//! - Within one super-version the sources are ordered newest first, and for any key the
+//!   versions in a newer source are newer than those in an older one.
+
+use crate::batch::WriteBatch;
+use crate::cache::BlockCache;
+use crate::error::{Error, IoContext, Result};
+use crate::iter::{MergeIter, VisibleIter};
+use crate::key::Ts;
+use crate::log::{self, LogWriter, Tail};
+use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
+use crate::memtable::{Lookup, MemTable};
+use crate::options::{Durability, EngineOptions};
+use crate::prefetch::Prefetcher;
+use crate::sst::{Table, TableBuilder, TableMeta, bloom};
+use crate::version::{SuperVersion, Version};
+use crate::vfs::{self, MmapBudget};
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WAL_MAGIC: &[u8; 8] = b"LTNGWAL\x01";
+const WAL_FORMAT_VERSION: u32 = 1;
+const MANIFEST_ROTATE_BYTES: u64 = 32 << 20;
+
+/// Whether `open` creates a new database or opens an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Fail if a database exists at the path.
+    Create,
+    /// Fail if no database exists at the path.
+    Open,
+}
+
+/// Counters kept by the engine (monotonic since open).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub gets: AtomicU64,
+    pub commits: AtomicU64,
+    pub puts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub wal_sync_micros: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_bytes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
+    pub stall_micros: AtomicU64,
+}
+
+/// A point-in-time view of engine sizes.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSizes {
+    pub tables_per_level: Vec<usize>,
+    pub bytes_per_level: Vec<u64>,
+    pub memtable_bytes: u64,
+    pub immutable_memtables: usize,
+    pub cache_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub visible_ts: Ts,
+    pub wal_bytes_on_disk: u64,
+}
+
+/// A registered snapshot: flush and compaction keep every version it can see.
+pub struct Snapshot {
+    inner: Arc<Inner>,
+    ts: Ts,
+}
+
+impl Snapshot {
+    pub fn ts(&self) -> Ts {
+        self.ts
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut m = self.inner.snapshots.lock();
+        if let Some(c) = m.get_mut(&self.ts) {
+            *c -= 1;
+            if *c == 0 {
+                m.remove(&self.ts);
+            }
+        }
+    }
+}
+
+/// A user-visible iterator over one consistent state of the database.
+pub struct DbIter {
+    inner: VisibleIter,
+    // Pins the tables and memtables being read.
+    _sv: Arc<SuperVersion>,
+}
+
+impl Iterator for DbIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+enum ReqState {
+    Waiting,
+    Lead,
+    Done(Result<Ts>),
+}
+
+struct WriteReq {
+    batch: WriteBatch,
+    /// Switch to a new memtable before applying (used by `flush`).
+    force_switch: bool,
+    ts: AtomicU64,
+    state: Mutex<ReqState>,
+    cv: Condvar,
+}
+
+impl WriteReq {
+    fn finish(&self, r: Result<Ts>) {
+        *self.state.lock() = ReqState::Done(r);
+        self.cv.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    pending: Vec<Arc<WriteReq>>,
+    leader_active: bool,
+    closed: bool,
+}
+
+struct State {
+    manifest: Manifest,
+    mstate: ManifestState,
+    version: Arc<Version>,
+    busy_levels: [bool; NUM_LEVELS],
+    compact_pointer: Vec<Option<Vec<u8>>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: EngineOptions,
+    lock_file: Mutex<Option<File>>,
+    sv: ArcSwap<SuperVersion>,
+    state: Mutex<State>,
+    next_file_id: AtomicU64,
+    visible_ts: AtomicU64,
+    last_ts: AtomicU64,
+    queue: Mutex<CommitQueue>,
+    serial_commit: Mutex<()>,
+    wal: Mutex<Option<LogWriter>>,
+    snapshots: Mutex<BTreeMap<Ts, usize>>,
+    cache: Option<Arc<BlockCache>>,
+    mmap: Option<Arc<MmapBudget>>,
+    prefetcher: Option<Arc<Prefetcher>>,
+    bg: Mutex<()>,
+    bg_cv: Condvar,
+    shutdown: AtomicBool,
+    fatal: Mutex<Option<String>>,
+    has_fatal: AtomicBool,
+    closed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stats: EngineStats,
+}
+
+/// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn wal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:06}.log"))
+}
+
+/// Classify a file name in the database directory.
+enum DbFile {
+    Table(u64),
+    Wal(u64),
+    Manifest(u64),
+    Temp,
+    Other,
+}
+
+fn classify(name: &str) -> DbFile {
+    if let Some(n) = name.strip_suffix(".sst").and_then(|n| n.parse().ok()) {
+        DbFile::Table(n)
+    } else if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+        DbFile::Wal(n)
+    } else if let Some(n) = name.strip_prefix("MANIFEST-").and_then(|n| n.parse().ok()) {
+        DbFile::Manifest(n)
+    } else if name.ends_with(".tmp") {
+        DbFile::Temp
+    } else {
+        DbFile::Other
+    }
+}
+
+impl Engine {
+    /// Create or open the database in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let _span = tracing::info_span!("open", dir = %dir.display()).entered();
+        let current = manifest::current_path(&dir);
+        let exists = current.exists();
+        match mode {
+            OpenMode::Create if exists => return Err(Error::DatabaseExists(dir)),
+            OpenMode::Open if !exists => return Err(Error::DatabaseNotFound(dir)),
+            _ => {}
+        }
+        if mode == OpenMode::Create {
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                vfs::sync_dir(parent)?;
+            }
+        }
+        let lock_path = dir.join("LOCK");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("opening {}", lock_path.display()))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", lock_path.display()), e));
+            }
+        }
+
+        let (mut mstate, old_manifest) = if mode == OpenMode::Create {
+            (ManifestState::new(), None)
+        } else {
+            let id = manifest::read_current(&dir)?;
+            (manifest::replay(&dir, id)?, Some(id))
+        };
+
+        // Every id ever used, so new files never reuse an orphan's name.
+        let mut max_id = 0;
+        let mut wal_ids = Vec::new();
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let e = e.ctx(|| format!("listing {}", dir.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            match classify(&name) {
+                DbFile::Table(n) | DbFile::Manifest(n) => max_id = max_id.max(n),
+                DbFile::Wal(n) => {
+                    max_id = max_id.max(n);
+                    if n >= mstate.log_number {
+                        wal_ids.push(n);
+                    }
+                }
+                _ => {}
+            }
+            names.push(name);
+        }
+        wal_ids.sort_unstable();
+        let next_file_id = AtomicU64::new(mstate.next_file_id.max(max_id + 1));
+
+        let cache = (opts.cache_size > 0)
+            .then(|| Arc::new(BlockCache::new(opts.cache_size, opts.sharded_cache)));
+        let mmap = opts.mmap_size.filter(|&n| n > 0).map(MmapBudget::new);
+
+        // Open every live table (verifies footers, indexes and filters).
+        let mut version = Version::default();
+        let mut last_ts = mstate.last_ts;
+        for (level, tables) in mstate.levels.iter().enumerate() {
+            for m in tables.values() {
+                let t = Table::open(&dir, m.id, mmap.as_ref(), cache.clone())?;
+                last_ts = last_ts.max(t.meta().max_ts);
+                version.levels[level].push(Arc::new(t));
+            }
+        }
+        version.sort();
+
+        // Replay the WAL into a recovery memtable.
+        let recovered = MemTable::new(0);
+        let mut wal_records = 0usize;
+        for (i, &id) in wal_ids.iter().enumerate() {
+            let p = wal_path(&dir, id);
+            let c = log::read_log(&p, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+            if let Tail::Torn { offset, bytes } = c.tail {
+                if i + 1 != wal_ids.len() {
+                    return Err(Error::corruption(
+                        &p,
+                        offset,
+                        "damaged record in a WAL segment that is not the newest",
+                    ));
+                }
+                tracing::warn!(file = %p.display(), offset, bytes, "truncating torn WAL tail");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .ctx(|| format!("opening {}", p.display()))?;
+                f.set_len(c.valid_len)
+                    .ctx(|| format!("truncating {}", p.display()))?;
+                f.sync_all().ctx(|| format!("fsync of {}", p.display()))?;
+            }
+            for (off, rec) in &c.records {
+                let (ts, batch) = WriteBatch::decode(rec).map_err(|why| {
+                    Error::corruption(&p, *off, format!("bad WAL record: {why}"))
+                })?;
+                for op in batch.ops() {
+                    recovered.insert(op.key(), ts, op.value());
+                }
+                last_ts = last_ts.max(ts);
+                wal_records += 1;
+            }
+        }
+        let alloc = || next_file_id.fetch_add(1, Ordering::Relaxed);
+        if !recovered.is_empty() {
+            let id = alloc();
+            let mut b = TableBuilder::create(
+                &dir,
+                id,
+                opts.block_size,
+                opts.compression,
+                opts.bloom_bits_per_key,
+            )?;
+            let mut res = Ok(());
+            recovered.for_each(|k, v| {
+                if res.is_ok() {
+                    res = b.add(&k.user_key, k.ts, v.as_deref());
+                }
+            });
+            res?;
+            let meta = b.finish()?;
+            vfs::sync_dir(&dir)?;
+            let t = Table::open(&dir, id, mmap.as_ref(), cache.clone())?;
+            mstate.levels[0].insert(id, meta);
+            version.levels[0].push(Arc::new(t));
+            version.sort();
+        }
+        let wal_id = opts.wal_enabled.then(alloc);
+        let manifest_id = alloc();
+        if let Some(w) = wal_id {
+            mstate.log_number = w;
+        } else if !wal_ids.is_empty() {
+            mstate.log_number = wal_ids.last().copied().unwrap_or(0) + 1;
+        }
+        mstate.last_ts = last_ts;
+        mstate.next_file_id = next_file_id.load(Ordering::Relaxed);
+        let wal = match wal_id {
+            Some(id) => Some(LogWriter::create(
+                &wal_path(&dir, id),
+                WAL_MAGIC,
+                WAL_FORMAT_VERSION,
+            )?),
+            None => None,
+        };
+        let manifest = Manifest::create(&dir, manifest_id, &mstate)?;
+
+        // The new manifest is live: everything it does not name is garbage.
+        let live: std::collections::HashSet<u64> = mstate
+            .levels
+            .iter()
+            .flat_map(|l| l.keys().copied())
+            .collect();
+        for name in names {
+            let remove = match classify(&name) {
+                DbFile::Table(n) => !live.contains(&n),
+                DbFile::Wal(n) => Some(n) != wal_id,
+                DbFile::Manifest(n) => n != manifest_id,
+                DbFile::Temp => true,
+                DbFile::Other => false,
+            };
+            if remove {
+                vfs::remove_file_if_exists(&dir.join(&name))?;
+            }
+        }
+        vfs::sync_dir(&dir)?;
+        tracing::info!(
+            wal_records,
+            old_manifest,
+            tables = version.num_tables(),
+            last_ts,
+            "database opened"
+        );
+
+        let mem = Arc::new(MemTable::new(wal_id.unwrap_or(0)));
+        let version = Arc::new(version);
+        let prefetcher = opts.prefetch.map(|(w, _)| Prefetcher::start(w));
+        let inner = Arc::new(Inner {
+            sv: ArcSwap::from_pointee(SuperVersion {
+                mem,
+                imms: Vec::new(),
+                version: version.clone(),
+            }),
+            state: Mutex::new(State {
+                manifest,
+                mstate,
+                version,
+                busy_levels: [false; NUM_LEVELS],
+                compact_pointer: vec![None; NUM_LEVELS],
+            }),
+            next_file_id,
+            visible_ts: AtomicU64::new(last_ts),
+            last_ts: AtomicU64::new(last_ts),
+            queue: Mutex::new(CommitQueue::default()),
+            serial_commit: Mutex::new(()),
+            wal: Mutex::new(wal),
+            snapshots: Mutex::new(BTreeMap::new()),
+            cache,
+            mmap,
+            prefetcher,
+            bg: Mutex::new(()),
+            bg_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            has_fatal: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            stats: EngineStats::default(),
+            lock_file: Mutex::new(Some(lock_file)),
+            dir,
+            opts,
+        });
+        if inner.opts.background_compaction {
+            let mut threads = inner.threads.lock();
+            let i2 = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ldb-flush".into())
+                    .spawn(move || i2.flush_loop())
+                    .ctx(|| "spawning the flush thread".into())?,
+            );
+            for w in 0..inner.opts.compaction_workers {
+                let i2 = inner.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("ldb-compact-{w}"))
+                        .spawn(move || i2.compaction_loop())
+                        .ctx(|| "spawning a compaction thread".into())?,
+                );
+            }
+        }
+        Ok(Engine { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.opts
+    }
+
+    /// Apply `batch` atomically; returns its commit timestamp.
+    pub fn write(&self, batch: WriteBatch) -> Result<Ts> {
+        self.inner.check_writable()?;
+        if batch.is_empty() {
+            return Ok(self.inner.visible_ts.load(Ordering::Acquire));
+        }
+        self.inner.submit(batch, false)
+    }
+
+    /// Newest value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.check_open()?;
+        self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let (sv, s) = self.inner.read_view();
+        self.inner.get_in(&sv, key, s)
+    }
+
+    /// Value of `key` as of `snap`.
+    pub fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
+        self.inner.check_open()?;
+        self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let sv = self.inner.sv.load_full();
+        self.inner.get_in(&sv, key, snap.ts)
+    }
+
+    /// Take a registered snapshot of the current state.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut m = self.inner.snapshots.lock();
+        let ts = self.inner.visible_ts.load(Ordering::Acquire);
+        *m.entry(ts).or_insert(0) += 1;
+        Snapshot {
+            inner: self.inner.clone(),
+            ts,
+        }
+    }
+
+    /// Iterate user keys in `[start, end)` at the current state.
+    pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<DbIter> {
+        self.inner.check_open()?;
+        let (sv, s) = self.inner.read_view();
+        self.iter_in(sv, s, start, end, reverse)
+    }
+
+    /// Iterate user keys in `[start, end)` as of `snap`.
+    pub fn iter_at(
+        &self,
+        snap: &Snapshot,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<DbIter> {
+        self.inner.check_open()?;
+        let sv = self.inner.sv.load_full();
+        self.iter_in(sv, snap.ts, start, end, reverse)
+    }
+
+    fn iter_in(
+        &self,
+        sv: Arc<SuperVersion>,
+        s: Ts,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<DbIter> {
+        let prefetch = match (&self.inner.prefetcher, self.inner.opts.prefetch) {
+            (Some(p), Some((_, d))) => Some((p.clone(), d)),
+            _ => None,
+        };
+        let merge = MergeIter::over(&sv, start, end, reverse, prefetch)?;
+        Ok(DbIter {
+            inner: VisibleIter::new(merge, s, reverse),
+            _sv: sv,
+        })
+    }
+
+    /// Newest commit timestamp of `key` across all sources (for conflict detection).
+    pub fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
+        let sv = self.inner.sv.load_full();
+        self.inner.latest_ts_in(&sv, key)
+    }
+
+    /// The newest visible commit timestamp.
+    pub fn visible_ts(&self) -> Ts {
+        self.inner.visible_ts.load(Ordering::Acquire)
+    }
+
+    /// Write the memtable to a table file and wait until no memtable awaits flush.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.submit(WriteBatch::new(), true)?;
+        self.inner.wait_for_flushes()
+    }
+
+    /// Flush, then merge every table into the last populated level, dropping every
+    /// overwritten version and tombstone that no snapshot needs.
+    pub fn compact_all(&self) -> Result<()> {
+        self.flush()?;
+        self.inner.compact_everything()
+    }
+
+    /// Sizes and cache figures right now.
+    pub fn sizes(&self) -> EngineSizes {
+        let sv = self.inner.sv.load_full();
+        let v = &sv.version;
+        EngineSizes {
+            tables_per_level: v.levels.iter().map(Vec::len).collect(),
+            bytes_per_level: (0..NUM_LEVELS).map(|l| v.level_bytes(l)).collect(),
+            memtable_bytes: (sv.mem.approximate_bytes()
+                + sv.imms.iter().map(|m| m.approximate_bytes()).sum::<usize>())
+                as u64,
+            immutable_memtables: sv.imms.len(),
+            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.used_bytes()),
+            cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
+            cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
+            visible_ts: self.visible_ts(),
+            wal_bytes_on_disk: self.inner.wal.lock().as_ref().map_or(0, |w| w.len()),
+        }
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    /// Bytes currently memory-mapped for table reads.
+    pub fn mmapped_bytes(&self) -> u64 {
+        self.inner.mmap.as_ref().map_or(0, |m| m.used())
+    }
+
+    /// Number of background threads running (flush, compaction, prefetch excluded).
+    pub fn background_threads(&self) -> usize {
+        self.inner
+            .threads
+            .lock()
+            .iter()
+            .filter(|h| !h.is_finished())
+            .count()
+    }
+
+    /// The fatal error that stopped writes, if any.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner.fatal.lock().clone()
+    }
+
+    /// Verify every block of every live table; returns the number of entries checked.
+    pub fn verify_tables(&self) -> Result<u64> {
+        let sv = self.inner.sv.load_full();
+        let mut n = 0;
+        for l in &sv.version.levels {
+            for t in l {
+                n += t.verify()?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Flush, stop background threads and release the directory lock. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.inner.close() {
+            tracing::error!(error = %e, "error while closing the database");
+        }
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.has_fatal.load(Ordering::Acquire) {
+            return Err(Error::Fatal(
+                self.fatal.lock().clone().unwrap_or_default(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_fatal(&self, e: &Error) {
+        tracing::error!(error = %e, "fatal error: the database stops accepting writes");
+        let mut f = self.fatal.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+        self.has_fatal.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        let _g = self.bg.lock();
+        self.bg_cv.notify_all();
+    }
+
+    /// A super-version and a snapshot timestamp such that every commit <= the snapshot
+    /// is reachable from the super-version and no version visible at the snapshot has
+    /// been garbage collected from it.
+    fn read_view(&self) -> (Arc<SuperVersion>, Ts) {
+        loop {
+            let sv = self.sv.load_full();
+            let s = self.visible_ts.load(Ordering::Acquire);
+            if !sv.mem.is_frozen() {
+                return (sv, s);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn gc_horizon(&self) -> Ts {
+        let m = self.snapshots.lock();
+        let v = self.visible_ts.load(Ordering::Acquire);
+        m.keys().next().map_or(v, |&s| s.min(v))
+    }
+
+    fn get_in(&self, sv: &SuperVersion, key: &[u8], s: Ts) -> Result<Option<Vec<u8>>> {
+        let resolve = |l: Lookup| match l {
+            Lookup::Found(v) => Some(Some(v)),
+            Lookup::Deleted => Some(None),
+            Lookup::NotFound => None,
+        };
+        if let Some(r) = resolve(sv.mem.get(key, s)) {
+            return Ok(r);
+        }
+        for m in &sv.imms {
+            if let Some(r) = resolve(m.get(key, s)) {
+                return Ok(r);
+            }
+        }
+        let h = bloom::key_hash(key);
+        for t in &sv.version.levels[0] {
+            if t.meta().overlaps(Some(key), Some(key))
+                && t.may_contain_hash(h)
+                && let Some(r) = resolve(t.get(key, s)?)
+            {
+                return Ok(r);
+            }
+        }
+        for level in 1..NUM_LEVELS {
+            if let Some(t) = sv.version.find_in_level(level, key)
+                && t.may_contain_hash(h)
+                && let Some(r) = resolve(t.get(key, s)?)
+            {
+                return Ok(r);
+            }
+        }
+        Ok(None)
+    }
+
+    fn latest_ts_in(&self, sv: &SuperVersion, key: &[u8]) -> Result<Option<Ts>> {
+        if let Some(t) = sv.mem.latest_ts(key) {
+            return Ok(Some(t));
+        }
+        for m in &sv.imms {
+            if let Some(t) = m.latest_ts(key) {
+                return Ok(Some(t));
+            }
+        }
+        let h = bloom::key_hash(key);
+        for t in &sv.version.levels[0] {
+            if t.meta().overlaps(Some(key), Some(key))
+                && t.may_contain_hash(h)
+                && let Some(ts) = t.latest_ts(key)?
+            {
+                return Ok(Some(ts));
+            }
+        }
+        for level in 1..NUM_LEVELS {
+            if let Some(t) = sv.version.find_in_level(level, key)
+                && t.may_contain_hash(h)
+                && let Some(ts) = t.latest_ts(key)?
+            {
+                return Ok(Some(ts));
+            }
+        }
+        Ok(None)
+    }
+
+    // ---------------------------------------------------------------- commit path
+
+    fn submit(&self, batch: WriteBatch, force_switch: bool) -> Result<Ts> {
+        let req = Arc::new(WriteReq {
+            batch,
+            force_switch,
+            ts: AtomicU64::new(0),
+            state: Mutex::new(ReqState::Waiting),
+            cv: Condvar::new(),
+        });
+        if !self.opts.group_commit {
+            // One commit at a time, each with its own WAL write and sync.
+            let _g = self.serial_commit.lock();
+            self.check_writable()?;
+            let group = [req.clone()];
+            return self.commit_group(&group).map(|_| req.ts.load(Ordering::Relaxed));
+        }
+        let lead = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(Error::Closed);
+            }
+            q.pending.push(req.clone());
+            if q.leader_active {
+                false
+            } else {
+                q.leader_active = true;
+                true
+            }
+        };
+        if !lead {
+            let mut st = req.state.lock();
+            loop {
+                match &*st {
+                    ReqState::Waiting => req.cv.wait(&mut st),
+                    ReqState::Lead => break,
+                    ReqState::Done(_) => {
+                        let ReqState::Done(r) = std::mem::replace(&mut *st, ReqState::Waiting)
+                        else {
+                            unreachable!()
+                        };
+                        return r;
+                    }
+                }
+            }
+        }
+        // This thread leads one group: everything pending, including its own request.
+        if let Durability::GroupCommit { max_delay } = self.opts.durability {
+            std::thread::sleep(max_delay);
+        }
+        let group = std::mem::take(&mut self.queue.lock().pending);
+        let res = self.commit_group(&group);
+        for r in &group {
+            let out = match &res {
+                Ok(()) => Ok(r.ts.load(Ordering::Relaxed)),
+                Err(Error::Closed) => Err(Error::Closed),
+                Err(e) => Err(Error::Fatal(e.to_string())),
+            };
+            if !Arc::ptr_eq(r, &req) {
+                r.finish(out);
+            }
+        }
+        {
+            let mut q = self.queue.lock();
+            match q.pending.first() {
+                Some(next) => {
+                    *next.state.lock() = ReqState::Lead;
+                    next.cv.notify_one();
+                }
+                None => q.leader_active = false,
+            }
+        }
+        res.map(|_| req.ts.load(Ordering::Relaxed))
+    }
+
+    /// Write a group of batches: one WAL write, at most one sync, then the memtable.
+    fn commit_group(&self, group: &[Arc<WriteReq>]) -> Result<()> {
+        let force = group.iter().any(|r| r.force_switch);
+        self.make_room(force)?;
+        if self.has_fatal.load(Ordering::Acquire) {
+            return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+        }
+        let sv = self.sv.load_full();
+        let mut ts = self.last_ts.load(Ordering::Relaxed);
+        let mut framed = Vec::new();
+        let mut payload = Vec::new();
+        let wal_on = self.opts.wal_enabled;
+        for r in group {
+            if r.batch.is_empty() {
+                r.ts.store(ts, Ordering::Relaxed);
+                continue;
+            }
+            ts += 1;
+            r.ts.store(ts, Ordering::Relaxed);
+            if wal_on {
+                payload.clear();
+                r.batch.encode(ts, &mut payload);
+                log::frame_record(&mut framed, &payload);
+            }
+        }
+        if !framed.is_empty() {
+            let mut wal = self.wal.lock();
+            let w = wal.as_mut().ok_or(Error::Closed)?;
+            let res = w.write_framed(&framed).and_then(|_| match self.opts.durability {
+                Durability::Sync | Durability::GroupCommit { .. } => {
+                    let t0 = Instant::now();
+                    let r = w.sync();
+                    self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .wal_sync_micros
+                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    r
+                }
+                Durability::Buffered => Ok(()),
+            });
+            if let Err(e) = res {
+                self.set_fatal(&e);
+                return Err(e);
+            }
+            self.stats
+                .wal_bytes
+                .fetch_add(framed.len() as u64, Ordering::Relaxed);
+        }
+        let mut puts = 0;
+        let mut dels = 0;
+        for r in group {
+            let t = r.ts.load(Ordering::Relaxed);
+            for op in r.batch.ops() {
+                match op.value() {
+                    Some(_) => puts += 1,
+                    None => dels += 1,
+                }
+                sv.mem.insert(op.key(), t, op.value());
+            }
+        }
+        self.stats.puts.fetch_add(puts, Ordering::Relaxed);
+        self.stats.deletes.fetch_add(dels, Ordering::Relaxed);
+        self.stats
+            .commits
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        self.last_ts.store(ts, Ordering::Relaxed);
+        self.visible_ts.store(ts, Ordering::Release);
+        Ok(())
+    }
+
+    /// Called by the commit leader before writing: switch a full memtable, and stall
+    /// while too much is waiting for flush or compaction.
+    fn make_room(&self, force: bool) -> Result<()> {
+        let stall_start = Instant::now();
+        let mut stalled = false;
+        loop {
+            if self.has_fatal.load(Ordering::Acquire) {
+                return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+            }
+            let sv = self.sv.load_full();
+            let full = sv.mem.approximate_bytes() >= self.opts.write_buffer_size;
+            let want_switch = (force && !sv.mem.is_empty()) || full;
+            if self.opts.background_compaction {
+                let g = self.bg.lock();
+                let sv = self.sv.load_full();
+                let too_many_imms =
+                    want_switch && sv.imms.len() >= self.opts.max_immutable_memtables;
+                let l0_stall =
+                    sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
+                if (too_many_imms || l0_stall) && !self.shutdown.load(Ordering::Acquire) {
+                    stalled = true;
+                    let mut g = g;
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
+                    continue;
+                }
+                drop(g);
+            }
+            if stalled {
+                self.stats
+                    .stall_micros
+                    .fetch_add(stall_start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            if want_switch {
+                self.switch_memtable()?;
+                if !self.opts.background_compaction {
+                    self.flush_all_inline()?;
+                    while self.compact_once(false)? {}
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Freeze the active memtable and start a new one with a new WAL segment. Only the
+    /// commit leader (or `close`, once writers are stopped) calls this.
+    fn switch_memtable(&self) -> Result<()> {
+        let mut wal = self.wal.lock();
+        let new_seg = if self.opts.wal_enabled {
+            let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+            // The old segment must be complete on disk before the new one is used, so
+            // only the newest segment can ever have a torn tail.
+            if let Some(w) = wal.as_mut()
+                && let Err(e) = w.sync()
+            {
+                self.set_fatal(&e);
+                return Err(e);
+            }
+            match LogWriter::create(&wal_path(&self.dir, id), WAL_MAGIC, WAL_FORMAT_VERSION) {
+                Ok(w) => *wal = Some(w),
+                Err(e) => {
+                    self.set_fatal(&e);
+                    return Err(e);
+                }
+            }
+            id
+        } else {
+            0
+        };
+        drop(wal);
+        let _st = self.state.lock();
+        let old = self.sv.load_full();
+        old.mem.freeze();
+        let mut imms = Vec::with_capacity(old.imms.len() + 1);
+        imms.push(old.mem.clone());
+        imms.extend(old.imms.iter().cloned());
+        self.sv.store(Arc::new(SuperVersion {
+            mem: Arc::new(MemTable::new(new_seg)),
+            imms,
+            version: old.version.clone(),
+        }));
+        drop(_st);
+        self.notify();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- flush
+
+    fn wait_for_flushes(&self) -> Result<()> {
+        if !self.opts.background_compaction {
+            return self.flush_all_inline();
+        }
+        let mut g = self.bg.lock();
+        loop {
+            if self.has_fatal.load(Ordering::Acquire) {
+                return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+            }
+            if self.sv.load().imms.is_empty() {
+                return Ok(());
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
+        }
+    }
+
+    fn flush_all_inline(&self) -> Result<()> {
+        while self.flush_one()? {}
+        Ok(())
+    }
+
+    /// Flush the oldest immutable memtable to an L0 table. Returns false if none waits.
+    fn flush_one(&self) -> Result<bool> {
+        let sv = self.sv.load_full();
+        let Some(imm) = sv.imms.last().cloned() else {
+            return Ok(false);
+        };
+        let _span = tracing::info_span!("flush", entries = imm.len()).entered();
+        let horizon = self.gc_horizon();
+        let mut out = OutputSink::new(self, horizon, false, None);
+        let mut res = Ok(());
+        imm.for_each(|k, v| {
+            if res.is_ok() {
+                res = out.add(&k.user_key, k.ts, v.as_deref());
+            }
+        });
+        let outputs = match res.and_then(|_| out.finish()) {
+            Ok(o) => o,
+            Err(e) => {
+                self.set_fatal(&e);
+                return Err(e);
+            }
+        };
+        let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
+        let mut st = self.state.lock();
+        let edit = VersionEdit {
+            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
+            last_ts: Some(imm.max_ts().max(st.mstate.last_ts)),
+            log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
+            added: outputs.iter().map(|t| (0, t.meta().clone())).collect(),
+            deleted: Vec::new(),
+        };
+        if let Err(e) = self.log_edit(&mut st, &edit) {
+            drop(st);
+            self.set_fatal(&e);
+            return Err(e);
+        }
+        let added: Vec<_> = outputs.into_iter().map(|t| (0, t)).collect();
+        st.version = Arc::new(st.version.apply(&[], &added));
+        let cur = self.sv.load_full();
+        let imms: Vec<_> = cur
+            .imms
+            .iter()
+            .filter(|m| !Arc::ptr_eq(m, &imm))
+            .cloned()
+            .collect();
+        self.sv.store(Arc::new(SuperVersion {
+            mem: cur.mem.clone(),
+            imms,
+            version: st.version.clone(),
+        }));
+        drop(st);
+        if self.opts.wal_enabled {
+            // Every segment up to this memtable's is now in tables.
+            if let Ok(rd) = std::fs::read_dir(&self.dir) {
+                for e in rd.flatten() {
+                    if let DbFile::Wal(n) = classify(&e.file_name().to_string_lossy())
+                        && n <= imm.wal_segment()
+                    {
+                        let _ = vfs::remove_file_if_exists(&e.path());
+                    }
+                }
+            }
+        }
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.notify();
+        Ok(true)
+    }
+
+    /// Append an edit to the manifest (durably) and to the in-memory manifest state,
+    /// rotating the manifest when it grows large.
+    fn log_edit(&self, st: &mut State, edit: &VersionEdit) -> Result<()> {
+        st.manifest.log_edit(edit)?;
+        st.mstate.apply(edit);
+        if st.manifest.size() > MANIFEST_ROTATE_BYTES {
+            let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+            st.mstate.next_file_id = self.next_file_id.load(Ordering::Relaxed);
+            let old = st.manifest.id();
+            st.manifest = Manifest::create(&self.dir, id, &st.mstate)?;
+            vfs::remove_file_if_exists(&manifest::manifest_path(&self.dir, old))?;
+        }
+        Ok(())
+    }
+
+    fn flush_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut g = self.bg.lock();
+                while self.sv.load().imms.is_empty()
+                    && !self.shutdown.load(Ordering::Acquire)
+                    && !self.has_fatal.load(Ordering::Acquire)
+                {
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
+                }
+            }
+            if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = self.flush_one() {
+                tracing::error!(error = %e, "flush failed");
+                return;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- compaction
+
+    fn level_target(&self, level: usize) -> u64 {
+        let mut t = self.opts.level_base_bytes;
+        for _ in 1..level {
+            t = t.saturating_mul(self.opts.level_size_multiplier);
+        }
+        t
+    }
+
+    /// Choose a compaction and reserve its levels. `force_l0` compacts L0 even below
+    /// its trigger (used when draining).
+    fn pick(&self, st: &mut State) -> Option<Task> {
+        let v = st.version.clone();
+        let mut best: Option<(f64, usize)> = None;
+        for level in 0..NUM_LEVELS - 1 {
+            if st.busy_levels[level] || st.busy_levels[level + 1] {
+                continue;
+            }
+            let score = if level == 0 {
+                v.levels[0].len() as f64 / self.opts.level0_compaction_trigger as f64
+            } else {
+                v.level_bytes(level) as f64 / self.level_target(level) as f64
+            };
+            if score >= 1.0 && best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, level));
+            }
+        }
+        let (_, level) = best?;
+        let upper: Vec<Arc<Table>> = if level == 0 {
+            v.levels[0].clone()
+        } else {
+            // Round-robin through the level so every key range gets its turn.
+            let files = &v.levels[level];
+            let ptr = st.compact_pointer[level].clone();
+            let f = files
+                .iter()
+                .find(|t| ptr.as_ref().is_none_or(|p| t.meta().smallest.user_key > *p))
+                .or_else(|| files.first())?
+                .clone();
+            st.compact_pointer[level] = Some(f.meta().largest.user_key.clone());
+            vec![f]
+        };
+        let lo = upper
+            .iter()
+            .map(|t| t.meta().smallest.user_key.clone())
+            .min()?;
+        let hi = upper
+            .iter()
+            .map(|t| t.meta().largest.user_key.clone())
+            .max()?;
+        let lower = v.overlapping(level + 1, &lo, &hi);
+        let (lo2, hi2) = lower.iter().fold((lo, hi), |(a, b), t| {
+            (
+                a.min(t.meta().smallest.user_key.clone()),
+                b.max(t.meta().largest.user_key.clone()),
+            )
+        });
+        let bottommost = (level + 2..NUM_LEVELS).all(|l| v.overlapping(l, &lo2, &hi2).is_empty());
+        st.busy_levels[level] = true;
+        st.busy_levels[level + 1] = true;
+        Some(Task {
+            level,
+            output_level: level + 1,
+            upper,
+            lower,
+            bottommost,
+            reserved: vec![level, level + 1],
+        })
+    }
+
+    /// Run one compaction if one is due. Returns whether one ran.
+    fn compact_once(&self, background: bool) -> Result<bool> {
+        let task = {
+            let mut st = self.state.lock();
+            self.pick(&mut st)
+        };
+        let Some(task) = task else {
+            return Ok(false);
+        };
+        let r = self.run_task(&task, background);
+        {
+            let mut st = self.state.lock();
+            for &l in &task.reserved {
+                st.busy_levels[l] = false;
+            }
+        }
+        self.notify();
+        r.map(|_| true)
+    }
+
+    fn compaction_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut g = self.bg.lock();
+                loop {
+                    if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire)
+                    {
+                        return;
+                    }
+                    let due = {
+                        let st = self.state.lock();
+                        self.compaction_due(&st)
+                    };
+                    if due {
+                        break;
+                    }
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
+                }
+            }
+            match self.compact_once(true) {
+                Ok(_) => {}
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    self.set_fatal(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn compaction_due(&self, st: &State) -> bool {
+        let v = &st.version;
+        (0..NUM_LEVELS - 1).any(|level| {
+            !st.busy_levels[level]
+                && !st.busy_levels[level + 1]
+                && if level == 0 {
+                    v.levels[0].len() >= self.opts.level0_compaction_trigger
+                } else {
+                    v.level_bytes(level) >= self.level_target(level)
+                }
+        })
+    }
+
+    fn run_task(&self, task: &Task, background: bool) -> Result<()> {
+        let _span = tracing::info_span!(
+            "compaction",
+            level = task.level,
+            inputs = task.upper.len() + task.lower.len()
+        )
+        .entered();
+        let in_bytes: u64 = task
+            .upper
+            .iter()
+            .chain(&task.lower)
+            .map(|t| t.meta().file_size)
+            .sum();
+        let deleted: Vec<(usize, u64)> = task
+            .upper
+            .iter()
+            .map(|t| (task.level, t.id()))
+            .chain(task.lower.iter().map(|t| (task.output_level, t.id())))
+            .collect();
+        // A table with nothing to merge with just moves down a level.
+        let outputs: Vec<Arc<Table>> = if task.level > 0 && task.lower.is_empty() && task.upper.len() == 1
+        {
+            task.upper.clone()
+        } else {
+            let horizon = self.gc_horizon();
+            let mut merge = if task.level == 0 {
+                MergeIter::over_tables(&task.upper, vec![task.lower.clone()])?
+            } else {
+                MergeIter::over_tables(&[], vec![task.upper.clone(), task.lower.clone()])?
+            };
+            let mut out = OutputSink::new(
+                self,
+                horizon,
+                task.bottommost,
+                Some(self.opts.target_file_size),
+            );
+            let mut n = 0u64;
+            let res = (|| {
+                while let Some((k, ts, v)) = merge.current() {
+                    out.add(k, ts, v)?;
+                    merge.advance()?;
+                    n += 1;
+                    if background && n % 4096 == 0 && self.shutdown.load(Ordering::Acquire) {
+                        return Err(Error::Closed);
+                    }
+                }
+                Ok(())
+            })();
+            match res {
+                Ok(()) => out.finish()?,
+                Err(e) => {
+                    out.abandon();
+                    return Err(e);
+                }
+            }
+        };
+        let out_bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
+        let mut st = self.state.lock();
+        let edit = VersionEdit {
+            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
+            added: outputs
+                .iter()
+                .map(|t| (task.output_level, t.meta().clone()))
+                .collect(),
+            deleted: deleted.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.log_edit(&mut st, &edit) {
+            drop(st);
+            self.set_fatal(&e);
+            return Err(e);
+        }
+        let added: Vec<_> = outputs
+            .iter()
+            .map(|t| (task.output_level, t.clone()))
+            .collect();
+        st.version = Arc::new(st.version.apply(&deleted, &added));
+        debug_assert!(st.version.check_invariants(), "level invariant broken");
+        let cur = self.sv.load_full();
+        self.sv.store(Arc::new(SuperVersion {
+            mem: cur.mem.clone(),
+            imms: cur.imms.clone(),
+            version: st.version.clone(),
+        }));
+        drop(st);
+        let moved: std::collections::HashSet<u64> = outputs.iter().map(|t| t.id()).collect();
+        for t in task.upper.iter().chain(&task.lower) {
+            if !moved.contains(&t.id()) {
+                t.mark_obsolete();
+            }
+        }
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_read
+            .fetch_add(in_bytes, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_written
+            .fetch_add(out_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Merge every table into one sorted run at the deepest populated level.
+    fn compact_everything(&self) -> Result<()> {
+        // Reserve every level, waiting for running compactions to finish.
+        let task = loop {
+            self.check_writable()?;
+            let mut st = self.state.lock();
+            if st.busy_levels.iter().all(|b| !b) {
+                st.busy_levels = [true; NUM_LEVELS];
+                let v = st.version.clone();
+                let deepest = (1..NUM_LEVELS)
+                    .rev()
+                    .find(|&l| !v.levels[l].is_empty())
+                    .unwrap_or(1);
+                let upper: Vec<Arc<Table>> = v.levels[..deepest].iter().flatten().cloned().collect();
+                break Task {
+                    level: 0,
+                    output_level: deepest,
+                    upper,
+                    lower: v.levels[deepest].clone(),
+                    bottommost: true,
+                    reserved: (0..NUM_LEVELS).collect(),
+                };
+            }
+            drop(st);
+            let mut g = self.bg.lock();
+            self.bg_cv.wait_for(&mut g, Duration::from_millis(20));
+        };
+        let r = if task.upper.is_empty() && task.lower.len() <= 1 && task.lower.iter().all(|t| t.meta().num_deletes == 0) {
+            Ok(())
+        } else {
+            // Sources: L0 tables one by one, then each deeper level as a sorted run.
+            let sv = self.sv.load_full();
+            let v = &sv.version;
+            let l0: Vec<Arc<Table>> = task.upper.iter().filter(|t| v.levels[0].iter().any(|x| x.id() == t.id())).cloned().collect();
+            let mut runs: Vec<Vec<Arc<Table>>> = (1..task.output_level).map(|l| v.levels[l].clone()).collect();
+            runs.push(task.lower.clone());
+            self.run_full(&task, l0, runs)
+        };
+        let mut st = self.state.lock();
+        st.busy_levels = [false; NUM_LEVELS];
+        drop(st);
+        self.notify();
+        r
+    }
+
+    fn run_full(&self, task: &Task, l0: Vec<Arc<Table>>, runs: Vec<Vec<Arc<Table>>>) -> Result<()> {
+        let horizon = self.gc_horizon();
+        let mut merge = MergeIter::over_tables(&l0, runs)?;
+        let mut out = OutputSink::new(self, horizon, true, Some(self.opts.target_file_size));
+        let res = (|| {
+            while let Some((k, ts, v)) = merge.current() {
+                out.add(k, ts, v)?;
+                merge.advance()?;
+            }
+            Ok(())
+        })();
+        let outputs = match res {
+            Ok(()) => out.finish()?,
+            Err(e) => {
+                out.abandon();
+                return Err(e);
+            }
+        };
+        let sv = self.sv.load_full();
+        let mut deleted = Vec::new();
+        for (l, tables) in sv.version.levels.iter().enumerate() {
+            for t in tables {
+                if task.upper.iter().chain(&task.lower).any(|x| x.id() == t.id()) {
+                    deleted.push((l, t.id()));
+                }
+            }
+        }
+        let mut st = self.state.lock();
+        let edit = VersionEdit {
+            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
+            added: outputs.iter().map(|t| (task.output_level, t.meta().clone())).collect(),
+            deleted: deleted.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.log_edit(&mut st, &edit) {
+            drop(st);
+            self.set_fatal(&e);
+            return Err(e);
+        }
+        let added: Vec<_> = outputs.iter().map(|t| (task.output_level, t.clone())).collect();
+        st.version = Arc::new(st.version.apply(&deleted, &added));
+        let cur = self.sv.load_full();
+        self.sv.store(Arc::new(SuperVersion {
+            mem: cur.mem.clone(),
+            imms: cur.imms.clone(),
+            version: st.version.clone(),
+        }));
+        drop(st);
+        for t in task.upper.iter().chain(&task.lower) {
+            t.mark_obsolete();
+        }
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- close
+
+    fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Stop new writes and wait for the running commit group to finish.
+        {
+            let mut q = self.queue.lock();
+            q.closed = true;
+        }
+        loop {
+            let busy = self.queue.lock().leader_active;
+            if !busy {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let serial = self.serial_commit.lock();
+        // Stop background work.
+        self.shutdown.store(true, Ordering::Release);
+        self.notify();
+        let handles: Vec<_> = self.threads.lock().drain(..).collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        // Final flush so the next open has no WAL to replay.
+        let mut result = Ok(());
+        if !self.has_fatal.load(Ordering::Acquire) {
+            let sv = self.sv.load_full();
+            if !sv.mem.is_empty() {
+                result = self.switch_memtable();
+            }
+            if result.is_ok() {
+                result = self.flush_all_inline();
+            }
+        }
+        if let Some(w) = self.wal.lock().as_mut() {
+            let r = w.sync();
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        drop(serial);
+        self.closed.store(true, Ordering::Release);
+        if let Some(p) = &self.prefetcher {
+            p.shutdown();
+        }
+        self.wal.lock().take();
+        self.lock_file.lock().take();
+        result
+    }
+}
+
+struct Task {
+    level: usize,
+    output_level: usize,
+    upper: Vec<Arc<Table>>,
+    lower: Vec<Arc<Table>>,
+    bottommost: bool,
+    reserved: Vec<usize>,
+}
+
+/// Receives merged entries in internal-key order, drops versions no snapshot can see,
+/// and writes tables, cutting only between user keys.
+struct OutputSink<'a> {
+    inner: &'a Inner,
+    horizon: Ts,
+    bottommost: bool,
+    split_size: Option<u64>,
+    builder: Option<TableBuilder>,
+    done: Vec<TableMeta>,
+    last_key: Vec<u8>,
+    have_last: bool,
+    /// The newest version <= horizon of `last_key` has been seen: older ones are dead.
+    covered: bool,
+}
+
+impl<'a> OutputSink<'a> {
+    fn new(inner: &'a Inner, horizon: Ts, bottommost: bool, split_size: Option<u64>) -> Self {
+        OutputSink {
+            inner,
+            horizon,
+            bottommost,
+            split_size,
+            builder: None,
+            done: Vec::new(),
+            last_key: Vec::new(),
+            have_last: false,
+            covered: false,
+        }
+    }
+
+    fn add(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) -> Result<()> {
+        if !self.have_last || key != self.last_key.as_slice() {
+            self.last_key.clear();
+            self.last_key.extend_from_slice(key);
+            self.have_last = true;
+            self.covered = false;
+            if let (Some(limit), Some(b)) = (self.split_size, &self.builder)
+                && b.estimated_size() >= limit
+            {
+                let b = self.builder.take().expect("checked above");
+                self.done.push(b.finish()?);
+            }
+        }
+        if self.covered {
+            return Ok(());
+        }
+        if ts <= self.horizon {
+            self.covered = true;
+            if value.is_none() && self.bottommost {
+                return Ok(());
+            }
+        }
+        if self.builder.is_none() {
+            let id = self.inner.next_file_id.fetch_add(1, Ordering::Relaxed);
+            let o = &self.inner.opts;
+            self.builder = Some(TableBuilder::create(
+                &self.inner.dir,
+                id,
+                o.block_size,
+                o.compression,
+                o.bloom_bits_per_key,
+            )?);
+        }
+        self.builder
+            .as_mut()
+            .expect("created above")
+            .add(key, ts, value)
+    }
+
+    /// Finish the open table, sync the directory and open the outputs for reading.
+    fn finish(mut self) -> Result<Vec<Arc<Table>>> {
+        if let Some(b) = self.builder.take() {
+            self.done.push(b.finish()?);
+        }
+        let inner = self.inner;
+        let metas = std::mem::take(&mut self.done);
+        if metas.is_empty() {
+            return Ok(Vec::new());
+        }
+        vfs::sync_dir(&inner.dir)?;
+        metas
+            .iter()
+            .map(|m| {
+                Table::open(&inner.dir, m.id, inner.mmap.as_ref(), inner.cache.clone()).map(Arc::new)
+            })
+            .collect()
+    }
+
+    fn abandon(mut self) {
+        if let Some(b) = self.builder.take() {
+            b.abandon();
+        }
+        for m in &self.done {
+            let _ = std::fs::remove_file(crate::sst::table_path(&self.inner.dir, m.id));
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Engine>();
+    is::<DbIter>();
+    is::<Snapshot>();
+}

@@ -1,0 +1,287 @@
+//! The manifest: a checksummed log of version edits that switches the set of live tables
+//! atomically. An edit is durable (fsynced) before anything acts on it; a torn last edit
+//! never happened. `CURRENT` names the live manifest and is replaced atomically.
+
+use crate::coding::{self, Decoder};
+use crate::error::{Error, Result};
+use crate::log::{self, LogWriter};
+use crate::sst::TableMeta;
+use crate::vfs;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"LTNGMAN\x01";
+pub const FORMAT_VERSION: u32 = 1;
+const CURRENT_TAG: &str = "LTNGCUR1";
+pub const NUM_LEVELS: usize = 7;
+
+const TAG_NEXT_FILE: u8 = 1;
+const TAG_LAST_TS: u8 = 2;
+const TAG_LOG_NUMBER: u8 = 3;
+const TAG_ADD: u8 = 4;
+const TAG_DELETE: u8 = 5;
+
+/// One atomic change to the set of live tables and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionEdit {
+    pub next_file_id: Option<u64>,
+    pub last_ts: Option<u64>,
+    /// WAL segments with ids below this are fully flushed and may be deleted.
+    pub log_number: Option<u64>,
+    pub added: Vec<(usize, TableMeta)>,
+    pub deleted: Vec<(usize, u64)>,
+}
+
+impl VersionEdit {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        if let Some(v) = self.next_file_id {
+            coding::put_u8(&mut b, TAG_NEXT_FILE);
+            coding::put_u64(&mut b, v);
+        }
+        if let Some(v) = self.last_ts {
+            coding::put_u8(&mut b, TAG_LAST_TS);
+            coding::put_u64(&mut b, v);
+        }
+        if let Some(v) = self.log_number {
+            coding::put_u8(&mut b, TAG_LOG_NUMBER);
+            coding::put_u64(&mut b, v);
+        }
+        for (level, id) in &self.deleted {
+            coding::put_u8(&mut b, TAG_DELETE);
+            coding::put_u8(&mut b, *level as u8);
+            coding::put_u64(&mut b, *id);
+        }
+        for (level, m) in &self.added {
+            coding::put_u8(&mut b, TAG_ADD);
+            coding::put_u8(&mut b, *level as u8);
+            m.encode(&mut b);
+        }
+        b
+    }
+
+    pub fn decode(buf: &[u8]) -> std::result::Result<Self, &'static str> {
+        let mut d = Decoder::new(buf);
+        let mut e = VersionEdit::default();
+        while !d.is_empty() {
+            match d.u8().map_err(|e| e.0)? {
+                TAG_NEXT_FILE => e.next_file_id = Some(d.u64().map_err(|e| e.0)?),
+                TAG_LAST_TS => e.last_ts = Some(d.u64().map_err(|e| e.0)?),
+                TAG_LOG_NUMBER => e.log_number = Some(d.u64().map_err(|e| e.0)?),
+                TAG_DELETE => {
+                    let level = d.u8().map_err(|e| e.0)? as usize;
+                    let id = d.u64().map_err(|e| e.0)?;
+                    if level >= NUM_LEVELS {
+                        return Err("level out of range");
+                    }
+                    e.deleted.push((level, id));
+                }
+                TAG_ADD => {
+                    let level = d.u8().map_err(|e| e.0)? as usize;
+                    if level >= NUM_LEVELS {
+                        return Err("level out of range");
+                    }
+                    let m = TableMeta::decode(&mut d).map_err(|e| e.0)?;
+                    e.added.push((level, m));
+                }
+                _ => return Err("unknown manifest tag"),
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// The state a manifest describes, rebuilt by replaying edits.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestState {
+    pub next_file_id: u64,
+    pub last_ts: u64,
+    pub log_number: u64,
+    /// Per level: table id -> meta.
+    pub levels: Vec<BTreeMap<u64, TableMeta>>,
+}
+
+impl ManifestState {
+    pub fn new() -> Self {
+        ManifestState {
+            next_file_id: 1,
+            last_ts: 0,
+            log_number: 0,
+            levels: vec![BTreeMap::new(); NUM_LEVELS],
+        }
+    }
+
+    pub fn apply(&mut self, e: &VersionEdit) {
+        if let Some(v) = e.next_file_id {
+            self.next_file_id = self.next_file_id.max(v);
+        }
+        if let Some(v) = e.last_ts {
+            self.last_ts = self.last_ts.max(v);
+        }
+        if let Some(v) = e.log_number {
+            self.log_number = self.log_number.max(v);
+        }
+        for (level, id) in &e.deleted {
+            self.levels[*level].remove(id);
+        }
+        for (level, m) in &e.added {
+            self.levels[*level].insert(m.id, m.clone());
+        }
+    }
+
+    /// One edit that recreates this whole state (the first record of a new manifest).
+    pub fn snapshot_edit(&self) -> VersionEdit {
+        VersionEdit {
+            next_file_id: Some(self.next_file_id),
+            last_ts: Some(self.last_ts),
+            log_number: Some(self.log_number),
+            added: self
+                .levels
+                .iter()
+                .enumerate()
+                .flat_map(|(l, m)| m.values().map(move |t| (l, t.clone())))
+                .collect(),
+            deleted: Vec::new(),
+        }
+    }
+}
+
+pub fn manifest_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("MANIFEST-{id:06}"))
+}
+
+pub fn current_path(dir: &Path) -> PathBuf {
+    dir.join("CURRENT")
+}
+
+fn current_contents(id: u64) -> String {
+    let body = format!("{CURRENT_TAG} MANIFEST-{id:06}");
+    format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()))
+}
+
+/// Read `CURRENT`: the id of the live manifest.
+pub fn read_current(dir: &Path) -> Result<u64> {
+    let p = current_path(dir);
+    let s = std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+    let bad = || Error::corruption(&p, 0, "CURRENT is damaged");
+    let s = std::str::from_utf8(&s).map_err(|_| bad())?;
+    let parts: Vec<&str> = s.trim_end().split(' ').collect();
+    if parts.len() != 3 || parts[0] != CURRENT_TAG {
+        return Err(bad());
+    }
+    let body = format!("{} {}", parts[0], parts[1]);
+    let crc = u32::from_str_radix(parts[2], 16).map_err(|_| bad())?;
+    if crc32c::crc32c(body.as_bytes()) != crc {
+        return Err(bad());
+    }
+    parts[1]
+        .strip_prefix("MANIFEST-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)
+}
+
+/// Replay a manifest into its state.
+pub fn replay(dir: &Path, id: u64) -> Result<ManifestState> {
+    let p = manifest_path(dir, id);
+    let contents = log::read_log(&p, MAGIC, FORMAT_VERSION)?;
+    if contents.records.is_empty() {
+        return Err(Error::corruption(&p, 0, "manifest holds no edits"));
+    }
+    let mut st = ManifestState::new();
+    for (off, rec) in &contents.records {
+        let e = VersionEdit::decode(rec)
+            .map_err(|why| Error::corruption(&p, *off, format!("bad manifest edit: {why}")))?;
+        st.apply(&e);
+    }
+    Ok(st)
+}
+
+/// The live manifest being appended to.
+pub struct Manifest {
+    id: u64,
+    log: LogWriter,
+}
+
+impl Manifest {
+    /// Write a new manifest holding `state`, then point CURRENT at it.
+    pub fn create(dir: &Path, id: u64, state: &ManifestState) -> Result<Manifest> {
+        let p = manifest_path(dir, id);
+        let mut log = LogWriter::create(&p, MAGIC, FORMAT_VERSION)?;
+        log.append(&state.snapshot_edit().encode())?;
+        log.sync()?;
+        vfs::write_file_atomic(&current_path(dir), current_contents(id).as_bytes())?;
+        Ok(Manifest { id, log })
+    }
+
+    /// Append an edit durably.
+    pub fn log_edit(&mut self, e: &VersionEdit) -> Result<()> {
+        self.log.append(&e.encode())?;
+        self.log.sync()
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.log.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::InternalKey;
+
+    fn meta(id: u64) -> TableMeta {
+        TableMeta {
+            id,
+            file_size: 100,
+            smallest: InternalKey::new(b"a".to_vec(), 1),
+            largest: InternalKey::new(b"z".to_vec(), 1),
+            num_entries: 3,
+            num_deletes: 0,
+            min_ts: 1,
+            max_ts: 2,
+        }
+    }
+
+    #[test]
+    fn edits_roundtrip_and_replay() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = ManifestState::new();
+        st.apply(&VersionEdit {
+            next_file_id: Some(10),
+            added: vec![(0, meta(3))],
+            ..Default::default()
+        });
+        let mut m = Manifest::create(d.path(), 5, &st).unwrap();
+        let e = VersionEdit {
+            last_ts: Some(99),
+            log_number: Some(7),
+            added: vec![(1, meta(4))],
+            deleted: vec![(0, 3)],
+            ..Default::default()
+        };
+        assert_eq!(VersionEdit::decode(&e.encode()).unwrap(), e);
+        m.log_edit(&e).unwrap();
+        assert_eq!(read_current(d.path()).unwrap(), 5);
+        let r = replay(d.path(), 5).unwrap();
+        assert_eq!(r.next_file_id, 10);
+        assert_eq!(r.last_ts, 99);
+        assert_eq!(r.log_number, 7);
+        assert!(r.levels[0].is_empty());
+        assert_eq!(r.levels[1][&4], meta(4));
+    }
+
+    #[test]
+    fn damaged_current_is_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        Manifest::create(d.path(), 1, &ManifestState::new()).unwrap();
+        let p = current_path(d.path());
+        let mut s = std::fs::read(&p).unwrap();
+        s[20] ^= 1;
+        std::fs::write(&p, s).unwrap();
+        assert!(read_current(d.path()).unwrap_err().is_corruption());
+    }
+}

@@ -1,0 +1,143 @@
+//! Engine options: the row store's knobs, already validated by the facade.
+
+use crate::compression::Compression;
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// When a commit counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A commit returns after its WAL record is fsynced (fdatasync). Commits that arrive
+    /// while a sync is running share the next one (group commit), so concurrent writers
+    /// do not pay one fsync each. Survives process crash and power loss.
+    Sync,
+    /// Like `Sync`, but the commit leader waits up to `max_delay` for more commits to
+    /// join its group before syncing: fewer fsyncs under load, at the cost of up to
+    /// `max_delay` extra latency per commit. Still durable when a commit returns.
+    GroupCommit { max_delay: Duration },
+    /// A commit returns once its WAL record is written to the OS (no fsync). Survives a
+    /// process crash (SIGKILL) but the last commits may be lost on power loss or an OS
+    /// crash. The WAL is fsynced when a memtable is rotated, flushed, or the database
+    /// closes.
+    Buffered,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Target size of an uncompressed SST data block.
+    pub block_size: usize,
+    /// Bytes of decompressed blocks kept in the block cache (0 disables the cache).
+    pub cache_size: u64,
+    /// Many cache shards (concurrent) or one (global eviction order).
+    pub sharded_cache: bool,
+    /// Budget of table bytes read through memory maps; `None` reads with pread only.
+    pub mmap_size: Option<u64>,
+    pub compression: Compression,
+    pub bloom_bits_per_key: usize,
+    /// Memtable size that triggers a switch to a new memtable and a flush.
+    pub write_buffer_size: usize,
+    /// Immutable memtables allowed to wait for flush before writes stall.
+    pub max_immutable_memtables: usize,
+    /// Number of L0 tables that triggers an L0 -> L1 compaction.
+    pub level0_compaction_trigger: usize,
+    /// Number of L0 tables at which writes stall until compaction catches up.
+    pub level0_stop_writes_trigger: usize,
+    /// Target size of level 1; each deeper level is `level_size_multiplier` times larger.
+    pub level_base_bytes: u64,
+    pub level_size_multiplier: u64,
+    /// Size at which compaction output tables are cut.
+    pub target_file_size: u64,
+    pub wal_enabled: bool,
+    /// Leader/follower group commit (true) or one WAL write + sync per commit under a
+    /// lock (false).
+    pub group_commit: bool,
+    pub durability: Durability,
+    /// Flush and compaction on background threads (true) or inline in the writer that
+    /// fills the memtable (false).
+    pub background_compaction: bool,
+    /// Compaction threads when `background_compaction` is on.
+    pub compaction_workers: usize,
+    /// Scan read-ahead: (worker threads, blocks ahead); `None` disables it.
+    pub prefetch: Option<(usize, usize)>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            block_size: 4096,
+            cache_size: 256 << 20,
+            sharded_cache: true,
+            mmap_size: Some(1 << 30),
+            compression: Compression::Lz4,
+            bloom_bits_per_key: 10,
+            write_buffer_size: 64 << 20,
+            max_immutable_memtables: 2,
+            level0_compaction_trigger: 4,
+            level0_stop_writes_trigger: 20,
+            level_base_bytes: 256 << 20,
+            level_size_multiplier: 10,
+            target_file_size: 64 << 20,
+            wal_enabled: true,
+            group_commit: true,
+            durability: Durability::Sync,
+            background_compaction: true,
+            compaction_workers: 2,
+            prefetch: Some((2, 8)),
+        }
+    }
+}
+
+impl EngineOptions {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if !(512..=(1 << 20)).contains(&self.block_size) {
+            return bad(format!(
+                "page_size must be between 512 and 1048576 bytes, got {}",
+                self.block_size
+            ));
+        }
+        if self.write_buffer_size < 4096 {
+            return bad(format!(
+                "write_buffer_size must be at least 4096 bytes, got {}",
+                self.write_buffer_size
+            ));
+        }
+        if self.max_immutable_memtables == 0 {
+            return bad("max_immutable_memtables must be at least 1".into());
+        }
+        if self.level0_compaction_trigger < 2 {
+            return bad("level0_compaction_trigger must be at least 2".into());
+        }
+        if self.level0_stop_writes_trigger <= self.level0_compaction_trigger {
+            return bad("level0_stop_writes_trigger must exceed level0_compaction_trigger".into());
+        }
+        if self.level_base_bytes < 4096 || self.target_file_size < 4096 {
+            return bad("level_base_bytes and target_file_size must be at least 4096".into());
+        }
+        if self.level_size_multiplier < 2 {
+            return bad("level_size_multiplier must be at least 2".into());
+        }
+        if !(1..=64).contains(&self.bloom_bits_per_key) {
+            return bad("bloom_bits_per_key must be between 1 and 64".into());
+        }
+        if self.background_compaction && !(1..=64).contains(&self.compaction_workers) {
+            return bad(format!(
+                "parallel_compaction_workers must be between 1 and 64, got {}",
+                self.compaction_workers
+            ));
+        }
+        if let Some((w, d)) = self.prefetch
+            && (!(1..=64).contains(&w) || !(1..=1024).contains(&d))
+        {
+            return bad(format!(
+                "prefetch_workers must be 1..=64 and prefetch_distance 1..=1024 (got {w}, {d})"
+            ));
+        }
+        if let Durability::GroupCommit { max_delay } = self.durability
+            && max_delay > Duration::from_secs(1)
+        {
+            return bad("group commit max_delay must be at most 1 second".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Data blocks: sorted versioned entries plus an offset array for binary search.
+//!
+//! ```text
+//! entry:  varint klen | key | ts u64 | kind u8 | varint vlen | value
+//! block:  entry* | offset u32 * n | n u32
+//! ```
+
+use crate::coding::{self, Decoder};
+use crate::key::{Ts, ValueKind, cmp_internal};
+use std::cmp::Ordering;
+
+/// One decoded entry, borrowing the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub key: &'a [u8],
+    pub ts: Ts,
+    pub kind: ValueKind,
+    pub value: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The value, or `None` for a tombstone.
+    pub fn value_opt(self) -> Option<&'a [u8]> {
+        match self.kind {
+            ValueKind::Put => Some(self.value),
+            ValueKind::Delete => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct BlockBuilder {
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl BlockBuilder {
+    pub fn add(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) {
+        self.offsets.push(self.buf.len() as u32);
+        coding::put_bytes(&mut self.buf, key);
+        coding::put_u64(&mut self.buf, ts);
+        match value {
+            Some(v) => {
+                coding::put_u8(&mut self.buf, ValueKind::Put as u8);
+                coding::put_bytes(&mut self.buf, v);
+            }
+            None => {
+                coding::put_u8(&mut self.buf, ValueKind::Delete as u8);
+                coding::put_varint(&mut self.buf, 0);
+            }
+        }
+    }
+
+    /// Bytes the finished block will take (before compression).
+    pub fn estimated_size(&self) -> usize {
+        self.buf.len() + self.offsets.len() * 4 + 4
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Finish the block and reset the builder.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        for &o in &self.offsets {
+            coding::put_u32(&mut out, o);
+        }
+        coding::put_u32(&mut out, self.offsets.len() as u32);
+        self.offsets.clear();
+        out
+    }
+}
+
+/// A decoded (decompressed, checksum-verified) data block.
+pub struct Block {
+    data: Vec<u8>,
+    n: usize,
+    offsets_start: usize,
+}
+
+impl Block {
+    /// Validate the block's structure. Entries are decoded lazily, still bounds-checked.
+    pub fn parse(data: Vec<u8>) -> Result<Block, &'static str> {
+        if data.len() < 4 {
+            return Err("block too short");
+        }
+        let n = u32::from_le_bytes(data[data.len() - 4..].try_into().expect("4 bytes")) as usize;
+        let offsets_start = data
+            .len()
+            .checked_sub(4 + n.checked_mul(4).ok_or("entry count overflow")?)
+            .ok_or("entry count exceeds block")?;
+        let b = Block {
+            data,
+            n,
+            offsets_start,
+        };
+        let mut prev = None;
+        for i in 0..n {
+            let o = b.offset(i);
+            if o >= offsets_start || prev.is_some_and(|p| o <= p) {
+                return Err("bad entry offset");
+            }
+            prev = Some(o);
+        }
+        Ok(b)
+    }
+
+    #[inline]
+    fn offset(&self, i: usize) -> usize {
+        let p = self.offsets_start + i * 4;
+        u32::from_le_bytes([
+            self.data[p],
+            self.data[p + 1],
+            self.data[p + 2],
+            self.data[p + 3],
+        ]) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Bytes held in memory (for the cache's weigher).
+    pub fn memory_size(&self) -> usize {
+        self.data.len() + 48
+    }
+
+    /// Decode entry `i` (< len()).
+    pub fn entry(&self, i: usize) -> Result<Entry<'_>, &'static str> {
+        debug_assert!(i < self.n);
+        let mut d = Decoder::new(&self.data[self.offset(i)..self.offsets_start]);
+        let key = d.len_bytes().map_err(|e| e.0)?;
+        let ts = d.u64().map_err(|e| e.0)?;
+        let kind = ValueKind::from_u8(d.u8().map_err(|e| e.0)?).ok_or("bad value kind")?;
+        let value = d.len_bytes().map_err(|e| e.0)?;
+        Ok(Entry {
+            key,
+            ts,
+            kind,
+            value,
+        })
+    }
+
+    /// Index of the first entry >= (key, ts) in internal order; `len()` if none.
+    pub fn seek(&self, key: &[u8], ts: Ts) -> Result<usize, &'static str> {
+        let (mut lo, mut hi) = (0, self.n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = self.entry(mid)?;
+            if cmp_internal(e.key, e.ts, key, ts) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_parse_seek() {
+        let mut b = BlockBuilder::default();
+        b.add(b"a", 5, Some(b"a5"));
+        b.add(b"a", 2, None);
+        b.add(b"c", 1, Some(b"c1"));
+        let blk = Block::parse(b.finish()).unwrap();
+        assert_eq!(blk.len(), 3);
+        assert_eq!(blk.seek(b"a", 9).unwrap(), 0);
+        assert_eq!(blk.seek(b"a", 4).unwrap(), 1);
+        assert_eq!(blk.entry(1).unwrap().value_opt(), None);
+        assert_eq!(blk.seek(b"b", 9).unwrap(), 2);
+        assert_eq!(blk.seek(b"d", 9).unwrap(), 3);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let mut b = BlockBuilder::default();
+        for i in 0..20u8 {
+            b.add(&[i], 1, Some(&[i; 10]));
+        }
+        let good = b.finish();
+        for cut in 0..good.len() {
+            let _ = Block::parse(good[..cut].to_vec()).map(|blk| {
+                for i in 0..blk.len() {
+                    let _ = blk.entry(i);
+                }
+            });
+        }
+        for pos in 0..good.len() {
+            let mut bad = good.clone();
+            bad[pos] ^= 0xff;
+            if let Ok(blk) = Block::parse(bad) {
+                for i in 0..blk.len() {
+                    let _ = blk.entry(i);
+                }
+                let _ = blk.seek(b"x", 0);
+            }
+        }
+    }
+}

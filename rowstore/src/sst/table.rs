@@ -1,0 +1,828 @@
+use super::block::{Block, BlockBuilder, Entry};
+use super::bloom;
+use crate::cache::BlockCache;
+use crate::coding::{self, Decoder};
+use crate::compression::{self, Compression};
+use crate::error::{Error, IoContext, Result};
+use crate::key::{InternalKey, MAX_TS, Ts, cmp_internal};
+use crate::memtable::Lookup;
+use crate::prefetch::Prefetcher;
+use crate::vfs::{self, MmapBudget, RandomAccessFile};
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+const MAGIC: u64 = 0x4C_54_4E_47_53_53_54_31; // "LTNGSST1"
+pub const FORMAT_VERSION: u32 = 1;
+const FOOTER_LEN: usize = 3 * 12 + 4 + 8 + 4;
+const TRAILER_LEN: usize = 5;
+/// Upper bound on a decompressed block, so damaged headers cannot force huge allocations.
+const MAX_BLOCK_LEN: usize = 1 << 30;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Handle {
+    offset: u64,
+    len: u32,
+}
+
+impl Handle {
+    fn encode(&self, out: &mut Vec<u8>) {
+        coding::put_u64(out, self.offset);
+        coding::put_u32(out, self.len);
+    }
+    fn decode(d: &mut Decoder) -> std::result::Result<Handle, crate::coding::DecodeError> {
+        Ok(Handle {
+            offset: d.u64()?,
+            len: d.u32()?,
+        })
+    }
+}
+
+/// What the manifest records about a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMeta {
+    pub id: u64,
+    pub file_size: u64,
+    pub smallest: InternalKey,
+    pub largest: InternalKey,
+    pub num_entries: u64,
+    pub num_deletes: u64,
+    pub min_ts: Ts,
+    pub max_ts: Ts,
+}
+
+impl TableMeta {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        coding::put_u64(out, self.id);
+        coding::put_u64(out, self.file_size);
+        coding::put_bytes(out, &self.smallest.user_key);
+        coding::put_u64(out, self.smallest.ts);
+        coding::put_bytes(out, &self.largest.user_key);
+        coding::put_u64(out, self.largest.ts);
+        coding::put_u64(out, self.num_entries);
+        coding::put_u64(out, self.num_deletes);
+        coding::put_u64(out, self.min_ts);
+        coding::put_u64(out, self.max_ts);
+    }
+
+    pub fn decode(d: &mut Decoder) -> std::result::Result<Self, crate::coding::DecodeError> {
+        Ok(TableMeta {
+            id: d.u64()?,
+            file_size: d.u64()?,
+            smallest: InternalKey::new(d.len_bytes()?, d.u64()?),
+            largest: InternalKey::new(d.len_bytes()?, d.u64()?),
+            num_entries: d.u64()?,
+            num_deletes: d.u64()?,
+            min_ts: d.u64()?,
+            max_ts: d.u64()?,
+        })
+    }
+
+    /// Does the table's user-key range intersect `[start, end]` (inclusive user keys)?
+    pub fn overlaps(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> bool {
+        start.is_none_or(|s| self.largest.user_key.as_slice() >= s)
+            && end.is_none_or(|e| self.smallest.user_key.as_slice() <= e)
+    }
+}
+
+/// Path of table `id` in `dir`.
+pub fn table_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:06}.sst"))
+}
+
+/// Writes one table. Entries must arrive in internal-key order.
+pub struct TableBuilder {
+    out: BufWriter<File>,
+    path: PathBuf,
+    id: u64,
+    offset: u64,
+    block: BlockBuilder,
+    block_size: usize,
+    codec: Compression,
+    bloom_bits: usize,
+    index: Vec<(InternalKey, Handle)>,
+    hashes: Vec<u64>,
+    last: Option<InternalKey>,
+    smallest: Option<InternalKey>,
+    num_entries: u64,
+    num_deletes: u64,
+    min_ts: Ts,
+    max_ts: Ts,
+}
+
+impl TableBuilder {
+    pub fn create(
+        dir: &Path,
+        id: u64,
+        block_size: usize,
+        codec: Compression,
+        bloom_bits: usize,
+    ) -> Result<Self> {
+        let path = table_path(dir, id);
+        let f = vfs::create_new(&path)?;
+        Ok(TableBuilder {
+            out: BufWriter::with_capacity(256 * 1024, f),
+            path,
+            id,
+            offset: 0,
+            block: BlockBuilder::default(),
+            block_size,
+            codec,
+            bloom_bits,
+            index: Vec::new(),
+            hashes: Vec::new(),
+            last: None,
+            smallest: None,
+            num_entries: 0,
+            num_deletes: 0,
+            min_ts: Ts::MAX,
+            max_ts: 0,
+        })
+    }
+
+    pub fn add(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) -> Result<()> {
+        let new_user_key = match &self.last {
+            Some(l) => {
+                debug_assert_eq!(
+                    cmp_internal(&l.user_key, l.ts, key, ts),
+                    Ordering::Less,
+                    "table entries out of order"
+                );
+                l.user_key.as_slice() != key
+            }
+            None => true,
+        };
+        if new_user_key {
+            self.hashes.push(bloom::key_hash(key));
+        }
+        if self.smallest.is_none() {
+            self.smallest = Some(InternalKey::new(key, ts));
+        }
+        self.block.add(key, ts, value);
+        match &mut self.last {
+            Some(l) => {
+                l.user_key.clear();
+                l.user_key.extend_from_slice(key);
+                l.ts = ts;
+            }
+            None => self.last = Some(InternalKey::new(key, ts)),
+        }
+        self.num_entries += 1;
+        if value.is_none() {
+            self.num_deletes += 1;
+        }
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        if self.block.estimated_size() >= self.block_size {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self, raw: &[u8], codec: Compression) -> Result<Handle> {
+        let (used, payload) = compression::compress(codec, raw);
+        let mut crc = crc32c::crc32c(&payload);
+        crc = crc32c::crc32c_append(crc, &[used as u8]);
+        let h = Handle {
+            offset: self.offset,
+            len: payload.len() as u32,
+        };
+        let ctx = || format!("writing {}", self.path.display());
+        self.out.write_all(&payload).ctx(ctx)?;
+        self.out.write_all(&[used as u8]).ctx(ctx)?;
+        self.out.write_all(&crc.to_le_bytes()).ctx(ctx)?;
+        self.offset += (payload.len() + TRAILER_LEN) as u64;
+        Ok(h)
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let raw = self.block.finish();
+        let h = self.write_block(&raw, self.codec)?;
+        let last = self.last.clone().expect("non-empty block has a last key");
+        self.index.push((last, h));
+        Ok(())
+    }
+
+    /// Bytes written so far plus the open block.
+    pub fn estimated_size(&self) -> u64 {
+        self.offset + self.block.estimated_size() as u64
+    }
+
+    pub fn num_entries(&self) -> u64 {
+        self.num_entries
+    }
+
+    /// Finish the file (footer, fsync) and describe it. The caller syncs the directory.
+    pub fn finish(mut self) -> Result<TableMeta> {
+        self.flush_block()?;
+        let filter = bloom::build(&self.hashes, self.bloom_bits);
+        let filter_h = self.write_block(&filter, Compression::None)?;
+        let smallest = self.smallest.clone().unwrap_or(InternalKey::new(Vec::new(), 0));
+        let largest = self.last.clone().unwrap_or(InternalKey::new(Vec::new(), 0));
+        let mut meta_buf = Vec::new();
+        coding::put_bytes(&mut meta_buf, &smallest.user_key);
+        coding::put_u64(&mut meta_buf, smallest.ts);
+        coding::put_bytes(&mut meta_buf, &largest.user_key);
+        coding::put_u64(&mut meta_buf, largest.ts);
+        coding::put_u64(&mut meta_buf, self.num_entries);
+        coding::put_u64(&mut meta_buf, self.num_deletes);
+        coding::put_u64(&mut meta_buf, self.min_ts);
+        coding::put_u64(&mut meta_buf, self.max_ts);
+        let meta_h = self.write_block(&meta_buf, Compression::None)?;
+        let mut idx = Vec::new();
+        coding::put_u32(&mut idx, self.index.len() as u32);
+        for (k, h) in &self.index {
+            coding::put_bytes(&mut idx, &k.user_key);
+            coding::put_u64(&mut idx, k.ts);
+            h.encode(&mut idx);
+        }
+        let index_h = self.write_block(&idx, self.codec)?;
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        index_h.encode(&mut footer);
+        filter_h.encode(&mut footer);
+        meta_h.encode(&mut footer);
+        coding::put_u32(&mut footer, FORMAT_VERSION);
+        coding::put_u64(&mut footer, MAGIC);
+        let crc = crc32c::crc32c(&footer);
+        coding::put_u32(&mut footer, crc);
+        debug_assert_eq!(footer.len(), FOOTER_LEN);
+        let ctx = || format!("writing {}", self.path.display());
+        self.out.write_all(&footer).ctx(ctx)?;
+        self.offset += FOOTER_LEN as u64;
+        let f = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(format!("flushing {}", self.path.display()), e.into_error()))?;
+        f.sync_all().ctx(|| format!("fsync of {}", self.path.display()))?;
+        Ok(TableMeta {
+            id: self.id,
+            file_size: self.offset,
+            smallest,
+            largest,
+            num_entries: self.num_entries,
+            num_deletes: self.num_deletes,
+            min_ts: if self.num_entries == 0 { 0 } else { self.min_ts },
+            max_ts: self.max_ts,
+        })
+    }
+
+    /// Give up on this table and delete its file.
+    pub fn abandon(self) {
+        let path = self.path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// An open, verified table.
+pub struct Table {
+    id: u64,
+    file: RandomAccessFile,
+    index: Vec<(InternalKey, Handle)>,
+    filter: Vec<u8>,
+    meta: TableMeta,
+    cache: Option<Arc<BlockCache>>,
+    /// Set once a manifest edit removed this table; the file is deleted when the last
+    /// reader lets go of it.
+    obsolete: AtomicBool,
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if self.obsolete.load(AtomicOrdering::Acquire) {
+            let _ = std::fs::remove_file(self.file.path());
+        }
+    }
+}
+
+fn read_trailed(file: &RandomAccessFile, h: Handle, what: &str) -> Result<(Compression, Vec<u8>)> {
+    let mut buf = file.read_at(h.offset, h.len as usize + TRAILER_LEN)?;
+    let n = h.len as usize;
+    let codec_b = buf[n];
+    let crc = u32::from_le_bytes(buf[n + 1..n + 5].try_into().expect("4 bytes"));
+    let mut c = crc32c::crc32c(&buf[..n]);
+    c = crc32c::crc32c_append(c, &[codec_b]);
+    if c != crc {
+        return Err(Error::corruption(
+            file.path(),
+            h.offset,
+            format!("{what} checksum mismatch"),
+        ));
+    }
+    let codec = Compression::from_u8(codec_b).ok_or_else(|| {
+        Error::corruption(file.path(), h.offset, format!("{what}: unknown codec {codec_b}"))
+    })?;
+    buf.truncate(n);
+    Ok((codec, buf))
+}
+
+fn read_block_data(file: &RandomAccessFile, h: Handle, what: &str) -> Result<Vec<u8>> {
+    let (codec, payload) = read_trailed(file, h, what)?;
+    if codec == Compression::None {
+        return Ok(payload);
+    }
+    compression::decompress(codec, &payload, MAX_BLOCK_LEN)
+        .map_err(|e| Error::corruption(file.path(), h.offset, format!("{what}: {e}")))
+}
+
+impl Table {
+    /// Open a table and verify its footer, index, filter and meta blocks.
+    pub fn open(
+        dir: &Path,
+        id: u64,
+        mmap: Option<&Arc<MmapBudget>>,
+        cache: Option<Arc<BlockCache>>,
+    ) -> Result<Table> {
+        let path = table_path(dir, id);
+        let file = RandomAccessFile::open(&path, mmap)?;
+        let len = file.len();
+        if len < FOOTER_LEN as u64 {
+            return Err(Error::corruption(&path, 0, "file shorter than a table footer"));
+        }
+        let foot_off = len - FOOTER_LEN as u64;
+        let footer = file.read_at(foot_off, FOOTER_LEN)?;
+        let crc = u32::from_le_bytes(footer[FOOTER_LEN - 4..].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&footer[..FOOTER_LEN - 4]) != crc {
+            return Err(Error::corruption(&path, foot_off, "table footer checksum mismatch"));
+        }
+        let bad = |off: u64, why: &str| Error::corruption(&path, off, why.to_string());
+        let mut d = Decoder::new(&footer);
+        let index_h = Handle::decode(&mut d).map_err(|e| bad(foot_off, e.0))?;
+        let filter_h = Handle::decode(&mut d).map_err(|e| bad(foot_off, e.0))?;
+        let meta_h = Handle::decode(&mut d).map_err(|e| bad(foot_off, e.0))?;
+        let version = d.u32().map_err(|e| bad(foot_off, e.0))?;
+        let magic = d.u64().map_err(|e| bad(foot_off, e.0))?;
+        if magic != MAGIC {
+            return Err(bad(foot_off, "not a Lightning DB table (bad magic)"));
+        }
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(bad(foot_off, &format!("unsupported table format version {version}")));
+        }
+        let filter = read_block_data(&file, filter_h, "filter block")?;
+        let meta_raw = read_block_data(&file, meta_h, "meta block")?;
+        let mut md = Decoder::new(&meta_raw);
+        let mut rd = || -> std::result::Result<TableMeta, crate::coding::DecodeError> {
+            Ok(TableMeta {
+                id,
+                file_size: len,
+                smallest: InternalKey::new(md.len_bytes()?, md.u64()?),
+                largest: InternalKey::new(md.len_bytes()?, md.u64()?),
+                num_entries: md.u64()?,
+                num_deletes: md.u64()?,
+                min_ts: md.u64()?,
+                max_ts: md.u64()?,
+            })
+        };
+        let meta = rd().map_err(|e| bad(meta_h.offset, e.0))?;
+        let idx_raw = read_block_data(&file, index_h, "index block")?;
+        let mut d = Decoder::new(&idx_raw);
+        let n = d.u32().map_err(|e| bad(index_h.offset, e.0))? as usize;
+        let mut index = Vec::with_capacity(n.min(idx_raw.len() / 8));
+        for _ in 0..n {
+            let k = d.len_bytes().map_err(|e| bad(index_h.offset, e.0))?;
+            let ts = d.u64().map_err(|e| bad(index_h.offset, e.0))?;
+            let h = Handle::decode(&mut d).map_err(|e| bad(index_h.offset, e.0))?;
+            if h.offset + h.len as u64 + TRAILER_LEN as u64 > foot_off {
+                return Err(bad(index_h.offset, "index points past the data"));
+            }
+            index.push((InternalKey::new(k, ts), h));
+        }
+        Ok(Table {
+            id,
+            file,
+            index,
+            filter,
+            meta,
+            cache,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    /// Delete the file once no version or iterator references this table any more.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, AtomicOrdering::Release);
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn meta(&self) -> &TableMeta {
+        &self.meta
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Memory held by the index and filter (pinned while the table is open).
+    pub fn pinned_bytes(&self) -> usize {
+        self.filter.len()
+            + self
+                .index
+                .iter()
+                .map(|(k, _)| k.user_key.len() + 40)
+                .sum::<usize>()
+    }
+
+    /// May this table hold `key` (bloom filter over user keys)?
+    #[inline]
+    pub fn may_contain_hash(&self, h: u64) -> bool {
+        bloom::may_contain(&self.filter, h)
+    }
+
+    /// Read, verify and decompress block `i`, through the cache.
+    pub fn block(&self, i: usize) -> Result<Arc<Block>> {
+        if let Some(c) = &self.cache
+            && let Some(b) = c.get(self.id, i as u32)
+        {
+            return Ok(b);
+        }
+        let b = self.load_block(i)?;
+        if let Some(c) = &self.cache {
+            c.insert(self.id, i as u32, b.clone());
+        }
+        Ok(b)
+    }
+
+    fn load_block(&self, i: usize) -> Result<Arc<Block>> {
+        let h = self.index[i].1;
+        let data = read_block_data(&self.file, h, "data block")?;
+        Block::parse(data)
+            .map(Arc::new)
+            .map_err(|e| Error::corruption(self.path(), h.offset, format!("data block: {e}")))
+    }
+
+    /// Load block `i` into the cache if it is not there (used by prefetch workers).
+    pub fn prefetch_block(&self, i: usize) {
+        if let Some(c) = &self.cache
+            && i < self.index.len()
+            && !c.contains(self.id, i as u32)
+            && let Ok(b) = self.load_block(i)
+        {
+            c.insert(self.id, i as u32, b);
+        }
+    }
+
+    /// Hint the OS to read blocks `[from, to)` ahead.
+    pub fn advise_will_need(&self, from: usize, to: usize) {
+        if from >= to || to > self.index.len() {
+            return;
+        }
+        let start = self.index[from].1.offset;
+        let last = self.index[to - 1].1;
+        self.file
+            .will_need(start, last.offset + last.len as u64 + TRAILER_LEN as u64 - start);
+    }
+
+    /// Index of the first block whose last key >= (key, ts); `num_blocks()` if none.
+    fn find_block(&self, key: &[u8], ts: Ts) -> usize {
+        self.index
+            .partition_point(|(k, _)| cmp_internal(&k.user_key, k.ts, key, ts) == Ordering::Less)
+    }
+
+    fn corrupt(&self, block: usize, why: &str) -> Error {
+        let off = self.index.get(block).map_or(0, |(_, h)| h.offset);
+        Error::corruption(self.path(), off, why.to_string())
+    }
+
+    /// Newest version of `key` at or below `snapshot` in this table.
+    pub fn get(&self, key: &[u8], snapshot: Ts) -> Result<Lookup> {
+        let bi = self.find_block(key, snapshot);
+        if bi >= self.index.len() {
+            return Ok(Lookup::NotFound);
+        }
+        let b = self.block(bi)?;
+        let i = b.seek(key, snapshot).map_err(|e| self.corrupt(bi, e))?;
+        if i >= b.len() {
+            return Ok(Lookup::NotFound);
+        }
+        let e = b.entry(i).map_err(|e| self.corrupt(bi, e))?;
+        if e.key != key {
+            return Ok(Lookup::NotFound);
+        }
+        Ok(match e.value_opt() {
+            Some(v) => Lookup::Found(v.to_vec()),
+            None => Lookup::Deleted,
+        })
+    }
+
+    /// Commit timestamp of the newest version of `key` in this table.
+    pub fn latest_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
+        let bi = self.find_block(key, MAX_TS);
+        if bi >= self.index.len() {
+            return Ok(None);
+        }
+        let b = self.block(bi)?;
+        let i = b.seek(key, MAX_TS).map_err(|e| self.corrupt(bi, e))?;
+        if i >= b.len() {
+            return Ok(None);
+        }
+        let e = b.entry(i).map_err(|e| self.corrupt(bi, e))?;
+        Ok((e.key == key).then_some(e.ts))
+    }
+
+    /// Verify every block's checksum and structure (for `check` tools and tests).
+    pub fn verify(&self) -> Result<u64> {
+        let mut n = 0;
+        for i in 0..self.index.len() {
+            let b = self.load_block(i)?;
+            for j in 0..b.len() {
+                b.entry(j).map_err(|e| self.corrupt(i, e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A cursor over a user-key range of one table, forward or reverse.
+pub struct TableIter {
+    table: Arc<Table>,
+    block_idx: usize,
+    block: Option<Arc<Block>>,
+    pos: usize,
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    reverse: bool,
+    prefetch: Option<(Arc<Prefetcher>, usize)>,
+    prefetched_to: usize,
+}
+
+impl TableIter {
+    /// Position at the first entry of `[start, end)` in the given direction.
+    pub fn new(
+        table: Arc<Table>,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+        prefetch: Option<(Arc<Prefetcher>, usize)>,
+    ) -> Result<Self> {
+        let mut it = TableIter {
+            table,
+            block_idx: 0,
+            block: None,
+            pos: 0,
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+            reverse,
+            prefetch,
+            prefetched_to: 0,
+        };
+        if reverse {
+            // Last entry < (end, MAX_TS): seek to first >= it, then step back.
+            let (bi, pos) = match &it.end {
+                Some(e) => {
+                    let bi = it.table.find_block(e, MAX_TS);
+                    if bi >= it.table.num_blocks() {
+                        (it.table.num_blocks(), 0)
+                    } else {
+                        let b = it.table.block(bi)?;
+                        let p = b.seek(e, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?;
+                        (bi, p)
+                    }
+                }
+                None => (it.table.num_blocks(), 0),
+            };
+            it.block_idx = bi;
+            it.pos = pos;
+            if bi < it.table.num_blocks() {
+                it.block = Some(it.table.block(bi)?);
+            }
+            it.step_back()?;
+        } else {
+            let bi = match &it.start {
+                Some(s) => it.table.find_block(s, MAX_TS),
+                None => 0,
+            };
+            it.block_idx = bi;
+            if bi < it.table.num_blocks() {
+                let b = it.table.block(bi)?;
+                it.pos = match &it.start {
+                    Some(s) => b.seek(s, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?,
+                    None => 0,
+                };
+                it.block = Some(b);
+                it.normalize_forward()?;
+            }
+        }
+        it.check_bounds()?;
+        Ok(it)
+    }
+
+    fn load(&mut self, bi: usize) -> Result<()> {
+        self.block = Some(self.table.block(bi)?);
+        self.block_idx = bi;
+        if let Some((p, dist)) = &self.prefetch {
+            let n = self.table.num_blocks();
+            if self.reverse {
+                let lo = bi.saturating_sub(*dist);
+                for j in (lo..bi).rev() {
+                    p.request(&self.table, j);
+                }
+            } else {
+                let from = (bi + 1).max(self.prefetched_to);
+                let to = (bi + 1 + *dist).min(n);
+                for j in from..to {
+                    p.request(&self.table, j);
+                }
+                self.prefetched_to = to;
+            }
+        }
+        Ok(())
+    }
+
+    /// Skip past exhausted blocks going forward.
+    fn normalize_forward(&mut self) -> Result<()> {
+        while let Some(b) = &self.block {
+            if self.pos < b.len() {
+                return Ok(());
+            }
+            let next = self.block_idx + 1;
+            if next >= self.table.num_blocks() {
+                self.block = None;
+                return Ok(());
+            }
+            self.load(next)?;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Move to the previous entry (pos-1), crossing block boundaries.
+    fn step_back(&mut self) -> Result<()> {
+        loop {
+            if self.pos > 0 && self.block.is_some() {
+                self.pos -= 1;
+                return Ok(());
+            }
+            if self.block_idx == 0 {
+                self.block = None;
+                return Ok(());
+            }
+            let prev = self.block_idx - 1;
+            self.load(prev)?;
+            self.pos = self.block.as_ref().map_or(0, |b| b.len());
+        }
+    }
+
+    fn entry(&self) -> Result<Option<Entry<'_>>> {
+        match &self.block {
+            Some(b) if self.pos < b.len() => b
+                .entry(self.pos)
+                .map(Some)
+                .map_err(|m| self.table.corrupt(self.block_idx, m)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stop when leaving `[start, end)`.
+    fn check_bounds(&mut self) -> Result<()> {
+        let out = match self.entry()? {
+            Some(e) => {
+                if self.reverse {
+                    self.start.as_deref().is_some_and(|s| e.key < s)
+                } else {
+                    self.end.as_deref().is_some_and(|x| e.key >= x)
+                }
+            }
+            None => false,
+        };
+        if out {
+            self.block = None;
+        }
+        Ok(())
+    }
+
+    /// Current entry: (user key, ts, value or None for a tombstone).
+    pub fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+        let b = self.block.as_ref()?;
+        if self.pos >= b.len() {
+            return None;
+        }
+        // Entries were decoded successfully by check_bounds before becoming current.
+        b.entry(self.pos).ok().map(|e| (e.key, e.ts, e.value_opt()))
+    }
+
+    pub fn advance(&mut self) -> Result<()> {
+        if self.block.is_none() {
+            return Ok(());
+        }
+        if self.reverse {
+            self.step_back()?;
+        } else {
+            self.pos += 1;
+            self.normalize_forward()?;
+        }
+        self.check_bounds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dir: &Path, id: u64, n: u32, codec: Compression) -> Arc<Table> {
+        let mut b = TableBuilder::create(dir, id, 256, codec, 10).unwrap();
+        for i in 0..n {
+            let k = format!("key{i:05}");
+            b.add(k.as_bytes(), 10, Some(format!("v{i}").as_bytes()))
+                .unwrap();
+            if i % 3 == 0 {
+                b.add(k.as_bytes(), 5, None).unwrap();
+            }
+        }
+        let meta = b.finish().unwrap();
+        assert_eq!(meta.num_entries, (n + n.div_ceil(3)) as u64);
+        let cache = Arc::new(BlockCache::new(1 << 20, true));
+        Arc::new(Table::open(dir, id, None, Some(cache)).unwrap())
+    }
+
+    #[test]
+    fn point_lookups_at_snapshots() {
+        let d = tempfile::tempdir().unwrap();
+        for (id, codec) in [
+            (1, Compression::None),
+            (2, Compression::Zstd),
+            (3, Compression::Lz4),
+            (4, Compression::Snappy),
+        ] {
+            let t = build(d.path(), id, 500, codec);
+            assert!(t.num_blocks() > 10);
+            assert_eq!(t.get(b"key00042", 20).unwrap(), Lookup::Found(b"v42".to_vec()));
+            assert_eq!(t.get(b"key00042", 9).unwrap(), Lookup::Deleted);
+            assert_eq!(t.get(b"key00042", 4).unwrap(), Lookup::NotFound);
+            assert_eq!(t.get(b"key00041", 9).unwrap(), Lookup::NotFound);
+            assert_eq!(t.get(b"nokey", 20).unwrap(), Lookup::NotFound);
+            assert_eq!(t.get(b"zzz", 20).unwrap(), Lookup::NotFound);
+            assert_eq!(t.verify().unwrap(), 500 + 167);
+        }
+    }
+
+    #[test]
+    fn iterates_ranges_both_ways() {
+        let d = tempfile::tempdir().unwrap();
+        let t = build(d.path(), 1, 300, Compression::Lz4);
+        let run = |s: Option<&[u8]>, e: Option<&[u8]>, rev| {
+            let mut it = TableIter::new(t.clone(), s, e, rev, None).unwrap();
+            let mut v = Vec::new();
+            while let Some((k, ts, _)) = it.current() {
+                v.push((String::from_utf8(k.to_vec()).unwrap(), ts));
+                it.advance().unwrap();
+            }
+            v
+        };
+        let all = run(None, None, false);
+        assert_eq!(all.len(), 400);
+        let mut rev = run(None, None, true);
+        rev.reverse();
+        assert_eq!(all, rev);
+        let r = run(Some(b"key00010"), Some(b"key00020"), false);
+        assert_eq!(r.first().unwrap().0, "key00010");
+        assert_eq!(r.iter().filter(|(_, ts)| *ts == 10).count(), 10);
+        let rr = run(Some(b"key00010"), Some(b"key00020"), true);
+        assert_eq!(rr.first().unwrap().0, "key00019");
+        assert_eq!(rr.last().unwrap().0, "key00010");
+        assert_eq!(rr.len(), r.len());
+        assert!(run(Some(b"zz"), None, false).is_empty());
+        assert!(run(None, Some(b"a"), true).is_empty());
+    }
+
+    #[test]
+    fn flipped_byte_is_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        build(d.path(), 7, 500, Compression::Lz4);
+        let p = table_path(d.path(), 7);
+        let mut data = std::fs::read(&p).unwrap();
+        data[100] ^= 0x10;
+        std::fs::write(&p, &data).unwrap();
+        let t = Table::open(d.path(), 7, None, None).unwrap();
+        let mut saw = false;
+        for i in 0..500 {
+            match t.get(format!("key{i:05}").as_bytes(), 20) {
+                Err(e) => {
+                    assert!(e.is_corruption());
+                    saw = true;
+                }
+                Ok(l) => assert_eq!(l, Lookup::Found(format!("v{i}").into_bytes())),
+            }
+        }
+        assert!(saw);
+        assert!(t.verify().unwrap_err().is_corruption());
+        // Footer damage is caught at open.
+        let n = data.len();
+        data[n - 10] ^= 1;
+        std::fs::write(&p, &data).unwrap();
+        assert!(Table::open(d.path(), 7, None, None).err().unwrap().is_corruption());
+    }
+}
