@@ -1,1 +1,46 @@
-//! x
+//! # Lightning DB
+//!
+//! An embedded database: a durable, crash-safe, transactional ordered key-value store
+//! (this crate's API), built on an LSM row store with MVCC snapshots.
+//!
+//! ```no_run
+//! use lightning_db::{Database, LightningDbConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Database::create("./mydb", LightningDbConfig::default())?;
+//! db.put(b"hello", b"world")?;
+//! assert_eq!(db.get(b"hello")?.as_deref(), Some(&b"world"[..]));
+//! db.delete(b"hello")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Limits: keys up to [`MAX_KEY_LEN`] bytes, values up to [`MAX_VALUE_LEN`] bytes, one
+//! batch or transaction up to [`MAX_BATCH_BYTES`]; larger inputs are refused with
+//! [`Error::KeyTooLarge`], [`Error::ValueTooLarge`] or [`Error::BatchTooLarge`].
+//!
+//! Layering (see DESIGN.md): this facade sits on `lightning-rowstore`; with the default
+//! `sql` feature it will also use `lightning-columnar` and `lightning-query`. Built with
+//! `default-features = false` it is a pure KV store with no Arrow or DataFusion.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod config;
+mod db;
+mod error;
+
+pub use config::{ConsistencyLevel, Durability, LightningDbConfig};
+pub use db::{Database, KvIter, Tx, TxId};
+pub use error::{Error, Result};
+pub use lightning_rowstore::WriteBatch;
+
+/// Largest key accepted, in bytes (32 KiB).
+pub const MAX_KEY_LEN: usize = lightning_rowstore::MAX_KEY_LEN;
+/// Largest value accepted, in bytes (64 MiB).
+pub const MAX_VALUE_LEN: usize = lightning_rowstore::MAX_VALUE_LEN;
+/// Largest batch or transaction (keys + values + framing), in bytes (512 MiB).
+pub const MAX_BATCH_BYTES: usize = lightning_rowstore::MAX_BATCH_BYTES;
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Database>();
+}

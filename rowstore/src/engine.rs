@@ -106,6 +106,37 @@ impl Drop for Snapshot {
     }
 }
 
+/// The snapshot of an open transaction; dropping it ends the transaction's hold.
+pub struct TxnSnapshot {
+    snap: Snapshot,
+}
+
+impl TxnSnapshot {
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+    pub fn ts(&self) -> Ts {
+        self.snap.ts
+    }
+}
+
+impl Drop for TxnSnapshot {
+    fn drop(&mut self) {
+        self.snap.inner.active_txns.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a transactional commit must validate.
+#[derive(Debug, Clone, Default)]
+pub struct CommitCheck {
+    /// The transaction's snapshot timestamp.
+    pub start_ts: Ts,
+    /// Keys read (serializable only).
+    pub read_keys: Vec<Vec<u8>>,
+    /// Ranges `[start, end)` scanned (serializable only).
+    pub read_ranges: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+}
+
 /// A user-visible iterator over one consistent state of the database.
 pub struct DbIter {
     inner: VisibleIter,
@@ -130,6 +161,10 @@ struct WriteReq {
     batch: WriteBatch,
     /// Switch to a new memtable before applying (used by `flush`).
     force_switch: bool,
+    /// Conflict validation for transactional commits.
+    check: Option<CommitCheck>,
+    /// Set by the leader when validation refused this request.
+    rejected: Mutex<Option<Error>>,
     ts: AtomicU64,
     state: Mutex<ReqState>,
     cv: Condvar,
@@ -181,6 +216,12 @@ struct Inner {
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stats: EngineStats,
+    /// Open transactions (see the Dekker note in `commit_group`).
+    active_txns: std::sync::atomic::AtomicUsize,
+    /// Keys committed while transactions were open, with their newest commit ts.
+    recent_commits: Mutex<BTreeMap<Vec<u8>, Ts>>,
+    /// Validate commits against `recent_commits` instead of the LSM tree.
+    fast_validation: AtomicBool,
 }
 
 /// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
@@ -432,6 +473,9 @@ impl Engine {
             closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             stats: EngineStats::default(),
+            active_txns: std::sync::atomic::AtomicUsize::new(0),
+            recent_commits: Mutex::new(BTreeMap::new()),
+            fast_validation: AtomicBool::new(true),
             lock_file: Mutex::new(Some(lock_file)),
             dir,
             opts,
@@ -489,6 +533,40 @@ impl Engine {
         self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
         let sv = self.inner.sv.load_full();
         self.inner.get_in(&sv, key, snap.ts)
+    }
+
+    /// Begin a transaction's snapshot: registered for GC and counted as an open
+    /// transaction until the returned guard drops.
+    pub fn begin_txn(&self) -> Result<TxnSnapshot> {
+        self.inner.check_writable()?;
+        self.inner.active_txns.fetch_add(1, Ordering::SeqCst);
+        let mut m = self.inner.snapshots.lock();
+        let ts = self.inner.visible_ts.load(Ordering::SeqCst);
+        *m.entry(ts).or_insert(0) += 1;
+        drop(m);
+        Ok(TxnSnapshot {
+            snap: Snapshot {
+                inner: self.inner.clone(),
+                ts,
+            },
+        })
+    }
+
+    /// Commit `batch` if no transaction that committed after `check.start_ts` wrote a
+    /// key in the batch or (for serializable checks) in the read set.
+    pub fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
+        self.inner.check_writable()?;
+        self.inner.submit_checked(batch, false, Some(check))
+    }
+
+    /// Validate through the recent-commit index (true) or LSM lookups (false).
+    pub fn set_fast_validation(&self, on: bool) {
+        self.inner.fast_validation.store(on, Ordering::Relaxed);
+    }
+
+    /// Number of open transactions.
+    pub fn active_transactions(&self) -> usize {
+        self.inner.active_txns.load(Ordering::Relaxed)
     }
 
     /// Take a registered snapshot of the current state.
@@ -754,9 +832,20 @@ impl Inner {
     // ---------------------------------------------------------------- commit path
 
     fn submit(&self, batch: WriteBatch, force_switch: bool) -> Result<Ts> {
+        self.submit_checked(batch, force_switch, None)
+    }
+
+    fn submit_checked(
+        &self,
+        batch: WriteBatch,
+        force_switch: bool,
+        check: Option<CommitCheck>,
+    ) -> Result<Ts> {
         let req = Arc::new(WriteReq {
             batch,
             force_switch,
+            check,
+            rejected: Mutex::new(None),
             ts: AtomicU64::new(0),
             state: Mutex::new(ReqState::Waiting),
             cv: Condvar::new(),
@@ -766,7 +855,11 @@ impl Inner {
             let _g = self.serial_commit.lock();
             self.check_writable()?;
             let group = [req.clone()];
-            return self.commit_group(&group).map(|_| req.ts.load(Ordering::Relaxed));
+            self.commit_group(&group)?;
+            return match req.rejected.lock().take() {
+                Some(e) => Err(e),
+                None => Ok(req.ts.load(Ordering::Relaxed)),
+            };
         }
         let lead = {
             let mut q = self.queue.lock();
@@ -805,7 +898,10 @@ impl Inner {
         let res = self.commit_group(&group);
         for r in &group {
             let out = match &res {
-                Ok(()) => Ok(r.ts.load(Ordering::Relaxed)),
+                Ok(()) => match r.rejected.lock().take() {
+                    Some(e) => Err(e),
+                    None => Ok(r.ts.load(Ordering::Relaxed)),
+                },
                 Err(Error::Closed) => Err(Error::Closed),
                 Err(e) => Err(Error::Fatal(e.to_string())),
             };
@@ -823,7 +919,11 @@ impl Inner {
                 None => q.leader_active = false,
             }
         }
-        res.map(|_| req.ts.load(Ordering::Relaxed))
+        res?;
+        match req.rejected.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(req.ts.load(Ordering::Relaxed)),
+        }
     }
 
     /// Write a group of batches: one WAL write, at most one sync, then the memtable.
@@ -834,11 +934,31 @@ impl Inner {
             return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
         }
         let sv = self.sv.load_full();
+        // Validate transactional commits in order; a request refused here is skipped.
+        // Keys written by earlier requests of this group count as newer than any
+        // snapshot, since they commit after every snapshot taken so far.
+        let mut accepted: Vec<bool> = vec![true; group.len()];
+        if group.iter().any(|r| r.check.is_some()) {
+            let mut written: std::collections::BTreeSet<&[u8]> = Default::default();
+            for (i, r) in group.iter().enumerate() {
+                if let Some(c) = &r.check
+                    && let Err(e) = self.validate(&sv, c, &r.batch, &written)
+                {
+                    *r.rejected.lock() = Some(e);
+                    accepted[i] = false;
+                    continue;
+                }
+                written.extend(r.batch.ops().iter().map(|o| o.key()));
+            }
+        }
         let mut ts = self.last_ts.load(Ordering::Relaxed);
         let mut framed = Vec::new();
         let mut payload = Vec::new();
         let wal_on = self.opts.wal_enabled;
-        for r in group {
+        for (i, r) in group.iter().enumerate() {
+            if !accepted[i] {
+                continue;
+            }
             if r.batch.is_empty() {
                 r.ts.store(ts, Ordering::Relaxed);
                 continue;
@@ -876,7 +996,10 @@ impl Inner {
         }
         let mut puts = 0;
         let mut dels = 0;
-        for r in group {
+        for (i, r) in group.iter().enumerate() {
+            if !accepted[i] {
+                continue;
+            }
             let t = r.ts.load(Ordering::Relaxed);
             for op in r.batch.ops() {
                 match op.value() {
@@ -892,8 +1015,97 @@ impl Inner {
             .commits
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         self.last_ts.store(ts, Ordering::Relaxed);
-        self.visible_ts.store(ts, Ordering::Release);
+        self.visible_ts.store(ts, Ordering::SeqCst);
+        // Record what committed for fast conflict checks, but only while a transaction
+        // could care. Dekker-style: a transaction increments `active_txns` and then reads
+        // `visible_ts` (both SeqCst); we publish `visible_ts` and then read
+        // `active_txns`. Either we see the transaction, or it sees our commit in its
+        // snapshot and cannot conflict with it.
+        if self.active_txns.load(Ordering::SeqCst) > 0 {
+            let mut recent = self.recent_commits.lock();
+            for (i, r) in group.iter().enumerate() {
+                if accepted[i] {
+                    let t = r.ts.load(Ordering::Relaxed);
+                    for op in r.batch.ops() {
+                        recent.insert(op.key().to_vec(), t);
+                    }
+                }
+            }
+            if recent.len() > 4096 && ts % 256 == 0 {
+                let h = self.gc_horizon();
+                recent.retain(|_, t| *t > h);
+            }
+        } else if !self.recent_commits.lock().is_empty() {
+            self.recent_commits.lock().clear();
+        }
         Ok(())
+    }
+
+    /// Refuse a transactional commit whose write set (and, when serializable, read set)
+    /// was changed by a commit newer than its snapshot.
+    fn validate(
+        &self,
+        sv: &SuperVersion,
+        c: &CommitCheck,
+        batch: &WriteBatch,
+        group_written: &std::collections::BTreeSet<&[u8]>,
+    ) -> Result<()> {
+        let conflict = |what: &str, key: &[u8]| {
+            Error::TransactionConflict(format!(
+                "{what} key {} was changed by a transaction that committed after this one began",
+                crate::key::display_key(key)
+            ))
+        };
+        let newer = |key: &[u8]| -> Result<bool> {
+            if group_written.contains(key) {
+                return Ok(true);
+            }
+            let latest = if self.opts_fast_validation() {
+                self.recent_commits.lock().get(key).copied()
+            } else {
+                self.latest_ts_in(sv, key)?
+            };
+            Ok(latest.is_some_and(|t| t > c.start_ts))
+        };
+        for op in batch.ops() {
+            if newer(op.key())? {
+                return Err(conflict("written", op.key()));
+            }
+        }
+        for k in &c.read_keys {
+            if newer(k)? {
+                return Err(conflict("read", k));
+            }
+        }
+        for (start, end) in &c.read_ranges {
+            let in_range = |k: &[u8]| {
+                start.as_deref().is_none_or(|s| k >= s) && end.as_deref().is_none_or(|e| k < e)
+            };
+            if let Some(k) = group_written.iter().find(|k| in_range(k)) {
+                return Err(conflict("scanned", k));
+            }
+            if self.opts_fast_validation() {
+                let recent = self.recent_commits.lock();
+                let lo = start.clone().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+                let hi = end.clone().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+                if let Some((k, _)) = recent.range((lo, hi)).find(|(_, t)| **t > c.start_ts) {
+                    return Err(conflict("scanned", k));
+                }
+            } else {
+                let mut m = MergeIter::over(sv, start.as_deref(), end.as_deref(), false, None)?;
+                while let Some((k, ts, _)) = m.current() {
+                    if ts > c.start_ts {
+                        return Err(conflict("scanned", k));
+                    }
+                    m.advance()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn opts_fast_validation(&self) -> bool {
+        self.fast_validation.load(Ordering::Relaxed)
     }
 
     /// Called by the commit leader before writing: switch a full memtable, and stall

@@ -73,6 +73,20 @@ impl PartialOrd for InternalKey {
     }
 }
 
+/// Printable form of a key for error messages: UTF-8 if it is, hex otherwise, cut short.
+pub fn display_key(key: &[u8]) -> String {
+    const MAX: usize = 64;
+    let k = &key[..key.len().min(MAX)];
+    let mut s = match std::str::from_utf8(k) {
+        Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
+        _ => format!("0x{}", k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    };
+    if key.len() > MAX {
+        s.push_str("...");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,16 +29,20 @@ pub mod manifest;
 pub mod memtable;
 pub mod options;
 pub mod prefetch;
+pub mod txn;
 pub mod sst;
 pub mod version;
 pub mod vfs;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use compression::Compression;
-pub use engine::{DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot};
+pub use engine::{
+    CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot, TxnSnapshot,
+};
 pub use error::{Error, Result};
 pub use key::Ts;
 pub use options::{Durability, EngineOptions};
+pub use txn::{Isolation, Transaction, TxnIter};
 
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 32 * 1024;

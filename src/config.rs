@@ -1,0 +1,248 @@
+//! `LightningDbConfig`: every knob of a database, validated at create/open.
+
+use crate::error::{Error, Result};
+use lightning_rowstore::{Compression, EngineOptions};
+use std::time::Duration;
+
+pub use lightning_rowstore::Durability;
+
+/// Isolation level of transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsistencyLevel {
+    /// Snapshot isolation: every read of a transaction sees the snapshot taken when it
+    /// began; a commit fails if another transaction committed a write to one of the same
+    /// keys after that snapshot (first committer wins). Write skew is possible.
+    #[default]
+    Snapshot,
+    /// Serializable: snapshot isolation plus validation of the read set at commit; a
+    /// commit fails if any key the transaction read (including keys found absent and
+    /// keys in scanned ranges) was changed by a transaction that committed after its
+    /// snapshot. Refuses write skew.
+    Serializable,
+}
+
+/// Configuration of a database. Use `..Default::default()` for the fields you do not set.
+///
+/// Every field is checked by [`crate::Database::create`] and [`crate::Database::open`];
+/// an out-of-range value is refused with [`Error::InvalidConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LightningDbConfig {
+    /// Target size in bytes of an uncompressed table data block (the unit of reads,
+    /// caching and compression). Smaller blocks make point reads cheaper, larger blocks
+    /// compress better and scan faster. 512..=1 MiB, power of two. Default 4096.
+    pub page_size: usize,
+    /// Bytes of decompressed data blocks kept in the block cache. 0 disables the cache
+    /// (every read goes to the file). Default 256 MiB.
+    pub cache_size: u64,
+    /// Budget in bytes of table files read through memory maps instead of `pread`.
+    /// Tables beyond the budget are read with `pread`. `None` or `Some(0)` disables
+    /// memory mapping. Default `Some(1 GiB)`.
+    pub mmap_size: Option<u64>,
+    /// Compress table blocks with `compression_type`. Blocks that do not shrink by at
+    /// least 1/8 are stored raw. Default true.
+    pub compression_enabled: bool,
+    /// Block codec when `compression_enabled`: 1 = Zstd, 2 = LZ4, 3 = Snappy.
+    /// Default 2 (LZ4).
+    pub compression_type: u8,
+    /// Most transactions open at once; `begin_transaction` beyond it returns
+    /// [`Error::TooManyTransactions`]. 1..=1_000_000. Default 10_000.
+    pub max_active_transactions: usize,
+    /// Validate commits against an in-memory index of recently committed keys (true),
+    /// instead of looking up every written key's newest version in the LSM tree (false).
+    /// Both give the same answers; true is faster. Default true.
+    pub use_optimized_transactions: bool,
+    /// Read ahead during scans: worker threads load upcoming table blocks into the block
+    /// cache while the scan works. Default true.
+    pub prefetch_enabled: bool,
+    /// How many blocks ahead a scan prefetches (1..=1024). Default 8.
+    pub prefetch_distance: usize,
+    /// Prefetch worker threads (1..=64). Default 2.
+    pub prefetch_workers: usize,
+    /// A sharded block cache whose shards are used concurrently (true), or a single
+    /// shard with one global eviction order (false). Default true.
+    pub use_lock_free_cache: bool,
+    /// Write every commit to the write-ahead log first. With `false`, writes live only in
+    /// memory until a memtable flush (or `close`); a crash loses them. Default true.
+    pub wal_enabled: bool,
+    /// Group commit: concurrent commits are written to the WAL together by one leader and
+    /// share one fsync (true); with false, each commit is written and synced alone under
+    /// a lock. Default true.
+    pub improved_wal: bool,
+    /// Run memtable flushes and compactions on background threads (true). With false,
+    /// no background thread is started: the commit that fills the memtable flushes it
+    /// and runs any due compaction itself. Default true.
+    pub background_compaction: bool,
+    /// Compaction threads when `background_compaction` is on (1..=64). Compactions of
+    /// disjoint level pairs run in parallel. Default 2.
+    pub parallel_compaction_workers: usize,
+    /// When a commit counts as durable. Default [`Durability::Sync`]: fsync before every
+    /// commit returns (concurrent commits share fsyncs).
+    pub durability: Durability,
+    /// Bytes buffered in the memtable before it is flushed to a table. Default 64 MiB.
+    pub write_buffer_size: usize,
+    /// Level-0 tables that trigger a compaction into level 1. Default 4.
+    pub level0_compaction_trigger: usize,
+    /// Level-0 tables at which writes wait for compaction. Default 20.
+    pub level0_stop_writes_trigger: usize,
+    /// Target size of level 1; each deeper level is 10x larger. Default 256 MiB.
+    pub level_base_size: u64,
+    /// Size at which compaction output tables are cut. Default 64 MiB.
+    pub target_file_size: u64,
+    /// Bloom filter bits per key (1..=64; ~1% false positives at 10). Default 10.
+    pub bloom_bits_per_key: usize,
+    /// Default isolation level of transactions. Default `Snapshot`.
+    pub consistency_level: ConsistencyLevel,
+    /// A transaction idle for longer than this is aborted and its resources freed
+    /// (its id then returns [`Error::TransactionNotFound`]). Default 60 s.
+    pub transaction_timeout: Duration,
+}
+
+impl Default for LightningDbConfig {
+    fn default() -> Self {
+        LightningDbConfig {
+            page_size: 4096,
+            cache_size: 256 * 1024 * 1024,
+            mmap_size: Some(1024 * 1024 * 1024),
+            compression_enabled: true,
+            compression_type: 2,
+            max_active_transactions: 10_000,
+            use_optimized_transactions: true,
+            prefetch_enabled: true,
+            prefetch_distance: 8,
+            prefetch_workers: 2,
+            use_lock_free_cache: true,
+            wal_enabled: true,
+            improved_wal: true,
+            background_compaction: true,
+            parallel_compaction_workers: 2,
+            durability: Durability::Sync,
+            write_buffer_size: 64 * 1024 * 1024,
+            level0_compaction_trigger: 4,
+            level0_stop_writes_trigger: 20,
+            level_base_size: 256 * 1024 * 1024,
+            target_file_size: 64 * 1024 * 1024,
+            bloom_bits_per_key: 10,
+            consistency_level: ConsistencyLevel::Snapshot,
+            transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LightningDbConfig {
+    /// Check every field; on success, the row store's options.
+    pub fn validate(&self) -> Result<EngineOptions> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if !self.page_size.is_power_of_two() || !(512..=1 << 20).contains(&self.page_size) {
+            return bad(format!(
+                "page_size must be a power of two between 512 and 1048576, got {}",
+                self.page_size
+            ));
+        }
+        let compression = if self.compression_enabled {
+            match self.compression_type {
+                1 => Compression::Zstd,
+                2 => Compression::Lz4,
+                3 => Compression::Snappy,
+                t => {
+                    return bad(format!(
+                        "compression_type must be 1 (Zstd), 2 (LZ4) or 3 (Snappy), got {t}"
+                    ));
+                }
+            }
+        } else {
+            Compression::None
+        };
+        if !(1..=1_000_000).contains(&self.max_active_transactions) {
+            return bad(format!(
+                "max_active_transactions must be between 1 and 1000000, got {}",
+                self.max_active_transactions
+            ));
+        }
+        if self.transaction_timeout.is_zero() {
+            return bad("transaction_timeout must be positive".into());
+        }
+        let opts = EngineOptions {
+            block_size: self.page_size,
+            cache_size: self.cache_size,
+            sharded_cache: self.use_lock_free_cache,
+            mmap_size: self.mmap_size,
+            compression,
+            bloom_bits_per_key: self.bloom_bits_per_key,
+            write_buffer_size: self.write_buffer_size,
+            max_immutable_memtables: 2,
+            level0_compaction_trigger: self.level0_compaction_trigger,
+            level0_stop_writes_trigger: self.level0_stop_writes_trigger,
+            level_base_bytes: self.level_base_size,
+            level_size_multiplier: 10,
+            target_file_size: self.target_file_size,
+            wal_enabled: self.wal_enabled,
+            group_commit: self.improved_wal,
+            durability: self.durability,
+            background_compaction: self.background_compaction,
+            compaction_workers: self.parallel_compaction_workers,
+            prefetch: self
+                .prefetch_enabled
+                .then_some((self.prefetch_workers, self.prefetch_distance)),
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_values_are_refused() {
+        LightningDbConfig::default().validate().unwrap();
+        let cases = [
+            LightningDbConfig {
+                page_size: 1000,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                compression_type: 9,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                max_active_transactions: 0,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                prefetch_distance: 0,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                parallel_compaction_workers: 0,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                write_buffer_size: 10,
+                ..Default::default()
+            },
+            LightningDbConfig {
+                bloom_bits_per_key: 0,
+                ..Default::default()
+            },
+        ];
+        for c in cases {
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig(_))),
+                "{c:?} should be refused"
+            );
+        }
+        // Disabled features do not need valid companion values.
+        LightningDbConfig {
+            compression_enabled: false,
+            compression_type: 0,
+            prefetch_enabled: false,
+            prefetch_workers: 0,
+            background_compaction: false,
+            parallel_compaction_workers: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+    }
+}

@@ -1,0 +1,425 @@
+//! `Database`: the embedded database handle and its key-value and transaction API.
+
+use crate::config::{ConsistencyLevel, LightningDbConfig};
+use crate::error::{Error, Result};
+use lightning_rowstore::{self as rowstore, Engine, Isolation, OpenMode, Transaction, WriteBatch};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A transaction id returned by [`Database::begin_transaction`].
+pub type TxId = u64;
+
+struct OpenTxn {
+    txn: Transaction,
+    last_used: Instant,
+}
+
+/// An open Lightning DB database. `Send + Sync`: share it across threads with `Arc`.
+///
+/// Dropping it (or calling [`Database::close`]) flushes the memtable and joins every
+/// background thread.
+pub struct Database {
+    engine: Engine,
+    path: PathBuf,
+    config: LightningDbConfig,
+    txns: Mutex<HashMap<TxId, Arc<Mutex<Option<OpenTxn>>>>>,
+    next_txid: AtomicU64,
+    last_sweep: Mutex<Instant>,
+}
+
+/// A streaming iterator over `(key, value)` pairs of one consistent snapshot.
+pub struct KvIter {
+    inner: Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>,
+}
+
+impl Iterator for KvIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|r| r.map_err(Error::from))
+    }
+}
+
+fn check_range(start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
+    if let (Some(s), Some(e)) = (start, end)
+        && s > e
+    {
+        return Err(Error::InvalidArgument(
+            "scan range start is after its end (ranges are [start, end) in key order; \
+             use scan_reverse to iterate backwards)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > crate::MAX_KEY_LEN {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max: crate::MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Database {
+    /// Create a new database at `path` (the directory is created). Fails with
+    /// [`Error::DatabaseExists`] if one is already there.
+    pub fn create(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        Self::open_mode(path.as_ref(), config, OpenMode::Create)
+    }
+
+    /// Open the existing database at `path`, recovering from its WAL. Fails with
+    /// [`Error::DatabaseNotFound`] if there is none.
+    pub fn open(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        Self::open_mode(path.as_ref(), config, OpenMode::Open)
+    }
+
+    /// Open the database at `path`, creating it if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        match Self::open(path.as_ref(), config.clone()) {
+            Err(Error::DatabaseNotFound(_)) => Self::create(path, config),
+            r => r,
+        }
+    }
+
+    fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
+        let opts = config.validate()?;
+        let engine = Engine::open(path, opts, mode)?;
+        engine.set_fast_validation(config.use_optimized_transactions);
+        Ok(Database {
+            engine,
+            path: path.to_path_buf(),
+            config,
+            txns: Mutex::new(HashMap::new()),
+            next_txid: AtomicU64::new(1),
+            last_sweep: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The directory of this database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &LightningDbConfig {
+        &self.config
+    }
+
+    /// The row-store engine (for tools and lower-level access).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    // ------------------------------------------------------------------ KV
+
+    /// Set `key` to `value` (an implicit one-shot transaction, durable per config).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value)?;
+        self.write(b)
+    }
+
+    /// The newest committed value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.engine.get(key)?)
+    }
+
+    /// Delete `key` (deleting a missing key is not an error).
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key)?;
+        self.write(b)
+    }
+
+    /// Put every pair atomically: after a crash either all or none are present.
+    pub fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for (k, v) in pairs {
+            b.put(k, v)?;
+        }
+        self.write(b)
+    }
+
+    /// Values of several keys, read at one snapshot.
+    pub fn get_batch(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        for k in keys {
+            check_key(k)?;
+        }
+        let snap = self.engine.snapshot();
+        keys.iter()
+            .map(|k| self.engine.get_at(k, &snap).map_err(Error::from))
+            .collect()
+    }
+
+    /// Delete every key atomically.
+    pub fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for k in keys {
+            b.delete(k)?;
+        }
+        self.write(b)
+    }
+
+    /// Apply a prepared [`WriteBatch`] atomically.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.maybe_sweep();
+        self.engine.write(batch)?;
+        Ok(())
+    }
+
+    /// Keys in `[start, end)` in ascending order (`None` = unbounded), streamed lazily
+    /// from one consistent snapshot.
+    pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
+        check_range(start, end)?;
+        Ok(KvIter {
+            inner: Box::new(self.engine.iter(start, end, false)?),
+        })
+    }
+
+    /// Keys starting with `prefix`, ascending.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<KvIter> {
+        let end = prefix_end(prefix);
+        self.scan(Some(prefix), end.as_deref())
+    }
+
+    /// Keys in `[start, end)` in descending order.
+    pub fn scan_reverse(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
+        check_range(start, end)?;
+        Ok(KvIter {
+            inner: Box::new(self.engine.iter(start, end, true)?),
+        })
+    }
+
+    /// Write the memtable to a table file (the WAL is then no longer needed for it).
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.engine.flush()?)
+    }
+
+    /// Flush and compact everything into one sorted run, reclaiming the space of
+    /// overwritten and deleted entries that no open snapshot can still see.
+    pub fn compact(&self) -> Result<()> {
+        Ok(self.engine.compact_all()?)
+    }
+
+    /// Flush, stop background threads and release the directory lock. Further calls
+    /// return [`Error::Closed`]. Idempotent; also done on drop.
+    pub fn close(&self) -> Result<()> {
+        self.txns.lock().clear();
+        Ok(self.engine.close()?)
+    }
+
+    // ------------------------------------------------------------------ transactions
+
+    /// Begin a transaction at the database's default [`ConsistencyLevel`].
+    pub fn begin_transaction(&self) -> Result<TxId> {
+        self.begin_transaction_with(self.config.consistency_level)
+    }
+
+    /// Begin a transaction at an explicit isolation level.
+    pub fn begin_transaction_with(&self, level: ConsistencyLevel) -> Result<TxId> {
+        self.sweep_expired();
+        let mut txns = self.txns.lock();
+        if txns.len() >= self.config.max_active_transactions {
+            return Err(Error::TooManyTransactions {
+                max: self.config.max_active_transactions,
+            });
+        }
+        let iso = match level {
+            ConsistencyLevel::Snapshot => Isolation::Snapshot,
+            ConsistencyLevel::Serializable => Isolation::Serializable,
+        };
+        let txn = Transaction::begin(&self.engine, iso)?;
+        let id = self.next_txid.fetch_add(1, Ordering::Relaxed);
+        txns.insert(
+            id,
+            Arc::new(Mutex::new(Some(OpenTxn {
+                txn,
+                last_used: Instant::now(),
+            }))),
+        );
+        Ok(id)
+    }
+
+    fn with_txn<T>(&self, tx: TxId, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<T> {
+        let slot = self
+            .txns
+            .lock()
+            .get(&tx)
+            .cloned()
+            .ok_or(Error::TransactionNotFound(tx))?;
+        let mut g = slot.lock();
+        let open = g.as_mut().ok_or(Error::TransactionNotFound(tx))?;
+        open.last_used = Instant::now();
+        f(&mut open.txn)
+    }
+
+    fn take_txn(&self, tx: TxId) -> Result<Transaction> {
+        let slot = self
+            .txns
+            .lock()
+            .remove(&tx)
+            .ok_or(Error::TransactionNotFound(tx))?;
+        let t = slot.lock().take().ok_or(Error::TransactionNotFound(tx))?;
+        Ok(t.txn)
+    }
+
+    /// Read `key` in transaction `tx`: its snapshot, plus its own writes.
+    pub fn get_tx(&self, tx: TxId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_txn(tx, |t| Ok(t.get(&self.engine, key)?))
+    }
+
+    /// Buffer a put in transaction `tx` (applied at commit).
+    pub fn put_tx(&self, tx: TxId, key: &[u8], value: &[u8]) -> Result<()> {
+        self.with_txn(tx, |t| Ok(t.put(key, value)?))
+    }
+
+    /// Buffer a delete in transaction `tx`.
+    pub fn delete_tx(&self, tx: TxId, key: &[u8]) -> Result<()> {
+        self.with_txn(tx, |t| Ok(t.delete(key)?))
+    }
+
+    /// Scan `[start, end)` at `tx`'s snapshot, including its own writes.
+    pub fn scan_tx(&self, tx: TxId, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
+        check_range(start, end)?;
+        self.with_txn(tx, |t| {
+            Ok(KvIter {
+                inner: Box::new(t.scan(&self.engine, start, end, false)?),
+            })
+        })
+    }
+
+    /// Validate and commit `tx` atomically. On [`Error::TransactionConflict`] nothing of
+    /// it was written and the transaction is finished; begin a new one to retry.
+    pub fn commit_transaction(&self, tx: TxId) -> Result<()> {
+        let t = self.take_txn(tx)?;
+        t.commit(&self.engine)?;
+        Ok(())
+    }
+
+    /// Discard `tx` and its buffered writes.
+    pub fn abort_transaction(&self, tx: TxId) -> Result<()> {
+        self.take_txn(tx).map(drop)
+    }
+
+    /// Run `f` in a transaction: commit on `Ok`, abort on `Err`, and retry from the start
+    /// (up to 10 attempts in all) when the commit loses a conflict.
+    pub fn transaction<T, F>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(&mut Tx<'_>) -> Result<T>,
+    {
+        const ATTEMPTS: usize = 10;
+        let mut backoff = Duration::from_micros(50);
+        for attempt in 1..=ATTEMPTS {
+            let id = self.begin_transaction()?;
+            let mut tx = Tx { db: self, id };
+            match f(&mut tx) {
+                Ok(v) => match self.commit_transaction(id) {
+                    Ok(()) => return Ok(v),
+                    Err(e) if e.is_conflict() && attempt < ATTEMPTS => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) => {
+                    let _ = self.abort_transaction(id);
+                    if !(e.is_conflict() && attempt < ATTEMPTS) {
+                        return Err(e);
+                    }
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Number of open transactions.
+    pub fn active_transactions(&self) -> usize {
+        self.txns.lock().len()
+    }
+
+    fn maybe_sweep(&self) {
+        let due = {
+            let mut last = self.last_sweep.lock();
+            if last.elapsed() < Duration::from_secs(1) {
+                false
+            } else {
+                *last = Instant::now();
+                true
+            }
+        };
+        if due {
+            self.sweep_expired();
+        }
+    }
+
+    /// Abort transactions idle for longer than `transaction_timeout`.
+    fn sweep_expired(&self) {
+        let timeout = self.config.transaction_timeout;
+        let mut txns = self.txns.lock();
+        txns.retain(|id, slot| {
+            let keep = match slot.try_lock() {
+                Some(g) => g.as_ref().is_some_and(|t| t.last_used.elapsed() < timeout),
+                None => true, // in use right now
+            };
+            if !keep {
+                tracing::warn!(tx = id, "aborting transaction idle past transaction_timeout");
+            }
+            keep
+        });
+    }
+}
+
+/// A transaction handle passed to [`Database::transaction`].
+pub struct Tx<'a> {
+    db: &'a Database,
+    id: TxId,
+}
+
+impl Tx<'_> {
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_tx(self.id, key)
+    }
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.put_tx(self.id, key, value)
+    }
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.db.delete_tx(self.id, key)
+    }
+    pub fn scan(&mut self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
+        self.db.scan_tx(self.id, start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_handles_ff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

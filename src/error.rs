@@ -1,0 +1,111 @@
+//! The one error type of the `lightning_db` API.
+
+use std::path::PathBuf;
+
+/// Result alias for the `lightning_db` API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure Lightning DB reports. Nothing in the API panics on bad input or bad
+/// bytes on disk; it returns one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Damaged bytes on disk (failed checksum or structure check), with file and offset.
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corruption {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// A key longer than [`crate::MAX_KEY_LEN`].
+    #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge { len: usize, max: usize },
+    /// A value longer than [`crate::MAX_VALUE_LEN`].
+    #[error("value of {len} bytes exceeds the maximum of {max} bytes")]
+    ValueTooLarge { len: usize, max: usize },
+    /// A batch larger than [`crate::MAX_BATCH_BYTES`].
+    #[error("batch of {len} bytes exceeds the maximum of {max} bytes")]
+    BatchTooLarge { len: usize, max: usize },
+    /// A configuration value refused at create/open.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An argument refused by the API (for example an inverted scan range).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// `Database::create` on a path that already holds a database.
+    #[error("a database already exists at {0}")]
+    DatabaseExists(PathBuf),
+    /// `Database::open` on a path that holds no database.
+    #[error("no database found at {0}")]
+    DatabaseNotFound(PathBuf),
+    /// The database is open in another process or handle.
+    #[error("database at {0} is locked by another process or handle")]
+    Locked(PathBuf),
+    /// The database was closed.
+    #[error("database is closed")]
+    Closed,
+    /// An earlier WAL/fsync or background write failed; the instance no longer accepts
+    /// writes (fail-stop). Reopen the database to recover from the last durable state.
+    #[error("database stopped after a fatal error: {0}")]
+    Fatal(String),
+    /// A transaction lost a conflict with a concurrent committed transaction; retrying
+    /// it from the start may succeed.
+    #[error("transaction conflict: {0}")]
+    TransactionConflict(String),
+    /// Unknown, finished, or expired transaction id.
+    #[error("transaction {0} is not active")]
+    TransactionNotFound(u64),
+    /// `max_active_transactions` transactions are already open.
+    #[error("too many active transactions (limit {max})")]
+    TooManyTransactions { max: usize },
+}
+
+impl Error {
+    /// True if bytes on disk were found damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+
+    /// True if retrying the transaction may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::TransactionConflict(_))
+    }
+}
+
+impl From<lightning_rowstore::Error> for Error {
+    fn from(e: lightning_rowstore::Error) -> Self {
+        use lightning_rowstore::Error as E;
+        match e {
+            E::Io { context, source } => Error::Io { context, source },
+            E::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file,
+                offset,
+                reason,
+            },
+            E::KeyTooLarge { len, max } => Error::KeyTooLarge { len, max },
+            E::ValueTooLarge { len, max } => Error::ValueTooLarge { len, max },
+            E::BatchTooLarge { len, max } => Error::BatchTooLarge { len, max },
+            E::InvalidConfig(m) => Error::InvalidConfig(m),
+            E::InvalidArgument(m) => Error::InvalidArgument(m),
+            E::DatabaseExists(p) => Error::DatabaseExists(p),
+            E::DatabaseNotFound(p) => Error::DatabaseNotFound(p),
+            E::Locked(p) => Error::Locked(p),
+            E::Closed => Error::Closed,
+            E::Fatal(m) => Error::Fatal(m),
+            E::TransactionConflict(m) => Error::TransactionConflict(m),
+            E::TransactionNotFound(id) => Error::TransactionNotFound(id),
+            E::TooManyTransactions { max } => Error::TooManyTransactions { max },
+        }
+    }
+}
