@@ -7,7 +7,9 @@ use lightning_db::{Database, LightningDbConfig};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "./mydb".to_string());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "./mydb".to_string());
     if std::path::Path::new(&dir).exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -18,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     db.put(b"hello", b"world")?;
     let value = db.get(b"hello")?;
     assert_eq!(value.as_deref(), Some(&b"world"[..]));
-    println!("put/get: hello -> {}", String::from_utf8_lossy(&value.unwrap()));
+    println!(
+        "put/get: hello -> {}",
+        String::from_utf8_lossy(&value.unwrap())
+    );
     db.delete(b"hello")?;
     assert!(db.get(b"hello")?.is_none());
     println!("delete: hello is gone");
@@ -42,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     print!("scan [user:, user:~):");
     for r in db.scan(Some(b"user:"), Some(b"user:~"))? {
         let (k, v) = r?;
-        print!(" {}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+        print!(
+            " {}={}",
+            String::from_utf8_lossy(&k),
+            String::from_utf8_lossy(&v)
+        );
     }
     println!();
     let rev: Vec<_> = db

@@ -31,9 +31,11 @@ pub struct Database {
     last_sweep: Mutex<Instant>,
 }
 
+type KvSource = Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>;
+
 /// A streaming iterator over `(key, value)` pairs of one consistent snapshot.
 pub struct KvIter {
-    inner: Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>,
+    inner: KvSource,
 }
 
 impl Iterator for KvIter {
@@ -380,7 +382,10 @@ impl Database {
                 None => true, // in use right now
             };
             if !keep {
-                tracing::warn!(tx = id, "aborting transaction idle past transaction_timeout");
+                tracing::warn!(
+                    tx = id,
+                    "aborting transaction idle past transaction_timeout"
+                );
             }
             keep
         });

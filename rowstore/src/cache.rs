@@ -42,12 +42,7 @@ impl BlockCache {
             .build()
             .expect("cache options are valid");
         BlockCache {
-            cache: Cache::with_options(
-                opts,
-                BlockWeighter,
-                Default::default(),
-                Default::default(),
-            ),
+            cache: Cache::with_options(opts, BlockWeighter, Default::default(), Default::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

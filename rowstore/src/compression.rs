@@ -73,7 +73,9 @@ mod tests {
 
     #[test]
     fn every_codec_roundtrips() {
-        let raw: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
+        let raw: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
         for c in [Compression::Zstd, Compression::Lz4, Compression::Snappy] {
             let (used, bytes) = compress(c, &raw);
             assert_eq!(used, c);
@@ -84,7 +86,9 @@ mod tests {
 
     #[test]
     fn incompressible_is_stored_raw_and_garbage_is_an_error() {
-        let raw: Vec<u8> = (0..64u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let raw: Vec<u8> = (0..64u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let (used, _) = compress(Compression::Lz4, &raw);
         assert_eq!(used, Compression::None);
         for c in [Compression::Zstd, Compression::Lz4, Compression::Snappy] {

@@ -18,7 +18,7 @@ use crate::batch::WriteBatch;
 use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
 use crate::iter::{MergeIter, VisibleIter};
-use crate::key::Ts;
+use crate::key::{KeyRange, Ts};
 use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
 use crate::memtable::{Lookup, MemTable};
@@ -134,7 +134,7 @@ pub struct CommitCheck {
     /// Keys read (serializable only).
     pub read_keys: Vec<Vec<u8>>,
     /// Ranges `[start, end)` scanned (serializable only).
-    pub read_ranges: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    pub read_ranges: Vec<KeyRange>,
 }
 
 /// A user-visible iterator over one consistent state of the database.
@@ -359,9 +359,8 @@ impl Engine {
                 f.sync_all().ctx(|| format!("fsync of {}", p.display()))?;
             }
             for (off, rec) in &c.records {
-                let (ts, batch) = WriteBatch::decode(rec).map_err(|why| {
-                    Error::corruption(&p, *off, format!("bad WAL record: {why}"))
-                })?;
+                let (ts, batch) = WriteBatch::decode(rec)
+                    .map_err(|why| Error::corruption(&p, *off, format!("bad WAL record: {why}")))?;
                 for op in batch.ops() {
                     recovered.insert(op.key(), ts, op.value());
                 }
@@ -724,9 +723,7 @@ impl Inner {
     fn check_writable(&self) -> Result<()> {
         self.check_open()?;
         if self.has_fatal.load(Ordering::Acquire) {
-            return Err(Error::Fatal(
-                self.fatal.lock().clone().unwrap_or_default(),
-            ));
+            return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
         }
         Ok(())
     }
@@ -974,18 +971,20 @@ impl Inner {
         if !framed.is_empty() {
             let mut wal = self.wal.lock();
             let w = wal.as_mut().ok_or(Error::Closed)?;
-            let res = w.write_framed(&framed).and_then(|_| match self.opts.durability {
-                Durability::Sync | Durability::GroupCommit { .. } => {
-                    let t0 = Instant::now();
-                    let r = w.sync();
-                    self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .wal_sync_micros
-                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    r
-                }
-                Durability::Buffered => Ok(()),
-            });
+            let res = w
+                .write_framed(&framed)
+                .and_then(|_| match self.opts.durability {
+                    Durability::Sync | Durability::GroupCommit { .. } => {
+                        let t0 = Instant::now();
+                        let r = w.sync();
+                        self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .wal_sync_micros
+                            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        r
+                    }
+                    Durability::Buffered => Ok(()),
+                });
             if let Err(e) = res {
                 self.set_fatal(&e);
                 return Err(e);
@@ -1031,7 +1030,7 @@ impl Inner {
                     }
                 }
             }
-            if recent.len() > 4096 && ts % 256 == 0 {
+            if recent.len() > 4096 && ts.is_multiple_of(256) {
                 let h = self.gc_horizon();
                 recent.retain(|_, t| *t > h);
             }
@@ -1086,8 +1085,12 @@ impl Inner {
             }
             if self.opts_fast_validation() {
                 let recent = self.recent_commits.lock();
-                let lo = start.clone().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
-                let hi = end.clone().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+                let lo = start
+                    .clone()
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+                let hi = end
+                    .clone()
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
                 if let Some((k, _)) = recent.range((lo, hi)).find(|(_, t)| **t > c.start_ts) {
                     return Err(conflict("scanned", k));
                 }
@@ -1125,8 +1128,7 @@ impl Inner {
                 let sv = self.sv.load_full();
                 let too_many_imms =
                     want_switch && sv.imms.len() >= self.opts.max_immutable_memtables;
-                let l0_stall =
-                    sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
+                let l0_stall = sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
                 if (too_many_imms || l0_stall) && !self.shutdown.load(Ordering::Acquire) {
                     stalled = true;
                     let mut g = g;
@@ -1420,7 +1422,8 @@ impl Inner {
             {
                 let mut g = self.bg.lock();
                 loop {
-                    if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire)
+                    if self.shutdown.load(Ordering::Acquire)
+                        || self.has_fatal.load(Ordering::Acquire)
                     {
                         return;
                     }
@@ -1478,7 +1481,9 @@ impl Inner {
             .chain(task.lower.iter().map(|t| (task.output_level, t.id())))
             .collect();
         // A table with nothing to merge with just moves down a level.
-        let outputs: Vec<Arc<Table>> = if task.level > 0 && task.lower.is_empty() && task.upper.len() == 1
+        let outputs: Vec<Arc<Table>> = if task.level > 0
+            && task.lower.is_empty()
+            && task.upper.len() == 1
         {
             task.upper.clone()
         } else {
@@ -1500,7 +1505,8 @@ impl Inner {
                     out.add(k, ts, v)?;
                     merge.advance()?;
                     n += 1;
-                    if background && n % 4096 == 0 && self.shutdown.load(Ordering::Acquire) {
+                    if background && n.is_multiple_of(4096) && self.shutdown.load(Ordering::Acquire)
+                    {
                         return Err(Error::Closed);
                     }
                 }
@@ -1572,7 +1578,8 @@ impl Inner {
                     .rev()
                     .find(|&l| !v.levels[l].is_empty())
                     .unwrap_or(1);
-                let upper: Vec<Arc<Table>> = v.levels[..deepest].iter().flatten().cloned().collect();
+                let upper: Vec<Arc<Table>> =
+                    v.levels[..deepest].iter().flatten().cloned().collect();
                 break Task {
                     level: 0,
                     output_level: deepest,
@@ -1586,14 +1593,24 @@ impl Inner {
             let mut g = self.bg.lock();
             self.bg_cv.wait_for(&mut g, Duration::from_millis(20));
         };
-        let r = if task.upper.is_empty() && task.lower.len() <= 1 && task.lower.iter().all(|t| t.meta().num_deletes == 0) {
+        let r = if task.upper.is_empty()
+            && task.lower.len() <= 1
+            && task.lower.iter().all(|t| t.meta().num_deletes == 0)
+        {
             Ok(())
         } else {
             // Sources: L0 tables one by one, then each deeper level as a sorted run.
             let sv = self.sv.load_full();
             let v = &sv.version;
-            let l0: Vec<Arc<Table>> = task.upper.iter().filter(|t| v.levels[0].iter().any(|x| x.id() == t.id())).cloned().collect();
-            let mut runs: Vec<Vec<Arc<Table>>> = (1..task.output_level).map(|l| v.levels[l].clone()).collect();
+            let l0: Vec<Arc<Table>> = task
+                .upper
+                .iter()
+                .filter(|t| v.levels[0].iter().any(|x| x.id() == t.id()))
+                .cloned()
+                .collect();
+            let mut runs: Vec<Vec<Arc<Table>>> = (1..task.output_level)
+                .map(|l| v.levels[l].clone())
+                .collect();
             runs.push(task.lower.clone());
             self.run_full(&task, l0, runs)
         };
@@ -1626,7 +1643,12 @@ impl Inner {
         let mut deleted = Vec::new();
         for (l, tables) in sv.version.levels.iter().enumerate() {
             for t in tables {
-                if task.upper.iter().chain(&task.lower).any(|x| x.id() == t.id()) {
+                if task
+                    .upper
+                    .iter()
+                    .chain(&task.lower)
+                    .any(|x| x.id() == t.id())
+                {
                     deleted.push((l, t.id()));
                 }
             }
@@ -1634,7 +1656,10 @@ impl Inner {
         let mut st = self.state.lock();
         let edit = VersionEdit {
             next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
-            added: outputs.iter().map(|t| (task.output_level, t.meta().clone())).collect(),
+            added: outputs
+                .iter()
+                .map(|t| (task.output_level, t.meta().clone()))
+                .collect(),
             deleted: deleted.clone(),
             ..Default::default()
         };
@@ -1643,7 +1668,10 @@ impl Inner {
             self.set_fatal(&e);
             return Err(e);
         }
-        let added: Vec<_> = outputs.iter().map(|t| (task.output_level, t.clone())).collect();
+        let added: Vec<_> = outputs
+            .iter()
+            .map(|t| (task.output_level, t.clone()))
+            .collect();
         st.version = Arc::new(st.version.apply(&deleted, &added));
         let cur = self.sv.load_full();
         self.sv.store(Arc::new(SuperVersion {
@@ -1805,7 +1833,8 @@ impl<'a> OutputSink<'a> {
         metas
             .iter()
             .map(|m| {
-                Table::open(&inner.dir, m.id, inner.mmap.as_ref(), inner.cache.clone()).map(Arc::new)
+                Table::open(&inner.dir, m.id, inner.mmap.as_ref(), inner.cache.clone())
+                    .map(Arc::new)
             })
             .collect()
     }

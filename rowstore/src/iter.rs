@@ -2,7 +2,7 @@
 //! the newest visible version of each user key at one snapshot.
 
 use crate::error::Result;
-use crate::key::{Ts, cmp_internal};
+use crate::key::{EntryRef, Ts, cmp_internal};
 use crate::memtable::MemTableIter;
 use crate::prefetch::Prefetcher;
 use crate::sst::{Table, TableIter};
@@ -73,7 +73,7 @@ impl LevelIter {
         }
     }
 
-    fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+    fn current(&self) -> Option<EntryRef<'_>> {
         self.cur.as_ref().and_then(TableIter::current)
     }
 
@@ -93,7 +93,7 @@ pub enum Source {
 
 impl Source {
     #[inline]
-    fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+    fn current(&self) -> Option<EntryRef<'_>> {
         match self {
             Source::Mem(m) => m.current(),
             Source::Table(t) => t.current(),
@@ -141,9 +141,19 @@ impl MergeIter {
         prefetch: Option<(Arc<Prefetcher>, usize)>,
     ) -> Result<Self> {
         let mut sources = Vec::new();
-        sources.push(Source::Mem(MemTableIter::new(sv.mem.clone(), start, end, reverse)));
+        sources.push(Source::Mem(MemTableIter::new(
+            sv.mem.clone(),
+            start,
+            end,
+            reverse,
+        )));
         for m in &sv.imms {
-            sources.push(Source::Mem(MemTableIter::new(m.clone(), start, end, reverse)));
+            sources.push(Source::Mem(MemTableIter::new(
+                m.clone(),
+                start,
+                end,
+                reverse,
+            )));
         }
         let v = &sv.version;
         for t in &v.levels[0] {
@@ -179,7 +189,13 @@ impl MergeIter {
     pub fn over_tables(l0: &[Arc<Table>], sorted_runs: Vec<Vec<Arc<Table>>>) -> Result<Self> {
         let mut sources = Vec::new();
         for t in l0 {
-            sources.push(Source::Table(TableIter::new(t.clone(), None, None, false, None)?));
+            sources.push(Source::Table(TableIter::new(
+                t.clone(),
+                None,
+                None,
+                false,
+                None,
+            )?));
         }
         for run in sorted_runs {
             if !run.is_empty() {
@@ -213,7 +229,7 @@ impl MergeIter {
     }
 
     #[inline]
-    pub fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+    pub fn current(&self) -> Option<EntryRef<'_>> {
         self.cur.and_then(|i| self.sources[i].current())
     }
 

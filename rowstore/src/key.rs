@@ -13,6 +13,12 @@ pub type Ts = u64;
 /// The largest timestamp; `(key, MAX_TS)` sorts before every version of `key`.
 pub const MAX_TS: Ts = u64::MAX;
 
+/// A borrowed versioned entry: (user key, commit ts, value or `None` for a tombstone).
+pub type EntryRef<'a> = (&'a [u8], Ts, Option<&'a [u8]>);
+
+/// A user-key range `[start, end)`; `None` is unbounded.
+pub type KeyRange = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What a versioned entry says about its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -79,7 +85,10 @@ pub fn display_key(key: &[u8]) -> String {
     let k = &key[..key.len().min(MAX)];
     let mut s = match std::str::from_utf8(k) {
         Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
-        _ => format!("0x{}", k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        _ => format!(
+            "0x{}",
+            k.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     };
     if key.len() > MAX {
         s.push_str("...");
@@ -93,7 +102,7 @@ mod tests {
 
     #[test]
     fn newest_version_sorts_first() {
-        let mut v = vec![
+        let mut v = [
             InternalKey::new(b"b".to_vec(), 1),
             InternalKey::new(b"a".to_vec(), 1),
             InternalKey::new(b"a".to_vec(), 5),

@@ -29,8 +29,8 @@ pub mod manifest;
 pub mod memtable;
 pub mod options;
 pub mod prefetch;
-pub mod txn;
 pub mod sst;
+pub mod txn;
 pub mod version;
 pub mod vfs;
 

@@ -193,7 +193,11 @@ pub fn read_log(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<LogCon
                 },
             });
         }
-        return Err(Error::corruption(path, 0, "bad log header (magic or checksum)"));
+        return Err(Error::corruption(
+            path,
+            0,
+            "bad log header (magic or checksum)",
+        ));
     }
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
     if version == 0 || version > max_version {
@@ -214,7 +218,8 @@ pub fn read_log(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<LogCon
             }
             None => {
                 // Is anything valid after this point? Then it is not a torn tail.
-                if let Some(later) = (pos + 1..data.len()).find(|&p| check_record_at(&data, p).is_some())
+                if let Some(later) =
+                    (pos + 1..data.len()).find(|&p| check_record_at(&data, p).is_some())
                 {
                     return Err(Error::corruption(
                         path,

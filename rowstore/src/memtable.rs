@@ -5,7 +5,7 @@
 //! frozen (becomes immutable) before it is flushed; the `frozen` flag is set before any
 //! write goes to its successor, which lets readers detect that they raced a switch.
 
-use crate::key::{InternalKey, MAX_TS, Ts};
+use crate::key::{EntryRef, InternalKey, MAX_TS, Ts};
 use crossbeam_skiplist::SkipMap;
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -129,7 +129,12 @@ pub struct MemTableIter {
 
 impl MemTableIter {
     /// Iterate user keys in `[start, end)` in internal-key order (or its reverse).
-    pub fn new(mem: Arc<MemTable>, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Self {
+    pub fn new(
+        mem: Arc<MemTable>,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Self {
         let lo = match start {
             Some(s) => Bound::Included(InternalKey::new(s, MAX_TS)),
             None => Bound::Unbounded,
@@ -185,7 +190,7 @@ impl MemTableIter {
         }
     }
 
-    pub fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+    pub fn current(&self) -> Option<EntryRef<'_>> {
         self.buf
             .front()
             .map(|(k, v)| (k.user_key.as_slice(), k.ts, v.as_deref()))

@@ -9,15 +9,17 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+type Request = (Arc<Table>, usize);
+
 pub struct Prefetcher {
-    tx: Mutex<Option<Sender<(Arc<Table>, usize)>>>,
+    tx: Mutex<Option<Sender<Request>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Prefetcher {
     /// Start `workers` prefetch threads.
     pub fn start(workers: usize) -> Arc<Self> {
-        let (tx, rx) = bounded::<(Arc<Table>, usize)>(1024);
+        let (tx, rx) = bounded::<Request>(1024);
         let mut handles = Vec::new();
         for i in 0..workers {
             let rx = rx.clone();

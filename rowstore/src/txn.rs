@@ -4,7 +4,7 @@
 use crate::batch::WriteBatch;
 use crate::engine::{CommitCheck, DbIter, Engine, TxnSnapshot};
 use crate::error::{Error, Result};
-use crate::key::Ts;
+use crate::key::{KeyRange, Ts};
 use crate::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -26,7 +26,7 @@ pub struct Transaction {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     write_bytes: usize,
     reads: BTreeSet<Vec<u8>>,
-    ranges: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    ranges: Vec<KeyRange>,
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
@@ -117,14 +117,15 @@ impl Transaction {
         }
         let lo = start.map_or(Bound::Unbounded, Bound::Included);
         let hi = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> = if start.zip(end).is_some_and(|(s, e)| s >= e) {
-            Vec::new()
-        } else {
-            self.writes
-                .range::<[u8], _>((lo, hi))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
+        let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            if start.zip(end).is_some_and(|(s, e)| s >= e) {
+                Vec::new()
+            } else {
+                self.writes
+                    .range::<[u8], _>((lo, hi))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
         if !reverse {
             own.reverse(); // popped from the back
         }
@@ -146,7 +147,10 @@ impl Transaction {
     /// transaction commits without touching the log.
     pub fn commit(self, engine: &Engine) -> Result<Ts> {
         let _span = tracing::debug_span!("commit", writes = self.writes.len()).entered();
-        if self.writes.is_empty() && (self.isolation == Isolation::Snapshot || self.reads.is_empty() && self.ranges.is_empty()) {
+        if self.writes.is_empty()
+            && (self.isolation == Isolation::Snapshot
+                || self.reads.is_empty() && self.ranges.is_empty())
+        {
             return Ok(self.start_ts());
         }
         let mut batch = WriteBatch::new();

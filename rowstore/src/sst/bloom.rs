@@ -60,7 +60,9 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {
-        let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("key{i}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| format!("key{i}").into_bytes())
+            .collect();
         let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
         let f = build(&hashes, 10);
         assert!(hashes.iter().all(|&h| may_contain(&f, h)));

@@ -4,7 +4,7 @@ use crate::cache::BlockCache;
 use crate::coding::{self, Decoder};
 use crate::compression::{self, Compression};
 use crate::error::{Error, IoContext, Result};
-use crate::key::{InternalKey, MAX_TS, Ts, cmp_internal};
+use crate::key::{EntryRef, InternalKey, MAX_TS, Ts, cmp_internal};
 use crate::memtable::Lookup;
 use crate::prefetch::Prefetcher;
 use crate::vfs::{self, MmapBudget, RandomAccessFile};
@@ -223,7 +223,10 @@ impl TableBuilder {
         self.flush_block()?;
         let filter = bloom::build(&self.hashes, self.bloom_bits);
         let filter_h = self.write_block(&filter, Compression::None)?;
-        let smallest = self.smallest.clone().unwrap_or(InternalKey::new(Vec::new(), 0));
+        let smallest = self
+            .smallest
+            .clone()
+            .unwrap_or(InternalKey::new(Vec::new(), 0));
         let largest = self.last.clone().unwrap_or(InternalKey::new(Vec::new(), 0));
         let mut meta_buf = Vec::new();
         coding::put_bytes(&mut meta_buf, &smallest.user_key);
@@ -259,7 +262,8 @@ impl TableBuilder {
             .out
             .into_inner()
             .map_err(|e| Error::io(format!("flushing {}", self.path.display()), e.into_error()))?;
-        f.sync_all().ctx(|| format!("fsync of {}", self.path.display()))?;
+        f.sync_all()
+            .ctx(|| format!("fsync of {}", self.path.display()))?;
         Ok(TableMeta {
             id: self.id,
             file_size: self.offset,
@@ -267,7 +271,11 @@ impl TableBuilder {
             largest,
             num_entries: self.num_entries,
             num_deletes: self.num_deletes,
-            min_ts: if self.num_entries == 0 { 0 } else { self.min_ts },
+            min_ts: if self.num_entries == 0 {
+                0
+            } else {
+                self.min_ts
+            },
             max_ts: self.max_ts,
         })
     }
@@ -316,7 +324,11 @@ fn read_trailed(file: &RandomAccessFile, h: Handle, what: &str) -> Result<(Compr
         ));
     }
     let codec = Compression::from_u8(codec_b).ok_or_else(|| {
-        Error::corruption(file.path(), h.offset, format!("{what}: unknown codec {codec_b}"))
+        Error::corruption(
+            file.path(),
+            h.offset,
+            format!("{what}: unknown codec {codec_b}"),
+        )
     })?;
     buf.truncate(n);
     Ok((codec, buf))
@@ -343,13 +355,21 @@ impl Table {
         let file = RandomAccessFile::open(&path, mmap)?;
         let len = file.len();
         if len < FOOTER_LEN as u64 {
-            return Err(Error::corruption(&path, 0, "file shorter than a table footer"));
+            return Err(Error::corruption(
+                &path,
+                0,
+                "file shorter than a table footer",
+            ));
         }
         let foot_off = len - FOOTER_LEN as u64;
         let footer = file.read_at(foot_off, FOOTER_LEN)?;
         let crc = u32::from_le_bytes(footer[FOOTER_LEN - 4..].try_into().expect("4 bytes"));
         if crc32c::crc32c(&footer[..FOOTER_LEN - 4]) != crc {
-            return Err(Error::corruption(&path, foot_off, "table footer checksum mismatch"));
+            return Err(Error::corruption(
+                &path,
+                foot_off,
+                "table footer checksum mismatch",
+            ));
         }
         let bad = |off: u64, why: &str| Error::corruption(&path, off, why.to_string());
         let mut d = Decoder::new(&footer);
@@ -362,7 +382,10 @@ impl Table {
             return Err(bad(foot_off, "not a Lightning DB table (bad magic)"));
         }
         if version == 0 || version > FORMAT_VERSION {
-            return Err(bad(foot_off, &format!("unsupported table format version {version}")));
+            return Err(bad(
+                foot_off,
+                &format!("unsupported table format version {version}"),
+            ));
         }
         let filter = read_block_data(&file, filter_h, "filter block")?;
         let meta_raw = read_block_data(&file, meta_h, "meta block")?;
@@ -481,8 +504,10 @@ impl Table {
         }
         let start = self.index[from].1.offset;
         let last = self.index[to - 1].1;
-        self.file
-            .will_need(start, last.offset + last.len as u64 + TRAILER_LEN as u64 - start);
+        self.file.will_need(
+            start,
+            last.offset + last.len as u64 + TRAILER_LEN as u64 - start,
+        );
     }
 
     /// Index of the first block whose last key >= (key, ts); `num_blocks()` if none.
@@ -705,7 +730,7 @@ impl TableIter {
     }
 
     /// Current entry: (user key, ts, value or None for a tombstone).
-    pub fn current(&self) -> Option<(&[u8], Ts, Option<&[u8]>)> {
+    pub fn current(&self) -> Option<EntryRef<'_>> {
         let b = self.block.as_ref()?;
         if self.pos >= b.len() {
             return None;
@@ -759,7 +784,10 @@ mod tests {
         ] {
             let t = build(d.path(), id, 500, codec);
             assert!(t.num_blocks() > 10);
-            assert_eq!(t.get(b"key00042", 20).unwrap(), Lookup::Found(b"v42".to_vec()));
+            assert_eq!(
+                t.get(b"key00042", 20).unwrap(),
+                Lookup::Found(b"v42".to_vec())
+            );
             assert_eq!(t.get(b"key00042", 9).unwrap(), Lookup::Deleted);
             assert_eq!(t.get(b"key00042", 4).unwrap(), Lookup::NotFound);
             assert_eq!(t.get(b"key00041", 9).unwrap(), Lookup::NotFound);
@@ -823,6 +851,11 @@ mod tests {
         let n = data.len();
         data[n - 10] ^= 1;
         std::fs::write(&p, &data).unwrap();
-        assert!(Table::open(d.path(), 7, None, None).err().unwrap().is_corruption());
+        assert!(
+            Table::open(d.path(), 7, None, None)
+                .err()
+                .unwrap()
+                .is_corruption()
+        );
     }
 }

@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use lightning_db::LightningDbConfig;
+
+/// A configuration with tiny buffers and levels so that a few thousand writes exercise
+/// memtable switches, flushes and multi-level compaction.
+pub fn small_config() -> LightningDbConfig {
+    LightningDbConfig {
+        page_size: 512,
+        write_buffer_size: 16 * 1024,
+        level0_compaction_trigger: 2,
+        level0_stop_writes_trigger: 8,
+        level_base_size: 32 * 1024,
+        target_file_size: 16 * 1024,
+        cache_size: 1 << 20,
+        ..Default::default()
+    }
+}
+
+pub fn key(i: u64) -> Vec<u8> {
+    format!("key{i:08}").into_bytes()
+}
+
+pub fn value(i: u64, version: u64) -> Vec<u8> {
+    format!("value-{i}-{version}-{}", "x".repeat((i % 50) as usize)).into_bytes()
+}

@@ -1,0 +1,220 @@
+//! Crash test: a child process writes durable keys and batches and reports every
+//! acknowledged write on stdout; the parent kills it with SIGKILL at a random moment,
+//! reopens the database and checks that every acknowledged write is present with its
+//! exact value and every batch is all-or-nothing. Repeated for many cycles on one
+//! database, so kills land during flushes, compactions and WAL rotation too.
+
+mod common;
+
+use lightning_db::{Database, Durability, LightningDbConfig};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BATCH: u64 = 8;
+const ENV: &str = "LDB_CRASH_CHILD";
+
+fn config(cycle: u64) -> LightningDbConfig {
+    LightningDbConfig {
+        page_size: 1024,
+        write_buffer_size: 32 * 1024,
+        level0_compaction_trigger: 2,
+        level0_stop_writes_trigger: 8,
+        level_base_size: 64 * 1024,
+        target_file_size: 32 * 1024,
+        durability: if cycle % 3 == 2 {
+            Durability::Buffered // survives a process kill (not power loss)
+        } else {
+            Durability::Sync
+        },
+        improved_wal: cycle % 4 != 3,
+        ..Default::default()
+    }
+}
+
+fn single_key(cycle: u64, n: u64) -> Vec<u8> {
+    format!("s/{cycle:03}/{n:08}").into_bytes()
+}
+fn batch_key(cycle: u64, n: u64, i: u64) -> Vec<u8> {
+    format!("b/{cycle:03}/{n:08}/{i}").into_bytes()
+}
+fn val(cycle: u64, n: u64) -> Vec<u8> {
+    let mut v = format!("v{cycle}:{n}:").into_bytes();
+    v.resize(40 + (n % 200) as usize, b'a' + (n % 26) as u8);
+    v
+}
+
+/// The child's body: runs only when the parent started this binary with `ENV` set.
+#[test]
+fn crash_child_writer() {
+    let Ok(spec) = std::env::var(ENV) else {
+        return;
+    };
+    let (dir, cycle) = spec.split_once('|').unwrap();
+    let cycle: u64 = cycle.parse().unwrap();
+    let db = Database::open_or_create(dir, config(cycle)).unwrap();
+    let threads = 3u64;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let db = unsafe_share(&db);
+            std::thread::spawn(move || {
+                let out = std::io::stdout();
+                for j in 0.. {
+                    let n = j * threads + t;
+                    if n.is_multiple_of(2) {
+                        db.put(&single_key(cycle, n), &val(cycle, n)).unwrap();
+                        writeln!(out.lock(), "ACK S {n}").unwrap();
+                    } else {
+                        let batch: Vec<_> = (0..BATCH)
+                            .map(|i| (batch_key(cycle, n, i), val(cycle, n + i)))
+                            .collect();
+                        db.put_batch(&batch).unwrap();
+                        writeln!(out.lock(), "ACK B {n}").unwrap();
+                    }
+                    // A counter overwritten again and again.
+                    if t == 0 {
+                        let c = cycle * 1_000_000_000 + n;
+                        db.put(b"counter", c.to_string().as_bytes()).unwrap();
+                        writeln!(out.lock(), "ACK C {c}").unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn unsafe_share(db: &Database) -> &'static Database {
+    // The child process is killed, never returns: leaking the handle is fine there.
+    let p: *const Database = db;
+    // SAFETY: `db` lives until the end of `crash_child_writer`, which joins every thread
+    // that uses this reference (in practice the process is killed first).
+    unsafe { &*p }
+}
+
+#[derive(Default)]
+struct Expect {
+    singles: BTreeMap<(u64, u64), Vec<u8>>,
+    batches: Vec<(u64, u64)>,
+    counter_min: Option<u64>,
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_write() {
+    if std::env::var(ENV).is_ok() {
+        return;
+    }
+    let cycles = if cfg!(feature = "integration_tests") {
+        60
+    } else {
+        20
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut expect = Expect::default();
+    let mut rng = rand::rng();
+    let exe = std::env::current_exe().unwrap();
+    let mut total_acks = 0;
+    for cycle in 0..cycles {
+        let mut child = Command::new(&exe)
+            .args([
+                "crash_child_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ENV, format!("{}|{cycle}", path.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let lines = lines.clone();
+            let out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    lines.lock().unwrap().push(l);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let lines = lines.lock().unwrap();
+        let mut acks = 0;
+        for l in lines.iter() {
+            let mut parts = l.split_whitespace();
+            if parts.next() != Some("ACK") {
+                continue;
+            }
+            let (Some(kind), Some(n)) = (parts.next(), parts.next().and_then(|n| n.parse().ok()))
+            else {
+                continue;
+            };
+            acks += 1;
+            match kind {
+                "S" => {
+                    expect.singles.insert((cycle, n), val(cycle, n));
+                }
+                "B" => expect.batches.push((cycle, n)),
+                "C" => {
+                    expect.counter_min = Some(expect.counter_min.map_or(n, |m: u64| m.max(n)));
+                }
+                _ => {}
+            }
+        }
+        total_acks += acks;
+
+        // Recover and check everything acknowledged so far, in all cycles.
+        let db = Database::open(&path, config(cycle)).unwrap();
+        for ((c, n), v) in &expect.singles {
+            assert_eq!(
+                db.get(&single_key(*c, *n)).unwrap().as_ref(),
+                Some(v),
+                "cycle {cycle}: acknowledged put {c}/{n} lost"
+            );
+        }
+        for (c, n) in &expect.batches {
+            for i in 0..BATCH {
+                assert_eq!(
+                    db.get(&batch_key(*c, *n, i)).unwrap(),
+                    Some(val(*c, n + i)),
+                    "cycle {cycle}: acknowledged batch {c}/{n} incomplete"
+                );
+            }
+        }
+        // Every batch present at all is complete (acknowledged or not).
+        let prefix = format!("b/{cycle:03}/").into_bytes();
+        let mut per_batch: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for r in db.scan_prefix(&prefix).unwrap() {
+            let (k, _) = r.unwrap();
+            let id = k[..k.iter().rposition(|&b| b == b'/').unwrap()].to_vec();
+            *per_batch.entry(id).or_default() += 1;
+        }
+        for (id, n) in per_batch {
+            assert_eq!(n, BATCH, "batch {} is torn", String::from_utf8_lossy(&id));
+        }
+        if let Some(min) = expect.counter_min {
+            let c: u64 = String::from_utf8(db.get(b"counter").unwrap().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(c >= min, "counter went back from acknowledged {min} to {c}");
+        }
+        db.engine().verify_tables().unwrap();
+        db.close().unwrap();
+    }
+    assert!(
+        total_acks > 100,
+        "the child wrote too little to test anything ({total_acks})"
+    );
+    eprintln!("{cycles} SIGKILL cycles, {total_acks} acknowledged writes verified");
+}
