@@ -4,11 +4,11 @@
 //! chooses many shards (readers on different shards never contend) or a single shard
 //! (one global eviction order, more contention).
 
+use crate::counter::StripedCounter;
 use crate::sst::block::Block;
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone)]
 struct BlockWeighter;
@@ -22,8 +22,8 @@ impl Weighter<(u64, u32), Arc<Block>> for BlockWeighter {
 /// Cache of data blocks keyed by (table id, block index).
 pub struct BlockCache {
     cache: Cache<(u64, u32), Arc<Block>, BlockWeighter>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: StripedCounter,
+    misses: StripedCounter,
 }
 
 impl BlockCache {
@@ -43,17 +43,17 @@ impl BlockCache {
             .expect("cache options are valid");
         BlockCache {
             cache: Cache::with_options(opts, BlockWeighter, Default::default(), Default::default()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: StripedCounter::default(),
+            misses: StripedCounter::default(),
         }
     }
 
     pub fn get(&self, table: u64, block: u32) -> Option<Arc<Block>> {
         let r = self.cache.get(&(table, block));
         if r.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
         } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.add(1);
         }
         r
     }
@@ -67,11 +67,11 @@ impl BlockCache {
     }
 
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.hits.get()
     }
 
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.misses.get()
     }
 
     /// Bytes of blocks held.

@@ -53,7 +53,7 @@ pub enum OpenMode {
 /// Counters kept by the engine (monotonic since open).
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    pub gets: AtomicU64,
+    pub gets: crate::counter::StripedCounter,
     pub commits: AtomicU64,
     pub puts: AtomicU64,
     pub deletes: AtomicU64,
@@ -521,16 +521,24 @@ impl Engine {
     /// Newest value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
-        self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let (sv, s) = self.inner.read_view();
-        self.inner.get_in(&sv, key, s)
+        self.inner.stats.gets.add(1);
+        // Same protocol as `read_view`, with a cheap guard instead of an Arc clone (a
+        // shared refcount would bounce between reader cores).
+        loop {
+            let sv = self.inner.sv.load();
+            let s = self.inner.visible_ts.load(Ordering::Acquire);
+            if !sv.mem.is_frozen() {
+                return self.inner.get_in(&sv, key, s);
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Value of `key` as of `snap`.
     pub fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
-        self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let sv = self.inner.sv.load_full();
+        self.inner.stats.gets.add(1);
+        let sv = self.inner.sv.load();
         self.inner.get_in(&sv, key, snap.ts)
     }
 
@@ -893,19 +901,8 @@ impl Inner {
         }
         let group = std::mem::take(&mut self.queue.lock().pending);
         let res = self.commit_group(&group);
-        for r in &group {
-            let out = match &res {
-                Ok(()) => match r.rejected.lock().take() {
-                    Some(e) => Err(e),
-                    None => Ok(r.ts.load(Ordering::Relaxed)),
-                },
-                Err(Error::Closed) => Err(Error::Closed),
-                Err(e) => Err(Error::Fatal(e.to_string())),
-            };
-            if !Arc::ptr_eq(r, &req) {
-                r.finish(out);
-            }
-        }
+        // Hand leadership on first, so the next group's WAL write overlaps with waking
+        // this group's followers.
         {
             let mut q = self.queue.lock();
             match q.pending.first() {
@@ -915,6 +912,20 @@ impl Inner {
                 }
                 None => q.leader_active = false,
             }
+        }
+        for r in &group {
+            if Arc::ptr_eq(r, &req) {
+                continue;
+            }
+            let out = match &res {
+                Ok(()) => match r.rejected.lock().take() {
+                    Some(e) => Err(e),
+                    None => Ok(r.ts.load(Ordering::Relaxed)),
+                },
+                Err(Error::Closed) => Err(Error::Closed),
+                Err(e) => Err(Error::Fatal(e.to_string())),
+            };
+            r.finish(out);
         }
         res?;
         match req.rejected.lock().take() {

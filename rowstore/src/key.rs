@@ -67,6 +67,52 @@ pub fn cmp_internal(a_key: &[u8], a_ts: Ts, b_key: &[u8], b_ts: Ts) -> Ordering 
     }
 }
 
+/// A borrowed view of an internal key, so ordered maps keyed by [`InternalKey`] can be
+/// probed with `(&[u8], Ts)` without allocating an owned key.
+pub trait KeyView {
+    fn parts(&self) -> (&[u8], Ts);
+}
+
+impl KeyView for InternalKey {
+    fn parts(&self) -> (&[u8], Ts) {
+        (&self.user_key, self.ts)
+    }
+}
+
+impl KeyView for (&[u8], Ts) {
+    fn parts(&self) -> (&[u8], Ts) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for InternalKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, at) = self.parts();
+        let (b, bt) = other.parts();
+        cmp_internal(a, at, b, bt)
+    }
+}
+
 impl Ord for InternalKey {
     fn cmp(&self, other: &Self) -> Ordering {
         cmp_internal(&self.user_key, self.ts, &other.user_key, other.ts)

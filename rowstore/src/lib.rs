@@ -20,6 +20,7 @@ pub mod batch;
 pub mod cache;
 pub mod coding;
 pub mod compression;
+pub mod counter;
 pub mod engine;
 pub mod error;
 pub mod iter;

@@ -5,7 +5,7 @@
 //! frozen (becomes immutable) before it is flushed; the `frozen` flag is set before any
 //! write goes to its successor, which lets readers detect that they raced a switch.
 
-use crate::key::{EntryRef, InternalKey, MAX_TS, Ts};
+use crate::key::{EntryRef, InternalKey, KeyView, MAX_TS, Ts};
 use crossbeam_skiplist::SkipMap;
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -60,8 +60,11 @@ impl MemTable {
 
     /// Newest version of `key` with timestamp <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
-        let probe = InternalKey::new(key, snapshot);
-        match self.map.lower_bound(Bound::Included(&probe)) {
+        let probe = (key, snapshot);
+        match self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn KeyView))
+        {
             Some(e) if e.key().user_key == key => match e.value() {
                 Some(v) => Lookup::Found(v.to_vec()),
                 None => Lookup::Deleted,
@@ -72,8 +75,11 @@ impl MemTable {
 
     /// Commit timestamp of the newest version of `key`, if any (conflict checks).
     pub fn latest_ts(&self, key: &[u8]) -> Option<Ts> {
-        let probe = InternalKey::new(key, MAX_TS);
-        match self.map.lower_bound(Bound::Included(&probe)) {
+        let probe = (key, MAX_TS);
+        match self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn KeyView))
+        {
             Some(e) if e.key().user_key == key => Some(e.key().ts),
             _ => None,
         }

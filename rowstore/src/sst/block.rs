@@ -77,6 +77,20 @@ pub struct Block {
     data: Vec<u8>,
     n: usize,
     offsets_start: usize,
+    /// First 8 bytes of each entry's key (big-endian, zero-padded), built when the block
+    /// is loaded: a seek binary-searches this small contiguous array and decodes entries
+    /// only on ties, so a cached point read touches few cache lines of a block.
+    prefixes: Vec<u64>,
+}
+
+/// The first 8 bytes of a key as a big-endian integer (zero-padded). Prefix order
+/// agrees with byte order of keys, except that equal prefixes need a full compare.
+#[inline]
+pub fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl Block {
@@ -90,10 +104,11 @@ impl Block {
             .len()
             .checked_sub(4 + n.checked_mul(4).ok_or("entry count overflow")?)
             .ok_or("entry count exceeds block")?;
-        let b = Block {
+        let mut b = Block {
             data,
             n,
             offsets_start,
+            prefixes: Vec::with_capacity(n),
         };
         let mut prev = None;
         for i in 0..n {
@@ -102,6 +117,8 @@ impl Block {
                 return Err("bad entry offset");
             }
             prev = Some(o);
+            let p = key_prefix(b.entry(i)?.key);
+            b.prefixes.push(p);
         }
         Ok(b)
     }
@@ -127,7 +144,7 @@ impl Block {
 
     /// Bytes held in memory (for the cache's weigher).
     pub fn memory_size(&self) -> usize {
-        self.data.len() + 48
+        self.data.len() + self.prefixes.len() * 8 + 72
     }
 
     /// Decode entry `i` (< len()).
@@ -148,11 +165,18 @@ impl Block {
 
     /// Index of the first entry >= (key, ts) in internal order; `len()` if none.
     pub fn seek(&self, key: &[u8], ts: Ts) -> Result<usize, &'static str> {
+        let p = key_prefix(key);
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = self.entry(mid)?;
-            if cmp_internal(e.key, e.ts, key, ts) == Ordering::Less {
+            let o = match self.prefixes[mid].cmp(&p) {
+                Ordering::Equal => {
+                    let e = self.entry(mid)?;
+                    cmp_internal(e.key, e.ts, key, ts)
+                }
+                o => o,
+            };
+            if o == Ordering::Less {
                 lo = mid + 1;
             } else {
                 hi = mid;

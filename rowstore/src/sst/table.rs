@@ -1,4 +1,4 @@
-use super::block::{Block, BlockBuilder, Entry};
+use super::block::{Block, BlockBuilder, Entry, key_prefix};
 use super::bloom;
 use crate::cache::BlockCache;
 use crate::coding::{self, Decoder};
@@ -293,6 +293,9 @@ pub struct Table {
     id: u64,
     file: RandomAccessFile,
     index: Vec<(InternalKey, Handle)>,
+    /// First 8 bytes of each index key (big-endian, zero-padded): the binary search over
+    /// blocks compares these contiguous integers and touches the keys only on ties.
+    index_prefix: Vec<u64>,
     filter: Vec<u8>,
     meta: TableMeta,
     cache: Option<Arc<BlockCache>>,
@@ -416,10 +419,12 @@ impl Table {
             }
             index.push((InternalKey::new(k, ts), h));
         }
+        let index_prefix = index.iter().map(|(k, _)| key_prefix(&k.user_key)).collect();
         Ok(Table {
             id,
             file,
             index,
+            index_prefix,
             filter,
             meta,
             cache,
@@ -512,8 +517,24 @@ impl Table {
 
     /// Index of the first block whose last key >= (key, ts); `num_blocks()` if none.
     fn find_block(&self, key: &[u8], ts: Ts) -> usize {
-        self.index
-            .partition_point(|(k, _)| cmp_internal(&k.user_key, k.ts, key, ts) == Ordering::Less)
+        let p = key_prefix(key);
+        let (mut lo, mut hi) = (0, self.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let o = match self.index_prefix[mid].cmp(&p) {
+                Ordering::Equal => {
+                    let k = &self.index[mid].0;
+                    cmp_internal(&k.user_key, k.ts, key, ts)
+                }
+                o => o,
+            };
+            if o == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     fn corrupt(&self, block: usize, why: &str) -> Error {
