@@ -53,7 +53,10 @@ pub fn build(hashes: &[u64], bits_per_key: usize) -> Vec<u8> {
 #[inline]
 pub fn may_contain(filter: &[u8], h: u64) -> bool {
     let n = filter.len();
-    if n < BLOCK_BYTES + 2 || filter[n - 1] != LAYOUT_BLOCKED || (n - 2) % BLOCK_BYTES != 0 {
+    if n < BLOCK_BYTES + 2
+        || filter[n - 1] != LAYOUT_BLOCKED
+        || !(n - 2).is_multiple_of(BLOCK_BYTES)
+    {
         return true;
     }
     let k = filter[n - 2];
