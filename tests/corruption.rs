@@ -22,6 +22,14 @@ fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
+/// Length of a WAL's written part (segments are preallocated; the rest is zeros).
+fn written_len(path: &Path) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    data.iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |p| p as u64 + 1)
+}
+
 fn flip(path: &Path, offset: u64) {
     let mut data = std::fs::read(path).unwrap();
     data[offset as usize] ^= 0x5a;
@@ -95,13 +103,20 @@ fn flipped_byte_in_a_table_is_reported_never_returned() {
     }
 }
 
+fn wal_config() -> LightningDbConfig {
+    LightningDbConfig {
+        write_buffer_size: 1 << 20,
+        ..Default::default()
+    }
+}
+
 /// Child: write durable records, report, and wait to be killed (leaving a live WAL).
 #[test]
 fn corruption_child_writer() {
     let Ok(dir) = std::env::var(ENV) else {
         return;
     };
-    let db = Database::create(&dir, LightningDbConfig::default()).unwrap();
+    let db = Database::create(&dir, wal_config()).unwrap();
     for i in 0..200 {
         db.put(&key(i), &value(i, 0)).unwrap();
     }
@@ -144,9 +159,9 @@ fn flipped_byte_in_the_wal_body_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
     let wal = db_with_live_wal(&p);
-    let len = std::fs::metadata(&wal).unwrap().len();
+    let len = written_len(&wal);
     flip(&wal, len / 2);
-    match Database::open(&p, LightningDbConfig::default()) {
+    match Database::open(&p, wal_config()) {
         Err(Error::Corruption { file, offset, .. }) => {
             assert_eq!(file, wal);
             assert!(offset > 0 && offset <= len / 2);
@@ -164,21 +179,27 @@ fn damaged_last_wal_record_is_a_torn_write() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
     let wal = db_with_live_wal(&p);
-    let len = std::fs::metadata(&wal).unwrap().len();
+    let len = written_len(&wal);
     flip(&wal, len - 3);
-    let db = Database::open(&p, LightningDbConfig::default()).unwrap();
+    let db = Database::open(&p, wal_config()).unwrap();
     for i in 0..199 {
         assert_eq!(db.get(&key(i)).unwrap(), Some(value(i, 0)));
     }
     // The damaged last record is dropped, never returned with wrong bytes.
     assert_eq!(db.get(&key(199)).unwrap(), None);
+    // Garbage in the preallocated space after the last record is a torn write too.
+    drop(db);
+    let wal = db_with_live_wal(&dir.path().join("db3"));
+    flip(&wal, written_len(&wal) + 5000);
+    let db = Database::open(dir.path().join("db3"), wal_config()).unwrap();
+    assert_eq!(db.get(&key(199)).unwrap(), Some(value(199, 0)));
     // A truncated tail (a write cut short) is also a torn write.
     drop(db);
     let wal = db_with_live_wal(&dir.path().join("db2"));
+    let len = written_len(&wal);
     let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
-    let len = f.metadata().unwrap().len();
     f.set_len(len - 10).unwrap();
-    let db = Database::open(dir.path().join("db2"), LightningDbConfig::default()).unwrap();
+    let db = Database::open(dir.path().join("db2"), wal_config()).unwrap();
     assert_eq!(db.get(&key(198)).unwrap(), Some(value(198, 0)));
     assert_eq!(db.get(&key(199)).unwrap(), None);
 }

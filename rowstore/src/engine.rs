@@ -182,6 +182,11 @@ struct CommitQueue {
     pending: Vec<Arc<WriteReq>>,
     leader_active: bool,
     closed: bool,
+    /// Writers seen in flight around the last group: its size plus those that queued
+    /// while it was being written. The next leader waits (briefly) for that many.
+    concurrency: usize,
+    /// Duration of the last WAL sync; the most worth waiting to fill a group.
+    last_sync: Duration,
 }
 
 struct State {
@@ -227,6 +232,11 @@ struct Inner {
 /// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+/// Bytes to preallocate for a WAL segment: what one memtable's records take, plus slack.
+fn wal_prealloc(opts: &EngineOptions) -> u64 {
+    opts.write_buffer_size as u64 + (1 << 20)
 }
 
 fn wal_path(dir: &Path, id: u64) -> PathBuf {
@@ -402,11 +412,11 @@ impl Engine {
         mstate.last_ts = last_ts;
         mstate.next_file_id = next_file_id.load(Ordering::Relaxed);
         let wal = match wal_id {
-            Some(id) => Some(LogWriter::create(
-                &wal_path(&dir, id),
-                WAL_MAGIC,
-                WAL_FORMAT_VERSION,
-            )?),
+            Some(id) => {
+                let mut w = LogWriter::create(&wal_path(&dir, id), WAL_MAGIC, WAL_FORMAT_VERSION)?;
+                w.preallocate(wal_prealloc(&opts));
+                Some(w)
+            }
             None => None,
         };
         let manifest = Manifest::create(&dir, manifest_id, &mstate)?;
@@ -899,12 +909,17 @@ impl Inner {
         if let Durability::GroupCommit { max_delay } = self.opts.durability {
             std::thread::sleep(max_delay);
         }
+        self.gather();
         let group = std::mem::take(&mut self.queue.lock().pending);
+        let t0 = Instant::now();
         let res = self.commit_group(&group);
+        let took = t0.elapsed();
         // Hand leadership on first, so the next group's WAL write overlaps with waking
         // this group's followers.
         {
             let mut q = self.queue.lock();
+            q.concurrency = group.len() + q.pending.len();
+            q.last_sync = took;
             match q.pending.first() {
                 Some(next) => {
                     *next.state.lock() = ReqState::Lead;
@@ -931,6 +946,32 @@ impl Inner {
         match req.rejected.lock().take() {
             Some(e) => Err(e),
             None => Ok(req.ts.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Under concurrent durable writes, commits that finished one group re-queue while
+    /// the next group is being synced, so without help the writers split into two
+    /// cohorts that alternate and each fsync serves only half of them. Before taking its
+    /// group, a leader therefore waits, for at most about one sync's duration, until as
+    /// many writers are queued as were in flight around the last group. A lone writer
+    /// never waits.
+    fn gather(&self) {
+        if !matches!(self.opts.durability, Durability::Sync) || !self.opts.wal_enabled {
+            return;
+        }
+        let (target, budget) = {
+            let q = self.queue.lock();
+            (q.concurrency, q.last_sync.min(Duration::from_micros(500)))
+        };
+        if target <= 1 {
+            return;
+        }
+        let deadline = Instant::now() + budget;
+        loop {
+            if self.queue.lock().pending.len() >= target || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::yield_now();
         }
     }
 
@@ -1179,7 +1220,10 @@ impl Inner {
                 return Err(e);
             }
             match LogWriter::create(&wal_path(&self.dir, id), WAL_MAGIC, WAL_FORMAT_VERSION) {
-                Ok(w) => *wal = Some(w),
+                Ok(mut w) => {
+                    w.preallocate(wal_prealloc(&self.opts));
+                    *wal = Some(w)
+                }
                 Err(e) => {
                     self.set_fatal(&e);
                     return Err(e);
