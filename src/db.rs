@@ -323,12 +323,13 @@ impl Database {
     }
 
     /// Run `f` in a transaction: commit on `Ok`, abort on `Err`, and retry from the start
-    /// (up to 10 attempts in all) when the commit loses a conflict.
+    /// (up to 16 attempts in all, with randomized exponential backoff) when the commit
+    /// loses a conflict. After the last attempt the conflict error is returned.
     pub fn transaction<T, F>(&self, mut f: F) -> Result<T>
     where
         F: FnMut(&mut Tx<'_>) -> Result<T>,
     {
-        const ATTEMPTS: usize = 10;
+        const ATTEMPTS: usize = 16;
         let mut backoff = Duration::from_micros(50);
         for attempt in 1..=ATTEMPTS {
             let id = self.begin_transaction()?;
@@ -346,7 +347,13 @@ impl Database {
                     }
                 }
             }
-            std::thread::sleep(backoff);
+            // Randomized exponential backoff, so conflicting retries do not stay in step.
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()),
+            ) % (backoff.as_micros() as u64 + 1);
+            std::thread::sleep(backoff / 2 + Duration::from_micros(jitter));
             backoff = (backoff * 2).min(Duration::from_millis(20));
         }
         unreachable!("the last attempt returns")
