@@ -52,10 +52,13 @@ struct MTxn {
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Committed versions of one key: (commit sequence, value or tombstone).
+type History = Vec<(u64, Option<Vec<u8>>)>;
+
 #[derive(Default)]
 struct Model {
     seq: u64,
-    versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    versions: BTreeMap<Vec<u8>, History>,
 }
 
 impl Model {
