@@ -1,9 +1,17 @@
 //! # lightning-columnar
 //!
-//! The column store of Lightning DB (see DESIGN.md, "Column store"): immutable Arrow
-//! column segments compacted from committed rows of the row store, with zone maps and
-//! roaring delete bitmaps. It will own the `columnar/` folder of a database directory.
+//! The column store of Lightning DB (see DESIGN.md, "Column store"): committed rows of
+//! the row store, continuously compacted into immutable Arrow column segments with zone
+//! maps and roaring delete bitmaps. It owns the `columnar/` folder of a database
+//! directory: one sub-folder per table with `seg-*.arrow` segments and `*.del` delete
+//! bitmaps, and `STATE`, which publishes the segment set and watermark of every table
+//! in one atomic step.
 //!
-//! This crate is intentionally empty until the tables/column-store issue lands: the
-//! workspace layout is fixed now so the facade's `sql` feature and the layering are in
-//! place, but no placeholder API is exported.
+//! It reads the row store (never writes it) and must never return a row that the row
+//! store's committed state at the published watermark does not hold.
+
+pub mod codec;
+pub mod error;
+pub mod segment;
+
+pub use error::{Error, Result};

@@ -1,0 +1,516 @@
+//! Column segments: immutable Arrow IPC files of rows sorted by primary key.
+//!
+//! A segment is a standard Arrow IPC *file* (`seg-NNNNNN.arrow`), readable by any Arrow
+//! IPC reader (e.g. `pyarrow.ipc.open_file`). It holds one record batch. Columns are
+//! stored with encodings Arrow itself defines, chosen per column: dictionary encoding
+//! for low-cardinality strings, run-end encoding where runs pay; buffers are compressed
+//! with zstd or LZ4 (IPC buffer compression). The footer's custom metadata carries the
+//! format version, row count, per-column zone maps (min, max, null count), the encodings
+//! and a CRC32C of the file body; the column-store state additionally records a CRC32C
+//! of the whole file, verified when the segment is opened. Reads memory-map the file and
+//! decode only the projected columns.
+
+use crate::error::{Error, Result};
+use arrow::array::*;
+use arrow::buffer::Buffer;
+use arrow::datatypes::*;
+use arrow::ipc::reader::{FileDecoder, read_footer_length};
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow::ipc::{CompressionType, root_as_footer};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+const META_VERSION: &str = "lightning.format_version";
+const META_ROWS: &str = "lightning.rows";
+const META_ZONES: &str = "lightning.zone_maps";
+const META_ENCODINGS: &str = "lightning.encodings";
+const META_BODY_CRC: &str = "lightning.body_crc32c";
+const META_BODY_LEN: &str = "lightning.body_len";
+
+/// Buffer compression of segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegmentCompression {
+    None,
+    Zstd,
+    Lz4,
+}
+
+/// Per-column statistics of a segment. Values are JSON: integers, dates and raw
+/// timestamps as numbers, floats as numbers, decimals as strings of the unscaled
+/// integer, strings as strings, binaries as hex strings, booleans as booleans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneMap {
+    pub column: String,
+    pub min: serde_json::Value,
+    pub max: serde_json::Value,
+    pub null_count: u64,
+}
+
+/// How a column is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    Plain,
+    Dictionary,
+    RunEnd,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn json_at(col: &dyn Array, i: usize) -> serde_json::Value {
+    use serde_json::Value as J;
+    macro_rules! p {
+        ($t:ty) => {
+            J::from(col.as_primitive::<$t>().value(i))
+        };
+    }
+    match col.data_type() {
+        DataType::Int8 => p!(Int8Type),
+        DataType::Int16 => p!(Int16Type),
+        DataType::Int32 => p!(Int32Type),
+        DataType::Int64 => p!(Int64Type),
+        DataType::UInt8 => p!(UInt8Type),
+        DataType::UInt16 => p!(UInt16Type),
+        DataType::UInt32 => p!(UInt32Type),
+        DataType::UInt64 => p!(UInt64Type),
+        DataType::Float32 => J::from(col.as_primitive::<Float32Type>().value(i) as f64),
+        DataType::Float64 => p!(Float64Type),
+        DataType::Date32 => p!(Date32Type),
+        DataType::Timestamp(_, _) => {
+            let d = col.to_data();
+            J::from(d.buffers()[0].typed_data::<i64>()[d.offset() + i])
+        }
+        DataType::Decimal128(_, _) => {
+            J::from(col.as_primitive::<Decimal128Type>().value(i).to_string())
+        }
+        DataType::Utf8 => J::from(col.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => J::from(col.as_string::<i64>().value(i)),
+        DataType::Binary => J::from(hex(col.as_binary::<i32>().value(i))),
+        DataType::Boolean => J::from(col.as_boolean().value(i)),
+        _ => J::Null,
+    }
+}
+
+/// Zone map of one column: min/max by the column's own order (nulls excluded).
+fn zone_map(name: &str, col: &ArrayRef) -> Result<ZoneMap> {
+    let nulls = col.null_count() as u64;
+    let (mut min, mut max) = (serde_json::Value::Null, serde_json::Value::Null);
+    if col.len() > nulls as usize {
+        let opts = arrow::compute::SortOptions::default();
+        let idx = arrow::compute::sort_to_indices(col, Some(opts), None)?;
+        // Nulls sort first by default; skip them.
+        let first = idx.value(nulls as usize) as usize;
+        let last = idx.value(idx.len() - 1) as usize;
+        min = json_at(col.as_ref(), first);
+        max = json_at(col.as_ref(), last);
+    }
+    Ok(ZoneMap {
+        column: name.to_string(),
+        min,
+        max,
+        null_count: nulls,
+    })
+}
+
+/// Number of runs of equal adjacent values.
+fn count_runs(col: &ArrayRef) -> Result<usize> {
+    Ok(arrow::compute::partition(std::slice::from_ref(col))?.len())
+}
+
+fn distinct_strings(col: &ArrayRef, limit: usize) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let it: Box<dyn Iterator<Item = Option<&str>>> = match col.data_type() {
+        DataType::Utf8 => Box::new(col.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => Box::new(col.as_string::<i64>().iter()),
+        _ => return usize::MAX,
+    };
+    for s in it.flatten() {
+        seen.insert(s);
+        if seen.len() > limit {
+            return usize::MAX;
+        }
+    }
+    seen.len()
+}
+
+/// Pick an encoding for a column and convert it.
+fn encode_column(field: &Field, col: &ArrayRef) -> Result<(Encoding, Field, ArrayRef)> {
+    let n = col.len();
+    if n >= 16 && matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+        let d = distinct_strings(col, n / 2);
+        if d <= n / 2 && d < i32::MAX as usize {
+            let t =
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(col.data_type().clone()));
+            let enc = arrow::compute::cast(col, &t)?;
+            return Ok((
+                Encoding::Dictionary,
+                Field::new(field.name(), t, field.is_nullable()),
+                enc,
+            ));
+        }
+    }
+    if n >= 16 && col.null_count() == 0 && !matches!(col.data_type(), DataType::Boolean) {
+        let runs = count_runs(col)?;
+        if runs * 2 <= n {
+            let t = DataType::RunEndEncoded(
+                Arc::new(Field::new("run_ends", DataType::Int32, false)),
+                Arc::new(Field::new("values", col.data_type().clone(), true)),
+            );
+            let enc = arrow::compute::cast(col, &t)?;
+            return Ok((
+                Encoding::RunEnd,
+                Field::new(field.name(), t, field.is_nullable()),
+                enc,
+            ));
+        }
+    }
+    Ok((Encoding::Plain, field.clone(), col.clone()))
+}
+
+/// What the column-store state records about a written segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentInfo {
+    pub id: u64,
+    pub rows: u64,
+    pub file_len: u64,
+    pub file_crc32c: u32,
+    pub zone_maps: Vec<ZoneMap>,
+}
+
+pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("seg-{id:06}.arrow"))
+}
+
+/// Write `batch` (sorted by primary key, table schema) as segment `id` in `dir`.
+pub fn write_segment(
+    dir: &Path,
+    id: u64,
+    batch: &RecordBatch,
+    compression: SegmentCompression,
+) -> Result<SegmentInfo> {
+    let schema = batch.schema();
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    let mut encodings = Vec::new();
+    let mut zones = Vec::new();
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        zones.push(zone_map(f.name(), c)?);
+        let (e, f2, c2) = encode_column(f, c)?;
+        encodings.push(e);
+        fields.push(f2);
+        cols.push(c2);
+    }
+    let enc_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let enc_batch = RecordBatch::try_new_with_options(
+        enc_schema.clone(),
+        cols,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?;
+    let opts = IpcWriteOptions::default().try_with_compression(match compression {
+        SegmentCompression::None => None,
+        SegmentCompression::Zstd => Some(CompressionType::ZSTD),
+        SegmentCompression::Lz4 => Some(CompressionType::LZ4_FRAME),
+    })?;
+    let mut w = FileWriter::try_new_with_options(Vec::new(), &enc_schema, opts)?;
+    w.write(&enc_batch)?;
+    w.flush()?;
+    let body_len = w.get_ref().len();
+    let body_crc = crc32c::crc32c(&w.get_ref()[..body_len]);
+    w.write_metadata(META_VERSION, SEGMENT_FORMAT_VERSION.to_string());
+    w.write_metadata(META_ROWS, batch.num_rows().to_string());
+    w.write_metadata(META_BODY_LEN, body_len.to_string());
+    w.write_metadata(META_BODY_CRC, body_crc.to_string());
+    w.write_metadata(
+        META_ZONES,
+        serde_json::to_string(&zones).map_err(|e| Error::Schema(e.to_string()))?,
+    );
+    w.write_metadata(
+        META_ENCODINGS,
+        serde_json::to_string(&encodings).map_err(|e| Error::Schema(e.to_string()))?,
+    );
+    w.finish()?;
+    let bytes = w.into_inner()?;
+    let path = segment_path(dir, id);
+    {
+        use std::io::Write;
+        let mut f = lightning_rowstore::vfs::create_new(&path)?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))?;
+    }
+    Ok(SegmentInfo {
+        id,
+        rows: batch.num_rows() as u64,
+        file_len: bytes.len() as u64,
+        file_crc32c: crc32c::crc32c(&bytes),
+        zone_maps: zones,
+    })
+}
+
+/// An open, verified, memory-mapped segment.
+pub struct Segment {
+    path: PathBuf,
+    info: SegmentInfo,
+    buffer: Buffer,
+    table_schema: SchemaRef,
+    file_schema: SchemaRef,
+    version: arrow::ipc::MetadataVersion,
+    dict_blocks: Vec<arrow::ipc::Block>,
+    batch_block: arrow::ipc::Block,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Map and verify a segment against what the state recorded about it.
+    pub fn open(dir: &Path, info: &SegmentInfo, table_schema: SchemaRef) -> Result<Segment> {
+        let path = segment_path(dir, info.id);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), e))?
+            .len();
+        if len != info.file_len || len < 10 {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("segment is {len} bytes, expected {}", info.file_len),
+            ));
+        }
+        // SAFETY: segment files are immutable once published: nothing writes to or
+        // truncates them while mapped, and they are only unlinked after no reader holds
+        // them, which leaves an existing mapping valid.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let crc = crc32c::crc32c(&map);
+        if crc != info.file_crc32c {
+            return Err(Error::corruption(&path, 0, "segment checksum mismatch"));
+        }
+        let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("mmap pointer is not null");
+        let n = map.len();
+        // SAFETY: `ptr` points to `n` readable bytes owned by `map`, which the buffer
+        // keeps alive (as its owner) for as long as any slice of it exists.
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, n, Arc::new(map)) };
+        let bad = |why: String| Error::corruption(&path, 0, why);
+        let trailer: [u8; 10] = buffer[n - 10..].try_into().expect("10 bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| bad(e.to_string()))?;
+        if footer_len + 10 > n {
+            return Err(bad("footer length exceeds file".into()));
+        }
+        let footer = root_as_footer(&buffer[n - 10 - footer_len..n - 10])
+            .map_err(|e| bad(format!("bad footer: {e}")))?;
+        let fb_schema = footer
+            .schema()
+            .ok_or_else(|| bad("footer has no schema".into()))?;
+        let file_schema = Arc::new(arrow::ipc::convert::fb_to_schema(fb_schema));
+        let meta: std::collections::HashMap<String, String> = footer
+            .custom_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .filter_map(|e| Some((e.key()?.to_string(), e.value()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let version: u32 = meta
+            .get(META_VERSION)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("missing format version".into()))?;
+        if version == 0 || version > SEGMENT_FORMAT_VERSION {
+            return Err(bad(format!("unsupported segment format version {version}")));
+        }
+        let body_len: usize = meta
+            .get(META_BODY_LEN)
+            .and_then(|v| v.parse().ok())
+            .filter(|&l| l <= n)
+            .ok_or_else(|| bad("bad body length".into()))?;
+        let body_crc: u32 = meta
+            .get(META_BODY_CRC)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("missing body checksum".into()))?;
+        if crc32c::crc32c(&buffer[..body_len]) != body_crc {
+            return Err(bad("segment body checksum mismatch".into()));
+        }
+        let batches = footer
+            .recordBatches()
+            .ok_or_else(|| bad("no record batches".into()))?;
+        if batches.len() != 1 {
+            return Err(bad(format!(
+                "expected one record batch, found {}",
+                batches.len()
+            )));
+        }
+        let batch_block = *batches.get(0);
+        let dict_blocks = footer
+            .dictionaries()
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
+        if file_schema.fields().len() != table_schema.fields().len() {
+            return Err(bad("segment columns do not match the table".into()));
+        }
+        Ok(Segment {
+            version: footer.version(),
+            path,
+            info: info.clone(),
+            buffer,
+            table_schema,
+            file_schema,
+            dict_blocks,
+            batch_block,
+        })
+    }
+
+    pub fn info(&self) -> &SegmentInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.info.rows as usize
+    }
+
+    fn block_buf(&self, b: &arrow::ipc::Block) -> Result<Buffer> {
+        let start = b.offset() as usize;
+        let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+        if start.checked_add(len).is_none_or(|e| e > self.buffer.len()) {
+            return Err(Error::corruption(
+                &self.path,
+                start as u64,
+                "block outside the file",
+            ));
+        }
+        Ok(self.buffer.slice_with_length(start, len))
+    }
+
+    /// Read the projected columns (indexes into the table schema; `None` = all),
+    /// decoded to the table's own types.
+    pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
+        let proj: Vec<usize> = projection
+            .map(<[usize]>::to_vec)
+            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect());
+        let mut dec =
+            FileDecoder::new(self.file_schema.clone(), self.version).with_projection(proj.clone());
+        let wrap = |e: arrow::error::ArrowError| Error::corruption(&self.path, 0, e.to_string());
+        for b in &self.dict_blocks {
+            dec.read_dictionary(b, &self.block_buf(b)?).map_err(wrap)?;
+        }
+        let batch = dec
+            .read_record_batch(&self.batch_block, &self.block_buf(&self.batch_block)?)
+            .map_err(wrap)?
+            .ok_or_else(|| Error::corruption(&self.path, 0, "empty record batch block"))?;
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        let cols = batch
+            .columns()
+            .iter()
+            .zip(out_schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    arrow::compute::cast(c, f.data_type()).map_err(wrap)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            out_schema,
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("flag", DataType::Utf8, true),
+            Field::new("qty", DataType::Int32, true),
+            Field::new("price", DataType::Float64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(StringArray::from_iter(
+                    (0..n).map(|i| (i % 7 != 0).then(|| ["A", "N", "R"][i % 3])),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    (0..n).map(|i| (i / 10) as i32),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| i as f64 * 1.5),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn write_read_roundtrip_with_encodings_and_projection() {
+        let d = tempfile::tempdir().unwrap();
+        let b = sample(1000);
+        for (id, c) in [
+            (1, SegmentCompression::Zstd),
+            (2, SegmentCompression::Lz4),
+            (3, SegmentCompression::None),
+        ] {
+            let info = write_segment(d.path(), id, &b, c).unwrap();
+            assert_eq!(info.rows, 1000);
+            assert_eq!(info.zone_maps[0].min, serde_json::json!(0));
+            assert_eq!(info.zone_maps[0].max, serde_json::json!(999));
+            assert_eq!(info.zone_maps[1].null_count, 143);
+            let s = Segment::open(d.path(), &info, b.schema()).unwrap();
+            assert_eq!(s.read(None).unwrap(), b);
+            let p = s.read(Some(&[3, 0])).unwrap();
+            assert_eq!(p.num_columns(), 2);
+            assert_eq!(p.column(1).as_ref(), b.column(0).as_ref());
+        }
+        // A standard IPC reader reads it too, with the encodings visible.
+        let f = std::fs::File::open(segment_path(d.path(), 1)).unwrap();
+        let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
+        let schema = r.schema();
+        assert!(matches!(
+            schema.field(1).data_type(),
+            DataType::Dictionary(_, _)
+        ));
+        assert!(matches!(
+            schema.field(2).data_type(),
+            DataType::RunEndEncoded(_, _)
+        ));
+        assert_eq!(r.custom_metadata()[META_VERSION], "1");
+    }
+
+    #[test]
+    fn flipped_byte_is_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let b = sample(500);
+        let info = write_segment(d.path(), 9, &b, SegmentCompression::Zstd).unwrap();
+        let p = segment_path(d.path(), 9);
+        let orig = std::fs::read(&p).unwrap();
+        for pos in [10, orig.len() / 2, orig.len() - 20] {
+            let mut bad = orig.clone();
+            bad[pos] ^= 0x20;
+            std::fs::write(&p, &bad).unwrap();
+            let e = Segment::open(d.path(), &info, b.schema()).unwrap_err();
+            assert!(matches!(e, Error::Corruption { .. }), "{e}");
+        }
+    }
+}
