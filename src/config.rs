@@ -95,6 +95,22 @@ pub struct LightningDbConfig {
     /// A transaction idle for longer than this is aborted and its resources freed
     /// (its id then returns [`Error::TransactionNotFound`]). Default 60 s.
     pub transaction_timeout: Duration,
+    /// Compact committed rows into column segments on a background thread (true), or
+    /// only when `compact_columnar` is called (false). Default true.
+    pub columnar_background: bool,
+    /// A table is compacted into the column store at least this often while it has new
+    /// commits (the age threshold). Default 1 s.
+    pub columnar_compaction_interval: Duration,
+    /// ...or as soon as this many row changes were committed since the last round (the
+    /// rows threshold). Default 100_000.
+    pub columnar_compaction_rows: u64,
+    /// ...or as soon as this many bytes were written to the WAL since the last round
+    /// (the bytes threshold). Default 64 MiB.
+    pub columnar_compaction_bytes: u64,
+    /// Buffer compression of column segments: 0 = none, 1 = Zstd (default), 2 = LZ4.
+    pub columnar_compression: u8,
+    /// Most rows in one column segment (1_000..=16M). Default 1_048_576.
+    pub columnar_segment_rows: usize,
 }
 
 impl Default for LightningDbConfig {
@@ -124,6 +140,12 @@ impl Default for LightningDbConfig {
             bloom_bits_per_key: 10,
             consistency_level: ConsistencyLevel::Snapshot,
             transaction_timeout: Duration::from_secs(60),
+            columnar_background: true,
+            columnar_compaction_interval: Duration::from_secs(1),
+            columnar_compaction_rows: 100_000,
+            columnar_compaction_bytes: 64 * 1024 * 1024,
+            columnar_compression: 1,
+            columnar_segment_rows: 1 << 20,
         }
     }
 }
@@ -160,6 +182,21 @@ impl LightningDbConfig {
         }
         if self.transaction_timeout.is_zero() {
             return bad("transaction_timeout must be positive".into());
+        }
+        if self.columnar_compression > 2 {
+            return bad(format!(
+                "columnar_compression must be 0 (none), 1 (Zstd) or 2 (LZ4), got {}",
+                self.columnar_compression
+            ));
+        }
+        if !(1_000..=(1 << 24)).contains(&self.columnar_segment_rows) {
+            return bad(format!(
+                "columnar_segment_rows must be between 1000 and 16777216, got {}",
+                self.columnar_segment_rows
+            ));
+        }
+        if self.columnar_compaction_interval.is_zero() || self.columnar_compaction_rows == 0 {
+            return bad("columnar compaction thresholds must be positive".into());
         }
         let opts = EngineOptions {
             block_size: self.page_size,

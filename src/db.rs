@@ -13,6 +13,29 @@ use std::time::{Duration, Instant};
 /// A transaction id returned by [`Database::begin_transaction`].
 pub type TxId = u64;
 
+/// Row-store prefix of the built-in `kv` table (table id 0): `0x01` + id as u32 BE.
+/// The key-value API's keys live after it; other tables use other ids and catalog
+/// entries live under `0x00`, so no user key can collide with them.
+pub(crate) const KV_PREFIX: [u8; 5] = [0x01, 0, 0, 0, 0];
+/// First row-store key after the `kv` table.
+pub(crate) const KV_END: [u8; 5] = [0x01, 0, 0, 0, 1];
+
+/// The row-store key of a KV key.
+#[inline]
+pub(crate) fn kv_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(KV_PREFIX.len() + key.len());
+    k.extend_from_slice(&KV_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+fn strip_kv(r: rowstore::Result<(Vec<u8>, Vec<u8>)>) -> rowstore::Result<(Vec<u8>, Vec<u8>)> {
+    r.map(|(mut k, v)| {
+        k.drain(..KV_PREFIX.len());
+        (k, v)
+    })
+}
+
 struct OpenTxn {
     txn: Transaction,
     last_used: Instant,
@@ -23,7 +46,9 @@ struct OpenTxn {
 /// Dropping it (or calling [`Database::close`]) flushes the memtable and joins every
 /// background thread.
 pub struct Database {
-    engine: Engine,
+    engine: Arc<Engine>,
+    #[cfg(feature = "sql")]
+    pub(crate) tables: Option<Arc<crate::tables::Tables>>,
     path: PathBuf,
     config: LightningDbConfig,
     txns: Mutex<HashMap<TxId, Arc<Mutex<Option<OpenTxn>>>>>,
@@ -68,6 +93,14 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Row-store bounds of a KV range.
+fn kv_range(start: Option<&[u8]>, end: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+    (
+        start.map_or(KV_PREFIX.to_vec(), kv_key),
+        end.map_or(KV_END.to_vec(), kv_key),
+    )
+}
+
 /// The smallest key greater than every key starting with `prefix` (`None`: no bound).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -103,10 +136,25 @@ impl Database {
 
     fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
         let opts = config.validate()?;
-        let engine = Engine::open(path, opts, mode)?;
+        #[cfg(feature = "sql")]
+        let pin = if mode == OpenMode::Open {
+            lightning_columnar::ColumnStore::pin_needed(path)?
+        } else {
+            None
+        };
+        #[cfg(not(feature = "sql"))]
+        let pin = None;
+        let (engine, pin) = Engine::open_pinned(path, opts, mode, pin)?;
         engine.set_fast_validation(config.use_optimized_transactions);
+        let engine = Arc::new(engine);
+        #[cfg(feature = "sql")]
+        let tables = Some(crate::tables::Tables::open(engine.clone(), pin, &config)?);
+        #[cfg(not(feature = "sql"))]
+        drop(pin);
         Ok(Database {
             engine,
+            #[cfg(feature = "sql")]
+            tables,
             path: path.to_path_buf(),
             config,
             txns: Mutex::new(HashMap::new()),
@@ -125,7 +173,8 @@ impl Database {
         &self.config
     }
 
-    /// The row-store engine (for tools and lower-level access).
+    /// The row-store engine (for tools and lower-level access). Keys there are in
+    /// row-store form (see FORMAT.md), not the key-value API's keys.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -134,21 +183,23 @@ impl Database {
 
     /// Set `key` to `value` (an implicit one-shot transaction, durable per config).
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
         let mut b = WriteBatch::new();
-        b.put(key, value)?;
+        b.put(&kv_key(key), value)?;
         self.write(b)
     }
 
     /// The newest committed value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        Ok(self.engine.get(key)?)
+        Ok(self.engine.get(&kv_key(key))?)
     }
 
     /// Delete `key` (deleting a missing key is not an error).
     pub fn delete(&self, key: &[u8]) -> Result<()> {
+        check_key(key)?;
         let mut b = WriteBatch::new();
-        b.delete(key)?;
+        b.delete(&kv_key(key))?;
         self.write(b)
     }
 
@@ -156,7 +207,8 @@ impl Database {
     pub fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut b = WriteBatch::new();
         for (k, v) in pairs {
-            b.put(k, v)?;
+            check_key(k)?;
+            b.put(&kv_key(k), v)?;
         }
         self.write(b)
     }
@@ -168,7 +220,7 @@ impl Database {
         }
         let snap = self.engine.snapshot();
         keys.iter()
-            .map(|k| self.engine.get_at(k, &snap).map_err(Error::from))
+            .map(|k| self.engine.get_at(&kv_key(k), &snap).map_err(Error::from))
             .collect()
     }
 
@@ -176,13 +228,26 @@ impl Database {
     pub fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
         let mut b = WriteBatch::new();
         for k in keys {
-            b.delete(k)?;
+            check_key(k)?;
+            b.delete(&kv_key(k))?;
         }
         self.write(b)
     }
 
-    /// Apply a prepared [`WriteBatch`] atomically.
-    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+    /// Apply a prepared batch of key-value writes atomically.
+    pub fn write_batch(&self, batch: &crate::KvBatch) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for op in batch.ops() {
+            match op {
+                rowstore::BatchOp::Put(k, v) => b.put(&kv_key(k), v)?,
+                rowstore::BatchOp::Delete(k) => b.delete(&kv_key(k))?,
+            }
+        }
+        self.write(b)
+    }
+
+    /// Apply a row-store batch (keys already in row-store form).
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
         self.maybe_sweep();
         self.engine.write(batch)?;
         Ok(())
@@ -192,8 +257,9 @@ impl Database {
     /// from one consistent snapshot.
     pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
         check_range(start, end)?;
+        let (s, e) = kv_range(start, end);
         Ok(KvIter {
-            inner: Box::new(self.engine.iter(start, end, false)?),
+            inner: Box::new(self.engine.iter(Some(&s), Some(&e), false)?.map(strip_kv)),
         })
     }
 
@@ -206,8 +272,9 @@ impl Database {
     /// Keys in `[start, end)` in descending order.
     pub fn scan_reverse(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
         check_range(start, end)?;
+        let (s, e) = kv_range(start, end);
         Ok(KvIter {
-            inner: Box::new(self.engine.iter(start, end, true)?),
+            inner: Box::new(self.engine.iter(Some(&s), Some(&e), true)?.map(strip_kv)),
         })
     }
 
@@ -219,6 +286,13 @@ impl Database {
     /// Flush and compact everything into one sorted run, reclaiming the space of
     /// overwritten and deleted entries that no open snapshot can still see.
     pub fn compact(&self) -> Result<()> {
+        // The column store holds a snapshot at each table's watermark so it can see
+        // deletions; bring them up to date first so the full compaction can drop
+        // everything that is no longer needed.
+        #[cfg(feature = "sql")]
+        if let Some(t) = &self.tables {
+            t.compact_all_columnar()?;
+        }
         Ok(self.engine.compact_all()?)
     }
 
@@ -226,6 +300,10 @@ impl Database {
     /// return [`Error::Closed`]. Idempotent; also done on drop.
     pub fn close(&self) -> Result<()> {
         self.txns.lock().clear();
+        #[cfg(feature = "sql")]
+        if let Some(t) = &self.tables {
+            t.stop_worker();
+        }
         Ok(self.engine.close()?)
     }
 
@@ -286,25 +364,32 @@ impl Database {
 
     /// Read `key` in transaction `tx`: its snapshot, plus its own writes.
     pub fn get_tx(&self, tx: TxId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with_txn(tx, |t| Ok(t.get(&self.engine, key)?))
+        check_key(key)?;
+        self.with_txn(tx, |t| Ok(t.get(&self.engine, &kv_key(key))?))
     }
 
     /// Buffer a put in transaction `tx` (applied at commit).
     pub fn put_tx(&self, tx: TxId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.with_txn(tx, |t| Ok(t.put(key, value)?))
+        check_key(key)?;
+        self.with_txn(tx, |t| Ok(t.put(&kv_key(key), value)?))
     }
 
     /// Buffer a delete in transaction `tx`.
     pub fn delete_tx(&self, tx: TxId, key: &[u8]) -> Result<()> {
-        self.with_txn(tx, |t| Ok(t.delete(key)?))
+        check_key(key)?;
+        self.with_txn(tx, |t| Ok(t.delete(&kv_key(key))?))
     }
 
     /// Scan `[start, end)` at `tx`'s snapshot, including its own writes.
     pub fn scan_tx(&self, tx: TxId, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
         check_range(start, end)?;
+        let (s, e) = kv_range(start, end);
         self.with_txn(tx, |t| {
             Ok(KvIter {
-                inner: Box::new(t.scan(&self.engine, start, end, false)?),
+                inner: Box::new(
+                    t.scan(&self.engine, Some(&s), Some(&e), false)?
+                        .map(strip_kv),
+                ),
             })
         })
     }
@@ -403,6 +488,14 @@ impl Database {
 pub struct Tx<'a> {
     db: &'a Database,
     id: TxId,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "error while closing the database");
+        }
+    }
 }
 
 impl Tx<'_> {

@@ -65,6 +65,47 @@ pub enum Error {
     /// `max_active_transactions` transactions are already open.
     #[error("too many active transactions (limit {max})")]
     TooManyTransactions { max: usize },
+    /// A table, column, type or row that does not fit (names the table or column).
+    #[error("{0}")]
+    Schema(String),
+    /// No table of that name.
+    #[error("table {0} does not exist")]
+    TableNotFound(String),
+    /// `create_table` of a name that is taken.
+    #[error("table {0} already exists")]
+    TableExists(String),
+    /// An error from Arrow while encoding or decoding columns.
+    #[error("arrow error: {0}")]
+    Arrow(String),
+}
+
+#[cfg(feature = "sql")]
+impl From<lightning_columnar::Error> for Error {
+    fn from(e: lightning_columnar::Error) -> Self {
+        use lightning_columnar::Error as E;
+        match e {
+            E::Storage(e) => e.into(),
+            E::Arrow(e) => Error::Arrow(e.to_string()),
+            E::Io { context, source } => Error::Io { context, source },
+            E::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file,
+                offset,
+                reason,
+            },
+            E::Schema(m) => Error::Schema(m),
+        }
+    }
+}
+
+#[cfg(feature = "sql")]
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Arrow(e.to_string())
+    }
 }
 
 impl Error {

@@ -26,14 +26,25 @@
 mod config;
 mod db;
 mod error;
+#[cfg(feature = "sql")]
+mod tables;
+
+/// The exact `arrow` crate the table API uses (use it to build `RecordBatch`es, so
+/// versions always match).
+#[cfg(feature = "sql")]
+pub use arrow;
+#[cfg(feature = "sql")]
+pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 
 pub use config::{ConsistencyLevel, Durability, LightningDbConfig};
 pub use db::{Database, KvIter, Tx, TxId};
 pub use error::{Error, Result};
-pub use lightning_rowstore::WriteBatch;
+/// A batch of key-value puts and deletes, applied atomically by
+/// [`Database::write_batch`].
+pub use lightning_rowstore::WriteBatch as KvBatch;
 
-/// Largest key accepted, in bytes (32 KiB).
-pub const MAX_KEY_LEN: usize = lightning_rowstore::MAX_KEY_LEN;
+/// Largest key accepted, in bytes (32 KiB less 64 bytes reserved for table prefixes).
+pub const MAX_KEY_LEN: usize = lightning_rowstore::MAX_KEY_LEN - 64;
 /// Largest value accepted, in bytes (64 MiB).
 pub const MAX_VALUE_LEN: usize = lightning_rowstore::MAX_VALUE_LEN;
 /// Largest batch or transaction (keys + values + framing), in bytes (512 MiB).

@@ -107,14 +107,14 @@ fn run(ops: Vec<Op>, background: bool, codec: u8) {
                 model.remove(&k(key));
             }
             Op::Batch(entries) => {
-                let mut b = lightning_db::WriteBatch::new();
+                let mut b = lightning_db::KvBatch::new();
                 for (key, v) in &entries {
                     match v {
                         Some(v) => b.put(&k(*key), v).unwrap(),
                         None => b.delete(&k(*key)).unwrap(),
                     }
                 }
-                db.write(b).unwrap();
+                db.write_batch(&b).unwrap();
                 for (key, v) in entries {
                     match v {
                         Some(v) => model.insert(k(key), v),

@@ -13,5 +13,11 @@
 pub mod codec;
 pub mod error;
 pub mod segment;
+pub mod state;
+pub mod store;
+pub mod table;
 
 pub use error::{Error, Result};
+pub use segment::SegmentCompression;
+pub use store::{ColumnStore, ColumnarOptions, RoundStats};
+pub use table::TableDef;

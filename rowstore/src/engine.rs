@@ -137,6 +137,53 @@ pub struct CommitCheck {
     pub read_ranges: Vec<KeyRange>,
 }
 
+/// A changed key and its newest value (`None`: deleted).
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
+/// Keys changed in a timestamp range, from [`Engine::changes`].
+pub struct ChangeIter {
+    merge: MergeIter,
+    lo: Ts,
+    hi: Ts,
+    _sv: Arc<SuperVersion>,
+}
+
+impl ChangeIter {
+    fn step(&mut self) -> Result<Option<Change>> {
+        loop {
+            let Some((k, _, _)) = self.merge.current() else {
+                return Ok(None);
+            };
+            let key = k.to_vec();
+            // Versions of `key` arrive newest first: the first one <= hi decides.
+            let mut out = None;
+            let mut decided = false;
+            while let Some((k, ts, v)) = self.merge.current() {
+                if k != key.as_slice() {
+                    break;
+                }
+                if !decided && ts <= self.hi {
+                    decided = true;
+                    if ts > self.lo {
+                        out = Some(v.map(<[u8]>::to_vec));
+                    }
+                }
+                self.merge.advance()?;
+            }
+            if let Some(v) = out {
+                return Ok(Some((key, v)));
+            }
+        }
+    }
+}
+
+impl Iterator for ChangeIter {
+    type Item = Result<Change>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}
+
 /// A user-visible iterator over one consistent state of the database.
 pub struct DbIter {
     inner: VisibleIter,
@@ -269,6 +316,18 @@ fn classify(name: &str) -> DbFile {
 impl Engine {
     /// Create or open the database in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
+        Self::open_pinned(dir, opts, mode, None).map(|(e, _)| e)
+    }
+
+    /// Open, registering a snapshot at `pin` before any background work starts, so no
+    /// version newer than `pin` (nor the newest at or below it) is collected. Used by
+    /// layers that derive data from changes since a persisted timestamp.
+    pub fn open_pinned(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        mode: OpenMode,
+        pin: Option<Ts>,
+    ) -> Result<(Engine, Option<Snapshot>)> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let _span = tracing::info_span!("open", dir = %dir.display()).entered();
@@ -489,6 +548,14 @@ impl Engine {
             dir,
             opts,
         });
+        let pin = pin.map(|ts| {
+            let ts = ts.min(last_ts);
+            *inner.snapshots.lock().entry(ts).or_insert(0) += 1;
+            Snapshot {
+                inner: inner.clone(),
+                ts,
+            }
+        });
         if inner.opts.background_compaction {
             let mut threads = inner.threads.lock();
             let i2 = inner.clone();
@@ -508,7 +575,7 @@ impl Engine {
                 );
             }
         }
-        Ok(Engine { inner })
+        Ok((Engine { inner }, pin))
     }
 
     pub fn dir(&self) -> &Path {
@@ -584,6 +651,41 @@ impl Engine {
     /// Number of open transactions.
     pub fn active_transactions(&self) -> usize {
         self.inner.active_txns.load(Ordering::Relaxed)
+    }
+
+    /// Register a snapshot at an earlier timestamp `ts`. Only possible while no version
+    /// `ts` needs can have been collected yet: `ts` must be at or above the current GC
+    /// horizon (an older registered snapshot, such as an open pin, keeps it there).
+    pub fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
+        let mut m = self.inner.snapshots.lock();
+        let v = self.inner.visible_ts.load(Ordering::Acquire);
+        let horizon = m.keys().next().map_or(v, |&s| s.min(v));
+        if ts < horizon || ts > v {
+            return Err(Error::InvalidArgument(format!(
+                "cannot take a snapshot at {ts}: versions are kept only from {horizon} to {v}"
+            )));
+        }
+        *m.entry(ts).or_insert(0) += 1;
+        Ok(Snapshot {
+            inner: self.inner.clone(),
+            ts,
+        })
+    }
+
+    /// For every user key in `[start, end)` whose newest version at or below `hi` was
+    /// committed after `lo`: the key and that version's value (`None` if deleted). Keys
+    /// come in order. The caller must hold a snapshot at or below `lo` (so the versions
+    /// and tombstones in `(lo, hi]` were not collected) and `hi` itself.
+    pub fn changes(&self, hi: &Snapshot, lo: Ts, start: &[u8], end: &[u8]) -> Result<ChangeIter> {
+        self.inner.check_open()?;
+        let sv = self.inner.sv.load_full();
+        let merge = MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
+        Ok(ChangeIter {
+            merge,
+            lo,
+            hi: hi.ts,
+            _sv: sv,
+        })
     }
 
     /// Take a registered snapshot of the current state.
@@ -1910,4 +2012,5 @@ fn assert_send_sync() {
     is::<Engine>();
     is::<DbIter>();
     is::<Snapshot>();
+    is::<ChangeIter>();
 }

@@ -140,6 +140,20 @@ impl MergeIter {
         reverse: bool,
         prefetch: Option<(Arc<Prefetcher>, usize)>,
     ) -> Result<Self> {
+        Self::over_newer_than(sv, start, end, reverse, prefetch, None)
+    }
+
+    /// Like [`MergeIter::over`], but skipping tables whose every version is at or below
+    /// `newer_than` (their versions cannot be newer than it).
+    pub fn over_newer_than(
+        sv: &SuperVersion,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+        prefetch: Option<(Arc<Prefetcher>, usize)>,
+        newer_than: Option<Ts>,
+    ) -> Result<Self> {
+        let keep = |t: &Arc<Table>| newer_than.is_none_or(|lo| t.meta().max_ts > lo);
         let mut sources = Vec::new();
         sources.push(Source::Mem(MemTableIter::new(
             sv.mem.clone(),
@@ -156,7 +170,7 @@ impl MergeIter {
             )));
         }
         let v = &sv.version;
-        for t in &v.levels[0] {
+        for t in v.levels[0].iter().filter(|t| keep(t)) {
             let m = t.meta();
             if start.is_some_and(|s| m.largest.user_key.as_slice() < s)
                 || end.is_some_and(|e| m.smallest.user_key.as_slice() >= e)
@@ -172,9 +186,10 @@ impl MergeIter {
             )?));
         }
         for level in &v.levels[1..] {
+            let level: Vec<Arc<Table>> = level.iter().filter(|t| keep(t)).cloned().collect();
             if !level.is_empty() {
                 sources.push(Source::Level(LevelIter::new(
-                    level.clone(),
+                    level,
                     start,
                     end,
                     reverse,

@@ -38,7 +38,8 @@ pub mod vfs;
 pub use batch::{BatchOp, WriteBatch};
 pub use compression::Compression;
 pub use engine::{
-    CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot, TxnSnapshot,
+    ChangeIter, CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot,
+    TxnSnapshot,
 };
 pub use error::{Error, Result};
 pub use key::Ts;

@@ -1,0 +1,675 @@
+//! The column store: loads published segments, runs compaction rounds that turn
+//! committed row changes into segments and delete bitmaps, and publishes each round's
+//! result with one atomic state replacement.
+//!
+//! Invariant (checked by the property tests): for a published table view at watermark
+//! `W`, the live rows of its segments (rows not in their delete bitmaps) are exactly the
+//! latest committed version of every row of the table with commit timestamp <= `W`.
+//! To compute the changes in `(W, W']` the store keeps a row-store snapshot at `W` for
+//! each table, so neither the versions nor the tombstones it needs are collected.
+
+use crate::codec::{RowDecoder, encode_key_value};
+use crate::error::{Error, Result};
+use crate::segment::{Segment, SegmentCompression, SegmentInfo, segment_path, write_segment};
+use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
+use crate::table::{TableDef, table_end, table_prefix};
+use arrow::array::*;
+use arrow::datatypes::SchemaRef;
+use lightning_rowstore::{Engine, Snapshot, Ts};
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Column-store settings.
+#[derive(Debug, Clone)]
+pub struct ColumnarOptions {
+    pub compression: SegmentCompression,
+    /// Most rows in one segment.
+    pub segment_rows: usize,
+    /// Segments with fewer live rows than this are merged...
+    pub small_segment_rows: usize,
+    /// ...once at least this many of them exist.
+    pub merge_when_small_segments: usize,
+}
+
+impl Default for ColumnarOptions {
+    fn default() -> Self {
+        ColumnarOptions {
+            compression: SegmentCompression::Zstd,
+            segment_rows: 1 << 20,
+            small_segment_rows: 1 << 16,
+            merge_when_small_segments: 4,
+        }
+    }
+}
+
+/// A segment with its current delete bitmap.
+pub struct LoadedSegment {
+    pub segment: Arc<Segment>,
+    pub deletes: Arc<RoaringBitmap>,
+    pub state: SegmentState,
+    first_key: Vec<u8>,
+    last_key: Vec<u8>,
+}
+
+impl LoadedSegment {
+    pub fn live_rows(&self) -> u64 {
+        self.state.info.rows - self.deletes.len()
+    }
+
+    /// Read the projected columns of the live rows.
+    pub fn read_live(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
+        let b = self.segment.read(projection)?;
+        if self.deletes.is_empty() {
+            return Ok(b);
+        }
+        let mask = BooleanArray::from_iter(
+            (0..b.num_rows() as u32).map(|i| Some(!self.deletes.contains(i))),
+        );
+        Ok(arrow::compute::filter_record_batch(&b, &mask)?)
+    }
+}
+
+/// The published column-store content of one table.
+pub struct TableView {
+    pub table_id: u32,
+    pub watermark: Ts,
+    pub segments: Vec<Arc<LoadedSegment>>,
+}
+
+/// What one compaction round did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundStats {
+    pub changed_keys: u64,
+    pub rows_written: u64,
+    pub segments_written: u64,
+    pub rows_deleted: u64,
+    pub segments_merged: u64,
+    pub watermark: Ts,
+}
+
+pub struct ColumnStore {
+    dir: PathBuf,
+    opts: ColumnarOptions,
+    state: Mutex<ColumnarState>,
+    views: RwLock<HashMap<u32, Arc<TableView>>>,
+    pins: Mutex<HashMap<u32, Snapshot>>,
+    round: Mutex<()>,
+}
+
+fn table_dir(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("t{id}"))
+}
+
+fn del_path(dir: &Path, seg: u64, generation: u64) -> PathBuf {
+    dir.join(format!("seg-{seg:06}.del-{generation}"))
+}
+
+/// The row-store key (without table prefix) of row `i`.
+fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
+    out.clear();
+    if def.raw_kv {
+        out.extend_from_slice(key_cols[0].as_binary::<i32>().value(i));
+    } else {
+        for c in key_cols {
+            encode_key_value(c.as_ref(), i, out);
+        }
+    }
+}
+
+const DEL_MAGIC: &[u8; 8] = b"LTNGDEL1";
+
+fn write_deletes(dir: &Path, seg: u64, generation: u64, bm: &RoaringBitmap) -> Result<DeleteFile> {
+    let mut data = DEL_MAGIC.to_vec();
+    bm.serialize_into(&mut data)
+        .map_err(|e| Error::io("encoding a delete bitmap", e))?;
+    let crc = crc32c::crc32c(&data);
+    data.extend_from_slice(&crc.to_le_bytes());
+    let p = del_path(dir, seg, generation);
+    {
+        use std::io::Write;
+        let mut f = lightning_rowstore::vfs::create_new(&p)?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+    }
+    Ok(DeleteFile {
+        generation,
+        deleted_rows: bm.len(),
+        file_len: data.len() as u64,
+        file_crc32c: crc32c::crc32c(&data),
+    })
+}
+
+fn read_deletes(dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
+    let p = del_path(dir, seg, d.generation);
+    let data = std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+    let bad = |why: &str| Error::corruption(&p, 0, why.to_string());
+    if data.len() as u64 != d.file_len || crc32c::crc32c(&data) != d.file_crc32c {
+        return Err(bad("delete bitmap checksum mismatch"));
+    }
+    if data.len() < 12 || &data[..8] != DEL_MAGIC {
+        return Err(bad("not a delete bitmap"));
+    }
+    let body = &data[8..data.len() - 4];
+    let crc = u32::from_le_bytes(data[data.len() - 4..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&data[..data.len() - 4]) != crc {
+        return Err(bad("delete bitmap checksum mismatch"));
+    }
+    RoaringBitmap::deserialize_from(body).map_err(|e| bad(&e.to_string()))
+}
+
+impl ColumnStore {
+    /// The lowest published watermark, read before the row store opens so it can pin it.
+    pub fn pin_needed(db_dir: &Path) -> Result<Option<Ts>> {
+        Ok(ColumnarState::load(&db_dir.join("columnar"))?.and_then(|s| s.min_watermark()))
+    }
+
+    /// Open the column store of the database in `db_dir`. `open_pin` is the row-store
+    /// snapshot taken at `pin_needed()` when the row store opened; `tables` are the
+    /// tables that exist.
+    pub fn open(
+        db_dir: &Path,
+        engine: &Engine,
+        open_pin: Option<Snapshot>,
+        tables: &[TableDef],
+        opts: ColumnarOptions,
+    ) -> Result<ColumnStore> {
+        let dir = db_dir.join("columnar");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut state = ColumnarState::load(&dir)?.unwrap_or_default();
+        let live: std::collections::HashSet<u32> = tables.iter().map(|t| t.id).collect();
+        state.tables.retain(|id, _| live.contains(id));
+        let mut rebuild = Vec::new();
+        let mut pins = HashMap::new();
+        for t in tables {
+            let ts = state.tables.entry(t.id).or_default();
+            match engine.snapshot_at(ts.watermark) {
+                Ok(s) => {
+                    pins.insert(t.id, s);
+                }
+                Err(_) if ts.segments.is_empty() => {
+                    // Nothing compacted yet: deletions before now need no marking, so
+                    // the table can start from the current state of the row store.
+                    ts.watermark = 0;
+                    pins.insert(t.id, engine.snapshot());
+                }
+                Err(_) => rebuild.push(t.id),
+            }
+        }
+        drop(open_pin);
+        let mut views = HashMap::new();
+        for t in tables {
+            let ts = &state.tables[&t.id];
+            let tdir = table_dir(&dir, t.id);
+            let mut segs = Vec::new();
+            for s in &ts.segments {
+                segs.push(Arc::new(Self::load_segment(&tdir, t, s)?));
+            }
+            views.insert(
+                t.id,
+                Arc::new(TableView {
+                    table_id: t.id,
+                    watermark: ts.watermark,
+                    segments: segs,
+                }),
+            );
+        }
+        state.store(&dir)?;
+        let store = ColumnStore {
+            dir,
+            opts,
+            state: Mutex::new(state),
+            views: RwLock::new(views),
+            pins: Mutex::new(pins),
+            round: Mutex::new(()),
+        };
+        store.remove_orphans()?;
+        for id in rebuild {
+            if let Some(t) = tables.iter().find(|t| t.id == id) {
+                tracing::warn!(table = %t.name, "column store lost its row-store pin; rebuilding");
+                store.rebuild(engine, t)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn load_segment(tdir: &Path, def: &TableDef, s: &SegmentState) -> Result<LoadedSegment> {
+        let seg = Arc::new(Segment::open(tdir, &s.info, def.schema.clone())?);
+        let deletes = match &s.deletes {
+            Some(d) => read_deletes(tdir, s.info.id, d)?,
+            None => RoaringBitmap::new(),
+        };
+        let (first_key, last_key) = Self::edge_keys(&seg, def)?;
+        Ok(LoadedSegment {
+            segment: seg,
+            deletes: Arc::new(deletes),
+            state: s.clone(),
+            first_key,
+            last_key,
+        })
+    }
+
+    fn edge_keys(seg: &Segment, def: &TableDef) -> Result<(Vec<u8>, Vec<u8>)> {
+        let b = seg.read(Some(&def.key_cols))?;
+        let (mut first, mut last) = (Vec::new(), Vec::new());
+        if b.num_rows() > 0 {
+            row_key(def, b.columns(), 0, &mut first);
+            row_key(def, b.columns(), b.num_rows() - 1, &mut last);
+        }
+        Ok((first, last))
+    }
+
+    /// Delete files in `columnar/` that the published state does not name.
+    fn remove_orphans(&self) -> Result<()> {
+        let st = self.state.lock().clone();
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io("listing columnar/", e))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix('t').and_then(|n| n.parse::<u32>().ok()) else {
+                if name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                continue;
+            };
+            let Some(ts) = st.tables.get(&id) else {
+                let _ = std::fs::remove_dir_all(e.path());
+                continue;
+            };
+            let mut keep = std::collections::HashSet::new();
+            for s in &ts.segments {
+                keep.insert(format!("seg-{:06}.arrow", s.info.id));
+                if let Some(d) = &s.deletes {
+                    keep.insert(format!("seg-{:06}.del-{}", s.info.id, d.generation));
+                }
+            }
+            if let Ok(files) = std::fs::read_dir(e.path()) {
+                for f in files.flatten() {
+                    if !keep.contains(&*f.file_name().to_string_lossy()) {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The published view of a table (empty if nothing was compacted yet).
+    pub fn view(&self, table_id: u32) -> Arc<TableView> {
+        self.views
+            .read()
+            .get(&table_id)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(TableView {
+                    table_id,
+                    watermark: 0,
+                    segments: Vec::new(),
+                })
+            })
+    }
+
+    /// Live rows of a table's segments at its published watermark.
+    pub fn scan(
+        &self,
+        table_id: u32,
+        projection: Option<&[usize]>,
+    ) -> Result<(Ts, Vec<RecordBatch>)> {
+        let v = self.view(table_id);
+        let mut out = Vec::new();
+        for s in &v.segments {
+            out.push(s.read_live(projection)?);
+        }
+        Ok((v.watermark, out))
+    }
+
+    /// Bytes of segment and delete-bitmap files of a table.
+    pub fn table_bytes(&self, table_id: u32) -> u64 {
+        self.view(table_id)
+            .segments
+            .iter()
+            .map(|s| s.state.info.file_len + s.state.deletes.as_ref().map_or(0, |d| d.file_len))
+            .sum()
+    }
+
+    fn alloc_id(&self) -> u64 {
+        let mut st = self.state.lock();
+        let id = st.next_file_id;
+        st.next_file_id += 1;
+        id
+    }
+
+    fn write_rows(
+        &self,
+        tdir: &Path,
+        def: &TableDef,
+        batch: &RecordBatch,
+    ) -> Result<LoadedSegment> {
+        let id = self.alloc_id();
+        let info = write_segment(tdir, id, batch, self.opts.compression)?;
+        let st = SegmentState {
+            info,
+            deletes: None,
+        };
+        Self::load_segment(tdir, def, &st)
+    }
+
+    /// Register a new table (empty, watermark 0).
+    pub fn add_table(&self, engine: &Engine, def: &TableDef) -> Result<()> {
+        let _r = self.round.lock();
+        let mut st = self.state.lock();
+        st.tables.entry(def.id).or_default();
+        st.store(&self.dir)?;
+        drop(st);
+        self.pins.lock().insert(def.id, engine.snapshot());
+        Ok(())
+    }
+
+    /// Remove a dropped table's segments.
+    pub fn drop_table(&self, table_id: u32) -> Result<()> {
+        let _r = self.round.lock();
+        let mut st = self.state.lock();
+        st.tables.remove(&table_id);
+        st.store(&self.dir)?;
+        drop(st);
+        self.views.write().remove(&table_id);
+        self.pins.lock().remove(&table_id);
+        let _ = std::fs::remove_dir_all(table_dir(&self.dir, table_id));
+        Ok(())
+    }
+
+    /// One compaction round for `def`: fold the changes committed since its watermark
+    /// into segments and delete bitmaps, merge small segments, publish.
+    pub fn compact(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
+        let _r = self.round.lock();
+        let _span = tracing::info_span!("columnar_compaction", table = %def.name).entered();
+        let view = self.view(def.id);
+        let hi = engine.snapshot();
+        let mut stats = RoundStats {
+            watermark: view.watermark,
+            ..Default::default()
+        };
+        if hi.ts() <= view.watermark {
+            return Ok(stats);
+        }
+        let tdir = table_dir(&self.dir, def.id);
+        std::fs::create_dir_all(&tdir)
+            .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
+        let prefix = table_prefix(def.id);
+        let end = table_end(def.id);
+        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 4096);
+        let mut changed: Vec<Vec<u8>> = Vec::new();
+        let mut new_segs: Vec<LoadedSegment> = Vec::new();
+        let mut created: Vec<PathBuf> = Vec::new();
+        let result = (|| -> Result<()> {
+            for r in engine.changes(&hi, view.watermark, &prefix, &end)? {
+                let (k, v) = r?;
+                let key = k[prefix.len()..].to_vec();
+                if let Some(v) = v {
+                    dec.push(&key, &v)?;
+                    if dec.len() >= self.opts.segment_rows {
+                        let b = dec.finish()?;
+                        let s = self.write_rows(&tdir, def, &b)?;
+                        created.push(segment_path(&tdir, s.state.info.id));
+                        new_segs.push(s);
+                    }
+                }
+                changed.push(key);
+            }
+            if !dec.is_empty() {
+                let b = dec.finish()?;
+                let s = self.write_rows(&tdir, def, &b)?;
+                created.push(segment_path(&tdir, s.state.info.id));
+                new_segs.push(s);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for p in created {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        stats.changed_keys = changed.len() as u64;
+        stats.rows_written = new_segs.iter().map(|s| s.state.info.rows).sum();
+        stats.segments_written = new_segs.len() as u64;
+
+        // Rows of older segments whose key changed are superseded.
+        let mut segments: Vec<Arc<LoadedSegment>> = Vec::new();
+        let mut obsolete: Vec<PathBuf> = Vec::new();
+        for s in &view.segments {
+            let rows = Self::superseded_rows(s, def, &changed)?;
+            if rows.is_empty() {
+                segments.push(s.clone());
+                continue;
+            }
+            stats.rows_deleted += rows.len() as u64;
+            let mut bm = (*s.deletes).clone();
+            bm.extend(rows);
+            if let Some(d) = &s.state.deletes {
+                obsolete.push(del_path(&tdir, s.state.info.id, d.generation));
+            }
+            if bm.len() == s.state.info.rows {
+                obsolete.push(segment_path(&tdir, s.state.info.id));
+                continue; // every row superseded: drop the segment
+            }
+            let generation = s.state.deletes.as_ref().map_or(1, |d| d.generation + 1);
+            let df = write_deletes(&tdir, s.state.info.id, generation, &bm)?;
+            segments.push(Arc::new(LoadedSegment {
+                segment: s.segment.clone(),
+                deletes: Arc::new(bm),
+                state: SegmentState {
+                    info: s.state.info.clone(),
+                    deletes: Some(df),
+                },
+                first_key: s.first_key.clone(),
+                last_key: s.last_key.clone(),
+            }));
+        }
+        segments.extend(new_segs.into_iter().map(Arc::new));
+
+        // Merge small segments into larger ones.
+        let small: Vec<usize> = (0..segments.len())
+            .filter(|&i| segments[i].live_rows() < self.opts.small_segment_rows as u64)
+            .collect();
+        if small.len() >= self.opts.merge_when_small_segments {
+            let merged = self.merge(
+                &tdir,
+                def,
+                small.iter().map(|&i| segments[i].clone()).collect(),
+            )?;
+            stats.segments_merged = small.len() as u64;
+            for &i in &small {
+                let s = &segments[i];
+                obsolete.push(segment_path(&tdir, s.state.info.id));
+                if let Some(d) = &s.state.deletes {
+                    obsolete.push(del_path(&tdir, s.state.info.id, d.generation));
+                }
+            }
+            let keep: Vec<_> = segments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !small.contains(i))
+                .map(|(_, s)| s.clone())
+                .collect();
+            segments = keep;
+            segments.extend(merged.into_iter().map(Arc::new));
+        }
+        lightning_rowstore::vfs::sync_dir(&tdir)?;
+        stats.watermark = hi.ts();
+        self.publish(def.id, hi, segments, obsolete)?;
+        Ok(stats)
+    }
+
+    /// Positions of live rows of `s` whose key is in `changed` (sorted).
+    fn superseded_rows(s: &LoadedSegment, def: &TableDef, changed: &[Vec<u8>]) -> Result<Vec<u32>> {
+        let lo = changed.partition_point(|k| *k < s.first_key);
+        let hi = changed.partition_point(|k| *k <= s.last_key);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let b = s.segment.read(Some(&def.key_cols))?;
+        let n = b.num_rows();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for k in &changed[lo..hi] {
+            // Binary search the sorted segment for `k`.
+            let (mut a, mut z) = (0, n);
+            while a < z {
+                let mid = a + (z - a) / 2;
+                row_key(def, b.columns(), mid, &mut buf);
+                if buf.as_slice() < k.as_slice() {
+                    a = mid + 1;
+                } else {
+                    z = mid;
+                }
+            }
+            if a < n {
+                row_key(def, b.columns(), a, &mut buf);
+                if buf == *k && !s.deletes.contains(a as u32) {
+                    out.push(a as u32);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live rows of `segs`, sorted by key, rewritten as new segments.
+    fn merge(
+        &self,
+        tdir: &Path,
+        def: &TableDef,
+        segs: Vec<Arc<LoadedSegment>>,
+    ) -> Result<Vec<LoadedSegment>> {
+        let mut batches = Vec::new();
+        for s in &segs {
+            batches.push(s.read_live(None)?);
+        }
+        let schema: SchemaRef = def.schema.clone();
+        let all = arrow::compute::concat_batches(&schema, &batches)?;
+        let key_cols: Vec<ArrayRef> = def
+            .key_cols
+            .iter()
+            .map(|&i| all.column(i).clone())
+            .collect();
+        let mut keys: Vec<(Vec<u8>, u32)> = Vec::with_capacity(all.num_rows());
+        for i in 0..all.num_rows() {
+            let mut k = Vec::new();
+            row_key(def, &key_cols, i, &mut k);
+            keys.push((k, i as u32));
+        }
+        keys.sort_unstable();
+        let idx = UInt32Array::from_iter_values(keys.iter().map(|(_, i)| *i));
+        let sorted = arrow::compute::take_record_batch(&all, &idx)?;
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < sorted.num_rows() {
+            let len = (sorted.num_rows() - off).min(self.opts.segment_rows);
+            out.push(self.write_rows(tdir, def, &sorted.slice(off, len))?);
+            off += len;
+        }
+        Ok(out)
+    }
+
+    fn publish(
+        &self,
+        table_id: u32,
+        hi: Snapshot,
+        segments: Vec<Arc<LoadedSegment>>,
+        obsolete: Vec<PathBuf>,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        let mut next = st.clone();
+        next.tables.insert(
+            table_id,
+            TableState {
+                watermark: hi.ts(),
+                segments: segments.iter().map(|s| s.state.clone()).collect(),
+            },
+        );
+        next.store(&self.dir)?;
+        *st = next;
+        drop(st);
+        self.views.write().insert(
+            table_id,
+            Arc::new(TableView {
+                table_id,
+                watermark: hi.ts(),
+                segments,
+            }),
+        );
+        self.pins.lock().insert(table_id, hi);
+        for p in obsolete {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+
+    /// Rebuild a table's segments from the row store's current state.
+    pub fn rebuild(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
+        let _r = self.round.lock();
+        let view = self.view(def.id);
+        let hi = engine.snapshot();
+        let tdir = table_dir(&self.dir, def.id);
+        std::fs::create_dir_all(&tdir)
+            .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
+        let prefix = table_prefix(def.id);
+        let end = table_end(def.id);
+        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 4096);
+        let mut segments = Vec::new();
+        let mut rows = 0;
+        for r in engine.iter_at(&hi, Some(&prefix), Some(&end), false)? {
+            let (k, v) = r?;
+            dec.push(&k[prefix.len()..], &v)?;
+            rows += 1;
+            if dec.len() >= self.opts.segment_rows {
+                segments.push(Arc::new(self.write_rows(&tdir, def, &dec.finish()?)?));
+            }
+        }
+        if !dec.is_empty() {
+            segments.push(Arc::new(self.write_rows(&tdir, def, &dec.finish()?)?));
+        }
+        lightning_rowstore::vfs::sync_dir(&tdir)?;
+        let mut obsolete = Vec::new();
+        for s in &view.segments {
+            obsolete.push(segment_path(&tdir, s.state.info.id));
+            if let Some(d) = &s.state.deletes {
+                obsolete.push(del_path(&tdir, s.state.info.id, d.generation));
+            }
+        }
+        let stats = RoundStats {
+            rows_written: rows,
+            segments_written: segments.len() as u64,
+            watermark: hi.ts(),
+            ..Default::default()
+        };
+        self.publish(def.id, hi, segments, obsolete)?;
+        Ok(stats)
+    }
+
+    /// Watermark of a table.
+    pub fn watermark(&self, table_id: u32) -> Ts {
+        self.view(table_id).watermark
+    }
+
+    /// Segment infos of a table (for tools and tests).
+    pub fn segments(&self, table_id: u32) -> Vec<SegmentInfo> {
+        self.view(table_id)
+            .segments
+            .iter()
+            .map(|s| s.state.info.clone())
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the folder holding a table's files.
+    pub fn table_dir(&self, table_id: u32) -> PathBuf {
+        table_dir(&self.dir, table_id)
+    }
+}
