@@ -366,11 +366,9 @@ impl ColumnBuilder {
 
     /// Decode one non-null value column entry and append it.
     fn append_value(&mut self, c: &mut Cursor) -> Result<()> {
-        let utf8 = |v: &[u8]| {
-            std::str::from_utf8(v)
-                .map(str::to_owned)
-                .map_err(|_| Error::Schema("stored string is not UTF-8".into()))
-        };
+        fn utf8(v: &[u8]) -> Result<&str> {
+            std::str::from_utf8(v).map_err(|_| Error::Schema("stored string is not UTF-8".into()))
+        }
         match self {
             ColumnBuilder::I8(b) => b.append_value(c.arr::<1>()?[0] as i8),
             ColumnBuilder::I16(b) => b.append_value(i16::from_le_bytes(c.arr()?)),

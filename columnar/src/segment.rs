@@ -29,6 +29,9 @@ const META_ZONES: &str = "lightning.zone_maps";
 const META_ENCODINGS: &str = "lightning.encodings";
 const META_BODY_CRC: &str = "lightning.body_crc32c";
 const META_BODY_LEN: &str = "lightning.body_len";
+/// zstd level of segment buffers (levels 1 and 3 measured the same speed on lineitem;
+/// 3 is a little smaller).
+const ZSTD_LEVEL: i32 = 3;
 
 /// Buffer compression of segment files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,57 +64,81 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn json_at(col: &dyn Array, i: usize) -> serde_json::Value {
+/// Zone map of one column: min/max by the column's own order (nulls excluded), with
+/// Arrow's aggregate kernels (one pass, no sort).
+fn zone_map(name: &str, col: &ArrayRef) -> Result<ZoneMap> {
+    use arrow::compute::{
+        max, max_binary, max_boolean, max_string, min, min_binary, min_boolean, min_string,
+    };
     use serde_json::Value as J;
-    macro_rules! p {
-        ($t:ty) => {
-            J::from(col.as_primitive::<$t>().value(i))
-        };
+    let nulls = col.null_count() as u64;
+    macro_rules! prim {
+        ($t:ty) => {{
+            let a = col.as_primitive::<$t>();
+            (min(a).map(J::from), max(a).map(J::from))
+        }};
     }
-    match col.data_type() {
-        DataType::Int8 => p!(Int8Type),
-        DataType::Int16 => p!(Int16Type),
-        DataType::Int32 => p!(Int32Type),
-        DataType::Int64 => p!(Int64Type),
-        DataType::UInt8 => p!(UInt8Type),
-        DataType::UInt16 => p!(UInt16Type),
-        DataType::UInt32 => p!(UInt32Type),
-        DataType::UInt64 => p!(UInt64Type),
-        DataType::Float32 => J::from(col.as_primitive::<Float32Type>().value(i) as f64),
-        DataType::Float64 => p!(Float64Type),
-        DataType::Date32 => p!(Date32Type),
+    let (lo, hi): (Option<J>, Option<J>) = match col.data_type() {
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::Float32 => {
+            let a = col.as_primitive::<Float32Type>();
+            (
+                min(a).map(|v| J::from(v as f64)),
+                max(a).map(|v| J::from(v as f64)),
+            )
+        }
+        DataType::Float64 => prim!(Float64Type),
+        DataType::Date32 => prim!(Date32Type),
+        DataType::Decimal128(_, _) => {
+            let a = col.as_primitive::<Decimal128Type>();
+            (
+                min(a).map(|v| J::from(v.to_string())),
+                max(a).map(|v| J::from(v.to_string())),
+            )
+        }
         DataType::Timestamp(_, _) => {
             let d = col.to_data();
-            J::from(d.buffers()[0].typed_data::<i64>()[d.offset() + i])
+            let vals = &d.buffers()[0].typed_data::<i64>()[d.offset()..d.offset() + d.len()];
+            let it = || {
+                vals.iter()
+                    .enumerate()
+                    .filter(|(i, _)| col.is_valid(*i))
+                    .map(|(_, v)| *v)
+            };
+            (it().min().map(J::from), it().max().map(J::from))
         }
-        DataType::Decimal128(_, _) => {
-            J::from(col.as_primitive::<Decimal128Type>().value(i).to_string())
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            (min_string(a).map(J::from), max_string(a).map(J::from))
         }
-        DataType::Utf8 => J::from(col.as_string::<i32>().value(i)),
-        DataType::LargeUtf8 => J::from(col.as_string::<i64>().value(i)),
-        DataType::Binary => J::from(hex(col.as_binary::<i32>().value(i))),
-        DataType::Boolean => J::from(col.as_boolean().value(i)),
-        _ => J::Null,
-    }
-}
-
-/// Zone map of one column: min/max by the column's own order (nulls excluded).
-fn zone_map(name: &str, col: &ArrayRef) -> Result<ZoneMap> {
-    let nulls = col.null_count() as u64;
-    let (mut min, mut max) = (serde_json::Value::Null, serde_json::Value::Null);
-    if col.len() > nulls as usize {
-        let opts = arrow::compute::SortOptions::default();
-        let idx = arrow::compute::sort_to_indices(col, Some(opts), None)?;
-        // Nulls sort first by default; skip them.
-        let first = idx.value(nulls as usize) as usize;
-        let last = idx.value(idx.len() - 1) as usize;
-        min = json_at(col.as_ref(), first);
-        max = json_at(col.as_ref(), last);
-    }
+        DataType::LargeUtf8 => {
+            let a = col.as_string::<i64>();
+            (min_string(a).map(J::from), max_string(a).map(J::from))
+        }
+        DataType::Binary => {
+            let a = col.as_binary::<i32>();
+            (
+                min_binary(a).map(|v| J::from(hex(v))),
+                max_binary(a).map(|v| J::from(hex(v))),
+            )
+        }
+        DataType::Boolean => {
+            let a = col.as_boolean();
+            (min_boolean(a).map(J::from), max_boolean(a).map(J::from))
+        }
+        _ => (None, None),
+    };
     Ok(ZoneMap {
         column: name.to_string(),
-        min,
-        max,
+        min: lo.unwrap_or(J::Null),
+        max: hi.unwrap_or(J::Null),
         null_count: nulls,
     })
 }
@@ -141,7 +168,13 @@ fn distinct_strings(col: &ArrayRef, limit: usize) -> usize {
 fn encode_column(field: &Field, col: &ArrayRef) -> Result<(Encoding, Field, ArrayRef)> {
     let n = col.len();
     if n >= 16 && matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
-        let d = distinct_strings(col, n / 2);
+        // Judge cardinality on a sample first: counting a high-cardinality column in
+        // full costs more than the encoding saves.
+        let sample = n.min(8192);
+        let d = match distinct_strings(&col.slice(0, sample), sample / 4) {
+            usize::MAX => usize::MAX,
+            _ => distinct_strings(col, n / 2),
+        };
         if d <= n / 2 && d < i32::MAX as usize {
             let t =
                 DataType::Dictionary(Box::new(DataType::Int32), Box::new(col.data_type().clone()));
@@ -210,11 +243,14 @@ pub fn write_segment(
         cols,
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )?;
-    let opts = IpcWriteOptions::default().try_with_compression(match compression {
+    let mut opts = IpcWriteOptions::default().try_with_compression(match compression {
         SegmentCompression::None => None,
         SegmentCompression::Zstd => Some(CompressionType::ZSTD),
         SegmentCompression::Lz4 => Some(CompressionType::LZ4_FRAME),
     })?;
+    if compression == SegmentCompression::Zstd {
+        opts = opts.try_with_compression_level(Some(ZSTD_LEVEL))?;
+    }
     let mut w = FileWriter::try_new_with_options(Vec::new(), &enc_schema, opts)?;
     w.write(&enc_batch)?;
     w.flush()?;

@@ -405,11 +405,13 @@ impl ColumnStore {
         let mut new_segs: Vec<LoadedSegment> = Vec::new();
         let mut created: Vec<PathBuf> = Vec::new();
         let result = (|| -> Result<()> {
-            for r in engine.changes(&hi, view.watermark, &prefix, &end)? {
-                let (k, v) = r?;
-                let key = k[prefix.len()..].to_vec();
+            // Superseded rows can only be in segments that already exist.
+            let track_changed = !view.segments.is_empty();
+            engine.for_each_change(&hi, view.watermark, &prefix, &end, |k, v| -> Result<()> {
+                let key = &k[prefix.len()..];
+                stats.changed_keys += 1;
                 if let Some(v) = v {
-                    dec.push(&key, &v)?;
+                    dec.push(key, v)?;
                     if dec.len() >= self.opts.segment_rows {
                         let b = dec.finish()?;
                         let s = self.write_rows(&tdir, def, &b)?;
@@ -417,8 +419,11 @@ impl ColumnStore {
                         new_segs.push(s);
                     }
                 }
-                changed.push(key);
-            }
+                if track_changed {
+                    changed.push(key.to_vec());
+                }
+                Ok(())
+            })?;
             if !dec.is_empty() {
                 let b = dec.finish()?;
                 let s = self.write_rows(&tdir, def, &b)?;
@@ -433,7 +438,6 @@ impl ColumnStore {
             }
             return Err(e);
         }
-        stats.changed_keys = changed.len() as u64;
         stats.rows_written = new_segs.iter().map(|s| s.state.info.rows).sum();
         stats.segments_written = new_segs.len() as u64;
 

@@ -688,6 +688,42 @@ impl Engine {
         })
     }
 
+    /// [`Engine::changes`] without copying: calls `f(key, value)` for each changed key
+    /// in order, with slices that are only valid during the call.
+    pub fn for_each_change<E: From<Error>>(
+        &self,
+        hi: &Snapshot,
+        lo: Ts,
+        start: &[u8],
+        end: &[u8],
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.inner.check_open()?;
+        let sv = self.inner.sv.load_full();
+        let mut merge =
+            MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
+        let mut key: Vec<u8> = Vec::new();
+        let mut have_key = false;
+        let mut decided = false;
+        while let Some((k, ts, v)) = merge.current() {
+            if !have_key || k != key.as_slice() {
+                key.clear();
+                key.extend_from_slice(k);
+                have_key = true;
+                decided = false;
+            }
+            // Versions of a key arrive newest first: the first one <= hi decides.
+            if !decided && ts <= hi.ts {
+                decided = true;
+                if ts > lo {
+                    f(k, v)?;
+                }
+            }
+            merge.advance()?;
+        }
+        Ok(())
+    }
+
     /// Take a registered snapshot of the current state.
     pub fn snapshot(&self) -> Snapshot {
         let mut m = self.inner.snapshots.lock();
