@@ -54,6 +54,7 @@ pub struct Database {
     txns: Mutex<HashMap<TxId, Arc<Mutex<Option<OpenTxn>>>>>,
     next_txid: AtomicU64,
     last_sweep: Mutex<Instant>,
+    pub(crate) stats: Arc<crate::metrics::FacadeStats>,
 }
 
 type KvSource = Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>;
@@ -61,12 +62,20 @@ type KvSource = Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + 
 /// A streaming iterator over `(key, value)` pairs of one consistent snapshot.
 pub struct KvIter {
     inner: KvSource,
+    stats: Arc<crate::metrics::FacadeStats>,
 }
 
 impl Iterator for KvIter {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| r.map_err(Error::from))
+        self.inner.next().map(|r| {
+            r.map_err(|e| {
+                if e.is_corruption() {
+                    self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Error::from(e)
+            })
+        })
     }
 }
 
@@ -160,6 +169,7 @@ impl Database {
             txns: Mutex::new(HashMap::new()),
             next_txid: AtomicU64::new(1),
             last_sweep: Mutex::new(Instant::now()),
+            stats: Arc::new(crate::metrics::FacadeStats::default()),
         })
     }
 
@@ -175,6 +185,10 @@ impl Database {
 
     /// The row-store engine (for tools and lower-level access). Keys there are in
     /// row-store form (see FORMAT.md), not the key-value API's keys.
+    pub(crate) fn engine_arc(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -192,7 +206,10 @@ impl Database {
     /// The newest committed value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        Ok(self.engine.get(&kv_key(key))?)
+        let t = Instant::now();
+        let r = self.engine.get(&kv_key(key));
+        self.stats.get.record(t.elapsed());
+        Ok(self.seen(r)?)
     }
 
     /// Delete `key` (deleting a missing key is not an error).
@@ -220,7 +237,7 @@ impl Database {
         }
         let snap = self.engine.snapshot();
         keys.iter()
-            .map(|k| self.engine.get_at(&kv_key(k), &snap).map_err(Error::from))
+            .map(|k| Ok(self.seen(self.engine.get_at(&kv_key(k), &snap))?))
             .collect()
     }
 
@@ -249,8 +266,20 @@ impl Database {
     /// Apply a row-store batch (keys already in row-store form).
     pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
         self.maybe_sweep();
+        let t = Instant::now();
         self.engine.write(batch)?;
+        self.stats.put.record(t.elapsed());
         Ok(())
+    }
+
+    /// Count a corruption error met by a read (for metrics and health checks).
+    pub(crate) fn seen<T>(&self, r: rowstore::Result<T>) -> rowstore::Result<T> {
+        if let Err(e) = &r
+            && e.is_corruption()
+        {
+            self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Keys in `[start, end)` in ascending order (`None` = unbounded), streamed lazily
@@ -260,6 +289,7 @@ impl Database {
         let (s, e) = kv_range(start, end);
         Ok(KvIter {
             inner: Box::new(self.engine.iter(Some(&s), Some(&e), false)?.map(strip_kv)),
+            stats: self.stats.clone(),
         })
     }
 
@@ -275,6 +305,7 @@ impl Database {
         let (s, e) = kv_range(start, end);
         Ok(KvIter {
             inner: Box::new(self.engine.iter(Some(&s), Some(&e), true)?.map(strip_kv)),
+            stats: self.stats.clone(),
         })
     }
 
@@ -365,7 +396,7 @@ impl Database {
     /// Read `key` in transaction `tx`: its snapshot, plus its own writes.
     pub fn get_tx(&self, tx: TxId, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        self.with_txn(tx, |t| Ok(t.get(&self.engine, &kv_key(key))?))
+        self.with_txn(tx, |t| Ok(self.seen(t.get(&self.engine, &kv_key(key)))?))
     }
 
     /// Buffer a put in transaction `tx` (applied at commit).
@@ -390,6 +421,7 @@ impl Database {
                     t.scan(&self.engine, Some(&s), Some(&e), false)?
                         .map(strip_kv),
                 ),
+                stats: self.stats.clone(),
             })
         })
     }
@@ -398,7 +430,9 @@ impl Database {
     /// it was written and the transaction is finished; begin a new one to retry.
     pub fn commit_transaction(&self, tx: TxId) -> Result<()> {
         let t = self.take_txn(tx)?;
+        let started = Instant::now();
         t.commit(&self.engine)?;
+        self.stats.commit.record(started.elapsed());
         Ok(())
     }
 

@@ -26,6 +26,8 @@
 mod config;
 mod db;
 mod error;
+mod metrics;
+pub mod monitoring;
 #[cfg(feature = "sql")]
 mod tables;
 
@@ -42,6 +44,7 @@ pub use error::{Error, Result};
 /// A batch of key-value puts and deletes, applied atomically by
 /// [`Database::write_batch`].
 pub use lightning_rowstore::WriteBatch as KvBatch;
+pub use metrics::{DiskUsage, HealthStatus, LatencySummary, Metrics};
 
 /// Largest key accepted, in bytes (32 KiB less 64 bytes reserved for table prefixes).
 pub const MAX_KEY_LEN: usize = lightning_rowstore::MAX_KEY_LEN - 64;

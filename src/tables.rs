@@ -108,6 +108,26 @@ impl Tables {
         Ok(())
     }
 
+    /// (segments over all tables, visible ts minus the oldest watermark)
+    pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64) {
+        let ids: Vec<u32> = self.defs.read().values().map(|d| d.id).collect();
+        let mut segs = 0;
+        let mut oldest = visible;
+        for id in ids {
+            let v = self.store.view(id);
+            segs += v.segments.len() as u64;
+            oldest = oldest.min(v.watermark);
+        }
+        (segs, visible - oldest)
+    }
+
+    pub(crate) fn worker_alive(&self) -> bool {
+        self.worker
+            .lock()
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+    }
+
     pub(crate) fn stop_worker(&self) {
         *self.stop.lock() = true;
         self.stop_cv.notify_all();

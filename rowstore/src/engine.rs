@@ -66,6 +66,8 @@ pub struct EngineStats {
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub stall_micros: AtomicU64,
+    pub flush_micros: AtomicU64,
+    pub compaction_micros: AtomicU64,
 }
 
 /// A point-in-time view of engine sizes.
@@ -837,6 +839,11 @@ impl Engine {
             .count()
     }
 
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
     /// The fatal error that stopped writes, if any.
     pub fn fatal_error(&self) -> Option<String> {
         self.inner.fatal.lock().clone()
@@ -1115,6 +1122,7 @@ impl Inner {
 
     /// Write a group of batches: one WAL write, at most one sync, then the memtable.
     fn commit_group(&self, group: &[Arc<WriteReq>]) -> Result<()> {
+        let _span = tracing::trace_span!("commit", batches = group.len()).entered();
         let force = group.iter().any(|r| r.force_switch);
         self.make_room(force)?;
         if self.has_fatal.load(Ordering::Acquire) {
@@ -1421,6 +1429,7 @@ impl Inner {
             return Ok(false);
         };
         let _span = tracing::info_span!("flush", entries = imm.len()).entered();
+        let started = Instant::now();
         let horizon = self.gc_horizon();
         let mut out = OutputSink::new(self, horizon, false, None);
         let mut res = Ok(());
@@ -1479,6 +1488,9 @@ impl Inner {
         }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.notify();
         Ok(true)
     }
@@ -1661,6 +1673,7 @@ impl Inner {
             inputs = task.upper.len() + task.lower.len()
         )
         .entered();
+        let started = Instant::now();
         let in_bytes: u64 = task
             .upper
             .iter()
@@ -1755,6 +1768,9 @@ impl Inner {
         self.stats
             .compaction_bytes_written
             .fetch_add(out_bytes, Ordering::Relaxed);
+        self.stats
+            .compaction_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -1,0 +1,432 @@
+//! Metrics and health checks.
+
+use crate::db::Database;
+use crate::error::Result;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const STRIPES: usize = 8;
+const SUB: usize = 4; // sub-buckets per power of two
+const BUCKETS: usize = 64 * SUB;
+
+#[repr(align(64))]
+struct Stripe([AtomicU64; BUCKETS]);
+
+/// A latency histogram cheap enough for hot paths: log-linear buckets (4 per power of
+/// two, so values are within 25%), striped by thread so concurrent recording does not
+/// contend on one cache line.
+pub struct LatencyHistogram {
+    stripes: Box<[Stripe]>,
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! { static IDX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES; }
+    IDX.with(|i| *i)
+}
+
+fn bucket(ns: u64) -> usize {
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let log = 63 - ns.leading_zeros() as usize; // >= 2
+    let sub = ((ns >> (log - 2)) & 3) as usize;
+    (log - 1) * SUB + sub
+}
+
+/// Upper bound (ns) of bucket `b`.
+fn bucket_upper(b: usize) -> u64 {
+    if b < SUB {
+        return b as u64 + 1;
+    }
+    let log = b / SUB + 1;
+    let sub = (b % SUB) as u64;
+    ((4 + sub + 1) << (log - 2)).saturating_sub(1)
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            stripes: (0..STRIPES)
+                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    #[inline]
+    pub fn record(&self, d: Duration) {
+        let b = bucket(d.as_nanos().min(u64::MAX as u128) as u64).min(BUCKETS - 1);
+        self.stripes[stripe()].0[b].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count and p50/p99/p999 in microseconds.
+    pub fn summary(&self) -> LatencySummary {
+        let mut counts = [0u64; BUCKETS];
+        for s in self.stripes.iter() {
+            for (c, a) in counts.iter_mut().zip(s.0.iter()) {
+                *c += a.load(Ordering::Relaxed);
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        let q = |p: f64| -> f64 {
+            if total == 0 {
+                return 0.0;
+            }
+            let target = ((total as f64) * p).ceil().max(1.0) as u64;
+            let mut acc = 0;
+            for (b, c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= target {
+                    return bucket_upper(b) as f64 / 1000.0;
+                }
+            }
+            bucket_upper(BUCKETS - 1) as f64 / 1000.0
+        };
+        LatencySummary {
+            count: total,
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+        }
+    }
+}
+
+/// Latency percentiles of one operation kind, in microseconds (bucket upper bounds,
+/// within 25%).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+/// Bytes on disk per component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub wal_bytes: u64,
+    pub sst_bytes: u64,
+    pub manifest_bytes: u64,
+    pub columnar_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// A snapshot of the database's metrics ([`Database::get_metrics`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// Reads + writes + deletes per second since the previous `get_metrics` call (at
+    /// least one second ago), or since open.
+    pub operations_per_second: f64,
+    /// Block-cache hits / lookups since open.
+    pub cache_hit_rate: f64,
+    pub active_transactions: usize,
+    pub reads: u64,
+    pub writes: u64,
+    pub deletes: u64,
+    pub commits: u64,
+    pub get_latency: LatencySummary,
+    pub put_latency: LatencySummary,
+    pub commit_latency: LatencySummary,
+    pub wal_bytes_written: u64,
+    pub sst_bytes_written: u64,
+    pub fsyncs: u64,
+    pub fsync_avg_us: f64,
+    pub flushes: u64,
+    pub flush_bytes: u64,
+    pub flush_seconds: f64,
+    pub compactions: u64,
+    pub compaction_bytes_read: u64,
+    pub compaction_bytes_written: u64,
+    pub compaction_seconds: f64,
+    pub write_stall_seconds: f64,
+    pub memtable_bytes: u64,
+    pub cache_bytes: u64,
+    pub tables_per_level: Vec<usize>,
+    pub disk: DiskUsage,
+    /// Column-store segments over all tables.
+    pub columnar_segments: u64,
+    /// Commit timestamps between the newest commit and the oldest column-store
+    /// watermark (how far the column store trails).
+    pub columnar_watermark_lag: u64,
+    /// Checksum failures (corruption) met by reads since open.
+    pub checksum_failures: u64,
+}
+
+/// The result of [`Database::health_check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthStatus {
+    pub is_healthy: bool,
+    pub issues: Vec<String>,
+}
+
+/// Per-database counters kept by the facade.
+pub(crate) struct FacadeStats {
+    pub get: LatencyHistogram,
+    pub put: LatencyHistogram,
+    pub commit: LatencyHistogram,
+    pub checksum_failures: AtomicU64,
+    pub opened: Instant,
+    pub last_rate: parking_lot::Mutex<(Instant, u64, f64)>,
+}
+
+impl Default for FacadeStats {
+    fn default() -> Self {
+        FacadeStats {
+            get: LatencyHistogram::default(),
+            put: LatencyHistogram::default(),
+            commit: LatencyHistogram::default(),
+            checksum_failures: AtomicU64::new(0),
+            opened: Instant::now(),
+            last_rate: parking_lot::Mutex::new((Instant::now(), 0, 0.0)),
+        }
+    }
+}
+
+pub(crate) fn disk_usage(dir: &Path) -> DiskUsage {
+    fn walk(p: &Path) -> u64 {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    let mut u = DiskUsage::default();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                if name == "columnar" {
+                    u.columnar_bytes += walk(&e.path());
+                }
+            } else if name.ends_with(".log") {
+                u.wal_bytes += m.len();
+            } else if name.ends_with(".sst") {
+                u.sst_bytes += m.len();
+            } else if name.starts_with("MANIFEST-") || name == "CURRENT" {
+                u.manifest_bytes += m.len();
+            }
+        }
+    }
+    u.total_bytes = u.wal_bytes + u.sst_bytes + u.manifest_bytes + u.columnar_bytes;
+    u
+}
+
+/// Bytes available to unprivileged users on the file system holding `p`.
+pub(crate) fn free_disk_bytes(p: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs we own.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (r == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Everything metrics and health need, shareable with a server thread.
+#[derive(Clone)]
+pub(crate) struct MetricsHandle {
+    pub engine: Arc<lightning_rowstore::Engine>,
+    pub stats: Arc<FacadeStats>,
+    #[cfg(feature = "sql")]
+    pub tables: Option<Arc<crate::tables::Tables>>,
+    pub config: crate::config::LightningDbConfig,
+    pub path: std::path::PathBuf,
+}
+
+impl Database {
+    pub(crate) fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle {
+            engine: self.engine_arc(),
+            stats: self.stats.clone(),
+            #[cfg(feature = "sql")]
+            tables: self.tables.clone(),
+            config: self.config().clone(),
+            path: self.path().to_path_buf(),
+        }
+    }
+
+    /// Current metrics: throughput, cache hit rate, counters, latency percentiles,
+    /// I/O, flush/compaction work, memory and disk use, column-store lag.
+    pub fn get_metrics(&self) -> Metrics {
+        self.metrics_handle().metrics()
+    }
+
+    /// Check the database: disk space, background threads, a stopped (fatal) state,
+    /// compaction backlog (write-stall risk), and checksum failures seen by reads.
+    pub fn health_check(&self) -> Result<HealthStatus> {
+        if self.engine().is_closed() {
+            return Ok(HealthStatus {
+                is_healthy: false,
+                issues: vec!["database is closed".into()],
+            });
+        }
+        Ok(self.metrics_handle().health())
+    }
+}
+
+impl MetricsHandle {
+    /// Metrics and whether the health check passes.
+    pub fn collect(&self) -> (Metrics, bool) {
+        (self.metrics(), self.health().is_healthy)
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let e = &self.engine;
+        let st = e.stats();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sizes = e.sizes();
+        let reads = st.gets.get();
+        let writes = l(&st.puts);
+        let deletes = l(&st.deletes);
+        let ops = reads + writes + deletes;
+        let fs = &self.stats;
+        let rate = {
+            let mut last = fs.last_rate.lock();
+            let el = last.0.elapsed();
+            if el >= Duration::from_secs(1) || last.2 == 0.0 {
+                let (since, base) = if last.1 == 0 && last.2 == 0.0 {
+                    (fs.opened.elapsed(), 0)
+                } else {
+                    (el, last.1)
+                };
+                let r = (ops - base) as f64 / since.as_secs_f64().max(1e-3);
+                *last = (Instant::now(), ops, r);
+            }
+            last.2
+        };
+        let lookups = sizes.cache_hits + sizes.cache_misses;
+        let syncs = l(&st.wal_syncs);
+        #[cfg(feature = "sql")]
+        let (segments, lag) = self
+            .tables
+            .as_ref()
+            .map(|t| t.columnar_figures(sizes.visible_ts))
+            .unwrap_or((0, 0));
+        #[cfg(not(feature = "sql"))]
+        let (segments, lag) = (0, 0);
+        Metrics {
+            operations_per_second: rate,
+            cache_hit_rate: if lookups == 0 {
+                0.0
+            } else {
+                sizes.cache_hits as f64 / lookups as f64
+            },
+            active_transactions: e.active_transactions(),
+            reads,
+            writes,
+            deletes,
+            commits: l(&st.commits),
+            get_latency: fs.get.summary(),
+            put_latency: fs.put.summary(),
+            commit_latency: fs.commit.summary(),
+            wal_bytes_written: l(&st.wal_bytes),
+            sst_bytes_written: l(&st.flush_bytes) + l(&st.compaction_bytes_written),
+            fsyncs: syncs,
+            fsync_avg_us: if syncs == 0 {
+                0.0
+            } else {
+                l(&st.wal_sync_micros) as f64 / syncs as f64
+            },
+            flushes: l(&st.flushes),
+            flush_bytes: l(&st.flush_bytes),
+            flush_seconds: l(&st.flush_micros) as f64 / 1e6,
+            compactions: l(&st.compactions),
+            compaction_bytes_read: l(&st.compaction_bytes_read),
+            compaction_bytes_written: l(&st.compaction_bytes_written),
+            compaction_seconds: l(&st.compaction_micros) as f64 / 1e6,
+            write_stall_seconds: l(&st.stall_micros) as f64 / 1e6,
+            memtable_bytes: sizes.memtable_bytes,
+            cache_bytes: sizes.cache_bytes,
+            tables_per_level: sizes.tables_per_level.clone(),
+            disk: disk_usage(&self.path),
+            columnar_segments: segments,
+            columnar_watermark_lag: lag,
+            checksum_failures: fs.checksum_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn health(&self) -> HealthStatus {
+        let mut issues = Vec::new();
+        let e = &self.engine;
+        let cfg = &self.config;
+        if e.options().background_compaction {
+            let want = 1 + cfg.parallel_compaction_workers;
+            let alive = e.background_threads();
+            if alive < want {
+                issues.push(format!(
+                    "{} of {want} background threads are not running",
+                    want - alive
+                ));
+            }
+        }
+        #[cfg(feature = "sql")]
+        if let Some(t) = &self.tables
+            && cfg.columnar_background
+            && !t.worker_alive()
+        {
+            issues.push("the column-store compactor thread is not running".into());
+        }
+        if let Some(f) = e.fatal_error() {
+            issues.push(format!("writes are stopped after a fatal error: {f}"));
+        }
+        match free_disk_bytes(&self.path) {
+            Some(free) if free < cfg.health_min_free_disk_bytes => issues.push(format!(
+                "low disk space: {free} bytes free, below the {} byte threshold",
+                cfg.health_min_free_disk_bytes
+            )),
+            Some(_) => {}
+            None => issues.push("cannot read free disk space".into()),
+        }
+        let sizes = e.sizes();
+        let l0 = sizes.tables_per_level.first().copied().unwrap_or(0);
+        if l0 + 2 >= cfg.level0_stop_writes_trigger {
+            issues.push(format!(
+                "compaction backlog: {l0} level-0 tables, writes stall at {}",
+                cfg.level0_stop_writes_trigger
+            ));
+        }
+        let bad = self.stats.checksum_failures.load(Ordering::Relaxed);
+        if bad > 0 {
+            issues.push(format!(
+                "{bad} checksum failure(s) seen by reads; run `lightning-cli check`"
+            ));
+        }
+        HealthStatus {
+            is_healthy: issues.is_empty(),
+            issues,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_within_a_bucket() {
+        let h = LatencyHistogram::default();
+        for i in 1..=1000u64 {
+            h.record(Duration::from_micros(i));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_us - 500.0).abs() / 500.0 < 0.26, "{s:?}");
+        assert!((s.p99_us - 990.0).abs() / 990.0 < 0.26, "{s:?}");
+        for ns in [0u64, 1, 3, 4, 7, 8, 1000, 1 << 40] {
+            let b = bucket(ns);
+            assert!(bucket_upper(b) >= ns, "{ns} -> {b} -> {}", bucket_upper(b));
+            if b > 0 {
+                assert!(bucket_upper(b - 1) < ns.max(1), "{ns}");
+            }
+        }
+    }
+}
