@@ -327,6 +327,19 @@ impl Database {
         Ok(self.engine.compact_all()?)
     }
 
+    /// Write a consistent copy of the database into `dir` (which must not exist) while
+    /// writers keep running: the table files of one version are hard-linked (copied if
+    /// `dir` is on another file system) and the WAL after them copied. Open the copy
+    /// with [`Database::open`]. The column store is derived data and is rebuilt from
+    /// the rows by the copy's compactor.
+    pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let _span = tracing::info_span!("checkpoint").entered();
+        Ok(lightning_rowstore::check::backup_dir(
+            self.path(),
+            dir.as_ref(),
+        )?)
+    }
+
     /// Flush, stop background threads and release the directory lock. Further calls
     /// return [`Error::Closed`]. Idempotent; also done on drop.
     pub fn close(&self) -> Result<()> {

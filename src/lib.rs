@@ -46,6 +46,51 @@ pub use error::{Error, Result};
 pub use lightning_rowstore::WriteBatch as KvBatch;
 pub use metrics::{DiskUsage, HealthStatus, LatencySummary, Metrics};
 
+/// What [`check_files`] verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub tables_checked: u64,
+    pub blocks_checked: u64,
+    pub blocks_total: u64,
+    pub wal_records_checked: u64,
+    pub wal_torn_tails: u64,
+    pub segments_checked: u64,
+    pub segments_total: u64,
+}
+
+/// Verify the database files in `dir` without opening the database (it may be open
+/// elsewhere): the manifest, every live table's index and `percent`% of its blocks,
+/// every WAL record, and `percent`% of the column segments. The first damage found is
+/// returned as [`Error::Corruption`] naming the file and offset.
+pub fn check_files(
+    dir: &std::path::Path,
+    percent: u8,
+    mut progress: impl FnMut(&str),
+) -> Result<CheckReport> {
+    let r = lightning_rowstore::check::check_dir(dir, percent, &mut progress)?;
+    #[cfg(feature = "sql")]
+    let (segments_checked, segments_total) =
+        lightning_columnar::store::check_files(dir, percent, &mut progress)?;
+    #[cfg(not(feature = "sql"))]
+    let (segments_checked, segments_total) = (0, 0);
+    Ok(CheckReport {
+        tables_checked: r.tables_checked,
+        blocks_checked: r.blocks_checked,
+        blocks_total: r.blocks_total,
+        wal_records_checked: r.wal_records_checked,
+        wal_torn_tails: r.wal_torn_tails,
+        segments_checked,
+        segments_total,
+    })
+}
+
+/// Write a consistent file-level copy of the database in `dir` into `target` (which
+/// must not exist), also while another process has it open and writes to it. See
+/// [`Database::checkpoint`].
+pub fn backup_files(dir: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    Ok(lightning_rowstore::check::backup_dir(dir, target)?)
+}
+
 /// Largest key accepted, in bytes (32 KiB less 64 bytes reserved for table prefixes).
 pub const MAX_KEY_LEN: usize = lightning_rowstore::MAX_KEY_LEN - 64;
 /// Largest value accepted, in bytes (64 MiB).

@@ -18,6 +18,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod check;
 pub mod coding;
 pub mod compression;
 pub mod counter;

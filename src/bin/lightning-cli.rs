@@ -1,0 +1,385 @@
+//! `lightning-cli`: inspect, check, back up and move data in and out of a Lightning DB
+//! database. Errors are one line on stderr and a non-zero exit.
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lightning_db::arrow::array::RecordBatch;
+use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+use lightning_db::{Database, LightningDbConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "lightning-cli",
+    version,
+    about = "Lightning DB command-line tool"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Verify checksums of the manifest, tables, WAL and column segments.
+    Check {
+        db: PathBuf,
+        /// Percentage of table blocks and column segments to verify (100 = all).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+        checksums: u8,
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Print sizes, counters and health.
+    Stats { db: PathBuf },
+    /// Print the value of a key.
+    Get { db: PathBuf, key: String },
+    /// Set a key to a value.
+    Put {
+        db: PathBuf,
+        key: String,
+        value: String,
+    },
+    /// Delete a key.
+    Delete { db: PathBuf, key: String },
+    /// Print key-value pairs in key order.
+    Scan {
+        db: PathBuf,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        reverse: bool,
+    },
+    /// Import a CSV (with header) or Parquet file into a table (created if missing).
+    Import {
+        db: PathBuf,
+        file: PathBuf,
+        #[arg(long)]
+        table: String,
+        /// Primary-key columns, comma-separated (needed to create the table).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Export a table to a zstd-compressed Parquet file.
+    Export {
+        db: PathBuf,
+        table: String,
+        out: PathBuf,
+    },
+    /// Flush and fully compact the database.
+    Compact { db: PathBuf },
+    /// Write a consistent copy of a database, also while another process writes to it.
+    Backup { db: PathBuf, dir: PathBuf },
+    /// Restore a backup into a new database directory.
+    Restore { backup: PathBuf, db: PathBuf },
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn open(p: &Path) -> Res<Database> {
+    Ok(Database::open(p, LightningDbConfig::default())?)
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} [{elapsed}]").expect("valid template"),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn check(db: &Path, percent: u8, verbose: bool) -> Res<()> {
+    if !db.join("CURRENT").exists() {
+        return Err(format!("no database found at {}", db.display()).into());
+    }
+    let pb = spinner("checking");
+    let mut say = |m: &str| {
+        pb.inc(1);
+        if verbose {
+            pb.suspend(|| println!("{m}"));
+        }
+    };
+    let r = lightning_db::check_files(db, percent, &mut say);
+    pb.finish_and_clear();
+    let r = r?;
+    println!(
+        "ok: manifest, {} tables ({} of {} blocks), {} WAL records{}, {} of {} column segments checked ({}%)",
+        r.tables_checked,
+        r.blocks_checked,
+        r.blocks_total,
+        r.wal_records_checked,
+        if r.wal_torn_tails > 0 {
+            " (torn tail, repaired on open)"
+        } else {
+            ""
+        },
+        r.segments_checked,
+        r.segments_total,
+        percent
+    );
+    Ok(())
+}
+
+fn stats(db: &Path) -> Res<()> {
+    let db = open(db)?;
+    let m = db.get_metrics();
+    let h = db.health_check()?;
+    println!("path: {}", db.path().display());
+    println!("tables: {}", db.list_tables()?.join(", "));
+    println!("lsm tables per level: {:?}", m.tables_per_level);
+    println!(
+        "disk: wal {} B, tables {} B, manifest {} B, column store {} B, total {} B",
+        m.disk.wal_bytes,
+        m.disk.sst_bytes,
+        m.disk.manifest_bytes,
+        m.disk.columnar_bytes,
+        m.disk.total_bytes
+    );
+    println!(
+        "column segments: {}, watermark lag: {}",
+        m.columnar_segments, m.columnar_watermark_lag
+    );
+    println!(
+        "health: {}",
+        if h.is_healthy {
+            "healthy".to_string()
+        } else {
+            h.issues.join("; ")
+        }
+    );
+    Ok(())
+}
+
+fn scan(
+    db: &Path,
+    prefix: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: usize,
+    reverse: bool,
+) -> Res<()> {
+    let db = open(db)?;
+    let it = match (&prefix, reverse) {
+        (Some(p), false) => db.scan_prefix(p.as_bytes())?,
+        (Some(_), true) => return Err("--prefix and --reverse cannot be combined".into()),
+        (None, false) => db.scan(
+            start.as_deref().map(str::as_bytes),
+            end.as_deref().map(str::as_bytes),
+        )?,
+        (None, true) => db.scan_reverse(
+            start.as_deref().map(str::as_bytes),
+            end.as_deref().map(str::as_bytes),
+        )?,
+    };
+    for r in it.take(limit) {
+        let (k, v) = r?;
+        println!(
+            "{}\t{}",
+            String::from_utf8_lossy(&k),
+            String::from_utf8_lossy(&v)
+        );
+    }
+    Ok(())
+}
+
+/// Read a CSV or Parquet file as record batches.
+fn read_file(file: &Path) -> Res<Vec<RecordBatch>> {
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_lowercase();
+    let f =
+        std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    match ext.as_str() {
+        "parquet" => {
+            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?
+                .build()?;
+            Ok(r.collect::<Result<Vec<_>, _>>()?)
+        }
+        "csv" => {
+            use lightning_db::arrow::csv::reader::Format;
+            let fmt = Format::default().with_header(true);
+            let mut probe = std::fs::File::open(file)?;
+            let (schema, _) = fmt.infer_schema(&mut probe, Some(1000))?;
+            let r = lightning_db::arrow::csv::ReaderBuilder::new(Arc::new(schema))
+                .with_format(fmt)
+                .build(f)?;
+            Ok(r.collect::<Result<Vec<_>, _>>()?)
+        }
+        _ => Err(format!("{}: expected a .csv or .parquet file", file.display()).into()),
+    }
+}
+
+/// Cast columns to the types tables store (e.g. Utf8View -> Utf8).
+fn to_table_types(b: &RecordBatch) -> Res<RecordBatch> {
+    let fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+                t => t.clone(),
+            };
+            Field::new(f.name(), t, f.is_nullable())
+        })
+        .collect();
+    let cols = b
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| lightning_db::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
+    let batches = read_file(file)?;
+    let db = open(db)?;
+    let first = batches.first().ok_or("the file holds no rows")?;
+    let first = to_table_types(first)?;
+    if !db.list_tables()?.iter().any(|t| t == table) {
+        let key = key.ok_or("the table does not exist; give --key to create it")?;
+        let cols: Vec<&str> = key.split(',').map(str::trim).collect();
+        db.create_table(table, first.schema(), &cols)?;
+    }
+    // Align nullability with the table (key columns are NOT NULL there).
+    let ts = db.table_schema(table)?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    for b in &batches {
+        let b = to_table_types(b)?;
+        let b = RecordBatch::try_new(ts.clone(), b.columns().to_vec())
+            .map_err(|e| format!("{}: rows do not fit table {table}: {e}", file.display()))?;
+        db.insert(table, &b)?;
+        pb.inc(b.num_rows() as u64);
+    }
+    pb.finish_and_clear();
+    println!("imported {total} rows into {table}");
+    Ok(())
+}
+
+fn export(db: &Path, table: &str, out: &Path) -> Res<()> {
+    let db = open(db)?;
+    let schema = db.table_schema(table)?;
+    let f =
+        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))?;
+    let pb = spinner("exporting rows");
+    let mut n = 0;
+    for b in db.scan_table(table, 65536)? {
+        n += b.num_rows();
+        pb.inc(b.num_rows() as u64);
+        w.write(&b)?;
+    }
+    w.close()?;
+    pb.finish_and_clear();
+    println!("exported {n} rows of {table} to {}", out.display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Res<()> {
+    match cli.cmd {
+        Cmd::Check {
+            db,
+            checksums,
+            verbose,
+        } => check(&db, checksums, verbose),
+        Cmd::Stats { db } => stats(&db),
+        Cmd::Get { db, key } => {
+            let db = open(&db)?;
+            match db.get(key.as_bytes())? {
+                Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+                None => return Err(format!("key {key:?} not found").into()),
+            }
+            Ok(())
+        }
+        Cmd::Put { db, key, value } => {
+            let db = Database::open_or_create(&db, LightningDbConfig::default())?;
+            db.put(key.as_bytes(), value.as_bytes())?;
+            Ok(())
+        }
+        Cmd::Delete { db, key } => Ok(open(&db)?.delete(key.as_bytes())?),
+        Cmd::Scan {
+            db,
+            prefix,
+            start,
+            end,
+            limit,
+            reverse,
+        } => scan(&db, prefix, start, end, limit, reverse),
+        Cmd::Import {
+            db,
+            file,
+            table,
+            key,
+        } => import(&db, &file, &table, key),
+        Cmd::Export { db, table, out } => export(&db, &table, &out),
+        Cmd::Compact { db } => {
+            let db = open(&db)?;
+            let pb = spinner("compacting");
+            pb.enable_steady_tick(std::time::Duration::from_millis(100));
+            db.compact()?;
+            pb.finish_and_clear();
+            println!("compacted");
+            Ok(())
+        }
+        Cmd::Backup { db, dir } => {
+            if !db.join("CURRENT").exists() {
+                return Err(format!("no database found at {}", db.display()).into());
+            }
+            let pb = spinner("backing up");
+            pb.enable_steady_tick(std::time::Duration::from_millis(100));
+            let r = lightning_db::backup_files(&db, &dir);
+            pb.finish_and_clear();
+            r?;
+            println!("backup written to {}", dir.display());
+            Ok(())
+        }
+        Cmd::Restore { backup, db } => {
+            if db.exists() {
+                return Err(
+                    format!("{} already exists; restore into a new path", db.display()).into(),
+                );
+            }
+            lightning_db::backup_files(&backup, &db)?;
+            // Opening replays the copied WAL and proves the copy is usable.
+            let d = open(&db)?;
+            d.close()?;
+            println!("restored {} into {}", backup.display(), db.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
