@@ -144,7 +144,14 @@ fn try_backup(dir: &Path, tmp: &Path) -> Result<()> {
         }
     }
     for (n, p) in wal_segments(dir, st.log_number)? {
-        let data = std::fs::read(&p).ctx(|| format!("reading {}", p.display()))?;
+        let mut data = std::fs::read(&p).ctx(|| format!("reading {}", p.display()))?;
+        // Segments are preallocated: leave out the unwritten space after the last
+        // complete record (a record may itself end in zero bytes, so ask the reader).
+        if let Ok(c) = log::read_log(&p, WAL_MAGIC, 1)
+            && c.tail == Tail::Clean
+        {
+            data.truncate((c.valid_len as usize).max(log::HEADER_LEN).min(data.len()));
+        }
         std::fs::write(tmp.join(format!("{n:06}.log")), data)
             .ctx(|| "writing a WAL copy".into())?;
     }
