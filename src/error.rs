@@ -77,6 +77,51 @@ pub enum Error {
     /// An error from Arrow while encoding or decoding columns.
     #[error("arrow error: {0}")]
     Arrow(String),
+    /// A SQL statement that could not be parsed, planned or run (bad syntax, unknown
+    /// table or column, type mismatch...). Nothing was changed.
+    #[error("SQL error: {0}")]
+    Sql(String),
+    /// A statement broke a constraint (duplicate or NULL primary key). Nothing was
+    /// changed.
+    #[error("{0}")]
+    Constraint(String),
+}
+
+#[cfg(feature = "sql")]
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        // Look through DataFusion's wrappers for our own errors.
+        fn find(e: &D) -> Option<Error> {
+            match e {
+                D::External(b) => {
+                    if let Some(c) = b.downcast_ref::<lightning_query::ConstraintViolation>() {
+                        return Some(Error::Constraint(c.to_string()));
+                    }
+                    if let Some(r) = b.downcast_ref::<lightning_rowstore::Error>()
+                        && r.is_conflict_or_corruption()
+                    {
+                        return Some(Error::Sql(r.to_string()));
+                    }
+                    None
+                }
+                D::Context(_, inner) => find(inner),
+                D::Shared(inner) => find(inner),
+                _ => None,
+            }
+        }
+        match find(&e) {
+            Some(x) => x,
+            None => {
+                let msg = e.to_string();
+                if msg.contains("transaction conflict") {
+                    Error::TransactionConflict(msg)
+                } else {
+                    Error::Sql(msg)
+                }
+            }
+        }
+    }
 }
 
 #[cfg(feature = "sql")]

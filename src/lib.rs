@@ -29,12 +29,17 @@ mod error;
 mod metrics;
 pub mod monitoring;
 #[cfg(feature = "sql")]
+mod sql;
+#[cfg(feature = "sql")]
 mod tables;
 
 /// The exact `arrow` crate the table API uses (use it to build `RecordBatch`es, so
 /// versions always match).
 #[cfg(feature = "sql")]
 pub use arrow;
+/// The exact `datafusion` crate the SQL layer uses.
+#[cfg(feature = "sql")]
+pub use datafusion;
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 

@@ -39,7 +39,7 @@ fn bucket(ns: u64) -> usize {
 /// Upper bound (ns) of bucket `b`.
 fn bucket_upper(b: usize) -> u64 {
     if b < SUB {
-        return b as u64 + 1;
+        return b as u64; // buckets below SUB hold exactly one value
     }
     let log = b / SUB + 1;
     let sub = (b % SUB) as u64;

@@ -6,9 +6,9 @@
 use crate::config::LightningDbConfig;
 use crate::db::Database;
 use crate::error::{Error, Result};
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use lightning_columnar::codec::{RowDecoder, encode_key_value, encode_row_value};
+use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::table::{
     CATALOG_PREFIX, KV_TABLE_NAME, catalog_key, table_end, table_prefix,
 };
@@ -22,9 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Tables {
-    engine: Arc<Engine>,
-    store: ColumnStore,
-    defs: RwLock<BTreeMap<String, Arc<TableDef>>>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) store: Arc<ColumnStore>,
+    pub(crate) defs: RwLock<BTreeMap<String, Arc<TableDef>>>,
     ddl: Mutex<()>,
     worker: Mutex<Option<JoinHandle<()>>>,
     stop: Mutex<bool>,
@@ -32,6 +32,7 @@ pub(crate) struct Tables {
     interval: Duration,
     rows_threshold: u64,
     bytes_threshold: u64,
+    pub(crate) sql: Mutex<Option<Arc<crate::sql::SqlState>>>,
 }
 
 fn catalog_end() -> Vec<u8> {
@@ -64,7 +65,7 @@ impl Tables {
             segment_rows: cfg.columnar_segment_rows,
             ..Default::default()
         };
-        let store = ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?;
+        let store = Arc::new(ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?);
         let t = Arc::new(Tables {
             engine,
             store,
@@ -76,6 +77,7 @@ impl Tables {
             interval: cfg.columnar_compaction_interval,
             rows_threshold: cfg.columnar_compaction_rows,
             bytes_threshold: cfg.columnar_compaction_bytes,
+            sql: Mutex::new(None),
         });
         if cfg.columnar_background {
             let t2 = t.clone();
@@ -89,6 +91,10 @@ impl Tables {
             *t.worker.lock() = Some(h);
         }
         Ok(t)
+    }
+
+    pub(crate) fn has_table(&self, name: &str) -> bool {
+        self.defs.read().contains_key(name)
     }
 
     fn def(&self, name: &str) -> Result<Arc<TableDef>> {
@@ -185,80 +191,6 @@ impl Tables {
     }
 }
 
-/// Columns of `batch` in the table's order, checked against the table's schema.
-fn align(def: &TableDef, batch: &RecordBatch, only_key: bool) -> Result<Vec<ArrayRef>> {
-    let bs = batch.schema();
-    let wanted: Vec<usize> = if only_key {
-        def.key_cols.clone()
-    } else {
-        (0..def.schema.fields().len()).collect()
-    };
-    for f in bs.fields() {
-        let known = def.schema.index_of(f.name()).ok();
-        if known.is_none_or(|i| !wanted.contains(&i)) {
-            return Err(Error::Schema(format!(
-                "table {}: unexpected column {}{}",
-                def.name,
-                f.name(),
-                if only_key {
-                    " (expected only primary-key columns)"
-                } else {
-                    ""
-                }
-            )));
-        }
-    }
-    wanted
-        .iter()
-        .map(|&i| {
-            let f = def.schema.field(i);
-            let col = batch.column_by_name(f.name()).ok_or_else(|| {
-                Error::Schema(format!("table {}: missing column {}", def.name, f.name()))
-            })?;
-            if col.data_type() != f.data_type() {
-                return Err(Error::Schema(format!(
-                    "table {}: column {} has type {}, expected {}",
-                    def.name,
-                    f.name(),
-                    col.data_type(),
-                    f.data_type()
-                )));
-            }
-            if !f.is_nullable() && col.null_count() > 0 {
-                return Err(Error::Schema(format!(
-                    "table {}: column {} contains NULL but is NOT NULL{}",
-                    def.name,
-                    f.name(),
-                    if def.key_cols.contains(&i) {
-                        " (primary key)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            Ok(col.clone())
-        })
-        .collect()
-}
-
-fn encode_key(def: &TableDef, key_cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&table_prefix(def.id));
-    if def.raw_kv {
-        out.extend_from_slice(
-            key_cols[0]
-                .as_any()
-                .downcast_ref::<arrow::array::BinaryArray>()
-                .expect("checked")
-                .value(i),
-        );
-    } else {
-        for c in key_cols {
-            encode_key_value(*c, i, out);
-        }
-    }
-}
-
 /// Table API (available with the default `sql` feature).
 impl Database {
     fn tables(&self) -> Result<&Arc<Tables>> {
@@ -280,7 +212,9 @@ impl Database {
         b.put(&catalog_key(name), &def.encode())?;
         self.engine().write(b)?;
         t.store.add_table(&t.engine, &def)?;
-        t.defs.write().insert(name.to_string(), Arc::new(def));
+        let def = Arc::new(def);
+        t.defs.write().insert(name.to_string(), def.clone());
+        t.sql_register(&def)?;
         Ok(())
     }
 
@@ -299,6 +233,7 @@ impl Database {
         b.delete(&catalog_key(name))?;
         self.engine().write(b)?;
         t.defs.write().remove(name);
+        t.sql_deregister(name)?;
         t.store.drop_table(def.id)?;
         // Then its rows, in bounded batches.
         let (start, end) = (table_prefix(def.id), table_end(def.id));
@@ -340,26 +275,15 @@ impl Database {
     pub fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
         let t = self.tables()?;
         let def = t.def(name)?;
-        let cols = align(&def, batch, false)?;
+        let cols = def.align(batch, false)?;
         let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
         let val_cols: Vec<&dyn Array> =
             def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
         let mut b = WriteBatch::new();
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for i in 0..batch.num_rows() {
-            encode_key(&def, &key_cols, i, &mut k);
-            v.clear();
-            if def.raw_kv {
-                v.extend_from_slice(
-                    val_cols[0]
-                        .as_any()
-                        .downcast_ref::<arrow::array::BinaryArray>()
-                        .expect("checked")
-                        .value(i),
-                );
-            } else {
-                encode_row_value(&val_cols, i, &mut v);
-            }
+            def.row_key(&key_cols, i, &mut k);
+            def.row_value(&val_cols, i, &mut v);
             b.put(&k, &v)?;
         }
         self.engine().write(b)?;
@@ -371,12 +295,12 @@ impl Database {
     pub fn delete_rows(&self, name: &str, keys: &RecordBatch) -> Result<()> {
         let t = self.tables()?;
         let def = t.def(name)?;
-        let cols = align(&def, keys, true)?;
+        let cols = def.align(keys, true)?;
         let key_cols: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
         let mut b = WriteBatch::new();
         let mut k = Vec::new();
         for i in 0..keys.num_rows() {
-            encode_key(&def, &key_cols, i, &mut k);
+            def.row_key(&key_cols, i, &mut k);
             b.delete(&k)?;
         }
         self.engine().write(b)?;
@@ -394,10 +318,10 @@ impl Database {
                 key.num_rows()
             )));
         }
-        let cols = align(&def, key, true)?;
+        let cols = def.align(key, true)?;
         let key_cols: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
         let mut k = Vec::new();
-        encode_key(&def, &key_cols, 0, &mut k);
+        def.row_key(&key_cols, 0, &mut k);
         let Some(v) = self.engine().get(&k)? else {
             return Ok(None);
         };

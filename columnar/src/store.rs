@@ -509,7 +509,11 @@ impl ColumnStore {
     }
 
     /// Positions of live rows of `s` whose key is in `changed` (sorted).
-    fn superseded_rows(s: &LoadedSegment, def: &TableDef, changed: &[Vec<u8>]) -> Result<Vec<u32>> {
+    pub fn superseded_rows(
+        s: &LoadedSegment,
+        def: &TableDef,
+        changed: &[Vec<u8>],
+    ) -> Result<Vec<u32>> {
         let lo = changed.partition_point(|k| *k < s.first_key);
         let hi = changed.partition_point(|k| *k <= s.last_key);
         if lo >= hi {

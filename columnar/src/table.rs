@@ -9,6 +9,7 @@
 //! the key-value API's data; its keys and values are stored raw.
 
 use crate::error::{Error, Result};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -217,6 +218,87 @@ impl TableDef {
         (0..self.schema.fields().len())
             .filter(|i| !self.key_cols.contains(i))
             .collect()
+    }
+
+    /// The columns of `batch` in this table's order (all columns, or only the key
+    /// columns), checked against the schema: a mismatch is an error naming the column.
+    pub fn align(&self, batch: &RecordBatch, only_key: bool) -> Result<Vec<ArrayRef>> {
+        let bs = batch.schema();
+        let wanted: Vec<usize> = if only_key {
+            self.key_cols.clone()
+        } else {
+            (0..self.schema.fields().len()).collect()
+        };
+        for f in bs.fields() {
+            let known = self.schema.index_of(f.name()).ok();
+            if known.is_none_or(|i| !wanted.contains(&i)) {
+                return Err(Error::Schema(format!(
+                    "table {}: unexpected column {}{}",
+                    self.name,
+                    f.name(),
+                    if only_key {
+                        " (expected only primary-key columns)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        wanted
+            .iter()
+            .map(|&i| {
+                let f = self.schema.field(i);
+                let col = batch.column_by_name(f.name()).ok_or_else(|| {
+                    Error::Schema(format!("table {}: missing column {}", self.name, f.name()))
+                })?;
+                if col.data_type() != f.data_type() {
+                    return Err(Error::Schema(format!(
+                        "table {}: column {} has type {}, expected {}",
+                        self.name,
+                        f.name(),
+                        col.data_type(),
+                        f.data_type()
+                    )));
+                }
+                if !f.is_nullable() && col.null_count() > 0 {
+                    return Err(Error::Schema(format!(
+                        "table {}: column {} contains NULL but is NOT NULL{}",
+                        self.name,
+                        f.name(),
+                        if self.key_cols.contains(&i) {
+                            " (primary key)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                Ok(col.clone())
+            })
+            .collect()
+    }
+
+    /// The full row-store key (table prefix + encoded key) of row `i`, given the key
+    /// columns in key order.
+    pub fn row_key(&self, key_cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&table_prefix(self.id));
+        if self.raw_kv {
+            out.extend_from_slice(key_cols[0].as_binary::<i32>().value(i));
+        } else {
+            for c in key_cols {
+                crate::codec::encode_key_value(*c, i, out);
+            }
+        }
+    }
+
+    /// The row-store value of row `i`, given the non-key columns in schema order.
+    pub fn row_value(&self, value_cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
+        out.clear();
+        if self.raw_kv {
+            out.extend_from_slice(value_cols[0].as_binary::<i32>().value(i));
+        } else {
+            crate::codec::encode_row_value(value_cols, i, out);
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -1,8 +1,21 @@
 //! # lightning-query
 //!
-//! The query layer of Lightning DB (see DESIGN.md, "Query"): a DataFusion
-//! `TableProvider` per table that merges column segments with the not-yet-compacted rows
-//! at one snapshot, SQL DDL/DML, and Parquet export.
+//! The query layer of Lightning DB (see DESIGN.md, "Query"): one DataFusion
+//! [`TableProvider`](datafusion::catalog::TableProvider) per table. A scan at snapshot
+//! `S` reads the table's published column segments (watermark `W`, minus their delete
+//! bitmaps) plus the row-store changes in `(W, S]`, masking segment rows whose key
+//! changed, so SQL sees every committed write at once and never a torn state. Filters
+//! prune segments by their zone maps; `INSERT`, `UPDATE` and `DELETE` run as row-store
+//! transactions.
 //!
-//! This crate is intentionally empty until the SQL issue lands: no placeholder API is
-//! exported, and it does not depend on DataFusion yet, so the default build stays fast.
+//! This layer owns no files; it reads the column store and the row store and writes
+//! only through row-store transactions.
+
+mod dml;
+mod provider;
+mod prune;
+mod scan;
+
+pub use dml::ConstraintViolation;
+pub use provider::LightningTableProvider;
+pub use scan::LightningScanExec;

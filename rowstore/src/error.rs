@@ -86,6 +86,15 @@ impl Error {
         }
     }
 
+    /// True for a lost transaction conflict or damaged bytes (errors a SQL layer must
+    /// not hide behind a generic message).
+    pub fn is_conflict_or_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::TransactionConflict(_) | Error::Corruption { .. }
+        )
+    }
+
     /// True for errors that mean bytes on disk are damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })

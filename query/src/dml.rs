@@ -1,0 +1,216 @@
+//! DML plans: INSERT, UPDATE and DELETE, each applied in one row-store transaction when
+//! the plan runs.
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::Result;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::future::BoxFuture;
+use lightning_columnar::TableDef;
+use lightning_rowstore::{Engine, Isolation, Transaction};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A statement broke a table constraint (duplicate or NULL primary key).
+#[derive(Debug)]
+pub struct ConstraintViolation(pub String);
+
+impl std::fmt::Display for ConstraintViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "constraint violation: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConstraintViolation {}
+
+pub(crate) fn violation(msg: String) -> DataFusionError {
+    DataFusionError::External(Box::new(ConstraintViolation(msg)))
+}
+
+pub(crate) fn storage(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+type Work = Arc<dyn Fn(Arc<TaskContext>) -> BoxFuture<'static, Result<u64>> + Send + Sync>;
+
+/// Runs one DML statement when executed; yields one row: `count` of affected rows.
+pub(crate) struct DmlExec {
+    what: &'static str,
+    table: String,
+    work: Work,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+}
+
+impl std::fmt::Debug for DmlExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DmlExec({} {})", self.what, self.table)
+    }
+}
+
+impl DmlExec {
+    pub(crate) fn new(what: &'static str, table: &str, work: Work) -> Self {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]));
+        let cache = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        DmlExec {
+            what,
+            table: table.to_string(),
+            work,
+            schema,
+            cache: Arc::new(cache),
+        }
+    }
+}
+
+impl DisplayAs for DmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "LightningDmlExec: {} table={}", self.what, self.table)
+    }
+}
+
+impl ExecutionPlan for DmlExec {
+    fn name(&self) -> &'static str {
+        "LightningDmlExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let fut = (self.work)(context);
+        let schema = self.schema.clone();
+        let s2 = schema.clone();
+        let stream = futures::stream::once(async move {
+            let n = fut.await?;
+            Ok(RecordBatch::try_new(
+                s2,
+                vec![Arc::new(UInt64Array::from(vec![n]))],
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Write rows (table schema) in one transaction. Without `replace`, an existing key or a
+/// key repeated in the statement is a constraint violation and nothing is written.
+pub(crate) fn write_rows(
+    engine: &Engine,
+    def: &TableDef,
+    batches: &[RecordBatch],
+    replace: bool,
+) -> Result<u64> {
+    let mut txn = Transaction::begin(engine, Isolation::Snapshot).map_err(storage)?;
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    let mut n = 0u64;
+    let value_idx = def.value_cols();
+    for b in batches {
+        let b = conform(def, b)?;
+        let cols = def.align(&b, false).map_err(|e| match e {
+            lightning_columnar::Error::Schema(m) if m.contains("NULL") => violation(m),
+            e => storage(e),
+        })?;
+        let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
+        let val_cols: Vec<&dyn Array> = value_idx.iter().map(|&i| cols[i].as_ref()).collect();
+        for i in 0..b.num_rows() {
+            def.row_key(&key_cols, i, &mut k);
+            if !replace {
+                if !seen.insert(k.clone()) {
+                    return Err(violation(format!(
+                        "duplicate primary key in the rows inserted into {}",
+                        def.name
+                    )));
+                }
+                if txn.get(engine, &k).map_err(storage)?.is_some() {
+                    return Err(violation(format!(
+                        "a row with this primary key already exists in {} (use INSERT OR REPLACE to upsert)",
+                        def.name
+                    )));
+                }
+            }
+            def.row_value(&val_cols, i, &mut v);
+            txn.put(&k, &v).map_err(storage)?;
+            n += 1;
+        }
+    }
+    txn.commit(engine).map_err(storage)?;
+    Ok(n)
+}
+
+/// Give `b` the table's field names and types (DataFusion may hand over nullable fields
+/// or different names for the same columns in order).
+pub(crate) fn conform(def: &TableDef, b: &RecordBatch) -> Result<RecordBatch> {
+    if b.num_columns() != def.schema.fields().len() {
+        return Err(DataFusionError::Plan(format!(
+            "table {} has {} columns, got {}",
+            def.name,
+            def.schema.fields().len(),
+            b.num_columns()
+        )));
+    }
+    let cols = b
+        .columns()
+        .iter()
+        .zip(def.schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type()).map_err(DataFusionError::from)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fields: Vec<Field> = def
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (**f).clone().with_nullable(true))
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}

@@ -1,0 +1,301 @@
+//! The `TableProvider` of a Lightning table.
+
+use crate::dml::{DmlExec, conform, storage, violation, write_rows};
+use crate::prune::may_match;
+use crate::scan::{LightningScanExec, SegmentPart};
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{Result, Statistics};
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, col};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use lightning_columnar::codec::RowDecoder;
+use lightning_columnar::table::{table_end, table_prefix};
+use lightning_columnar::{ColumnStore, TableDef};
+use lightning_rowstore::{Engine, Isolation, Transaction};
+use std::sync::Arc;
+
+/// A Lightning table as seen by DataFusion.
+#[derive(Clone)]
+pub struct LightningTableProvider {
+    engine: Arc<Engine>,
+    store: Arc<ColumnStore>,
+    def: Arc<TableDef>,
+}
+
+impl std::fmt::Debug for LightningTableProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LightningTableProvider({})", self.def.name)
+    }
+}
+
+impl LightningTableProvider {
+    pub fn new(engine: Arc<Engine>, store: Arc<ColumnStore>, def: Arc<TableDef>) -> Self {
+        LightningTableProvider { engine, store, def }
+    }
+
+    pub fn table(&self) -> &TableDef {
+        &self.def
+    }
+
+    async fn physical(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+        exprs: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let source = provider_as_source(Arc::new(self.clone()));
+        let mut b = LogicalPlanBuilder::scan(self.def.name.as_str(), source, None)?;
+        if let Some(f) = conjunction(filters) {
+            b = b.filter(f)?;
+        }
+        let plan = b.project(exprs)?.build()?;
+        state.create_physical_plan(&plan).await
+    }
+}
+
+#[async_trait]
+impl TableProvider for LightningTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Zone maps prune whole segments; DataFusion still applies the filter to rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let v = self.store.view(self.def.id);
+        let rows: u64 = v.segments.iter().map(|s| s.live_rows()).sum();
+        Some(
+            Statistics::new_unknown(&self.def.schema)
+                .with_num_rows(Precision::Inexact(rows as usize)),
+        )
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let _span = tracing::debug_span!("scan", table = %self.def.name).entered();
+        // The view first, then the snapshot: the snapshot is at or after the watermark.
+        let view = self.store.view(self.def.id);
+        let snap = Arc::new(self.engine.snapshot());
+        let def = &self.def;
+        let (prefix, end) = (table_prefix(def.id), table_end(def.id));
+        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
+        let mut changed: Vec<Vec<u8>> = Vec::new();
+        let mut fresh: Vec<RecordBatch> = Vec::new();
+        self.engine
+            .for_each_change(
+                &snap,
+                view.watermark,
+                &prefix,
+                &end,
+                |k, v| -> lightning_columnar::Result<()> {
+                    let key = &k[prefix.len()..];
+                    changed.push(key.to_vec());
+                    if let Some(v) = v {
+                        dec.push(key, v)?;
+                        if dec.len() >= 8192 {
+                            fresh.push(dec.finish()?);
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(storage)?;
+        if !dec.is_empty() {
+            fresh.push(dec.finish().map_err(storage)?);
+        }
+        let schema = match projection {
+            Some(p) => Arc::new(def.schema.project(p)?),
+            None => def.schema.clone(),
+        };
+        let fresh = fresh
+            .into_iter()
+            .map(|b| match projection {
+                Some(p) => b.project(p),
+                None => Ok(b),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut parts = Vec::new();
+        for s in &view.segments {
+            let info = &s.state.info;
+            if !filters
+                .iter()
+                .all(|f| may_match(f, &info.zone_maps, info.rows))
+            {
+                continue;
+            }
+            let mut mask = (*s.deletes).clone();
+            mask.extend(ColumnStore::superseded_rows(s, def, &changed).map_err(storage)?);
+            if mask.len() >= info.rows {
+                continue;
+            }
+            parts.push(SegmentPart {
+                segment: s.clone(),
+                mask,
+            });
+        }
+        Ok(Arc::new(LightningScanExec::new(
+            def.name.clone(),
+            schema,
+            projection.cloned(),
+            parts,
+            fresh,
+            view.segments.len(),
+            view.watermark,
+            snap,
+        )))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let replace = match insert_op {
+            InsertOp::Append => false,
+            InsertOp::Replace => true,
+            InsertOp::Overwrite => {
+                return Err(datafusion::error::DataFusionError::NotImplemented(
+                    "INSERT OVERWRITE is not supported; use DELETE then INSERT".into(),
+                ));
+            }
+        };
+        let (engine, def) = (self.engine.clone(), self.def.clone());
+        Ok(Arc::new(DmlExec::new(
+            "insert",
+            &self.def.name,
+            Arc::new(move |ctx| {
+                let (engine, def, input) = (engine.clone(), def.clone(), input.clone());
+                Box::pin(async move {
+                    let batches = collect(input, ctx).await?;
+                    write_rows(&engine, &def, &batches, replace)
+                })
+            }),
+        )))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let keys: Vec<Expr> = self.def.primary_key_names().iter().map(col).collect();
+        let plan = self.physical(state, filters, keys).await?;
+        let (engine, def) = (self.engine.clone(), self.def.clone());
+        Ok(Arc::new(DmlExec::new(
+            "delete",
+            &self.def.name,
+            Arc::new(move |ctx| {
+                let (engine, def, plan) = (engine.clone(), def.clone(), plan.clone());
+                Box::pin(async move {
+                    let batches = collect(plan, ctx).await?;
+                    let mut txn =
+                        Transaction::begin(&engine, Isolation::Snapshot).map_err(storage)?;
+                    let mut k = Vec::new();
+                    let mut n = 0;
+                    for b in &batches {
+                        let cols: Vec<&dyn Array> =
+                            b.columns().iter().map(|c| c.as_ref()).collect();
+                        for i in 0..b.num_rows() {
+                            def.row_key(&cols, i, &mut k);
+                            txn.delete(&k).map_err(storage)?;
+                            n += 1;
+                        }
+                    }
+                    txn.commit(&engine).map_err(storage)?;
+                    Ok(n)
+                })
+            }),
+        )))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let def = self.def.clone();
+        let mut exprs = Vec::new();
+        for f in def.schema.fields() {
+            let e = match assignments.iter().find(|(c, _)| c == f.name()) {
+                Some((_, e)) => cast(e.clone(), f.data_type().clone()),
+                None => col(f.name()),
+            };
+            exprs.push(e.alias(f.name()));
+        }
+        for (j, &k) in def.key_cols.iter().enumerate() {
+            exprs.push(col(def.schema.field(k).name()).alias(format!("__old_key_{j}")));
+        }
+        let plan = self.physical(state, filters, exprs).await?;
+        let engine = self.engine.clone();
+        Ok(Arc::new(DmlExec::new(
+            "update",
+            &self.def.name,
+            Arc::new(move |ctx| {
+                let (engine, def, plan) = (engine.clone(), def.clone(), plan.clone());
+                Box::pin(async move {
+                    let batches = collect(plan, ctx).await?;
+                    let width = def.schema.fields().len();
+                    let mut txn =
+                        Transaction::begin(&engine, Isolation::Snapshot).map_err(storage)?;
+                    let (mut old, mut new, mut v) = (Vec::new(), Vec::new(), Vec::new());
+                    let mut n = 0;
+                    let value_idx = def.value_cols();
+                    for b in &batches {
+                        let rows = conform(&def, &b.project(&(0..width).collect::<Vec<_>>())?)?;
+                        let cols = def
+                            .align(&rows, false)
+                            .map_err(|e| violation(e.to_string()))?;
+                        let key_cols: Vec<&dyn Array> =
+                            def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
+                        let val_cols: Vec<&dyn Array> =
+                            value_idx.iter().map(|&i| cols[i].as_ref()).collect();
+                        let old_cols: Vec<&dyn Array> = (width..b.num_columns())
+                            .map(|i| b.column(i).as_ref())
+                            .collect();
+                        for i in 0..b.num_rows() {
+                            def.row_key(&old_cols, i, &mut old);
+                            def.row_key(&key_cols, i, &mut new);
+                            if old != new {
+                                if txn.get(&engine, &new).map_err(storage)?.is_some() {
+                                    return Err(violation(format!(
+                                        "UPDATE would create a duplicate primary key in {}",
+                                        def.name
+                                    )));
+                                }
+                                txn.delete(&old).map_err(storage)?;
+                            }
+                            def.row_value(&val_cols, i, &mut v);
+                            txn.put(&new, &v).map_err(storage)?;
+                            n += 1;
+                        }
+                    }
+                    txn.commit(&engine).map_err(storage)?;
+                    Ok(n)
+                })
+            }),
+        )))
+    }
+}

@@ -1,0 +1,251 @@
+//! SQL through DataFusion over Lightning tables: DDL, DML with constraints, freshness,
+//! pruning in EXPLAIN, external Parquet tables, COPY/export read by pyarrow and DuckDB.
+
+mod common;
+
+use lightning_db::arrow::array::*;
+use lightning_db::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use lightning_db::{Database, Error, LightningDbConfig};
+use std::sync::Arc;
+
+fn cfg() -> LightningDbConfig {
+    LightningDbConfig {
+        columnar_segment_rows: 1000,
+        columnar_compaction_interval: std::time::Duration::from_millis(50),
+        ..common::small_config()
+    }
+}
+
+fn scalar_i64(db: &Database, q: &str) -> i64 {
+    let b = db.sql(q).unwrap();
+    let c = b[0].column(0);
+    lightning_db::arrow::compute::cast(c, &lightning_db::arrow::datatypes::DataType::Int64)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+#[test]
+fn ddl_dml_and_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), cfg()).unwrap();
+    db.sql("CREATE TABLE t (id BIGINT, name VARCHAR, x INT, PRIMARY KEY (id))")
+        .unwrap();
+    assert!(db.list_tables().unwrap().contains(&"t".to_string()));
+    db.sql("INSERT INTO t VALUES (1, 'a', 10), (2, 'b', 20), (3, 'c', 30)")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 3);
+    assert_eq!(scalar_i64(&db, "SELECT sum(x) FROM t"), 60);
+    // Duplicate keys (existing, or twice in one statement) and NULL keys are refused,
+    // and nothing of the statement is written.
+    let e = db
+        .sql("INSERT INTO t VALUES (4, 'd', 1), (1, 'dup', 1)")
+        .unwrap_err();
+    assert!(matches!(e, Error::Constraint(_)), "{e}");
+    let e = db
+        .sql("INSERT INTO t VALUES (5, 'e', 1), (5, 'e2', 1)")
+        .unwrap_err();
+    assert!(matches!(e, Error::Constraint(_)), "{e}");
+    let e = db.sql("INSERT INTO t VALUES (NULL, 'n', 1)").unwrap_err();
+    assert!(matches!(e, Error::Constraint(_) | Error::Sql(_)), "{e}");
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 3);
+    // Upserts.
+    db.sql("INSERT OR REPLACE INTO t VALUES (1, 'A', 11), (4, 'd', 40)")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT sum(x) FROM t"), 11 + 20 + 30 + 40);
+    db.sql("REPLACE INTO t VALUES (2, 'B', 22)").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT x FROM t WHERE id = 2"), 22);
+    // UPDATE and DELETE.
+    let r = db.sql("UPDATE t SET x = x + 1 WHERE id >= 3").unwrap();
+    assert_eq!(r[0].column(0).as_primitive::<UInt64Type>().value(0), 2);
+    assert_eq!(scalar_i64(&db, "SELECT sum(x) FROM t"), 11 + 22 + 31 + 41);
+    db.sql("UPDATE t SET id = 10 WHERE id = 4").unwrap(); // key change
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t WHERE id = 10"), 1);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t WHERE id = 4"), 0);
+    db.sql("DELETE FROM t WHERE name = 'c'").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 3);
+    // Errors are clear and change nothing.
+    assert!(matches!(db.sql("SELEC 1"), Err(Error::Sql(_))));
+    assert!(matches!(db.sql("SELECT * FROM nope"), Err(Error::Sql(_))));
+    assert!(matches!(db.sql("SELECT nope FROM t"), Err(Error::Sql(_))));
+    assert!(matches!(
+        db.sql("CREATE TABLE k2 (a INT)"),
+        Err(Error::Sql(_))
+    ));
+    assert!(matches!(
+        db.sql("CREATE TABLE t (id BIGINT, PRIMARY KEY (id))"),
+        Err(Error::TableExists(_))
+    ));
+    // The row store and the table API see the same rows.
+    assert_eq!(db.scan_table("t", 100).unwrap()[0].num_rows(), 3);
+    db.sql("DROP TABLE t").unwrap();
+    assert!(db.sql("SELECT * FROM t").is_err());
+    // The kv table is queryable.
+    db.put(b"k1", b"v1").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM kv"), 1);
+}
+
+#[test]
+fn reads_are_fresh_and_explain_shows_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(
+        dir.path().join("db"),
+        LightningDbConfig {
+            columnar_background: false,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    db.sql("CREATE TABLE m (id BIGINT, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    for chunk in 0..5 {
+        let values: Vec<String> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|i| format!("({i}, {i})"))
+            .collect();
+        db.sql(&format!("INSERT INTO m VALUES {}", values.join(",")))
+            .unwrap();
+        db.compact_columnar("m").unwrap();
+    }
+    assert_eq!(db.columnar_segment_paths("m").unwrap().len(), 5);
+    // Written after the last compaction: only in the row store.
+    db.sql("UPDATE m SET v = -1 WHERE id = 42").unwrap();
+    db.sql("DELETE FROM m WHERE id = 43").unwrap();
+    db.sql("INSERT INTO m VALUES (99999, 7)").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM m"), 5000);
+    assert_eq!(scalar_i64(&db, "SELECT v FROM m WHERE id = 42"), -1);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM m WHERE id = 43"), 0);
+    let plan = db
+        .sql("EXPLAIN SELECT sum(v) FROM m WHERE id >= 4000 AND id < 4100")
+        .unwrap();
+    let text = lightning_db::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("segments scanned=1/5"), "{text}");
+    assert_eq!(
+        scalar_i64(&db, "SELECT sum(v) FROM m WHERE id >= 4000 AND id < 4100"),
+        (4000..4100).sum::<i64>()
+    );
+}
+
+#[test]
+fn freshness_under_concurrent_writes_with_the_compactor_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(dir.path().join("db"), cfg()).unwrap());
+    db.sql("CREATE TABLE acct (id BIGINT, bal BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..100).map(|i| format!("({i}, 100)")).collect();
+    db.sql(&format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut next_id = 1000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 300 {
+                let (a, b) = (n % 100, (n * 7 + 3) % 100);
+                if a != b {
+                    // Moves keep the total; one statement is one transaction.
+                    let r = db.sql(&format!(
+                        "UPDATE acct SET bal = CASE WHEN id = {a} THEN bal - 5 ELSE bal + 5 END WHERE id IN ({a}, {b})"
+                    ));
+                    if let Err(e) = r {
+                        assert!(e.is_conflict(), "{e}");
+                    }
+                }
+                // Zero-balance rows come and go: count changes, total does not.
+                db.sql(&format!("INSERT INTO acct VALUES ({next_id}, 0)"))
+                    .unwrap();
+                assert_eq!(
+                    scalar_i64(
+                        &db,
+                        &format!("SELECT count(*) FROM acct WHERE id = {next_id}")
+                    ),
+                    1,
+                    "a committed insert is visible to the next query"
+                );
+                db.sql(&format!("DELETE FROM acct WHERE id = {}", next_id - 1))
+                    .unwrap();
+                next_id += 1;
+                n += 1;
+            }
+        })
+    };
+    let mut checks = 0;
+    while !w.is_finished() {
+        let b = db.sql("SELECT count(*), sum(bal) FROM acct").unwrap();
+        let count = b[0].column(0).as_primitive::<Int64Type>().value(0);
+        let sum = b[0].column(1).as_primitive::<Int64Type>().value(0);
+        assert_eq!(sum, 100 * 100, "a query saw a half-applied transaction");
+        assert!((100..=102).contains(&count), "count {count}");
+        checks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.join().unwrap();
+    assert!(checks > 5);
+    assert!(
+        db.get_metrics().columnar_segments > 0,
+        "the compactor ran during the test"
+    );
+}
+
+#[test]
+fn external_parquet_import_and_export_read_by_pyarrow_and_duckdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), cfg()).unwrap();
+    db.sql("CREATE TABLE s (id BIGINT, grp VARCHAR, amount DOUBLE, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..500)
+        .map(|i| format!("({i}, 'g{}', {}.25)", i % 4, i))
+        .collect();
+    db.sql(&format!("INSERT INTO s VALUES {}", values.join(",")))
+        .unwrap();
+    let out = dir.path().join("s.parquet");
+    assert_eq!(db.export_parquet("s", &out).unwrap(), 500);
+    let out2 = dir.path().join("q.parquet");
+    db.sql(&format!(
+        "COPY (SELECT id, amount FROM s WHERE id < 100) TO '{}' STORED AS PARQUET",
+        out2.display()
+    ))
+    .unwrap();
+    // Parquet back in through an external table, into a new Lightning table.
+    db.sql(&format!(
+        "CREATE EXTERNAL TABLE ext STORED AS PARQUET LOCATION '{}'",
+        out.display()
+    ))
+    .unwrap();
+    db.sql("CREATE TABLE s2 (id BIGINT, grp VARCHAR, amount DOUBLE, PRIMARY KEY (id))")
+        .unwrap();
+    db.sql("INSERT INTO s2 SELECT * FROM ext").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s2"), 500);
+    let sum = db.sql("SELECT sum(amount) FROM s").unwrap()[0]
+        .column(0)
+        .as_primitive::<Float64Type>()
+        .value(0);
+    let script = r#"
+import sys, pyarrow.parquet as pq, duckdb
+t = pq.read_table(sys.argv[1])
+con = duckdb.connect()
+d = con.execute(f"select count(*), sum(amount) from read_parquet('{sys.argv[1]}')").fetchall()[0]
+q = con.execute(f"select count(*) from read_parquet('{sys.argv[2]}')").fetchall()[0]
+print(t.num_rows, sum(t.column('amount').to_pylist()), d[0], d[1], q[0])
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&out)
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pyarrow/duckdb failed (pip install pyarrow duckdb): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(f[0], "500");
+    assert_eq!(f[2], "500");
+    assert_eq!(f[4], "100");
+    assert!((f[1].parse::<f64>().unwrap() - sum).abs() < 1e-6);
+    assert!((f[3].parse::<f64>().unwrap() - sum).abs() < 1e-6);
+}
