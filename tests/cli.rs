@@ -150,6 +150,57 @@ fn import_csv_and_export_parquet() {
     assert_eq!(a[0].num_rows(), 250);
 }
 
+#[test]
+fn sql_command_and_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let ps = p.to_str().unwrap();
+    assert!(cli(&["put", ps, "k", "v"]).0);
+    let (ok, out, err) = cli(&[
+        "sql",
+        ps,
+        "-c",
+        "CREATE TABLE t (id INT, name VARCHAR, PRIMARY KEY (id))",
+    ]);
+    assert!(ok && out.contains("OK"), "{out}{err}");
+    assert!(
+        cli(&[
+            "sql",
+            ps,
+            "-c",
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')"
+        ])
+        .0
+    );
+    let (ok, out, _) = cli(&["sql", ps, "-c", "SELECT name FROM t ORDER BY id"]);
+    assert!(
+        ok && out.contains("| one ") && out.contains("(2 rows)"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&["sql", ps, "-c", "SELECT * FROM missing"]);
+    assert!(!ok && err.starts_with("error:"), "{err}");
+    // The interactive shell reads statements that span lines from stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lightning-cli"))
+        .args(["sql", ps])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*)\n  AS n FROM t;\nSELECT nope;\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("| 2 |"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+}
+
 /// Writers put pairs (a/i, b/i) in one batch; a consistent copy has both or neither.
 fn check_pairs(p: &Path) -> u64 {
     let db = Database::open(p, common::small_config()).unwrap();

@@ -80,6 +80,13 @@ enum Cmd {
     Backup { db: PathBuf, dir: PathBuf },
     /// Restore a backup into a new database directory.
     Restore { backup: PathBuf, db: PathBuf },
+    /// Run SQL: `-c "<query>"` runs one statement; without it, an interactive shell
+    /// (history, statements end with `;` and may span lines, `\q` quits).
+    Sql {
+        db: PathBuf,
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+    },
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -300,6 +307,69 @@ fn export(db: &Path, table: &str, out: &Path) -> Res<()> {
     Ok(())
 }
 
+fn print_result(batches: &[RecordBatch]) -> Res<()> {
+    if batches.is_empty()
+        || batches
+            .iter()
+            .all(|b| b.num_rows() == 0 && b.num_columns() == 0)
+    {
+        println!("OK");
+        return Ok(());
+    }
+    println!(
+        "{}",
+        lightning_db::arrow::util::pretty::pretty_format_batches(batches)?
+    );
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+    Ok(())
+}
+
+fn sql(db: &Path, command: Option<String>) -> Res<()> {
+    let db = Database::open(db, LightningDbConfig::default())?;
+    if let Some(q) = command {
+        return print_result(&db.sql(&q)?);
+    }
+    let mut rl = rustyline::DefaultEditor::new()?;
+    let history = db.path().join(".sql_history");
+    let _ = rl.load_history(&history);
+    let mut buf = String::new();
+    loop {
+        let prompt = if buf.is_empty() {
+            "lightning> "
+        } else {
+            "       ..> "
+        };
+        match rl.readline(prompt) {
+            Ok(line) => {
+                let t = line.trim();
+                if buf.is_empty() && (t == "\\q" || t == "quit" || t == "exit") {
+                    break;
+                }
+                buf.push_str(&line);
+                buf.push('\n');
+                if t.ends_with(';') {
+                    let q = std::mem::take(&mut buf);
+                    let _ = rl.add_history_entry(q.trim());
+                    let started = std::time::Instant::now();
+                    match db.sql(&q) {
+                        Ok(r) => {
+                            print_result(&r)?;
+                            println!("{:.3}s", started.elapsed().as_secs_f64());
+                        }
+                        Err(e) => eprintln!("error: {e}"),
+                    }
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => buf.clear(),
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = rl.save_history(&history);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Res<()> {
     match cli.cmd {
         Cmd::Check {
@@ -358,6 +428,7 @@ fn run(cli: Cli) -> Res<()> {
             println!("backup written to {}", dir.display());
             Ok(())
         }
+        Cmd::Sql { db, command } => sql(&db, command),
         Cmd::Restore { backup, db } => {
             if db.exists() {
                 return Err(
