@@ -146,7 +146,7 @@ fn main() {
         ))
         .unwrap();
         // Best of 3 for each side.
-        let mut best = |f: &mut dyn FnMut()| {
+        let best = |f: &mut dyn FnMut()| {
             (0..3)
                 .map(|_| {
                     let t = Instant::now();
