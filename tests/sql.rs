@@ -249,3 +249,41 @@ print(t.num_rows, sum(t.column('amount').to_pylist()), d[0], d[1], q[0])
     assert!((f[1].parse::<f64>().unwrap() - sum).abs() < 1e-6);
     assert!((f[3].parse::<f64>().unwrap() - sum).abs() < 1e-6);
 }
+
+#[test]
+fn readme_sql_example() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::create(dir.path().join("db"), LightningDbConfig::default())?;
+    let (inp, out, orders) = (
+        dir.path().join("in.parquet"),
+        dir.path().join("out.parquet"),
+        dir.path().join("orders.parquet"),
+    );
+    db.sql(
+        "CREATE TABLE orders (id BIGINT, customer VARCHAR, amount DECIMAL(12,2), PRIMARY KEY (id))",
+    )?;
+    db.sql("INSERT INTO orders VALUES (1, 'alice', 10.50), (2, 'bob', 3.25)")?; // duplicate key = error
+    db.sql("INSERT OR REPLACE INTO orders VALUES (2, 'bob', 4.00)")?; // upsert (also REPLACE INTO)
+    db.sql("UPDATE orders SET amount = amount * 2 WHERE customer = 'alice'")?;
+    db.sql("DELETE FROM orders WHERE id = 2")?;
+    let batches = db.sql("SELECT customer, sum(amount) FROM orders GROUP BY customer")?;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    db.sql(&format!(
+        "COPY (SELECT id + 10 AS id, customer, amount FROM orders) TO '{}' STORED AS PARQUET",
+        inp.display()
+    ))?;
+    db.sql(&format!(
+        "CREATE EXTERNAL TABLE ext STORED AS PARQUET LOCATION '{}'",
+        inp.display()
+    ))?;
+    db.sql("INSERT INTO orders SELECT * FROM ext")?; // Parquet import
+    db.sql(&format!(
+        "COPY (SELECT * FROM orders) TO '{}' STORED AS PARQUET",
+        out.display()
+    ))?;
+    assert_eq!(db.export_parquet("orders", &orders)?, 2); // zstd, streaming
+    let ctx = db.session()?; // DataFusion DataFrame API
+    assert!(ctx.table_exist("orders")?);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM orders"), 2);
+    Ok(())
+}
