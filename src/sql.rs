@@ -68,6 +68,12 @@ impl crate::tables::Tables {
     }
 }
 
+#[allow(dead_code)]
+fn assert_sql_future_is_send(db: &Database) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&db.sql_async("SELECT 1"));
+}
+
 impl Database {
     fn sql_state(&self) -> Result<Arc<SqlState>> {
         self.tables.as_ref().ok_or(Error::Closed)?.sql_state()
@@ -94,9 +100,12 @@ impl Database {
 
     /// [`Database::sql`] for async callers.
     pub async fn sql_async(&self, query: &str) -> Result<Vec<RecordBatch>> {
-        let _span =
-            tracing::info_span!("sql", query = %query.chars().take(200).collect::<String>())
-                .entered();
+        use tracing::Instrument;
+        let span = tracing::info_span!("sql", query = %query.chars().take(200).collect::<String>());
+        self.run_sql(query).instrument(span).await
+    }
+
+    async fn run_sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
         let st = self.sql_state()?;
         let ctx = st.ctx.clone();
         let plan = ctx.state().create_logical_plan(query).await?;
