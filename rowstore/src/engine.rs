@@ -353,11 +353,21 @@ impl Engine {
             .write(true)
             .open(&lock_path)
             .ctx(|| format!("opening {}", lock_path.display()))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", lock_path.display()), e));
+        // A process forked by this one (any `Command::spawn`) briefly shares every open
+        // file, and with it the lock, until it execs. So a lock that was just released
+        // may look held for a moment: retry for up to a second before giving up.
+        let mut attempts = 0;
+        loop {
+            match lock_file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
+                }
             }
         }
 
