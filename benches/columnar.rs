@@ -5,10 +5,8 @@
 //!
 //! `cargo bench --bench columnar`
 
-use lightning_db::arrow::array::{ArrayRef, RecordBatch};
-use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+use lightning_db::arrow::array::RecordBatch;
 use lightning_db::{Database, Durability, LightningDbConfig};
-use std::sync::Arc;
 use std::time::Instant;
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::LineItemArrow;
@@ -21,29 +19,6 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// tpchgen emits Utf8View; tables store Utf8.
-fn to_table_types(b: &RecordBatch) -> RecordBatch {
-    let fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, f.is_nullable())
-        })
-        .collect();
-    let cols: Vec<ArrayRef> = b
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| lightning_db::arrow::compute::cast(c, f.data_type()).unwrap())
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes benches with --list
@@ -54,7 +29,7 @@ fn main() {
         .unwrap_or(0.1);
     let batches: Vec<RecordBatch> = LineItemArrow::new(LineItemGenerator::new(sf, 1, 1))
         .with_batch_size(65536)
-        .map(|b| to_table_types(&b.unwrap()))
+        .map(|b| lightning_db::to_table_types(&b.unwrap()).unwrap())
         .collect();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let schema = batches[0].schema();

@@ -4,34 +4,10 @@
 //!
 //! `LDB_SF=1 cargo bench --bench tpch` (default SF 0.1).
 
-use lightning_db::arrow::array::{ArrayRef, RecordBatch};
-use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+use lightning_db::arrow::array::RecordBatch;
 use lightning_db::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use lightning_db::{Database, Durability, LightningDbConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn to_table_types(b: &RecordBatch) -> RecordBatch {
-    let fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, f.is_nullable())
-        })
-        .collect();
-    let cols: Vec<ArrayRef> = b
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| lightning_db::arrow::compute::cast(c, f.data_type()).unwrap())
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
 
 fn load(
     db: &Database,
@@ -41,7 +17,7 @@ fn load(
 ) {
     let mut created = false;
     for b in it {
-        let b = to_table_types(&b.unwrap());
+        let b = lightning_db::to_table_types(&b.unwrap()).unwrap();
         if !created {
             db.create_table(name, b.schema(), pk).unwrap();
             created = true;

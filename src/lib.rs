@@ -42,6 +42,8 @@ pub use arrow;
 pub use datafusion;
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
+#[cfg(feature = "sql")]
+pub use tables::to_table_types;
 
 pub use config::{ConsistencyLevel, Durability, LightningDbConfig};
 pub use db::{Database, KvIter, Tx, TxId};

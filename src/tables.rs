@@ -191,6 +191,33 @@ impl Tables {
     }
 }
 
+/// Cast a batch's columns to the types tables store, where Arrow has an equivalent
+/// one: `Utf8View` to `Utf8`, `BinaryView`/`LargeBinary` to `Binary` (as produced by
+/// Parquet readers and data generators). Other columns are kept as they are.
+pub fn to_table_types(b: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+                t => t.clone(),
+            };
+            Field::new(f.name(), t, f.is_nullable())
+        })
+        .collect();
+    let cols = b
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
 /// Table API (available with the default `sql` feature).
 impl Database {
     fn tables(&self) -> Result<&Arc<Tables>> {

@@ -2,34 +2,12 @@
 //! column segments, part still only in the row store), the 22 queries run through
 //! `db.sql`, answers checked against DataFusion over the same data in memory.
 
-use lightning_db::arrow::array::{ArrayRef, RecordBatch};
-use lightning_db::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use lightning_db::arrow::array::RecordBatch;
+use lightning_db::arrow::datatypes::SchemaRef;
 use lightning_db::datafusion::datasource::MemTable;
 use lightning_db::datafusion::prelude::SessionContext;
 use lightning_db::{Database, LightningDbConfig};
 use std::sync::Arc;
-
-fn to_table_types(b: &RecordBatch) -> RecordBatch {
-    let fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, f.is_nullable())
-        })
-        .collect();
-    let cols: Vec<ArrayRef> = b
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| lightning_db::arrow::compute::cast(c, f.data_type()).unwrap())
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
 
 fn tables(sf: f64) -> Vec<(&'static str, Vec<&'static str>, Vec<RecordBatch>)> {
     use tpchgen::generators::*;
@@ -37,7 +15,8 @@ fn tables(sf: f64) -> Vec<(&'static str, Vec<&'static str>, Vec<RecordBatch>)> {
     fn conv<I: Iterator<Item = Result<RecordBatch, lightning_db::arrow::error::ArrowError>>>(
         it: I,
     ) -> Vec<RecordBatch> {
-        it.map(|b| to_table_types(&b.unwrap())).collect()
+        it.map(|b| lightning_db::to_table_types(&b.unwrap()).unwrap())
+            .collect()
     }
     vec![
         (

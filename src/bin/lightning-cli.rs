@@ -4,7 +4,6 @@
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lightning_db::arrow::array::RecordBatch;
-use lightning_db::arrow::datatypes::{DataType, Field, Schema};
 use lightning_db::{Database, LightningDbConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -231,35 +230,11 @@ fn read_file(file: &Path) -> Res<Vec<RecordBatch>> {
     }
 }
 
-/// Cast columns to the types tables store (e.g. Utf8View -> Utf8).
-fn to_table_types(b: &RecordBatch) -> Res<RecordBatch> {
-    let fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, f.is_nullable())
-        })
-        .collect();
-    let cols = b
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| lightning_db::arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
-}
-
 fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
     let batches = read_file(file)?;
     let db = open(db)?;
     let first = batches.first().ok_or("the file holds no rows")?;
-    let first = to_table_types(first)?;
+    let first = lightning_db::to_table_types(first)?;
     if !db.list_tables()?.iter().any(|t| t == table) {
         let key = key.ok_or("the table does not exist; give --key to create it")?;
         let cols: Vec<&str> = key.split(',').map(str::trim).collect();
@@ -274,7 +249,7 @@ fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
         ProgressBar::hidden()
     };
     for b in &batches {
-        let b = to_table_types(b)?;
+        let b = lightning_db::to_table_types(b)?;
         let b = RecordBatch::try_new(ts.clone(), b.columns().to_vec())
             .map_err(|e| format!("{}: rows do not fit table {table}: {e}", file.display()))?;
         db.insert(table, &b)?;
