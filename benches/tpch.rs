@@ -43,6 +43,11 @@ fn main() {
         LightningDbConfig {
             columnar_background: false,
             durability: Durability::Buffered,
+            // Segments are the unit of scan parallelism; LDB_SEGMENT_ROWS overrides.
+            columnar_segment_rows: std::env::var("LDB_SEGMENT_ROWS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1 << 20),
             ..Default::default()
         },
     )

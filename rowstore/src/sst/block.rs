@@ -77,10 +77,10 @@ pub struct Block {
     data: Vec<u8>,
     n: usize,
     offsets_start: usize,
-    /// First 8 bytes of each entry's key (big-endian, zero-padded), built when the block
-    /// is loaded: a seek binary-searches this small contiguous array and decodes entries
-    /// only on ties, so a cached point read touches few cache lines of a block.
-    prefixes: Vec<u64>,
+    /// 8-byte prefixes of the entries' keys (after the block's common prefix), built
+    /// when the block is loaded: a seek binary-searches this small contiguous array and
+    /// decodes entries only on ties, so a cached point read touches few cache lines.
+    prefixes: PrefixIndex,
 }
 
 /// The first 8 bytes of a key as a big-endian integer (zero-padded). Prefix order
@@ -91,6 +91,61 @@ pub fn key_prefix(key: &[u8]) -> u64 {
     let n = key.len().min(8);
     b[..n].copy_from_slice(&key[..n]);
     u64::from_be_bytes(b)
+}
+
+/// Where a probe key falls relative to a sorted run of keys that share a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Before every key of the run.
+    Below,
+    /// After every key of the run.
+    Above,
+    /// Shares the run's common prefix; these are the 8 bytes after it.
+    At(u64),
+}
+
+/// 8-byte integer prefixes of sorted keys, taken after the prefix all keys share (the
+/// table id of a table's rows, for example), so a binary search compares integers and
+/// touches full keys only on ties.
+#[derive(Debug, Clone, Default)]
+pub struct PrefixIndex {
+    common: Vec<u8>,
+    pub prefixes: Vec<u64>,
+}
+
+impl PrefixIndex {
+    pub fn build<'a>(keys: impl Iterator<Item = &'a [u8]> + Clone) -> PrefixIndex {
+        let mut common: Option<&[u8]> = None;
+        for k in keys.clone() {
+            common = Some(match common {
+                None => k,
+                Some(c) => {
+                    let n = c.iter().zip(k).take_while(|(a, b)| a == b).count();
+                    &c[..n]
+                }
+            });
+        }
+        let common = common.unwrap_or(&[]).to_vec();
+        let prefixes = keys.map(|k| key_prefix(&k[common.len()..])).collect();
+        PrefixIndex { common, prefixes }
+    }
+
+    #[inline]
+    pub fn probe(&self, key: &[u8]) -> Probe {
+        if let Some(rest) = key.strip_prefix(self.common.as_slice()) {
+            return Probe::At(key_prefix(rest));
+        }
+        let m = key.len().min(self.common.len());
+        match key[..m].cmp(&self.common[..m]) {
+            Ordering::Greater => Probe::Above,
+            // Smaller, or a proper prefix of the common prefix: before every key.
+            _ => Probe::Below,
+        }
+    }
+
+    pub fn memory_size(&self) -> usize {
+        self.common.len() + self.prefixes.len() * 8
+    }
 }
 
 impl Block {
@@ -108,7 +163,7 @@ impl Block {
             data,
             n,
             offsets_start,
-            prefixes: Vec::with_capacity(n),
+            prefixes: PrefixIndex::default(),
         };
         let mut prev = None;
         for i in 0..n {
@@ -117,9 +172,13 @@ impl Block {
                 return Err("bad entry offset");
             }
             prev = Some(o);
-            let p = key_prefix(b.entry(i)?.key);
-            b.prefixes.push(p);
+            b.entry(i)?;
         }
+        let keys: Vec<&[u8]> = (0..n)
+            .map(|i| b.entry(i).expect("checked above").key)
+            .collect();
+        let idx = PrefixIndex::build(keys.iter().copied());
+        b.prefixes = idx;
         Ok(b)
     }
 
@@ -144,7 +203,7 @@ impl Block {
 
     /// Bytes held in memory (for the cache's weigher).
     pub fn memory_size(&self) -> usize {
-        self.data.len() + self.prefixes.len() * 8 + 72
+        self.data.len() + self.prefixes.memory_size() + 96
     }
 
     /// Decode entry `i` (< len()).
@@ -165,11 +224,15 @@ impl Block {
 
     /// Index of the first entry >= (key, ts) in internal order; `len()` if none.
     pub fn seek(&self, key: &[u8], ts: Ts) -> Result<usize, &'static str> {
-        let p = key_prefix(key);
+        let p = match self.prefixes.probe(key) {
+            Probe::Below => return Ok(0),
+            Probe::Above => return Ok(self.n),
+            Probe::At(p) => p,
+        };
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let o = match self.prefixes[mid].cmp(&p) {
+            let o = match self.prefixes.prefixes[mid].cmp(&p) {
                 Ordering::Equal => {
                     let e = self.entry(mid)?;
                     cmp_internal(e.key, e.ts, key, ts)
@@ -204,6 +267,29 @@ mod tests {
         assert_eq!(blk.seek(b"b", 9).unwrap(), 2);
         assert_eq!(blk.seek(b"d", 9).unwrap(), 3);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn seeks_skip_a_shared_key_prefix() {
+        // Every key shares a 5-byte prefix (like a table id); seeks must still order
+        // correctly against keys inside, before and after the shared range.
+        let mut b = BlockBuilder::default();
+        let keys: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| [&[1, 0, 0, 0, 7][..], &[i, i]].concat())
+            .collect();
+        for k in &keys {
+            b.add(k, 3, Some(b"v"));
+            b.add(k, 1, None);
+        }
+        let blk = Block::parse(b.finish()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(blk.seek(k, 9).unwrap(), 2 * i);
+            assert_eq!(blk.seek(k, 2).unwrap(), 2 * i + 1);
+        }
+        assert_eq!(blk.seek(&[1, 0, 0, 0], 9).unwrap(), 0);
+        assert_eq!(blk.seek(&[0, 9], 9).unwrap(), 0);
+        assert_eq!(blk.seek(&[1, 0, 0, 0, 8], 9).unwrap(), blk.len());
+        assert_eq!(blk.seek(&[1, 0, 0, 0, 7, 5], 9).unwrap(), 10); // [..7, 5] < [..7, 5, 5]
     }
 
     #[test]

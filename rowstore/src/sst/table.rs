@@ -1,4 +1,4 @@
-use super::block::{Block, BlockBuilder, Entry, key_prefix};
+use super::block::{Block, BlockBuilder, Entry, PrefixIndex, Probe};
 use super::bloom;
 use crate::cache::BlockCache;
 use crate::coding::{self, Decoder};
@@ -293,9 +293,9 @@ pub struct Table {
     id: u64,
     file: RandomAccessFile,
     index: Vec<(InternalKey, Handle)>,
-    /// First 8 bytes of each index key (big-endian, zero-padded): the binary search over
-    /// blocks compares these contiguous integers and touches the keys only on ties.
-    index_prefix: Vec<u64>,
+    /// 8-byte prefixes of the index keys after their common prefix: the binary search
+    /// over blocks compares these contiguous integers and touches keys only on ties.
+    index_prefix: PrefixIndex,
     filter: Vec<u8>,
     meta: TableMeta,
     cache: Option<Arc<BlockCache>>,
@@ -419,7 +419,7 @@ impl Table {
             }
             index.push((InternalKey::new(k, ts), h));
         }
-        let index_prefix = index.iter().map(|(k, _)| key_prefix(&k.user_key)).collect();
+        let index_prefix = PrefixIndex::build(index.iter().map(|(k, _)| k.user_key.as_slice()));
         Ok(Table {
             id,
             file,
@@ -517,11 +517,15 @@ impl Table {
 
     /// Index of the first block whose last key >= (key, ts); `num_blocks()` if none.
     fn find_block(&self, key: &[u8], ts: Ts) -> usize {
-        let p = key_prefix(key);
+        let p = match self.index_prefix.probe(key) {
+            Probe::Below => return 0,
+            Probe::Above => return self.index.len(),
+            Probe::At(p) => p,
+        };
         let (mut lo, mut hi) = (0, self.index.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let o = match self.index_prefix[mid].cmp(&p) {
+            let o = match self.index_prefix.prefixes[mid].cmp(&p) {
                 Ordering::Equal => {
                     let k = &self.index[mid].0;
                     cmp_internal(&k.user_key, k.ts, key, ts)
