@@ -111,6 +111,10 @@ pub struct LightningDbConfig {
     pub columnar_compression: u8,
     /// Most rows in one column segment (1_000..=16M). Default 1_048_576.
     pub columnar_segment_rows: usize,
+    /// Also compact the key-value API's data (the `kv` table) into column segments.
+    /// Off by default: SQL over `kv` then reads the row store, and key-value workloads
+    /// pay nothing for the column store. Default false.
+    pub columnar_kv: bool,
     /// `health_check` reports low disk space below this many free bytes. Default 256 MiB.
     pub health_min_free_disk_bytes: u64,
 }
@@ -148,6 +152,7 @@ impl Default for LightningDbConfig {
             columnar_compaction_bytes: 64 * 1024 * 1024,
             columnar_compression: 1,
             columnar_segment_rows: 1 << 20,
+            columnar_kv: false,
             health_min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }

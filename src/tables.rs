@@ -33,6 +33,8 @@ pub(crate) struct Tables {
     rows_threshold: u64,
     bytes_threshold: u64,
     pub(crate) sql: Mutex<Option<Arc<crate::sql::SqlState>>>,
+    /// Whether the `kv` table is in the column store (`columnar_kv`).
+    columnar_kv: bool,
 }
 
 fn catalog_end() -> Vec<u8> {
@@ -55,7 +57,11 @@ impl Tables {
             let d = TableDef::decode(&v)?;
             defs.insert(d.name.clone(), Arc::new(d));
         }
-        let list: Vec<TableDef> = defs.values().map(|d| (**d).clone()).collect();
+        let list: Vec<TableDef> = defs
+            .values()
+            .filter(|d| cfg.columnar_kv || !d.raw_kv)
+            .map(|d| (**d).clone())
+            .collect();
         let opts = ColumnarOptions {
             compression: match cfg.columnar_compression {
                 0 => SegmentCompression::None,
@@ -78,6 +84,7 @@ impl Tables {
             rows_threshold: cfg.columnar_compaction_rows,
             bytes_threshold: cfg.columnar_compaction_bytes,
             sql: Mutex::new(None),
+            columnar_kv: cfg.columnar_kv,
         });
         if cfg.columnar_background {
             let t2 = t.clone();
@@ -97,6 +104,26 @@ impl Tables {
         self.defs.read().contains_key(name)
     }
 
+    /// Tables kept in the column store.
+    fn columnar_defs(&self) -> Vec<Arc<TableDef>> {
+        self.defs
+            .read()
+            .values()
+            .filter(|d| self.columnar_kv || !d.raw_kv)
+            .cloned()
+            .collect()
+    }
+
+    fn columnar_def(&self, name: &str) -> Result<Arc<TableDef>> {
+        let d = self.def(name)?;
+        if d.raw_kv && !self.columnar_kv {
+            return Err(Error::InvalidArgument(
+                "the kv table is not in the column store (set columnar_kv in the config)".into(),
+            ));
+        }
+        Ok(d)
+    }
+
     fn def(&self, name: &str) -> Result<Arc<TableDef>> {
         self.defs
             .read()
@@ -107,8 +134,7 @@ impl Tables {
 
     /// One column-store round for every table.
     pub(crate) fn compact_all_columnar(&self) -> Result<()> {
-        let defs: Vec<Arc<TableDef>> = self.defs.read().values().cloned().collect();
-        for d in defs {
+        for d in self.columnar_defs() {
             self.store.compact(&self.engine, &d)?;
         }
         Ok(())
@@ -116,7 +142,7 @@ impl Tables {
 
     /// (segments over all tables, visible ts minus the oldest watermark)
     pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64) {
-        let ids: Vec<u32> = self.defs.read().values().map(|d| d.id).collect();
+        let ids: Vec<u32> = self.columnar_defs().iter().map(|d| d.id).collect();
         let mut segs = 0;
         let mut oldest = visible;
         for id in ids {
@@ -162,7 +188,7 @@ impl Tables {
             let (o, b) = (ops(), bytes());
             let pressure =
                 o - last_ops >= self.rows_threshold || b - last_bytes >= self.bytes_threshold;
-            let defs: Vec<Arc<TableDef>> = self.defs.read().values().cloned().collect();
+            let defs = self.columnar_defs();
             let visible = self.engine.visible_ts();
             for d in defs {
                 if *self.stop.lock() {
@@ -403,14 +429,14 @@ impl Database {
     /// Run one column-store compaction round for a table now.
     pub fn compact_columnar(&self, name: &str) -> Result<RoundStats> {
         let t = self.tables()?;
-        let def = t.def(name)?;
+        let def = t.columnar_def(name)?;
         Ok(t.store.compact(&t.engine, &def)?)
     }
 
     /// Rebuild a table's column segments from the row store.
     pub fn rebuild_columnar(&self, name: &str) -> Result<RoundStats> {
         let t = self.tables()?;
-        let def = t.def(name)?;
+        let def = t.columnar_def(name)?;
         Ok(t.store.rebuild(&t.engine, &def)?)
     }
 

@@ -63,7 +63,14 @@ fn check_names_a_damaged_column_segment() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
     let seg = {
-        let db = Database::create(&p, common::small_config()).unwrap();
+        let db = Database::create(
+            &p,
+            LightningDbConfig {
+                columnar_kv: true,
+                ..common::small_config()
+            },
+        )
+        .unwrap();
         db.put(b"a", b"1").unwrap();
         db.compact_columnar("kv").unwrap();
         db.columnar_segment_paths("kv").unwrap()[0].clone()

@@ -219,6 +219,20 @@ fn schema_mismatches_name_the_column_and_write_nothing() {
 fn kv_api_data_is_the_kv_table() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(dir.path().join("db"), cfg()).unwrap();
+    // By default the kv table stays out of the column store...
+    assert!(matches!(
+        db.compact_columnar("kv"),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(db);
+    let db = Database::create(
+        dir.path().join("db2"),
+        LightningDbConfig {
+            columnar_kv: true,
+            ..cfg()
+        },
+    )
+    .unwrap();
     db.put(b"b", b"2").unwrap();
     db.put(b"a", b"1").unwrap();
     db.compact_columnar("kv").unwrap();
