@@ -33,7 +33,7 @@ pub struct WriteBatch {
     bytes: usize,
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.len() > MAX_KEY_LEN {
         return Err(Error::KeyTooLarge {
             len: key.len(),
@@ -43,41 +43,48 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The size limits of one write (shared by batches and transactions): checks the key
+/// and value and returns the bytes the write counts against [`MAX_BATCH_BYTES`].
+pub(crate) fn check_write(key: &[u8], value: Option<&[u8]>) -> Result<usize> {
+    check_key(key)?;
+    match value {
+        Some(v) if v.len() > MAX_VALUE_LEN => Err(Error::ValueTooLarge {
+            len: v.len(),
+            max: MAX_VALUE_LEN,
+        }),
+        Some(v) => Ok(key.len() + v.len() + 12),
+        None => Ok(key.len() + 6),
+    }
+}
+
+/// Add `n` bytes to a batch's running total, refusing totals over the limit.
+pub(crate) fn charge(total: &mut usize, n: usize) -> Result<()> {
+    let t = *total + n;
+    if t > MAX_BATCH_BYTES {
+        return Err(Error::BatchTooLarge {
+            len: t,
+            max: MAX_BATCH_BYTES,
+        });
+    }
+    *total = t;
+    Ok(())
+}
+
 impl WriteBatch {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn account(&mut self, n: usize) -> Result<()> {
-        let total = self.bytes + n;
-        if total > MAX_BATCH_BYTES {
-            return Err(Error::BatchTooLarge {
-                len: total,
-                max: MAX_BATCH_BYTES,
-            });
-        }
-        self.bytes = total;
-        Ok(())
-    }
-
     /// Add a put; refuses keys and values over the limits.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: MAX_VALUE_LEN,
-            });
-        }
-        self.account(key.len() + value.len() + 12)?;
+        charge(&mut self.bytes, check_write(key, Some(value))?)?;
         self.ops.push(BatchOp::Put(key.to_vec(), value.to_vec()));
         Ok(())
     }
 
     /// Add a delete; refuses keys over the limit.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        check_key(key)?;
-        self.account(key.len() + 6)?;
+        charge(&mut self.bytes, check_write(key, None)?)?;
         self.ops.push(BatchOp::Delete(key.to_vec()));
         Ok(())
     }

@@ -139,53 +139,6 @@ pub struct CommitCheck {
     pub read_ranges: Vec<KeyRange>,
 }
 
-/// A changed key and its newest value (`None`: deleted).
-pub type Change = (Vec<u8>, Option<Vec<u8>>);
-
-/// Keys changed in a timestamp range, from [`Engine::changes`].
-pub struct ChangeIter {
-    merge: MergeIter,
-    lo: Ts,
-    hi: Ts,
-    _sv: Arc<SuperVersion>,
-}
-
-impl ChangeIter {
-    fn step(&mut self) -> Result<Option<Change>> {
-        loop {
-            let Some((k, _, _)) = self.merge.current() else {
-                return Ok(None);
-            };
-            let key = k.to_vec();
-            // Versions of `key` arrive newest first: the first one <= hi decides.
-            let mut out = None;
-            let mut decided = false;
-            while let Some((k, ts, v)) = self.merge.current() {
-                if k != key.as_slice() {
-                    break;
-                }
-                if !decided && ts <= self.hi {
-                    decided = true;
-                    if ts > self.lo {
-                        out = Some(v.map(<[u8]>::to_vec));
-                    }
-                }
-                self.merge.advance()?;
-            }
-            if let Some(v) = out {
-                return Ok(Some((key, v)));
-            }
-        }
-    }
-}
-
-impl Iterator for ChangeIter {
-    type Item = Result<Change>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.step().transpose()
-    }
-}
-
 /// A user-visible iterator over one consistent state of the database.
 pub struct DbIter {
     inner: VisibleIter,
@@ -685,23 +638,10 @@ impl Engine {
     }
 
     /// For every user key in `[start, end)` whose newest version at or below `hi` was
-    /// committed after `lo`: the key and that version's value (`None` if deleted). Keys
-    /// come in order. The caller must hold a snapshot at or below `lo` (so the versions
-    /// and tombstones in `(lo, hi]` were not collected) and `hi` itself.
-    pub fn changes(&self, hi: &Snapshot, lo: Ts, start: &[u8], end: &[u8]) -> Result<ChangeIter> {
-        self.inner.check_open()?;
-        let sv = self.inner.sv.load_full();
-        let merge = MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
-        Ok(ChangeIter {
-            merge,
-            lo,
-            hi: hi.ts,
-            _sv: sv,
-        })
-    }
-
-    /// [`Engine::changes`] without copying: calls `f(key, value)` for each changed key
-    /// in order, with slices that are only valid during the call.
+    /// committed after `lo`, in key order: `f(key, that version's value or None if
+    /// deleted)`, with slices valid only during the call. The caller must hold a snapshot
+    /// at or below `lo` (so the versions and tombstones in `(lo, hi]` were not
+    /// collected) and `hi` itself.
     pub fn for_each_change<E: From<Error>>(
         &self,
         hi: &Snapshot,
@@ -2074,5 +2014,4 @@ fn assert_send_sync() {
     is::<Engine>();
     is::<DbIter>();
     is::<Snapshot>();
-    is::<ChangeIter>();
 }

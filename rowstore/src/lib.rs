@@ -39,8 +39,7 @@ pub mod vfs;
 pub use batch::{BatchOp, WriteBatch};
 pub use compression::Compression;
 pub use engine::{
-    ChangeIter, CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot,
-    TxnSnapshot,
+    CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot, TxnSnapshot,
 };
 pub use error::{Error, Result};
 pub use key::Ts;

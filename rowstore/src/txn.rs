@@ -1,11 +1,10 @@
 //! Optimistic MVCC transactions: reads at one snapshot, writes buffered locally, and
 //! validation at commit (first committer wins; serializable also validates reads).
 
-use crate::batch::WriteBatch;
+use crate::batch::{WriteBatch, charge, check_key, check_write};
 use crate::engine::{CommitCheck, DbIter, Engine, TxnSnapshot};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::key::{KeyRange, Ts};
-use crate::{MAX_BATCH_BYTES, MAX_KEY_LEN, MAX_VALUE_LEN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -27,16 +26,6 @@ pub struct Transaction {
     write_bytes: usize,
     reads: BTreeSet<Vec<u8>>,
     ranges: Vec<KeyRange>,
-}
-
-fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(Error::KeyTooLarge {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    Ok(())
 }
 
 impl Transaction {
@@ -72,33 +61,14 @@ impl Transaction {
         engine.get_at(key, self.snap.snapshot())
     }
 
-    fn account(&mut self, n: usize) -> Result<()> {
-        if self.write_bytes + n > MAX_BATCH_BYTES {
-            return Err(Error::BatchTooLarge {
-                len: self.write_bytes + n,
-                max: MAX_BATCH_BYTES,
-            });
-        }
-        self.write_bytes += n;
-        Ok(())
-    }
-
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: MAX_VALUE_LEN,
-            });
-        }
-        self.account(key.len() + value.len() + 12)?;
+        charge(&mut self.write_bytes, check_write(key, Some(value))?)?;
         self.writes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        check_key(key)?;
-        self.account(key.len() + 6)?;
+        charge(&mut self.write_bytes, check_write(key, None)?)?;
         self.writes.insert(key.to_vec(), None);
         Ok(())
     }
