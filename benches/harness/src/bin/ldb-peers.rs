@@ -1,0 +1,768 @@
+//! The OLTP peer harness: the same key-value workloads on Lightning DB, redb, fjall and
+//! (with `--features rocksdb`) RocksDB, one engine after the other in one run, each in a
+//! fresh directory. Prints every figure with the ratio of ours to each peer and writes
+//! `<out>/oltp.json` and `<out>/oltp.md`.
+//!
+//! `scripts/baseline_oltp.sh` builds it in release and runs it; by hand:
+//! `cargo run --release -p lightning-bench --no-default-features --bin ldb-peers -- --out /tmp/r`
+//!
+//! Workloads (keys are 16 bytes, values 100 bytes of random data):
+//! * `bulk_load`: N keys in random order, in batches of 1000, every batch a durable commit;
+//! * `durable_put`: single puts, each durable (fsync) before it returns, 1 thread;
+//! * `durable_put_8t`: the same from 8 threads (group commit is what helps here);
+//! * `batch_put`: durable batches of 100 random overwrites;
+//! * `get_1t` / `get_2t`: random point reads of loaded keys, 1 and 2 threads;
+//! * `scan_100`: 100 entries from a random start key.
+//!
+//! After the load each database is closed and reopened (so reads come from the on-disk
+//! structures, with a warm block cache) and its directory's allocated bytes are recorded.
+//! Each engine gets a 256 MiB block cache and its default durable-commit setting: fsync
+//! (fdatasync) on every commit for all four.
+
+use clap::Parser;
+use lightning_bench::{Latencies, Machine, disk_usage, human, write_results};
+use rand::prelude::*;
+use redb::ReadableDatabase;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const CACHE_BYTES: u64 = 256 << 20;
+const VALUE_LEN: usize = 100;
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "ldb-peers",
+    about = "Lightning DB against redb, fjall and RocksDB"
+)]
+struct Args {
+    /// Keys to load (the issue's figure is 1M).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Tiny sizes that finish in seconds; results are marked as smoke.
+    #[arg(long)]
+    smoke: bool,
+    /// Where the result files go.
+    #[arg(long, default_value = "benchmark_results")]
+    out: PathBuf,
+    /// Where the databases are created (a fresh subdirectory per engine; removed after).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Only these engines (comma separated: lightning,redb,fjall,rocksdb).
+    #[arg(long, value_delimiter = ',')]
+    engines: Option<Vec<String>>,
+    /// The command line recorded with the results.
+    #[arg(long)]
+    command: Option<String>,
+}
+
+/// One engine under test. Every write method returns only once the write is durable.
+trait Kv: Send + Sync {
+    fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()>;
+    fn put(&self, key: &[u8], value: &[u8]) -> Res<()>;
+    /// A reader for one thread (engines that read through a transaction keep one open).
+    fn reader(&self) -> Res<Box<dyn Reader + '_>>;
+}
+
+trait Reader {
+    /// The value's length, if the key exists.
+    fn get(&mut self, key: &[u8]) -> Res<Option<usize>>;
+    /// Reads up to `n` entries from `start`; returns how many it read.
+    fn scan(&mut self, start: &[u8], n: usize) -> Res<usize>;
+}
+
+trait EngineKind {
+    fn name(&self) -> &'static str;
+    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>>;
+}
+
+// ---- Lightning DB ------------------------------------------------------------------
+
+struct Lightning;
+struct LightningKv(lightning_db::Database);
+
+impl EngineKind for Lightning {
+    fn name(&self) -> &'static str {
+        "lightning"
+    }
+    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+        let cfg = lightning_db::LightningDbConfig {
+            cache_size: CACHE_BYTES,
+            ..Default::default()
+        };
+        Ok(Box::new(LightningKv(
+            lightning_db::Database::open_or_create(dir, cfg)?,
+        )))
+    }
+}
+
+impl Kv for LightningKv {
+    fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        Ok(self.0.put_batch(pairs)?)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
+        Ok(self.0.put(key, value)?)
+    }
+    fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+        Ok(Box::new(LightningReader(&self.0)))
+    }
+}
+
+struct LightningReader<'a>(&'a lightning_db::Database);
+
+impl Reader for LightningReader<'_> {
+    fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
+        Ok(self.0.get(key)?.map(|v| v.len()))
+    }
+    fn scan(&mut self, start: &[u8], n: usize) -> Res<usize> {
+        let mut got = 0;
+        for r in self.0.scan(Some(start), None)?.take(n) {
+            r?;
+            got += 1;
+        }
+        Ok(got)
+    }
+}
+
+// ---- redb ----------------------------------------------------------------------------
+
+const REDB_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv");
+
+struct Redb;
+struct RedbKv(redb::Database);
+
+impl EngineKind for Redb {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+        std::fs::create_dir_all(dir)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES as usize)
+            .create(dir.join("redb.db"))?;
+        // Create the table so readers can open it before the first write.
+        let w = db.begin_write()?;
+        w.open_table(REDB_TABLE)?;
+        w.commit()?;
+        Ok(Box::new(RedbKv(db)))
+    }
+}
+
+impl Kv for RedbKv {
+    fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        let w = self.0.begin_write()?;
+        {
+            let mut t = w.open_table(REDB_TABLE)?;
+            for (k, v) in pairs {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
+        let w = self.0.begin_write()?;
+        w.open_table(REDB_TABLE)?.insert(key, value)?;
+        w.commit()?;
+        Ok(())
+    }
+    fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+        // One read transaction per thread for the whole phase, as redb's own benchmark
+        // does: the cheapest way to read from redb.
+        let r = self.0.begin_read()?;
+        Ok(Box::new(RedbReader(r.open_table(REDB_TABLE)?)))
+    }
+}
+
+struct RedbReader(redb::ReadOnlyTable<&'static [u8], &'static [u8]>);
+
+impl Reader for RedbReader {
+    fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
+        Ok(self.0.get(key)?.map(|v| v.value().len()))
+    }
+    fn scan(&mut self, start: &[u8], n: usize) -> Res<usize> {
+        let mut got = 0;
+        for r in self.0.range(start..)?.take(n) {
+            let (_k, v) = r?;
+            std::hint::black_box(v.value().len());
+            got += 1;
+        }
+        Ok(got)
+    }
+}
+
+// ---- fjall ---------------------------------------------------------------------------
+
+struct Fjall;
+struct FjallKv {
+    db: fjall::Database,
+    ks: fjall::Keyspace,
+}
+
+impl EngineKind for Fjall {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+        let db = fjall::Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .open()?;
+        let ks = db.keyspace("kv", fjall::KeyspaceCreateOptions::default)?;
+        Ok(Box::new(FjallKv { db, ks }))
+    }
+}
+
+impl Kv for FjallKv {
+    fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        let mut b = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
+        for (k, v) in pairs {
+            b.insert(&self.ks, k.as_slice(), v.as_slice());
+        }
+        b.commit()?;
+        Ok(())
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
+        self.ks.insert(key, value)?;
+        self.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
+    }
+    fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+        Ok(Box::new(FjallReader(&self.ks)))
+    }
+}
+
+struct FjallReader<'a>(&'a fjall::Keyspace);
+
+impl Reader for FjallReader<'_> {
+    fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
+        Ok(self.0.get(key)?.map(|v| v.len()))
+    }
+    fn scan(&mut self, start: &[u8], n: usize) -> Res<usize> {
+        let mut got = 0;
+        for g in self.0.range(start.to_vec()..).take(n) {
+            let (_k, v) = g.into_inner()?;
+            std::hint::black_box(v.len());
+            got += 1;
+        }
+        Ok(got)
+    }
+}
+
+// ---- RocksDB (opt-in) ----------------------------------------------------------------
+
+#[cfg(feature = "rocksdb")]
+mod rocks {
+    use super::*;
+
+    pub struct Rocks;
+    pub struct RocksKv(rocksdb::DB);
+
+    fn sync() -> rocksdb::WriteOptions {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    impl EngineKind for Rocks {
+        fn name(&self) -> &'static str {
+            "rocksdb"
+        }
+        fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+            let mut o = rocksdb::Options::default();
+            o.create_if_missing(true);
+            o.increase_parallelism(2);
+            let mut t = rocksdb::BlockBasedOptions::default();
+            t.set_block_cache(&rocksdb::Cache::new_lru_cache(CACHE_BYTES as usize));
+            t.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&t);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            Ok(Box::new(RocksKv(rocksdb::DB::open(&o, dir)?)))
+        }
+    }
+
+    impl Kv for RocksKv {
+        fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+            let mut b = rocksdb::WriteBatch::default();
+            for (k, v) in pairs {
+                b.put(k, v);
+            }
+            self.0.write_opt(b, &sync())?;
+            Ok(())
+        }
+        fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
+            self.0.put_opt(key, value, &sync())?;
+            Ok(())
+        }
+        fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+            Ok(Box::new(RocksReader(&self.0)))
+        }
+    }
+
+    struct RocksReader<'a>(&'a rocksdb::DB);
+
+    impl Reader for RocksReader<'_> {
+        fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
+            Ok(self.0.get_pinned(key)?.map(|v| v.len()))
+        }
+        fn scan(&mut self, start: &[u8], n: usize) -> Res<usize> {
+            let mut it = self.0.raw_iterator();
+            it.seek(start);
+            let mut got = 0;
+            while got < n && it.valid() {
+                std::hint::black_box(it.value().map(|v| v.len()));
+                got += 1;
+                it.next();
+            }
+            it.status()?;
+            Ok(got)
+        }
+    }
+}
+
+// ---- workloads -------------------------------------------------------------------------
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key{i:013}").into_bytes()
+}
+
+fn value(rng: &mut impl Rng) -> Vec<u8> {
+    let mut v = vec![0u8; VALUE_LEN];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Sizes of one run.
+struct Plan {
+    keys: u64,
+    durable_puts: u64,
+    durable_puts_per_thread: u64,
+    batches: u64,
+    gets: u64,
+    scans: u64,
+}
+
+impl Plan {
+    fn new(keys: u64, smoke: bool) -> Plan {
+        let keys = keys.max(1000);
+        if smoke {
+            Plan {
+                keys,
+                durable_puts: 100,
+                durable_puts_per_thread: 25,
+                batches: 20,
+                gets: keys.min(20_000),
+                scans: 1_000,
+            }
+        } else {
+            Plan {
+                keys,
+                durable_puts: 2_000,
+                durable_puts_per_thread: 500,
+                batches: 300,
+                gets: keys.min(1_000_000),
+                scans: 50_000,
+            }
+        }
+    }
+}
+
+#[derive(Clone, serde::Serialize)]
+struct Figure {
+    workload: &'static str,
+    engine: &'static str,
+    /// What one op is: "key" for loads and batches (throughput in keys/s), else "op".
+    unit: &'static str,
+    ops: u64,
+    secs: f64,
+    per_sec: f64,
+    /// Latency of one call (a whole batch for batch workloads).
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn figure(
+    workload: &'static str,
+    engine: &'static str,
+    unit: &'static str,
+    ops: u64,
+    elapsed: Duration,
+    mut lat: Latencies,
+) -> Figure {
+    let secs = elapsed.as_secs_f64();
+    let f = Figure {
+        workload,
+        engine,
+        unit,
+        ops,
+        secs,
+        per_sec: ops as f64 / secs.max(1e-9),
+        p50_us: lat.percentile_us(50.0),
+        p99_us: lat.percentile_us(99.0),
+    };
+    eprintln!(
+        "  {:<15} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
+        workload,
+        human(f.per_sec),
+        f.p50_us,
+        f.p99_us
+    );
+    f
+}
+
+/// Runs `per_thread` calls of `op` on each of `threads` threads; `op(thread, i)`.
+fn threaded(
+    threads: usize,
+    per_thread: u64,
+    op: &(dyn Fn(usize, u64) -> Res<()> + Sync),
+) -> Res<(Duration, Latencies)> {
+    let t = Instant::now();
+    let lats: Vec<Res<Latencies>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|th| {
+                s.spawn(move || {
+                    let mut lat = Latencies::default();
+                    for i in 0..per_thread {
+                        let t = Instant::now();
+                        op(th, i)?;
+                        lat.record(t.elapsed());
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect()
+    });
+    let elapsed = t.elapsed();
+    let mut all = Latencies::default();
+    for l in lats {
+        all.extend(l?);
+    }
+    Ok((elapsed, all))
+}
+
+fn run_reads(
+    db: &dyn Kv,
+    threads: usize,
+    plan: &Plan,
+    scan: bool,
+) -> Res<(u64, Duration, Latencies)> {
+    let per_thread = if scan { plan.scans } else { plan.gets };
+    let keys = plan.keys;
+    let t = Instant::now();
+    let lats: Vec<Res<Latencies>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|th| {
+                s.spawn(move || {
+                    let mut r = db.reader()?;
+                    let mut rng = StdRng::seed_from_u64(7 + th as u64);
+                    let mut lat = Latencies::default();
+                    lat.0.reserve(per_thread as usize);
+                    for _ in 0..per_thread {
+                        let k = key(rng.random_range(0..keys));
+                        let t = Instant::now();
+                        let found = if scan {
+                            r.scan(&k, 100)? > 0
+                        } else {
+                            r.get(&k)?.is_some()
+                        };
+                        lat.record(t.elapsed());
+                        if !found {
+                            return Err(
+                                format!("key {:?} missing", String::from_utf8_lossy(&k)).into()
+                            );
+                        }
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
+            .collect()
+    });
+    let elapsed = t.elapsed();
+    let mut all = Latencies::default();
+    for l in lats {
+        all.extend(l?);
+    }
+    Ok((per_thread * threads as u64, elapsed, all))
+}
+
+fn bench_engine(
+    kind: &dyn EngineKind,
+    dir: &Path,
+    plan: &Plan,
+    figures: &mut Vec<Figure>,
+) -> Res<u64> {
+    let name = kind.name();
+    eprintln!("{name}:");
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut order: Vec<u64> = (0..plan.keys).collect();
+    order.shuffle(&mut rng);
+
+    // Bulk load.
+    let db = kind.open(dir)?;
+    let mut lat = Latencies::default();
+    let t = Instant::now();
+    for chunk in order.chunks(1000) {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            chunk.iter().map(|&i| (key(i), value(&mut rng))).collect();
+        let t = Instant::now();
+        db.put_batch(&pairs)?;
+        lat.record(t.elapsed());
+    }
+    figures.push(figure(
+        "bulk_load",
+        name,
+        "key",
+        plan.keys,
+        t.elapsed(),
+        lat,
+    ));
+    drop(db);
+
+    // Reopen: reads come from the on-disk structures; record the space the load took.
+    let db: Arc<dyn Kv> = Arc::from(kind.open(dir)?);
+    let bytes = disk_usage(dir);
+    eprintln!(
+        "  disk after load {:.1} MiB",
+        bytes as f64 / (1 << 20) as f64
+    );
+
+    let (n, el, lat) = run_reads(&*db, 1, plan, false)?;
+    figures.push(figure("get_1t", name, "op", n, el, lat));
+    let (n, el, lat) = run_reads(&*db, 2, plan, false)?;
+    figures.push(figure("get_2t", name, "op", n, el, lat));
+    let (n, el, lat) = run_reads(&*db, 1, plan, true)?;
+    figures.push(figure("scan_100", name, "op", n, el, lat));
+
+    // Durable single puts (overwrites of random loaded keys).
+    let keys = plan.keys;
+    let put = |th: usize, i: u64| -> Res<()> {
+        let mut rng = StdRng::seed_from_u64(1000 + th as u64 * 1_000_003 + i);
+        let k = key(rng.random_range(0..keys));
+        db.put(&k, &value(&mut rng))
+    };
+    let (el, lat) = threaded(1, plan.durable_puts, &put)?;
+    figures.push(figure(
+        "durable_put",
+        name,
+        "op",
+        plan.durable_puts,
+        el,
+        lat,
+    ));
+    let (el, lat) = threaded(8, plan.durable_puts_per_thread, &put)?;
+    figures.push(figure(
+        "durable_put_8t",
+        name,
+        "op",
+        8 * plan.durable_puts_per_thread,
+        el,
+        lat,
+    ));
+
+    // Durable batches of 100 random overwrites.
+    let batch = |th: usize, i: u64| -> Res<()> {
+        let mut rng = StdRng::seed_from_u64(5000 + th as u64 * 1_000_003 + i);
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+            .map(|_| (key(rng.random_range(0..keys)), value(&mut rng)))
+            .collect();
+        db.put_batch(&pairs)
+    };
+    let (el, lat) = threaded(1, plan.batches, &batch)?;
+    figures.push(figure(
+        "batch_put_100",
+        name,
+        "key",
+        plan.batches * 100,
+        el,
+        lat,
+    ));
+    drop(db);
+    Ok(bytes)
+}
+
+fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
+    #[allow(unused_mut)]
+    let mut all: Vec<Box<dyn EngineKind>> =
+        vec![Box::new(Lightning), Box::new(Redb), Box::new(Fjall)];
+    #[cfg(feature = "rocksdb")]
+    all.push(Box::new(rocks::Rocks));
+    all.into_iter()
+        .filter(|e| {
+            selected
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|n| n == e.name()))
+        })
+        .collect()
+}
+
+const WORKLOADS: [(&str, &str); 7] = [
+    ("bulk_load", "bulk load, batches of 1000 (keys/s)"),
+    ("durable_put", "durable put, 1 thread (ops/s)"),
+    ("durable_put_8t", "durable put, 8 threads (ops/s)"),
+    ("batch_put_100", "durable batches of 100 (keys/s)"),
+    ("get_1t", "random get, 1 thread (ops/s)"),
+    ("get_2t", "random get, 2 threads (ops/s)"),
+    ("scan_100", "scan 100 entries (ops/s)"),
+];
+
+fn markdown(
+    args: &Args,
+    machine: &Machine,
+    names: &[&str],
+    figures: &[Figure],
+    disk: &[(&str, u64)],
+) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# OLTP baseline {}{}\n\n",
+        lightning_bench::today(),
+        if args.smoke {
+            " (SMOKE: tiny sizes, not a measurement)"
+        } else {
+            ""
+        }
+    ));
+    md.push_str(&machine.markdown());
+    md.push_str(&format!(
+        "\n{} keys of 16 B with 100 B values; every write durable (fsync) before it returns; \
+         256 MiB block cache each.\n",
+        args.keys
+    ));
+    if let Some(c) = &args.command {
+        md.push_str(&format!("Command: `{c}`\n"));
+    }
+    md.push_str("\nThroughput (p50 / p99 latency per call):\n\n| workload |");
+    for n in names {
+        md.push_str(&format!(" {n} |"));
+    }
+    let peers: Vec<&&str> = names.iter().filter(|n| **n != "lightning").collect();
+    for p in &peers {
+        md.push_str(&format!(" ours/{p} |"));
+    }
+    md.push_str("\n|---|");
+    for _ in 0..names.len() + peers.len() {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    let find = |w: &str, e: &str| figures.iter().find(|f| f.workload == w && f.engine == e);
+    for (w, label) in WORKLOADS {
+        md.push_str(&format!("| {label} |"));
+        for n in names {
+            match find(w, n) {
+                Some(f) => md.push_str(&format!(
+                    " {} ({} / {} µs) |",
+                    human(f.per_sec),
+                    fmt_us(f.p50_us),
+                    fmt_us(f.p99_us)
+                )),
+                None => md.push_str(" - |"),
+            }
+        }
+        for p in &peers {
+            match (find(w, "lightning"), find(w, p)) {
+                (Some(a), Some(b)) => md.push_str(&format!(" {:.2}x |", a.per_sec / b.per_sec)),
+                _ => md.push_str(" - |"),
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str("| disk after load (MiB) |");
+    let ours = disk.iter().find(|d| d.0 == "lightning").map(|d| d.1);
+    for n in names {
+        match disk.iter().find(|d| d.0 == *n) {
+            Some(d) => md.push_str(&format!(" {:.1} |", d.1 as f64 / (1 << 20) as f64)),
+            None => md.push_str(" - |"),
+        }
+    }
+    for p in &peers {
+        match (ours, disk.iter().find(|d| d.0 == **p)) {
+            (Some(a), Some(b)) if b.1 > 0 => {
+                md.push_str(&format!(" {:.2}x |", a as f64 / b.1 as f64))
+            }
+            _ => md.push_str(" - |"),
+        }
+    }
+    md.push_str(
+        "\n\nRatios are ours / peer: above 1 means Lightning DB is faster \
+         (for disk, above 1 means it uses more space).\n",
+    );
+    md
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else {
+        format!("{us:.1}")
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Res<()> {
+    let keys = if args.smoke {
+        args.keys.min(20_000)
+    } else {
+        args.keys
+    };
+    let plan = Plan::new(keys, args.smoke);
+    let args = Args {
+        keys: plan.keys,
+        ..args.clone()
+    };
+    let base = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&base)?;
+    let scratch = base.join(format!("ldb-peers-{}", std::process::id()));
+    let machine = Machine::describe(&base);
+    let kinds = engines(&args.engines);
+    let mut figures = Vec::new();
+    let mut disk = Vec::new();
+    let mut names = Vec::new();
+    for k in &kinds {
+        let dir = scratch.join(k.name());
+        let r = bench_engine(k.as_ref(), &dir, &plan, &mut figures);
+        let _ = std::fs::remove_dir_all(&dir);
+        disk.push((k.name(), r?));
+        names.push(k.name());
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let md = markdown(&args, &machine, &names, &figures, &disk);
+    let json = json!({
+        "kind": "oltp",
+        "date": lightning_bench::today(),
+        "smoke": args.smoke,
+        "command": args.command,
+        "machine": machine,
+        "keys": plan.keys,
+        "key_bytes": 16,
+        "value_bytes": VALUE_LEN,
+        "engines": names,
+        "results": figures,
+        "disk_bytes": disk.iter().map(|(e, b)| json!({"engine": e, "bytes": b})).collect::<Vec<_>>(),
+    });
+    write_results(&args.out, "oltp", &json, &md)?;
+    Ok(())
+}

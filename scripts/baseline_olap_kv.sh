@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# OLAP baseline: loads KV data and TPC-H (datasets/, tpchgen-arrow) into Lightning DB,
+# runs analytic SQL over the kv table and the 22 TPC-H queries through our provider, and
+# the same queries through DataFusion over our Parquet export and DuckDB over it (DuckDB
+# is installed with pip into .venv/). Writes benchmark_results/<date>/olap.json and
+# olap.md and prints the table.
+#
+# usage: scripts/baseline_olap_kv.sh [--smoke] [--sf N] [--kv-keys N] [--runs N]
+#                                     [--no-duckdb] [--data-dir DIR]
+#   --smoke      SF 0.01, 20K kv keys, one run, a debug build (a release build of
+#                DataFusion takes ~20 min on 2 cores); written to <date>/smoke/
+#   --sf N       TPC-H scale factor (default 1)
+#   --kv-keys N  keys in the kv table (default 1000000)
+#   --no-duckdb  skip DuckDB
+# LDB_BENCH_PROFILE=release|dev overrides the build profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+duckdb=1
+pass=()
+args_line="$*"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) smoke=1; pass+=(--smoke) ;;
+        --no-duckdb) duckdb=0 ;;
+        --sf|--kv-keys|--runs|--data-dir) pass+=("$1" "$2"); shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+out="benchmark_results/$(date -u +%F)"
+profile=release
+if [[ $smoke == 1 ]]; then
+    out="$out/smoke"
+    profile=dev
+fi
+profile="${LDB_BENCH_PROFILE:-$profile}"
+
+if [[ $duckdb == 1 ]]; then
+    venv=.venv
+    if [[ ! -x $venv/bin/python ]] && ! python3 -m venv "$venv"; then
+        echo "warning: could not create $venv; DuckDB is skipped" >&2
+        duckdb=0
+    fi
+    if [[ $duckdb == 1 ]] && ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb ||
+            { echo "warning: pip could not install duckdb; DuckDB is skipped" >&2; duckdb=0; }
+    fi
+    [[ $duckdb == 1 ]] && pass+=(--duckdb-python "$venv/bin/python")
+fi
+
+cargo build --profile "$profile" -p lightning-bench --bin ldb-olap
+cargo run --profile "$profile" -q -p lightning-bench --bin ldb-olap -- \
+    --out "$out" --command "scripts/baseline_olap_kv.sh${args_line:+ $args_line}" "${pass[@]}"

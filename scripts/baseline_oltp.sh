@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# OLTP baseline: Lightning DB against redb and fjall (and RocksDB with --rocksdb), the
+# same key-value workloads in one run, built in release. Writes
+# benchmark_results/<date>/oltp.json and oltp.md and prints the table.
+#
+# usage: scripts/baseline_oltp.sh [--smoke] [--rocksdb] [--keys N] [--engines a,b,...]
+#                                  [--data-dir DIR]
+#   --smoke     tiny sizes (20K keys), written to benchmark_results/<date>/smoke/
+#   --rocksdb   also RocksDB (builds librocksdb-sys: C++, needs clang; installs
+#               libclang-dev with apt-get when it is missing; the build takes ~15 min)
+#   --keys N    keys to load (default 1000000)
+#   --data-dir  where the databases go (default: the system temp dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+features=()
+pass=()
+args_line="$*"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) smoke=1; pass+=(--smoke) ;;
+        --rocksdb) features=(--features rocksdb) ;;
+        --keys|--engines|--data-dir) pass+=("$1" "$2"); shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+out="benchmark_results/$(date -u +%F)"
+[[ $smoke == 1 ]] && out="$out/smoke"
+
+if [[ ${#features[@]} -gt 0 ]] && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+    echo "RocksDB needs libclang for its bindings: installing libclang-dev" >&2
+    apt-get update && apt-get install -y libclang-dev clang
+fi
+
+# KV only (no DataFusion): the release build takes about a minute.
+cargo build --release -p lightning-bench --no-default-features "${features[@]}" --bin ldb-peers
+cargo run --release -q -p lightning-bench --no-default-features "${features[@]}" --bin ldb-peers -- \
+    --out "$out" --command "scripts/baseline_oltp.sh${args_line:+ $args_line}" "${pass[@]}"

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""DuckDB over a Parquet export, for the OLAP baseline (scripts/baseline_olap_kv.sh).
+
+usage: olap_duckdb.py SPEC.json OUT.json
+
+SPEC: {"parquet_dir": DIR, "tables": [name, ...], "runs": N,
+       "queries": [{"name": ..., "sql": ...}, ...]}
+OUT:  {query name: best time of N runs in ms}
+"""
+import json
+import os
+import sys
+import time
+
+import duckdb
+
+
+def main() -> int:
+    spec_path, out_path = sys.argv[1], sys.argv[2]
+    with open(spec_path) as f:
+        spec = json.load(f)
+    con = duckdb.connect()
+    for t in spec["tables"]:
+        path = os.path.join(spec["parquet_dir"], f"{t}.parquet")
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{path}')")
+    times = {}
+    for q in spec["queries"]:
+        best = None
+        for _ in range(max(1, spec["runs"])):
+            t0 = time.perf_counter()
+            con.execute(q["sql"]).fetchall()
+            dt = (time.perf_counter() - t0) * 1e3
+            best = dt if best is None else min(best, dt)
+        times[q["name"]] = best
+        print(f"  duckdb {q['name']:<20} {best:9.1f} ms", file=sys.stderr)
+    with open(out_path, "w") as f:
+        json.dump(times, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
