@@ -12,29 +12,33 @@
 #   --sf N       TPC-H scale factor (default 1)
 #   --kv-keys N  keys in the kv table (default 1000000)
 #   --no-duckdb  skip DuckDB
+#   --out DIR    write the result files to DIR instead
 # LDB_BENCH_PROFILE=release|dev overrides the build profile.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 smoke=0
+out=""
 duckdb=1
 pass=()
 args_line="$*"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) smoke=1; pass+=(--smoke) ;;
+        --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --no-duckdb) duckdb=0 ;;
-        --sf|--kv-keys|--runs|--data-dir) pass+=("$1" "$2"); shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --data-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
+        --sf|--kv-keys|--runs) pass+=("$1" "$2"); shift ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+cd "$(dirname "$0")/.."
 
-out="benchmark_results/$(date -u +%F)"
+out="${out:-benchmark_results/$(date -u +%F)}"
 profile=release
 if [[ $smoke == 1 ]]; then
-    out="$out/smoke"
+    [[ -z ${out_given:-} ]] && out="$out/smoke"
     profile=dev
 fi
 profile="${LDB_BENCH_PROFILE:-$profile}"

@@ -6,30 +6,34 @@
 # usage: scripts/baseline_oltp.sh [--smoke] [--rocksdb] [--keys N] [--engines a,b,...]
 #                                  [--data-dir DIR]
 #   --smoke     tiny sizes (20K keys), written to benchmark_results/<date>/smoke/
+#   --out DIR   write the result files to DIR instead
 #   --rocksdb   also RocksDB (builds librocksdb-sys: C++, needs clang; installs
 #               libclang-dev with apt-get when it is missing; the build takes ~15 min)
 #   --keys N    keys to load (default 1000000)
 #   --data-dir  where the databases go (default: the system temp dir)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 smoke=0
+out=""
 features=()
 pass=()
 args_line="$*"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) smoke=1; pass+=(--smoke) ;;
+        --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --rocksdb) features=(--features rocksdb) ;;
-        --keys|--engines|--data-dir) pass+=("$1" "$2"); shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --data-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
+        --keys|--engines) pass+=("$1" "$2"); shift ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+cd "$(dirname "$0")/.."
 
-out="benchmark_results/$(date -u +%F)"
-[[ $smoke == 1 ]] && out="$out/smoke"
+out="${out:-benchmark_results/$(date -u +%F)}"
+[[ $smoke == 1 && -z ${out_given:-} ]] && out="$out/smoke"
 
 if [[ ${#features[@]} -gt 0 ]] && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
     echo "RocksDB needs libclang for its bindings: installing libclang-dev" >&2
