@@ -111,6 +111,10 @@ pub struct LightningDbConfig {
     pub columnar_compression: u8,
     /// Most rows in one column segment (1_000..=16M). Default 1_048_576.
     pub columnar_segment_rows: usize,
+    /// Rows per record batch inside a segment (1_000..=16M; a segment smaller than this
+    /// is one batch): the unit of lazy decoding, of zone-map pruning within a segment and
+    /// of scan parallelism. Default 65_536.
+    pub columnar_batch_rows: usize,
     /// Also compact the key-value API's data (the `kv` table) into column segments.
     /// Off by default: SQL over `kv` then reads the row store, and key-value workloads
     /// pay nothing for the column store. Default false.
@@ -152,6 +156,7 @@ impl Default for LightningDbConfig {
             columnar_compaction_bytes: 64 * 1024 * 1024,
             columnar_compression: 1,
             columnar_segment_rows: 1 << 20,
+            columnar_batch_rows: 1 << 16,
             columnar_kv: false,
             health_min_free_disk_bytes: 256 * 1024 * 1024,
         }
@@ -201,6 +206,12 @@ impl LightningDbConfig {
             return bad(format!(
                 "columnar_segment_rows must be between 1000 and 16777216, got {}",
                 self.columnar_segment_rows
+            ));
+        }
+        if !(1_000..=(1 << 24)).contains(&self.columnar_batch_rows) {
+            return bad(format!(
+                "columnar_batch_rows must be between 1000 and 16777216, got {}",
+                self.columnar_batch_rows
             ));
         }
         if self.columnar_compaction_interval.is_zero() || self.columnar_compaction_rows == 0 {

@@ -69,6 +69,7 @@ impl Tables {
                 _ => SegmentCompression::Zstd,
             },
             segment_rows: cfg.columnar_segment_rows,
+            batch_rows: cfg.columnar_batch_rows,
             ..Default::default()
         };
         let store = Arc::new(ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?);

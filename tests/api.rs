@@ -140,6 +140,21 @@ fn invalid_config_is_refused_at_create_and_open() {
         Database::open(&p, bad),
         Err(Error::InvalidConfig(_))
     ));
+    for bad in [
+        LightningDbConfig {
+            columnar_batch_rows: 10,
+            ..Default::default()
+        },
+        LightningDbConfig {
+            columnar_segment_rows: 0,
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            Database::open(&p, bad),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
 }
 
 #[test]

@@ -128,6 +128,122 @@ fn reads_are_fresh_and_explain_shows_pruning() {
 }
 
 #[test]
+fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(
+        dir.path().join("db"),
+        LightningDbConfig {
+            columnar_background: false,
+            columnar_segment_rows: 10_000,
+            columnar_batch_rows: 1000,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    db.sql("CREATE TABLE b (id BIGINT, v BIGINT, tag VARCHAR, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..5000)
+        .map(|i| format!("({i}, {}, '{}')", i % 100, ["x", "y"][i as usize % 2]))
+        .collect();
+    db.sql(&format!("INSERT INTO b VALUES {}", values.join(",")))
+        .unwrap();
+    db.compact_columnar("b").unwrap();
+    assert_eq!(db.columnar_segment_paths("b").unwrap().len(), 1);
+    // Deleted and updated rows inside the batch that is read, after the compaction.
+    db.sql("DELETE FROM b WHERE id = 2500").unwrap();
+    db.sql("UPDATE b SET v = 1000 WHERE id = 2501").unwrap();
+    let q = "SELECT count(*), sum(v) FROM b WHERE id >= 2100 AND id < 2900";
+    let text = explain(&db, q);
+    assert!(text.contains("segments scanned=1/1"), "{text}");
+    assert!(text.contains("batches scanned=1/5"), "{text}");
+    let r = db.sql(q).unwrap();
+    let count = r[0].column(0).as_primitive::<Int64Type>().value(0);
+    let sum = r[0].column(1).as_primitive::<Int64Type>().value(0);
+    assert_eq!(count, 799);
+    let expect: i64 = (2100..2900)
+        .filter(|&i| i != 2500)
+        .map(|i| i % 100)
+        .sum::<i64>()
+        - 1
+        + 1000;
+    assert_eq!(sum, expect);
+    // Every batch is read when nothing prunes, in any number of partitions.
+    // (id 2500, deleted, was an x)
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM b WHERE tag = 'x'"),
+        2499
+    );
+    assert_eq!(
+        scalar_i64(&db, "SELECT sum(v) FROM b"),
+        (0..5000).map(|i| i % 100).sum::<i64>() - 1 + 1000
+    );
+    // Row counts and bounds from the zone maps reach the planner.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stats = rt.block_on(async {
+        let ctx = db.session().unwrap();
+        let df = ctx
+            .sql("SELECT id, tag FROM b WHERE id >= 3000")
+            .await
+            .unwrap();
+        let mut plan = df.create_physical_plan().await.unwrap();
+        while let Some(c) = plan.children().first() {
+            plan = (*c).clone();
+        }
+        assert_eq!(plan.name(), "LightningScanExec");
+        StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .unwrap()
+    });
+    use lightning_db::datafusion::common::stats::Precision;
+    use lightning_db::datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    use lightning_db::datafusion::scalar::ScalarValue;
+    // Batches 3 and 4 survive pruning; the fresh rows (the update) have no bounds.
+    assert_eq!(stats.num_rows, Precision::Exact(2000 + 1));
+    db.compact_columnar("b").unwrap();
+    let stats = rt.block_on(async {
+        let ctx = db.session().unwrap();
+        let df = ctx
+            .sql("SELECT id, tag FROM b WHERE id >= 3000")
+            .await
+            .unwrap();
+        let mut plan = df.create_physical_plan().await.unwrap();
+        while let Some(c) = plan.children().first() {
+            plan = (*c).clone();
+        }
+        StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .unwrap()
+    });
+    assert_eq!(stats.num_rows, Precision::Exact(2000));
+    let id = &stats.column_statistics[0];
+    assert_eq!(
+        id.min_value,
+        Precision::Inexact(ScalarValue::Int64(Some(3000)))
+    );
+    assert_eq!(
+        id.max_value,
+        Precision::Inexact(ScalarValue::Int64(Some(4999)))
+    );
+    let tag = &stats.column_statistics[1];
+    assert_eq!(
+        tag.max_value,
+        Precision::Inexact(ScalarValue::Utf8(Some("y".into())))
+    );
+}
+
+fn explain(db: &Database, q: &str) -> String {
+    let q = if q.starts_with("EXPLAIN") {
+        q.to_string()
+    } else {
+        format!("EXPLAIN {q}")
+    };
+    let plan = db.sql(&q).unwrap();
+    lightning_db::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
 fn freshness_under_concurrent_writes_with_the_compactor_running() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::create(dir.path().join("db"), cfg()).unwrap());

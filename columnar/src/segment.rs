@@ -1,11 +1,14 @@
 //! Column segments: immutable Arrow IPC files of rows sorted by primary key.
 //!
 //! A segment is a standard Arrow IPC *file* (`seg-NNNNNN.arrow`), readable by any Arrow
-//! IPC reader (e.g. `pyarrow.ipc.open_file`). It holds one record batch. Columns are
+//! IPC reader (e.g. `pyarrow.ipc.open_file`). It holds the rows as record batches of
+//! [`BATCH_ROWS`] rows (format version 1 wrote one batch), the unit of lazy decoding and
+//! of zone-map pruning inside a segment. Columns are
 //! stored with encodings Arrow itself defines, chosen per column: dictionary encoding
 //! for low-cardinality strings, run-end encoding where runs pay; buffers are compressed
 //! with zstd or LZ4 (IPC buffer compression). The footer's custom metadata carries the
-//! format version, row count, per-column zone maps (min, max, null count), the encodings
+//! format version, row count, per-column zone maps (min, max, null count) of the segment
+//! and of every batch, the batch row counts, the encodings
 //! and a CRC32C of the file body; the column-store state additionally records a CRC32C
 //! of the whole file, verified when the segment is opened. Reads memory-map the file and
 //! decode only the projected columns.
@@ -22,10 +25,16 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// Rows per record batch inside a segment: small enough that a decoded batch of a few
+/// columns stays in cache and a zone map skips a useful slice, large enough that buffer
+/// compression and per-message metadata stay cheap.
+pub const BATCH_ROWS: usize = 65_536;
 const META_VERSION: &str = "lightning.format_version";
 const META_ROWS: &str = "lightning.rows";
 const META_ZONES: &str = "lightning.zone_maps";
+const META_BATCH_ROWS: &str = "lightning.batch_rows";
+const META_BATCH_ZONES: &str = "lightning.batch_zone_maps";
 const META_ENCODINGS: &str = "lightning.encodings";
 const META_BODY_CRC: &str = "lightning.body_crc32c";
 const META_BODY_LEN: &str = "lightning.body_len";
@@ -218,6 +227,43 @@ pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("seg-{id:06}.arrow"))
 }
 
+/// Order of two zone-map values of a column of type `dt` (`None`: not comparable).
+fn zone_cmp(
+    dt: &DataType,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Option<std::cmp::Ordering> {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => match (x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y)) => Some(x.cmp(&y)),
+                _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+            },
+        },
+        (J::String(x), J::String(y)) if matches!(dt, DataType::Decimal128(_, _)) => {
+            Some(x.parse::<i128>().ok()?.cmp(&y.parse::<i128>().ok()?))
+        }
+        // Strings compare by bytes; hex of binaries keeps the byte order.
+        (J::String(x), J::String(y)) => Some(x.cmp(y)),
+        (J::Bool(x), J::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Fold the zone map of one batch into the segment's.
+fn merge_zone(dt: &DataType, acc: &mut ZoneMap, z: &ZoneMap) {
+    use std::cmp::Ordering::{Greater, Less};
+    acc.null_count += z.null_count;
+    if acc.min.is_null() || (!z.min.is_null() && zone_cmp(dt, &z.min, &acc.min) == Some(Less)) {
+        acc.min = z.min.clone();
+    }
+    if acc.max.is_null() || (!z.max.is_null() && zone_cmp(dt, &z.max, &acc.max) == Some(Greater)) {
+        acc.max = z.max.clone();
+    }
+}
+
 /// Write `batch` (sorted by primary key, table schema) as segment `id` in `dir`.
 pub fn write_segment(
     dir: &Path,
@@ -225,24 +271,59 @@ pub fn write_segment(
     batch: &RecordBatch,
     compression: SegmentCompression,
 ) -> Result<SegmentInfo> {
+    write_segment_batched(dir, id, batch, compression, BATCH_ROWS)
+}
+
+/// [`write_segment`] with `batch_rows` rows per record batch in the file.
+pub fn write_segment_batched(
+    dir: &Path,
+    id: u64,
+    batch: &RecordBatch,
+    compression: SegmentCompression,
+    batch_rows: usize,
+) -> Result<SegmentInfo> {
     let schema = batch.schema();
+    let n = batch.num_rows();
+    let batch_rows = batch_rows.max(1);
+    let bounds: Vec<(usize, usize)> = (0..n.div_ceil(batch_rows).max(1))
+        .map(|i| (i * batch_rows, batch_rows.min(n - (i * batch_rows).min(n))))
+        .collect();
     let mut fields = Vec::new();
-    let mut cols = Vec::new();
+    // Encoded columns, one entry per batch.
+    let mut chunks: Vec<Vec<ArrayRef>> = vec![Vec::new(); bounds.len()];
     let mut encodings = Vec::new();
     let mut zones = Vec::new();
+    let mut batch_zones: Vec<Vec<ZoneMap>> = vec![Vec::new(); bounds.len()];
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        zones.push(zone_map(f.name(), c)?);
+        let mut seg_zone = ZoneMap {
+            column: f.name().clone(),
+            min: serde_json::Value::Null,
+            max: serde_json::Value::Null,
+            null_count: 0,
+        };
+        for (i, &(off, len)) in bounds.iter().enumerate() {
+            let z = zone_map(f.name(), &c.slice(off, len))?;
+            merge_zone(f.data_type(), &mut seg_zone, &z);
+            batch_zones[i].push(z);
+        }
+        zones.push(seg_zone);
+        // The encoding is chosen once per column. A dictionary is built over the whole
+        // segment so every batch shares it (the IPC file format allows one dictionary
+        // per column); run-end arrays are encoded per batch.
         let (e, f2, c2) = encode_column(f, c)?;
+        for (i, &(off, len)) in bounds.iter().enumerate() {
+            let part = match e {
+                Encoding::RunEnd if bounds.len() > 1 => {
+                    arrow::compute::cast(&c.slice(off, len), f2.data_type())?
+                }
+                _ => c2.slice(off, len),
+            };
+            chunks[i].push(part);
+        }
         encodings.push(e);
         fields.push(f2);
-        cols.push(c2);
     }
     let enc_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let enc_batch = RecordBatch::try_new_with_options(
-        enc_schema.clone(),
-        cols,
-        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?;
     let mut opts = IpcWriteOptions::default().try_with_compression(match compression {
         SegmentCompression::None => None,
         SegmentCompression::Zstd => Some(CompressionType::ZSTD),
@@ -252,12 +333,28 @@ pub fn write_segment(
         opts = opts.try_with_compression_level(Some(ZSTD_LEVEL))?;
     }
     let mut w = FileWriter::try_new_with_options(Vec::new(), &enc_schema, opts)?;
-    w.write(&enc_batch)?;
+    for (cols, &(_, len)) in chunks.into_iter().zip(&bounds) {
+        let b = RecordBatch::try_new_with_options(
+            enc_schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(len)),
+        )?;
+        w.write(&b)?;
+    }
     w.flush()?;
     let body_len = w.get_ref().len();
     let body_crc = crc32c::crc32c(&w.get_ref()[..body_len]);
     w.write_metadata(META_VERSION, SEGMENT_FORMAT_VERSION.to_string());
     w.write_metadata(META_ROWS, batch.num_rows().to_string());
+    let rows: Vec<usize> = bounds.iter().map(|b| b.1).collect();
+    w.write_metadata(
+        META_BATCH_ROWS,
+        serde_json::to_string(&rows).map_err(|e| Error::Schema(e.to_string()))?,
+    );
+    w.write_metadata(
+        META_BATCH_ZONES,
+        serde_json::to_string(&batch_zones).map_err(|e| Error::Schema(e.to_string()))?,
+    );
     w.write_metadata(META_BODY_LEN, body_len.to_string());
     w.write_metadata(META_BODY_CRC, body_crc.to_string());
     w.write_metadata(
@@ -297,7 +394,10 @@ pub struct Segment {
     file_schema: SchemaRef,
     version: arrow::ipc::MetadataVersion,
     dict_blocks: Vec<arrow::ipc::Block>,
-    batch_block: arrow::ipc::Block,
+    batch_blocks: Vec<arrow::ipc::Block>,
+    /// First row of each batch, plus the row count at the end.
+    batch_starts: Vec<usize>,
+    batch_zones: Vec<Vec<ZoneMap>>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -379,16 +479,41 @@ impl Segment {
         if crc32c::crc32c(&buffer[..body_len]) != body_crc {
             return Err(bad("segment body checksum mismatch".into()));
         }
-        let batches = footer
+        let batch_blocks: Vec<arrow::ipc::Block> = footer
             .recordBatches()
-            .ok_or_else(|| bad("no record batches".into()))?;
-        if batches.len() != 1 {
+            .ok_or_else(|| bad("no record batches".into()))?
+            .iter()
+            .copied()
+            .collect();
+        let (batch_rows, batch_zones): (Vec<usize>, Vec<Vec<ZoneMap>>) = if version == 1 {
+            (vec![info.rows as usize], vec![info.zone_maps.clone()])
+        } else {
+            let rows = meta
+                .get(META_BATCH_ROWS)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .ok_or_else(|| bad("missing batch row counts".into()))?;
+            let zones = meta
+                .get(META_BATCH_ZONES)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .ok_or_else(|| bad("missing batch zone maps".into()))?;
+            (rows, zones)
+        };
+        if batch_blocks.is_empty()
+            || batch_rows.len() != batch_blocks.len()
+            || batch_zones.len() != batch_blocks.len()
+            || batch_rows.iter().sum::<usize>() as u64 != info.rows
+        {
             return Err(bad(format!(
-                "expected one record batch, found {}",
-                batches.len()
+                "{} record batches do not match the recorded batch rows ({}) and row count ({})",
+                batch_blocks.len(),
+                batch_rows.len(),
+                info.rows
             )));
         }
-        let batch_block = *batches.get(0);
+        let mut batch_starts = vec![0];
+        for r in &batch_rows {
+            batch_starts.push(batch_starts.last().unwrap() + r);
+        }
         let dict_blocks = footer
             .dictionaries()
             .map(|d| d.iter().copied().collect())
@@ -404,7 +529,9 @@ impl Segment {
             table_schema,
             file_schema,
             dict_blocks,
-            batch_block,
+            batch_blocks,
+            batch_starts,
+            batch_zones,
         })
     }
 
@@ -433,23 +560,57 @@ impl Segment {
         Ok(self.buffer.slice_with_length(start, len))
     }
 
-    /// Read the projected columns (indexes into the table schema; `None` = all),
-    /// decoded to the table's own types.
-    pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
-        let proj: Vec<usize> = projection
+    /// Record batches in the file.
+    pub fn num_batches(&self) -> usize {
+        self.batch_blocks.len()
+    }
+
+    /// Rows `[start, end)` of batch `i` within the segment.
+    pub fn batch_range(&self, i: usize) -> std::ops::Range<usize> {
+        self.batch_starts[i]..self.batch_starts[i + 1]
+    }
+
+    /// Zone maps of batch `i` (the segment's own for a format-1 file).
+    pub fn batch_zone_maps(&self, i: usize) -> &[ZoneMap] {
+        &self.batch_zones[i]
+    }
+
+    fn projection(&self, projection: Option<&[usize]>) -> Vec<usize> {
+        projection
             .map(<[usize]>::to_vec)
-            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect());
+            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect())
+    }
+
+    fn wrap(&self, e: arrow::error::ArrowError) -> Error {
+        Error::corruption(&self.path, 0, e.to_string())
+    }
+
+    /// A decoder of the projected columns with the file's dictionaries loaded.
+    fn decoder(&self, proj: &[usize]) -> Result<FileDecoder> {
         let mut dec =
-            FileDecoder::new(self.file_schema.clone(), self.version).with_projection(proj.clone());
-        let wrap = |e: arrow::error::ArrowError| Error::corruption(&self.path, 0, e.to_string());
+            FileDecoder::new(self.file_schema.clone(), self.version).with_projection(proj.to_vec());
         for b in &self.dict_blocks {
-            dec.read_dictionary(b, &self.block_buf(b)?).map_err(wrap)?;
+            dec.read_dictionary(b, &self.block_buf(b)?)
+                .map_err(|e| self.wrap(e))?;
         }
+        Ok(dec)
+    }
+
+    /// Decode batch `i` with `dec` into the table's own types (`out_schema`).
+    fn decode(&self, dec: &FileDecoder, i: usize, out_schema: &SchemaRef) -> Result<RecordBatch> {
+        let block = &self.batch_blocks[i];
         let batch = dec
-            .read_record_batch(&self.batch_block, &self.block_buf(&self.batch_block)?)
-            .map_err(wrap)?
+            .read_record_batch(block, &self.block_buf(block)?)
+            .map_err(|e| self.wrap(e))?
             .ok_or_else(|| Error::corruption(&self.path, 0, "empty record batch block"))?;
-        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        let rows = self.batch_range(i).len();
+        if batch.num_rows() != rows {
+            return Err(Error::corruption(
+                &self.path,
+                block.offset() as u64,
+                format!("batch {i} has {} rows, expected {rows}", batch.num_rows()),
+            ));
+        }
         let cols = batch
             .columns()
             .iter()
@@ -458,15 +619,69 @@ impl Segment {
                 if c.data_type() == f.data_type() {
                     Ok(c.clone())
                 } else {
-                    arrow::compute::cast(c, f.data_type()).map_err(wrap)
+                    arrow::compute::cast(c, f.data_type()).map_err(|e| self.wrap(e))
                 }
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new_with_options(
-            out_schema,
+            out_schema.clone(),
             cols,
-            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
+    }
+
+    /// A reader that decodes the projected columns (indexes into the table schema;
+    /// `None` = all) one batch at a time.
+    pub fn reader(self: &Arc<Self>, projection: Option<&[usize]>) -> Result<SegmentReader> {
+        let proj = self.projection(projection);
+        Ok(SegmentReader {
+            dec: self.decoder(&proj)?,
+            out_schema: Arc::new(self.table_schema.project(&proj)?),
+            seg: self.clone(),
+        })
+    }
+
+    /// Read the projected columns (indexes into the table schema; `None` = all) of every
+    /// row, decoded to the table's own types.
+    pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
+        let proj = self.projection(projection);
+        let dec = self.decoder(&proj)?;
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        let batches = (0..self.num_batches())
+            .map(|i| self.decode(&dec, i, &out_schema))
+            .collect::<Result<Vec<_>>>()?;
+        if batches.len() == 1 {
+            return Ok(batches.into_iter().next().expect("one batch"));
+        }
+        Ok(arrow::compute::concat_batches(&out_schema, &batches)?)
+    }
+}
+
+/// Decodes one segment's batches on demand (see [`Segment::reader`]).
+pub struct SegmentReader {
+    seg: Arc<Segment>,
+    dec: FileDecoder,
+    out_schema: SchemaRef,
+}
+
+impl SegmentReader {
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.out_schema
+    }
+
+    /// Decode batch `i` (rows [`Segment::batch_range`]`(i)`).
+    pub fn read_batch(&self, i: usize) -> Result<RecordBatch> {
+        if i >= self.seg.num_batches() {
+            return Err(Error::Schema(format!(
+                "batch {i} of a segment with {} batches",
+                self.seg.num_batches()
+            )));
+        }
+        self.seg.decode(&self.dec, i, &self.out_schema)
     }
 }
 
@@ -531,7 +746,47 @@ mod tests {
             schema.field(2).data_type(),
             DataType::RunEndEncoded(_, _)
         ));
-        assert_eq!(r.custom_metadata()[META_VERSION], "1");
+        assert_eq!(r.custom_metadata()[META_VERSION], "2");
+    }
+
+    #[test]
+    fn batches_share_dictionaries_and_carry_their_own_zone_maps() {
+        let d = tempfile::tempdir().unwrap();
+        let b = sample(1000);
+        let info = write_segment_batched(d.path(), 4, &b, SegmentCompression::Zstd, 300).unwrap();
+        assert_eq!(info.zone_maps[0].min, serde_json::json!(0));
+        assert_eq!(info.zone_maps[0].max, serde_json::json!(999));
+        assert_eq!(info.zone_maps[1].null_count, 143);
+        assert_eq!(info.zone_maps[3].max, serde_json::json!(999.0 * 1.5));
+        let s = Arc::new(Segment::open(d.path(), &info, b.schema()).unwrap());
+        assert_eq!(s.num_batches(), 4);
+        assert_eq!(s.batch_range(3), 900..1000);
+        assert_eq!(s.batch_zone_maps(1)[0].min, serde_json::json!(300));
+        assert_eq!(s.batch_zone_maps(1)[0].max, serde_json::json!(599));
+        assert_eq!(s.batch_zone_maps(1)[2].min, serde_json::json!(30));
+        assert_eq!(s.read(None).unwrap(), b);
+        let r = s.reader(Some(&[2, 1])).unwrap();
+        for i in 0..4 {
+            let range = s.batch_range(i);
+            let got = r.read_batch(i).unwrap();
+            assert_eq!(
+                got,
+                b.project(&[2, 1]).unwrap().slice(range.start, range.len())
+            );
+        }
+        assert!(r.read_batch(4).is_err());
+        // Standard readers see four batches, dictionary- and run-end-encoded.
+        let f = std::fs::File::open(segment_path(d.path(), 4)).unwrap();
+        let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
+        assert_eq!(r.num_batches(), 4);
+        let rows: usize = r.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 1000);
+        // An empty segment is one empty batch.
+        let empty = b.slice(0, 0);
+        let info = write_segment(d.path(), 5, &empty, SegmentCompression::Lz4).unwrap();
+        let s = Segment::open(d.path(), &info, b.schema()).unwrap();
+        assert_eq!(s.num_batches(), 1);
+        assert_eq!(s.read(None).unwrap().num_rows(), 0);
     }
 
     #[test]

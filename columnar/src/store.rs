@@ -10,7 +10,9 @@
 
 use crate::codec::{RowDecoder, encode_key_value};
 use crate::error::{Error, Result};
-use crate::segment::{Segment, SegmentCompression, SegmentInfo, segment_path, write_segment};
+use crate::segment::{
+    Segment, SegmentCompression, SegmentInfo, segment_path, write_segment_batched,
+};
 use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
 use crate::table::{TableDef, table_end, table_prefix};
 use arrow::array::*;
@@ -28,6 +30,8 @@ pub struct ColumnarOptions {
     pub compression: SegmentCompression,
     /// Most rows in one segment.
     pub segment_rows: usize,
+    /// Rows per record batch inside a segment.
+    pub batch_rows: usize,
     /// Segments with fewer live rows than this are merged...
     pub small_segment_rows: usize,
     /// ...once at least this many of them exist.
@@ -39,6 +43,7 @@ impl Default for ColumnarOptions {
         ColumnarOptions {
             compression: SegmentCompression::Zstd,
             segment_rows: 1 << 20,
+            batch_rows: crate::segment::BATCH_ROWS,
             small_segment_rows: 1 << 16,
             merge_when_small_segments: 4,
         }
@@ -349,7 +354,8 @@ impl ColumnStore {
         batch: &RecordBatch,
     ) -> Result<LoadedSegment> {
         let id = self.alloc_id();
-        let info = write_segment(tdir, id, batch, self.opts.compression)?;
+        let info =
+            write_segment_batched(tdir, id, batch, self.opts.compression, self.opts.batch_rows)?;
         let st = SegmentState {
             info,
             deletes: None,

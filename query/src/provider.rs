@@ -2,7 +2,7 @@
 
 use crate::dml::{DmlExec, conform, storage, violation, write_rows};
 use crate::prune::may_match;
-use crate::scan::{LightningScanExec, SegmentPart};
+use crate::scan::{LightningScanExec, Pruning, SegmentPart, Unit};
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -88,7 +88,7 @@ impl TableProvider for LightningTableProvider {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
@@ -136,7 +136,14 @@ impl TableProvider for LightningTableProvider {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut parts = Vec::new();
+        let mut units = Vec::new();
+        let mut pruning = Pruning {
+            segments_total: view.segments.len(),
+            batches_total: 0,
+        };
         for s in &view.segments {
+            let seg = &s.segment;
+            pruning.batches_total += seg.num_batches();
             let info = &s.state.info;
             if !filters
                 .iter()
@@ -149,18 +156,37 @@ impl TableProvider for LightningTableProvider {
             if mask.len() >= info.rows {
                 continue;
             }
-            parts.push(SegmentPart {
-                segment: s.clone(),
-                mask,
-            });
+            let part = parts.len();
+            let before = units.len();
+            for batch in 0..seg.num_batches() {
+                let range = seg.batch_range(batch);
+                let live = range.len()
+                    - mask.range_cardinality(range.start as u32..range.end as u32) as usize;
+                let rows = range.len() as u64;
+                if live > 0
+                    && filters
+                        .iter()
+                        .all(|f| may_match(f, seg.batch_zone_maps(batch), rows))
+                {
+                    units.push(Unit { part, batch, live });
+                }
+            }
+            if units.len() > before {
+                parts.push(SegmentPart {
+                    segment: s.clone(),
+                    mask,
+                });
+            }
         }
         Ok(Arc::new(LightningScanExec::new(
             def.name.clone(),
             schema,
             projection.cloned(),
             parts,
+            units,
+            state.config().target_partitions(),
             fresh,
-            view.segments.len(),
+            pruning,
             view.watermark,
             snap,
         )))
