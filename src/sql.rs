@@ -4,6 +4,7 @@
 use crate::db::Database;
 use crate::error::{Error, Result};
 use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionConfig;
@@ -186,7 +187,22 @@ impl Database {
         let st = self.sql_state()?;
         self.block_on(async move {
             let df = st.ctx.sql(&q).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
+            // SQL reads strings as Utf8View; the file holds plain UTF-8 strings, the
+            // type every Parquet reader maps to its string type.
+            let plain = |t: &DataType| match t {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                t => t.clone(),
+            };
+            let schema = Arc::new(Schema::new_with_metadata(
+                df.schema()
+                    .as_arrow()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
+                    .collect::<Vec<_>>(),
+                df.schema().as_arrow().metadata().clone(),
+            ));
             let mut stream = df.execute_stream().await?;
             let f = std::fs::File::create(&path).map_err(|e| Error::Io {
                 context: format!("creating {}", path.display()),
@@ -197,11 +213,24 @@ impl Database {
                     Default::default(),
                 ))
                 .build();
-            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))
-                .map_err(|e| Error::Arrow(e.to_string()))?;
+            let mut w =
+                datafusion::parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))
+                    .map_err(|e| Error::Arrow(e.to_string()))?;
             let mut n = 0u64;
             while let Some(b) = stream.next().await {
                 let b = b?;
+                let cols = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| match c.data_type() == f.data_type() {
+                        true => Ok(c.clone()),
+                        false => arrow::compute::cast(c, f.data_type()),
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Arrow(e.to_string()))?;
+                let b = RecordBatch::try_new(schema.clone(), cols)
+                    .map_err(|e| Error::Arrow(e.to_string()))?;
                 n += b.num_rows() as u64;
                 w.write(&b).map_err(|e| Error::Arrow(e.to_string()))?;
             }

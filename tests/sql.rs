@@ -227,7 +227,7 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     let tag = &stats.column_statistics[1];
     assert_eq!(
         tag.max_value,
-        Precision::Inexact(ScalarValue::Utf8(Some("y".into())))
+        Precision::Inexact(ScalarValue::Utf8View(Some("y".into())))
     );
 }
 

@@ -173,9 +173,123 @@ fn distinct_strings(col: &ArrayRef, limit: usize) -> usize {
     seen.len()
 }
 
-/// Pick an encoding for a column and convert it.
-fn encode_column(field: &Field, col: &ArrayRef) -> Result<(Encoding, Field, ArrayRef)> {
+/// Casts that must fail rather than turn an unrepresentable value into NULL.
+fn strict() -> arrow::compute::CastOptions<'static> {
+    arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    }
+}
+
+/// The narrowest storage type that holds every value of `col` exactly, by its zone map:
+/// integers in a smaller integer type, decimals in 32 or 64 bits when their values fit.
+/// Readers cast back to the table's type, which is cheap and lossless.
+fn narrow_type(col: &ArrayRef, zone: &ZoneMap) -> Option<DataType> {
+    let (lo, hi) = (zone.min.as_i64(), zone.max.as_i64());
+    let int = |w: usize| -> Option<DataType> {
+        let (lo, hi) = (lo?, hi?);
+        let fits = |a: i64, b: i64| lo >= a && hi <= b;
+        let t = if fits(i8::MIN as i64, i8::MAX as i64) {
+            (DataType::Int8, 1)
+        } else if fits(i16::MIN as i64, i16::MAX as i64) {
+            (DataType::Int16, 2)
+        } else if fits(i32::MIN as i64, i32::MAX as i64) {
+            (DataType::Int32, 4)
+        } else {
+            return None;
+        };
+        (t.1 < w).then_some(t.0)
+    };
+    match col.data_type() {
+        DataType::Int16 => int(2),
+        DataType::Int32 => int(4),
+        DataType::Int64 => int(8),
+        DataType::Decimal128(p, s) => {
+            // The values' own magnitude decides, not the declared precision: a
+            // DECIMAL(15,2) column whose values stay below 10^9 (unscaled) is stored as
+            // decimal32(9,2), which holds exactly the same values.
+            let unscaled = |v: &serde_json::Value| v.as_str()?.parse::<i128>().ok();
+            let m = unscaled(&zone.min)?.abs().max(unscaled(&zone.max)?.abs());
+            if m < 1_000_000_000 && *s >= 0 && *s <= 9 && *p > 9 {
+                Some(DataType::Decimal32(9, *s))
+            } else if m < 1_000_000_000_000_000_000 && *s >= 0 && *s <= 18 && *p > 18 {
+                Some(DataType::Decimal64(18, *s))
+            } else if *p <= 9 {
+                Some(DataType::Decimal32(*p, *s))
+            } else if *p <= 18 {
+                Some(DataType::Decimal64(*p, *s))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Distinct non-null values of the first `sample` rows of a fixed-width column, or
+/// `None` once above `limit`.
+fn sample_distinct(col: &ArrayRef, sample: usize, limit: usize) -> Option<usize> {
+    let w = col.data_type().primitive_width()?;
+    if !matches!(w, 1 | 2 | 4 | 8 | 16) {
+        return None;
+    }
+    let d = col.to_data();
+    let n = d.len().min(sample);
+    let buf = &d.buffers()[0].as_slice()[d.offset() * w..(d.offset() + n) * w];
+    let mut seen = std::collections::HashSet::with_capacity(limit.min(1024));
+    for (i, v) in buf.chunks_exact(w).enumerate() {
+        if d.is_valid(i) {
+            let mut b = [0u8; 16];
+            b[..w].copy_from_slice(v);
+            seen.insert(u128::from_le_bytes(b));
+            if seen.len() > limit {
+                return None;
+            }
+        }
+    }
+    Some(seen.len())
+}
+
+/// Dictionary-encode a fixed-width column when it has few distinct values: Int8 keys
+/// up to 127 values, Int16 keys up to 32,767, and only when the keys are narrower than
+/// the values.
+fn numeric_dictionary(col: &ArrayRef) -> Option<ArrayRef> {
+    let w = col.data_type().primitive_width()?;
     let n = col.len();
+    if w < 2 || matches!(col.data_type(), DataType::Boolean) {
+        return None;
+    }
+    // A sample rules out high-cardinality columns cheaply.
+    let sample = n.min(8192);
+    sample_distinct(col, sample, (sample / 8).max(16))?;
+    let t = DataType::Dictionary(Box::new(DataType::Int16), Box::new(col.data_type().clone()));
+    // Fails when more than 32,767 distinct values need keys.
+    let dict = arrow::compute::cast_with_options(col, &t, &strict()).ok()?;
+    let values = dict.as_any_dictionary().values().len();
+    if values > n / 4 {
+        return None;
+    }
+    if values <= i8::MAX as usize {
+        let t = DataType::Dictionary(Box::new(DataType::Int8), Box::new(col.data_type().clone()));
+        return arrow::compute::cast_with_options(&dict, &t, &strict()).ok();
+    }
+    (w > 2).then_some(dict)
+}
+
+/// Pick an encoding for a column and convert it. Returns the encoding, the stored field,
+/// the encoded column and the column before its encoding (narrowed; what run-end
+/// encoding starts from).
+fn encode_column(
+    field: &Field,
+    col: &ArrayRef,
+    zone: &ZoneMap,
+) -> Result<(Encoding, Field, ArrayRef, ArrayRef)> {
+    let n = col.len();
+    let base = col.clone();
+    let with_type = |e: Encoding, c: ArrayRef, base: &ArrayRef| {
+        let f = Field::new(field.name(), c.data_type().clone(), field.is_nullable());
+        (e, f, c, base.clone())
+    };
     if n >= 16 && matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
         // Judge cardinality on a sample first: counting a high-cardinality column in
         // full costs more than the encoding saves.
@@ -185,32 +299,37 @@ fn encode_column(field: &Field, col: &ArrayRef) -> Result<(Encoding, Field, Arra
             _ => distinct_strings(col, n / 2),
         };
         if d <= n / 2 && d < i32::MAX as usize {
-            let t =
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(col.data_type().clone()));
+            let key = match d {
+                0..=127 => DataType::Int8,
+                128..=32_767 => DataType::Int16,
+                _ => DataType::Int32,
+            };
+            let t = DataType::Dictionary(Box::new(key), Box::new(col.data_type().clone()));
             let enc = arrow::compute::cast(col, &t)?;
-            return Ok((
-                Encoding::Dictionary,
-                Field::new(field.name(), t, field.is_nullable()),
-                enc,
-            ));
+            return Ok(with_type(Encoding::Dictionary, enc, &base));
         }
     }
+    let col = match narrow_type(col, zone) {
+        Some(t) => arrow::compute::cast_with_options(col, &t, &strict()).unwrap_or(col.clone()),
+        None => col.clone(),
+    };
+    if n >= 16
+        && let Some(d) = numeric_dictionary(&col)
+    {
+        return Ok(with_type(Encoding::Dictionary, d, &col));
+    }
     if n >= 16 && col.null_count() == 0 && !matches!(col.data_type(), DataType::Boolean) {
-        let runs = count_runs(col)?;
+        let runs = count_runs(&col)?;
         if runs * 2 <= n {
             let t = DataType::RunEndEncoded(
                 Arc::new(Field::new("run_ends", DataType::Int32, false)),
                 Arc::new(Field::new("values", col.data_type().clone(), true)),
             );
-            let enc = arrow::compute::cast(col, &t)?;
-            return Ok((
-                Encoding::RunEnd,
-                Field::new(field.name(), t, field.is_nullable()),
-                enc,
-            ));
+            let enc = arrow::compute::cast(&col, &t)?;
+            return Ok(with_type(Encoding::RunEnd, enc, &col));
         }
     }
-    Ok((Encoding::Plain, field.clone(), col.clone()))
+    Ok(with_type(Encoding::Plain, col.clone(), &col))
 }
 
 /// What the column-store state records about a written segment.
@@ -306,16 +425,18 @@ pub fn write_segment_batched(
             merge_zone(f.data_type(), &mut seg_zone, &z);
             batch_zones[i].push(z);
         }
-        zones.push(seg_zone);
         // The encoding is chosen once per column. A dictionary is built over the whole
         // segment so every batch shares it (the IPC file format allows one dictionary
         // per column); run-end arrays are encoded per batch.
-        let (e, f2, c2) = encode_column(f, c)?;
+        let (e, f2, c2, base) = encode_column(f, c, &seg_zone)?;
+        zones.push(seg_zone);
         for (i, &(off, len)) in bounds.iter().enumerate() {
             let part = match e {
-                Encoding::RunEnd if bounds.len() > 1 => {
-                    arrow::compute::cast(&c.slice(off, len), f2.data_type())?
-                }
+                Encoding::RunEnd if bounds.len() > 1 => arrow::compute::cast_with_options(
+                    &base.slice(off, len),
+                    f2.data_type(),
+                    &strict(),
+                )?,
                 _ => c2.slice(off, len),
             };
             chunks[i].push(part);
@@ -634,9 +755,29 @@ impl Segment {
     /// `None` = all) one batch at a time.
     pub fn reader(self: &Arc<Self>, projection: Option<&[usize]>) -> Result<SegmentReader> {
         let proj = self.projection(projection);
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        self.reader_as(projection, out_schema)
+    }
+
+    /// [`Segment::reader`] that decodes into `schema` instead of the table's types: one
+    /// field per projected column, of a type the stored column casts to (e.g. `Utf8View`
+    /// for a string column, which a dictionary becomes without copying its strings).
+    pub fn reader_as(
+        self: &Arc<Self>,
+        projection: Option<&[usize]>,
+        schema: SchemaRef,
+    ) -> Result<SegmentReader> {
+        let proj = self.projection(projection);
+        if schema.fields().len() != proj.len() {
+            return Err(Error::Schema(format!(
+                "{} output fields for {} projected columns",
+                schema.fields().len(),
+                proj.len()
+            )));
+        }
         Ok(SegmentReader {
             dec: self.decoder(&proj)?,
-            out_schema: Arc::new(self.table_schema.project(&proj)?),
+            out_schema: schema,
             seg: self.clone(),
         })
     }
@@ -787,6 +928,74 @@ mod tests {
         let s = Segment::open(d.path(), &info, b.schema()).unwrap();
         assert_eq!(s.num_batches(), 1);
         assert_eq!(s.read(None).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn narrow_storage_and_numeric_dictionaries_read_back_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let n = 5000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Int64, false),
+            Field::new("price", DataType::Decimal128(15, 2), true),
+            Field::new("discount", DataType::Decimal128(15, 2), false),
+            Field::new("big", DataType::Decimal128(38, 0), false),
+            Field::new("day", DataType::Date32, false),
+            Field::new("wide", DataType::Int64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(
+                    Decimal128Array::from_iter(
+                        (0..n).map(|i| (i % 9 != 0).then_some(i as i128 * 7919 % 10_000_000)),
+                    )
+                    .with_precision_and_scale(15, 2)
+                    .unwrap(),
+                ),
+                Arc::new(
+                    Decimal128Array::from_iter_values((0..n).map(|i| (i % 11) as i128))
+                        .with_precision_and_scale(15, 2)
+                        .unwrap(),
+                ),
+                Arc::new(
+                    Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 10i128.pow(30)))
+                        .with_precision_and_scale(38, 0)
+                        .unwrap(),
+                ),
+                Arc::new(Date32Array::from_iter_values((0..n).map(|i| i * 31 % 200))),
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n).map(|i| i as i64 * (1 << 40)),
+                )),
+            ],
+        )
+        .unwrap();
+        let info = write_segment_batched(d.path(), 1, &b, SegmentCompression::Zstd, 1024).unwrap();
+        let s = Segment::open(d.path(), &info, schema).unwrap();
+        assert_eq!(s.read(None).unwrap(), b);
+        let f = std::fs::File::open(segment_path(d.path(), 1)).unwrap();
+        let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
+        let stored: Vec<DataType> = r
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(stored[0], DataType::Int16);
+        assert_eq!(stored[1], DataType::Decimal32(9, 2));
+        assert_eq!(
+            stored[2],
+            DataType::Dictionary(
+                Box::new(DataType::Int8),
+                Box::new(DataType::Decimal32(9, 2))
+            )
+        );
+        assert_eq!(stored[3], DataType::Decimal128(38, 0));
+        assert_eq!(
+            stored[4],
+            DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Date32))
+        );
+        assert_eq!(stored[5], DataType::Int64);
     }
 
     #[test]

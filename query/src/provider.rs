@@ -4,7 +4,7 @@ use crate::dml::{DmlExec, conform, storage, violation, write_rows};
 use crate::prune::may_match;
 use crate::scan::{LightningScanExec, Pruning, SegmentPart, Unit};
 use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -26,6 +26,49 @@ pub struct LightningTableProvider {
     engine: Arc<Engine>,
     store: Arc<ColumnStore>,
     def: Arc<TableDef>,
+    schema: SchemaRef,
+}
+
+/// The type SQL sees for a stored column type: strings as `Utf8View`, as DataFusion's
+/// own Parquet reader does (dictionary-encoded segment columns become views without
+/// copying a string, and DataFusion's kernels are fastest on views). Everything else is
+/// unchanged.
+pub fn sql_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+        d => d.clone(),
+    }
+}
+
+/// [`sql_type`] applied to every field.
+pub fn sql_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(sql_type(f.data_type())))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Cast `b`'s columns to the types of `schema` (same column count).
+fn cast_to(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let cols = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                Ok(arrow::compute::cast(c, f.data_type())?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+    )?)
 }
 
 impl std::fmt::Debug for LightningTableProvider {
@@ -36,7 +79,13 @@ impl std::fmt::Debug for LightningTableProvider {
 
 impl LightningTableProvider {
     pub fn new(engine: Arc<Engine>, store: Arc<ColumnStore>, def: Arc<TableDef>) -> Self {
-        LightningTableProvider { engine, store, def }
+        let schema = sql_schema(&def.schema);
+        LightningTableProvider {
+            engine,
+            store,
+            def,
+            schema,
+        }
     }
 
     pub fn table(&self) -> &TableDef {
@@ -62,7 +111,7 @@ impl LightningTableProvider {
 #[async_trait]
 impl TableProvider for LightningTableProvider {
     fn schema(&self) -> SchemaRef {
-        self.def.schema.clone()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -80,10 +129,7 @@ impl TableProvider for LightningTableProvider {
     fn statistics(&self) -> Option<Statistics> {
         let v = self.store.view(self.def.id);
         let rows: u64 = v.segments.iter().map(|s| s.live_rows()).sum();
-        Some(
-            Statistics::new_unknown(&self.def.schema)
-                .with_num_rows(Precision::Inexact(rows as usize)),
-        )
+        Some(Statistics::new_unknown(&self.schema).with_num_rows(Precision::Inexact(rows as usize)))
     }
 
     async fn scan(
@@ -125,16 +171,19 @@ impl TableProvider for LightningTableProvider {
             fresh.push(dec.finish().map_err(storage)?);
         }
         let schema = match projection {
-            Some(p) => Arc::new(def.schema.project(p)?),
-            None => def.schema.clone(),
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
         };
         let fresh = fresh
             .into_iter()
-            .map(|b| match projection {
-                Some(p) => b.project(p),
-                None => Ok(b),
+            .map(|b| {
+                let b = match projection {
+                    Some(p) => b.project(p)?,
+                    None => b,
+                };
+                cast_to(&b, &schema)
             })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let mut parts = Vec::new();
         let mut units = Vec::new();
         let mut pruning = Pruning {
@@ -226,7 +275,16 @@ impl TableProvider for LightningTableProvider {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let keys: Vec<Expr> = self.def.primary_key_names().iter().map(col).collect();
+        // Keys in their stored types: the row key encoding reads those.
+        let keys: Vec<Expr> = self
+            .def
+            .key_cols
+            .iter()
+            .map(|&k| {
+                let f = self.def.schema.field(k);
+                cast(col(f.name()), f.data_type().clone()).alias(f.name())
+            })
+            .collect();
         let plan = self.physical(state, filters, keys).await?;
         let (engine, def) = (self.engine.clone(), self.def.clone());
         Ok(Arc::new(DmlExec::new(
@@ -272,7 +330,8 @@ impl TableProvider for LightningTableProvider {
             exprs.push(e.alias(f.name()));
         }
         for (j, &k) in def.key_cols.iter().enumerate() {
-            exprs.push(col(def.schema.field(k).name()).alias(format!("__old_key_{j}")));
+            let f = def.schema.field(k);
+            exprs.push(cast(col(f.name()), f.data_type().clone()).alias(format!("__old_key_{j}")));
         }
         let plan = self.physical(state, filters, exprs).await?;
         let engine = self.engine.clone();

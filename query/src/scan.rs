@@ -260,6 +260,7 @@ fn scalar_of(dt: &DataType, v: &serde_json::Value) -> Option<ScalarValue> {
             }
         }
         DataType::Utf8 => ScalarValue::Utf8(Some(v.as_str()?.to_string())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some(v.as_str()?.to_string())),
         DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(v.as_str()?.to_string())),
         DataType::Boolean => ScalarValue::Boolean(Some(v.as_bool()?)),
         _ => return None,
@@ -290,6 +291,7 @@ fn ext(e: lightning_columnar::Error) -> DataFusionError {
 /// Yields one partition's batches: the fresh rows (partition 0), then every unit's
 /// segment batch, decoded when asked for, masked and cut to the session's batch size.
 struct PartitionIter {
+    schema: SchemaRef,
     parts: Vec<Arc<SegmentPart>>,
     projection: Option<Vec<usize>>,
     units: VecDeque<Unit>,
@@ -305,7 +307,7 @@ impl PartitionIter {
             let r = p
                 .segment
                 .segment
-                .reader(self.projection.as_deref())
+                .reader_as(self.projection.as_deref(), self.schema.clone())
                 .map_err(ext)?;
             self.reader = Some((u.part, r));
         }
@@ -416,6 +418,7 @@ impl ExecutionPlan for LightningScanExec {
             VecDeque::new()
         };
         let it = PartitionIter {
+            schema: self.schema.clone(),
             parts: self.parts.clone(),
             projection: self.projection.clone(),
             units: units.iter().copied().collect(),
