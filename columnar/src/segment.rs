@@ -261,7 +261,7 @@ fn numeric_dictionary(col: &ArrayRef) -> Option<ArrayRef> {
     }
     // A sample rules out high-cardinality columns cheaply.
     let sample = n.min(8192);
-    sample_distinct(col, sample, (sample / 8).max(16))?;
+    sample_distinct(col, sample, (sample / 2).max(16))?;
     let t = DataType::Dictionary(Box::new(DataType::Int16), Box::new(col.data_type().clone()));
     // Fails when more than 32,767 distinct values need keys.
     let dict = arrow::compute::cast_with_options(col, &t, &strict()).ok()?;
@@ -736,13 +736,7 @@ impl Segment {
             .columns()
             .iter()
             .zip(out_schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    arrow::compute::cast(c, f.data_type()).map_err(|e| self.wrap(e))
-                }
-            })
+            .map(|(c, f)| to_type(c, f.data_type()).map_err(|e| self.wrap(e)))
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new_with_options(
             out_schema.clone(),
@@ -796,6 +790,23 @@ impl Segment {
         }
         Ok(arrow::compute::concat_batches(&out_schema, &batches)?)
     }
+}
+
+/// Cast a stored column to the type a reader asked for. A dictionary is unpacked by
+/// casting its (few) values and gathering them by key: for a string dictionary read as
+/// `Utf8View` that copies one 16-byte view per row instead of rebuilding each view from
+/// the string bytes.
+fn to_type(c: &ArrayRef, t: &DataType) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    if c.data_type() == t {
+        return Ok(c.clone());
+    }
+    if let Some(d) = c.as_any_dictionary_opt()
+        && !matches!(t, DataType::Dictionary(_, _))
+    {
+        let values = arrow::compute::cast(d.values(), t)?;
+        return arrow::compute::take(values.as_ref(), d.keys(), None);
+    }
+    arrow::compute::cast(c, t)
 }
 
 /// Decodes one segment's batches on demand (see [`Segment::reader`]).

@@ -28,6 +28,12 @@ fn from_scalar(v: &ScalarValue) -> Option<Val> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => Val::S(s.clone()),
+        // Zone maps hold binaries as lowercase hex, which sorts like the bytes.
+        ScalarValue::Binary(Some(b))
+        | ScalarValue::LargeBinary(Some(b))
+        | ScalarValue::BinaryView(Some(b)) => {
+            Val::S(b.iter().map(|x| format!("{x:02x}")).collect())
+        }
         _ => return None,
     })
 }
@@ -138,5 +144,45 @@ pub fn may_match(filter: &Expr, zones: &[ZoneMap], rows: u64) -> bool {
             may_match(&lo, zones, rows) && may_match(&hi, zones, rows)
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn zone(min: serde_json::Value, max: serde_json::Value) -> Vec<ZoneMap> {
+        vec![ZoneMap {
+            column: "k".into(),
+            min,
+            max,
+            null_count: 0,
+        }]
+    }
+
+    #[test]
+    fn ranges_on_numbers_strings_and_binaries_prune() {
+        use serde_json::json;
+        let z = zone(json!(10), json!(20));
+        assert!(may_match(&col("k").gt_eq(lit(15i64)), &z, 5));
+        assert!(!may_match(&col("k").gt(lit(20i64)), &z, 5));
+        assert!(!may_match(
+            &col("k").lt(lit(10i64)).or(col("k").eq(lit(21i64))),
+            &z,
+            5
+        ));
+        let z = zone(json!("b"), json!("d"));
+        assert!(!may_match(&col("k").eq(lit("e")), &z, 5));
+        assert!(may_match(&col("k").eq(lit("c")), &z, 5));
+        // b"user:1" .. b"user:3" as hex.
+        let hex = |s: &[u8]| json!(s.iter().map(|x| format!("{x:02x}")).collect::<String>());
+        let z = zone(hex(b"user:1"), hex(b"user:3"));
+        let bin = |s: &[u8]| lit(ScalarValue::Binary(Some(s.to_vec())));
+        assert!(may_match(&col("k").gt_eq(bin(b"user:2")), &z, 5));
+        assert!(!may_match(&col("k").gt_eq(bin(b"user:4")), &z, 5));
+        assert!(!may_match(&col("k").lt(bin(b"user:0")), &z, 5));
+        assert!(!may_match(&col("k").lt(bin(b"user:1")), &z, 5));
+        assert!(may_match(&col("k").lt(bin(b"user:10")), &z, 5));
     }
 }

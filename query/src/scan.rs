@@ -199,28 +199,43 @@ impl LightningScanExec {
                 }
             }
         };
+        // The zone maps describe exactly the rows read when no row of a batch read is
+        // masked and no fresh row is added.
+        let mut exact = true;
         for u in units {
-            let seg = &self.parts[u.part].segment.segment;
+            let part = &self.parts[u.part];
+            let seg = &part.segment.segment;
             rows += u.live;
+            exact &= u.live == seg.batch_range(u.batch).len();
             fold(Some(seg.batch_zone_maps(u.batch)), u.live);
         }
         if delta {
             let n: usize = self.delta.iter().map(|b| b.num_rows()).sum();
             rows += n;
+            exact &= n == 0;
             // Fresh rows have no zone maps: bounds are unknown once there are any.
             fold(None, n);
         }
-        let bound = |b: &Bound| match b {
-            Bound::Val(v) => Precision::Inexact(v.clone()),
-            _ => Precision::Absent,
-        };
         let column_statistics = (0..fields.len())
-            .map(|c| ColumnStatistics {
-                // Masked rows may have held the nulls counted in the zone maps.
-                null_count: nulls[c].map_or(Precision::Absent, Precision::Inexact),
-                min_value: bound(&lo[c]),
-                max_value: bound(&hi[c]),
-                ..ColumnStatistics::new_unknown()
+            .map(|c| {
+                // Float zone maps leave NaN out, which SQL's min/max would see: never
+                // exact.
+                let exact = exact && !fields[c].1.is_floating();
+                let bound = |b: &Bound| match b {
+                    Bound::Val(v) if exact => Precision::Exact(v.clone()),
+                    Bound::Val(v) => Precision::Inexact(v.clone()),
+                    _ => Precision::Absent,
+                };
+                ColumnStatistics {
+                    null_count: match nulls[c] {
+                        Some(n) if exact => Precision::Exact(n),
+                        Some(n) => Precision::Inexact(n),
+                        None => Precision::Absent,
+                    },
+                    min_value: bound(&lo[c]),
+                    max_value: bound(&hi[c]),
+                    ..ColumnStatistics::new_unknown()
+                }
             })
             .collect();
         Statistics {
