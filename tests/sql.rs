@@ -125,6 +125,45 @@ fn reads_are_fresh_and_explain_shows_pruning() {
         scalar_i64(&db, "SELECT sum(v) FROM m WHERE id >= 4000 AND id < 4100"),
         (4000..4100).sum::<i64>()
     );
+
+    let ordered = |db: &Database, t: &str| -> Vec<i64> {
+        db.sql(&format!("SELECT id FROM {t} ORDER BY id"))
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let mut expect: Vec<i64> = (0..5000).filter(|&i| i != 43).collect();
+    expect.push(99999);
+    assert_eq!(ordered(&db, "m"), expect);
+    db.compact_columnar("m").unwrap();
+    assert_eq!(ordered(&db, "m"), expect);
+
+    // One segment batch: the scan declares its key order, so no sort is planned; fresh
+    // rows come from a partition of their own and merge in order.
+    db.sql("CREATE TABLE o (id BIGINT, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..500).map(|i| format!("({}, {i})", i * 2)).collect();
+    db.sql(&format!("INSERT INTO o VALUES {}", values.join(",")))
+        .unwrap();
+    db.compact_columnar("o").unwrap();
+    let text = explain(&db, "SELECT id FROM o ORDER BY id");
+    assert!(!text.contains("SortExec"), "{text}");
+    db.sql("INSERT INTO o VALUES (7, 7), (2001, 1)").unwrap();
+    db.sql("DELETE FROM o WHERE id = 4").unwrap();
+    let text = explain(&db, "SELECT id FROM o ORDER BY id");
+    assert!(!text.contains("SortExec"), "{text}");
+    assert!(text.contains("SortPreservingMergeExec"), "{text}");
+    let mut expect: Vec<i64> = (0..500).map(|i| i * 2).filter(|&i| i != 4).collect();
+    expect.extend([7, 2001]);
+    expect.sort();
+    assert_eq!(ordered(&db, "o"), expect);
+    // Several partitions of batches (one per core): no order is claimed and DataFusion
+    // sorts.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let text = explain(&db, "SELECT id FROM m ORDER BY id");
+        assert!(text.contains("SortExec"), "{text}");
+    }
 }
 
 #[test]
@@ -214,6 +253,17 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
             .compute(plan.as_ref(), &StatisticsArgs::new())
             .unwrap()
     });
+    // The updated row went to a second segment that overlaps the first: the scan
+    // claims no order and DataFusion sorts.
+    let text = explain(&db, "SELECT id FROM b ORDER BY id");
+    assert!(text.contains("SortExec"), "{text}");
+    let ids: Vec<i64> = db
+        .sql("SELECT id FROM b ORDER BY id")
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(ids, (0..5000).filter(|&i| i != 2500).collect::<Vec<i64>>());
     // Batches 3 and 4 hold no deleted or updated row: their zone maps are exact.
     assert_eq!(stats.num_rows, Precision::Exact(2000));
     let id = &stats.column_statistics[0];

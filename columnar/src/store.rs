@@ -60,6 +60,12 @@ pub struct LoadedSegment {
 }
 
 impl LoadedSegment {
+    /// Encoded keys of the segment's first and last row (encoded keys sort like the
+    /// key values).
+    pub fn key_range(&self) -> (&[u8], &[u8]) {
+        (&self.first_key, &self.last_key)
+    }
+
     pub fn live_rows(&self) -> u64 {
         self.state.info.rows - self.deletes.len()
     }

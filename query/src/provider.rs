@@ -4,6 +4,7 @@ use crate::dml::{DmlExec, conform, storage, violation, write_rows};
 use crate::prune::may_match;
 use crate::scan::{LightningScanExec, Pruning, SegmentPart, Unit};
 use arrow::array::{Array, RecordBatch};
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -13,8 +14,11 @@ use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, col};
+use datafusion::physical_expr::PhysicalSortExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use lightning_columnar::codec::RowDecoder;
+use lightning_columnar::store::LoadedSegment;
 use lightning_columnar::table::{table_end, table_prefix};
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Isolation, Transaction};
@@ -90,6 +94,34 @@ impl LightningTableProvider {
 
     pub fn table(&self) -> &TableDef {
         &self.def
+    }
+
+    /// The primary-key ordering of the scan's output columns: the longest prefix of the
+    /// key whose columns are projected. Float keys stop it (the key encoding orders
+    /// -0.0/NaN differently from SQL).
+    fn key_ordering(&self, projection: Option<&Vec<usize>>) -> Option<Vec<PhysicalSortExpr>> {
+        let mut out = Vec::new();
+        for &k in &self.def.key_cols {
+            if self.def.schema.field(k).data_type().is_floating() {
+                break;
+            }
+            let pos = match projection {
+                Some(p) => match p.iter().position(|&i| i == k) {
+                    Some(pos) => pos,
+                    None => break,
+                },
+                None => k,
+            };
+            let name = self.def.schema.field(k).name();
+            out.push(PhysicalSortExpr::new(
+                Arc::new(Column::new(name, pos)),
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            ));
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     async fn physical(
@@ -190,7 +222,14 @@ impl TableProvider for LightningTableProvider {
             segments_total: view.segments.len(),
             batches_total: 0,
         };
-        for s in &view.segments {
+        // In key order: when no two segments overlap, every partition's units then come
+        // in key order and the scan declares its output sorted by the primary key.
+        let mut segments: Vec<&Arc<LoadedSegment>> = view.segments.iter().collect();
+        segments.sort_by(|a, b| a.key_range().0.cmp(b.key_range().0));
+        let disjoint = segments
+            .windows(2)
+            .all(|w| w[0].key_range().1 < w[1].key_range().0);
+        for s in segments {
             let seg = &s.segment;
             pruning.batches_total += seg.num_batches();
             let info = &s.state.info;
@@ -238,6 +277,7 @@ impl TableProvider for LightningTableProvider {
             pruning,
             view.watermark,
             snap,
+            disjoint.then(|| self.key_ordering(projection)).flatten(),
         )))
     }
 
