@@ -126,13 +126,7 @@ fn reads_are_fresh_and_explain_shows_pruning() {
         (4000..4100).sum::<i64>()
     );
 
-    let ordered = |db: &Database, t: &str| -> Vec<i64> {
-        db.sql(&format!("SELECT id FROM {t} ORDER BY id"))
-            .unwrap()
-            .iter()
-            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-            .collect()
-    };
+    let ordered = |db: &Database, t: &str| ids(db, &format!("SELECT id FROM {t} ORDER BY id"));
     let mut expect: Vec<i64> = (0..5000).filter(|&i| i != 43).collect();
     expect.push(99999);
     assert_eq!(ordered(&db, "m"), expect);
@@ -217,53 +211,21 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
         (0..5000).map(|i| i % 100).sum::<i64>() - 1 + 1000
     );
     // Row counts and bounds from the zone maps reach the planner.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let stats = rt.block_on(async {
-        let ctx = db.session().unwrap();
-        let df = ctx
-            .sql("SELECT id, tag FROM b WHERE id >= 3000")
-            .await
-            .unwrap();
-        let mut plan = df.create_physical_plan().await.unwrap();
-        while let Some(c) = plan.children().first() {
-            plan = (*c).clone();
-        }
-        assert_eq!(plan.name(), "LightningScanExec");
-        StatisticsContext::new()
-            .compute(plan.as_ref(), &StatisticsArgs::new())
-            .unwrap()
-    });
+    let stats = scan_statistics(&db, "SELECT id, tag FROM b WHERE id >= 3000");
     use lightning_db::datafusion::common::stats::Precision;
-    use lightning_db::datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
     use lightning_db::datafusion::scalar::ScalarValue;
     // Batches 3 and 4 survive pruning; the fresh rows (the update) have no bounds.
     assert_eq!(stats.num_rows, Precision::Exact(2000 + 1));
     db.compact_columnar("b").unwrap();
-    let stats = rt.block_on(async {
-        let ctx = db.session().unwrap();
-        let df = ctx
-            .sql("SELECT id, tag FROM b WHERE id >= 3000")
-            .await
-            .unwrap();
-        let mut plan = df.create_physical_plan().await.unwrap();
-        while let Some(c) = plan.children().first() {
-            plan = (*c).clone();
-        }
-        StatisticsContext::new()
-            .compute(plan.as_ref(), &StatisticsArgs::new())
-            .unwrap()
-    });
+    let stats = scan_statistics(&db, "SELECT id, tag FROM b WHERE id >= 3000");
     // The updated row went to a second segment that overlaps the first: the scan
     // claims no order and DataFusion sorts.
     let text = explain(&db, "SELECT id FROM b ORDER BY id");
     assert!(text.contains("SortExec"), "{text}");
-    let ids: Vec<i64> = db
-        .sql("SELECT id FROM b ORDER BY id")
-        .unwrap()
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect();
-    assert_eq!(ids, (0..5000).filter(|&i| i != 2500).collect::<Vec<i64>>());
+    assert_eq!(
+        ids(&db, "SELECT id FROM b ORDER BY id"),
+        (0..5000).filter(|&i| i != 2500).collect::<Vec<i64>>()
+    );
     // Batches 3 and 4 hold no deleted or updated row: their zone maps are exact.
     assert_eq!(stats.num_rows, Precision::Exact(2000));
     let id = &stats.column_statistics[0];
@@ -299,6 +261,32 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     assert_eq!(minmax(&db), (0, 99));
     db.compact_columnar("b").unwrap();
     assert_eq!(minmax(&db), (0, 99));
+}
+
+/// The first column of `q`'s result, as i64s.
+fn ids(db: &Database, q: &str) -> Vec<i64> {
+    db.sql(q)
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+/// The statistics the planner gets from the table scan (the leaf) of `q`'s plan.
+fn scan_statistics(db: &Database, q: &str) -> Arc<lightning_db::datafusion::common::Statistics> {
+    use lightning_db::datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let df = db.session().unwrap().sql(q).await.unwrap();
+        let mut plan = df.create_physical_plan().await.unwrap();
+        while let Some(c) = plan.children().first() {
+            plan = (*c).clone();
+        }
+        assert_eq!(plan.name(), "LightningScanExec");
+        StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .unwrap()
+    })
 }
 
 fn explain(db: &Database, q: &str) -> String {
