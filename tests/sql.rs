@@ -261,6 +261,12 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     assert_eq!(minmax(&db), (0, 99));
     db.compact_columnar("b").unwrap();
     assert_eq!(minmax(&db), (0, 99));
+    // A limit with no filter reads only the first batch.
+    let q = "SELECT id, v FROM b LIMIT 10";
+    let text = explain(&db, q);
+    assert!(text.contains("batches scanned=1/"), "{text}");
+    let rows: usize = db.sql(q).unwrap().iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 10);
 }
 
 /// The first column of `q`'s result, as i64s.

@@ -169,7 +169,7 @@ impl TableProvider for LightningTableProvider {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let _span = tracing::debug_span!("scan", table = %self.def.name).entered();
         // The view first, then the snapshot: the snapshot is at or after the watermark.
@@ -265,6 +265,22 @@ impl TableProvider for LightningTableProvider {
                     mask,
                 });
             }
+        }
+        // Limit pushdown: with no filter to apply above the scan, the fresh rows and the
+        // first batches in key order that hold `limit` rows are all that is needed.
+        if let (Some(n), true) = (limit, filters.is_empty()) {
+            let mut have: usize = fresh.iter().map(|b| b.num_rows()).sum();
+            let keep = units
+                .iter()
+                .take_while(|u| {
+                    let more = have < n;
+                    have += u.live;
+                    more
+                })
+                .count();
+            units.truncate(keep);
+            let used = units.last().map_or(0, |u| u.part + 1);
+            parts.truncate(used);
         }
         Ok(Arc::new(LightningScanExec::new(
             def.name.clone(),
