@@ -69,8 +69,15 @@ pub enum Encoding {
     RunEnd,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// How zone maps hold binary values: lowercase hex, which sorts like the bytes.
+pub fn zone_hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
 }
 
 /// Zone map of one column: min/max by the column's own order (nulls excluded), with
@@ -134,8 +141,8 @@ fn zone_map(name: &str, col: &ArrayRef) -> Result<ZoneMap> {
         DataType::Binary => {
             let a = col.as_binary::<i32>();
             (
-                min_binary(a).map(|v| J::from(hex(v))),
-                max_binary(a).map(|v| J::from(hex(v))),
+                min_binary(a).map(|v| J::from(zone_hex(v))),
+                max_binary(a).map(|v| J::from(zone_hex(v))),
             )
         }
         DataType::Boolean => {
@@ -1007,6 +1014,12 @@ mod tests {
             DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Date32))
         );
         assert_eq!(stored[5], DataType::Int64);
+    }
+
+    #[test]
+    fn zone_hex_is_lowercase_and_sorts_like_the_bytes() {
+        assert_eq!(zone_hex(&[0x00, 0x0a, 0xab, 0xff]), "000aabff");
+        assert!(zone_hex(b"ab") < zone_hex(b"abc") && zone_hex(&[0x0f]) < zone_hex(&[0xf0]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
-use lightning_columnar::segment::ZoneMap;
+use lightning_columnar::segment::{ZoneMap, zone_hex};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
@@ -28,12 +28,9 @@ fn from_scalar(v: &ScalarValue) -> Option<Val> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => Val::S(s.clone()),
-        // Zone maps hold binaries as lowercase hex, which sorts like the bytes.
         ScalarValue::Binary(Some(b))
         | ScalarValue::LargeBinary(Some(b))
-        | ScalarValue::BinaryView(Some(b)) => {
-            Val::S(b.iter().map(|x| format!("{x:02x}")).collect())
-        }
+        | ScalarValue::BinaryView(Some(b)) => Val::S(zone_hex(b)),
         _ => return None,
     })
 }
@@ -176,7 +173,7 @@ mod tests {
         assert!(!may_match(&col("k").eq(lit("e")), &z, 5));
         assert!(may_match(&col("k").eq(lit("c")), &z, 5));
         // b"user:1" .. b"user:3" as hex.
-        let hex = |s: &[u8]| json!(s.iter().map(|x| format!("{x:02x}")).collect::<String>());
+        let hex = |s: &[u8]| json!(zone_hex(s));
         let z = zone(hex(b"user:1"), hex(b"user:3"));
         let bin = |s: &[u8]| lit(ScalarValue::Binary(Some(s.to_vec())));
         assert!(may_match(&col("k").gt_eq(bin(b"user:2")), &z, 5));
