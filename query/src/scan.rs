@@ -3,7 +3,7 @@
 //! (projected, with deleted and superseded rows masked), plus the fresh rows from the row
 //! store.
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -350,11 +350,18 @@ impl PartitionIter {
         let (_, r) = self.reader.as_ref().expect("reader set above");
         let b = r.read_batch(u.batch).map_err(ext)?;
         let range = r.segment().batch_range(u.batch);
-        let (lo, hi) = (range.start as u32, range.end as u32);
-        let b = if p.mask.range_cardinality(lo..hi) == 0 {
+        // The planner counted the live rows: fewer than the batch's means a mask.
+        let b = if u.live == range.len() {
             b
         } else {
-            let keep = BooleanArray::from_iter((lo..hi).map(|row| Some(!p.mask.contains(row))));
+            // All kept, then the masked rows of this batch cleared: one pass over the
+            // bitmap's range, not a lookup per row.
+            let mut keep = BooleanBufferBuilder::new(range.len());
+            keep.append_n(range.len(), true);
+            for row in p.mask.range(range.start as u32..range.end as u32) {
+                keep.set_bit(row as usize - range.start, false);
+            }
+            let keep = BooleanArray::new(keep.finish(), None);
             arrow::compute::filter_record_batch(&b, &keep)?
         };
         let mut off = 0;
