@@ -218,19 +218,7 @@ impl Database {
                     .map_err(|e| Error::Arrow(e.to_string()))?;
             let mut n = 0u64;
             while let Some(b) = stream.next().await {
-                let b = b?;
-                let cols = b
-                    .columns()
-                    .iter()
-                    .zip(schema.fields())
-                    .map(|(c, f)| match c.data_type() == f.data_type() {
-                        true => Ok(c.clone()),
-                        false => arrow::compute::cast(c, f.data_type()),
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::Arrow(e.to_string()))?;
-                let b = RecordBatch::try_new(schema.clone(), cols)
-                    .map_err(|e| Error::Arrow(e.to_string()))?;
+                let b = lightning_query::cast_batch(&b?, &schema)?;
                 n += b.num_rows() as u64;
                 w.write(&b).map_err(|e| Error::Arrow(e.to_string()))?;
             }

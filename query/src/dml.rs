@@ -194,23 +194,11 @@ pub(crate) fn conform(def: &TableDef, b: &RecordBatch) -> Result<RecordBatch> {
             b.num_columns()
         )));
     }
-    let cols = b
-        .columns()
-        .iter()
-        .zip(def.schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                arrow::compute::cast(c, f.data_type()).map_err(DataFusionError::from)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
     let fields: Vec<Field> = def
         .schema
         .fields()
         .iter()
         .map(|f| (**f).clone().with_nullable(true))
         .collect();
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    crate::provider::cast_batch(b, &Arc::new(Schema::new(fields)))
 }

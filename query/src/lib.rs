@@ -17,5 +17,5 @@ mod prune;
 mod scan;
 
 pub use dml::ConstraintViolation;
-pub use provider::LightningTableProvider;
+pub use provider::{LightningTableProvider, cast_batch};
 pub use scan::LightningScanExec;

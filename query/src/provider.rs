@@ -54,8 +54,9 @@ pub fn sql_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// Cast `b`'s columns to the types of `schema` (same column count).
-fn cast_to(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// `b` with `schema`: each column cast to its field's type (same column count; columns
+/// already of that type are shared, not copied).
+pub fn cast_batch(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let cols = b
         .columns()
         .iter()
@@ -213,7 +214,7 @@ impl TableProvider for LightningTableProvider {
                     Some(p) => b.project(p)?,
                     None => b,
                 };
-                cast_to(&b, &schema)
+                cast_batch(&b, &schema)
             })
             .collect::<Result<Vec<_>>>()?;
         let mut parts = Vec::new();
