@@ -13,7 +13,10 @@ use std::sync::Arc;
 fn cfg() -> LightningDbConfig {
     LightningDbConfig {
         columnar_background: false,
-        columnar_segment_rows: 1000,
+        // Segments of up to three record batches: compaction cuts decoded rows into
+        // batches and batches into segments, and dictionaries span a segment's batches.
+        columnar_segment_rows: 2500,
+        columnar_batch_rows: 1000,
         ..common::small_config()
     }
 }

@@ -264,6 +264,11 @@ impl<'a> Cursor<'a> {
 
 impl ColumnBuilder {
     pub fn new(t: &DataType, cap: usize) -> ColumnBuilder {
+        Self::with_bytes(t, cap, cap * 8)
+    }
+
+    /// A builder for `cap` values; variable-width columns reserve `bytes` of data.
+    pub fn with_bytes(t: &DataType, cap: usize, bytes: usize) -> ColumnBuilder {
         match t {
             DataType::Int8 => ColumnBuilder::I8(Int8Builder::with_capacity(cap)),
             DataType::Int16 => ColumnBuilder::I16(Int16Builder::with_capacity(cap)),
@@ -278,11 +283,11 @@ impl ColumnBuilder {
             DataType::Decimal128(_, _) => {
                 ColumnBuilder::Dec(Decimal128Builder::with_capacity(cap), t.clone())
             }
-            DataType::Utf8 => ColumnBuilder::Str(StringBuilder::with_capacity(cap, cap * 8)),
+            DataType::Utf8 => ColumnBuilder::Str(StringBuilder::with_capacity(cap, bytes)),
             DataType::LargeUtf8 => {
-                ColumnBuilder::LStr(LargeStringBuilder::with_capacity(cap, cap * 8))
+                ColumnBuilder::LStr(LargeStringBuilder::with_capacity(cap, bytes))
             }
-            DataType::Binary => ColumnBuilder::Bin(BinaryBuilder::with_capacity(cap, cap * 8)),
+            DataType::Binary => ColumnBuilder::Bin(BinaryBuilder::with_capacity(cap, bytes)),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(cap)),
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::with_capacity(cap)),
             DataType::Timestamp(_, _) => {
@@ -407,6 +412,16 @@ impl ColumnBuilder {
         }
     }
 
+    /// Bytes of variable-width data appended so far (0 for fixed-width columns).
+    fn data_bytes(&self) -> usize {
+        match self {
+            ColumnBuilder::Str(b) => b.values_slice().len(),
+            ColumnBuilder::LStr(b) => b.values_slice().len(),
+            ColumnBuilder::Bin(b) => b.values_slice().len(),
+            _ => 0,
+        }
+    }
+
     pub fn finish(self) -> Result<ArrayRef> {
         Ok(match self {
             ColumnBuilder::I8(mut b) => Arc::new(b.finish()),
@@ -441,6 +456,8 @@ pub struct RowDecoder {
     raw_kv: bool,
     builders: Vec<ColumnBuilder>,
     rows: usize,
+    /// Rows each new set of builders reserves.
+    cap: usize,
 }
 
 impl RowDecoder {
@@ -460,6 +477,7 @@ impl RowDecoder {
             raw_kv,
             builders,
             rows: 0,
+            cap,
         }
     }
 
@@ -506,17 +524,23 @@ impl RowDecoder {
         Ok(())
     }
 
-    /// Finish the batch and start a new one.
+    /// Finish the batch and start a new one. The next builders reserve the decoder's
+    /// capacity in rows and, for variable-width columns, the bytes this batch used per
+    /// row: batches of a table are alike, so the next one rarely reallocates.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let cap = self.rows;
-        let builders = std::mem::replace(
-            &mut self.builders,
-            self.schema
-                .fields()
-                .iter()
-                .map(|f| ColumnBuilder::new(f.data_type(), cap))
-                .collect(),
-        );
+        let (rows, cap) = (self.rows, self.cap);
+        let next = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.builders)
+            .map(|(f, b)| {
+                let per_row = b.data_bytes().div_ceil(rows.max(1)).max(1);
+                ColumnBuilder::with_bytes(f.data_type(), cap, cap * per_row + cap / 8)
+            })
+            .collect();
+        let builders = std::mem::replace(&mut self.builders, next);
+        let cap = rows;
         self.rows = 0;
         let cols = builders
             .into_iter()

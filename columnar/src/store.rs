@@ -12,6 +12,7 @@ use crate::codec::{RowDecoder, encode_key_value};
 use crate::error::{Error, Result};
 use crate::segment::{
     Segment, SegmentCompression, SegmentInfo, segment_path, write_segment_batched,
+    write_segment_chunks,
 };
 use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
 use crate::table::{TableDef, table_end, table_prefix};
@@ -108,6 +109,79 @@ pub struct ColumnStore {
     views: RwLock<HashMap<u32, Arc<TableView>>>,
     pins: Mutex<HashMap<u32, Snapshot>>,
     round: Mutex<()>,
+}
+
+/// Rows decoded from the row store, in key order, into batch-sized chunks that are cut
+/// into segments of at most `segment_rows`. Chunks become the segment's record batches
+/// as they are: no decoded column is ever concatenated or regrown.
+struct SegmentRows<'a> {
+    store: &'a ColumnStore,
+    tdir: &'a Path,
+    def: &'a TableDef,
+    dec: RowDecoder,
+    chunks: Vec<RecordBatch>,
+    chunk_rows: usize,
+    /// Segments written so far.
+    written: Vec<LoadedSegment>,
+}
+
+impl<'a> SegmentRows<'a> {
+    fn new(store: &'a ColumnStore, tdir: &'a Path, def: &'a TableDef) -> Self {
+        let cap = store
+            .opts
+            .batch_rows
+            .clamp(1, store.opts.segment_rows.max(1));
+        SegmentRows {
+            store,
+            tdir,
+            def,
+            dec: RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, cap),
+            chunks: Vec::new(),
+            chunk_rows: 0,
+            written: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.dec.push(key, value)?;
+        let (batch, segment) = (self.store.opts.batch_rows, self.store.opts.segment_rows);
+        if self.dec.len() >= batch || self.chunk_rows + self.dec.len() >= segment {
+            let b = self.dec.finish()?;
+            self.chunk_rows += b.num_rows();
+            self.chunks.push(b);
+            if self.chunk_rows >= segment {
+                self.write()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the pending rows as a segment.
+    fn write(&mut self) -> Result<()> {
+        if !self.dec.is_empty() {
+            self.chunks.push(self.dec.finish()?);
+        }
+        if self.chunks.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        self.chunk_rows = 0;
+        let s = self.store.write_chunks(self.tdir, self.def, &chunks)?;
+        self.written.push(s);
+        Ok(())
+    }
+
+    /// Write what is pending and return every segment written.
+    fn finish(mut self) -> Result<Vec<LoadedSegment>> {
+        self.write()?;
+        Ok(self.written)
+    }
+
+    /// Files written so far (to remove when the round fails).
+    fn files(&self) -> Vec<PathBuf> {
+        let ids = self.written.iter().map(|s| s.state.info.id);
+        ids.map(|id| segment_path(self.tdir, id)).collect()
+    }
 }
 
 fn table_dir(dir: &Path, id: u32) -> PathBuf {
@@ -362,6 +436,21 @@ impl ColumnStore {
         let id = self.alloc_id();
         let info =
             write_segment_batched(tdir, id, batch, self.opts.compression, self.opts.batch_rows)?;
+        self.loaded(tdir, def, info)
+    }
+
+    fn write_chunks(
+        &self,
+        tdir: &Path,
+        def: &TableDef,
+        chunks: &[RecordBatch],
+    ) -> Result<LoadedSegment> {
+        let id = self.alloc_id();
+        let info = write_segment_chunks(tdir, id, chunks, self.opts.compression)?;
+        self.loaded(tdir, def, info)
+    }
+
+    fn loaded(&self, tdir: &Path, def: &TableDef, info: SegmentInfo) -> Result<LoadedSegment> {
         let st = SegmentState {
             info,
             deletes: None,
@@ -412,44 +501,34 @@ impl ColumnStore {
             .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
         let prefix = table_prefix(def.id);
         let end = table_end(def.id);
-        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 4096);
         let mut changed: Vec<Vec<u8>> = Vec::new();
-        let mut new_segs: Vec<LoadedSegment> = Vec::new();
-        let mut created: Vec<PathBuf> = Vec::new();
-        let result = (|| -> Result<()> {
-            // Superseded rows can only be in segments that already exist.
-            let track_changed = !view.segments.is_empty();
+        let mut rows = SegmentRows::new(self, &tdir, def);
+        // Superseded rows can only be in segments that already exist.
+        let track_changed = !view.segments.is_empty();
+        let result =
             engine.for_each_change(&hi, view.watermark, &prefix, &end, |k, v| -> Result<()> {
                 let key = &k[prefix.len()..];
                 stats.changed_keys += 1;
                 if let Some(v) = v {
-                    dec.push(key, v)?;
-                    if dec.len() >= self.opts.segment_rows {
-                        let b = dec.finish()?;
-                        let s = self.write_rows(&tdir, def, &b)?;
-                        created.push(segment_path(&tdir, s.state.info.id));
-                        new_segs.push(s);
-                    }
+                    rows.push(key, v)?;
                 }
                 if track_changed {
                     changed.push(key.to_vec());
                 }
                 Ok(())
-            })?;
-            if !dec.is_empty() {
-                let b = dec.finish()?;
-                let s = self.write_rows(&tdir, def, &b)?;
-                created.push(segment_path(&tdir, s.state.info.id));
-                new_segs.push(s);
+            });
+        let created = rows.files();
+        let new_segs = match result.and_then(|()| rows.finish()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Segments of a failed round are never published; the last one may be
+                // half written (and is then removed as an orphan on open).
+                for p in created {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for p in created {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e);
-        }
+        };
         stats.rows_written = new_segs.iter().map(|s| s.state.info.rows).sum();
         stats.segments_written = new_segs.len() as u64;
 
@@ -638,20 +717,26 @@ impl ColumnStore {
             .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
         let prefix = table_prefix(def.id);
         let end = table_end(def.id);
-        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 4096);
-        let mut segments = Vec::new();
+        let mut out = SegmentRows::new(self, &tdir, def);
         let mut rows = 0;
-        for r in engine.iter_at(&hi, Some(&prefix), Some(&end), false)? {
-            let (k, v) = r?;
-            dec.push(&k[prefix.len()..], &v)?;
-            rows += 1;
-            if dec.len() >= self.opts.segment_rows {
-                segments.push(Arc::new(self.write_rows(&tdir, def, &dec.finish()?)?));
+        let result = (|| -> Result<()> {
+            for r in engine.iter_at(&hi, Some(&prefix), Some(&end), false)? {
+                let (k, v) = r?;
+                out.push(&k[prefix.len()..], &v)?;
+                rows += 1;
             }
-        }
-        if !dec.is_empty() {
-            segments.push(Arc::new(self.write_rows(&tdir, def, &dec.finish()?)?));
-        }
+            Ok(())
+        })();
+        let created = out.files();
+        let segments: Vec<Arc<LoadedSegment>> = match result.and_then(|()| out.finish()) {
+            Ok(s) => s.into_iter().map(Arc::new).collect(),
+            Err(e) => {
+                for p in created {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
         lightning_rowstore::vfs::sync_dir(&tdir)?;
         let mut obsolete = Vec::new();
         for s in &view.segments {
