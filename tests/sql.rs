@@ -269,6 +269,66 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     assert_eq!(rows, 10);
 }
 
+#[test]
+fn dynamic_filters_of_joins_and_topk_prune_batches_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(
+        dir.path().join("db"),
+        LightningDbConfig {
+            columnar_background: false,
+            columnar_segment_rows: 10_000,
+            columnar_batch_rows: 1000,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    db.sql("CREATE TABLE big (id BIGINT, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..10_000).map(|i| format!("({i}, {})", i % 7)).collect();
+    db.sql(&format!("INSERT INTO big VALUES {}", values.join(",")))
+        .unwrap();
+    db.sql("CREATE TABLE pick (id BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    db.sql("INSERT INTO pick VALUES (5000), (5001), (5003)")
+        .unwrap();
+    db.compact_columnar("big").unwrap();
+    db.compact_columnar("pick").unwrap();
+    // The join builds on `pick` (3 rows) and pushes its key bounds [5000, 5003] into
+    // the scan of `big`: 9 of its 10 batches are skipped once the build side is done.
+    let q = "SELECT count(*), sum(big.v) FROM big JOIN pick ON big.id = pick.id";
+    let text = explain(&db, &format!("EXPLAIN ANALYZE {q}"));
+    assert!(text.contains("pruning filters=[DynamicFilter"), "{text}");
+    assert!(text.contains("batches_pruned_at_run_time=9"), "{text}");
+    let r = db.sql(q).unwrap();
+    assert_eq!(r[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    let sum = r[0].column(1).as_primitive::<Int64Type>().value(0);
+    assert_eq!(sum, [5000, 5001, 5003].iter().map(|i| i % 7).sum::<i64>());
+    // Fresh rows are never pruned: they carry no zone maps.
+    db.sql("INSERT INTO big VALUES (20000, 1)").unwrap();
+    db.sql("INSERT INTO pick VALUES (20000)").unwrap();
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM big JOIN pick ON big.id = pick.id"
+        ),
+        4
+    );
+    // TopK tightens its filter as it goes: the answer stays exact.
+    assert_eq!(
+        ids(&db, "SELECT id FROM big ORDER BY id DESC LIMIT 3"),
+        vec![20000, 9999, 9998]
+    );
+    let text = explain(
+        &db,
+        "EXPLAIN ANALYZE SELECT id FROM big ORDER BY v, id LIMIT 2",
+    );
+    assert!(text.contains("batches_pruned_at_run_time="), "{text}");
+    assert_eq!(
+        ids(&db, "SELECT id FROM big ORDER BY v, id LIMIT 2"),
+        vec![0, 7]
+    );
+}
+
 /// The first column of `q`'s result, as i64s.
 fn ids(db: &Database, q: &str) -> Vec<i64> {
     db.sql(q)
@@ -288,7 +348,15 @@ fn scan_statistics(db: &Database, q: &str) -> Arc<lightning_db::datafusion::comm
         while let Some(c) = plan.children().first() {
             plan = (*c).clone();
         }
-        assert_eq!(plan.name(), "LightningScanExec");
+        assert_eq!(plan.name(), "DataSourceExec");
+        let src = plan
+            .downcast_ref::<lightning_db::datafusion::datasource::source::DataSourceExec>()
+            .unwrap();
+        assert!(
+            src.data_source()
+                .downcast_ref::<lightning_query::LightningScan>()
+                .is_some()
+        );
         StatisticsContext::new()
             .compute(plan.as_ref(), &StatisticsArgs::new())
             .unwrap()

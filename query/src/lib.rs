@@ -18,4 +18,4 @@ mod scan;
 
 pub use dml::ConstraintViolation;
 pub use provider::{LightningTableProvider, cast_batch};
-pub use scan::LightningScanExec;
+pub use scan::LightningScan;

@@ -2,7 +2,7 @@
 
 use crate::dml::{DmlExec, conform, storage, violation, write_rows};
 use crate::prune::may_match;
-use crate::scan::{LightningScanExec, Pruning, SegmentPart, Unit};
+use crate::scan::{LightningScan, Pruning, SegmentPart, Unit};
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{Result, Statistics};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
@@ -283,7 +284,7 @@ impl TableProvider for LightningTableProvider {
             let used = units.last().map_or(0, |u| u.part + 1);
             parts.truncate(used);
         }
-        Ok(Arc::new(LightningScanExec::new(
+        Ok(DataSourceExec::from_data_source(LightningScan::new(
             def.name.clone(),
             schema,
             projection.cloned(),

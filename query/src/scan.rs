@@ -1,29 +1,41 @@
-//! The scan plan: the column segments' record batches that survive zone-map pruning,
-//! spread over the session's target partitions and decoded lazily one batch at a time
-//! (projected, with deleted and superseded rows masked), plus the fresh rows from the row
-//! store.
+//! The scan: a DataFusion [`DataSource`] (run by `DataSourceExec`) over the column
+//! segments' record batches that survive zone-map pruning, spread over the session's
+//! target partitions and decoded lazily one batch at a time (projected, with deleted and
+//! superseded rows masked), plus the fresh rows from the row store.
+//!
+//! Being a `DataSource`, the scan receives the filters DataFusion pushes down while it
+//! optimizes the plan, among them the dynamic filters of hash joins (the build side's
+//! key bounds) and of TopK (the current k-th value). Each partition re-prunes its
+//! remaining batches by their zone maps whenever such a filter changes, so a join probe
+//! skips the batches whose keys cannot match.
 
-use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{ColumnStatistics, Result, Statistics};
+use datafusion::common::{Column, ColumnStatistics, Result, Statistics};
+use datafusion::datasource::source::DataSource;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::statistics::StatisticsArgs;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+use datafusion::physical_expr_common::physical_expr::{
+    snapshot_generation, snapshot_physical_expr,
 };
+use datafusion::physical_optimizer::pruning::build_pruning_predicate;
+use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayFormatType, Partitioning, SendableRecordBatchStream};
 use datafusion::scalar::ScalarValue;
 use lightning_columnar::segment::{SegmentReader, ZoneMap};
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
 use roaring::RoaringBitmap;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 /// One segment to read: its rows minus `mask`.
@@ -48,8 +60,9 @@ pub(crate) struct Pruning {
     pub batches_total: usize,
 }
 
-/// Scans one Lightning table at one snapshot.
-pub struct LightningScanExec {
+/// Scans one Lightning table at one snapshot; runs inside DataFusion's `DataSourceExec`.
+#[derive(Clone)]
+pub struct LightningScan {
     table: String,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
@@ -65,12 +78,18 @@ pub struct LightningScanExec {
     snapshot_ts: u64,
     // Keeps the row-store versions this scan reads alive until the plan is dropped.
     _snapshot: Arc<Snapshot>,
-    cache: Arc<PlanProperties>,
+    eq: EquivalenceProperties,
+    /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
+    /// used to skip batches by their zone maps at run time, never trusted to filter.
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Most rows each partition emits.
+    fetch: Option<usize>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
-impl std::fmt::Debug for LightningScanExec {
+impl std::fmt::Debug for LightningScan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LightningScanExec({})", self.table)
+        write!(f, "LightningScan({})", self.table)
     }
 }
 
@@ -92,7 +111,7 @@ fn spread(units: Vec<Unit>, n: usize) -> Vec<Vec<Unit>> {
     out
 }
 
-impl LightningScanExec {
+impl LightningScan {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         table: String,
@@ -119,18 +138,11 @@ impl LightningScanExec {
             (Some(_), true) => partitions.len(),
             _ => 0,
         };
-        let n = partitions.len() + usize::from(delta_part == partitions.len());
         let eq = match ordering {
             Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o]),
             None => EquivalenceProperties::new(schema.clone()),
         };
-        let cache = PlanProperties::new(
-            eq,
-            Partitioning::UnknownPartitioning(n),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        LightningScanExec {
+        LightningScan {
             table,
             schema,
             projection,
@@ -142,8 +154,15 @@ impl LightningScanExec {
             watermark,
             snapshot_ts: snapshot.ts(),
             _snapshot: snapshot,
-            cache: Arc::new(cache),
+            eq,
+            filters: Vec::new(),
+            fetch: None,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    fn num_partitions(&self) -> usize {
+        self.partitions.len() + usize::from(self.delta_part == self.partitions.len())
     }
 
     /// Segments read / segments published.
@@ -303,29 +322,91 @@ fn scalar_of(dt: &DataType, v: &serde_json::Value) -> Option<ScalarValue> {
     })
 }
 
-impl DisplayAs for LightningScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let delta: usize = self.delta.iter().map(|b| b.num_rows()).sum();
-        let (b, bt) = self.batches_scanned();
-        write!(
-            f,
-            "LightningScanExec: table={}, segments scanned={}/{} total, batches scanned={b}/{bt}, fresh rows={}, watermark={}, snapshot={}",
-            self.table,
-            self.parts.len(),
-            self.pruning.segments_total,
-            delta,
-            self.watermark,
-            self.snapshot_ts
-        )
-    }
-}
-
 fn ext(e: lightning_columnar::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Yields one partition's batches: the fresh rows (if it is their partition), then every unit's
-/// segment batch, decoded when asked for, masked and cut to the session's batch size.
+/// Zone maps of a partition's remaining batches, as DataFusion's pruning sees them: one
+/// container per batch, columns by the scan's output schema.
+struct UnitStats<'a> {
+    units: &'a [Unit],
+    parts: &'a [Arc<SegmentPart>],
+    schema: &'a SchemaRef,
+    projection: Option<&'a [usize]>,
+}
+
+impl UnitStats<'_> {
+    /// The table column and output type of `c`. Floats are left out: their zone maps
+    /// skip NaN, which comparisons see.
+    fn column(&self, c: &Column) -> Option<(usize, &DataType)> {
+        let i = self.schema.index_of(c.name()).ok()?;
+        let dt = self.schema.field(i).data_type();
+        if dt.is_floating() {
+            return None;
+        }
+        Some((self.projection.map_or(i, |p| p[i]), dt))
+    }
+
+    fn zone(&self, u: &Unit, col: usize) -> Option<&ZoneMap> {
+        self.parts[u.part]
+            .segment
+            .segment
+            .batch_zone_maps(u.batch)
+            .get(col)
+    }
+
+    fn bound(&self, c: &Column, max: bool) -> Option<ArrayRef> {
+        let (col, dt) = self.column(c)?;
+        let null = ScalarValue::try_from(dt).ok()?;
+        let values = self.units.iter().map(|u| {
+            self.zone(u, col)
+                .and_then(|z| scalar_of(dt, if max { &z.max } else { &z.min }))
+                .unwrap_or_else(|| null.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+}
+
+impl PruningStatistics for UnitStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, false)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, true)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.units.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let (col, _) = self.column(column)?;
+        let counts = self
+            .units
+            .iter()
+            .map(|u| self.zone(u, col).map(|z| z.null_count));
+        Some(Arc::new(counts.collect::<UInt64Array>()))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let rows = self.units.iter().map(|u| {
+            let seg = &self.parts[u.part].segment.segment;
+            seg.batch_range(u.batch).len() as u64
+        });
+        Some(Arc::new(rows.collect::<UInt64Array>()))
+    }
+
+    #[allow(clippy::mutable_key_type)] // the trait's signature
+    fn contained(&self, _: &Column, _: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Yields one partition's batches: the fresh rows (if it is their partition), then every
+/// unit's segment batch, decoded when asked for and masked. Before each batch it re-prunes
+/// the remaining ones if a pushed-down filter changed (a join's build side finished, a
+/// TopK heap tightened).
 struct PartitionIter {
     schema: SchemaRef,
     parts: Vec<Arc<SegmentPart>>,
@@ -333,7 +414,13 @@ struct PartitionIter {
     units: VecDeque<Unit>,
     reader: Option<(usize, SegmentReader)>,
     ready: VecDeque<RecordBatch>,
-    batch_size: usize,
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Snapshot generation of the filters the remaining units were last pruned with.
+    pruned_at: Option<u64>,
+    /// Rows still to emit when the scan has a fetch limit.
+    left: Option<usize>,
+    batches_pruned: Count,
+    errors: Count,
 }
 
 impl PartitionIter {
@@ -364,13 +451,60 @@ impl PartitionIter {
             let keep = BooleanArray::new(keep.finish(), None);
             arrow::compute::filter_record_batch(&b, &keep)?
         };
-        let mut off = 0;
-        while off < b.num_rows() {
-            let n = (b.num_rows() - off).min(self.batch_size);
-            self.ready.push_back(b.slice(off, n));
-            off += n;
-        }
+        self.ready.push_back(b);
         Ok(())
+    }
+
+    /// Drop the remaining units whose zone maps rule out the current filters.
+    fn prune(&mut self) -> Result<()> {
+        if self.filters.is_empty() || self.units.is_empty() {
+            return Ok(());
+        }
+        let generation = self
+            .filters
+            .iter()
+            .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
+        if self.pruned_at == Some(generation) {
+            return Ok(());
+        }
+        self.pruned_at = Some(generation);
+        let exprs = self
+            .filters
+            .iter()
+            .map(|f| snapshot_physical_expr(f.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        // Pruning only saves work: a predicate it cannot build from (counted in
+        // `pruning_predicate_errors`) prunes nothing, like a trivially true one.
+        let Some(p) = build_pruning_predicate(conjunction(exprs), &self.schema, &self.errors)
+        else {
+            return Ok(());
+        };
+        let units = self.units.make_contiguous();
+        let stats = UnitStats {
+            units,
+            parts: &self.parts,
+            schema: &self.schema,
+            projection: self.projection.as_deref(),
+        };
+        let keep = p.prune(&stats)?;
+        let before = self.units.len();
+        let mut k = keep.into_iter();
+        self.units.retain(|_| k.next().unwrap_or(true));
+        self.batches_pruned.add(before - self.units.len());
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            self.prune()?;
+            let Some(u) = self.units.pop_front() else {
+                return Ok(None);
+            };
+            self.next_unit(u)?;
+        }
     }
 }
 
@@ -378,80 +512,36 @@ impl Iterator for PartitionIter {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(b) = self.ready.pop_front() {
-                return Some(Ok(b));
+        if self.left == Some(0) {
+            return None;
+        }
+        match self.next_batch() {
+            Ok(Some(b)) => {
+                let b = match &mut self.left {
+                    Some(left) => {
+                        let b = b.slice(0, b.num_rows().min(*left));
+                        *left -= b.num_rows();
+                        b
+                    }
+                    None => b,
+                };
+                Some(Ok(b))
             }
-            let u = self.units.pop_front()?;
-            if let Err(e) = self.next_unit(u) {
+            Ok(None) => None,
+            Err(e) => {
                 self.units.clear();
-                return Some(Err(e));
+                self.ready.clear();
+                Some(Err(e))
             }
         }
     }
 }
 
-impl ExecutionPlan for LightningScanExec {
-    fn name(&self) -> &'static str {
-        "LightningScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.cache
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _: Vec<Arc<dyn ExecutionPlan>>,
-        _: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        Ok(Arc::new(match args.partition() {
-            None => self.stats(self.partitions.iter().flatten(), true),
-            Some(p) if p == self.delta_part && p == self.partitions.len() => {
-                self.stats([].iter(), true)
-            }
-            Some(p) => match self.partitions.get(p) {
-                Some(units) => self.stats(units.iter(), p == self.delta_part),
-                None => {
-                    return Err(DataFusionError::Internal(format!("no partition {p}")));
-                }
-            },
-        }))
-    }
-
-    fn execute(
+impl DataSource for LightningScan {
+    fn open(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
+        _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let units: &[Unit] = match self.partitions.get(partition) {
             Some(u) => u,
@@ -474,12 +564,120 @@ impl ExecutionPlan for LightningScanExec {
             units: units.iter().copied().collect(),
             reader: None,
             ready,
-            batch_size: context.session_config().batch_size().max(1),
+            filters: self.filters.clone(),
+            pruned_at: None,
+            left: self.fetch,
+            batches_pruned: MetricBuilder::new(&self.metrics)
+                .counter("batches_pruned_at_run_time", partition),
+            errors: MetricBuilder::new(&self.metrics)
+                .counter("pruning_predicate_errors", partition),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(it),
         )))
+    }
+
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let delta: usize = self.delta.iter().map(|b| b.num_rows()).sum();
+        let (b, bt) = self.batches_scanned();
+        write!(
+            f,
+            "LightningScan: table={}, segments scanned={}/{} total, batches scanned={b}/{bt}, fresh rows={}, watermark={}, snapshot={}",
+            self.table,
+            self.parts.len(),
+            self.pruning.segments_total,
+            delta,
+            self.watermark,
+            self.snapshot_ts
+        )?;
+        if let Some(n) = self.fetch {
+            write!(f, ", fetch={n}")?;
+        }
+        if !self.filters.is_empty() && !matches!(t, DisplayFormatType::TreeRender) {
+            let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", pruning filters=[{}]", shown.join(", "))?;
+        }
+        Ok(())
+    }
+
+    fn output_partitioning(&self) -> Partitioning {
+        Partitioning::UnknownPartitioning(self.num_partitions())
+    }
+
+    fn eq_properties(&self) -> EquivalenceProperties {
+        self.eq.clone()
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let stats = match partition {
+            None => self.stats(self.partitions.iter().flatten(), true),
+            Some(p) if p == self.delta_part && p == self.partitions.len() => {
+                self.stats([].iter(), true)
+            }
+            Some(p) => match self.partitions.get(p) {
+                Some(units) => self.stats(units.iter(), p == self.delta_part),
+                None => {
+                    return Err(DataFusionError::Internal(format!("no partition {p}")));
+                }
+            },
+        };
+        let parts = match partition {
+            None => self.num_partitions(),
+            Some(_) => 1,
+        };
+        Ok(Arc::new(stats.with_fetch(self.fetch, 0, parts)?))
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
+        let mut s = self.clone();
+        s.fetch = limit;
+        Some(Arc::new(s))
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn metrics(&self) -> ExecutionPlanMetricsSet {
+        self.metrics.clone()
+    }
+
+    fn try_swapping_with_projection(
+        &self,
+        _projection: &ProjectionExprs,
+    ) -> Result<Option<Arc<dyn DataSource>>> {
+        // Projections are pushed into the scan through the provider already.
+        Ok(None)
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in &self.filters {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn try_pushdown_filters(
+        &self,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
+        // Every filter is kept for pruning and none is promised applied: the operator
+        // above (a FilterExec, a join, a TopK) still evaluates it on every row.
+        let no = vec![PushedDown::No; filters.len()];
+        if filters.is_empty() {
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(no));
+        }
+        let mut s = self.clone();
+        s.filters.extend(filters);
+        Ok(FilterPushdownPropagation::with_parent_pushdown_result(no)
+            .with_updated_node(Arc::new(s) as Arc<dyn DataSource>))
     }
 }
 
