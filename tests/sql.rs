@@ -270,6 +270,50 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
 }
 
 #[test]
+fn decimal_timestamp_and_in_list_filters_prune_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(
+        dir.path().join("db"),
+        LightningDbConfig {
+            columnar_background: false,
+            columnar_segment_rows: 10_000,
+            columnar_batch_rows: 1000,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    db.sql("CREATE TABLE p (id BIGINT, price DECIMAL(10, 2), at TIMESTAMP, PRIMARY KEY (id))")
+        .unwrap();
+    // price = id / 100 and at = id seconds after 2026-01-01: both rise with the key, so
+    // each 1000-row batch has its own range of them.
+    let values: Vec<String> = (0..5000)
+        .map(|i| {
+            format!(
+                "({i}, {}.{:02}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{i} seconds')",
+                i / 100,
+                i % 100
+            )
+        })
+        .collect();
+    db.sql(&format!("INSERT INTO p VALUES {}", values.join(",")))
+        .unwrap();
+    db.compact_columnar("p").unwrap();
+    let q = "SELECT count(*) FROM p WHERE price >= 42.50";
+    assert!(explain(&db, q).contains("batches scanned=1/5"));
+    assert_eq!(scalar_i64(&db, q), 750);
+    let q = "SELECT count(*) FROM p WHERE at < TIMESTAMP '2026-01-01 00:16:40'";
+    assert!(explain(&db, q).contains("batches scanned=1/5"));
+    assert_eq!(scalar_i64(&db, q), 1000);
+    let q = "SELECT count(*) FROM p WHERE id IN (10, 4500)";
+    assert!(explain(&db, q).contains("batches scanned=2/5"));
+    assert_eq!(scalar_i64(&db, q), 2);
+    // A filter pruning cannot use (a function of the column) scans everything.
+    let q = "SELECT count(*) FROM p WHERE id % 1000 = 0";
+    assert!(explain(&db, q).contains("batches scanned=5/5"));
+    assert_eq!(scalar_i64(&db, q), 5);
+}
+
+#[test]
 fn dynamic_filters_of_joins_and_topk_prune_batches_at_run_time() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(

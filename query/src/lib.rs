@@ -13,8 +13,8 @@
 
 mod dml;
 mod provider;
-mod prune;
 mod scan;
+mod zones;
 
 pub use dml::ConstraintViolation;
 pub use provider::{LightningTableProvider, cast_batch};

@@ -1,15 +1,16 @@
 //! The `TableProvider` of a Lightning table.
 
 use crate::dml::{DmlExec, conform, storage, violation, write_rows};
-use crate::prune::may_match;
 use crate::scan::{LightningScan, Pruning, SegmentPart, Unit};
+use crate::zones::ZoneStats;
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::{Result, Statistics};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{DFSchema, Result, Statistics};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::dml::InsertOp;
@@ -17,6 +18,8 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, col};
 use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, build_pruning_predicate};
+use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::store::LoadedSegment;
@@ -101,6 +104,38 @@ impl LightningTableProvider {
     /// The primary-key ordering of the scan's output columns: the longest prefix of the
     /// key whose columns are projected. Float keys stop it (the key encoding orders
     /// -0.0/NaN differently from SQL).
+    /// The scan's filters as a predicate over zone maps (`None`: nothing to prune by).
+    /// DataFusion hands filters with columns qualified by the scan's table name; the
+    /// predicate is over this table's own schema. Pruning only saves work: a filter
+    /// that cannot be planned (counted nowhere, logged) prunes nothing.
+    fn pruning_predicate(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Option<Arc<PruningPredicate>> {
+        let unqualified = |e: &Expr| {
+            e.clone()
+                .transform(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                        datafusion::common::Column::new_unqualified(c.name),
+                    ))),
+                    e => Ok(Transformed::no(e)),
+                })
+                .data()
+        };
+        let exprs = filters.iter().map(unqualified).collect::<Result<Vec<_>>>();
+        let expr = conjunction(exprs.ok()?)?;
+        let df_schema = DFSchema::try_from(self.schema.clone()).ok()?;
+        let physical = match state.create_physical_expr(expr, &df_schema) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(table = %self.def.name, "filter not usable for pruning: {e}");
+                return None;
+            }
+        };
+        build_pruning_predicate(physical, &self.schema, &Count::new())
+    }
+
     fn key_ordering(&self, projection: Option<&Vec<usize>>) -> Option<Vec<PhysicalSortExpr>> {
         let mut out = Vec::new();
         for &k in &self.def.key_cols {
@@ -231,33 +266,47 @@ impl TableProvider for LightningTableProvider {
         let disjoint = segments
             .windows(2)
             .all(|w| w[0].key_range().1 < w[1].key_range().0);
-        for s in segments {
+        let predicate = self.pruning_predicate(state, filters);
+        let keep_segments = match &predicate {
+            Some(p) => p.prune(&ZoneStats {
+                schema: &self.schema,
+                projection: None,
+                containers: segments
+                    .iter()
+                    .map(|s| (&s.state.info.zone_maps[..], s.state.info.rows))
+                    .collect(),
+            })?,
+            None => vec![true; segments.len()],
+        };
+        for (s, keep) in segments.into_iter().zip(keep_segments) {
             let seg = &s.segment;
             pruning.batches_total += seg.num_batches();
-            let info = &s.state.info;
-            if !filters
-                .iter()
-                .all(|f| may_match(f, &info.zone_maps, info.rows))
-            {
+            if !keep {
                 continue;
             }
+            let info = &s.state.info;
             let mut mask = (*s.deletes).clone();
             mask.extend(ColumnStore::superseded_rows(s, def, &changed).map_err(storage)?);
             if mask.len() >= info.rows {
                 continue;
             }
+            let keep_batches = match &predicate {
+                Some(p) => p.prune(&ZoneStats {
+                    schema: &self.schema,
+                    projection: None,
+                    containers: (0..seg.num_batches())
+                        .map(|b| (seg.batch_zone_maps(b), seg.batch_range(b).len() as u64))
+                        .collect(),
+                })?,
+                None => vec![true; seg.num_batches()],
+            };
             let part = parts.len();
             let before = units.len();
-            for batch in 0..seg.num_batches() {
+            for (batch, keep) in keep_batches.into_iter().enumerate() {
                 let range = seg.batch_range(batch);
                 let live = range.len()
                     - mask.range_cardinality(range.start as u32..range.end as u32) as usize;
-                let rows = range.len() as u64;
-                if live > 0
-                    && filters
-                        .iter()
-                        .all(|f| may_match(f, seg.batch_zone_maps(batch), rows))
-                {
+                if live > 0 && keep {
                     units.push(Unit { part, batch, live });
                 }
             }

@@ -9,13 +9,13 @@
 //! remaining batches by their zone maps whenever such a filter changes, so a join probe
 //! skips the batches whose keys cannot match.
 
-use arrow::array::{ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use crate::zones::{ZoneStats, scalar_of};
+use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, ColumnStatistics, Result, Statistics};
+use datafusion::common::{ColumnStatistics, Result, Statistics};
 use datafusion::datasource::source::DataSource;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
@@ -35,7 +35,7 @@ use lightning_columnar::segment::{SegmentReader, ZoneMap};
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
 use roaring::RoaringBitmap;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// One segment to read: its rows minus `mask`.
@@ -286,121 +286,8 @@ impl LightningScan {
     }
 }
 
-/// A zone-map value as a scalar of the column's type.
-fn scalar_of(dt: &DataType, v: &serde_json::Value) -> Option<ScalarValue> {
-    let i = || v.as_i64();
-    let u = || v.as_u64();
-    Some(match dt {
-        DataType::Int8 => ScalarValue::Int8(Some(i()?.try_into().ok()?)),
-        DataType::Int16 => ScalarValue::Int16(Some(i()?.try_into().ok()?)),
-        DataType::Int32 => ScalarValue::Int32(Some(i()?.try_into().ok()?)),
-        DataType::Int64 => ScalarValue::Int64(Some(i()?)),
-        DataType::UInt8 => ScalarValue::UInt8(Some(u()?.try_into().ok()?)),
-        DataType::UInt16 => ScalarValue::UInt16(Some(u()?.try_into().ok()?)),
-        DataType::UInt32 => ScalarValue::UInt32(Some(u()?.try_into().ok()?)),
-        DataType::UInt64 => ScalarValue::UInt64(Some(u()?)),
-        DataType::Float32 => ScalarValue::Float32(Some(v.as_f64()? as f32)),
-        DataType::Float64 => ScalarValue::Float64(Some(v.as_f64()?)),
-        DataType::Date32 => ScalarValue::Date32(Some(i()?.try_into().ok()?)),
-        DataType::Decimal128(p, s) => {
-            ScalarValue::Decimal128(Some(v.as_str()?.parse().ok()?), *p, *s)
-        }
-        DataType::Timestamp(unit, tz) => {
-            let x = Some(i()?);
-            match unit {
-                TimeUnit::Second => ScalarValue::TimestampSecond(x, tz.clone()),
-                TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(x, tz.clone()),
-                TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(x, tz.clone()),
-                TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(x, tz.clone()),
-            }
-        }
-        DataType::Utf8 => ScalarValue::Utf8(Some(v.as_str()?.to_string())),
-        DataType::Utf8View => ScalarValue::Utf8View(Some(v.as_str()?.to_string())),
-        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(v.as_str()?.to_string())),
-        DataType::Boolean => ScalarValue::Boolean(Some(v.as_bool()?)),
-        _ => return None,
-    })
-}
-
 fn ext(e: lightning_columnar::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// Zone maps of a partition's remaining batches, as DataFusion's pruning sees them: one
-/// container per batch, columns by the scan's output schema.
-struct UnitStats<'a> {
-    units: &'a [Unit],
-    parts: &'a [Arc<SegmentPart>],
-    schema: &'a SchemaRef,
-    projection: Option<&'a [usize]>,
-}
-
-impl UnitStats<'_> {
-    /// The table column and output type of `c`. Floats are left out: their zone maps
-    /// skip NaN, which comparisons see.
-    fn column(&self, c: &Column) -> Option<(usize, &DataType)> {
-        let i = self.schema.index_of(c.name()).ok()?;
-        let dt = self.schema.field(i).data_type();
-        if dt.is_floating() {
-            return None;
-        }
-        Some((self.projection.map_or(i, |p| p[i]), dt))
-    }
-
-    fn zone(&self, u: &Unit, col: usize) -> Option<&ZoneMap> {
-        self.parts[u.part]
-            .segment
-            .segment
-            .batch_zone_maps(u.batch)
-            .get(col)
-    }
-
-    fn bound(&self, c: &Column, max: bool) -> Option<ArrayRef> {
-        let (col, dt) = self.column(c)?;
-        let null = ScalarValue::try_from(dt).ok()?;
-        let values = self.units.iter().map(|u| {
-            self.zone(u, col)
-                .and_then(|z| scalar_of(dt, if max { &z.max } else { &z.min }))
-                .unwrap_or_else(|| null.clone())
-        });
-        ScalarValue::iter_to_array(values).ok()
-    }
-}
-
-impl PruningStatistics for UnitStats<'_> {
-    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.bound(column, false)
-    }
-
-    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.bound(column, true)
-    }
-
-    fn num_containers(&self) -> usize {
-        self.units.len()
-    }
-
-    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        let (col, _) = self.column(column)?;
-        let counts = self
-            .units
-            .iter()
-            .map(|u| self.zone(u, col).map(|z| z.null_count));
-        Some(Arc::new(counts.collect::<UInt64Array>()))
-    }
-
-    fn row_counts(&self) -> Option<ArrayRef> {
-        let rows = self.units.iter().map(|u| {
-            let seg = &self.parts[u.part].segment.segment;
-            seg.batch_range(u.batch).len() as u64
-        });
-        Some(Arc::new(rows.collect::<UInt64Array>()))
-    }
-
-    #[allow(clippy::mutable_key_type)] // the trait's signature
-    fn contained(&self, _: &Column, _: &HashSet<ScalarValue>) -> Option<BooleanArray> {
-        None
-    }
 }
 
 /// Yields one partition's batches: the fresh rows (if it is their partition), then every
@@ -479,12 +366,15 @@ impl PartitionIter {
         else {
             return Ok(());
         };
-        let units = self.units.make_contiguous();
-        let stats = UnitStats {
-            units,
-            parts: &self.parts,
+        let containers = self.units.iter().map(|u| {
+            let seg = &self.parts[u.part].segment.segment;
+            let rows = seg.batch_range(u.batch).len() as u64;
+            (seg.batch_zone_maps(u.batch), rows)
+        });
+        let stats = ZoneStats {
             schema: &self.schema,
             projection: self.projection.as_deref(),
+            containers: containers.collect(),
         };
         let keep = p.prune(&stats)?;
         let before = self.units.len();
@@ -703,25 +593,5 @@ mod tests {
         assert_eq!(spread(units, 16).len(), 5);
         // No units still gives one partition (for the fresh rows).
         assert_eq!(spread(Vec::new(), 4).len(), 1);
-    }
-
-    #[test]
-    fn zone_values_become_scalars_of_the_column_type() {
-        use serde_json::json;
-        assert_eq!(
-            scalar_of(&DataType::Int32, &json!(7)),
-            Some(ScalarValue::Int32(Some(7)))
-        );
-        assert_eq!(scalar_of(&DataType::Int8, &json!(700)), None);
-        assert_eq!(
-            scalar_of(&DataType::Decimal128(15, 2), &json!("-1250")),
-            Some(ScalarValue::Decimal128(Some(-1250), 15, 2))
-        );
-        assert_eq!(
-            scalar_of(&DataType::Utf8, &json!("x")),
-            Some(ScalarValue::Utf8(Some("x".into())))
-        );
-        assert_eq!(scalar_of(&DataType::Utf8, &json!(null)), None);
-        assert_eq!(scalar_of(&DataType::Binary, &json!("00")), None);
     }
 }
