@@ -73,6 +73,15 @@ impl BlockBuilder {
 }
 
 /// A decoded (decompressed, checksum-verified) data block.
+/// An entry's position inside its block: (offset, length) of key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    key: (u32, u32),
+    ts: Ts,
+    put: bool,
+    value: (u32, u32),
+}
+
 pub struct Block {
     data: Vec<u8>,
     n: usize,
@@ -223,6 +232,28 @@ impl Block {
     }
 
     /// Index of the first entry >= (key, ts) in internal order; `len()` if none.
+    /// Where entry `i`'s parts lie in the block, so a cursor can hand out the entry it
+    /// rests on without decoding it again ([`Block::at`]).
+    pub fn locate(&self, i: usize) -> Result<Loc, &'static str> {
+        let e = self.entry(i)?;
+        let base = self.data.as_ptr() as usize;
+        let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+        Ok(Loc {
+            key: span(e.key),
+            ts: e.ts,
+            put: e.kind == ValueKind::Put,
+            value: span(e.value),
+        })
+    }
+
+    /// The entry at `l` (from [`Block::locate`] on this block): key, ts, value (`None`
+    /// for a tombstone).
+    #[inline]
+    pub fn at(&self, l: &Loc) -> (&[u8], Ts, Option<&[u8]>) {
+        let part = |(o, n): (u32, u32)| &self.data[o as usize..(o + n) as usize];
+        (part(l.key), l.ts, l.put.then(|| part(l.value)))
+    }
+
     pub fn seek(&self, key: &[u8], ts: Ts) -> Result<usize, &'static str> {
         let p = match self.prefixes.probe(key) {
             Probe::Below => return Ok(0),

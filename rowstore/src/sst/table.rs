@@ -1,4 +1,4 @@
-use super::block::{Block, BlockBuilder, Entry, PrefixIndex, Probe};
+use super::block::{Block, BlockBuilder, Loc, PrefixIndex, Probe};
 use super::bloom;
 use crate::cache::BlockCache;
 use crate::coding::{self, Decoder};
@@ -491,6 +491,14 @@ impl Table {
             .map_err(|e| Error::corruption(self.path(), h.offset, format!("data block: {e}")))
     }
 
+    /// Whether block `i` is in the block cache (without a cache, read-ahead has nowhere
+    /// to put blocks: reported as cached).
+    pub fn block_cached(&self, i: usize) -> bool {
+        self.cache
+            .as_ref()
+            .is_none_or(|c| c.contains(self.id, i as u32))
+    }
+
     /// Load block `i` into the cache if it is not there (used by prefetch workers).
     pub fn prefetch_block(&self, i: usize) {
         if let Some(c) = &self.cache
@@ -617,7 +625,15 @@ pub struct TableIter {
     reverse: bool,
     prefetch: Option<(Arc<Prefetcher>, usize)>,
     prefetched_to: usize,
+    /// Blocks this cursor has moved into: read-ahead starts once a scan proves long.
+    loads: usize,
+    /// The entry at `pos`, located when the cursor got there.
+    cur: Option<Loc>,
 }
+
+/// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
+/// ranges span one to three blocks) never pay for waking a prefetch worker.
+const PREFETCH_AFTER_LOADS: usize = 2;
 
 impl TableIter {
     /// Position at the first entry of `[start, end)` in the given direction.
@@ -638,6 +654,8 @@ impl TableIter {
             reverse,
             prefetch,
             prefetched_to: 0,
+            loads: 0,
+            cur: None,
         };
         if reverse {
             // Last entry < (end, MAX_TS): seek to first >= it, then step back.
@@ -683,19 +701,22 @@ impl TableIter {
     fn load(&mut self, bi: usize) -> Result<()> {
         self.block = Some(self.table.block(bi)?);
         self.block_idx = bi;
-        if let Some((p, dist)) = &self.prefetch {
+        self.loads += 1;
+        if let Some((p, dist)) = &self.prefetch
+            && self.loads >= PREFETCH_AFTER_LOADS
+        {
             let n = self.table.num_blocks();
-            if self.reverse {
-                let lo = bi.saturating_sub(*dist);
-                for j in (lo..bi).rev() {
-                    p.request(&self.table, j);
-                }
+            let (from, to) = if self.reverse {
+                (bi.saturating_sub(*dist), bi)
             } else {
-                let from = (bi + 1).max(self.prefetched_to);
-                let to = (bi + 1 + *dist).min(n);
-                for j in from..to {
-                    p.request(&self.table, j);
-                }
+                ((bi + 1).max(self.prefetched_to), (bi + 1 + *dist).min(n))
+            };
+            // Only blocks not cached yet: a request wakes a worker.
+            let wanted = (from..to).filter(|&j| !self.table.block_cached(j));
+            if self.reverse {
+                wanted.rev().for_each(|j| p.request(&self.table, j));
+            } else {
+                wanted.for_each(|j| p.request(&self.table, j));
                 self.prefetched_to = to;
             }
         }
@@ -736,42 +757,37 @@ impl TableIter {
         }
     }
 
-    fn entry(&self) -> Result<Option<Entry<'_>>> {
-        match &self.block {
-            Some(b) if self.pos < b.len() => b
-                .entry(self.pos)
-                .map(Some)
-                .map_err(|m| self.table.corrupt(self.block_idx, m)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Stop when leaving `[start, end)`.
+    /// Locate the entry the cursor moved to (every move ends here), or stop when it
+    /// left `[start, end)`.
     fn check_bounds(&mut self) -> Result<()> {
-        let out = match self.entry()? {
-            Some(e) => {
-                if self.reverse {
-                    self.start.as_deref().is_some_and(|s| e.key < s)
-                } else {
-                    self.end.as_deref().is_some_and(|x| e.key >= x)
-                }
-            }
-            None => false,
+        self.cur = None;
+        let Some(b) = &self.block else {
+            return Ok(());
+        };
+        if self.pos >= b.len() {
+            return Ok(());
+        }
+        let loc = b
+            .locate(self.pos)
+            .map_err(|m| self.table.corrupt(self.block_idx, m))?;
+        let key = b.at(&loc).0;
+        let out = if self.reverse {
+            self.start.as_deref().is_some_and(|s| key < s)
+        } else {
+            self.end.as_deref().is_some_and(|x| key >= x)
         };
         if out {
             self.block = None;
+        } else {
+            self.cur = Some(loc);
         }
         Ok(())
     }
 
     /// Current entry: (user key, ts, value or None for a tombstone).
+    #[inline]
     pub fn current(&self) -> Option<EntryRef<'_>> {
-        let b = self.block.as_ref()?;
-        if self.pos >= b.len() {
-            return None;
-        }
-        // Entries were decoded successfully by check_bounds before becoming current.
-        b.entry(self.pos).ok().map(|e| (e.key, e.ts, e.value_opt()))
+        Some(self.block.as_ref()?.at(self.cur.as_ref()?))
     }
 
     pub fn advance(&mut self) -> Result<()> {
@@ -859,6 +875,44 @@ mod tests {
         assert_eq!(rr.len(), r.len());
         assert!(run(Some(b"zz"), None, false).is_empty());
         assert!(run(None, Some(b"a"), true).is_empty());
+    }
+
+    #[test]
+    fn long_scans_read_ahead_and_short_ones_do_not() {
+        let d = tempfile::tempdir().unwrap();
+        let t = build(d.path(), 9, 2000, Compression::Lz4);
+        let n = t.num_blocks();
+        assert!(n > 40);
+        let p = crate::prefetch::Prefetcher::start(1);
+        let cached = |from: usize, to: usize| (from..to).filter(|&b| t.block_cached(b)).count();
+        // A scan that stays in its first two blocks asks for nothing.
+        let mut it = TableIter::new(t.clone(), None, None, false, Some((p.clone(), 8))).unwrap();
+        while it.block_idx < 1 {
+            it.advance().unwrap();
+        }
+        assert_eq!(cached(0, n), 2);
+        // Moving on shows a long scan: the next 8 blocks get loaded ahead of it.
+        while it.block_idx < 2 {
+            it.advance().unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cached(3, 11) < 8 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(cached(3, 11), 8);
+        assert_eq!(cached(11, n), 0);
+        // Entries are the same with and without read-ahead.
+        let all = |pf| {
+            let mut it = TableIter::new(t.clone(), None, None, false, pf).unwrap();
+            let mut out = Vec::new();
+            while let Some((k, ts, v)) = it.current() {
+                out.push((k.to_vec(), ts, v.map(<[u8]>::to_vec)));
+                it.advance().unwrap();
+            }
+            out
+        };
+        assert_eq!(all(None), all(Some((p.clone(), 4))));
+        p.shutdown();
     }
 
     #[test]
