@@ -413,9 +413,9 @@ impl Engine {
                 opts.bloom_bits_per_key,
             )?;
             let mut res = Ok(());
-            recovered.for_each(|k, v| {
+            recovered.for_each(|k, ts, v| {
                 if res.is_ok() {
-                    res = b.add(&k.user_key, k.ts, v.as_deref());
+                    res = b.add(k, ts, v);
                 }
             });
             res?;
@@ -1383,9 +1383,9 @@ impl Inner {
         let horizon = self.gc_horizon();
         let mut out = OutputSink::new(self, horizon, false, None);
         let mut res = Ok(());
-        imm.for_each(|k, v| {
+        imm.for_each(|k, ts, v| {
             if res.is_ok() {
-                res = out.add(&k.user_key, k.ts, v.as_deref());
+                res = out.add(k, ts, v);
             }
         });
         let outputs = match res.and_then(|_| out.finish()) {
