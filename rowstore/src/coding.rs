@@ -58,6 +58,7 @@ impl<'a> Decoder<'a> {
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
             return Err(DecodeError("truncated"));
@@ -66,6 +67,7 @@ impl<'a> Decoder<'a> {
         self.pos += n;
         Ok(s)
     }
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.bytes(1)?[0])
     }
@@ -73,13 +75,26 @@ impl<'a> Decoder<'a> {
         let b = self.bytes(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+    #[inline]
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.bytes(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        // One byte holds every length below 128: keys and most values.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -91,6 +106,7 @@ impl<'a> Decoder<'a> {
         Err(DecodeError("varint too long"))
     }
     /// A varint length followed by that many bytes.
+    #[inline]
     pub fn len_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| DecodeError("length overflow"))?;

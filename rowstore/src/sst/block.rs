@@ -216,6 +216,7 @@ impl Block {
     }
 
     /// Decode entry `i` (< len()).
+    #[inline]
     pub fn entry(&self, i: usize) -> Result<Entry<'_>, &'static str> {
         debug_assert!(i < self.n);
         let mut d = Decoder::new(&self.data[self.offset(i)..self.offsets_start]);
