@@ -265,6 +265,9 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     let q = "SELECT id, v FROM b LIMIT 10";
     let text = explain(&db, q);
     assert!(text.contains("batches scanned=1/"), "{text}");
+    // DataFusion hands the limit to the scan as its fetch; statistics count it.
+    assert!(text.contains("fetch=10"), "{text}");
+    assert_eq!(scan_statistics(&db, q).num_rows, Precision::Exact(10));
     let rows: usize = db.sql(q).unwrap().iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 10);
 }

@@ -161,6 +161,20 @@ impl LightningScan {
         }
     }
 
+    /// Rows partition `p` yields before any fetch limit.
+    fn partition_rows(&self, p: usize) -> usize {
+        let segment_rows: usize = self
+            .partitions
+            .get(p)
+            .map_or(0, |u| u.iter().map(|u| u.live).sum());
+        let fresh = if p == self.delta_part {
+            self.delta.iter().map(|b| b.num_rows()).sum()
+        } else {
+            0
+        };
+        segment_rows + fresh
+    }
+
     fn num_partitions(&self) -> usize {
         self.partitions.len() + usize::from(self.delta_part == self.partitions.len())
     }
@@ -500,23 +514,33 @@ impl DataSource for LightningScan {
     }
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
-        let stats = match partition {
-            None => self.stats(self.partitions.iter().flatten(), true),
-            Some(p) if p == self.delta_part && p == self.partitions.len() => {
-                self.stats([].iter(), true)
+        let Some(p) = partition else {
+            let stats = self.stats(self.partitions.iter().flatten(), true);
+            let Some(fetch) = self.fetch else {
+                return Ok(Arc::new(stats));
+            };
+            // The fetch limits each partition: the rows are the sum of what each yields.
+            let rows: usize = (0..self.num_partitions())
+                .map(|p| self.partition_rows(p).min(fetch))
+                .sum();
+            if Precision::Exact(rows) == stats.num_rows {
+                return Ok(Arc::new(stats));
             }
-            Some(p) => match self.partitions.get(p) {
+            let mut cut = stats.to_inexact();
+            cut.num_rows = Precision::Exact(rows);
+            return Ok(Arc::new(cut));
+        };
+        let stats = if p == self.delta_part && p == self.partitions.len() {
+            self.stats([].iter(), true)
+        } else {
+            match self.partitions.get(p) {
                 Some(units) => self.stats(units.iter(), p == self.delta_part),
                 None => {
                     return Err(DataFusionError::Internal(format!("no partition {p}")));
                 }
-            },
+            }
         };
-        let parts = match partition {
-            None => self.num_partitions(),
-            Some(_) => 1,
-        };
-        Ok(Arc::new(stats.with_fetch(self.fetch, 0, parts)?))
+        Ok(Arc::new(stats.with_fetch(self.fetch, 0, 1)?))
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
