@@ -152,12 +152,17 @@ fn reads_are_fresh_and_explain_shows_pruning() {
     expect.extend([7, 2001]);
     expect.sort();
     assert_eq!(ordered(&db, "o"), expect);
-    // Several partitions of batches (one per core): no order is claimed and DataFusion
-    // sorts.
+    // Several partitions of batches (one per core): no order is declared up front, but
+    // each partition holds a key range in order, so the sort DataFusion planned is
+    // dropped and the partitions are merged.
     if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
         let text = explain(&db, "SELECT id FROM m ORDER BY id");
-        assert!(text.contains("SortExec"), "{text}");
+        assert!(!text.contains("SortExec"), "{text}");
+        assert!(text.contains("SortPreservingMergeExec"), "{text}");
     }
+    let mut m_rows: Vec<i64> = (0..5000).filter(|&i| i != 43).collect();
+    m_rows.push(99999);
+    assert_eq!(ordered(&db, "m"), m_rows);
 }
 
 #[test]
@@ -350,8 +355,38 @@ fn dynamic_filters_of_joins_and_topk_prune_batches_at_run_time() {
     assert_eq!(r[0].column(0).as_primitive::<Int64Type>().value(0), 3);
     let sum = r[0].column(1).as_primitive::<Int64Type>().value(0);
     assert_eq!(sum, [5000, 5001, 5003].iter().map(|i| i % 7).sum::<i64>());
+    // Its one segment is in key order in every partition: a sort by the key is dropped
+    // and a limit stops the scan early.
+    for q in [
+        "SELECT id FROM big ORDER BY id",
+        "SELECT id, v FROM big ORDER BY id LIMIT 3",
+    ] {
+        let text = explain(&db, q);
+        assert!(!text.contains("SortExec"), "{text}");
+    }
+    assert_eq!(
+        ids(&db, "SELECT id, v FROM big ORDER BY id LIMIT 3"),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        ids(&db, "SELECT id FROM big ORDER BY id"),
+        (0..10_000).collect::<Vec<i64>>()
+    );
+    // Descending, or by another column: DataFusion sorts.
+    assert!(explain(&db, "SELECT id FROM big ORDER BY id DESC").contains("SortExec"));
+    assert!(explain(&db, "SELECT id FROM big ORDER BY v").contains("SortExec"));
     // Fresh rows are never pruned: they carry no zone maps.
     db.sql("INSERT INTO big VALUES (20000, 1)").unwrap();
+    db.sql("INSERT INTO big VALUES (-1, 1)").unwrap();
+    assert_eq!(
+        ids(&db, "SELECT id, v FROM big ORDER BY id LIMIT 3"),
+        vec![-1, 0, 1]
+    );
+    let mut all: Vec<i64> = (0..10_000).collect();
+    all.insert(0, -1);
+    all.push(20000);
+    assert_eq!(ids(&db, "SELECT id FROM big ORDER BY id"), all);
+    db.sql("DELETE FROM big WHERE id = -1").unwrap();
     db.sql("INSERT INTO pick VALUES (20000)").unwrap();
     assert_eq!(
         scalar_i64(
