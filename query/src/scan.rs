@@ -83,6 +83,9 @@ pub struct LightningScan {
     eq: EquivalenceProperties,
     /// The primary-key order every partition is in, when it holds.
     key_order: Option<Vec<PhysicalSortExpr>>,
+    /// The primary-key columns as sort expressions (segments disjoint), whether or not
+    /// every partition is in that order.
+    key_exprs: Option<Vec<PhysicalSortExpr>>,
     /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
     /// used to skip batches by their zone maps at run time, never trusted to filter.
     filters: Vec<Arc<dyn PhysicalExpr>>,
@@ -135,7 +138,8 @@ impl LightningScan {
         // keeps the order through hash repartitions by merging (`preserve_order`), which
         // measured 2.1x slower on TPC-H q3 and 1.3x on q18 than repartitioning freely
         // and sorting where needed.
-        let key_order = ordering;
+        let key_exprs = ordering;
+        let key_order = key_exprs.clone();
         let ordering = key_order.clone().filter(|_| partitions.len() == 1);
         // Fresh rows come in key order but interleave with the segments' keys: when the
         // output is declared ordered they get a partition of their own.
@@ -166,6 +170,7 @@ impl LightningScan {
             _snapshot: snapshot,
             eq,
             key_order,
+            key_exprs,
             filters: Vec::new(),
             fetch: None,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -592,25 +597,41 @@ impl DataSource for LightningScan {
         &self,
         order: &[PhysicalSortExpr],
     ) -> Result<SortOrderPushdownResult<Arc<dyn DataSource>>> {
-        // A requested order that is a prefix of the key order (ascending; key columns
-        // hold no NULLs, so where NULLs would sort does not matter) holds in every
-        // partition: declare it, and DataFusion drops its sort.
-        let Some(key) = &self.key_order else {
-            return Ok(SortOrderPushdownResult::Unsupported);
+        // Whether `order` is a prefix of the key columns, all ascending or all descending
+        // (key columns hold no NULLs, so where NULLs would sort does not matter).
+        let prefix_of = |key: &[PhysicalSortExpr], descending: bool| {
+            !order.is_empty()
+                && order.len() <= key.len()
+                && order.iter().zip(key).all(|(o, k)| {
+                    o.options.descending == descending && o.expr.as_ref() == k.expr.as_ref()
+                })
         };
-        let prefix = order.len() <= key.len()
-            && order
-                .iter()
-                .zip(key)
-                .all(|(o, k)| !o.options.descending && o.expr.as_ref() == k.expr.as_ref());
-        if !prefix || order.is_empty() {
-            return Ok(SortOrderPushdownResult::Unsupported);
+        // Ascending, and every partition is in key order: declare it, DataFusion drops
+        // its sort.
+        if let Some(key) = &self.key_order
+            && prefix_of(key, false)
+        {
+            let mut s = self.clone();
+            s.eq = EquivalenceProperties::new_with_orderings(self.schema.clone(), [key.clone()]);
+            return Ok(SortOrderPushdownResult::Exact {
+                inner: Arc::new(s) as Arc<dyn DataSource>,
+            });
         }
-        let mut s = self.clone();
-        s.eq = EquivalenceProperties::new_with_orderings(self.schema.clone(), [key.clone()]);
-        Ok(SortOrderPushdownResult::Exact {
-            inner: Arc::new(s) as Arc<dyn DataSource>,
-        })
+        // Descending: each partition reads its batches from the highest keys down. The
+        // sort stays, but a TopK above fills with its winners first and its dynamic
+        // filter then prunes the remaining batches. Only when no order is declared,
+        // since the reversed batches no longer follow it.
+        if let Some(key) = &self.key_exprs
+            && prefix_of(key, true)
+            && self.eq.output_ordering().is_none()
+        {
+            let mut s = self.clone();
+            s.partitions.iter_mut().for_each(|p| p.reverse());
+            return Ok(SortOrderPushdownResult::Inexact {
+                inner: Arc::new(s) as Arc<dyn DataSource>,
+            });
+        }
+        Ok(SortOrderPushdownResult::Unsupported)
     }
 
     fn try_pushdown_filters(
