@@ -208,32 +208,54 @@ impl Dict {
     }
 }
 
-/// Dictionary of a string column, or `None` once it has more than `limit` distinct
-/// values. One hash lookup per row: the same pass counts the values and assigns keys.
-fn string_dictionary<O: OffsetSizeTrait>(parts: &[ArrayRef], limit: usize) -> Option<Dict> {
-    let mut ids: FastMap<&[u8], u32> = FastMap::default();
-    let mut values = GenericStringBuilder::<O>::new();
+/// Dictionary keys of `parts`: `rows` yields each part's values (`None` for NULL); each
+/// new value goes to `add` and is numbered in order of first appearance, in the same
+/// hash lookup that counts it. `None` once more than `limit` distinct values.
+fn assign_keys<'a, K, I>(
+    parts: &'a [ArrayRef],
+    limit: usize,
+    rows: impl Fn(&'a ArrayRef) -> I,
+    mut add: impl FnMut(K),
+) -> Option<Vec<(Vec<u32>, Option<arrow::buffer::NullBuffer>)>>
+where
+    K: std::hash::Hash + Eq + Copy,
+    I: Iterator<Item = Option<K>>,
+{
+    let mut ids: FastMap<K, u32> = FastMap::default();
     let mut keys = Vec::with_capacity(parts.len());
     for p in parts {
-        let a = p.as_string::<O>();
-        let mut k = Vec::with_capacity(a.len());
-        for v in a.iter() {
-            let Some(s) = v else {
-                k.push(0);
-                continue;
+        let mut k = Vec::with_capacity(p.len());
+        for v in rows(p) {
+            let id = match v {
+                None => 0,
+                Some(v) => {
+                    let next = ids.len() as u32;
+                    *ids.entry(v).or_insert_with(|| {
+                        add(v);
+                        next
+                    })
+                }
             };
-            let next = ids.len() as u32;
-            let id = *ids.entry(s.as_bytes()).or_insert_with(|| {
-                values.append_value(s);
-                next
-            });
             if ids.len() > limit {
                 return None;
             }
             k.push(id);
         }
-        keys.push((k, a.nulls().cloned()));
+        keys.push((k, p.nulls().cloned()));
     }
+    Some(keys)
+}
+
+/// Dictionary of a string column, or `None` once it has more than `limit` distinct
+/// values.
+fn string_dictionary<O: OffsetSizeTrait>(parts: &[ArrayRef], limit: usize) -> Option<Dict> {
+    let mut values = GenericStringBuilder::<O>::new();
+    let keys = assign_keys(
+        parts,
+        limit,
+        |p| p.as_string::<O>().iter(),
+        |s: &str| values.append_value(s),
+    )?;
     Some(Dict {
         values: Arc::new(values.finish()),
         keys,
@@ -247,30 +269,14 @@ where
     T: ArrowNativeType + std::hash::Hash + Eq,
 {
     let dt = parts.first()?.data_type().clone();
-    let mut ids: FastMap<T, u32> = FastMap::default();
     let mut vals: Vec<T> = Vec::new();
-    let mut keys = Vec::with_capacity(parts.len());
-    for p in parts {
+    let bits = |p: &ArrayRef| {
         let d = p.to_data();
-        let buf = &d.buffers()[0].typed_data::<T>()[d.offset()..d.offset() + d.len()];
-        let mut k = Vec::with_capacity(d.len());
-        for (i, &v) in buf.iter().enumerate() {
-            if d.is_null(i) {
-                k.push(0);
-                continue;
-            }
-            let next = vals.len() as u32;
-            let id = *ids.entry(v).or_insert_with(|| {
-                vals.push(v);
-                next
-            });
-            if vals.len() > limit {
-                return None;
-            }
-            k.push(id);
-        }
-        keys.push((k, d.nulls().cloned()));
-    }
+        let v = arrow::buffer::ScalarBuffer::<T>::new(d.buffers()[0].clone(), d.offset(), d.len());
+        let nulls = d.nulls().cloned();
+        (0..d.len()).map(move |i| nulls.as_ref().is_none_or(|n| n.is_valid(i)).then(|| v[i]))
+    };
+    let keys = assign_keys(parts, limit, bits, |v| vals.push(v))?;
     let data = ArrayData::builder(dt)
         .len(vals.len())
         .add_buffer(Buffer::from_vec(vals))
