@@ -171,16 +171,19 @@ impl<'a> SegmentRows<'a> {
         Ok(())
     }
 
-    /// Write what is pending and return every segment written.
-    fn finish(mut self) -> Result<Vec<LoadedSegment>> {
-        self.write()?;
-        Ok(self.written)
-    }
-
-    /// Files written so far (to remove when the round fails).
-    fn files(&self) -> Vec<PathBuf> {
-        let ids = self.written.iter().map(|s| s.state.info.id);
-        ids.map(|id| segment_path(self.tdir, id)).collect()
+    /// After feeding every row (`fed`: how that went), write what is pending and return
+    /// every segment written. On any failure the segments written are removed: a failed
+    /// round publishes nothing (a half-written last file is an orphan, removed on open).
+    fn finish(mut self, fed: Result<()>) -> Result<Vec<LoadedSegment>> {
+        match fed.and_then(|()| self.write()) {
+            Ok(()) => Ok(self.written),
+            Err(e) => {
+                for s in &self.written {
+                    let _ = std::fs::remove_file(segment_path(self.tdir, s.state.info.id));
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -517,18 +520,7 @@ impl ColumnStore {
                 }
                 Ok(())
             });
-        let created = rows.files();
-        let new_segs = match result.and_then(|()| rows.finish()) {
-            Ok(s) => s,
-            Err(e) => {
-                // Segments of a failed round are never published; the last one may be
-                // half written (and is then removed as an orphan on open).
-                for p in created {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
-            }
-        };
+        let new_segs = rows.finish(result)?;
         stats.rows_written = new_segs.iter().map(|s| s.state.info.rows).sum();
         stats.segments_written = new_segs.len() as u64;
 
@@ -727,16 +719,8 @@ impl ColumnStore {
             }
             Ok(())
         })();
-        let created = out.files();
-        let segments: Vec<Arc<LoadedSegment>> = match result.and_then(|()| out.finish()) {
-            Ok(s) => s.into_iter().map(Arc::new).collect(),
-            Err(e) => {
-                for p in created {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
-            }
-        };
+        let segments: Vec<Arc<LoadedSegment>> =
+            out.finish(result)?.into_iter().map(Arc::new).collect();
         lightning_rowstore::vfs::sync_dir(&tdir)?;
         let mut obsolete = Vec::new();
         for s in &view.segments {
