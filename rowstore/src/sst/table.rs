@@ -624,6 +624,8 @@ pub struct TableIter {
     end: Option<Vec<u8>>,
     reverse: bool,
     prefetch: Option<(Arc<Prefetcher>, usize)>,
+    /// Read-ahead frontier: blocks from here on in the scan's direction have not been
+    /// asked for yet (forward: the lowest such index; reverse: one past the highest).
     prefetched_to: usize,
     /// Blocks this cursor has moved into: read-ahead starts once a scan proves long.
     loads: usize,
@@ -653,7 +655,7 @@ impl TableIter {
             end: end.map(<[u8]>::to_vec),
             reverse,
             prefetch,
-            prefetched_to: 0,
+            prefetched_to: if reverse { usize::MAX } else { 0 },
             loads: 0,
             cur: None,
         };
@@ -706,18 +708,20 @@ impl TableIter {
             && self.loads >= PREFETCH_AFTER_LOADS
         {
             let n = self.table.num_blocks();
+            // Each block is considered once: only the blocks the window gained since the
+            // last load, and of those only the uncached ones (a request wakes a worker).
             let (from, to) = if self.reverse {
-                (bi.saturating_sub(*dist), bi)
+                (bi.saturating_sub(*dist), bi.min(self.prefetched_to))
             } else {
                 ((bi + 1).max(self.prefetched_to), (bi + 1 + *dist).min(n))
             };
-            // Only blocks not cached yet: a request wakes a worker.
             let wanted = (from..to).filter(|&j| !self.table.block_cached(j));
             if self.reverse {
                 wanted.rev().for_each(|j| p.request(&self.table, j));
+                self.prefetched_to = self.prefetched_to.min(from);
             } else {
                 wanted.for_each(|j| p.request(&self.table, j));
-                self.prefetched_to = to;
+                self.prefetched_to = self.prefetched_to.max(to);
             }
         }
         Ok(())
@@ -912,6 +916,19 @@ mod tests {
             out
         };
         assert_eq!(all(None), all(Some((p.clone(), 4))));
+        // Backwards the same: once past two blocks, the 8 below are loaded ahead.
+        let t = build(d.path(), 10, 2000, Compression::Lz4);
+        let cached = |from: usize, to: usize| (from..to).filter(|&b| t.block_cached(b)).count();
+        let mut it = TableIter::new(t.clone(), None, None, true, Some((p.clone(), 8))).unwrap();
+        while it.block_idx > n - 3 {
+            it.advance().unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cached(n - 11, n - 3) < 8 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(cached(n - 11, n - 3), 8);
+        assert_eq!(cached(0, n - 11), 0);
         p.shutdown();
     }
 
