@@ -101,9 +101,6 @@ impl LightningTableProvider {
         &self.def
     }
 
-    /// The primary-key ordering of the scan's output columns: the longest prefix of the
-    /// key whose columns are projected. Float keys stop it (the key encoding orders
-    /// -0.0/NaN differently from SQL).
     /// The scan's filters as a predicate over zone maps (`None`: nothing to prune by).
     /// DataFusion hands filters with columns qualified by the scan's table name; the
     /// predicate is over this table's own schema. Pruning only saves work: a filter
@@ -136,6 +133,9 @@ impl LightningTableProvider {
         build_pruning_predicate(physical, &self.schema, &Count::new())
     }
 
+    /// The primary-key ordering of the scan's output columns: the longest prefix of the
+    /// key whose columns are projected. Float keys stop it (the key encoding orders
+    /// -0.0/NaN differently from SQL).
     fn key_ordering(&self, projection: Option<&Vec<usize>>) -> Option<Vec<PhysicalSortExpr>> {
         let mut out = Vec::new();
         for &k in &self.def.key_cols {

@@ -77,14 +77,11 @@ pub struct LightningScan {
     delta_part: usize,
     pruning: Pruning,
     watermark: u64,
-    snapshot_ts: u64,
     // Keeps the row-store versions this scan reads alive until the plan is dropped.
-    _snapshot: Arc<Snapshot>,
+    snapshot: Arc<Snapshot>,
     eq: EquivalenceProperties,
-    /// The primary-key order every partition is in, when it holds.
-    key_order: Option<Vec<PhysicalSortExpr>>,
-    /// The primary-key columns as sort expressions (segments disjoint), whether or not
-    /// every partition is in that order.
+    /// The primary-key columns as sort expressions, when the segments read are
+    /// disjoint (each partition's batches then follow the key).
     key_exprs: Option<Vec<PhysicalSortExpr>>,
     /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
     /// used to skip batches by their zone maps at run time, never trusted to filter.
@@ -131,28 +128,21 @@ impl LightningScan {
         pruning: Pruning,
         watermark: u64,
         snapshot: Arc<Snapshot>,
-        ordering: Option<Vec<PhysicalSortExpr>>,
+        key_exprs: Option<Vec<PhysicalSortExpr>>,
     ) -> Self {
         let partitions = spread(units, target_partitions);
         // Declared only for one partition of segment batches: with several, DataFusion
         // keeps the order through hash repartitions by merging (`preserve_order`), which
         // measured 2.1x slower on TPC-H q3 and 1.3x on q18 than repartitioning freely
         // and sorting where needed.
-        let key_exprs = ordering;
-        let key_order = key_exprs.clone();
-        let ordering = key_order.clone().filter(|_| partitions.len() == 1);
+        let declared = key_exprs.clone().filter(|_| partitions.len() == 1);
         // Fresh rows come in key order but interleave with the segments' keys: when the
         // output is declared ordered they get a partition of their own.
-        let has_delta = delta.iter().any(|b| b.num_rows() > 0);
-        let delta_part = match (&ordering, has_delta) {
+        let delta_part = match (&declared, delta.iter().any(|b| b.num_rows() > 0)) {
             (Some(_), true) => partitions.len(),
             _ => 0,
         };
-        // Every partition is sorted by the key when the fresh rows do not share one with
-        // segment batches: a sort above the scan can then be dropped
-        // (`try_pushdown_sort`) even where the order is not declared up front.
-        let key_order = key_order.filter(|_| !has_delta || delta_part == partitions.len());
-        let eq = match ordering {
+        let eq = match declared {
             Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o]),
             None => EquivalenceProperties::new(schema.clone()),
         };
@@ -166,10 +156,8 @@ impl LightningScan {
             delta_part,
             pruning,
             watermark,
-            snapshot_ts: snapshot.ts(),
-            _snapshot: snapshot,
+            snapshot,
             eq,
-            key_order,
             key_exprs,
             filters: Vec::new(),
             fetch: None,
@@ -189,6 +177,14 @@ impl LightningScan {
             0
         };
         segment_rows + fresh
+    }
+
+    /// Whether every partition yields its rows in primary-key order: the segments are
+    /// disjoint and the fresh rows, if any, have a partition of their own.
+    fn sorted_by_key(&self) -> bool {
+        self.key_exprs.is_some()
+            && (self.delta_part == self.partitions.len()
+                || self.delta.iter().all(|b| b.num_rows() == 0))
     }
 
     fn num_partitions(&self) -> usize {
@@ -509,7 +505,7 @@ impl DataSource for LightningScan {
             self.pruning.segments_total,
             delta,
             self.watermark,
-            self.snapshot_ts
+            self.snapshot.ts()
         )?;
         if let Some(n) = self.fetch {
             write!(f, ", fetch={n}")?;
@@ -608,7 +604,8 @@ impl DataSource for LightningScan {
         };
         // Ascending, and every partition is in key order: declare it, DataFusion drops
         // its sort.
-        if let Some(key) = &self.key_order
+        if let Some(key) = &self.key_exprs
+            && self.sorted_by_key()
             && prefix_of(key, false)
         {
             let mut s = self.clone();
