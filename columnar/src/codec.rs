@@ -540,13 +540,12 @@ impl RowDecoder {
             })
             .collect();
         let builders = std::mem::replace(&mut self.builders, next);
-        let cap = rows;
         self.rows = 0;
         let cols = builders
             .into_iter()
             .map(ColumnBuilder::finish)
             .collect::<Result<Vec<_>>>()?;
-        let opts = RecordBatchOptions::new().with_row_count(Some(cap));
+        let opts = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             cols,
