@@ -16,6 +16,18 @@ fn cfg() -> LightningDbConfig {
     }
 }
 
+/// A database whose tables compact only when asked, into segments of up to 10,000 rows
+/// in record batches of 1,000 (the unit of zone-map pruning).
+fn batched_db(dir: &std::path::Path) -> Database {
+    let cfg = LightningDbConfig {
+        columnar_background: false,
+        columnar_segment_rows: 10_000,
+        columnar_batch_rows: 1000,
+        ..cfg()
+    };
+    Database::create(dir.join("db"), cfg).unwrap()
+}
+
 fn scalar_i64(db: &Database, q: &str) -> i64 {
     let b = db.sql(q).unwrap();
     let c = b[0].column(0);
@@ -168,16 +180,7 @@ fn reads_are_fresh_and_explain_shows_pruning() {
 #[test]
 fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
-        LightningDbConfig {
-            columnar_background: false,
-            columnar_segment_rows: 10_000,
-            columnar_batch_rows: 1000,
-            ..cfg()
-        },
-    )
-    .unwrap();
+    let db = batched_db(dir.path());
     db.sql("CREATE TABLE b (id BIGINT, v BIGINT, tag VARCHAR, PRIMARY KEY (id))")
         .unwrap();
     let values: Vec<String> = (0..5000)
@@ -280,16 +283,7 @@ fn zone_maps_prune_batches_inside_a_segment_and_feed_the_planner() {
 #[test]
 fn decimal_timestamp_and_in_list_filters_prune_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
-        LightningDbConfig {
-            columnar_background: false,
-            columnar_segment_rows: 10_000,
-            columnar_batch_rows: 1000,
-            ..cfg()
-        },
-    )
-    .unwrap();
+    let db = batched_db(dir.path());
     db.sql("CREATE TABLE p (id BIGINT, price DECIMAL(10, 2), at TIMESTAMP, PRIMARY KEY (id))")
         .unwrap();
     // price = id / 100 and at = id seconds after 2026-01-01: both rise with the key, so
@@ -324,16 +318,7 @@ fn decimal_timestamp_and_in_list_filters_prune_batches() {
 #[test]
 fn dynamic_filters_of_joins_and_topk_prune_batches_at_run_time() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
-        LightningDbConfig {
-            columnar_background: false,
-            columnar_segment_rows: 10_000,
-            columnar_batch_rows: 1000,
-            ..cfg()
-        },
-    )
-    .unwrap();
+    let db = batched_db(dir.path());
     db.sql("CREATE TABLE big (id BIGINT, v BIGINT, PRIMARY KEY (id))")
         .unwrap();
     let values: Vec<String> = (0..10_000).map(|i| format!("({i}, {})", i % 7)).collect();

@@ -250,22 +250,14 @@ mod tests {
         let hex = |s: &[u8]| json!(zone_hex(s));
         let z = [(hex(b"user:1"), hex(b"user:3"), 0, 5)];
         let bin = |s: &[u8]| lit(ScalarValue::Binary(Some(s.to_vec())));
-        assert_eq!(
-            keeps(DataType::Binary, col("k").gt_eq(bin(b"user:2")), &z),
-            [true]
-        );
-        assert_eq!(
-            keeps(DataType::Binary, col("k").gt_eq(bin(b"user:4")), &z),
-            [false]
-        );
-        assert_eq!(
-            keeps(DataType::Binary, col("k").lt(bin(b"user:1")), &z),
-            [false]
-        );
-        assert_eq!(
-            keeps(DataType::Binary, col("k").lt(bin(b"user:10")), &z),
-            [true]
-        );
+        for (filter, keep) in [
+            (col("k").gt_eq(bin(b"user:2")), true),
+            (col("k").gt_eq(bin(b"user:4")), false),
+            (col("k").lt(bin(b"user:1")), false),
+            (col("k").lt(bin(b"user:10")), true),
+        ] {
+            assert_eq!(keeps(DataType::Binary, filter, &z), [keep]);
+        }
         // A float zone map whose max was NaN (stored as null) prunes nothing above.
         let z = [(json!(1.0), json!(null), 0, 5)];
         assert_eq!(keeps(DataType::Float64, col("k").gt(lit(5.0)), &z), [true]);
