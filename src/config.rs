@@ -1,7 +1,10 @@
 //! `LightningDbConfig`: every knob of a database, validated at create/open.
 
 use crate::error::{Error, Result};
+use lightning_rowstore::vfs::Vfs;
 use lightning_rowstore::{Compression, EngineOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use lightning_rowstore::Durability;
@@ -19,6 +22,24 @@ pub enum ConsistencyLevel {
     /// keys in scanned ranges) was changed by a transaction that committed after its
     /// snapshot. Refuses write skew.
     Serializable,
+}
+
+/// Which files SQL statements (`CREATE EXTERNAL TABLE … LOCATION`, `COPY … TO`) may
+/// read and write. Whatever this says, SQL never reads or writes inside a database
+/// directory (this database's or, where recognizable, another one's).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SqlFileAccess {
+    /// No file access from SQL: external tables and `COPY … TO` are refused.
+    None,
+    /// Only files inside these directories (and below them).
+    Directories(Vec<PathBuf>),
+    /// Any path the process may access, except database directories. The default:
+    /// SQL in an embedded database comes from the application, and imports and
+    /// exports through SQL are what analysts expect. An application that runs SQL from
+    /// untrusted users should set [`SqlFileAccess::None`] or
+    /// [`SqlFileAccess::Directories`].
+    #[default]
+    Any,
 }
 
 /// Configuration of a database. Use `..Default::default()` for the fields you do not set.
@@ -121,6 +142,21 @@ pub struct LightningDbConfig {
     pub columnar_kv: bool,
     /// `health_check` reports low disk space below this many free bytes. Default 256 MiB.
     pub health_min_free_disk_bytes: u64,
+    /// Longest SQL text accepted by `sql`, in bytes; longer statements are refused with
+    /// [`Error::Sql`] before they are parsed. 1 KiB..=64 MiB. Default 1 MiB.
+    pub sql_max_statement_bytes: usize,
+    /// Deepest nesting of expressions accepted in a SQL statement (a chain `a + b + c`
+    /// of n terms nests n deep); deeper statements are refused with [`Error::Sql`].
+    /// 16..=1_000_000. Default 100_000. SQL is planned and run on threads whose stacks
+    /// hold this depth.
+    pub sql_max_expression_depth: usize,
+    /// Which files SQL may read and write. Default [`SqlFileAccess::Any`] (except
+    /// database directories).
+    pub sql_file_access: SqlFileAccess,
+    /// The file system every database file goes through. `None`: the operating
+    /// system's. Tests pass a [`crate::vfs::FaultVfs`] here to inject faults and
+    /// simulate power loss.
+    pub vfs: Option<Arc<dyn Vfs>>,
 }
 
 impl Default for LightningDbConfig {
@@ -159,6 +195,10 @@ impl Default for LightningDbConfig {
             columnar_batch_rows: 1 << 16,
             columnar_kv: false,
             health_min_free_disk_bytes: 256 * 1024 * 1024,
+            sql_max_statement_bytes: 1 << 20,
+            sql_max_expression_depth: 100_000,
+            sql_file_access: SqlFileAccess::Any,
+            vfs: None,
         }
     }
 }
@@ -217,6 +257,18 @@ impl LightningDbConfig {
         if self.columnar_compaction_interval.is_zero() || self.columnar_compaction_rows == 0 {
             return bad("columnar compaction thresholds must be positive".into());
         }
+        if !(1024..=64 << 20).contains(&self.sql_max_statement_bytes) {
+            return bad(format!(
+                "sql_max_statement_bytes must be between 1024 and 67108864, got {}",
+                self.sql_max_statement_bytes
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.sql_max_expression_depth) {
+            return bad(format!(
+                "sql_max_expression_depth must be between 16 and 1000000, got {}",
+                self.sql_max_expression_depth
+            ));
+        }
         let opts = EngineOptions {
             block_size: self.page_size,
             cache_size: self.cache_size,
@@ -239,6 +291,10 @@ impl LightningDbConfig {
             prefetch: self
                 .prefetch_enabled
                 .then_some((self.prefetch_workers, self.prefetch_distance)),
+            vfs: self
+                .vfs
+                .clone()
+                .unwrap_or_else(lightning_rowstore::vfs::std_vfs),
         };
         opts.validate()?;
         Ok(opts)

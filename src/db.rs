@@ -123,8 +123,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Database {
-    /// Create a new database at `path` (the directory is created). Fails with
-    /// [`Error::DatabaseExists`] if one is already there.
+    /// Create a new database at `path` (the directory is created if missing). Fails
+    /// with [`Error::DatabaseExists`] if one is already there, and with
+    /// [`Error::DirectoryNotEmpty`] if the directory holds other files: nothing that was
+    /// there is ever touched.
     pub fn create(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
         Self::open_mode(path.as_ref(), config, OpenMode::Create)
     }
@@ -135,19 +137,20 @@ impl Database {
         Self::open_mode(path.as_ref(), config, OpenMode::Open)
     }
 
-    /// Open the database at `path`, creating it if it does not exist.
+    /// Open the database at `path`, creating it if there is none (a missing or empty
+    /// directory). Whether one exists is decided while holding the directory lock, so
+    /// two callers racing on a new path never both create it. A directory with database
+    /// files but no `CURRENT` is an error ([`Error::MissingCurrent`]), never a new
+    /// database.
     pub fn open_or_create(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
-        match Self::open(path.as_ref(), config.clone()) {
-            Err(Error::DatabaseNotFound(_)) => Self::create(path, config),
-            r => r,
-        }
+        Self::open_mode(path.as_ref(), config, OpenMode::OpenOrCreate)
     }
 
     fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
         let opts = config.validate()?;
         #[cfg(feature = "sql")]
-        let pin = if mode == OpenMode::Open {
-            lightning_columnar::ColumnStore::pin_needed(path)?
+        let pin = if mode != OpenMode::Create {
+            lightning_columnar::ColumnStore::pin_needed(&*opts.vfs, path)?
         } else {
             None
         };
@@ -328,20 +331,21 @@ impl Database {
     }
 
     /// Write a consistent copy of the database into `dir` (which must not exist) while
-    /// writers keep running: the table files of one version are hard-linked (copied if
-    /// `dir` is on another file system) and the WAL after them copied. Open the copy
-    /// with [`Database::open`]. The column store is derived data and is rebuilt from
-    /// the rows by the copy's compactor.
+    /// writers keep running. The copy holds every write acknowledged before the call:
+    /// the live files are captured under the commit pipeline's WAL lock (the WAL is
+    /// copied up to the end of its last whole record), then copied without blocking
+    /// writers. Table files are hard-linked when `dir` is on the same file system,
+    /// else copied and verified by checksum. Open the copy with [`Database::open`]. The
+    /// column store is derived data and is rebuilt from the rows by the copy's
+    /// compactor.
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
         let _span = tracing::info_span!("checkpoint").entered();
-        Ok(lightning_rowstore::check::backup_dir(
-            self.path(),
-            dir.as_ref(),
-        )?)
+        Ok(self.engine.checkpoint(dir.as_ref(), None)?)
     }
 
-    /// Flush, stop background threads and release the directory lock. Further calls
-    /// return [`Error::Closed`]. Idempotent; also done on drop.
+    /// Flush, stop background threads and release the directory lock. Idempotent; also
+    /// done on drop. After a fatal error ([`Error::Fatal`]) nothing is flushed and
+    /// `close` returns that error (every time it is called).
     pub fn close(&self) -> Result<()> {
         self.txns.lock().clear();
         #[cfg(feature = "sql")]

@@ -45,6 +45,18 @@ pub enum Error {
     /// `Database::open` on a path that holds no database.
     #[error("no database found at {0}")]
     DatabaseNotFound(PathBuf),
+    /// The directory holds database files but no `CURRENT` naming the live manifest
+    /// (lost, or a create that never finished). Nothing was changed; `lightning-cli
+    /// repair` rebuilds it from the newest valid manifest.
+    #[error(
+        "{dir} holds database files ({found}) but no CURRENT file naming the live \
+         manifest; nothing was changed. Run `lightning-cli repair {dir}` to rebuild \
+         CURRENT from the newest valid manifest"
+    )]
+    MissingCurrent { dir: PathBuf, found: String },
+    /// `Database::create` on a directory that holds other files.
+    #[error("cannot create a database in {dir}: the directory is not empty (it holds {found})")]
+    DirectoryNotEmpty { dir: PathBuf, found: String },
     /// The database is open in another process or handle.
     #[error("database at {0} is locked by another process or handle")]
     Locked(PathBuf),
@@ -186,6 +198,8 @@ impl From<lightning_rowstore::Error> for Error {
             E::InvalidArgument(m) => Error::InvalidArgument(m),
             E::DatabaseExists(p) => Error::DatabaseExists(p),
             E::DatabaseNotFound(p) => Error::DatabaseNotFound(p),
+            E::MissingCurrent { dir, found } => Error::MissingCurrent { dir, found },
+            E::DirectoryNotEmpty { dir, found } => Error::DirectoryNotEmpty { dir, found },
             E::Locked(p) => Error::Locked(p),
             E::Closed => Error::Closed,
             E::Fatal(m) => Error::Fatal(m),

@@ -45,13 +45,25 @@ pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 #[cfg(feature = "sql")]
 pub use tables::to_table_types;
 
-pub use config::{ConsistencyLevel, Durability, LightningDbConfig};
+pub use config::{ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess};
 pub use db::{Database, KvIter, Tx, TxId};
 pub use error::{Error, Result};
 /// A batch of key-value puts and deletes, applied atomically by
 /// [`Database::write_batch`].
 pub use lightning_rowstore::WriteBatch as KvBatch;
+pub use lightning_rowstore::repair::{DroppedWal, RepairOptions, RepairReport};
 pub use metrics::{DiskUsage, HealthStatus, LatencySummary, Metrics};
+
+/// The file-system seam every database file goes through (see
+/// [`LightningDbConfig::vfs`]): the operating system's ([`vfs::StdVfs`]) and a
+/// fault-injecting one for tests ([`vfs::FaultVfs`]: I/O errors, full disks, torn
+/// writes, power loss).
+pub mod vfs {
+    pub use lightning_rowstore::vfs::{
+        FaultKind, FaultOp, FaultRule, FaultVfs, Metadata, PowerLoss, StdVfs, Vfs, VfsFile,
+        VfsLock, std_vfs,
+    };
+}
 
 /// What [`check_files`] verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,15 +81,29 @@ pub struct CheckReport {
 /// elsewhere): the manifest, every live table's index and `percent`% of its blocks,
 /// every WAL record, and `percent`% of the column segments. The first damage found is
 /// returned as [`Error::Corruption`] naming the file and offset.
+///
+/// It works while the database is open and busy (in this process or another): a file
+/// that a flush or compaction replaces while it is read is not reported; the check goes
+/// on with the newer version, and the live WAL is read only up to its last whole record.
 pub fn check_files(
+    dir: &std::path::Path,
+    percent: u8,
+    progress: impl FnMut(&str),
+) -> Result<CheckReport> {
+    check_files_with(&vfs::std_vfs(), dir, percent, progress)
+}
+
+/// [`check_files`] through a given [`vfs::Vfs`].
+pub fn check_files_with(
+    vfs: &std::sync::Arc<dyn vfs::Vfs>,
     dir: &std::path::Path,
     percent: u8,
     mut progress: impl FnMut(&str),
 ) -> Result<CheckReport> {
-    let r = lightning_rowstore::check::check_dir(dir, percent, &mut progress)?;
+    let r = lightning_rowstore::check::check_dir(vfs, dir, percent, &mut progress)?;
     #[cfg(feature = "sql")]
     let (segments_checked, segments_total) =
-        lightning_columnar::store::check_files(dir, percent, &mut progress)?;
+        lightning_columnar::store::check_files(&**vfs, dir, percent, &mut progress)?;
     #[cfg(not(feature = "sql"))]
     let (segments_checked, segments_total) = (0, 0);
     Ok(CheckReport {
@@ -92,10 +118,29 @@ pub fn check_files(
 }
 
 /// Write a consistent file-level copy of the database in `dir` into `target` (which
-/// must not exist), also while another process has it open and writes to it. See
-/// [`Database::checkpoint`].
+/// must not exist), also while another process has it open and writes to it: every
+/// write acknowledged before the call is in the copy. Tables are hard-linked on the
+/// same file system, else copied and verified by checksum; the live WAL is copied up to
+/// its last whole record. Nothing that existed before is removed. See
+/// [`Database::checkpoint`] for a copy taken by the process that has it open.
 pub fn backup_files(dir: &std::path::Path, target: &std::path::Path) -> Result<()> {
-    Ok(lightning_rowstore::check::backup_dir(dir, target)?)
+    let vfs = vfs::StdVfs;
+    Ok(lightning_rowstore::backup::backup_dir(
+        &vfs, dir, &vfs, target,
+    )?)
+}
+
+/// Repair a database directory that does not open (it must not be open): rebuild a
+/// missing or damaged `CURRENT` from the newest valid manifest, and with
+/// [`RepairOptions::truncate_wal`] drop WAL damage from the first damaged record on
+/// (the dropped bytes are saved beside the segment, and the report says what they
+/// held). Without `truncate_wal`, WAL damage is only reported.
+pub fn repair(dir: &std::path::Path, options: RepairOptions) -> Result<RepairReport> {
+    Ok(lightning_rowstore::repair::repair_dir(
+        &vfs::StdVfs,
+        dir,
+        options,
+    )?)
 }
 
 /// Largest key accepted, in bytes (32 KiB less 64 bytes reserved for table prefixes).

@@ -186,34 +186,35 @@ impl Default for FacadeStats {
     }
 }
 
-pub(crate) fn disk_usage(dir: &Path) -> DiskUsage {
-    fn walk(p: &Path) -> u64 {
-        let Ok(rd) = std::fs::read_dir(p) else {
+pub(crate) fn disk_usage(vfs: &dyn lightning_rowstore::vfs::Vfs, dir: &Path) -> DiskUsage {
+    use lightning_rowstore::files::{self, DbFile};
+    fn walk(vfs: &dyn lightning_rowstore::vfs::Vfs, p: &Path) -> u64 {
+        let Ok(names) = vfs.list(p) else {
             return 0;
         };
-        rd.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
+        names
+            .iter()
+            .map(|n| {
+                let q = p.join(n);
+                match vfs.metadata(&q) {
+                    Ok(m) if m.is_dir => walk(vfs, &q),
+                    Ok(m) => m.len,
+                    Err(_) => 0,
+                }
             })
             .sum()
     }
     let mut u = DiskUsage::default();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                if name == "columnar" {
-                    u.columnar_bytes += walk(&e.path());
-                }
-            } else if name.ends_with(".log") {
-                u.wal_bytes += m.len();
-            } else if name.ends_with(".sst") {
-                u.sst_bytes += m.len();
-            } else if name.starts_with("MANIFEST-") || name == "CURRENT" {
-                u.manifest_bytes += m.len();
+    if let Ok(names) = vfs.list(dir) {
+        for name in names {
+            let p = dir.join(&name);
+            let Ok(m) = vfs.metadata(&p) else { continue };
+            match files::classify(&name) {
+                DbFile::Columnar if m.is_dir => u.columnar_bytes += walk(vfs, &p),
+                DbFile::Wal(_) => u.wal_bytes += m.len,
+                DbFile::Table(_) => u.sst_bytes += m.len,
+                DbFile::Manifest(_) | DbFile::Current => u.manifest_bytes += m.len,
+                _ => {}
             }
         }
     }
@@ -347,7 +348,7 @@ impl MetricsHandle {
             memtable_bytes: sizes.memtable_bytes,
             cache_bytes: sizes.cache_bytes,
             tables_per_level: sizes.tables_per_level.clone(),
-            disk: disk_usage(&self.path),
+            disk: disk_usage(&*e.options().vfs, &self.path),
             columnar_segments: segments,
             columnar_watermark_lag: lag,
             checksum_failures: fs.checksum_failures.load(Ordering::Relaxed),

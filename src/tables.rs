@@ -70,6 +70,7 @@ impl Tables {
             },
             segment_rows: cfg.columnar_segment_rows,
             batch_rows: cfg.columnar_batch_rows,
+            vfs: engine.options().vfs.clone(),
             ..Default::default()
         };
         let store = Arc::new(ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?);

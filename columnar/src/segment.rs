@@ -20,6 +20,7 @@ use arrow::datatypes::*;
 use arrow::ipc::reader::{FileDecoder, read_footer_length};
 use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow::ipc::{CompressionType, root_as_footer};
+use lightning_rowstore::vfs::Vfs;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -496,16 +497,18 @@ fn merge_zone(dt: &DataType, acc: &mut ZoneMap, z: &ZoneMap) {
 
 /// Write `batch` (sorted by primary key, table schema) as segment `id` in `dir`.
 pub fn write_segment(
+    vfs: &dyn Vfs,
     dir: &Path,
     id: u64,
     batch: &RecordBatch,
     compression: SegmentCompression,
 ) -> Result<SegmentInfo> {
-    write_segment_batched(dir, id, batch, compression, BATCH_ROWS)
+    write_segment_batched(vfs, dir, id, batch, compression, BATCH_ROWS)
 }
 
 /// [`write_segment`] with `batch_rows` rows per record batch in the file.
 pub fn write_segment_batched(
+    vfs: &dyn Vfs,
     dir: &Path,
     id: u64,
     batch: &RecordBatch,
@@ -520,12 +523,13 @@ pub fn write_segment_batched(
             batch.slice(off, batch_rows.min(n - off))
         })
         .collect();
-    write_segment_chunks(dir, id, &chunks, compression)
+    write_segment_chunks(vfs, dir, id, &chunks, compression)
 }
 
 /// Write `chunks` (together sorted by primary key, all of the table schema) as segment
 /// `id` in `dir`, one record batch in the file per chunk.
 pub fn write_segment_chunks(
+    vfs: &dyn Vfs,
     dir: &Path,
     id: u64,
     chunks: &[RecordBatch],
@@ -618,14 +622,7 @@ pub fn write_segment_chunks(
     w.finish()?;
     let bytes = w.into_inner()?;
     let path = segment_path(dir, id);
-    {
-        use std::io::Write;
-        let mut f = lightning_rowstore::vfs::create_new(&path)?;
-        f.write_all(&bytes)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        f.sync_all()
-            .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))?;
-    }
+    lightning_rowstore::vfs::create_new_synced(vfs, &path, &bytes)?;
     Ok(SegmentInfo {
         id,
         rows: n as u64,
@@ -661,14 +658,19 @@ impl std::fmt::Debug for Segment {
 
 impl Segment {
     /// Map and verify a segment against what the state recorded about it.
-    pub fn open(dir: &Path, info: &SegmentInfo, table_schema: SchemaRef) -> Result<Segment> {
+    pub fn open(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        info: &SegmentInfo,
+        table_schema: SchemaRef,
+    ) -> Result<Segment> {
         let path = segment_path(dir, info.id);
-        let file = std::fs::File::open(&path)
+        let file = vfs
+            .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat of {}", path.display()), e))?
-            .len();
+            .len()
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), e))?;
         if len != info.file_len || len < 10 {
             return Err(Error::corruption(
                 &path,
@@ -676,20 +678,40 @@ impl Segment {
                 format!("segment is {len} bytes, expected {}", info.file_len),
             ));
         }
-        // SAFETY: segment files are immutable once published: nothing writes to or
-        // truncates them while mapped, and they are only unlinked after no reader holds
-        // them, which leaves an existing mapping valid.
-        let map = unsafe { memmap2::Mmap::map(&file) }
+        // Segment files are immutable once published: nothing writes to or truncates
+        // them while mapped, and they are only unlinked, which leaves a mapping valid.
+        // A `Vfs` that cannot map (an encrypting one) gives the bytes read into memory.
+        let map = file
+            .map()
             .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-        let crc = crc32c::crc32c(&map);
+        let buffer = match map {
+            Some(map) => {
+                let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("mmap pointer is not null");
+                let n = map.len();
+                // SAFETY: `ptr` points to `n` readable bytes owned by `map`, which the
+                // buffer keeps alive (as its owner) for as long as any slice of it exists.
+                unsafe { Buffer::from_custom_allocation(ptr, n, Arc::new(map)) }
+            }
+            None => {
+                // An aligned allocation, as Arrow's decoders expect of IPC bodies.
+                let mut b = arrow::buffer::MutableBuffer::from_len_zeroed(len as usize);
+                file.read_at(b.as_slice_mut(), 0)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                b.into()
+            }
+        };
+        if buffer.len() as u64 != len {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment changed size while opened",
+            ));
+        }
+        let crc = crc32c::crc32c(&buffer);
         if crc != info.file_crc32c {
             return Err(Error::corruption(&path, 0, "segment checksum mismatch"));
         }
-        let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("mmap pointer is not null");
-        let n = map.len();
-        // SAFETY: `ptr` points to `n` readable bytes owned by `map`, which the buffer
-        // keeps alive (as its owner) for as long as any slice of it exists.
-        let buffer = unsafe { Buffer::from_custom_allocation(ptr, n, Arc::new(map)) };
+        let n = buffer.len();
         let bad = |why: String| Error::corruption(&path, 0, why);
         let trailer: [u8; 10] = buffer[n - 10..].try_into().expect("10 bytes");
         let footer_len = read_footer_length(trailer).map_err(|e| bad(e.to_string()))?;
@@ -969,6 +991,7 @@ impl SegmentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lightning_rowstore::vfs::StdVfs;
 
     fn sample(n: usize) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -1004,12 +1027,12 @@ mod tests {
             (2, SegmentCompression::Lz4),
             (3, SegmentCompression::None),
         ] {
-            let info = write_segment(d.path(), id, &b, c).unwrap();
+            let info = write_segment(&StdVfs, d.path(), id, &b, c).unwrap();
             assert_eq!(info.rows, 1000);
             assert_eq!(info.zone_maps[0].min, serde_json::json!(0));
             assert_eq!(info.zone_maps[0].max, serde_json::json!(999));
             assert_eq!(info.zone_maps[1].null_count, 143);
-            let s = Segment::open(d.path(), &info, b.schema()).unwrap();
+            let s = Segment::open(&StdVfs, d.path(), &info, b.schema()).unwrap();
             assert_eq!(s.read(None).unwrap(), b);
             let p = s.read(Some(&[3, 0])).unwrap();
             assert_eq!(p.num_columns(), 2);
@@ -1034,12 +1057,13 @@ mod tests {
     fn batches_share_dictionaries_and_carry_their_own_zone_maps() {
         let d = tempfile::tempdir().unwrap();
         let b = sample(1000);
-        let info = write_segment_batched(d.path(), 4, &b, SegmentCompression::Zstd, 300).unwrap();
+        let info =
+            write_segment_batched(&StdVfs, d.path(), 4, &b, SegmentCompression::Zstd, 300).unwrap();
         assert_eq!(info.zone_maps[0].min, serde_json::json!(0));
         assert_eq!(info.zone_maps[0].max, serde_json::json!(999));
         assert_eq!(info.zone_maps[1].null_count, 143);
         assert_eq!(info.zone_maps[3].max, serde_json::json!(999.0 * 1.5));
-        let s = Arc::new(Segment::open(d.path(), &info, b.schema()).unwrap());
+        let s = Arc::new(Segment::open(&StdVfs, d.path(), &info, b.schema()).unwrap());
         assert_eq!(s.num_batches(), 4);
         assert_eq!(s.batch_range(3), 900..1000);
         assert_eq!(s.batch_zone_maps(1)[0].min, serde_json::json!(300));
@@ -1064,8 +1088,8 @@ mod tests {
         assert_eq!(rows, 1000);
         // An empty segment is one empty batch.
         let empty = b.slice(0, 0);
-        let info = write_segment(d.path(), 5, &empty, SegmentCompression::Lz4).unwrap();
-        let s = Segment::open(d.path(), &info, b.schema()).unwrap();
+        let info = write_segment(&StdVfs, d.path(), 5, &empty, SegmentCompression::Lz4).unwrap();
+        let s = Segment::open(&StdVfs, d.path(), &info, b.schema()).unwrap();
         assert_eq!(s.num_batches(), 1);
         assert_eq!(s.read(None).unwrap().num_rows(), 0);
     }
@@ -1110,8 +1134,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let info = write_segment_batched(d.path(), 1, &b, SegmentCompression::Zstd, 1024).unwrap();
-        let s = Segment::open(d.path(), &info, schema).unwrap();
+        let info = write_segment_batched(&StdVfs, d.path(), 1, &b, SegmentCompression::Zstd, 1024)
+            .unwrap();
+        let s = Segment::open(&StdVfs, d.path(), &info, schema).unwrap();
         assert_eq!(s.read(None).unwrap(), b);
         let f = std::fs::File::open(segment_path(d.path(), 1)).unwrap();
         let r = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
@@ -1141,15 +1166,22 @@ mod tests {
     #[test]
     fn segment_chunks_must_exist_and_agree_on_their_schema() {
         let d = tempfile::tempdir().unwrap();
-        assert!(write_segment_chunks(d.path(), 1, &[], SegmentCompression::Zstd).is_err());
+        assert!(write_segment_chunks(&StdVfs, d.path(), 1, &[], SegmentCompression::Zstd).is_err());
         let b = sample(100);
         let other = b.project(&[0, 1]).unwrap();
-        let e = write_segment_chunks(d.path(), 2, &[b.clone(), other], SegmentCompression::Zstd);
+        let e = write_segment_chunks(
+            &StdVfs,
+            d.path(),
+            2,
+            &[b.clone(), other],
+            SegmentCompression::Zstd,
+        );
         assert!(e.unwrap_err().to_string().contains("schema"));
         // Chunks of any sizes become the file's batches, in order.
         let chunks = [b.slice(0, 10), b.slice(10, 0), b.slice(10, 90)];
-        let info = write_segment_chunks(d.path(), 3, &chunks, SegmentCompression::Lz4).unwrap();
-        let s = Segment::open(d.path(), &info, b.schema()).unwrap();
+        let info =
+            write_segment_chunks(&StdVfs, d.path(), 3, &chunks, SegmentCompression::Lz4).unwrap();
+        let s = Segment::open(&StdVfs, d.path(), &info, b.schema()).unwrap();
         assert_eq!(s.num_batches(), 3);
         assert_eq!(s.batch_range(2), 10..100);
         assert_eq!(s.read(None).unwrap(), b);
@@ -1165,14 +1197,14 @@ mod tests {
     fn flipped_byte_is_corruption() {
         let d = tempfile::tempdir().unwrap();
         let b = sample(500);
-        let info = write_segment(d.path(), 9, &b, SegmentCompression::Zstd).unwrap();
+        let info = write_segment(&StdVfs, d.path(), 9, &b, SegmentCompression::Zstd).unwrap();
         let p = segment_path(d.path(), 9);
         let orig = std::fs::read(&p).unwrap();
         for pos in [10, orig.len() / 2, orig.len() - 20] {
             let mut bad = orig.clone();
             bad[pos] ^= 0x20;
             std::fs::write(&p, &bad).unwrap();
-            let e = Segment::open(d.path(), &info, b.schema()).unwrap_err();
+            let e = Segment::open(&StdVfs, d.path(), &info, b.schema()).unwrap_err();
             assert!(matches!(e, Error::Corruption { .. }), "{e}");
         }
     }

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::segment::SegmentInfo;
+use lightning_rowstore::vfs::Vfs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,12 +52,10 @@ impl Default for ColumnarState {
 }
 
 impl ColumnarState {
-    pub fn load(dir: &Path) -> Result<Option<ColumnarState>> {
+    pub fn load(vfs: &dyn Vfs, dir: &Path) -> Result<Option<ColumnarState>> {
         let p = dir.join("STATE");
-        let data = match std::fs::read(&p) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("reading {}", p.display()), e)),
+        let Some(data) = lightning_rowstore::vfs::read_file_if_exists(vfs, &p)? else {
+            return Ok(None);
         };
         let bad = |why: &str| Error::corruption(&p, 0, why.to_string());
         let text = std::str::from_utf8(&data).map_err(|_| bad("STATE is not text"))?;
@@ -80,10 +79,10 @@ impl ColumnarState {
     }
 
     /// Publish atomically.
-    pub fn store(&self, dir: &Path) -> Result<()> {
+    pub fn store(&self, vfs: &dyn Vfs, dir: &Path) -> Result<()> {
         let body = serde_json::to_string(self).map_err(|e| Error::Schema(e.to_string()))?;
         let text = format!("{MAGIC}\n{:08x}\n{body}", crc32c::crc32c(body.as_bytes()));
-        lightning_rowstore::vfs::write_file_atomic(&dir.join("STATE"), text.as_bytes())?;
+        lightning_rowstore::vfs::write_file_atomic(vfs, &dir.join("STATE"), text.as_bytes())?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
 use crate::table::{TableDef, table_end, table_prefix};
 use arrow::array::*;
 use arrow::datatypes::SchemaRef;
+use lightning_rowstore::vfs::{self, Vfs};
 use lightning_rowstore::{Engine, Snapshot, Ts};
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
@@ -37,6 +38,8 @@ pub struct ColumnarOptions {
     pub small_segment_rows: usize,
     /// ...once at least this many of them exist.
     pub merge_when_small_segments: usize,
+    /// The file system every file of the column store goes through.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for ColumnarOptions {
@@ -47,6 +50,7 @@ impl Default for ColumnarOptions {
             batch_rows: crate::segment::BATCH_ROWS,
             small_segment_rows: 1 << 16,
             merge_when_small_segments: 4,
+            vfs: vfs::std_vfs(),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct RoundStats {
 
 pub struct ColumnStore {
     dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
     opts: ColumnarOptions,
     state: Mutex<ColumnarState>,
     views: RwLock<HashMap<u32, Arc<TableView>>>,
@@ -116,6 +121,7 @@ pub struct ColumnStore {
 /// as they are: no decoded column is ever concatenated or regrown.
 struct SegmentRows<'a> {
     store: &'a ColumnStore,
+    files: &'a mut RoundFiles,
     tdir: &'a Path,
     def: &'a TableDef,
     dec: RowDecoder,
@@ -126,13 +132,19 @@ struct SegmentRows<'a> {
 }
 
 impl<'a> SegmentRows<'a> {
-    fn new(store: &'a ColumnStore, tdir: &'a Path, def: &'a TableDef) -> Self {
+    fn new(
+        store: &'a ColumnStore,
+        files: &'a mut RoundFiles,
+        tdir: &'a Path,
+        def: &'a TableDef,
+    ) -> Self {
         let cap = store
             .opts
             .batch_rows
             .clamp(1, store.opts.segment_rows.max(1));
         SegmentRows {
             store,
+            files,
             tdir,
             def,
             dec: RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, cap),
@@ -166,22 +178,63 @@ impl<'a> SegmentRows<'a> {
         }
         let chunks = std::mem::take(&mut self.chunks);
         self.chunk_rows = 0;
-        let s = self.store.write_chunks(self.tdir, self.def, &chunks)?;
+        let s = self
+            .store
+            .write_chunks(self.files, self.tdir, self.def, &chunks)?;
         self.written.push(s);
         Ok(())
     }
 
     /// After feeding every row (`fed`: how that went), write what is pending and return
-    /// every segment written. On any failure the segments written are removed: a failed
-    /// round publishes nothing (a half-written last file is an orphan, removed on open).
+    /// every segment written. (On failure the round's [`RoundFiles`] removes them.)
     fn finish(mut self, fed: Result<()>) -> Result<Vec<LoadedSegment>> {
-        match fed.and_then(|()| self.write()) {
-            Ok(()) => Ok(self.written),
-            Err(e) => {
-                for s in &self.written {
-                    let _ = std::fs::remove_file(segment_path(self.tdir, s.state.info.id));
-                }
-                Err(e)
+        fed.and_then(|()| self.write())?;
+        Ok(self.written)
+    }
+}
+
+/// Every file a compaction round creates. Unless the round publishes them
+/// ([`RoundFiles::publish`]), they are removed when it ends, whatever made it fail, so
+/// a failed round leaves nothing behind that a later round could trip over. (A crash
+/// leaves them as orphans, which opening removes.)
+struct RoundFiles {
+    vfs: Arc<dyn Vfs>,
+    created: Vec<PathBuf>,
+}
+
+impl RoundFiles {
+    fn new(vfs: Arc<dyn Vfs>) -> Self {
+        RoundFiles {
+            vfs,
+            created: Vec::new(),
+        }
+    }
+
+    /// A new file at `path`: any file already there is an orphan of a crashed round
+    /// (names come from one counter), so it is replaced.
+    fn create(&mut self, path: PathBuf, data: &[u8]) -> Result<()> {
+        vfs::remove_file_if_exists(&*self.vfs, &path)?;
+        self.created.push(path.clone());
+        vfs::create_new_synced(&*self.vfs, &path, data)?;
+        Ok(())
+    }
+
+    /// Register a file written by someone else for this round.
+    fn add(&mut self, path: PathBuf) {
+        self.created.push(path);
+    }
+
+    /// The round published: its files stay.
+    fn publish(mut self) {
+        self.created.clear();
+    }
+}
+
+impl Drop for RoundFiles {
+    fn drop(&mut self) {
+        for p in &self.created {
+            if let Err(e) = vfs::remove_file_if_exists(&*self.vfs, p) {
+                tracing::warn!(file = %p.display(), error = %e, "could not remove a file of a failed round");
             }
         }
     }
@@ -209,20 +262,19 @@ fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
 
 const DEL_MAGIC: &[u8; 8] = b"LTNGDEL1";
 
-fn write_deletes(dir: &Path, seg: u64, generation: u64, bm: &RoaringBitmap) -> Result<DeleteFile> {
+fn write_deletes(
+    files: &mut RoundFiles,
+    dir: &Path,
+    seg: u64,
+    generation: u64,
+    bm: &RoaringBitmap,
+) -> Result<DeleteFile> {
     let mut data = DEL_MAGIC.to_vec();
     bm.serialize_into(&mut data)
         .map_err(|e| Error::io("encoding a delete bitmap", e))?;
     let crc = crc32c::crc32c(&data);
     data.extend_from_slice(&crc.to_le_bytes());
-    let p = del_path(dir, seg, generation);
-    {
-        use std::io::Write;
-        let mut f = lightning_rowstore::vfs::create_new(&p)?;
-        f.write_all(&data)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-    }
+    files.create(del_path(dir, seg, generation), &data)?;
     Ok(DeleteFile {
         generation,
         deleted_rows: bm.len(),
@@ -231,9 +283,9 @@ fn write_deletes(dir: &Path, seg: u64, generation: u64, bm: &RoaringBitmap) -> R
     })
 }
 
-fn read_deletes(dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
+fn read_deletes(vfs: &dyn Vfs, dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
     let p = del_path(dir, seg, d.generation);
-    let data = std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+    let data = vfs::read_file(vfs, &p)?;
     let bad = |why: &str| Error::corruption(&p, 0, why.to_string());
     if data.len() as u64 != d.file_len || crc32c::crc32c(&data) != d.file_crc32c {
         return Err(bad("delete bitmap checksum mismatch"));
@@ -251,8 +303,8 @@ fn read_deletes(dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
 
 impl ColumnStore {
     /// The lowest published watermark, read before the row store opens so it can pin it.
-    pub fn pin_needed(db_dir: &Path) -> Result<Option<Ts>> {
-        Ok(ColumnarState::load(&db_dir.join("columnar"))?.and_then(|s| s.min_watermark()))
+    pub fn pin_needed(vfs: &dyn Vfs, db_dir: &Path) -> Result<Option<Ts>> {
+        Ok(ColumnarState::load(vfs, &db_dir.join("columnar"))?.and_then(|s| s.min_watermark()))
     }
 
     /// Open the column store of the database in `db_dir`. `open_pin` is the row-store
@@ -265,10 +317,11 @@ impl ColumnStore {
         tables: &[TableDef],
         opts: ColumnarOptions,
     ) -> Result<ColumnStore> {
+        let vfs = opts.vfs.clone();
         let dir = db_dir.join("columnar");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut state = ColumnarState::load(&dir)?.unwrap_or_default();
+        // The directory's entry is made durable before anything is published in it.
+        vfs::create_dir_synced(&*vfs, &dir)?;
+        let mut state = ColumnarState::load(&*vfs, &dir)?.unwrap_or_default();
         let live: std::collections::HashSet<u32> = tables.iter().map(|t| t.id).collect();
         state.tables.retain(|id, _| live.contains(id));
         let mut rebuild = Vec::new();
@@ -295,7 +348,7 @@ impl ColumnStore {
             let tdir = table_dir(&dir, t.id);
             let mut segs = Vec::new();
             for s in &ts.segments {
-                segs.push(Arc::new(Self::load_segment(&tdir, t, s)?));
+                segs.push(Arc::new(Self::load_segment(&*vfs, &tdir, t, s)?));
             }
             views.insert(
                 t.id,
@@ -306,9 +359,10 @@ impl ColumnStore {
                 }),
             );
         }
-        state.store(&dir)?;
+        state.store(&*vfs, &dir)?;
         let store = ColumnStore {
             dir,
+            vfs,
             opts,
             state: Mutex::new(state),
             views: RwLock::new(views),
@@ -325,10 +379,15 @@ impl ColumnStore {
         Ok(store)
     }
 
-    fn load_segment(tdir: &Path, def: &TableDef, s: &SegmentState) -> Result<LoadedSegment> {
-        let seg = Arc::new(Segment::open(tdir, &s.info, def.schema.clone())?);
+    fn load_segment(
+        vfs: &dyn Vfs,
+        tdir: &Path,
+        def: &TableDef,
+        s: &SegmentState,
+    ) -> Result<LoadedSegment> {
+        let seg = Arc::new(Segment::open(vfs, tdir, &s.info, def.schema.clone())?);
         let deletes = match &s.deletes {
-            Some(d) => read_deletes(tdir, s.info.id, d)?,
+            Some(d) => read_deletes(vfs, tdir, s.info.id, d)?,
             None => RoaringBitmap::new(),
         };
         let (first_key, last_key) = Self::edge_keys(&seg, def)?;
@@ -351,35 +410,56 @@ impl ColumnStore {
         Ok((first, last))
     }
 
-    /// Delete files in `columnar/` that the published state does not name.
+    /// Delete files in `columnar/` that the published state does not name: the
+    /// column store's own names only (`t<id>/`, `seg-*`, `STATE.tmp`).
     fn remove_orphans(&self) -> Result<()> {
+        let vfs = &*self.vfs;
         let st = self.state.lock().clone();
-        let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io("listing columnar/", e))?;
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_prefix('t').and_then(|n| n.parse::<u32>().ok()) else {
-                if name.ends_with(".tmp") {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        for name in vfs::list(vfs, &self.dir)? {
+            let path = self.dir.join(&name);
+            if name == "STATE.tmp" {
+                vfs::remove_file_if_exists(vfs, &path)?;
+                continue;
+            }
+            let Some(id) = name
+                .strip_prefix('t')
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
-            let Some(ts) = st.tables.get(&id) else {
-                let _ = std::fs::remove_dir_all(e.path());
+            let keep: std::collections::HashSet<String> = st
+                .tables
+                .get(&id)
+                .map(|ts| {
+                    ts.segments
+                        .iter()
+                        .flat_map(|s| {
+                            let mut v = vec![format!("seg-{:06}.arrow", s.info.id)];
+                            if let Some(d) = &s.deletes {
+                                v.push(format!("seg-{:06}.del-{}", s.info.id, d.generation));
+                            }
+                            v
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Ok(files) = vfs.list(&path) else {
                 continue;
             };
-            let mut keep = std::collections::HashSet::new();
-            for s in &ts.segments {
-                keep.insert(format!("seg-{:06}.arrow", s.info.id));
-                if let Some(d) = &s.deletes {
-                    keep.insert(format!("seg-{:06}.del-{}", s.info.id, d.generation));
+            let mut removed = false;
+            for f in files {
+                if f.starts_with("seg-") && !keep.contains(&f) {
+                    vfs::remove_file_if_exists(vfs, &path.join(&f))?;
+                    removed = true;
                 }
             }
-            if let Ok(files) = std::fs::read_dir(e.path()) {
-                for f in files.flatten() {
-                    if !keep.contains(&*f.file_name().to_string_lossy()) {
-                        let _ = std::fs::remove_file(f.path());
-                    }
-                }
+            if !st.tables.contains_key(&id) && vfs.list(&path).is_ok_and(|l| l.is_empty()) {
+                let _ = vfs.remove_dir_all(&path);
+                removed = true;
+            }
+            if removed {
+                vfs::sync_dir(vfs, &path).or_else(|_| vfs::sync_dir(vfs, &self.dir))?;
             }
         }
         Ok(())
@@ -430,26 +510,44 @@ impl ColumnStore {
         id
     }
 
+    /// A new segment id, its file registered with the round (an orphan of a crashed
+    /// round with the same name is replaced).
+    fn new_segment(&self, files: &mut RoundFiles, tdir: &Path) -> Result<u64> {
+        let id = self.alloc_id();
+        let p = segment_path(tdir, id);
+        vfs::remove_file_if_exists(&*self.vfs, &p)?;
+        files.add(p);
+        Ok(id)
+    }
+
     fn write_rows(
         &self,
+        files: &mut RoundFiles,
         tdir: &Path,
         def: &TableDef,
         batch: &RecordBatch,
     ) -> Result<LoadedSegment> {
-        let id = self.alloc_id();
-        let info =
-            write_segment_batched(tdir, id, batch, self.opts.compression, self.opts.batch_rows)?;
+        let id = self.new_segment(files, tdir)?;
+        let info = write_segment_batched(
+            &*self.vfs,
+            tdir,
+            id,
+            batch,
+            self.opts.compression,
+            self.opts.batch_rows,
+        )?;
         self.loaded(tdir, def, info)
     }
 
     fn write_chunks(
         &self,
+        files: &mut RoundFiles,
         tdir: &Path,
         def: &TableDef,
         chunks: &[RecordBatch],
     ) -> Result<LoadedSegment> {
-        let id = self.alloc_id();
-        let info = write_segment_chunks(tdir, id, chunks, self.opts.compression)?;
+        let id = self.new_segment(files, tdir)?;
+        let info = write_segment_chunks(&*self.vfs, tdir, id, chunks, self.opts.compression)?;
         self.loaded(tdir, def, info)
     }
 
@@ -458,7 +556,7 @@ impl ColumnStore {
             info,
             deletes: None,
         };
-        Self::load_segment(tdir, def, &st)
+        Self::load_segment(&*self.vfs, tdir, def, &st)
     }
 
     /// Register a new table (empty, watermark 0).
@@ -466,7 +564,7 @@ impl ColumnStore {
         let _r = self.round.lock();
         let mut st = self.state.lock();
         st.tables.entry(def.id).or_default();
-        st.store(&self.dir)?;
+        st.store(&*self.vfs, &self.dir)?;
         drop(st);
         self.pins.lock().insert(def.id, engine.snapshot());
         Ok(())
@@ -477,11 +575,17 @@ impl ColumnStore {
         let _r = self.round.lock();
         let mut st = self.state.lock();
         st.tables.remove(&table_id);
-        st.store(&self.dir)?;
+        st.store(&*self.vfs, &self.dir)?;
         drop(st);
         self.views.write().remove(&table_id);
         self.pins.lock().remove(&table_id);
-        let _ = std::fs::remove_dir_all(table_dir(&self.dir, table_id));
+        let tdir = table_dir(&self.dir, table_id);
+        if vfs::exists(&*self.vfs, &tdir)? {
+            // Unpublished already; what is left of it is an orphan, removed on open if
+            // this fails.
+            let _ = self.vfs.remove_dir_all(&tdir);
+            let _ = vfs::sync_dir(&*self.vfs, &self.dir);
+        }
         Ok(())
     }
 
@@ -500,12 +604,12 @@ impl ColumnStore {
             return Ok(stats);
         }
         let tdir = table_dir(&self.dir, def.id);
-        std::fs::create_dir_all(&tdir)
-            .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
+        vfs::create_dir_synced(&*self.vfs, &tdir)?;
         let prefix = table_prefix(def.id);
         let end = table_end(def.id);
         let mut changed: Vec<Vec<u8>> = Vec::new();
-        let mut rows = SegmentRows::new(self, &tdir, def);
+        let mut files = RoundFiles::new(self.vfs.clone());
+        let mut rows = SegmentRows::new(self, &mut files, &tdir, def);
         // Superseded rows can only be in segments that already exist.
         let track_changed = !view.segments.is_empty();
         let result =
@@ -543,8 +647,10 @@ impl ColumnStore {
                 obsolete.push(segment_path(&tdir, s.state.info.id));
                 continue; // every row superseded: drop the segment
             }
-            let generation = s.state.deletes.as_ref().map_or(1, |d| d.generation + 1);
-            let df = write_deletes(&tdir, s.state.info.id, generation, &bm)?;
+            // A new generation number from the store's counter: never one an earlier,
+            // failed round could have used.
+            let generation = self.alloc_id();
+            let df = write_deletes(&mut files, &tdir, s.state.info.id, generation, &bm)?;
             segments.push(Arc::new(LoadedSegment {
                 segment: s.segment.clone(),
                 deletes: Arc::new(bm),
@@ -564,6 +670,7 @@ impl ColumnStore {
             .collect();
         if small.len() >= self.opts.merge_when_small_segments {
             let merged = self.merge(
+                &mut files,
                 &tdir,
                 def,
                 small.iter().map(|&i| segments[i].clone()).collect(),
@@ -585,9 +692,9 @@ impl ColumnStore {
             segments = keep;
             segments.extend(merged.into_iter().map(Arc::new));
         }
-        lightning_rowstore::vfs::sync_dir(&tdir)?;
+        vfs::sync_dir(&*self.vfs, &tdir)?;
         stats.watermark = hi.ts();
-        self.publish(def.id, hi, segments, obsolete)?;
+        self.publish(def.id, hi, segments, obsolete, files)?;
         Ok(stats)
     }
 
@@ -631,6 +738,7 @@ impl ColumnStore {
     /// Live rows of `segs`, sorted by key, rewritten as new segments.
     fn merge(
         &self,
+        files: &mut RoundFiles,
         tdir: &Path,
         def: &TableDef,
         segs: Vec<Arc<LoadedSegment>>,
@@ -659,7 +767,7 @@ impl ColumnStore {
         let mut off = 0;
         while off < sorted.num_rows() {
             let len = (sorted.num_rows() - off).min(self.opts.segment_rows);
-            out.push(self.write_rows(tdir, def, &sorted.slice(off, len))?);
+            out.push(self.write_rows(files, tdir, def, &sorted.slice(off, len))?);
             off += len;
         }
         Ok(out)
@@ -671,6 +779,7 @@ impl ColumnStore {
         hi: Snapshot,
         segments: Vec<Arc<LoadedSegment>>,
         obsolete: Vec<PathBuf>,
+        files: RoundFiles,
     ) -> Result<()> {
         let mut st = self.state.lock();
         let mut next = st.clone();
@@ -681,7 +790,8 @@ impl ColumnStore {
                 segments: segments.iter().map(|s| s.state.clone()).collect(),
             },
         );
-        next.store(&self.dir)?;
+        next.store(&*self.vfs, &self.dir)?;
+        files.publish();
         *st = next;
         drop(st);
         self.views.write().insert(
@@ -694,7 +804,7 @@ impl ColumnStore {
         );
         self.pins.lock().insert(table_id, hi);
         for p in obsolete {
-            let _ = std::fs::remove_file(p);
+            let _ = vfs::remove_file_if_exists(&*self.vfs, &p);
         }
         Ok(())
     }
@@ -705,11 +815,11 @@ impl ColumnStore {
         let view = self.view(def.id);
         let hi = engine.snapshot();
         let tdir = table_dir(&self.dir, def.id);
-        std::fs::create_dir_all(&tdir)
-            .map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
+        vfs::create_dir_synced(&*self.vfs, &tdir)?;
         let prefix = table_prefix(def.id);
         let end = table_end(def.id);
-        let mut out = SegmentRows::new(self, &tdir, def);
+        let mut files = RoundFiles::new(self.vfs.clone());
+        let mut out = SegmentRows::new(self, &mut files, &tdir, def);
         let mut rows = 0;
         let result = (|| -> Result<()> {
             for r in engine.iter_at(&hi, Some(&prefix), Some(&end), false)? {
@@ -721,7 +831,7 @@ impl ColumnStore {
         })();
         let segments: Vec<Arc<LoadedSegment>> =
             out.finish(result)?.into_iter().map(Arc::new).collect();
-        lightning_rowstore::vfs::sync_dir(&tdir)?;
+        vfs::sync_dir(&*self.vfs, &tdir)?;
         let mut obsolete = Vec::new();
         for s in &view.segments {
             obsolete.push(segment_path(&tdir, s.state.info.id));
@@ -735,7 +845,7 @@ impl ColumnStore {
             watermark: hi.ts(),
             ..Default::default()
         };
-        self.publish(def.id, hi, segments, obsolete)?;
+        self.publish(def.id, hi, segments, obsolete, files)?;
         Ok(stats)
     }
 
@@ -765,19 +875,53 @@ impl ColumnStore {
 
 /// Verify `percent`% of the column-store segment files (and their delete bitmaps)
 /// against the checksums in `STATE`. Returns (segments checked, segments total).
+///
+/// Works while the database is open and compacting: a file that disappears because a
+/// newer `STATE` replaced it is not damage; the check then verifies the newer state.
 pub fn check_files(
+    vfs: &dyn Vfs,
     db_dir: &Path,
     percent: u8,
     mut progress: impl FnMut(&str),
 ) -> Result<(u64, u64)> {
     let dir = db_dir.join("columnar");
-    let Some(st) = ColumnarState::load(&dir)? else {
-        return Ok((0, 0));
-    };
+    for _ in 0..100 {
+        let Some(st) = ColumnarState::load(vfs, &dir)? else {
+            return Ok((0, 0));
+        };
+        match check_state(vfs, &dir, &st, percent, &mut progress) {
+            Err(e) if is_not_found(&e) && ColumnarState::load(vfs, &dir)?.as_ref() != Some(&st) => {
+                progress("the column store changed while it was checked; checking the new state");
+            }
+            r => return r,
+        }
+    }
+    Err(Error::Schema(
+        "the column store changed too fast to check (100 states)".into(),
+    ))
+}
+
+fn is_not_found(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        Error::Storage(lightning_rowstore::Error::Io { source, .. }) => {
+            source.kind() == std::io::ErrorKind::NotFound
+        }
+        _ => false,
+    }
+}
+
+fn check_state(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    st: &ColumnarState,
+    percent: u8,
+    progress: &mut impl FnMut(&str),
+) -> Result<(u64, u64)> {
     let percent = u64::from(percent.min(100));
     let (mut checked, mut total) = (0u64, 0u64);
     for (id, t) in &st.tables {
-        let tdir = table_dir(&dir, *id);
+        let tdir = table_dir(dir, *id);
         for s in &t.segments {
             let i = total;
             total += 1;
@@ -785,13 +929,12 @@ pub fn check_files(
                 continue;
             }
             let p = segment_path(&tdir, s.info.id);
-            let data =
-                std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            let data = vfs::read_file(vfs, &p)?;
             if data.len() as u64 != s.info.file_len || crc32c::crc32c(&data) != s.info.file_crc32c {
                 return Err(Error::corruption(&p, 0, "segment checksum mismatch"));
             }
             if let Some(d) = &s.deletes {
-                read_deletes(&tdir, s.info.id, d)?;
+                read_deletes(vfs, &tdir, s.info.id, d)?;
             }
             checked += 1;
             progress(&format!("segment {}: ok", p.display()));

@@ -44,6 +44,17 @@ pub enum Error {
     /// `open` was called on a directory that holds no database.
     #[error("no database found at {0}")]
     DatabaseNotFound(PathBuf),
+    /// The directory holds database files but no `CURRENT` naming the live manifest
+    /// (lost, or a create that never finished). Nothing was changed.
+    #[error(
+        "{dir} holds database files ({found}) but no CURRENT file naming the live \
+         manifest; nothing was changed. Run `lightning-cli repair {dir}` to rebuild \
+         CURRENT from the newest valid manifest"
+    )]
+    MissingCurrent { dir: PathBuf, found: String },
+    /// `create` on a directory that holds files of its own.
+    #[error("cannot create a database in {dir}: the directory is not empty (it holds {found})")]
+    DirectoryNotEmpty { dir: PathBuf, found: String },
     /// Another process (or another handle in this process) has the database open.
     #[error("database at {0} is locked by another process or handle")]
     Locked(PathBuf),

@@ -16,6 +16,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod backup;
 pub mod batch;
 pub mod cache;
 pub mod check;
@@ -24,6 +25,8 @@ pub mod compression;
 pub mod counter;
 pub mod engine;
 pub mod error;
+pub mod files;
+pub mod format;
 pub mod iter;
 pub mod key;
 pub mod log;
@@ -31,6 +34,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod options;
 pub mod prefetch;
+pub mod repair;
 pub mod sst;
 pub mod txn;
 pub mod version;

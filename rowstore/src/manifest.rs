@@ -4,15 +4,13 @@
 
 use crate::coding::{self, Decoder};
 use crate::error::{Error, Result};
+use crate::format::{CURRENT_TAG, MANIFEST_MAGIC as MAGIC, MANIFEST_VERSION};
 use crate::log::{self, LogWriter};
 use crate::sst::TableMeta;
-use crate::vfs;
+use crate::vfs::{self, Vfs};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"LTNGMAN\x01";
-pub const FORMAT_VERSION: u32 = 1;
-const CURRENT_TAG: &str = "LTNGCUR1";
 pub const NUM_LEVELS: usize = 7;
 
 const TAG_NEXT_FILE: u8 = 1;
@@ -146,23 +144,22 @@ impl ManifestState {
     }
 }
 
-pub fn manifest_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("MANIFEST-{id:06}"))
-}
-
-pub fn current_path(dir: &Path) -> PathBuf {
-    dir.join("CURRENT")
-}
+pub use crate::files::{current_path, manifest_path};
 
 fn current_contents(id: u64) -> String {
     let body = format!("{CURRENT_TAG} MANIFEST-{id:06}");
     format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()))
 }
 
+/// Point `CURRENT` at manifest `id` (atomically, durably).
+pub fn write_current(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<()> {
+    vfs::write_file_atomic(vfs, &current_path(dir), current_contents(id).as_bytes())
+}
+
 /// Read `CURRENT`: the id of the live manifest.
-pub fn read_current(dir: &Path) -> Result<u64> {
+pub fn read_current(vfs: &dyn Vfs, dir: &Path) -> Result<u64> {
     let p = current_path(dir);
-    let s = std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+    let s = vfs::read_file(vfs, &p)?;
     let bad = || Error::corruption(&p, 0, "CURRENT is damaged");
     let s = std::str::from_utf8(&s).map_err(|_| bad())?;
     let parts: Vec<&str> = s.trim_end().split(' ').collect();
@@ -181,9 +178,9 @@ pub fn read_current(dir: &Path) -> Result<u64> {
 }
 
 /// Replay a manifest into its state.
-pub fn replay(dir: &Path, id: u64) -> Result<ManifestState> {
+pub fn replay(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<ManifestState> {
     let p = manifest_path(dir, id);
-    let contents = log::read_log(&p, MAGIC, FORMAT_VERSION)?;
+    let contents = log::read_log(vfs, &p, MAGIC)?;
     if contents.records.is_empty() {
         return Err(Error::corruption(&p, 0, "manifest holds no edits"));
     }
@@ -204,12 +201,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// Write a new manifest holding `state`, then point CURRENT at it.
-    pub fn create(dir: &Path, id: u64, state: &ManifestState) -> Result<Manifest> {
+    pub fn create(vfs: &dyn Vfs, dir: &Path, id: u64, state: &ManifestState) -> Result<Manifest> {
         let p = manifest_path(dir, id);
-        let mut log = LogWriter::create(&p, MAGIC, FORMAT_VERSION)?;
+        let mut log = LogWriter::create(vfs, &p, MAGIC, MANIFEST_VERSION)?;
         log.append(&state.snapshot_edit().encode())?;
         log.sync()?;
-        vfs::write_file_atomic(&current_path(dir), current_contents(id).as_bytes())?;
+        write_current(vfs, dir, id)?;
         Ok(Manifest { id, log })
     }
 
@@ -232,6 +229,7 @@ impl Manifest {
 mod tests {
     use super::*;
     use crate::key::InternalKey;
+    use crate::vfs::StdVfs;
 
     fn meta(id: u64) -> TableMeta {
         TableMeta {
@@ -255,7 +253,7 @@ mod tests {
             added: vec![(0, meta(3))],
             ..Default::default()
         });
-        let mut m = Manifest::create(d.path(), 5, &st).unwrap();
+        let mut m = Manifest::create(&StdVfs, d.path(), 5, &st).unwrap();
         let e = VersionEdit {
             last_ts: Some(99),
             log_number: Some(7),
@@ -265,8 +263,8 @@ mod tests {
         };
         assert_eq!(VersionEdit::decode(&e.encode()).unwrap(), e);
         m.log_edit(&e).unwrap();
-        assert_eq!(read_current(d.path()).unwrap(), 5);
-        let r = replay(d.path(), 5).unwrap();
+        assert_eq!(read_current(&StdVfs, d.path()).unwrap(), 5);
+        let r = replay(&StdVfs, d.path(), 5).unwrap();
         assert_eq!(r.next_file_id, 10);
         assert_eq!(r.last_ts, 99);
         assert_eq!(r.log_number, 7);
@@ -277,11 +275,11 @@ mod tests {
     #[test]
     fn damaged_current_is_corruption() {
         let d = tempfile::tempdir().unwrap();
-        Manifest::create(d.path(), 1, &ManifestState::new()).unwrap();
+        Manifest::create(&StdVfs, d.path(), 1, &ManifestState::new()).unwrap();
         let p = current_path(d.path());
         let mut s = std::fs::read(&p).unwrap();
         s[20] ^= 1;
         std::fs::write(&p, s).unwrap();
-        assert!(read_current(d.path()).unwrap_err().is_corruption());
+        assert!(read_current(&StdVfs, d.path()).unwrap_err().is_corruption());
     }
 }

@@ -2,6 +2,8 @@
 
 use crate::compression::Compression;
 use crate::error::{Error, Result};
+use crate::vfs::Vfs;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// When a commit counts as durable.
@@ -59,6 +61,8 @@ pub struct EngineOptions {
     pub compaction_workers: usize,
     /// Scan read-ahead: (worker threads, blocks ahead); `None` disables it.
     pub prefetch: Option<(usize, usize)>,
+    /// The file system every file of the database goes through.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for EngineOptions {
@@ -83,6 +87,7 @@ impl Default for EngineOptions {
             background_compaction: true,
             compaction_workers: 2,
             prefetch: Some((2, 8)),
+            vfs: crate::vfs::std_vfs(),
         }
     }
 }

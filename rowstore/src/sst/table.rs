@@ -7,18 +7,17 @@ use crate::error::{Error, IoContext, Result};
 use crate::key::{EntryRef, InternalKey, MAX_TS, Ts, cmp_internal};
 use crate::memtable::Lookup;
 use crate::prefetch::Prefetcher;
-use crate::vfs::{self, MmapBudget, RandomAccessFile};
+use crate::vfs::{self, MmapBudget, RandomAccessFile, Vfs, VfsFile};
 use std::cmp::Ordering;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
-const MAGIC: u64 = 0x4C_54_4E_47_53_53_54_31; // "LTNGSST1"
-pub const FORMAT_VERSION: u32 = 1;
+use crate::format::{TABLE_MAGIC as MAGIC, TABLE_VERSION as FORMAT_VERSION};
 const FOOTER_LEN: usize = 3 * 12 + 4 + 8 + 4;
 const TRAILER_LEN: usize = 5;
+/// Table bytes are appended to the file in pieces of about this size.
+const WRITE_BUF: usize = 256 * 1024;
 /// Upper bound on a decompressed block, so damaged headers cannot force huge allocations.
 const MAX_BLOCK_LEN: usize = 1 << 30;
 
@@ -89,13 +88,14 @@ impl TableMeta {
 }
 
 /// Path of table `id` in `dir`.
-pub fn table_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:06}.sst"))
-}
+pub use crate::files::table_path;
 
 /// Writes one table. Entries must arrive in internal-key order.
 pub struct TableBuilder {
-    out: BufWriter<File>,
+    out: Box<dyn VfsFile>,
+    /// Bytes waiting to be appended (written in large pieces).
+    buf: Vec<u8>,
+    vfs: Arc<dyn Vfs>,
     path: PathBuf,
     id: u64,
     offset: u64,
@@ -115,6 +115,7 @@ pub struct TableBuilder {
 
 impl TableBuilder {
     pub fn create(
+        vfs: &Arc<dyn Vfs>,
         dir: &Path,
         id: u64,
         block_size: usize,
@@ -122,9 +123,11 @@ impl TableBuilder {
         bloom_bits: usize,
     ) -> Result<Self> {
         let path = table_path(dir, id);
-        let f = vfs::create_new(&path)?;
+        let f = vfs::create_new(&**vfs, &path)?;
         Ok(TableBuilder {
-            out: BufWriter::with_capacity(256 * 1024, f),
+            out: f,
+            buf: Vec::with_capacity(WRITE_BUF),
+            vfs: vfs.clone(),
             path,
             id,
             offset: 0,
@@ -190,12 +193,22 @@ impl TableBuilder {
             offset: self.offset,
             len: payload.len() as u32,
         };
-        let ctx = || format!("writing {}", self.path.display());
-        self.out.write_all(&payload).ctx(ctx)?;
-        self.out.write_all(&[used as u8]).ctx(ctx)?;
-        self.out.write_all(&crc.to_le_bytes()).ctx(ctx)?;
+        self.buf.extend_from_slice(&payload);
+        self.buf.push(used as u8);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
         self.offset += (payload.len() + TRAILER_LEN) as u64;
+        if self.buf.len() >= WRITE_BUF {
+            self.write_out()?;
+        }
         Ok(h)
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        self.out
+            .append(&self.buf)
+            .ctx(|| format!("writing {}", self.path.display()))?;
+        self.buf.clear();
+        Ok(())
     }
 
     fn flush_block(&mut self) -> Result<()> {
@@ -255,14 +268,11 @@ impl TableBuilder {
         let crc = crc32c::crc32c(&footer);
         coding::put_u32(&mut footer, crc);
         debug_assert_eq!(footer.len(), FOOTER_LEN);
-        let ctx = || format!("writing {}", self.path.display());
-        self.out.write_all(&footer).ctx(ctx)?;
+        self.buf.extend_from_slice(&footer);
         self.offset += FOOTER_LEN as u64;
-        let f = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(format!("flushing {}", self.path.display()), e.into_error()))?;
-        f.sync_all()
+        self.write_out()?;
+        self.out
+            .sync_data()
             .ctx(|| format!("fsync of {}", self.path.display()))?;
         Ok(TableMeta {
             id: self.id,
@@ -282,15 +292,16 @@ impl TableBuilder {
 
     /// Give up on this table and delete its file.
     pub fn abandon(self) {
-        let path = self.path.clone();
+        let (vfs, path) = (self.vfs.clone(), self.path.clone());
         drop(self);
-        let _ = std::fs::remove_file(path);
+        let _ = vfs.remove(&path);
     }
 }
 
 /// An open, verified table.
 pub struct Table {
     id: u64,
+    vfs: Arc<dyn Vfs>,
     file: RandomAccessFile,
     index: Vec<(InternalKey, Handle)>,
     /// 8-byte prefixes of the index keys after their common prefix: the binary search
@@ -307,7 +318,7 @@ pub struct Table {
 impl Drop for Table {
     fn drop(&mut self) {
         if self.obsolete.load(AtomicOrdering::Acquire) {
-            let _ = std::fs::remove_file(self.file.path());
+            let _ = self.vfs.remove(self.file.path());
         }
     }
 }
@@ -349,13 +360,14 @@ fn read_block_data(file: &RandomAccessFile, h: Handle, what: &str) -> Result<Vec
 impl Table {
     /// Open a table and verify its footer, index, filter and meta blocks.
     pub fn open(
+        vfs: &Arc<dyn Vfs>,
         dir: &Path,
         id: u64,
         mmap: Option<&Arc<MmapBudget>>,
         cache: Option<Arc<BlockCache>>,
     ) -> Result<Table> {
         let path = table_path(dir, id);
-        let file = RandomAccessFile::open(&path, mmap)?;
+        let file = RandomAccessFile::open(&**vfs, &path, mmap)?;
         let len = file.len();
         if len < FOOTER_LEN as u64 {
             return Err(Error::corruption(
@@ -422,6 +434,7 @@ impl Table {
         let index_prefix = PrefixIndex::build(index.iter().map(|(k, _)| k.user_key.as_slice()));
         Ok(Table {
             id,
+            vfs: vfs.clone(),
             file,
             index,
             index_prefix,
@@ -813,7 +826,7 @@ mod tests {
     use super::*;
 
     fn build(dir: &Path, id: u64, n: u32, codec: Compression) -> Arc<Table> {
-        let mut b = TableBuilder::create(dir, id, 256, codec, 10).unwrap();
+        let mut b = TableBuilder::create(&crate::vfs::std_vfs(), dir, id, 256, codec, 10).unwrap();
         for i in 0..n {
             let k = format!("key{i:05}");
             b.add(k.as_bytes(), 10, Some(format!("v{i}").as_bytes()))
@@ -825,7 +838,7 @@ mod tests {
         let meta = b.finish().unwrap();
         assert_eq!(meta.num_entries, (n + n.div_ceil(3)) as u64);
         let cache = Arc::new(BlockCache::new(1 << 20, true));
-        Arc::new(Table::open(dir, id, None, Some(cache)).unwrap())
+        Arc::new(Table::open(&crate::vfs::std_vfs(), dir, id, None, Some(cache)).unwrap())
     }
 
     #[test]
@@ -940,7 +953,7 @@ mod tests {
         let mut data = std::fs::read(&p).unwrap();
         data[100] ^= 0x10;
         std::fs::write(&p, &data).unwrap();
-        let t = Table::open(d.path(), 7, None, None).unwrap();
+        let t = Table::open(&crate::vfs::std_vfs(), d.path(), 7, None, None).unwrap();
         let mut saw = false;
         for i in 0..500 {
             match t.get(format!("key{i:05}").as_bytes(), 20) {
@@ -958,7 +971,7 @@ mod tests {
         data[n - 10] ^= 1;
         std::fs::write(&p, &data).unwrap();
         assert!(
-            Table::open(d.path(), 7, None, None)
+            Table::open(&crate::vfs::std_vfs(), d.path(), 7, None, None)
                 .err()
                 .unwrap()
                 .is_corruption()

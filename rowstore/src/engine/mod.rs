@@ -26,28 +26,32 @@ use crate::options::{Durability, EngineOptions};
 use crate::prefetch::Prefetcher;
 use crate::sst::{Table, TableBuilder, TableMeta, bloom};
 use crate::version::{SuperVersion, Version};
-use crate::vfs::{self, MmapBudget};
+use crate::vfs::{self, MmapBudget, Vfs};
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const WAL_MAGIC: &[u8; 8] = b"LTNGWAL\x01";
-const WAL_FORMAT_VERSION: u32 = 1;
+use crate::format::{WAL_MAGIC, WAL_VERSION};
 const MANIFEST_ROTATE_BYTES: u64 = 32 << 20;
+
+mod checkpoint;
+mod open;
 
 /// Whether `open` creates a new database or opens an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Fail if a database exists at the path.
+    /// Fail if a database exists at the path (or the directory holds other files).
     Create,
     /// Fail if no database exists at the path.
     Open,
+    /// Open the database at the path, or create one if the directory is empty or
+    /// missing.
+    OpenOrCreate,
 }
 
 /// Counters kept by the engine (monotonic since open).
@@ -201,11 +205,14 @@ struct State {
 
 struct Inner {
     dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
     opts: EngineOptions,
-    lock_file: Mutex<Option<File>>,
+    lock_file: Mutex<Option<Box<dyn crate::vfs::VfsLock>>>,
     sv: ArcSwap<SuperVersion>,
     state: Mutex<State>,
     next_file_id: AtomicU64,
+    /// Ids below this are reserved in the manifest (see `open::ID_CHUNK`).
+    id_limit: AtomicU64,
     visible_ts: AtomicU64,
     last_ts: AtomicU64,
     queue: Mutex<CommitQueue>,
@@ -229,6 +236,8 @@ struct Inner {
     recent_commits: Mutex<BTreeMap<Vec<u8>, Ts>>,
     /// Validate commits against `recent_commits` instead of the LSM tree.
     fast_validation: AtomicBool,
+    /// Held while closing, so concurrent `close` calls wait for the first.
+    close_lock: Mutex<()>,
 }
 
 /// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
@@ -241,308 +250,7 @@ fn wal_prealloc(opts: &EngineOptions) -> u64 {
     opts.write_buffer_size as u64 + (1 << 20)
 }
 
-fn wal_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:06}.log"))
-}
-
-/// Classify a file name in the database directory.
-enum DbFile {
-    Table(u64),
-    Wal(u64),
-    Manifest(u64),
-    Temp,
-    Other,
-}
-
-fn classify(name: &str) -> DbFile {
-    if let Some(n) = name.strip_suffix(".sst").and_then(|n| n.parse().ok()) {
-        DbFile::Table(n)
-    } else if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
-        DbFile::Wal(n)
-    } else if let Some(n) = name.strip_prefix("MANIFEST-").and_then(|n| n.parse().ok()) {
-        DbFile::Manifest(n)
-    } else if name.ends_with(".tmp") {
-        DbFile::Temp
-    } else {
-        DbFile::Other
-    }
-}
-
 impl Engine {
-    /// Create or open the database in `dir`.
-    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
-        Self::open_pinned(dir, opts, mode, None).map(|(e, _)| e)
-    }
-
-    /// Open, registering a snapshot at `pin` before any background work starts, so no
-    /// version newer than `pin` (nor the newest at or below it) is collected. Used by
-    /// layers that derive data from changes since a persisted timestamp.
-    pub fn open_pinned(
-        dir: impl AsRef<Path>,
-        opts: EngineOptions,
-        mode: OpenMode,
-        pin: Option<Ts>,
-    ) -> Result<(Engine, Option<Snapshot>)> {
-        opts.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        let _span = tracing::info_span!("open", dir = %dir.display()).entered();
-        let current = manifest::current_path(&dir);
-        let exists = current.exists();
-        match mode {
-            OpenMode::Create if exists => return Err(Error::DatabaseExists(dir)),
-            OpenMode::Open if !exists => return Err(Error::DatabaseNotFound(dir)),
-            _ => {}
-        }
-        if mode == OpenMode::Create {
-            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                vfs::sync_dir(parent)?;
-            }
-        }
-        let lock_path = dir.join("LOCK");
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("opening {}", lock_path.display()))?;
-        // A process forked by this one (any `Command::spawn`) briefly shares every open
-        // file, and with it the lock, until it execs. So a lock that was just released
-        // may look held for a moment: retry for up to a second before giving up.
-        let mut attempts = 0;
-        loop {
-            match lock_file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if attempts < 50 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::io(format!("locking {}", lock_path.display()), e));
-                }
-            }
-        }
-
-        let (mut mstate, old_manifest) = if mode == OpenMode::Create {
-            (ManifestState::new(), None)
-        } else {
-            let id = manifest::read_current(&dir)?;
-            (manifest::replay(&dir, id)?, Some(id))
-        };
-
-        // Every id ever used, so new files never reuse an orphan's name.
-        let mut max_id = 0;
-        let mut wal_ids = Vec::new();
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
-            let e = e.ctx(|| format!("listing {}", dir.display()))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            match classify(&name) {
-                DbFile::Table(n) | DbFile::Manifest(n) => max_id = max_id.max(n),
-                DbFile::Wal(n) => {
-                    max_id = max_id.max(n);
-                    if n >= mstate.log_number {
-                        wal_ids.push(n);
-                    }
-                }
-                _ => {}
-            }
-            names.push(name);
-        }
-        wal_ids.sort_unstable();
-        let next_file_id = AtomicU64::new(mstate.next_file_id.max(max_id + 1));
-
-        let cache = (opts.cache_size > 0)
-            .then(|| Arc::new(BlockCache::new(opts.cache_size, opts.sharded_cache)));
-        let mmap = opts.mmap_size.filter(|&n| n > 0).map(MmapBudget::new);
-
-        // Open every live table (verifies footers, indexes and filters).
-        let mut version = Version::default();
-        let mut last_ts = mstate.last_ts;
-        for (level, tables) in mstate.levels.iter().enumerate() {
-            for m in tables.values() {
-                let t = Table::open(&dir, m.id, mmap.as_ref(), cache.clone())?;
-                last_ts = last_ts.max(t.meta().max_ts);
-                version.levels[level].push(Arc::new(t));
-            }
-        }
-        version.sort();
-
-        // Replay the WAL into a recovery memtable.
-        let recovered = MemTable::new(0);
-        let mut wal_records = 0usize;
-        for (i, &id) in wal_ids.iter().enumerate() {
-            let p = wal_path(&dir, id);
-            let c = log::read_log(&p, WAL_MAGIC, WAL_FORMAT_VERSION)?;
-            if let Tail::Torn { offset, bytes } = c.tail {
-                if i + 1 != wal_ids.len() {
-                    return Err(Error::corruption(
-                        &p,
-                        offset,
-                        "damaged record in a WAL segment that is not the newest",
-                    ));
-                }
-                tracing::warn!(file = %p.display(), offset, bytes, "truncating torn WAL tail");
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .ctx(|| format!("opening {}", p.display()))?;
-                f.set_len(c.valid_len)
-                    .ctx(|| format!("truncating {}", p.display()))?;
-                f.sync_all().ctx(|| format!("fsync of {}", p.display()))?;
-            }
-            for (off, rec) in &c.records {
-                let (ts, batch) = WriteBatch::decode(rec)
-                    .map_err(|why| Error::corruption(&p, *off, format!("bad WAL record: {why}")))?;
-                for op in batch.ops() {
-                    recovered.insert(op.key(), ts, op.value());
-                }
-                last_ts = last_ts.max(ts);
-                wal_records += 1;
-            }
-        }
-        let alloc = || next_file_id.fetch_add(1, Ordering::Relaxed);
-        if !recovered.is_empty() {
-            let id = alloc();
-            let mut b = TableBuilder::create(
-                &dir,
-                id,
-                opts.block_size,
-                opts.compression,
-                opts.bloom_bits_per_key,
-            )?;
-            let mut res = Ok(());
-            recovered.for_each(|k, ts, v| {
-                if res.is_ok() {
-                    res = b.add(k, ts, v);
-                }
-            });
-            res?;
-            let meta = b.finish()?;
-            vfs::sync_dir(&dir)?;
-            let t = Table::open(&dir, id, mmap.as_ref(), cache.clone())?;
-            mstate.levels[0].insert(id, meta);
-            version.levels[0].push(Arc::new(t));
-            version.sort();
-        }
-        let wal_id = opts.wal_enabled.then(alloc);
-        let manifest_id = alloc();
-        if let Some(w) = wal_id {
-            mstate.log_number = w;
-        } else if !wal_ids.is_empty() {
-            mstate.log_number = wal_ids.last().copied().unwrap_or(0) + 1;
-        }
-        mstate.last_ts = last_ts;
-        mstate.next_file_id = next_file_id.load(Ordering::Relaxed);
-        let wal = match wal_id {
-            Some(id) => {
-                let mut w = LogWriter::create(&wal_path(&dir, id), WAL_MAGIC, WAL_FORMAT_VERSION)?;
-                w.preallocate(wal_prealloc(&opts));
-                Some(w)
-            }
-            None => None,
-        };
-        let manifest = Manifest::create(&dir, manifest_id, &mstate)?;
-
-        // The new manifest is live: everything it does not name is garbage.
-        let live: std::collections::HashSet<u64> = mstate
-            .levels
-            .iter()
-            .flat_map(|l| l.keys().copied())
-            .collect();
-        for name in names {
-            let remove = match classify(&name) {
-                DbFile::Table(n) => !live.contains(&n),
-                DbFile::Wal(n) => Some(n) != wal_id,
-                DbFile::Manifest(n) => n != manifest_id,
-                DbFile::Temp => true,
-                DbFile::Other => false,
-            };
-            if remove {
-                vfs::remove_file_if_exists(&dir.join(&name))?;
-            }
-        }
-        vfs::sync_dir(&dir)?;
-        tracing::info!(
-            wal_records,
-            old_manifest,
-            tables = version.num_tables(),
-            last_ts,
-            "database opened"
-        );
-
-        let mem = Arc::new(MemTable::new(wal_id.unwrap_or(0)));
-        let version = Arc::new(version);
-        let prefetcher = opts.prefetch.map(|(w, _)| Prefetcher::start(w));
-        let inner = Arc::new(Inner {
-            sv: ArcSwap::from_pointee(SuperVersion {
-                mem,
-                imms: Vec::new(),
-                version: version.clone(),
-            }),
-            state: Mutex::new(State {
-                manifest,
-                mstate,
-                version,
-                busy_levels: [false; NUM_LEVELS],
-                compact_pointer: vec![None; NUM_LEVELS],
-            }),
-            next_file_id,
-            visible_ts: AtomicU64::new(last_ts),
-            last_ts: AtomicU64::new(last_ts),
-            queue: Mutex::new(CommitQueue::default()),
-            serial_commit: Mutex::new(()),
-            wal: Mutex::new(wal),
-            snapshots: Mutex::new(BTreeMap::new()),
-            cache,
-            mmap,
-            prefetcher,
-            bg: Mutex::new(()),
-            bg_cv: Condvar::new(),
-            shutdown: AtomicBool::new(false),
-            fatal: Mutex::new(None),
-            has_fatal: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
-            stats: EngineStats::default(),
-            active_txns: std::sync::atomic::AtomicUsize::new(0),
-            recent_commits: Mutex::new(BTreeMap::new()),
-            fast_validation: AtomicBool::new(true),
-            lock_file: Mutex::new(Some(lock_file)),
-            dir,
-            opts,
-        });
-        let pin = pin.map(|ts| {
-            let ts = ts.min(last_ts);
-            *inner.snapshots.lock().entry(ts).or_insert(0) += 1;
-            Snapshot {
-                inner: inner.clone(),
-                ts,
-            }
-        });
-        if inner.opts.background_compaction {
-            let mut threads = inner.threads.lock();
-            let i2 = inner.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("ldb-flush".into())
-                    .spawn(move || i2.flush_loop())
-                    .ctx(|| "spawning the flush thread".into())?,
-            );
-            for w in 0..inner.opts.compaction_workers {
-                let i2 = inner.clone();
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("ldb-compact-{w}"))
-                        .spawn(move || i2.compaction_loop())
-                        .ctx(|| "spawning a compaction thread".into())?,
-                );
-            }
-        }
-        Ok((Engine { inner }, pin))
-    }
-
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -1098,8 +806,18 @@ impl Inner {
         }
         let mut ts = self.last_ts.load(Ordering::Relaxed);
         let mut framed = Vec::new();
-        let mut payload = Vec::new();
-        let wal_on = self.opts.wal_enabled;
+        // Only the commit leader writes to or switches the WAL, so its framing and
+        // synced length stay valid until this group is written.
+        let framing = if self.opts.wal_enabled {
+            let wal = self.wal.lock();
+            Some(
+                wal.as_ref()
+                    .map(|w| (w.framing(), w.synced_len()))
+                    .ok_or(Error::Closed)?,
+            )
+        } else {
+            None
+        };
         for (i, r) in group.iter().enumerate() {
             if !accepted[i] {
                 continue;
@@ -1110,10 +828,13 @@ impl Inner {
             }
             ts += 1;
             r.ts.store(ts, Ordering::Relaxed);
-            if wal_on {
-                payload.clear();
-                r.batch.encode(ts, &mut payload);
-                log::frame_record(&mut framed, &payload);
+            if let Some((f, synced)) = framing {
+                // One record per batch, framed in place: each says how far the log was
+                // durable when it was written, which makes a group torn by a power
+                // loss recognizable as never durable (see `log`).
+                let start = f.begin_record(&mut framed);
+                r.batch.encode(ts, &mut framed);
+                f.finish_record(&mut framed, start, synced);
             }
         }
         if !framed.is_empty() {
@@ -1306,7 +1027,13 @@ impl Inner {
     fn switch_memtable(&self) -> Result<()> {
         let mut wal = self.wal.lock();
         let new_seg = if self.opts.wal_enabled {
-            let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+            let id = match self.alloc_id() {
+                Ok(id) => id,
+                Err(e) => {
+                    self.set_fatal(&e);
+                    return Err(e);
+                }
+            };
             // The old segment must be complete on disk before the new one is used, so
             // only the newest segment can ever have a torn tail.
             if let Some(w) = wal.as_mut()
@@ -1315,7 +1042,12 @@ impl Inner {
                 self.set_fatal(&e);
                 return Err(e);
             }
-            match LogWriter::create(&wal_path(&self.dir, id), WAL_MAGIC, WAL_FORMAT_VERSION) {
+            match LogWriter::create(
+                &*self.vfs,
+                &crate::files::wal_path(&self.dir, id),
+                WAL_MAGIC,
+                WAL_VERSION,
+            ) {
                 Ok(mut w) => {
                     w.preallocate(wal_prealloc(&self.opts));
                     *wal = Some(w)
@@ -1426,12 +1158,12 @@ impl Inner {
         drop(st);
         if self.opts.wal_enabled {
             // Every segment up to this memtable's is now in tables.
-            if let Ok(rd) = std::fs::read_dir(&self.dir) {
-                for e in rd.flatten() {
-                    if let DbFile::Wal(n) = classify(&e.file_name().to_string_lossy())
+            if let Ok(names) = self.vfs.list(&self.dir) {
+                for name in names {
+                    if let crate::files::DbFile::Wal(n) = crate::files::classify(&name)
                         && n <= imm.wal_segment()
                     {
-                        let _ = vfs::remove_file_if_exists(&e.path());
+                        let _ = vfs::remove_file_if_exists(&*self.vfs, &self.dir.join(&name));
                     }
                 }
             }
@@ -1451,12 +1183,46 @@ impl Inner {
         st.manifest.log_edit(edit)?;
         st.mstate.apply(edit);
         if st.manifest.size() > MANIFEST_ROTATE_BYTES {
-            let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
-            st.mstate.next_file_id = self.next_file_id.load(Ordering::Relaxed);
+            let id = self.alloc_id_locked(st)?;
             let old = st.manifest.id();
-            st.manifest = Manifest::create(&self.dir, id, &st.mstate)?;
-            vfs::remove_file_if_exists(&manifest::manifest_path(&self.dir, old))?;
+            st.manifest = Manifest::create(&*self.vfs, &self.dir, id, &st.mstate)?;
+            vfs::remove_file_if_exists(&*self.vfs, &manifest::manifest_path(&self.dir, old))?;
         }
+        Ok(())
+    }
+
+    /// A new file id. Ids come from one counter and are reserved in the manifest
+    /// ahead of use ([`open::ID_CHUNK`] at a time), so every file the engine creates
+    /// has an id below the reservation the manifest records.
+    fn alloc_id(&self) -> Result<u64> {
+        let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+        if id < self.id_limit.load(Ordering::Acquire) {
+            return Ok(id);
+        }
+        let mut st = self.state.lock();
+        self.reserve_ids(&mut st, id)?;
+        Ok(id)
+    }
+
+    /// [`Inner::alloc_id`] for a caller that holds the state lock.
+    fn alloc_id_locked(&self, st: &mut State) -> Result<u64> {
+        let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+        self.reserve_ids(st, id)?;
+        Ok(id)
+    }
+
+    fn reserve_ids(&self, st: &mut State, id: u64) -> Result<()> {
+        if id < self.id_limit.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let limit = id + 1 + open::ID_CHUNK;
+        let edit = VersionEdit {
+            next_file_id: Some(limit),
+            ..Default::default()
+        };
+        st.manifest.log_edit(&edit)?;
+        st.mstate.apply(&edit);
+        self.id_limit.store(limit, Ordering::Release);
         Ok(())
     }
 
@@ -1849,8 +1615,17 @@ impl Inner {
     // ---------------------------------------------------------------- close
 
     fn close(&self) -> Result<()> {
+        let _closing = self.close_lock.lock();
+        let fatal = || -> Result<()> {
+            match self.has_fatal.load(Ordering::Acquire) {
+                true => Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default())),
+                false => Ok(()),
+            }
+        };
         if self.closed.load(Ordering::Acquire) {
-            return Ok(());
+            // Closing again reports what the first close found: a database stopped by
+            // a fatal error never closes cleanly.
+            return fatal();
         }
         // Stop new writes and wait for the running commit group to finish.
         {
@@ -1883,11 +1658,18 @@ impl Inner {
                 result = self.flush_all_inline();
             }
         }
-        if let Some(w) = self.wal.lock().as_mut() {
+        if let Some(w) = self.wal.lock().as_mut()
+            && !self.has_fatal.load(Ordering::Acquire)
+        {
             let r = w.sync();
             if result.is_ok() {
                 result = r;
             }
+        }
+        // After a fatal error (fail-stop) nothing was flushed or synced: the next open
+        // recovers from the last durable state, and the caller learns why.
+        if result.is_ok() {
+            result = fatal();
         }
         drop(serial);
         self.closed.store(true, Ordering::Release);
@@ -1962,9 +1744,10 @@ impl<'a> OutputSink<'a> {
             }
         }
         if self.builder.is_none() {
-            let id = self.inner.next_file_id.fetch_add(1, Ordering::Relaxed);
+            let id = self.inner.alloc_id()?;
             let o = &self.inner.opts;
             self.builder = Some(TableBuilder::create(
+                &self.inner.vfs,
                 &self.inner.dir,
                 id,
                 o.block_size,
@@ -1988,12 +1771,18 @@ impl<'a> OutputSink<'a> {
         if metas.is_empty() {
             return Ok(Vec::new());
         }
-        vfs::sync_dir(&inner.dir)?;
+        vfs::sync_dir(&*inner.vfs, &inner.dir)?;
         metas
             .iter()
             .map(|m| {
-                Table::open(&inner.dir, m.id, inner.mmap.as_ref(), inner.cache.clone())
-                    .map(Arc::new)
+                Table::open(
+                    &inner.vfs,
+                    &inner.dir,
+                    m.id,
+                    inner.mmap.as_ref(),
+                    inner.cache.clone(),
+                )
+                .map(Arc::new)
             })
             .collect()
     }
@@ -2003,7 +1792,10 @@ impl<'a> OutputSink<'a> {
             b.abandon();
         }
         for m in &self.done {
-            let _ = std::fs::remove_file(crate::sst::table_path(&self.inner.dir, m.id));
+            let _ = self
+                .inner
+                .vfs
+                .remove(&crate::sst::table_path(&self.inner.dir, m.id));
         }
     }
 }

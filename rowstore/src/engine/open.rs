@@ -1,0 +1,374 @@
+//! Opening a database: deciding (under the directory lock) whether one exists,
+//! recovering the WAL into a table, writing a fresh manifest, and removing the files
+//! the new manifest no longer needs.
+
+use super::*;
+use crate::files::{self, DbFile};
+
+/// How many file ids are reserved (recorded in the manifest) ahead of use: every file
+/// the engine creates has an id below the recorded reservation, so garbage collection
+/// can tell the engine's own leftovers from files it never numbered.
+pub(super) const ID_CHUNK: u64 = 64;
+
+/// Take the directory lock, retrying for up to a second: a process forked by this one
+/// (any `Command::spawn`) briefly shares every open file, and with it the lock, until it
+/// execs, so a lock that was just released may look held for a moment.
+fn acquire_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock>> {
+    let lock_path = dir.join(files::LOCK);
+    let mut attempts = 0;
+    loop {
+        match vfs.lock(&lock_path) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked(dir.to_path_buf()));
+            }
+            Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+        }
+    }
+}
+
+fn list_names(names: &[&String]) -> String {
+    let mut v: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    v.sort_unstable();
+    let more = v.len().saturating_sub(8);
+    v.truncate(8);
+    let mut s = v.join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
+}
+
+/// Whether the engine may delete `name` as garbage: one of its own names, numbered
+/// below the id reservation recorded in the manifest, not live.
+fn is_garbage(f: DbFile, limit: u64, live: &HashSet<u64>, keep: &[u64]) -> bool {
+    match f {
+        DbFile::Table(n) => n < limit && !live.contains(&n),
+        DbFile::Wal(n) | DbFile::Manifest(n) => n < limit && !keep.contains(&n),
+        DbFile::CurrentTmp => true,
+        _ => false,
+    }
+}
+
+use std::collections::HashSet;
+
+impl Engine {
+    /// Create or open the database in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
+        Self::open_pinned(dir, opts, mode, None).map(|(e, _)| e)
+    }
+
+    /// Open, registering a snapshot at `pin` before any background work starts, so no
+    /// version newer than `pin` (nor the newest at or below it) is collected. Used by
+    /// layers that derive data from changes since a persisted timestamp.
+    ///
+    /// Whether a database exists is decided only while holding the directory lock: two
+    /// handles racing to create the same path never both create (the loser waits for
+    /// the lock, then finds the winner's database or gets [`Error::Locked`]), and no
+    /// handle ever deletes another's files.
+    pub fn open_pinned(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        mode: OpenMode,
+        pin: Option<Ts>,
+    ) -> Result<(Engine, Option<Snapshot>)> {
+        opts.validate()?;
+        let vfs = opts.vfs.clone();
+        let dir = dir.as_ref().to_path_buf();
+        let _span = tracing::info_span!("open", dir = %dir.display()).entered();
+        match vfs.metadata(&dir) {
+            Ok(m) if m.is_dir => {}
+            Ok(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a file, not a database directory",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if mode == OpenMode::Open {
+                    return Err(Error::DatabaseNotFound(dir));
+                }
+                crate::vfs::create_dir_synced(&*vfs, &dir)?;
+            }
+            Err(e) => return Err(Error::io(format!("stat of {}", dir.display()), e)),
+        }
+        let lock = acquire_lock(&*vfs, &dir)?;
+
+        // Decide, under the lock, what is there.
+        let names = crate::vfs::list(&*vfs, &dir)?;
+        let has_current = names.iter().any(|n| n == files::CURRENT);
+        let create = match (mode, has_current) {
+            (OpenMode::Create, true) => return Err(Error::DatabaseExists(dir)),
+            (_, true) => false,
+            (_, false) => {
+                let db_files: Vec<&String> = names
+                    .iter()
+                    .filter(|n| files::classify(n).is_database_file())
+                    .collect();
+                if !db_files.is_empty() {
+                    return Err(Error::MissingCurrent {
+                        dir,
+                        found: list_names(&db_files),
+                    });
+                }
+                if mode == OpenMode::Open {
+                    return Err(Error::DatabaseNotFound(dir));
+                }
+                let others: Vec<&String> = names
+                    .iter()
+                    .filter(|n| files::classify(n) != DbFile::Lock)
+                    .collect();
+                if !others.is_empty() {
+                    return Err(Error::DirectoryNotEmpty {
+                        dir,
+                        found: list_names(&others),
+                    });
+                }
+                true
+            }
+        };
+
+        let (mut mstate, old_manifest) = if create {
+            (ManifestState::new(), None)
+        } else {
+            let id = manifest::read_current(&*vfs, &dir)?;
+            (manifest::replay(&*vfs, &dir, id)?, Some(id))
+        };
+        // Ids below this were reserved by (so possibly used by) this database.
+        let old_limit = mstate.next_file_id;
+
+        // Every id ever used, so new files never reuse an orphan's name.
+        let mut max_id = 0;
+        let mut wal_ids = Vec::new();
+        for name in &names {
+            match files::classify(name) {
+                DbFile::Table(n) | DbFile::Manifest(n) => max_id = max_id.max(n),
+                DbFile::Wal(n) => {
+                    max_id = max_id.max(n);
+                    if n >= mstate.log_number {
+                        wal_ids.push(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        wal_ids.sort_unstable();
+        let next_file_id = AtomicU64::new(mstate.next_file_id.max(max_id + 1));
+
+        let cache = (opts.cache_size > 0)
+            .then(|| Arc::new(BlockCache::new(opts.cache_size, opts.sharded_cache)));
+        let mmap = opts.mmap_size.filter(|&n| n > 0).map(MmapBudget::new);
+
+        // Open every live table (verifies footers, indexes and filters).
+        let mut version = Version::default();
+        let mut last_ts = mstate.last_ts;
+        for (level, tables) in mstate.levels.iter().enumerate() {
+            for m in tables.values() {
+                let t = Table::open(&vfs, &dir, m.id, mmap.as_ref(), cache.clone())?;
+                last_ts = last_ts.max(t.meta().max_ts);
+                version.levels[level].push(Arc::new(t));
+            }
+        }
+        version.sort();
+
+        // Replay the WAL into a recovery memtable.
+        let recovered = MemTable::new(0);
+        let mut wal_records = 0usize;
+        for (i, &id) in wal_ids.iter().enumerate() {
+            let p = files::wal_path(&dir, id);
+            let c = log::read_log(&*vfs, &p, WAL_MAGIC)?;
+            if let Tail::Torn {
+                offset,
+                bytes,
+                dropped_records,
+            } = c.tail
+            {
+                if i + 1 != wal_ids.len() {
+                    return Err(Error::corruption(
+                        &p,
+                        offset,
+                        "damaged record in a WAL segment that is not the newest",
+                    ));
+                }
+                tracing::warn!(
+                    file = %p.display(),
+                    offset,
+                    bytes,
+                    dropped_records,
+                    "dropping the torn, never durable tail of the WAL"
+                );
+            }
+            for (off, rec) in &c.records {
+                let (ts, batch) = WriteBatch::decode(rec)
+                    .map_err(|why| Error::corruption(&p, *off, format!("bad WAL record: {why}")))?;
+                for op in batch.ops() {
+                    recovered.insert(op.key(), ts, op.value());
+                }
+                last_ts = last_ts.max(ts);
+                wal_records += 1;
+            }
+        }
+        let alloc = || next_file_id.fetch_add(1, Ordering::Relaxed);
+        if !recovered.is_empty() {
+            let id = alloc();
+            let mut b = TableBuilder::create(
+                &vfs,
+                &dir,
+                id,
+                opts.block_size,
+                opts.compression,
+                opts.bloom_bits_per_key,
+            )?;
+            let mut res = Ok(());
+            recovered.for_each(|k, ts, v| {
+                if res.is_ok() {
+                    res = b.add(k, ts, v);
+                }
+            });
+            res?;
+            let meta = b.finish()?;
+            crate::vfs::sync_dir(&*vfs, &dir)?;
+            let t = Table::open(&vfs, &dir, id, mmap.as_ref(), cache.clone())?;
+            mstate.levels[0].insert(id, meta);
+            version.levels[0].push(Arc::new(t));
+            version.sort();
+        }
+        let manifest_id = alloc();
+        let wal_id = opts.wal_enabled.then(alloc);
+        if let Some(w) = wal_id {
+            mstate.log_number = w;
+        } else if !wal_ids.is_empty() {
+            mstate.log_number = wal_ids.last().copied().unwrap_or(0) + 1;
+        }
+        mstate.last_ts = last_ts;
+        let id_limit = next_file_id.load(Ordering::Relaxed) + ID_CHUNK;
+        mstate.next_file_id = id_limit;
+        // The manifest (and CURRENT) first: from here on the recovered WAL lives in a
+        // table, and a crash before the new WAL exists leaves a database that opens.
+        let manifest = Manifest::create(&*vfs, &dir, manifest_id, &mstate)?;
+        let wal = match wal_id {
+            Some(id) => {
+                let mut w =
+                    LogWriter::create(&*vfs, &files::wal_path(&dir, id), WAL_MAGIC, WAL_VERSION)?;
+                w.preallocate(wal_prealloc(&opts));
+                Some(w)
+            }
+            None => None,
+        };
+
+        // The new manifest is live: what it does not name, of the engine's own files,
+        // is garbage.
+        if !create {
+            let live: HashSet<u64> = mstate
+                .levels
+                .iter()
+                .flat_map(|l| l.keys().copied())
+                .collect();
+            let keep: Vec<u64> = wal_id.into_iter().chain([manifest_id]).collect();
+            let limit = old_limit.max(manifest_id + 1);
+            let mut removed = 0;
+            for name in &names {
+                let f = files::classify(name);
+                // Replayed WAL segments are in the recovered table now.
+                let replayed = matches!(f, DbFile::Wal(n) if wal_ids.contains(&n));
+                if replayed || is_garbage(f, limit, &live, &keep) {
+                    crate::vfs::remove_file_if_exists(&*vfs, &dir.join(name))?;
+                    removed += 1;
+                } else if let DbFile::Table(n) | DbFile::Wal(n) | DbFile::Manifest(n) = f
+                    && n >= limit
+                    && !live.contains(&n)
+                    && !keep.contains(&n)
+                {
+                    tracing::warn!(file = %name, "leaving a file this database did not number");
+                }
+            }
+            if removed > 0 {
+                crate::vfs::sync_dir(&*vfs, &dir)?;
+            }
+        }
+        tracing::info!(
+            wal_records,
+            old_manifest,
+            tables = version.num_tables(),
+            last_ts,
+            "database opened"
+        );
+
+        let mem = Arc::new(MemTable::new(wal_id.unwrap_or(0)));
+        let version = Arc::new(version);
+        let prefetcher = opts.prefetch.map(|(w, _)| Prefetcher::start(w));
+        let inner = Arc::new(Inner {
+            sv: ArcSwap::from_pointee(SuperVersion {
+                mem,
+                imms: Vec::new(),
+                version: version.clone(),
+            }),
+            state: Mutex::new(State {
+                manifest,
+                mstate,
+                version,
+                busy_levels: [false; NUM_LEVELS],
+                compact_pointer: vec![None; NUM_LEVELS],
+            }),
+            next_file_id,
+            id_limit: AtomicU64::new(id_limit),
+            visible_ts: AtomicU64::new(last_ts),
+            last_ts: AtomicU64::new(last_ts),
+            queue: Mutex::new(CommitQueue::default()),
+            serial_commit: Mutex::new(()),
+            wal: Mutex::new(wal),
+            snapshots: Mutex::new(BTreeMap::new()),
+            cache,
+            mmap,
+            prefetcher,
+            bg: Mutex::new(()),
+            bg_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            has_fatal: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            stats: EngineStats::default(),
+            active_txns: std::sync::atomic::AtomicUsize::new(0),
+            recent_commits: Mutex::new(BTreeMap::new()),
+            fast_validation: AtomicBool::new(true),
+            close_lock: Mutex::new(()),
+            lock_file: Mutex::new(Some(lock)),
+            vfs,
+            dir,
+            opts,
+        });
+        let pin = pin.map(|ts| {
+            let ts = ts.min(last_ts);
+            *inner.snapshots.lock().entry(ts).or_insert(0) += 1;
+            Snapshot {
+                inner: inner.clone(),
+                ts,
+            }
+        });
+        if inner.opts.background_compaction {
+            let mut threads = inner.threads.lock();
+            let i2 = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ldb-flush".into())
+                    .spawn(move || i2.flush_loop())
+                    .ctx(|| "spawning the flush thread".into())?,
+            );
+            for w in 0..inner.opts.compaction_workers {
+                let i2 = inner.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("ldb-compact-{w}"))
+                        .spawn(move || i2.compaction_loop())
+                        .ctx(|| "spawning a compaction thread".into())?,
+                );
+            }
+        }
+        Ok((Engine { inner }, pin))
+    }
+}
