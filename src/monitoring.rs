@@ -10,30 +10,48 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The server runs on its own thread until [`PrometheusExporter::stop`] or drop. With
-//! [`PrometheusExporter::with_bearer_token`], requests must carry
-//! `Authorization: Bearer <token>` (compared in constant time) or get 401.
+//! The server (hyper on a tokio runtime of its own) runs until
+//! [`PrometheusExporter::stop`] or drop; every connection is served concurrently, within
+//! deadlines, up to a connection limit. With [`PrometheusExporter::with_bearer_token`],
+//! requests must carry `Authorization: Bearer <token>` (scheme in any case; the token
+//! compared in time that reveals neither its content nor its length) or get 401.
 
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::metrics::{LatencySummary, Metrics};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Something that can produce metrics on the exporter's thread.
 type Source = Arc<dyn Fn() -> (Metrics, bool) + Send + Sync>;
 
+/// Connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its whole request head within this time.
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    addr: SocketAddr,
+}
+
 /// Serves a database's metrics in the Prometheus text format.
+///
+/// The server is hyper (HTTP/1.1) on a small tokio runtime of its own: each connection
+/// is its own task, with a deadline for the request head and one for the whole
+/// connection, and at most 64 are served at once, so a slow or stuck client never
+/// blocks a scrape.
 pub struct PrometheusExporter {
     source: Source,
-    token: Option<Vec<u8>>,
-    stop: Arc<AtomicBool>,
-    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    token: Option<Arc<Vec<u8>>>,
+    server: parking_lot::Mutex<Option<Running>>,
+    stopped: AtomicBool,
 }
 
 impl PrometheusExporter {
@@ -42,14 +60,14 @@ impl PrometheusExporter {
         PrometheusExporter {
             source: Arc::new(move || h.collect()),
             token: None,
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: parking_lot::Mutex::new(None),
+            server: parking_lot::Mutex::new(None),
+            stopped: AtomicBool::new(false),
         }
     }
 
-    /// Require `Authorization: Bearer <token>`.
+    /// Require `Authorization: Bearer <token>` (the scheme in any case).
     pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into().into_bytes());
+        self.token = Some(Arc::new(token.into().into_bytes()));
         self
     }
 
@@ -59,53 +77,71 @@ impl PrometheusExporter {
         render(&m, healthy)
     }
 
-    /// Bind `addr` and serve `/metrics` on a background thread. Returns the bound
-    /// address (useful with port 0).
+    /// Bind `addr` and serve `/metrics` in the background. Returns the bound address
+    /// (useful with port 0). An exporter serves one address at a time, and cannot serve
+    /// again after [`PrometheusExporter::stop`].
     pub fn serve(&self, addr: impl ToSocketAddrs) -> Result<SocketAddr> {
-        let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
-            context: "binding the metrics server".into(),
-            source: e,
-        })?;
-        let local = listener.local_addr().map_err(|e| Error::Io {
-            context: "reading the metrics server address".into(),
-            source: e,
-        })?;
-        listener.set_nonblocking(true).map_err(|e| Error::Io {
-            context: "configuring the metrics server".into(),
-            source: e,
-        })?;
-        let (source, token, stop) = (self.source.clone(), self.token.clone(), self.stop.clone());
-        let h = std::thread::Builder::new()
-            .name("ldb-prometheus".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let _ = handle(s, &source, token.as_deref());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            })
-            .map_err(|e| Error::Io {
-                context: "spawning the metrics server".into(),
-                source: e,
-            })?;
-        if let Some(old) = self.thread.lock().replace(h) {
-            // A second serve() call: the first server keeps running until stop().
-            drop(old);
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument(
+                "the metrics exporter was stopped; create a new one to serve again".into(),
+            ));
         }
+        let mut server = self.server.lock();
+        if let Some(r) = server.as_ref() {
+            return Err(Error::InvalidArgument(format!(
+                "the metrics exporter is already serving on {}",
+                r.addr
+            )));
+        }
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| Error::Io { context, source }
+        };
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(io("binding the metrics server"))?;
+        let local = listener
+            .local_addr()
+            .map_err(io("reading the metrics server address"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("configuring the metrics server"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ldb-prometheus")
+            .enable_all()
+            .build()
+            .map_err(io("starting the metrics server"))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let listener = {
+            let _g = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)
+                .map_err(io("starting the metrics server"))?
+        };
+        runtime.spawn(accept_loop(
+            listener,
+            self.source.clone(),
+            self.token.clone(),
+            rx,
+        ));
+        *server = Some(Running {
+            runtime,
+            shutdown: tx,
+            addr: local,
+        });
         Ok(local)
     }
 
-    /// Stop serving and join the thread.
+    /// Stop serving: the listener closes and open connections are dropped. Further
+    /// `serve` calls are errors.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+        self.stopped.store(true, Ordering::Release);
+        if let Some(r) = self.server.lock().take() {
+            let _ = r.shutdown.send(true);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                r.runtime.shutdown_background();
+            } else {
+                r.runtime.shutdown_timeout(Duration::from_secs(2));
+            }
         }
     }
 }
@@ -116,79 +152,109 @@ impl Drop for PrometheusExporter {
     }
 }
 
-/// Equal-length comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    token: Option<Arc<Vec<u8>>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (source, token) = (source.clone(), token.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let reply = respond(&req, &source, token.as_deref().map(|t| t.as_slice()));
+                async move { Ok::<_, std::convert::Infallible>(reply) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
+        });
     }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= std::hint::black_box(x ^ y);
-    }
-    diff == 0
 }
 
-fn handle(mut s: TcpStream, source: &Source, token: Option<&[u8]>) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut chunk)?;
-        if n == 0 || buf.len() > 16 * 1024 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let req = String::from_utf8_lossy(&buf);
-    let mut lines = req.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let auth = lines.take_while(|l| !l.is_empty()).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("authorization")
-            .then(|| v.trim().to_string())
-    });
-    let reply = |s: &mut TcpStream, status: &str, ctype: &str, body: &str, extra: &str| {
-        write!(
-            s,
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
-            body.len()
-        )
-    };
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn reply(status: u16, ctype: &str, body: String) -> hyper::Response<Body> {
+    hyper::Response::builder()
+        .status(status)
+        .header("Content-Type", ctype)
+        .header("Connection", "close")
+        .body(Body::new(body.into()))
+        .expect("a valid response")
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    source: &Source,
+    token: Option<&[u8]>,
+) -> hyper::Response<Body> {
     if let Some(t) = token {
-        let ok = auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), t));
-        if !ok {
-            return reply(
-                &mut s,
-                "401 Unauthorized",
-                "text/plain",
-                "unauthorized\n",
-                "WWW-Authenticate: Bearer\r\n",
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()));
+        if !given.is_some_and(|g| token_matches(g, t)) {
+            let mut r = reply(401, "text/plain", "unauthorized\n".into());
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
             );
+            return r;
         }
     }
-    if method != "GET" {
-        return reply(
-            &mut s,
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n",
-            "",
-        );
+    if req.method() != hyper::Method::GET {
+        return reply(405, "text/plain", "method not allowed\n".into());
     }
-    if path != "/metrics" && !path.starts_with("/metrics?") {
-        return reply(&mut s, "404 Not Found", "text/plain", "not found\n", "");
+    if req.uri().path() != "/metrics" {
+        return reply(404, "text/plain", "not found\n".into());
     }
     let (m, healthy) = source();
-    let body = render(&m, healthy);
-    reply(&mut s, "200 OK", "text/plain; version=0.0.4", &body, "")
+    reply(200, "text/plain; version=0.0.4", render(&m, healthy))
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme is matched
+/// case-insensitively (RFC 7235).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let v = value.trim_ascii();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+}
+
+/// Whether `given` equals `secret`, in time that depends only on `given.len()` (the
+/// caller's own input): neither the secret's content nor its length leaks.
+fn token_matches(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return given.is_empty();
+    }
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, &g) in given.iter().enumerate() {
+        diff |= std::hint::black_box(g ^ secret[i % secret.len()]);
+    }
+    std::hint::black_box(diff) == 0 && !given.is_empty()
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
@@ -385,9 +451,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+    fn tokens_compare_by_content_and_length() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secreT", b"secret"));
+        assert!(!token_matches(b"secret2", b"secret"));
+        assert!(!token_matches(b"secre", b"secret"));
+        assert!(!token_matches(b"", b"secret"));
+        assert!(!token_matches(b"secretsecret", b"secret"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
     }
 }

@@ -10,14 +10,15 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::table::{
-    CATALOG_PREFIX, KV_TABLE_NAME, catalog_key, table_end, table_prefix,
+    CATALOG_PREFIX, DROPPED_PREFIX, KV_TABLE_NAME, NEXT_TABLE_ID_KEY, ROWS_TAG, catalog_key,
+    dropped_key, table_end, table_id_of, table_prefix,
 };
 use lightning_columnar::{ColumnStore, ColumnarOptions, RoundStats, SegmentCompression, TableDef};
 use lightning_rowstore::{Engine, Snapshot, WriteBatch};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,28 @@ pub(crate) struct Tables {
     pub(crate) sql: Mutex<Option<Arc<crate::sql::SqlState>>>,
     /// Whether the `kv` table is in the column store (`columnar_kv`).
     columnar_kv: bool,
+    /// The next table id (persisted under `NEXT_TABLE_ID_KEY`; ids are never reused).
+    next_id: AtomicU32,
+    /// Dropped tables may still have rows to reclaim.
+    reclaim_pending: AtomicBool,
+    /// Whether a background worker reclaims (else drops reclaim inline).
+    background: bool,
+    pub(crate) config: LightningDbConfig,
 }
 
+/// Rows deleted per batch while reclaiming a dropped table.
+const RECLAIM_BATCH: usize = 10_000;
+
+/// Row-store writes of a staged load are cut at about this many bytes.
+const LOAD_CHUNK_BYTES: usize = 32 << 20;
+
 fn catalog_end() -> Vec<u8> {
-    let mut e = CATALOG_PREFIX.to_vec();
+    catalog_prefix_end(CATALOG_PREFIX)
+}
+
+/// The first key after every key starting with `prefix` (which ends in '/').
+fn catalog_prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut e = prefix.to_vec();
     *e.last_mut().expect("non-empty") += 1;
     e
 }
@@ -74,6 +93,7 @@ impl Tables {
             ..Default::default()
         };
         let store = Arc::new(ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?);
+        let (next_id, orphans) = Self::recover_ids(&engine, &defs)?;
         let t = Arc::new(Tables {
             engine,
             store,
@@ -87,7 +107,24 @@ impl Tables {
             bytes_threshold: cfg.columnar_compaction_bytes,
             sql: Mutex::new(None),
             columnar_kv: cfg.columnar_kv,
+            next_id: AtomicU32::new(next_id),
+            reclaim_pending: AtomicBool::new(true),
+            background: cfg.columnar_background,
+            config: cfg.clone(),
         });
+        if !orphans.is_empty() {
+            // Rows under ids no table owns (a drop or a staged load cut short by a
+            // crash): mark them for reclaiming.
+            let mut b = WriteBatch::new();
+            for id in &orphans {
+                b.put(&dropped_key(*id), b"")?;
+            }
+            t.engine.write(b)?;
+            tracing::info!(tables = orphans.len(), "reclaiming rows of dropped tables");
+        }
+        if !cfg.columnar_background {
+            t.reclaim_dropped()?;
+        }
         if cfg.columnar_background {
             let t2 = t.clone();
             let h = std::thread::Builder::new()
@@ -100,6 +137,255 @@ impl Tables {
             *t.worker.lock() = Some(h);
         }
         Ok(t)
+    }
+
+    /// The next table id, and ids whose rows no table owns: the persisted counter,
+    /// raised past every id in the catalog and every id that has rows (databases from
+    /// before the counter existed, or rows written after the counter was read).
+    fn recover_ids(
+        engine: &Engine,
+        defs: &BTreeMap<String, Arc<TableDef>>,
+    ) -> Result<(u32, Vec<u32>)> {
+        // (An iterator, not a get: internal reads are not the user's.)
+        let mut key_end = NEXT_TABLE_ID_KEY.to_vec();
+        key_end.push(0);
+        let stored = engine
+            .iter(Some(NEXT_TABLE_ID_KEY), Some(&key_end), false)?
+            .next()
+            .transpose()?;
+        let mut next = match stored {
+            Some((_, v)) if v.len() == 4 => u32::from_be_bytes(v[..4].try_into().expect("4 bytes")),
+            _ => 1,
+        };
+        let live: std::collections::HashSet<u32> = defs.values().map(|d| d.id).collect();
+        next = next.max(live.iter().max().map_or(1, |m| m + 1));
+        let mut marked = std::collections::HashSet::new();
+        let end = catalog_prefix_end(DROPPED_PREFIX);
+        for r in engine.iter(Some(DROPPED_PREFIX), Some(&end), false)? {
+            let (k, _) = r?;
+            if let Ok(b) = <[u8; 4]>::try_from(&k[DROPPED_PREFIX.len()..]) {
+                let id = u32::from_be_bytes(b);
+                marked.insert(id);
+                next = next.max(id.saturating_add(1));
+            }
+        }
+        // Jump from table to table through the row key space: one seek per table
+        // that has rows.
+        let mut orphans = Vec::new();
+        let mut x = 1u32;
+        loop {
+            let first = engine
+                .iter(Some(&table_prefix(x)), Some(&[ROWS_TAG + 1]), false)?
+                .next()
+                .transpose()?;
+            let Some(id) = first.and_then(|(k, _)| table_id_of(&k)) else {
+                break;
+            };
+            if !live.contains(&id) && !marked.contains(&id) {
+                orphans.push(id);
+            }
+            next = next.max(id.saturating_add(1));
+            match id.checked_add(1) {
+                Some(n) => x = n,
+                None => break,
+            }
+        }
+        Ok((next, orphans))
+    }
+
+    /// Delete the rows of dropped tables (in bounded batches), then their markers.
+    /// Resumable: a crash leaves the marker, and the next run goes on.
+    pub(crate) fn reclaim_dropped(&self) -> Result<u64> {
+        if !self.reclaim_pending.swap(false, Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let end = catalog_prefix_end(DROPPED_PREFIX);
+        let mut ids = Vec::new();
+        for r in self.engine.iter(Some(DROPPED_PREFIX), Some(&end), false)? {
+            let (k, _) = r?;
+            if let Ok(b) = <[u8; 4]>::try_from(&k[DROPPED_PREFIX.len()..]) {
+                ids.push(u32::from_be_bytes(b));
+            }
+        }
+        let mut n = 0;
+        let res = (|| -> Result<()> {
+            for id in ids {
+                let (start, end) = (table_prefix(id), table_end(id));
+                loop {
+                    if *self.stop.lock() {
+                        return Err(Error::Closed);
+                    }
+                    let mut b = WriteBatch::new();
+                    for r in self
+                        .engine
+                        .iter(Some(&start), Some(&end), false)?
+                        .take(RECLAIM_BATCH)
+                    {
+                        b.delete(&r?.0)?;
+                    }
+                    if b.is_empty() {
+                        break;
+                    }
+                    n += b.len() as u64;
+                    self.engine.write(b)?;
+                }
+                let mut b = WriteBatch::new();
+                b.delete(&dropped_key(id))?;
+                self.engine.write(b)?;
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            self.reclaim_pending.store(true, Ordering::Release);
+        }
+        res.map(|()| n)
+    }
+
+    /// A new table id, durably taken (written before anything uses it).
+    fn take_id(&self) -> Result<u32> {
+        let id = self.next_id.load(Ordering::Acquire);
+        let next = id
+            .checked_add(1)
+            .ok_or_else(|| Error::Schema("no table ids left".into()))?;
+        let mut b = WriteBatch::new();
+        b.put(NEXT_TABLE_ID_KEY, &next.to_be_bytes())?;
+        self.engine.write(b)?;
+        self.next_id.store(next, Ordering::Release);
+        Ok(id)
+    }
+
+    /// Create a table: its definition and the id counter in one commit.
+    pub(crate) fn create_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+    ) -> Result<Arc<TableDef>> {
+        let _ddl = self.ddl.lock();
+        if self.defs.read().contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let id = self.next_id.load(Ordering::Acquire);
+        let def = TableDef::new(id, name, &schema, primary_key)?;
+        let next = id
+            .checked_add(1)
+            .ok_or_else(|| Error::Schema("no table ids left".into()))?;
+        let mut b = WriteBatch::new();
+        b.put(&catalog_key(name), &def.encode())?;
+        b.put(NEXT_TABLE_ID_KEY, &next.to_be_bytes())?;
+        self.engine.write(b)?;
+        self.next_id.store(next, Ordering::Release);
+        self.publish_def(def)
+    }
+
+    /// Make a committed definition visible to the column store and SQL.
+    fn publish_def(&self, def: TableDef) -> Result<Arc<TableDef>> {
+        self.store.add_table(&self.engine, &def)?;
+        let def = Arc::new(def);
+        self.defs.write().insert(def.name.clone(), def.clone());
+        self.sql_register(&def)?;
+        Ok(def)
+    }
+
+    /// Drop a table: one commit removes its definition and marks its id dropped; from
+    /// then on its rows are unreachable (ids are never reused). The rows are deleted
+    /// afterwards, in the background (resumed after a crash).
+    pub(crate) fn drop_table(&self, name: &str) -> Result<()> {
+        if name == KV_TABLE_NAME {
+            return Err(Error::Schema(
+                "the built-in kv table cannot be dropped".into(),
+            ));
+        }
+        let _ddl = self.ddl.lock();
+        let def = self.def(name)?;
+        let mut b = WriteBatch::new();
+        b.delete(&catalog_key(name))?;
+        b.put(&dropped_key(def.id), b"")?;
+        self.engine.write(b)?;
+        self.defs.write().remove(name);
+        self.sql_deregister(name)?;
+        self.store.drop_table(def.id)?;
+        self.reclaim_pending.store(true, Ordering::Release);
+        drop(_ddl);
+        if !self.background {
+            self.reclaim_dropped()?;
+        }
+        Ok(())
+    }
+
+    /// Encode `batch`'s rows for `def` into row-store puts, handing each full chunk of
+    /// about `chunk_bytes` to `sink` (and the rest at the end).
+    fn encode_rows(
+        def: &TableDef,
+        batch: &RecordBatch,
+        chunk_bytes: usize,
+        mut sink: impl FnMut(WriteBatch) -> Result<()>,
+    ) -> Result<()> {
+        let cols = def.align(batch, false)?;
+        let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
+        let val_cols: Vec<&dyn Array> =
+            def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
+        let mut b = WriteBatch::new();
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        let mut bytes = 0;
+        for i in 0..batch.num_rows() {
+            def.row_key(&key_cols, i, &mut k);
+            def.row_value(&val_cols, i, &mut v);
+            bytes += k.len() + v.len() + 8;
+            b.put(&k, &v)?;
+            if bytes >= chunk_bytes {
+                sink(std::mem::take(&mut b))?;
+                bytes = 0;
+            }
+        }
+        if !b.is_empty() {
+            sink(b)?;
+        }
+        Ok(())
+    }
+
+    /// Insert or replace rows, atomically.
+    pub(crate) fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
+        let def = self.def(name)?;
+        let mut all = WriteBatch::new();
+        Self::encode_rows(&def, batch, usize::MAX, |b| {
+            all = b;
+            Ok(())
+        })?;
+        self.engine.write(all)?;
+        Ok(())
+    }
+
+    /// Start loading a new table: rows are written under a fresh id that no catalog
+    /// entry names yet, so nothing of the table is visible until
+    /// [`TableLoad::commit`] publishes its definition in one commit. Memory stays
+    /// bounded (rows go to the row store in chunks), and a load that fails or is cut
+    /// short by a crash leaves only unreachable rows, which are reclaimed.
+    pub(crate) fn begin_load(
+        self: &Arc<Self>,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+    ) -> Result<TableLoad> {
+        let _ddl = self.ddl.lock();
+        if self.defs.read().contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        // Check the definition before taking an id.
+        TableDef::new(
+            self.next_id.load(Ordering::Acquire),
+            name,
+            &schema,
+            primary_key,
+        )?;
+        let id = self.take_id()?;
+        let def = TableDef::new(id, name, &schema, primary_key)?;
+        Ok(TableLoad {
+            tables: self.clone(),
+            def,
+            rows: 0,
+            done: false,
+        })
     }
 
     pub(crate) fn has_table(&self, name: &str) -> bool {
@@ -187,6 +473,12 @@ impl Tables {
                     return;
                 }
             }
+            if self.reclaim_pending.load(Ordering::Acquire)
+                && let Err(e) = self.reclaim_dropped()
+                && !matches!(e, Error::Closed)
+            {
+                tracing::error!(error = %e, "reclaiming dropped tables failed; will retry");
+            }
             let (o, b) = (ops(), bytes());
             let pressure =
                 o - last_ops >= self.rows_threshold || b - last_bytes >= self.bytes_threshold;
@@ -214,6 +506,65 @@ impl Tables {
             if pressure {
                 last_ops = o;
                 last_bytes = b;
+            }
+        }
+    }
+}
+
+/// A new table being loaded (see [`Tables::begin_load`]). Dropping it without
+/// `commit` abandons the load: its rows are reclaimed.
+pub(crate) struct TableLoad {
+    tables: Arc<Tables>,
+    def: TableDef,
+    rows: u64,
+    done: bool,
+}
+
+impl TableLoad {
+    /// The table's schema (key columns non-nullable).
+    pub(crate) fn schema(&self) -> SchemaRef {
+        self.def.schema.clone()
+    }
+
+    /// Write rows (upserted by primary key), in chunks.
+    pub(crate) fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
+        let engine = &self.tables.engine;
+        Tables::encode_rows(&self.def, batch, LOAD_CHUNK_BYTES, |b| {
+            engine.write(b)?;
+            Ok(())
+        })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Publish the table with every row loaded, in one commit.
+    pub(crate) fn commit(mut self) -> Result<Arc<TableDef>> {
+        let t = self.tables.clone();
+        let _ddl = t.ddl.lock();
+        if t.defs.read().contains_key(&self.def.name) {
+            return Err(Error::TableExists(self.def.name.clone()));
+        }
+        let mut b = WriteBatch::new();
+        b.put(&catalog_key(&self.def.name), &self.def.encode())?;
+        t.engine.write(b)?;
+        self.done = true;
+        t.publish_def(self.def.clone())
+    }
+}
+
+impl Drop for TableLoad {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let t = &self.tables;
+        let mut b = WriteBatch::new();
+        if b.put(&dropped_key(self.def.id), b"").is_ok() && t.engine.write(b).is_ok() {
+            t.reclaim_pending.store(true, Ordering::Release);
+            if !t.background
+                && let Err(e) = t.reclaim_dropped()
+            {
+                tracing::warn!(error = %e, "reclaiming an abandoned load failed; retried on open");
             }
         }
     }
@@ -256,57 +607,15 @@ impl Database {
     /// Decimal128, Utf8/LargeUtf8, Binary, Boolean, Date32 and Timestamp (with or without
     /// time zone); every column is nullable except the primary-key columns.
     pub fn create_table(&self, name: &str, schema: SchemaRef, primary_key: &[&str]) -> Result<()> {
-        let t = self.tables()?;
-        let _ddl = t.ddl.lock();
-        if t.defs.read().contains_key(name) {
-            return Err(Error::TableExists(name.to_string()));
-        }
-        let id = t.defs.read().values().map(|d| d.id).max().unwrap_or(0) + 1;
-        let def = TableDef::new(id, name, &schema, primary_key)?;
-        let mut b = WriteBatch::new();
-        b.put(&catalog_key(name), &def.encode())?;
-        self.engine().write(b)?;
-        t.store.add_table(&t.engine, &def)?;
-        let def = Arc::new(def);
-        t.defs.write().insert(name.to_string(), def.clone());
-        t.sql_register(&def)?;
+        self.tables()?.create_table(name, schema, primary_key)?;
         Ok(())
     }
 
-    /// Drop a table and all of its rows and segments.
+    /// Drop a table. One commit removes it: from then on it is gone and its rows are
+    /// unreachable (table ids are never reused); the rows and segments are deleted
+    /// afterwards, in the background, and that work resumes after a crash.
     pub fn drop_table(&self, name: &str) -> Result<()> {
-        let t = self.tables()?;
-        if name == KV_TABLE_NAME {
-            return Err(Error::Schema(
-                "the built-in kv table cannot be dropped".into(),
-            ));
-        }
-        let _ddl = t.ddl.lock();
-        let def = t.def(name)?;
-        // The catalog entry goes first (atomically): from then on the table is gone.
-        let mut b = WriteBatch::new();
-        b.delete(&catalog_key(name))?;
-        self.engine().write(b)?;
-        t.defs.write().remove(name);
-        t.sql_deregister(name)?;
-        t.store.drop_table(def.id)?;
-        // Then its rows, in bounded batches.
-        let (start, end) = (table_prefix(def.id), table_end(def.id));
-        loop {
-            let mut b = WriteBatch::new();
-            for r in self
-                .engine()
-                .iter(Some(&start), Some(&end), false)?
-                .take(10_000)
-            {
-                b.delete(&r?.0)?;
-            }
-            if b.is_empty() {
-                break;
-            }
-            self.engine().write(b)?;
-        }
-        Ok(())
+        self.tables()?.drop_table(name)
     }
 
     /// Names of all tables, `kv` included.
@@ -328,21 +637,67 @@ impl Database {
     /// must have exactly the table's columns (any order) with the table's types; a
     /// mismatch is an error naming the column and nothing is written.
     pub fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
+        self.tables()?.insert(name, batch)
+    }
+
+    /// Create table `name` holding the rows of `batches`, atomically at any size: the
+    /// rows stream into the row store (memory stays bounded) under a table that is
+    /// published, with all of them, in one commit once the last batch is in. If a batch
+    /// fails (an error from the iterator, a row that does not fit), or the process
+    /// dies part-way, the table does not exist and the rows written are reclaimed.
+    /// Rows with the same key replace earlier ones. Returns the rows loaded.
+    pub fn load_table<I>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        batches: I,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
+        let t = self.tables()?;
+        let mut load = t.begin_load(name, schema, primary_key)?;
+        let mut n = 0;
+        for b in batches {
+            let b = b?;
+            n += b.num_rows() as u64;
+            load.insert(&b)?;
+        }
+        load.commit()?;
+        Ok(n)
+    }
+
+    /// Insert or replace the rows of every batch into an existing table in one atomic
+    /// commit: all or nothing, also across a crash. The batches are read one at a time,
+    /// but the commit holds all rows, so its encoded size is limited to
+    /// [`crate::MAX_BATCH_BYTES`] ([`Error::BatchTooLarge`] beyond; nothing is written
+    /// then). Returns the rows written.
+    pub fn insert_batches<I>(&self, name: &str, batches: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
         let t = self.tables()?;
         let def = t.def(name)?;
-        let cols = def.align(batch, false)?;
-        let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
-        let val_cols: Vec<&dyn Array> =
-            def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
-        let mut b = WriteBatch::new();
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for i in 0..batch.num_rows() {
-            def.row_key(&key_cols, i, &mut k);
-            def.row_value(&val_cols, i, &mut v);
-            b.put(&k, &v)?;
+        let mut all = WriteBatch::new();
+        let mut n = 0;
+        for b in batches {
+            let b = b?;
+            n += b.num_rows() as u64;
+            let cols = def.align(&b, false)?;
+            let key_cols: Vec<&dyn Array> =
+                def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
+            let val_cols: Vec<&dyn Array> =
+                def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            for i in 0..b.num_rows() {
+                def.row_key(&key_cols, i, &mut k);
+                def.row_value(&val_cols, i, &mut v);
+                all.put(&k, &v)?;
+            }
         }
-        self.engine().write(b)?;
-        Ok(())
+        self.engine().write(all)?;
+        Ok(n)
     }
 
     /// Delete the rows whose primary keys are given (`keys` holds just the key columns),

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! 0x00 "catalog/" name          -> table definition (JSON, versioned)
+//! 0x00 "meta/next_table_id"     -> next table id (u32 BE; ids are never reused)
+//! 0x00 "dropped/" id (u32 BE)   -> a dropped table whose rows are being reclaimed
 //! 0x01 table id (u32 BE) key    -> row (key = memcomparable primary key)
 //! ```
 //!
@@ -32,6 +34,25 @@ pub fn table_end(id: u32) -> Vec<u8> {
         Some(n) => table_prefix(n).to_vec(),
         None => vec![ROWS_TAG + 1],
     }
+}
+
+/// The next table id to hand out (u32 BE): ids are never reused, so rows a dropped
+/// table left behind can never appear in a new table.
+pub const NEXT_TABLE_ID_KEY: &[u8] = b"\x00meta/next_table_id";
+/// Markers of dropped tables whose rows are still being reclaimed.
+pub const DROPPED_PREFIX: &[u8] = b"\x00dropped/";
+
+/// The marker of dropped table `id`.
+pub fn dropped_key(id: u32) -> Vec<u8> {
+    let mut k = DROPPED_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The table id of a row-store key under [`ROWS_TAG`].
+pub fn table_id_of(key: &[u8]) -> Option<u32> {
+    (key.len() >= 5 && key[0] == ROWS_TAG)
+        .then(|| u32::from_be_bytes(key[1..5].try_into().expect("4 bytes")))
 }
 
 pub fn catalog_key(name: &str) -> Vec<u8> {

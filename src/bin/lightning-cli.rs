@@ -79,6 +79,15 @@ enum Cmd {
     Backup { db: PathBuf, dir: PathBuf },
     /// Restore a backup into a new database directory.
     Restore { backup: PathBuf, db: PathBuf },
+    /// Repair a database that does not open: rebuild a missing or damaged CURRENT from
+    /// the newest valid manifest, and report WAL damage.
+    Repair {
+        db: PathBuf,
+        /// Also drop the WAL from its first damaged record on (the dropped bytes are
+        /// saved beside the segment and described in the report).
+        #[arg(long)]
+        truncate_wal: bool,
+    },
     /// Run SQL: `-c "<query>"` runs one statement; without it, an interactive shell
     /// (history, statements end with `;` and may span lines, `\q` quits).
     Sql {
@@ -201,8 +210,11 @@ fn scan(
     Ok(())
 }
 
-/// Read a CSV or Parquet file as record batches.
-fn read_file(file: &Path) -> Res<Vec<RecordBatch>> {
+type Batches =
+    Box<dyn Iterator<Item = Result<RecordBatch, lightning_db::arrow::error::ArrowError>>>;
+
+/// Open a CSV (with header) or Parquet file as a stream of record batches.
+fn open_file(file: &Path) -> Res<(lightning_db::arrow::datatypes::SchemaRef, Batches)> {
     let ext = file
         .extension()
         .and_then(|e| e.to_str())
@@ -213,50 +225,58 @@ fn read_file(file: &Path) -> Res<Vec<RecordBatch>> {
     match ext.as_str() {
         "parquet" => {
             let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?
+                .with_batch_size(64 * 1024)
                 .build()?;
-            Ok(r.collect::<Result<Vec<_>, _>>()?)
+            Ok((
+                lightning_db::arrow::array::RecordBatchReader::schema(&r),
+                Box::new(r),
+            ))
         }
         "csv" => {
             use lightning_db::arrow::csv::reader::Format;
             let fmt = Format::default().with_header(true);
             let mut probe = std::fs::File::open(file)?;
             let (schema, _) = fmt.infer_schema(&mut probe, Some(1000))?;
-            let r = lightning_db::arrow::csv::ReaderBuilder::new(Arc::new(schema))
+            let schema = Arc::new(schema);
+            let r = lightning_db::arrow::csv::ReaderBuilder::new(schema.clone())
                 .with_format(fmt)
+                .with_batch_size(64 * 1024)
                 .build(f)?;
-            Ok(r.collect::<Result<Vec<_>, _>>()?)
+            Ok((schema, Box::new(r)))
         }
         _ => Err(format!("{}: expected a .csv or .parquet file", file.display()).into()),
     }
 }
 
+/// Import a file into a table, streaming, all or nothing: a new table appears with all
+/// the rows once the last one is in; an existing table gets all rows in one commit.
 fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
-    let batches = read_file(file)?;
+    let (_, batches) = open_file(file)?;
     let db = open(db)?;
-    let first = batches.first().ok_or("the file holds no rows")?;
-    let first = lightning_db::to_table_types(first)?;
-    if !db.list_tables()?.iter().any(|t| t == table) {
+    let exists = db.list_tables()?.iter().any(|t| t == table);
+    let pb = spinner("importing rows");
+    let name = file.display().to_string();
+    let mut first_schema = None;
+    let mut batches = batches.peekable();
+    if let Some(Ok(b)) = batches.peek() {
+        first_schema = Some(lightning_db::to_table_types(b)?.schema());
+    }
+    let rows = batches.map(|b| -> lightning_db::Result<RecordBatch> {
+        let b = b.map_err(|e| lightning_db::Error::Arrow(format!("{name}: {e}")))?;
+        let b = lightning_db::to_table_types(&b)?;
+        pb.inc(b.num_rows() as u64);
+        Ok(b)
+    });
+    let n = if exists {
+        db.insert_batches(table, rows)?
+    } else {
         let key = key.ok_or("the table does not exist; give --key to create it")?;
         let cols: Vec<&str> = key.split(',').map(str::trim).collect();
-        db.create_table(table, first.schema(), &cols)?;
-    }
-    // Align nullability with the table (key columns are NOT NULL there).
-    let ts = db.table_schema(table)?;
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressBar::new(total as u64)
-    } else {
-        ProgressBar::hidden()
+        let schema = first_schema.ok_or("the file holds no rows")?;
+        db.load_table(table, schema, &cols, rows)?
     };
-    for b in &batches {
-        let b = lightning_db::to_table_types(b)?;
-        let b = RecordBatch::try_new(ts.clone(), b.columns().to_vec())
-            .map_err(|e| format!("{}: rows do not fit table {table}: {e}", file.display()))?;
-        db.insert(table, &b)?;
-        pb.inc(b.num_rows() as u64);
-    }
     pb.finish_and_clear();
-    println!("imported {total} rows into {table}");
+    println!("imported {n} rows into {table}");
     Ok(())
 }
 
@@ -404,6 +424,20 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Sql { db, command } => sql(&db, command),
+        Cmd::Repair { db, truncate_wal } => {
+            let r = lightning_db::repair(&db, lightning_db::RepairOptions { truncate_wal })?;
+            for n in &r.notes {
+                println!("{n}");
+            }
+            if r.needs_truncate() {
+                return Err(
+                    "the WAL is damaged; rerun with --truncate-wal to drop everything from the damaged record on"
+                        .into(),
+                );
+            }
+            println!("repaired {}", db.display());
+            Ok(())
+        }
         Cmd::Restore { backup, db } => {
             if db.exists() {
                 return Err(

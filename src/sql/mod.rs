@@ -1,0 +1,407 @@
+//! SQL through DataFusion: one session per database with every table registered, DDL
+//! routed to the table catalog, DML run as row-store transactions, Parquet export.
+//!
+//! Every statement is parsed, planned and run as a task on the database's own SQL
+//! runtime, whose threads have stacks deep enough for the configured limits
+//! (`sql_max_statement_bytes`, `sql_max_expression_depth`), so no statement can
+//! overflow the caller's stack: a statement gets a result or an [`Error::Sql`], never
+//! an abort. A panic inside the engine comes back as an error too. Every file SQL
+//! touches goes through [`guard`].
+
+mod guard;
+
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::tables::Tables;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
+use futures::StreamExt;
+use lightning_query::LightningTableProvider;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Stack size of the SQL runtime's threads. DataFusion recurses over expression and
+/// plan trees while planning, optimizing, evaluating and dropping them; with
+/// `sql_max_expression_depth` at its maximum this is what a debug build needs.
+const SQL_STACK_BYTES: usize = 1 << 30;
+
+pub(crate) struct SqlState {
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    ctx: SessionContext,
+}
+
+impl SqlState {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until drop")
+    }
+}
+
+impl Drop for SqlState {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which tokio forbids (it panics)
+        // inside another runtime: a `Database` dropped in an async function after
+        // `sql_async` would abort the program. Shutting down in the background never
+        // blocks and is allowed anywhere.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Tables {
+    fn provider(&self, def: Arc<lightning_columnar::TableDef>) -> Arc<LightningTableProvider> {
+        Arc::new(LightningTableProvider::new(
+            self.engine.clone(),
+            self.store.clone(),
+            def,
+        ))
+    }
+
+    pub(crate) fn sql_state(&self) -> Result<Arc<SqlState>> {
+        let mut g = self.sql.lock();
+        if let Some(s) = g.as_ref() {
+            return Ok(s.clone());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("ldb-sql")
+            .thread_stack_size(SQL_STACK_BYTES)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io {
+                context: "starting the SQL runtime".into(),
+                source: e,
+            })?;
+        let mut cfg = SessionConfig::new().with_information_schema(true);
+        // Tables store Utf8, so SQL string types map to Utf8.
+        cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        let ctx = SessionContext::new_with_config(cfg);
+        // Every file:// access of the session goes through the guard.
+        let rule = Arc::new(guard::Rule::new(
+            self.engine.dir(),
+            &self.config.sql_file_access,
+        ));
+        let local = datafusion::execution::object_store::ObjectStoreUrl::local_filesystem();
+        ctx.runtime_env()
+            .register_object_store(local.as_ref(), Arc::new(guard::GuardedFiles::new(rule)));
+        for d in self.defs.read().values() {
+            ctx.register_table(d.name.as_str(), self.provider(d.clone()))?;
+        }
+        let s = Arc::new(SqlState {
+            runtime: Some(runtime),
+            ctx,
+        });
+        *g = Some(s.clone());
+        Ok(s)
+    }
+
+    pub(crate) fn sql_register(&self, def: &Arc<lightning_columnar::TableDef>) -> Result<()> {
+        if let Some(s) = self.sql.lock().as_ref() {
+            s.ctx
+                .register_table(def.name.as_str(), self.provider(def.clone()))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sql_deregister(&self, name: &str) -> Result<()> {
+        if let Some(s) = self.sql.lock().as_ref() {
+            s.ctx.deregister_table(name)?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+fn assert_sql_future_is_send(db: &Database) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&db.sql_async("SELECT 1"));
+}
+
+/// Aborts the task when the caller stops waiting for it (a dropped `sql_async`).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Sql(format!(
+                "internal error while running SQL: {msg}"
+            )))
+        }
+        Err(_) => Err(Error::Sql("the SQL statement was cancelled".into())),
+    }
+}
+
+/// The deepest expression nesting in a statement, stopping once past `max`.
+fn expression_depth(stmt: &DFStatement, max: usize) -> usize {
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Depth {
+        cur: usize,
+        deepest: usize,
+        max: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.cur += 1;
+            self.deepest = self.deepest.max(self.cur);
+            if self.cur > self.max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.cur -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut d = Depth {
+        cur: 0,
+        deepest: 0,
+        max,
+    };
+    let mut s = stmt;
+    loop {
+        match s {
+            DFStatement::Statement(st) => {
+                let _ = st.visit(&mut d);
+            }
+            DFStatement::CopyTo(c) => {
+                if let CopyToSource::Query(q) = &c.source {
+                    let _ = q.visit(&mut d);
+                }
+            }
+            DFStatement::Explain(e) => {
+                s = &e.statement;
+                continue;
+            }
+            DFStatement::CreateExternalTable(_) | DFStatement::Reset(_) => {}
+        }
+        return d.deepest;
+    }
+}
+
+fn sql_span(query: &str) -> tracing::Span {
+    tracing::info_span!("sql", query = %query.chars().take(200).collect::<String>())
+}
+
+fn traced<F: std::future::Future>(
+    f: F,
+    span: tracing::Span,
+) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(f, span)
+}
+
+/// Plan and run one statement (on a SQL runtime thread).
+async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>> {
+    let cfg = &tables.config;
+    if query.len() > cfg.sql_max_statement_bytes {
+        return Err(Error::Sql(format!(
+            "statement of {} bytes exceeds the limit of {} bytes (sql_max_statement_bytes)",
+            query.len(),
+            cfg.sql_max_statement_bytes
+        )));
+    }
+    let st = tables.sql_state()?;
+    let ctx = st.ctx.clone();
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let stmt = state.sql_to_statement(&query, &dialect)?;
+    let depth = expression_depth(&stmt, cfg.sql_max_expression_depth);
+    if depth > cfg.sql_max_expression_depth {
+        return Err(Error::Sql(format!(
+            "expressions nest more than {} deep (sql_max_expression_depth)",
+            cfg.sql_max_expression_depth
+        )));
+    }
+    let plan = state.statement_to_plan(stmt).await?;
+    match &plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+            let name = c.name.table().to_string();
+            if tables.has_table(&name) {
+                if c.if_not_exists {
+                    return Ok(Vec::new());
+                }
+                return Err(Error::TableExists(name));
+            }
+            let schema = Arc::new(c.input.schema().as_arrow().clone());
+            let mut pk = Vec::new();
+            for con in c.constraints.iter() {
+                if let datafusion::common::Constraint::PrimaryKey(idx) = con {
+                    pk = idx
+                        .iter()
+                        .map(|&i| schema.field(i).name().clone())
+                        .collect();
+                }
+            }
+            if pk.is_empty() {
+                return Err(Error::Sql(format!(
+                    "CREATE TABLE {name} needs a PRIMARY KEY (Lightning tables are keyed)"
+                )));
+            }
+            let pk_refs: Vec<&str> = pk.iter().map(String::as_str).collect();
+            if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+                tables.create_table(&name, schema, &pk_refs)?;
+                return Ok(Vec::new());
+            }
+            // CREATE TABLE .. AS SELECT: atomic. The rows stream into a table that
+            // is published (with all of them) only once the query finished.
+            let mut load = tables.begin_load(&name, schema, &pk_refs)?;
+            let target = load.schema();
+            let mut stream = ctx
+                .execute_logical_plan((*c.input).clone())
+                .await?
+                .execute_stream()
+                .await?;
+            while let Some(b) = stream.next().await {
+                let b = lightning_query::cast_batch(&b?, &target)?;
+                load.insert(&b)?;
+            }
+            load.commit()?;
+            Ok(Vec::new())
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(d)) if tables.has_table(d.name.table()) => {
+            tables.drop_table(d.name.table())?;
+            Ok(Vec::new())
+        }
+        _ => Ok(ctx.execute_logical_plan(plan).await?.collect().await?),
+    }
+}
+
+impl Database {
+    fn sql_tables(&self) -> Result<(Arc<Tables>, Arc<SqlState>)> {
+        let t = self.tables.clone().ok_or(Error::Closed)?;
+        if self.engine().is_closed() {
+            return Err(Error::Closed);
+        }
+        let st = t.sql_state()?;
+        Ok((t, st))
+    }
+
+    /// Run `f` as a task on the SQL runtime and wait for it on this (non-async) thread.
+    fn block_on<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InvalidArgument(
+                "blocking SQL call inside an async runtime; use sql_async".into(),
+            ));
+        }
+        let (_, st) = self.sql_tables()?;
+        let rt = st.runtime();
+        let mut task = AbortOnDrop(rt.spawn(f));
+        joined(rt.block_on(&mut task.0))
+    }
+
+    /// Run one SQL statement and return its result rows. DDL (`CREATE TABLE .. PRIMARY
+    /// KEY (..)`, `DROP TABLE`) changes Lightning tables; `INSERT` (`INSERT OR REPLACE`
+    /// to upsert), `UPDATE` and `DELETE` are atomic row-store transactions; any other
+    /// DataFusion statement (`CREATE EXTERNAL TABLE`, `COPY .. TO`, `EXPLAIN`) works
+    /// too. A write committed before the call is in its result.
+    ///
+    /// Statements longer than `sql_max_statement_bytes` or nesting expressions deeper
+    /// than `sql_max_expression_depth` are refused with [`Error::Sql`]. Files are read
+    /// and written only as `sql_file_access` allows, and never inside a database
+    /// directory.
+    pub fn sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
+        let (t, _) = self.sql_tables()?;
+        let q = query.to_string();
+        self.block_on(traced(run_sql(t, q), sql_span(query)))
+    }
+
+    /// [`Database::sql`] for async callers. The statement runs on the database's SQL
+    /// runtime; dropping the returned future cancels it.
+    pub async fn sql_async(&self, query: &str) -> Result<Vec<RecordBatch>> {
+        let (t, st) = self.sql_tables()?;
+        let mut task = AbortOnDrop(
+            st.runtime()
+                .spawn(traced(run_sql(t, query.to_string()), sql_span(query))),
+        );
+        joined((&mut task.0).await)
+    }
+
+    /// A DataFusion session with every table (and `kv`) registered, for the DataFrame
+    /// API. It is the session `sql` uses (file access is guarded the same way); create
+    /// tables through `sql` or the table API. Plans built through it run on the
+    /// caller's threads.
+    pub fn session(&self) -> Result<SessionContext> {
+        Ok(self.sql_tables()?.1.ctx.clone())
+    }
+
+    /// Write a table, or the result of a query, to a zstd-compressed Parquet file,
+    /// streaming (memory stays bounded by a few batches). Returns the rows written.
+    pub fn export_parquet(&self, table_or_query: &str, path: impl AsRef<Path>) -> Result<u64> {
+        let (tables, st) = self.sql_tables()?;
+        let q = if tables.has_table(table_or_query) {
+            format!("SELECT * FROM \"{table_or_query}\"")
+        } else {
+            table_or_query.to_string()
+        };
+        let path: PathBuf = std::path::absolute(path.as_ref()).unwrap_or(path.as_ref().into());
+        if let Some(why) = guard::Rule::new(self.path(), &crate::SqlFileAccess::Any).refusal(&path)
+        {
+            return Err(Error::InvalidArgument(why));
+        }
+        let ctx = st.ctx.clone();
+        self.block_on(async move {
+            let df = ctx.sql(&q).await?;
+            // SQL reads strings as Utf8View; the file holds plain UTF-8 strings, the
+            // type every Parquet reader maps to its string type.
+            let plain = |t: &DataType| match t {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                t => t.clone(),
+            };
+            let schema = Arc::new(Schema::new_with_metadata(
+                df.schema()
+                    .as_arrow()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
+                    .collect::<Vec<_>>(),
+                df.schema().as_arrow().metadata().clone(),
+            ));
+            let mut stream = df.execute_stream().await?;
+            let f = std::fs::File::create(&path).map_err(|e| Error::Io {
+                context: format!("creating {}", path.display()),
+                source: e,
+            })?;
+            let props = datafusion::parquet::file::properties::WriterProperties::builder()
+                .set_compression(datafusion::parquet::basic::Compression::ZSTD(
+                    Default::default(),
+                ))
+                .build();
+            let mut w =
+                datafusion::parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))
+                    .map_err(|e| Error::Arrow(e.to_string()))?;
+            let mut n = 0u64;
+            while let Some(b) = stream.next().await {
+                let b = lightning_query::cast_batch(&b?, &schema)?;
+                n += b.num_rows() as u64;
+                w.write(&b).map_err(|e| Error::Arrow(e.to_string()))?;
+            }
+            w.close().map_err(|e| Error::Arrow(e.to_string()))?;
+            Ok(n)
+        })
+    }
+}
