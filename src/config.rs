@@ -145,10 +145,11 @@ pub struct LightningDbConfig {
     /// Longest SQL text accepted by `sql`, in bytes; longer statements are refused with
     /// [`Error::Sql`] before they are parsed. 1 KiB..=64 MiB. Default 1 MiB.
     pub sql_max_statement_bytes: usize,
-    /// Deepest nesting of expressions accepted in a SQL statement (a chain `a + b + c`
-    /// of n terms nests n deep); deeper statements are refused with [`Error::Sql`].
-    /// 16..=1_000_000. Default 100_000. SQL is planned and run on threads whose stacks
-    /// hold this depth.
+    /// Deepest nesting accepted in a SQL statement: of expressions (a chain
+    /// `a + b + c` of n terms nests n deep) and of set operations (`UNION` chains).
+    /// Deeper statements are refused with [`Error::Sql`] before planning. DataFusion's
+    /// planning time grows with the square of this depth, hence the modest default
+    /// (DuckDB's `max_expression_depth` is also 1000). 16..=10_000. Default 1000.
     pub sql_max_expression_depth: usize,
     /// Which files SQL may read and write. Default [`SqlFileAccess::Any`] (except
     /// database directories).
@@ -196,7 +197,7 @@ impl Default for LightningDbConfig {
             columnar_kv: false,
             health_min_free_disk_bytes: 256 * 1024 * 1024,
             sql_max_statement_bytes: 1 << 20,
-            sql_max_expression_depth: 100_000,
+            sql_max_expression_depth: 1000,
             sql_file_access: SqlFileAccess::Any,
             vfs: None,
         }
@@ -263,9 +264,9 @@ impl LightningDbConfig {
                 self.sql_max_statement_bytes
             ));
         }
-        if !(16..=1_000_000).contains(&self.sql_max_expression_depth) {
+        if !(16..=10_000).contains(&self.sql_max_expression_depth) {
             return bad(format!(
-                "sql_max_expression_depth must be between 16 and 1000000, got {}",
+                "sql_max_expression_depth must be between 16 and 10000, got {}",
                 self.sql_max_expression_depth
             ));
         }

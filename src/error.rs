@@ -125,7 +125,12 @@ impl From<datafusion::error::DataFusionError> for Error {
         match find(&e) {
             Some(x) => x,
             None => {
-                let msg = e.to_string();
+                // DataFusion's SQL errors carry their own "SQL error: " prefix; ours
+                // adds it once.
+                let msg = match &e {
+                    D::SQL(p, _) => p.to_string(),
+                    e => e.strip_backtrace(),
+                };
                 if msg.contains("transaction conflict") {
                     Error::TransactionConflict(msg)
                 } else {

@@ -285,9 +285,13 @@ fn write_deletes(
 
 fn read_deletes(vfs: &dyn Vfs, dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
     let p = del_path(dir, seg, d.generation);
-    let data = vfs::read_file(vfs, &p)?;
+    parse_deletes(&p, &vfs::read_file(vfs, &p)?, d)
+}
+
+fn parse_deletes(p: &Path, data: &[u8], d: &DeleteFile) -> Result<RoaringBitmap> {
+    let p = p.to_path_buf();
     let bad = |why: &str| Error::corruption(&p, 0, why.to_string());
-    if data.len() as u64 != d.file_len || crc32c::crc32c(&data) != d.file_crc32c {
+    if data.len() as u64 != d.file_len || crc32c::crc32c(data) != d.file_crc32c {
         return Err(bad("delete bitmap checksum mismatch"));
     }
     if data.len() < 12 || &data[..8] != DEL_MAGIC {
@@ -919,7 +923,14 @@ fn check_state(
     progress: &mut impl FnMut(&str),
 ) -> Result<(u64, u64)> {
     let percent = u64::from(percent.min(100));
-    let (mut checked, mut total) = (0u64, 0u64);
+    // Pin: open every file to check first (fast), so a round that replaces them while
+    // they are verified does not matter; then verify through the handles.
+    let mut pinned = Vec::new();
+    let mut total = 0u64;
+    let open = |p: &Path| {
+        vfs.open(p)
+            .map_err(|e| Error::io(format!("opening {}", p.display()), e))
+    };
     for (id, t) in &st.tables {
         let tdir = table_dir(dir, *id);
         for s in &t.segments {
@@ -929,16 +940,26 @@ fn check_state(
                 continue;
             }
             let p = segment_path(&tdir, s.info.id);
-            let data = vfs::read_file(vfs, &p)?;
-            if data.len() as u64 != s.info.file_len || crc32c::crc32c(&data) != s.info.file_crc32c {
-                return Err(Error::corruption(&p, 0, "segment checksum mismatch"));
-            }
-            if let Some(d) = &s.deletes {
-                read_deletes(vfs, &tdir, s.info.id, d)?;
-            }
-            checked += 1;
-            progress(&format!("segment {}: ok", p.display()));
+            let seg = open(&p)?;
+            let del = match &s.deletes {
+                Some(d) => Some((d, open(&del_path(&tdir, s.info.id, d.generation))?)),
+                None => None,
+            };
+            pinned.push((p, s, seg, del, tdir.clone()));
         }
+    }
+    let mut checked = 0;
+    for (p, s, seg, del, tdir) in pinned {
+        let data = vfs::read_all(&*seg, &p)?;
+        if data.len() as u64 != s.info.file_len || crc32c::crc32c(&data) != s.info.file_crc32c {
+            return Err(Error::corruption(&p, 0, "segment checksum mismatch"));
+        }
+        if let Some((d, f)) = del {
+            let dp = del_path(&tdir, s.info.id, d.generation);
+            parse_deletes(&dp, &vfs::read_all(&*f, &dp)?, d)?;
+        }
+        checked += 1;
+        progress(&format!("segment {}: ok", p.display()));
     }
     Ok((checked, total))
 }

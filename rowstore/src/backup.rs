@@ -38,15 +38,27 @@ pub fn read_live_log(
     path: &Path,
     magic: &[u8; 8],
 ) -> Result<Option<(Vec<u8>, LogContents)>> {
+    match vfs.open(path) {
+        Ok(f) => read_live_file(&*f, path, magic).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+    }
+}
+
+/// [`read_live_log`] through a handle opened earlier (the file may since have been
+/// removed; the handle keeps its bytes).
+pub fn read_live_file(
+    f: &dyn vfs::VfsFile,
+    path: &Path,
+    magic: &[u8; 8],
+) -> Result<(Vec<u8>, LogContents)> {
     let mut last = None;
     for attempt in 0..LIVE_READ_ATTEMPTS {
-        let Some(mut data) = vfs::read_file_if_exists(vfs, path)? else {
-            return Ok(None);
-        };
+        let mut data = vfs::read_all(f, path)?;
         match log::scan_log(path, &data, magic)? {
             Scan::Ok(c) => {
                 data.truncate(c.valid_len as usize);
-                return Ok(Some((data, c)));
+                return Ok((data, c));
             }
             Scan::Damaged { damage, .. } => {
                 last = Some(damage);
@@ -62,8 +74,8 @@ pub fn read_live_log(
 /// the live files changes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ManifestMark {
-    id: u64,
-    len: u64,
+    pub(crate) id: u64,
+    pub(crate) len: u64,
 }
 
 pub(crate) fn manifest_mark(vfs: &dyn Vfs, dir: &Path) -> Result<ManifestMark> {
@@ -111,10 +123,19 @@ pub(crate) fn link_or_copy(
 /// The files of one consistent state, ready to copy.
 pub(crate) struct CopyPlan {
     pub(crate) state: ManifestState,
-    /// Table ids to copy (their files must stay until copied).
-    pub(crate) tables: Vec<u64>,
+    /// Tables to copy.
+    pub(crate) tables: Vec<(u64, TableSource)>,
     /// WAL segments: id and the bytes to copy.
     pub(crate) wals: Vec<(u64, WalSource)>,
+}
+
+pub(crate) enum TableSource {
+    /// By name (the caller keeps the file from being removed until copied).
+    Path,
+    /// Already hard-linked into the copy.
+    Linked,
+    /// An open handle (the file may have been removed since).
+    File(Box<dyn vfs::VfsFile>),
 }
 
 pub(crate) enum WalSource {
@@ -135,15 +156,16 @@ pub(crate) fn write_copy(
     same_vfs: bool,
 ) -> Result<()> {
     let mut max_id = 0;
-    for &id in &plan.tables {
+    for (id, source) in plan.tables {
         max_id = max_id.max(id);
-        link_or_copy(
-            src_vfs,
-            &files::table_path(src_dir, id),
-            dst_vfs,
-            &files::table_path(tmp, id),
-            same_vfs,
-        )?;
+        let (src, dst) = (files::table_path(src_dir, id), files::table_path(tmp, id));
+        match source {
+            TableSource::Linked => {}
+            TableSource::Path => link_or_copy(src_vfs, &src, dst_vfs, &dst, same_vfs)?,
+            TableSource::File(f) => {
+                vfs::copy_open_file_verified(&*f, &src, dst_vfs, &dst, None)?;
+            }
+        }
     }
     for (id, src) in plan.wals {
         max_id = max_id.max(id);
@@ -260,27 +282,76 @@ enum Attempt {
     Retry,
 }
 
-fn try_backup(src_vfs: &dyn Vfs, dir: &Path, dst_vfs: &dyn Vfs, tmp: &Path, same: bool) -> Attempt {
-    let r = (|| -> Result<Option<CopyPlan>> {
-        let mark = manifest_mark(src_vfs, dir)?;
-        let state = manifest::replay(src_vfs, dir, mark.id)?;
-        let tables: Vec<u64> = state
-            .levels
-            .iter()
-            .flat_map(|l| l.keys().copied())
-            .collect();
-        let mut wals = Vec::new();
-        for (id, p) in wal_segments(src_vfs, dir, state.log_number)? {
-            match read_live_log(src_vfs, &p, WAL_MAGIC)? {
-                Some((data, _)) => wals.push((id, WalSource::Bytes(data))),
-                None => return Ok(None),
-            }
+/// A WAL segment held open: id, path, handle.
+pub(crate) type PinnedSegment = (u64, PathBuf, Box<dyn vfs::VfsFile>);
+
+/// Open every WAL segment in `dir` (an open handle keeps the bytes even if a flush
+/// removes the file), in id order.
+pub(crate) fn pin_wal_segments(
+    vfs: &dyn Vfs,
+    dir: &Path,
+) -> Result<Vec<PinnedSegment>> {
+    let mut out = Vec::new();
+    for (id, p) in wal_segments(vfs, dir, 0)? {
+        match vfs.open(&p) {
+            Ok(f) => out.push((id, p, f)),
+            // Flushed and removed since it was listed: the manifest read after this
+            // covers it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("opening {}", p.display()), e)),
         }
-        // A flush appends its manifest edit before it deletes the WAL segments it
-        // covered. So if the manifest is unchanged now, every segment this version
-        // needs was still there when the WAL was read; if it changed, start over.
-        if manifest_mark(src_vfs, dir)? != mark {
-            return Ok(None);
+    }
+    Ok(out)
+}
+
+/// Collect a consistent version without any lock, while the database may be written:
+///
+/// 1. open every WAL segment first;
+/// 2. then read the manifest and open (or hard-link) every table it names; if one
+///    was compacted away meanwhile, read the newer manifest and try again;
+/// 3. keep the segments numbered at or after that manifest's `log_number`.
+///
+/// Why that holds every write acknowledged before step 1: such a write is in a table of
+/// the manifest read in step 2, or in a segment numbered at or after its `log_number`.
+/// A segment is removed only after a manifest edit that moved `log_number` past it, so a
+/// segment at or after the `log_number` of a manifest read after step 1 still existed in
+/// step 1, and is open. Segments created after step 1 hold only later writes.
+fn try_backup(src_vfs: &dyn Vfs, dir: &Path, dst_vfs: &dyn Vfs, tmp: &Path, same: bool) -> Attempt {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let r = (|| -> Result<Option<CopyPlan>> {
+        let segments = pin_wal_segments(src_vfs, dir)?;
+        let (state, tables) = 'version: loop {
+            let mark = manifest_mark(src_vfs, dir)?;
+            let state = manifest::replay(src_vfs, dir, mark.id)?;
+            let mut tables = Vec::new();
+            for id in state.levels.iter().flat_map(|l| l.keys().copied()) {
+                let (src, dst) = (files::table_path(dir, id), files::table_path(tmp, id));
+                if same && src_vfs.hard_link(&src, &dst).is_ok() {
+                    tables.push((id, TableSource::Linked));
+                    continue;
+                }
+                match src_vfs.open(&src) {
+                    Ok(f) => tables.push((id, TableSource::File(f))),
+                    Err(e) if gone(&e) => {
+                        // Compacted away: undo the links, take the newer version.
+                        for (id, t) in tables {
+                            if let TableSource::Linked = t {
+                                let _ = dst_vfs.remove(&files::table_path(tmp, id));
+                            }
+                        }
+                        continue 'version;
+                    }
+                    Err(e) => return Err(Error::io(format!("opening {}", src.display()), e)),
+                }
+            }
+            break (state, tables);
+        };
+        let mut wals = Vec::new();
+        for (id, p, f) in segments {
+            if id >= state.log_number {
+                let (data, _) = read_live_file(&*f, &p, WAL_MAGIC)?;
+                wals.push((id, WalSource::Bytes(data)));
+            }
         }
         Ok(Some(CopyPlan {
             state,

@@ -7,7 +7,7 @@
 //! newer version instead. The live WAL segment is read with [`read_live_log`], so an
 //! append in flight is never mistaken for damage. What is reported is damage that stays.
 
-use crate::backup::{is_not_found, manifest_mark, read_live_log, wal_segments};
+use crate::backup::{is_not_found, manifest_mark, pin_wal_segments, read_live_file};
 use crate::error::{Error, Result};
 use crate::format::WAL_MAGIC;
 use crate::log::Tail;
@@ -58,30 +58,55 @@ pub fn check_dir(
     )))
 }
 
-/// Check the version `CURRENT` names now; `None` if it was replaced while being read.
+/// Check one version: WAL segments are opened first, then the manifest is read and its
+/// tables opened (a table compacted away meanwhile means a newer manifest: read it and
+/// open again; see `backup::try_backup` for why this holds every write). Verification
+/// then goes through the open handles, which keep the bytes even if the files are
+/// removed meanwhile. `None` if the version kept changing while its tables were opened.
 fn check_once(
     vfs: &Arc<dyn Vfs>,
     dir: &Path,
     percent: u8,
     progress: &mut impl FnMut(&str),
 ) -> Result<Option<CheckReport>> {
-    let moved_on = |mark| -> Result<bool> {
-        match manifest_mark(&**vfs, dir) {
-            Ok(m) => Ok(m != mark),
-            Err(e) if is_not_found(&e) => Ok(true),
-            Err(e) => Err(e),
+    let segments = pin_wal_segments(&**vfs, dir)?;
+    let mut version = None;
+    'version: for _ in 0..ATTEMPTS {
+        let mark = match manifest_mark(&**vfs, dir) {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let st: ManifestState = match manifest::replay(&**vfs, dir, mark.id) {
+            Ok(s) => s,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut tables = Vec::new();
+        for (level, ts) in st.levels.iter().enumerate() {
+            for m in ts.values() {
+                let p = table_path(dir, m.id);
+                match vfs.open(&p) {
+                    Ok(f) => tables.push((level, m.id, p, f)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if manifest_mark(&**vfs, dir).is_ok_and(|m| m != mark) {
+                            continue 'version;
+                        }
+                        return Err(Error::corruption(
+                            p,
+                            0,
+                            "a table the live manifest names is missing",
+                        ));
+                    }
+                    Err(e) => return Err(Error::io(format!("opening {}", p.display()), e)),
+                }
+            }
         }
-    };
-    let mark = match manifest_mark(&**vfs, dir) {
-        Ok(m) => m,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let id = manifest::read_current(&**vfs, dir)?;
-    let st: ManifestState = match manifest::replay(&**vfs, dir, id) {
-        Ok(s) => s,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(e),
+        version = Some((mark.id, st, tables));
+        break;
+    }
+    let Some((id, st, tables)) = version else {
+        return Ok(None);
     };
     let mut r = CheckReport {
         manifest_edits_checked: 1,
@@ -89,48 +114,32 @@ fn check_once(
     };
     progress(&format!("manifest MANIFEST-{id:06}: ok"));
     let percent = u64::from(percent.min(100));
-    for (level, tables) in st.levels.iter().enumerate() {
-        for m in tables.values() {
-            let t = match Table::open(vfs, dir, m.id, None, None) {
-                Ok(t) => t,
-                // Compacted away after the manifest was read: check the newer version.
-                Err(e) if is_not_found(&e) && moved_on(mark.clone())? => return Ok(None),
-                Err(e) if is_not_found(&e) => {
-                    return Err(Error::corruption(
-                        table_path(dir, m.id),
-                        0,
-                        "a table the live manifest names is missing",
-                    ));
-                }
-                Err(e) => return Err(e),
-            };
-            r.tables_checked += 1;
-            let n = t.num_blocks() as u64;
-            r.blocks_total += n;
-            // Deterministic spread: block i is checked when (i * percent) crosses an
-            // integer boundary, i.e. percent% of blocks, evenly spaced.
-            let mut checked = 0;
-            for i in 0..n {
-                if percent == 100 || ((i + 1) * percent) / 100 > (i * percent) / 100 {
-                    t.verify_block(i as usize)?;
-                    checked += 1;
-                }
+    for (level, tid, p, f) in tables {
+        let file = crate::vfs::RandomAccessFile::from_file(f, &p, None)?;
+        let t = Table::from_file(vfs, file, tid, None)?;
+        r.tables_checked += 1;
+        let n = t.num_blocks() as u64;
+        r.blocks_total += n;
+        // Deterministic spread: block i is checked when (i * percent) crosses an
+        // integer boundary, i.e. percent% of blocks, evenly spaced.
+        let mut checked = 0;
+        for i in 0..n {
+            if percent == 100 || ((i + 1) * percent) / 100 > (i * percent) / 100 {
+                t.verify_block(i as usize)?;
+                checked += 1;
             }
-            r.blocks_checked += checked;
-            progress(&format!(
-                "table {} (level {level}): {checked}/{n} blocks ok",
-                table_path(dir, m.id).display()
-            ));
         }
+        r.blocks_checked += checked;
+        progress(&format!(
+            "table {} (level {level}): {checked}/{n} blocks ok",
+            p.display()
+        ));
     }
-    for (_, p) in wal_segments(&**vfs, dir, st.log_number)? {
-        let Some((_, c)) = read_live_log(&**vfs, &p, WAL_MAGIC)? else {
-            // Flushed and removed since the manifest was read.
-            if moved_on(mark.clone())? {
-                return Ok(None);
-            }
+    for (wid, p, f) in segments {
+        if wid < st.log_number {
             continue;
-        };
+        }
+        let (_, c) = read_live_file(&*f, &p, WAL_MAGIC)?;
         r.wal_records_checked += c.records.len() as u64;
         if let Tail::Torn { .. } = c.tail {
             r.wal_torn_tails += 1;

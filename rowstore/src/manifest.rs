@@ -18,6 +18,7 @@ const TAG_LAST_TS: u8 = 2;
 const TAG_LOG_NUMBER: u8 = 3;
 const TAG_ADD: u8 = 4;
 const TAG_DELETE: u8 = 5;
+const TAG_FOREIGN: u8 = 6;
 
 /// One atomic change to the set of live tables and counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct VersionEdit {
     pub log_number: Option<u64>,
     pub added: Vec<(usize, TableMeta)>,
     pub deleted: Vec<(usize, u64)>,
+    /// Numbered files found in the directory that this database did not create: never
+    /// deleted, and their numbers never used.
+    pub foreign: Vec<u64>,
 }
 
 impl VersionEdit {
@@ -54,6 +58,10 @@ impl VersionEdit {
             coding::put_u8(&mut b, TAG_ADD);
             coding::put_u8(&mut b, *level as u8);
             m.encode(&mut b);
+        }
+        for id in &self.foreign {
+            coding::put_u8(&mut b, TAG_FOREIGN);
+            coding::put_u64(&mut b, *id);
         }
         b
     }
@@ -82,6 +90,7 @@ impl VersionEdit {
                     let m = TableMeta::decode(&mut d).map_err(|e| e.0)?;
                     e.added.push((level, m));
                 }
+                TAG_FOREIGN => e.foreign.push(d.u64().map_err(|e| e.0)?),
                 _ => return Err("unknown manifest tag"),
             }
         }
@@ -97,6 +106,8 @@ pub struct ManifestState {
     pub log_number: u64,
     /// Per level: table id -> meta.
     pub levels: Vec<BTreeMap<u64, TableMeta>>,
+    /// Numbers of files this database did not create (see [`VersionEdit::foreign`]).
+    pub foreign: std::collections::BTreeSet<u64>,
 }
 
 impl ManifestState {
@@ -106,6 +117,7 @@ impl ManifestState {
             last_ts: 0,
             log_number: 0,
             levels: vec![BTreeMap::new(); NUM_LEVELS],
+            foreign: Default::default(),
         }
     }
 
@@ -125,6 +137,7 @@ impl ManifestState {
         for (level, m) in &e.added {
             self.levels[*level].insert(m.id, m.clone());
         }
+        self.foreign.extend(e.foreign.iter().copied());
     }
 
     /// One edit that recreates this whole state (the first record of a new manifest).
@@ -140,6 +153,7 @@ impl ManifestState {
                 .flat_map(|(l, m)| m.values().map(move |t| (l, t.clone())))
                 .collect(),
             deleted: Vec::new(),
+            foreign: self.foreign.iter().copied().collect(),
         }
     }
 }

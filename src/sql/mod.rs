@@ -24,10 +24,12 @@ use lightning_query::LightningTableProvider;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Stack size of the SQL runtime's threads. DataFusion recurses over expression and
-/// plan trees while planning, optimizing, evaluating and dropping them; with
-/// `sql_max_expression_depth` at its maximum this is what a debug build needs.
-const SQL_STACK_BYTES: usize = 1 << 30;
+/// Stack size of the SQL runtime's threads (address space; pages are committed only
+/// when used). DataFusion recurses over expression and plan trees while planning,
+/// optimizing, evaluating and dropping them; `sql_max_expression_depth` at its maximum
+/// (10,000) and the longest statement `sql_max_statement_bytes` allows stay well within
+/// this, also in debug builds.
+const SQL_STACK_BYTES: usize = 512 << 20;
 
 pub(crate) struct SqlState {
     /// `None` only while dropping.
@@ -183,6 +185,12 @@ fn expression_depth(stmt: &DFStatement, max: usize) -> usize {
     loop {
         match s {
             DFStatement::Statement(st) => {
+                if let datafusion::sql::sqlparser::ast::Statement::Query(q) = st.as_ref() {
+                    d.deepest = d.deepest.max(set_operation_depth(&q.body));
+                    if d.deepest > max {
+                        return d.deepest;
+                    }
+                }
                 let _ = st.visit(&mut d);
             }
             DFStatement::CopyTo(c) => {
@@ -209,6 +217,26 @@ fn traced<F: std::future::Future>(
     span: tracing::Span,
 ) -> tracing::instrument::Instrumented<F> {
     tracing::Instrument::instrument(f, span)
+}
+
+/// How deeply set operations (`UNION`, `INTERSECT`, `EXCEPT`) nest in a query body,
+/// counted without recursion.
+fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    let mut deepest = 0;
+    let mut stack = vec![(body, 0usize)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match e {
+            SetExpr::SetOperation { left, right, .. } => {
+                stack.push((left, d + 1));
+                stack.push((right, d + 1));
+            }
+            SetExpr::Query(q) => stack.push((&q.body, d)),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Plan and run one statement (on a SQL runtime thread).

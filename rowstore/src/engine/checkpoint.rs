@@ -1,7 +1,7 @@
 //! In-process checkpoints: a consistent copy of the database taken while writers run.
 
 use super::*;
-use crate::backup::{self, CopyPlan, WalSource};
+use crate::backup::{self, CopyPlan, TableSource, WalSource};
 
 impl Engine {
     /// Write a consistent copy of the database into `target` (which must not exist),
@@ -58,10 +58,10 @@ impl Engine {
             };
             sources.push((id, src));
         }
-        let tables: Vec<u64> = version
+        let tables: Vec<(u64, TableSource)> = version
             .levels
             .iter()
-            .flat_map(|l| l.iter().map(|t| t.id()))
+            .flat_map(|l| l.iter().map(|t| (t.id(), TableSource::Path)))
             .collect();
         let mut plan = Some(CopyPlan {
             state,

@@ -213,6 +213,8 @@ struct Inner {
     next_file_id: AtomicU64,
     /// Ids below this are reserved in the manifest (see `open::ID_CHUNK`).
     id_limit: AtomicU64,
+    /// Numbers of files found in the directory that this database did not create.
+    foreign_ids: Arc<std::collections::BTreeSet<u64>>,
     visible_ts: AtomicU64,
     last_ts: AtomicU64,
     queue: Mutex<CommitQueue>,
@@ -1134,7 +1136,7 @@ impl Inner {
             last_ts: Some(imm.max_ts().max(st.mstate.last_ts)),
             log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
             added: outputs.iter().map(|t| (0, t.meta().clone())).collect(),
-            deleted: Vec::new(),
+            ..Default::default()
         };
         if let Err(e) = self.log_edit(&mut st, &edit) {
             drop(st);
@@ -1195,7 +1197,7 @@ impl Inner {
     /// ahead of use ([`open::ID_CHUNK`] at a time), so every file the engine creates
     /// has an id below the reservation the manifest records.
     fn alloc_id(&self) -> Result<u64> {
-        let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         if id < self.id_limit.load(Ordering::Acquire) {
             return Ok(id);
         }
@@ -1206,9 +1208,19 @@ impl Inner {
 
     /// [`Inner::alloc_id`] for a caller that holds the state lock.
     fn alloc_id_locked(&self, st: &mut State) -> Result<u64> {
-        let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         self.reserve_ids(st, id)?;
         Ok(id)
+    }
+
+    /// The next number from the counter that no foreign file holds.
+    fn next_id(&self) -> u64 {
+        loop {
+            let id = self.next_file_id.fetch_add(1, Ordering::Relaxed);
+            if !self.foreign_ids.contains(&id) {
+                return id;
+            }
+        }
     }
 
     fn reserve_ids(&self, st: &mut State, id: u64) -> Result<()> {

@@ -31,9 +31,19 @@ fn acquire_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock
     }
 }
 
+/// A short description of the names found: manifests and WAL segments first (they
+/// matter most for a repair), then the rest, then counts of what is left out.
 fn list_names(names: &[&String]) -> String {
+    let rank = |n: &str| match files::classify(n) {
+        DbFile::Manifest(_) => 0,
+        DbFile::CurrentTmp => 1,
+        DbFile::Wal(_) => 2,
+        DbFile::Columnar => 3,
+        DbFile::Table(_) => 4,
+        _ => 5,
+    };
     let mut v: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-    v.sort_unstable();
+    v.sort_unstable_by_key(|n| (rank(n), *n));
     let more = v.len().saturating_sub(8);
     v.truncate(8);
     let mut s = v.join(", ");
@@ -43,18 +53,27 @@ fn list_names(names: &[&String]) -> String {
     s
 }
 
-/// Whether the engine may delete `name` as garbage: one of its own names, numbered
-/// below the id reservation recorded in the manifest, not live.
-fn is_garbage(f: DbFile, limit: u64, live: &HashSet<u64>, keep: &[u64]) -> bool {
+/// Whether the engine may delete `name` as garbage: one of its own names, numbered by
+/// this database (below the id reservation recorded in the manifest, and not a file
+/// found there that it did not create), not live.
+fn is_garbage(
+    f: DbFile,
+    limit: u64,
+    foreign: &BTreeSet<u64>,
+    live: &HashSet<u64>,
+    keep: &[u64],
+) -> bool {
     match f {
-        DbFile::Table(n) => n < limit && !live.contains(&n),
-        DbFile::Wal(n) | DbFile::Manifest(n) => n < limit && !keep.contains(&n),
+        DbFile::Table(n) => n < limit && !foreign.contains(&n) && !live.contains(&n),
+        DbFile::Wal(n) | DbFile::Manifest(n) => {
+            n < limit && !foreign.contains(&n) && !keep.contains(&n)
+        }
         DbFile::CurrentTmp => true,
         _ => false,
     }
 }
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 impl Engine {
     /// Create or open the database in `dir`.
@@ -138,26 +157,42 @@ impl Engine {
             let id = manifest::read_current(&*vfs, &dir)?;
             (manifest::replay(&*vfs, &dir, id)?, Some(id))
         };
-        // Ids below this were reserved by (so possibly used by) this database.
+        // Ids below this were reserved by (so possibly used by) this database; a
+        // numbered file at or above it (or recorded as such) was put there by someone
+        // else: it is never deleted, and its number is never used.
         let old_limit = mstate.next_file_id;
-
-        // Every id ever used, so new files never reuse an orphan's name.
-        let mut max_id = 0;
+        let mut foreign = BTreeSet::new();
         let mut wal_ids = Vec::new();
         for name in &names {
             match files::classify(name) {
-                DbFile::Table(n) | DbFile::Manifest(n) => max_id = max_id.max(n),
-                DbFile::Wal(n) => {
-                    max_id = max_id.max(n);
-                    if n >= mstate.log_number {
-                        wal_ids.push(n);
-                    }
+                DbFile::Table(n) | DbFile::Manifest(n)
+                    if n >= old_limit || mstate.foreign.contains(&n) =>
+                {
+                    foreign.insert(n);
                 }
+                DbFile::Wal(n) if n >= old_limit || mstate.foreign.contains(&n) => {
+                    foreign.insert(n);
+                }
+                DbFile::Wal(n) if n >= mstate.log_number => wal_ids.push(n),
                 _ => {}
             }
         }
+        if !foreign.is_empty() {
+            tracing::warn!(
+                ?foreign,
+                "leaving numbered files this database did not create"
+            );
+        }
+        mstate.foreign = foreign.clone();
         wal_ids.sort_unstable();
-        let next_file_id = AtomicU64::new(mstate.next_file_id.max(max_id + 1));
+        let next_file_id = AtomicU64::new(old_limit.max(1));
+        let foreign = Arc::new(foreign);
+        let alloc = || loop {
+            let id = next_file_id.fetch_add(1, Ordering::Relaxed);
+            if !foreign.contains(&id) {
+                break id;
+            }
+        };
 
         let cache = (opts.cache_size > 0)
             .then(|| Arc::new(BlockCache::new(opts.cache_size, opts.sharded_cache)));
@@ -212,7 +247,6 @@ impl Engine {
                 wal_records += 1;
             }
         }
-        let alloc = || next_file_id.fetch_add(1, Ordering::Relaxed);
         if !recovered.is_empty() {
             let id = alloc();
             let mut b = TableBuilder::create(
@@ -269,21 +303,14 @@ impl Engine {
                 .flat_map(|l| l.keys().copied())
                 .collect();
             let keep: Vec<u64> = wal_id.into_iter().chain([manifest_id]).collect();
-            let limit = old_limit.max(manifest_id + 1);
             let mut removed = 0;
             for name in &names {
                 let f = files::classify(name);
                 // Replayed WAL segments are in the recovered table now.
                 let replayed = matches!(f, DbFile::Wal(n) if wal_ids.contains(&n));
-                if replayed || is_garbage(f, limit, &live, &keep) {
+                if replayed || is_garbage(f, old_limit, &foreign, &live, &keep) {
                     crate::vfs::remove_file_if_exists(&*vfs, &dir.join(name))?;
                     removed += 1;
-                } else if let DbFile::Table(n) | DbFile::Wal(n) | DbFile::Manifest(n) = f
-                    && n >= limit
-                    && !live.contains(&n)
-                    && !keep.contains(&n)
-                {
-                    tracing::warn!(file = %name, "leaving a file this database did not number");
                 }
             }
             if removed > 0 {
@@ -316,6 +343,7 @@ impl Engine {
             }),
             next_file_id,
             id_limit: AtomicU64::new(id_limit),
+            foreign_ids: foreign,
             visible_ts: AtomicU64::new(last_ts),
             last_ts: AtomicU64::new(last_ts),
             queue: Mutex::new(CommitQueue::default()),

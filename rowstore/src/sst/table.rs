@@ -368,6 +368,17 @@ impl Table {
     ) -> Result<Table> {
         let path = table_path(dir, id);
         let file = RandomAccessFile::open(&**vfs, &path, mmap)?;
+        Self::from_file(vfs, file, id, cache)
+    }
+
+    /// [`Table::open`] over a file already open.
+    pub fn from_file(
+        vfs: &Arc<dyn Vfs>,
+        file: RandomAccessFile,
+        id: u64,
+        cache: Option<Arc<BlockCache>>,
+    ) -> Result<Table> {
+        let path = file.path().to_path_buf();
         let len = file.len();
         if len < FOOTER_LEN as u64 {
             return Err(Error::corruption(

@@ -767,12 +767,34 @@ impl VfsFile for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut st = self.state.lock();
-        if let Some(k) = st.fault(FaultOp::Sync, &self.path) {
-            return Err(op_error(k));
-        }
+        // The sync runs without the lock, so a power loss can strike while it is under
+        // way (then none of it counts). Pages changed while it ran stay unsynced.
+        let (pages, len) = {
+            let mut st = self.state.lock();
+            if let Some(k) = st.fault(FaultOp::Sync, &self.path) {
+                return Err(op_error(k));
+            }
+            let pages: Vec<u64> = st
+                .shadows
+                .get(&self.path)
+                .map(|sh| sh.pages.keys().copied().collect())
+                .unwrap_or_default();
+            (pages, self.inner.len()?)
+        };
         self.inner.sync_data()?;
-        st.shadows.remove(&self.path);
+        let mut st = self.state.lock();
+        if st.dead {
+            return Err(op_error(FaultKind::Eio));
+        }
+        if let Some(sh) = st.shadows.get_mut(&self.path) {
+            for p in pages {
+                sh.pages.remove(&p);
+            }
+            sh.durable_len = len;
+            if sh.pages.is_empty() {
+                st.shadows.remove(&self.path);
+            }
+        }
         Ok(())
     }
 

@@ -259,6 +259,17 @@ pub fn copy_file_verified(
     let f = from
         .open(src)
         .map_err(ctx(format!("opening {}", src.display())))?;
+    copy_open_file_verified(&*f, src, to, dst, limit)
+}
+
+/// [`copy_file_verified`] from a file already open (it may since have been removed).
+pub fn copy_open_file_verified(
+    f: &dyn VfsFile,
+    src: &Path,
+    to: &dyn Vfs,
+    dst: &Path,
+    limit: Option<u64>,
+) -> Result<u64> {
     let len = f.len().map_err(ctx(format!("stat of {}", src.display())))?;
     let len = limit.map_or(len, |l| l.min(len));
     let out = create_new(to, dst)?;
@@ -361,6 +372,16 @@ impl RandomAccessFile {
         let file = vfs
             .open(path)
             .map_err(ctx(format!("opening {}", path.display())))?;
+        Self::from_file(file, path, budget)
+    }
+
+    /// [`RandomAccessFile::open`] over a file already open (which may since have been
+    /// removed: an open handle keeps its bytes).
+    pub fn from_file(
+        file: Box<dyn VfsFile>,
+        path: &Path,
+        budget: Option<&Arc<MmapBudget>>,
+    ) -> Result<Self> {
         let len = file
             .len()
             .map_err(ctx(format!("stat of {}", path.display())))?;
