@@ -328,3 +328,91 @@ fn checkpoint_api_while_writing() {
         vec!["kv".to_string(), "t".to_string()]
     );
 }
+
+/// `lightning-cli import` is all or nothing: a bad row late in the file leaves no new
+/// table and no changed rows behind, and the file is read as a stream of batches.
+#[test]
+fn import_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let ps = p.to_str().unwrap();
+    assert!(cli(&["put", ps, "k", "v"]).0);
+    // 150,000 rows in batches of 64K; the last one is not a number.
+    let csv = dir.path().join("big.csv");
+    let mut text = String::from("id,score\n");
+    for i in 0..150_000 {
+        text.push_str(&format!("{i},{}\n", i % 100));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let mut bad = text.clone();
+    bad.push_str("150000,not-a-number\n");
+    let bad_csv = dir.path().join("bad.csv");
+    std::fs::write(&bad_csv, &bad).unwrap();
+    let (ok, _, err) = cli(&[
+        "import",
+        ps,
+        bad_csv.to_str().unwrap(),
+        "--table",
+        "t",
+        "--key",
+        "id",
+    ]);
+    assert!(!ok, "a bad row was accepted");
+    assert!(err.contains("bad.csv") || err.contains("parse"), "{err}");
+    {
+        let db = Database::open(&p, LightningDbConfig::default()).unwrap();
+        assert!(!db.list_tables().unwrap().contains(&"t".to_string()));
+    }
+    let (ok, out, err) = cli(&[
+        "import",
+        ps,
+        csv.to_str().unwrap(),
+        "--table",
+        "t",
+        "--key",
+        "id",
+    ]);
+    assert!(ok && out.contains("imported 150000 rows"), "{out}{err}");
+    // Into the existing table: nothing of a failing import lands.
+    let mut upd = String::from("id,score\n");
+    for i in 0..150_000 {
+        upd.push_str(&format!("{i},{}\n", 1000 + i % 100));
+    }
+    upd.push_str("7,oops\n");
+    let upd_csv = dir.path().join("upd.csv");
+    std::fs::write(&upd_csv, &upd).unwrap();
+    let (ok, _, _) = cli(&["import", ps, upd_csv.to_str().unwrap(), "--table", "t"]);
+    assert!(!ok);
+    let db = Database::open(&p, LightningDbConfig::default()).unwrap();
+    let r = db.sql("SELECT count(*), max(score) FROM t").unwrap();
+    use lightning_db::arrow::array::AsArray;
+    use lightning_db::arrow::datatypes::Int64Type;
+    assert_eq!(r[0].column(0).as_primitive::<Int64Type>().value(0), 150_000);
+    assert_eq!(r[0].column(1).as_primitive::<Int64Type>().value(0), 99);
+}
+
+/// `lightning-cli repair` rebuilds a lost CURRENT, and with `--truncate-wal` drops WAL
+/// damage with a report.
+#[test]
+fn repair_rebuilds_current_and_truncates_a_damaged_wal_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let ps = p.to_str().unwrap();
+    {
+        let db = Database::create(&p, common::small_config()).unwrap();
+        for i in 0..500 {
+            db.put(&common::key(i), &common::value(i, 0)).unwrap();
+        }
+    }
+    std::fs::remove_file(p.join("CURRENT")).unwrap();
+    let (ok, _, err) = cli(&["get", ps, "key00000001"]);
+    assert!(
+        !ok && err.contains("CURRENT") && err.contains("repair"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&["repair", ps]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("rebuilt CURRENT"), "{out}");
+    let (ok, out, _) = cli(&["get", ps, "key00000001"]);
+    assert!(ok && out.contains("value-1-0"), "{out}");
+}

@@ -983,3 +983,287 @@ fn damage_to_durable_wal_records_is_refused_and_repair_truncates_it_with_a_repor
     assert!((5..=11).contains(&kept), "{kept} writes kept");
     assert_eq!(kept as u64 + d.commits, 99.max(kept as u64 + d.commits));
 }
+
+fn http_get(addr: std::net::SocketAddr, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    (status, resp)
+}
+
+/// Item 12: the exporter served one connection at a time with a 2 s timeout per read,
+/// so one client sending a byte every 1.9 s blocked every scrape.
+#[test]
+fn a_slow_or_idle_client_never_blocks_a_metrics_scrape() {
+    use lightning_db::monitoring::PrometheusExporter;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), common::small_config()).unwrap();
+    let exporter = PrometheusExporter::new(&db).with_bearer_token("s3cret");
+    let addr = exporter.serve("127.0.0.1:0").unwrap();
+    // Idle connections, and one that trickles its request a byte at a time.
+    let idle: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: yyyyyyyyyyyyyyyy" {
+                if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (status, body) = http_get(addr, Some("Bearer s3cret"));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "scrape took {:?}",
+            t.elapsed()
+        );
+    }
+    // The scheme is case-insensitive; the token is not.
+    assert_eq!(http_get(addr, Some("bearer s3cret")).0, 200);
+    assert_eq!(http_get(addr, Some("BEARER s3cret")).0, 200);
+    assert_eq!(http_get(addr, Some("Bearer S3cret")).0, 401);
+    assert_eq!(http_get(addr, Some("Bearer s3cre")).0, 401);
+    assert_eq!(http_get(addr, None).0, 401);
+    stop.store(true, Ordering::Relaxed);
+    exporter.stop();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err() || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
+            let mut b = [0u8; 1];
+            !matches!(std::io::Read::read(&mut s, &mut b), Ok(1))
+        },
+        "still serving after stop"
+    );
+    // Serving again after stop is an error.
+    assert!(exporter.serve("127.0.0.1:0").is_err());
+    drop(idle);
+    slow.join().unwrap();
+}
+
+/// Item 13: `close()` after a fatal error returned `Ok`.
+#[test]
+fn close_after_a_fatal_error_returns_that_error() {
+    use lightning_db::vfs::{FaultKind, FaultOp, FaultRule, FaultVfs};
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = FaultVfs::new();
+    let db = Database::create(
+        dir.path().join("db"),
+        LightningDbConfig {
+            vfs: Some(Arc::new(vfs.clone())),
+            ..common::small_config()
+        },
+    )
+    .unwrap();
+    db.put(b"a", b"1").unwrap();
+    vfs.inject(FaultRule::new(FaultOp::Sync, FaultKind::Eio).on(".log"));
+    assert!(matches!(db.put(b"b", b"2"), Err(Error::Fatal(_))));
+    assert!(matches!(db.close(), Err(Error::Fatal(_))));
+    assert!(matches!(db.close(), Err(Error::Fatal(_))), "every time");
+    vfs.clear_faults();
+    drop(db);
+    let db = Database::open(dir.path().join("db"), common::small_config()).unwrap();
+    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    db.close().unwrap();
+}
+
+/// Item 13: a backup removed directories it did not create (its temporary names), and
+/// copies to another file system were not verified.
+#[test]
+fn backups_never_remove_what_they_did_not_create_and_verify_copies_on_other_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(&path, common::small_config()).unwrap();
+    for i in 0..3000 {
+        db.put(&common::key(i), &common::value(i, 2)).unwrap();
+    }
+    // Settle: no background compaction removes tables (and so links) under the test.
+    db.compact().unwrap();
+    let target = dir.path().join("bk");
+    let mut theirs = Vec::new();
+    for name in ["bk.partial0", "bk.partial1", "bk.partial", "bk.tmp"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("mine.txt"), name).unwrap();
+        theirs.push(d);
+    }
+    // A target that exists is refused and left alone.
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep"), b"k").unwrap();
+    assert!(db.checkpoint(&target).is_err());
+    assert!(lightning_db::backup_files(&path, &target).is_err());
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"k");
+    std::fs::remove_dir_all(&target).unwrap();
+    lightning_db::backup_files(&path, &target).unwrap();
+    db.checkpoint(dir.path().join("cp")).unwrap();
+    for d in &theirs {
+        let name = d.file_name().unwrap().to_str().unwrap();
+        assert_eq!(std::fs::read(d.join("mine.txt")).unwrap(), name.as_bytes());
+    }
+    // Only our copies are left next to them.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "bk",
+            "bk.partial",
+            "bk.partial0",
+            "bk.partial1",
+            "bk.tmp",
+            "cp",
+            "db"
+        ]
+    );
+    // On another file system (tmpfs), tables are real copies, not links.
+    use std::os::unix::fs::MetadataExt;
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(dir.path()).unwrap().dev()
+    {
+        let other = tempfile::tempdir_in(shm).unwrap();
+        for (i, t) in ["a", "b"].iter().enumerate() {
+            let to = other.path().join(t);
+            if i == 0 {
+                db.checkpoint(&to).unwrap();
+            } else {
+                lightning_db::backup_files(&path, &to).unwrap();
+            }
+            let mut tables = 0;
+            for e in std::fs::read_dir(&to).unwrap() {
+                let e = e.unwrap();
+                if e.file_name().to_string_lossy().ends_with(".sst") {
+                    tables += 1;
+                    assert_eq!(e.metadata().unwrap().nlink(), 1);
+                }
+            }
+            assert!(tables > 0);
+            let copy = Database::open(&to, common::small_config()).unwrap();
+            assert_eq!(
+                copy.get(&common::key(2999)).unwrap(),
+                Some(common::value(2999, 2))
+            );
+        }
+    }
+    // On the same file system, tables are hard links.
+    let linked = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+        .all(|e| e.metadata().unwrap().nlink() > 1);
+    assert!(linked);
+}
+
+/// Item 13: the `columnar/` directory's entry was never fsynced, so a power loss could
+/// take the column store's published state with it.
+#[test]
+fn the_column_store_survives_a_power_loss_right_after_it_published() {
+    use lightning_db::arrow::array::{Int64Array, RecordBatch};
+    use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+    use lightning_db::vfs::{FaultVfs, PowerLoss};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let vfs = FaultVfs::new();
+    let cfg = LightningDbConfig {
+        columnar_background: false,
+        vfs: Some(Arc::new(vfs.clone())),
+        ..common::small_config()
+    };
+    let db = Database::create(&path, cfg).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    db.create_table("t", schema.clone(), &["id"]).unwrap();
+    let rows = |r: std::ops::Range<i64>| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(r))],
+        )
+        .unwrap()
+    };
+    db.insert("t", &rows(0..5000)).unwrap();
+    let w = db.compact_columnar("t").unwrap().watermark;
+    assert!(w > 0);
+    db.insert("t", &rows(5000..6000)).unwrap();
+    vfs.power_loss(PowerLoss::Clean).unwrap();
+    drop(db);
+    let db = Database::open(
+        &path,
+        LightningDbConfig {
+            columnar_background: false,
+            ..common::small_config()
+        },
+    )
+    .unwrap();
+    let (watermark, batches) = db.columnar_rows("t", None).unwrap();
+    assert_eq!(watermark, w, "the published column store was lost");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5000);
+    assert_eq!(db.sql("SELECT count(*) FROM t").unwrap()[0].num_rows(), 1);
+}
+
+/// Item 13: `CREATE TABLE … AS SELECT` created the table first and inserted the rows
+/// after, so a failing query left a table with part of them.
+#[test]
+fn create_table_as_select_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), table_cfg()).unwrap();
+    db.sql("CREATE TABLE src (id BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let mut b = lightning_db::KvBatch::new();
+    let _ = &mut b;
+    for chunk in 0..10 {
+        let values: Vec<String> = (chunk * 5000..(chunk + 1) * 5000)
+            .map(|i| format!("({i})"))
+            .collect();
+        db.sql(&format!("INSERT INTO src VALUES {}", values.join(",")))
+            .unwrap();
+    }
+    let before = raw_table_rows(&db);
+    // Fails on the last row only, after many batches went through.
+    let e = db
+        .sql(
+            "CREATE TABLE dst (id BIGINT, x BIGINT, PRIMARY KEY (id)) AS \
+             SELECT id, 10 / (id - 49999) FROM src",
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Sql(_)), "{e}");
+    assert!(!db.list_tables().unwrap().contains(&"dst".to_string()));
+    assert!(db.sql("SELECT * FROM dst").is_err());
+    // The rows it had written are reclaimed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while raw_table_rows(&db) > before {
+        assert!(std::time::Instant::now() < deadline, "rows never reclaimed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A good one appears whole.
+    db.sql(
+        "CREATE TABLE dst (id BIGINT, x BIGINT, PRIMARY KEY (id)) AS SELECT id, id * 2 FROM src",
+    )
+    .unwrap();
+    let n = db.sql("SELECT count(*), sum(x) FROM dst").unwrap();
+    use lightning_db::arrow::array::AsArray;
+    use lightning_db::arrow::datatypes::Int64Type;
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 50_000);
+}

@@ -287,10 +287,7 @@ pub(crate) type PinnedSegment = (u64, PathBuf, Box<dyn vfs::VfsFile>);
 
 /// Open every WAL segment in `dir` (an open handle keeps the bytes even if a flush
 /// removes the file), in id order.
-pub(crate) fn pin_wal_segments(
-    vfs: &dyn Vfs,
-    dir: &Path,
-) -> Result<Vec<PinnedSegment>> {
+pub(crate) fn pin_wal_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<PinnedSegment>> {
     let mut out = Vec::new();
     for (id, p) in wal_segments(vfs, dir, 0)? {
         match vfs.open(&p) {

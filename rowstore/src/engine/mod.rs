@@ -561,6 +561,16 @@ impl Inner {
         self.notify();
     }
 
+    /// Stop the instance for good after `e` (fail-stop) and return what the caller
+    /// gets: [`Error::Fatal`].
+    fn fail(&self, e: Error) -> Error {
+        self.set_fatal(&e);
+        match e {
+            Error::Fatal(_) => e,
+            e => Error::Fatal(e.to_string()),
+        }
+    }
+
     fn notify(&self) {
         let _g = self.bg.lock();
         self.bg_cv.notify_all();
@@ -857,8 +867,7 @@ impl Inner {
                     Durability::Buffered => Ok(()),
                 });
             if let Err(e) = res {
-                self.set_fatal(&e);
-                return Err(e);
+                return Err(self.fail(e));
             }
             self.stats
                 .wal_bytes
@@ -1032,8 +1041,7 @@ impl Inner {
             let id = match self.alloc_id() {
                 Ok(id) => id,
                 Err(e) => {
-                    self.set_fatal(&e);
-                    return Err(e);
+                    return Err(self.fail(e));
                 }
             };
             // The old segment must be complete on disk before the new one is used, so
@@ -1041,8 +1049,7 @@ impl Inner {
             if let Some(w) = wal.as_mut()
                 && let Err(e) = w.sync()
             {
-                self.set_fatal(&e);
-                return Err(e);
+                return Err(self.fail(e));
             }
             match LogWriter::create(
                 &*self.vfs,
@@ -1055,8 +1062,7 @@ impl Inner {
                     *wal = Some(w)
                 }
                 Err(e) => {
-                    self.set_fatal(&e);
-                    return Err(e);
+                    return Err(self.fail(e));
                 }
             }
             id
@@ -1125,8 +1131,7 @@ impl Inner {
         let outputs = match res.and_then(|_| out.finish()) {
             Ok(o) => o,
             Err(e) => {
-                self.set_fatal(&e);
-                return Err(e);
+                return Err(self.fail(e));
             }
         };
         let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
@@ -1140,8 +1145,7 @@ impl Inner {
         };
         if let Err(e) = self.log_edit(&mut st, &edit) {
             drop(st);
-            self.set_fatal(&e);
-            return Err(e);
+            return Err(self.fail(e));
         }
         let added: Vec<_> = outputs.into_iter().map(|t| (0, t)).collect();
         st.version = Arc::new(st.version.apply(&[], &added));
@@ -1467,8 +1471,7 @@ impl Inner {
         };
         if let Err(e) = self.log_edit(&mut st, &edit) {
             drop(st);
-            self.set_fatal(&e);
-            return Err(e);
+            return Err(self.fail(e));
         }
         let added: Vec<_> = outputs
             .iter()
@@ -1602,8 +1605,7 @@ impl Inner {
         };
         if let Err(e) = self.log_edit(&mut st, &edit) {
             drop(st);
-            self.set_fatal(&e);
-            return Err(e);
+            return Err(self.fail(e));
         }
         let added: Vec<_> = outputs
             .iter()
