@@ -17,8 +17,8 @@
 //! batch or transaction up to [`MAX_BATCH_BYTES`]; larger inputs are refused with
 //! [`Error::KeyTooLarge`], [`Error::ValueTooLarge`] or [`Error::BatchTooLarge`].
 //!
-//! Layering (see DESIGN.md): this facade sits on `lightning-rowstore`; with the default
-//! `sql` feature it will also use `lightning-columnar` and `lightning-query`. Built with
+//! Layering (see ARCHITECTURE.md): this facade sits on `lightning-rowstore`; with the default
+//! `sql` feature it also uses `lightning-columnar` and `lightning-query`. Built with
 //! `default-features = false` it is a pure KV store with no Arrow or DataFusion.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -239,3 +239,30 @@ fn fatal_write_error_and_dead_threads_are_reported() {
     // Reads of what is in memory still work.
     assert_eq!(db.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
 }
+
+/// The README's operations section, as written there.
+#[test]
+fn readme_operations_example() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::create(dir.path().join("mydb"), LightningDbConfig::default())?;
+    let metrics = db.get_metrics();
+    println!("Operations/sec: {}", metrics.operations_per_second);
+    println!("Cache hit rate: {:.2}%", metrics.cache_hit_rate * 100.0);
+    println!("Active transactions: {}", metrics.active_transactions);
+
+    use lightning_db::monitoring::PrometheusExporter;
+    let exporter = PrometheusExporter::new(&db).with_bearer_token("s3cret"); // token optional
+    exporter.serve("127.0.0.1:0")?; // the README uses port 9090
+
+    let health = db.health_check()?;
+    if !health.is_healthy {
+        eprintln!("Database unhealthy: {:?}", health.issues);
+    }
+
+    let backup = dir.path().join("mydb-backup"); // the README writes "./mydb-backup"
+    db.checkpoint(&backup)?;
+    let report = lightning_db::check_files(db.path(), 100, |_| {})?;
+    assert_eq!(report.tables_checked, 0);
+    assert!(Database::open(&backup, LightningDbConfig::default()).is_ok());
+    Ok(())
+}

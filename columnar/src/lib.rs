@@ -1,6 +1,6 @@
 //! # lightning-columnar
 //!
-//! The column store of Lightning DB (see DESIGN.md, "Column store"): committed rows of
+//! The column store of Lightning DB (see ARCHITECTURE.md, "A write"): committed rows of
 //! the row store, continuously compacted into immutable Arrow column segments with zone
 //! maps and roaring delete bitmaps. It owns the `columnar/` folder of a database
 //! directory: one sub-folder per table with `seg-*.arrow` segments and `*.del` delete

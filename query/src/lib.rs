@@ -1,6 +1,6 @@
 //! # lightning-query
 //!
-//! The query layer of Lightning DB (see DESIGN.md, "Query"): one DataFusion
+//! The query layer of Lightning DB (see ARCHITECTURE.md, "A query"): one DataFusion
 //! [`TableProvider`](datafusion::catalog::TableProvider) per table. A scan at snapshot
 //! `S` reads the table's published column segments (watermark `W`, minus their delete
 //! bitmaps) plus the row-store changes in `(W, S]`, masking segment rows whose key
