@@ -135,14 +135,79 @@ fn repair_current(vfs: &dyn Vfs, dir: &Path, report: &mut RepairReport) -> Resul
                 .push(format!("MANIFEST-{id:06} is not usable: {e}")),
         }
     }
+    // No usable manifest. If nothing holds data either (a create that died before its
+    // first manifest was complete), a fresh, empty manifest loses nothing.
+    let names = vfs::list(vfs, dir)?;
+    let mut max_id = 0;
+    let mut data = Vec::new();
+    for n in &names {
+        match files::classify(n) {
+            DbFile::Table(id) => {
+                max_id = max_id.max(id);
+                data.push(n.clone());
+            }
+            DbFile::Manifest(id) => max_id = max_id.max(id),
+            DbFile::Wal(id) => {
+                max_id = max_id.max(id);
+                let bytes = vfs::read_file(vfs, &dir.join(n))?;
+                let has_records = match log::scan_log(&dir.join(n), &bytes, WAL_MAGIC) {
+                    Ok(Scan::Ok(c)) => !c.records.is_empty() || !c.dropped.is_empty(),
+                    _ => true,
+                };
+                if has_records {
+                    data.push(n.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    if data.is_empty() {
+        let id = max_id + 1;
+        let mut st = ManifestState::new();
+        st.next_file_id = id + 1;
+        st.log_number = id + 1;
+        manifest::Manifest::create(vfs, dir, id, &st)?;
+        report.current_rebuilt = Some(id);
+        report.notes.push(format!(
+            "no valid manifest and no data (an interrupted create): wrote an empty MANIFEST-{id:06} and CURRENT"
+        ));
+        return Ok(st);
+    }
     Err(Error::corruption(
         manifest::current_path(dir),
         0,
         format!(
-            "no valid manifest to rebuild CURRENT from ({})",
+            "no valid manifest to rebuild CURRENT from, and the directory holds data ({}); {}",
+            data.join(", "),
             report.notes.join("; ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::StdVfs;
+
+    #[test]
+    fn an_interrupted_create_without_data_is_repaired_to_an_empty_database() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("LOCK"), b"").unwrap();
+        std::fs::write(d.path().join("MANIFEST-000001"), b"").unwrap();
+        let r = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap();
+        assert!(r.current_rebuilt.is_some(), "{r:?}");
+        crate::Engine::open(d.path(), Default::default(), crate::OpenMode::Open).unwrap();
+    }
+
+    #[test]
+    fn no_manifest_but_data_is_an_error_that_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("000003.sst"), b"data").unwrap();
+        std::fs::write(d.path().join("MANIFEST-000001"), b"garbage").unwrap();
+        let e = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("000003.sst"), "{e}");
+        assert!(!d.path().join("CURRENT").exists());
+    }
 }
 
 /// Commits, operations and timestamp range of WAL record payloads.
