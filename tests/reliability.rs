@@ -502,6 +502,15 @@ fn racing_creates_of_one_new_path_never_delete_another_handles_data() {
     }
 }
 
+/// A new database holding `common::key(0..n)` with `common::value(i, version)`.
+fn seeded_db(path: &std::path::Path, n: u64, version: u64) -> Database {
+    let db = Database::create(path, common::small_config()).unwrap();
+    for i in 0..n {
+        db.put(&common::key(i), &common::value(i, version)).unwrap();
+    }
+    db
+}
+
 /// Item 4: `open_or_create` on a directory whose `CURRENT` was lost created a fresh
 /// database and deleted the data. Now it is an error naming what was found, and
 /// `repair` rebuilds `CURRENT` from the newest valid manifest.
@@ -509,13 +518,7 @@ fn racing_creates_of_one_new_path_never_delete_another_handles_data() {
 fn a_missing_current_is_an_error_and_repair_rebuilds_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    {
-        let db = Database::create(&path, common::small_config()).unwrap();
-        for i in 0..2000 {
-            db.put(&common::key(i), &common::value(i, 1)).unwrap();
-        }
-        db.close().unwrap();
-    }
+    seeded_db(&path, 2000, 1).close().unwrap();
     std::fs::remove_file(path.join("CURRENT")).unwrap();
     let listing = |p: &std::path::Path| {
         let mut v: Vec<String> = std::fs::read_dir(p)
@@ -786,6 +789,17 @@ fn drop_table_is_one_commit_and_table_ids_are_never_reused() {
     assert_eq!(db.scan_table("b", 10).unwrap()[0].num_rows(), 0);
 }
 
+/// A new database on a `FaultVfs`, compacting into the column store only when asked.
+fn fault_db(path: &std::path::Path) -> (lightning_db::vfs::FaultVfs, Database) {
+    let vfs = lightning_db::vfs::FaultVfs::new();
+    let cfg = LightningDbConfig {
+        columnar_background: false,
+        vfs: Some(Arc::new(vfs.clone())),
+        ..common::small_config()
+    };
+    (vfs, Database::create(path, cfg).unwrap())
+}
+
 /// Item 7: a column-store round that failed after writing some delete-bitmap files left
 /// them behind; every later round then failed on them (`AlreadyExists`) until restart,
 /// so the watermark stopped and row-store garbage collection stayed pinned.
@@ -793,16 +807,9 @@ fn drop_table_is_one_commit_and_table_ids_are_never_reused() {
 fn a_failed_column_store_round_leaves_nothing_behind_and_the_next_one_succeeds() {
     use lightning_db::arrow::array::{Int64Array, RecordBatch};
     use lightning_db::arrow::datatypes::{DataType, Field, Schema};
-    use lightning_db::vfs::{FaultKind, FaultOp, FaultRule, FaultVfs};
+    use lightning_db::vfs::{FaultKind, FaultOp, FaultRule};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let vfs = FaultVfs::new();
-    let cfg = LightningDbConfig {
-        columnar_background: false,
-        vfs: Some(Arc::new(vfs.clone())),
-        ..common::small_config()
-    };
-    let db = Database::create(&path, cfg).unwrap();
+    let (vfs, db) = fault_db(&dir.path().join("db"));
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("v", DataType::Int64, true),
@@ -1094,10 +1101,7 @@ fn close_after_a_fatal_error_returns_that_error() {
 fn backups_never_remove_what_they_did_not_create_and_verify_copies_on_other_media() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let db = Database::create(&path, common::small_config()).unwrap();
-    for i in 0..3000 {
-        db.put(&common::key(i), &common::value(i, 2)).unwrap();
-    }
+    let db = seeded_db(&path, 3000, 2);
     // Settle: no background compaction removes tables (and so links) under the test.
     db.compact().unwrap();
     let target = dir.path().join("bk");
@@ -1184,16 +1188,10 @@ fn backups_never_remove_what_they_did_not_create_and_verify_copies_on_other_medi
 fn the_column_store_survives_a_power_loss_right_after_it_published() {
     use lightning_db::arrow::array::{Int64Array, RecordBatch};
     use lightning_db::arrow::datatypes::{DataType, Field, Schema};
-    use lightning_db::vfs::{FaultVfs, PowerLoss};
+    use lightning_db::vfs::PowerLoss;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let vfs = FaultVfs::new();
-    let cfg = LightningDbConfig {
-        columnar_background: false,
-        vfs: Some(Arc::new(vfs.clone())),
-        ..common::small_config()
-    };
-    let db = Database::create(&path, cfg).unwrap();
+    let (vfs, db) = fault_db(&path);
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
     db.create_table("t", schema.clone(), &["id"]).unwrap();
     let rows = |r: std::ops::Range<i64>| {

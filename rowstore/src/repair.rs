@@ -184,32 +184,6 @@ fn repair_current(vfs: &dyn Vfs, dir: &Path, report: &mut RepairReport) -> Resul
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vfs::StdVfs;
-
-    #[test]
-    fn an_interrupted_create_without_data_is_repaired_to_an_empty_database() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("LOCK"), b"").unwrap();
-        std::fs::write(d.path().join("MANIFEST-000001"), b"").unwrap();
-        let r = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap();
-        assert!(r.current_rebuilt.is_some(), "{r:?}");
-        crate::Engine::open(d.path(), Default::default(), crate::OpenMode::Open).unwrap();
-    }
-
-    #[test]
-    fn no_manifest_but_data_is_an_error_that_changes_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("000003.sst"), b"data").unwrap();
-        std::fs::write(d.path().join("MANIFEST-000001"), b"garbage").unwrap();
-        let e = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("000003.sst"), "{e}");
-        assert!(!d.path().join("CURRENT").exists());
-    }
-}
-
 /// Commits, operations and timestamp range of WAL record payloads.
 fn describe(records: &[(u64, Vec<u8>)]) -> (u64, u64, Option<(u64, u64)>) {
     let mut ops = 0;
@@ -325,4 +299,30 @@ fn repair_wal(
     }
     vfs::sync_dir(vfs, dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::StdVfs;
+
+    #[test]
+    fn an_interrupted_create_without_data_is_repaired_to_an_empty_database() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("LOCK"), b"").unwrap();
+        std::fs::write(d.path().join("MANIFEST-000001"), b"").unwrap();
+        let r = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap();
+        assert!(r.current_rebuilt.is_some(), "{r:?}");
+        crate::Engine::open(d.path(), Default::default(), crate::OpenMode::Open).unwrap();
+    }
+
+    #[test]
+    fn no_manifest_but_data_is_an_error_that_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("000003.sst"), b"data").unwrap();
+        std::fs::write(d.path().join("MANIFEST-000001"), b"garbage").unwrap();
+        let e = repair_dir(&StdVfs, d.path(), RepairOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("000003.sst"), "{e}");
+        assert!(!d.path().join("CURRENT").exists());
+    }
 }

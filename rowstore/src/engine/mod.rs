@@ -1135,33 +1135,13 @@ impl Inner {
             }
         };
         let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
-        let mut st = self.state.lock();
         let edit = VersionEdit {
-            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
-            last_ts: Some(imm.max_ts().max(st.mstate.last_ts)),
+            last_ts: Some(imm.max_ts()),
             log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
-            added: outputs.iter().map(|t| (0, t.meta().clone())).collect(),
             ..Default::default()
         };
-        if let Err(e) = self.log_edit(&mut st, &edit) {
-            drop(st);
-            return Err(self.fail(e));
-        }
         let added: Vec<_> = outputs.into_iter().map(|t| (0, t)).collect();
-        st.version = Arc::new(st.version.apply(&[], &added));
-        let cur = self.sv.load_full();
-        let imms: Vec<_> = cur
-            .imms
-            .iter()
-            .filter(|m| !Arc::ptr_eq(m, &imm))
-            .cloned()
-            .collect();
-        self.sv.store(Arc::new(SuperVersion {
-            mem: cur.mem.clone(),
-            imms,
-            version: st.version.clone(),
-        }));
-        drop(st);
+        self.install(edit, &[], &added, Some(&imm))?;
         if self.opts.wal_enabled {
             // Every segment up to this memtable's is now in tables.
             if let Ok(names) = self.vfs.list(&self.dir) {
@@ -1181,6 +1161,46 @@ impl Inner {
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.notify();
         Ok(true)
+    }
+
+    /// Install a new version: log `edit` (completed with the added and deleted tables
+    /// and the file-id counter) durably in the manifest, apply it to the current
+    /// version, and publish a super-version with it (without `flushed`, the immutable
+    /// memtable whose tables these are). A failure to log is fatal.
+    fn install(
+        &self,
+        mut edit: VersionEdit,
+        deleted: &[(usize, u64)],
+        added: &[(usize, Arc<Table>)],
+        flushed: Option<&Arc<MemTable>>,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        edit.next_file_id = Some(self.next_file_id.load(Ordering::Relaxed));
+        edit.last_ts = edit.last_ts.map(|t| t.max(st.mstate.last_ts));
+        edit.added = added.iter().map(|(l, t)| (*l, t.meta().clone())).collect();
+        edit.deleted = deleted.to_vec();
+        if let Err(e) = self.log_edit(&mut st, &edit) {
+            drop(st);
+            return Err(self.fail(e));
+        }
+        st.version = Arc::new(st.version.apply(deleted, added));
+        debug_assert!(st.version.check_invariants(), "level invariant broken");
+        let cur = self.sv.load_full();
+        let imms = match flushed {
+            Some(imm) => cur
+                .imms
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, imm))
+                .cloned()
+                .collect(),
+            None => cur.imms.clone(),
+        };
+        self.sv.store(Arc::new(SuperVersion {
+            mem: cur.mem.clone(),
+            imms,
+            version: st.version.clone(),
+        }));
+        Ok(())
     }
 
     /// Append an edit to the manifest (durably) and to the in-memory manifest state,
@@ -1459,33 +1479,11 @@ impl Inner {
             }
         };
         let out_bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
-        let mut st = self.state.lock();
-        let edit = VersionEdit {
-            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
-            added: outputs
-                .iter()
-                .map(|t| (task.output_level, t.meta().clone()))
-                .collect(),
-            deleted: deleted.clone(),
-            ..Default::default()
-        };
-        if let Err(e) = self.log_edit(&mut st, &edit) {
-            drop(st);
-            return Err(self.fail(e));
-        }
         let added: Vec<_> = outputs
             .iter()
             .map(|t| (task.output_level, t.clone()))
             .collect();
-        st.version = Arc::new(st.version.apply(&deleted, &added));
-        debug_assert!(st.version.check_invariants(), "level invariant broken");
-        let cur = self.sv.load_full();
-        self.sv.store(Arc::new(SuperVersion {
-            mem: cur.mem.clone(),
-            imms: cur.imms.clone(),
-            version: st.version.clone(),
-        }));
-        drop(st);
+        self.install(VersionEdit::default(), &deleted, &added, None)?;
         let moved: std::collections::HashSet<u64> = outputs.iter().map(|t| t.id()).collect();
         for t in task.upper.iter().chain(&task.lower) {
             if !moved.contains(&t.id()) {
@@ -1593,32 +1591,11 @@ impl Inner {
                 }
             }
         }
-        let mut st = self.state.lock();
-        let edit = VersionEdit {
-            next_file_id: Some(self.next_file_id.load(Ordering::Relaxed)),
-            added: outputs
-                .iter()
-                .map(|t| (task.output_level, t.meta().clone()))
-                .collect(),
-            deleted: deleted.clone(),
-            ..Default::default()
-        };
-        if let Err(e) = self.log_edit(&mut st, &edit) {
-            drop(st);
-            return Err(self.fail(e));
-        }
         let added: Vec<_> = outputs
             .iter()
             .map(|t| (task.output_level, t.clone()))
             .collect();
-        st.version = Arc::new(st.version.apply(&deleted, &added));
-        let cur = self.sv.load_full();
-        self.sv.store(Arc::new(SuperVersion {
-            mem: cur.mem.clone(),
-            imms: cur.imms.clone(),
-            version: st.version.clone(),
-        }));
-        drop(st);
+        self.install(VersionEdit::default(), &deleted, &added, None)?;
         for t in task.upper.iter().chain(&task.lower) {
             t.mark_obsolete();
         }
