@@ -350,7 +350,8 @@ impl FaultVfs {
         self.state.lock().faults_injected
     }
 
-    /// Every file and directory created through this `Vfs`, in order.
+    /// Every file and directory created through this `Vfs`, in order (a rename adds the
+    /// new names of what it moved).
     pub fn created(&self) -> Vec<PathBuf> {
         self.state.lock().created.clone()
     }
@@ -591,6 +592,19 @@ impl Vfs for FaultVfs {
             return Err(e);
         }
         Self::move_shadows(&mut st, from, to);
+        // What was created under the old name now exists under the new one.
+        let moved: Vec<PathBuf> = st
+            .created
+            .iter()
+            .filter_map(|c| c.strip_prefix(from).ok().map(|rest| to.join(rest)))
+            .collect();
+        st.created.extend(moved.into_iter().map(|p| {
+            if p.as_os_str().to_string_lossy().ends_with('/') {
+                PathBuf::from(p.to_string_lossy().trim_end_matches('/'))
+            } else {
+                p
+            }
+        }));
         st.log_dir_op(DirOp::Renamed {
             from: from.to_path_buf(),
             to: to.to_path_buf(),
