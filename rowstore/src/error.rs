@@ -106,6 +106,42 @@ impl Error {
         )
     }
 
+    /// A copy of this error for another waiter on the same failure (I/O errors keep
+    /// their kind and message).
+    pub fn share(&self) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Closed => Error::Closed,
+            Error::Fatal(m) => Error::Fatal(m.clone()),
+            e => Error::Fatal(e.to_string()),
+        }
+    }
+
+    /// True for a full disk or an exhausted quota: the one I/O failure that goes away
+    /// by itself. The engine reports it and works again once space returns; every
+    /// other write or sync failure stops the instance (fail-stop).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded)
+    }
+
     /// True for errors that mean bytes on disk are damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })

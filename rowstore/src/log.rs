@@ -258,6 +258,19 @@ impl LogWriter {
         self.write_framed(&buf)
     }
 
+    /// Cut the log back to `len` (the end of its last whole record) and make that
+    /// durable: what a failed write left past it is gone.
+    pub fn truncate_to(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(format!("truncating {}", self.path.display()), e))?;
+        self.len = len;
+        self.synced = self.synced.min(len);
+        self.allocated = 0;
+        Ok(())
+    }
+
     /// fdatasync the log.
     pub fn sync(&mut self) -> Result<()> {
         self.file

@@ -240,6 +240,8 @@ struct Inner {
     fast_validation: AtomicBool,
     /// Held while closing, so concurrent `close` calls wait for the first.
     close_lock: Mutex<()>,
+    /// The last background flush or compaction failure, until one succeeds again.
+    bg_error: Mutex<Option<Error>>,
 }
 
 /// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
@@ -752,8 +754,7 @@ impl Inner {
                     Some(e) => Err(e),
                     None => Ok(r.ts.load(Ordering::Relaxed)),
                 },
-                Err(Error::Closed) => Err(Error::Closed),
-                Err(e) => Err(Error::Fatal(e.to_string())),
+                Err(e) => Err(e.share()),
             };
             r.finish(out);
         }
@@ -852,20 +853,35 @@ impl Inner {
         if !framed.is_empty() {
             let mut wal = self.wal.lock();
             let w = wal.as_mut().ok_or(Error::Closed)?;
-            let res = w
-                .write_framed(&framed)
-                .and_then(|_| match self.opts.durability {
-                    Durability::Sync | Durability::GroupCommit { .. } => {
-                        let t0 = Instant::now();
-                        let r = w.sync();
-                        self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .wal_sync_micros
-                            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        r
-                    }
-                    Durability::Buffered => Ok(()),
-                });
+            let before = w.len();
+            if let Err(e) = w.write_framed(&framed) {
+                // A full disk: nothing of the group was acknowledged or applied. Cut
+                // off whatever part of it reached the file, durably, so that no record
+                // of it can ever be replayed, and go on: the callers get the error, and
+                // commits work again once space returns. Any other write failure, or a
+                // failed cleanup, is fatal.
+                if !e.is_out_of_space() {
+                    return Err(self.fail(e));
+                }
+                return match w.truncate_to(before) {
+                    Ok(()) => Err(e),
+                    Err(e2) => Err(self.fail(e2)),
+                };
+            }
+            let res = match self.opts.durability {
+                Durability::Sync | Durability::GroupCommit { .. } => {
+                    let t0 = Instant::now();
+                    let r = w.sync();
+                    self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .wal_sync_micros
+                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    r
+                }
+                Durability::Buffered => Ok(()),
+            };
+            // A failed fsync is fail-stop: the kernel may have dropped the pages, so
+            // retrying could acknowledge data that is not on disk.
             if let Err(e) = res {
                 return Err(self.fail(e));
             }
@@ -1010,6 +1026,10 @@ impl Inner {
                     want_switch && sv.imms.len() >= self.opts.max_immutable_memtables;
                 let l0_stall = sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
                 if (too_many_imms || l0_stall) && !self.shutdown.load(Ordering::Acquire) {
+                    // The work this commit waits for is failing: say why now.
+                    if let Some(e) = self.bg_error.lock().as_ref() {
+                        return Err(e.share());
+                    }
                     stalled = true;
                     let mut g = g;
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
@@ -1051,17 +1071,19 @@ impl Inner {
             {
                 return Err(self.fail(e));
             }
-            match LogWriter::create(
-                &*self.vfs,
-                &crate::files::wal_path(&self.dir, id),
-                WAL_MAGIC,
-                WAL_VERSION,
-            ) {
+            let path = crate::files::wal_path(&self.dir, id);
+            match LogWriter::create(&*self.vfs, &path, WAL_MAGIC, WAL_VERSION) {
                 Ok(mut w) => {
                     w.preallocate(wal_prealloc(&self.opts));
                     *wal = Some(w)
                 }
                 Err(e) => {
+                    let _ = vfs::remove_file_if_exists(&*self.vfs, &path);
+                    // No room for a new segment: keep writing to the old one, which is
+                    // intact and synced, and try again on the next commit.
+                    if e.is_out_of_space() {
+                        return Err(e);
+                    }
                     return Err(self.fail(e));
                 }
             }
@@ -1128,12 +1150,15 @@ impl Inner {
                 res = out.add(k, ts, v);
             }
         });
-        let outputs = match res.and_then(|_| out.finish()) {
-            Ok(o) => o,
+        // A table that cannot be written (a full disk, say) is removed; the memtable
+        // stays and the flush is tried again later.
+        let outputs = match res {
+            Ok(()) => out.finish(),
             Err(e) => {
-                return Err(self.fail(e));
+                out.abandon();
+                Err(e)
             }
-        };
+        }?;
         let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
         let edit = VersionEdit {
             last_ts: Some(imm.max_ts()),
@@ -1263,6 +1288,7 @@ impl Inner {
     }
 
     fn flush_loop(self: Arc<Self>) {
+        let mut failures = 0;
         loop {
             {
                 let mut g = self.bg.lock();
@@ -1276,11 +1302,42 @@ impl Inner {
             if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(e) = self.flush_one() {
-                tracing::error!(error = %e, "flush failed");
-                return;
+            match self.flush_one() {
+                Ok(_) => self.background_ok(),
+                Err(e) => {
+                    if !self.background_failed(e, &mut failures) {
+                        return;
+                    }
+                }
             }
         }
+    }
+
+    /// A background flush or compaction succeeded: clear the failure writers see.
+    fn background_ok(&self) {
+        if self.bg_error.lock().take().is_some() {
+            tracing::info!("background work succeeds again");
+        }
+    }
+
+    /// A background flush or compaction failed with `e`. A full disk is retried after a
+    /// growing pause, and writers that would wait for this work get the error meanwhile
+    /// instead of waiting; anything else is fatal (returns false: the thread stops).
+    fn background_failed(&self, e: Error, failures: &mut u32) -> bool {
+        if matches!(e, Error::Closed) || self.has_fatal.load(Ordering::Acquire) {
+            return false;
+        }
+        if !e.is_out_of_space() {
+            self.set_fatal(&e);
+            return false;
+        }
+        tracing::error!(error = %e, "background flush or compaction failed; will retry");
+        *self.bg_error.lock() = Some(e);
+        *failures += 1;
+        let pause = Duration::from_millis(20 << (*failures).min(6));
+        let mut g = self.bg.lock();
+        self.bg_cv.wait_for(&mut g, pause);
+        !self.shutdown.load(Ordering::Acquire)
     }
 
     // ---------------------------------------------------------------- compaction
@@ -1375,6 +1432,7 @@ impl Inner {
     }
 
     fn compaction_loop(self: Arc<Self>) {
+        let mut failures = 0;
         loop {
             {
                 let mut g = self.bg.lock();
@@ -1395,11 +1453,11 @@ impl Inner {
                 }
             }
             match self.compact_once(true) {
-                Ok(_) => {}
-                Err(Error::Closed) => return,
+                Ok(_) => self.background_ok(),
                 Err(e) => {
-                    self.set_fatal(&e);
-                    return;
+                    if !self.background_failed(e, &mut failures) {
+                        return;
+                    }
                 }
             }
         }
@@ -1691,6 +1749,8 @@ struct OutputSink<'a> {
     split_size: Option<u64>,
     builder: Option<TableBuilder>,
     done: Vec<TableMeta>,
+    /// Ids of every table started, removed if the sink fails or is abandoned.
+    created: Vec<u64>,
     last_key: Vec<u8>,
     have_last: bool,
     /// The newest version <= horizon of `last_key` has been seen: older ones are dead.
@@ -1706,6 +1766,7 @@ impl<'a> OutputSink<'a> {
             split_size,
             builder: None,
             done: Vec::new(),
+            created: Vec::new(),
             last_key: Vec::new(),
             have_last: false,
             covered: false,
@@ -1736,6 +1797,7 @@ impl<'a> OutputSink<'a> {
         }
         if self.builder.is_none() {
             let id = self.inner.alloc_id()?;
+            self.created.push(id);
             let o = &self.inner.opts;
             self.builder = Some(TableBuilder::create(
                 &self.inner.vfs,
@@ -1753,7 +1815,17 @@ impl<'a> OutputSink<'a> {
     }
 
     /// Finish the open table, sync the directory and open the outputs for reading.
+    /// Finish the open table, sync the directory and open the outputs for reading. On
+    /// failure every table this sink created is removed.
     fn finish(mut self) -> Result<Vec<Arc<Table>>> {
+        let r = self.finish_tables();
+        if r.is_err() {
+            self.remove_created();
+        }
+        r
+    }
+
+    fn finish_tables(&mut self) -> Result<Vec<Arc<Table>>> {
         if let Some(b) = self.builder.take() {
             self.done.push(b.finish()?);
         }
@@ -1778,15 +1850,18 @@ impl<'a> OutputSink<'a> {
             .collect()
     }
 
+    /// Give up: remove every table this sink created.
     fn abandon(mut self) {
-        if let Some(b) = self.builder.take() {
-            b.abandon();
-        }
-        for m in &self.done {
+        self.builder.take();
+        self.remove_created();
+    }
+
+    fn remove_created(&mut self) {
+        for id in self.created.drain(..) {
             let _ = self
                 .inner
                 .vfs
-                .remove(&crate::sst::table_path(&self.inner.dir, m.id));
+                .remove(&crate::sst::table_path(&self.inner.dir, id));
         }
     }
 }

@@ -365,6 +365,7 @@ impl Engine {
             recent_commits: Mutex::new(BTreeMap::new()),
             fast_validation: AtomicBool::new(true),
             close_lock: Mutex::new(()),
+            bg_error: Mutex::new(None),
             lock_file: Mutex::new(Some(lock)),
             vfs,
             dir,

@@ -64,6 +64,10 @@ pub enum FaultKind {
     /// A write stores the first half of its buffer, then fails with `EIO`. Other
     /// operations fail with `EIO`.
     TornWrite,
+    /// The power goes out as this operation starts: it fails with `EIO`, and so does
+    /// everything after it, and the files are put back as [`FaultVfs::power_loss`]
+    /// describes.
+    PowerLoss(PowerLoss),
 }
 
 /// A fault to inject: the first `skip` matching operations pass, the next `times` fail.
@@ -169,6 +173,8 @@ struct State {
     park_seq: u64,
     created: Vec<PathBuf>,
     faults_injected: u64,
+    /// A `FaultKind::PowerLoss` rule fired: carried out once the lock is released.
+    crash: Option<PowerLoss>,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -214,6 +220,10 @@ impl State {
                 }
             }
             self.faults_injected += 1;
+            if let FaultKind::PowerLoss(mode) = kind {
+                self.crash = Some(mode);
+                self.dead = true;
+            }
             return Some(kind);
         }
         None
@@ -324,6 +334,7 @@ impl FaultVfs {
                 park_seq: 0,
                 created: Vec::new(),
                 faults_injected: 0,
+                crash: None,
             })),
             park: Arc::new(tempfile_dir::ParkDir::new().expect("creating a temporary directory")),
         }
@@ -378,6 +389,7 @@ impl FaultVfs {
     pub fn power_loss(&self, mode: PowerLoss) -> io::Result<()> {
         let mut st = self.state.lock();
         st.dead = true;
+        st.crash = None;
         let mut rng = match mode {
             PowerLoss::Clean => 0,
             PowerLoss::Torn { seed } => seed ^ 0xA5A5_5A5A,
@@ -462,6 +474,17 @@ impl FaultVfs {
         self.state.lock().dead = false;
     }
 
+    /// Carry out a power loss a rule asked for while an operation held the lock.
+    fn after<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        let crash = self.state.lock().crash.take();
+        if let Some(mode) = crash
+            && let Err(e) = self.power_loss(mode)
+        {
+            tracing::error!(error = %e, "simulated power loss failed");
+        }
+        r
+    }
+
     fn check(&self, st: &mut State, op: FaultOp, path: &Path) -> io::Result<()> {
         match st.fault(op, path) {
             Some(k) => Err(op_error(k)),
@@ -502,6 +525,7 @@ impl FaultVfs {
             path: path.to_path_buf(),
             inner: f,
             state: self.state.clone(),
+            vfs: self.clone(),
             append_pos: AtomicU64::new(pos),
         })
     }
@@ -544,8 +568,8 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-impl Vfs for FaultVfs {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+impl FaultVfs {
+    fn create_op(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Create, path)?;
         let f = self.inner.create(path)?;
@@ -562,19 +586,19 @@ impl Vfs for FaultVfs {
         Ok(self.wrap(path, f, 0))
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn open_op(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         self.check(&mut self.state.lock(), FaultOp::Open, path)?;
         let f = self.inner.open(path)?;
         Ok(self.wrap(path, f, 0))
     }
 
-    fn open_rw(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn open_rw_op(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         self.check(&mut self.state.lock(), FaultOp::Open, path)?;
         let f = self.inner.open_rw(path)?;
         Ok(self.wrap(path, f, 0))
     }
 
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+    fn rename_op(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Rename, from)?;
         if !self.inner.exists(from)? {
@@ -613,7 +637,7 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
-    fn remove(&self, path: &Path) -> io::Result<()> {
+    fn remove_op(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Remove, path)?;
         if self.inner.metadata(path)?.is_dir {
@@ -627,7 +651,7 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn remove_dir_all_op(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Remove, path)?;
         if !self.inner.metadata(path)?.is_dir {
@@ -641,7 +665,7 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn create_dir_all_op(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::CreateDir, path)?;
         let mut missing = Vec::new();
@@ -661,19 +685,19 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    fn list_op(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.check(&mut self.state.lock(), FaultOp::List, dir)?;
         self.inner.list(dir)
     }
 
-    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+    fn metadata_op(&self, path: &Path) -> io::Result<Metadata> {
         if self.state.lock().dead {
             return Err(op_error(FaultKind::Eio));
         }
         self.inner.metadata(path)
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    fn sync_dir_op(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::SyncDir, dir)?;
         self.inner.sync_dir(dir)?;
@@ -707,7 +731,7 @@ impl Vfs for FaultVfs {
         Ok(())
     }
 
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+    fn lock_op(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Create, path)?;
         let existed = self.inner.exists(path)?;
@@ -719,7 +743,7 @@ impl Vfs for FaultVfs {
         Ok(l)
     }
 
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+    fn hard_link_op(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Create, to)?;
         self.inner.hard_link(from, to)?;
@@ -729,11 +753,51 @@ impl Vfs for FaultVfs {
     }
 }
 
+impl Vfs for FaultVfs {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.after(self.create_op(path))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.after(self.open_op(path))
+    }
+    fn open_rw(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.after(self.open_rw_op(path))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.after(self.rename_op(from, to))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.after(self.remove_op(path))
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.after(self.remove_dir_all_op(path))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.after(self.create_dir_all_op(path))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.after(self.list_op(dir))
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.metadata_op(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.after(self.sync_dir_op(dir))
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        self.after(self.lock_op(path))
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.after(self.hard_link_op(from, to))
+    }
+}
+
 #[derive(Debug)]
 struct FaultFile {
     path: PathBuf,
     inner: Box<dyn VfsFile>,
     state: Arc<Mutex<State>>,
+    vfs: FaultVfs,
     append_pos: AtomicU64,
 }
 
@@ -758,19 +822,19 @@ impl FaultFile {
     }
 }
 
-impl VfsFile for FaultFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+impl FaultFile {
+    fn read_at_op(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if let Some(k) = self.state.lock().fault(FaultOp::Read, &self.path) {
             return Err(op_error(k));
         }
         self.inner.read_at(buf, offset)
     }
 
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at_op(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write(buf, offset)
     }
 
-    fn append(&self, buf: &[u8]) -> io::Result<()> {
+    fn append_op(&self, buf: &[u8]) -> io::Result<()> {
         let off = self.append_pos.load(Ordering::Relaxed);
         let r = self.write(buf, off);
         if r.is_ok() {
@@ -780,7 +844,7 @@ impl VfsFile for FaultFile {
         r
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    fn sync_data_op(&self) -> io::Result<()> {
         // The sync runs without the lock, so a power loss can strike while it is under
         // way (then none of it counts). Pages changed while it ran stay unsynced.
         let (pages, len) = {
@@ -812,7 +876,7 @@ impl VfsFile for FaultFile {
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
+    fn set_len_op(&self, len: u64) -> io::Result<()> {
         let mut st = self.state.lock();
         if let Some(k) = st.fault(FaultOp::SetLen, &self.path) {
             return Err(op_error(k));
@@ -826,7 +890,7 @@ impl VfsFile for FaultFile {
         self.inner.set_len(len)
     }
 
-    fn allocate(&self, len: u64) -> io::Result<()> {
+    fn allocate_op(&self, len: u64) -> io::Result<()> {
         let mut st = self.state.lock();
         if let Some(k) = st.fault(FaultOp::Allocate, &self.path) {
             return Err(op_error(k));
@@ -836,19 +900,49 @@ impl VfsFile for FaultFile {
         self.inner.allocate(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn len_op(&self) -> io::Result<u64> {
         if self.state.lock().dead {
             return Err(op_error(FaultKind::Eio));
         }
         self.inner.len()
     }
 
-    fn map(&self) -> io::Result<Option<memmap2::Mmap>> {
+    fn map_op(&self) -> io::Result<Option<memmap2::Mmap>> {
         self.inner.map()
     }
 
-    fn will_need(&self, offset: u64, len: u64) {
+    fn will_need_op(&self, offset: u64, len: u64) {
         self.inner.will_need(offset, len)
+    }
+}
+
+impl VfsFile for FaultFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.vfs.after(self.read_at_op(buf, offset))
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.vfs.after(self.write_at_op(buf, offset))
+    }
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        self.vfs.after(self.append_op(buf))
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.vfs.after(self.sync_data_op())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.vfs.after(self.set_len_op(len))
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.vfs.after(self.allocate_op(len))
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.len_op()
+    }
+    fn map(&self) -> io::Result<Option<memmap2::Mmap>> {
+        self.map_op()
+    }
+    fn will_need(&self, offset: u64, len: u64) {
+        self.will_need_op(offset, len)
     }
 }
 
