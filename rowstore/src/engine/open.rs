@@ -371,14 +371,9 @@ impl Engine {
             dir,
             opts,
         });
-        let pin = pin.map(|ts| {
-            let ts = ts.min(last_ts);
-            *inner.snapshots.lock().entry(ts).or_insert(0) += 1;
-            Snapshot {
-                inner: inner.clone(),
-                ts,
-            }
-        });
+        let pin = pin
+            .map(|ts| snapshots::register(&inner, snapshots::At::Unchecked(ts.min(last_ts))))
+            .transpose()?;
         if inner.opts.background_compaction {
             let mut threads = inner.threads.lock();
             let i2 = inner.clone();

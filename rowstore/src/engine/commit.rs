@@ -1,0 +1,422 @@
+//! The commit pipeline: writers queue their batches; one leader at a time takes every
+//! queued batch, validates transactional ones, assigns commit timestamps, writes them
+//! to the WAL with one write and one fdatasync (group commit), applies them to the
+//! memtable and publishes the new visible timestamp. It also makes room: switching a
+//! full memtable behind a new WAL segment, and stalling writers while flush or
+//! compaction falls behind.
+
+use super::*;
+
+pub(super) enum ReqState {
+    Waiting,
+    Lead,
+    Done(Result<Ts>),
+}
+
+pub(super) struct WriteReq {
+    pub(super) batch: WriteBatch,
+    /// Switch to a new memtable before applying (used by `flush`).
+    pub(super) force_switch: bool,
+    /// Conflict validation for transactional commits.
+    pub(super) check: Option<CommitCheck>,
+    /// Set by the leader when validation refused this request.
+    pub(super) rejected: Mutex<Option<Error>>,
+    pub(super) ts: AtomicU64,
+    pub(super) state: Mutex<ReqState>,
+    pub(super) cv: Condvar,
+}
+
+impl WriteReq {
+    pub(super) fn finish(&self, r: Result<Ts>) {
+        *self.state.lock() = ReqState::Done(r);
+        self.cv.notify_one();
+    }
+}
+
+#[derive(Default)]
+pub(super) struct CommitQueue {
+    pub(super) pending: Vec<Arc<WriteReq>>,
+    pub(super) leader_active: bool,
+    pub(super) closed: bool,
+    /// Writers seen in flight around the last group: its size plus those that queued
+    /// while it was being written. The next leader waits (briefly) for that many.
+    pub(super) concurrency: usize,
+    /// Duration of the last WAL sync; the most worth waiting to fill a group.
+    pub(super) last_sync: Duration,
+}
+
+impl Inner {
+    pub(super) fn submit(&self, batch: WriteBatch, force_switch: bool) -> Result<Ts> {
+        self.submit_checked(batch, force_switch, None)
+    }
+
+    pub(super) fn submit_checked(
+        &self,
+        batch: WriteBatch,
+        force_switch: bool,
+        check: Option<CommitCheck>,
+    ) -> Result<Ts> {
+        let req = Arc::new(WriteReq {
+            batch,
+            force_switch,
+            check,
+            rejected: Mutex::new(None),
+            ts: AtomicU64::new(0),
+            state: Mutex::new(ReqState::Waiting),
+            cv: Condvar::new(),
+        });
+        if !self.opts.group_commit {
+            // One commit at a time, each with its own WAL write and sync.
+            let _g = self.serial_commit.lock();
+            self.check_writable()?;
+            let group = [req.clone()];
+            self.commit_group(&group)?;
+            return match req.rejected.lock().take() {
+                Some(e) => Err(e),
+                None => Ok(req.ts.load(Ordering::Relaxed)),
+            };
+        }
+        let lead = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(Error::Closed);
+            }
+            q.pending.push(req.clone());
+            if q.leader_active {
+                false
+            } else {
+                q.leader_active = true;
+                true
+            }
+        };
+        if !lead {
+            let mut st = req.state.lock();
+            loop {
+                match &*st {
+                    ReqState::Waiting => req.cv.wait(&mut st),
+                    ReqState::Lead => break,
+                    ReqState::Done(_) => {
+                        let ReqState::Done(r) = std::mem::replace(&mut *st, ReqState::Waiting)
+                        else {
+                            unreachable!()
+                        };
+                        return r;
+                    }
+                }
+            }
+        }
+        // This thread leads one group: everything pending, including its own request.
+        if let Durability::GroupCommit { max_delay } = self.opts.durability {
+            std::thread::sleep(max_delay);
+        }
+        self.gather();
+        let group = std::mem::take(&mut self.queue.lock().pending);
+        let t0 = Instant::now();
+        let res = self.commit_group(&group);
+        let took = t0.elapsed();
+        // Hand leadership on first, so the next group's WAL write overlaps with waking
+        // this group's followers.
+        {
+            let mut q = self.queue.lock();
+            q.concurrency = group.len() + q.pending.len();
+            q.last_sync = took;
+            match q.pending.first() {
+                Some(next) => {
+                    *next.state.lock() = ReqState::Lead;
+                    next.cv.notify_one();
+                }
+                None => q.leader_active = false,
+            }
+        }
+        for r in &group {
+            if Arc::ptr_eq(r, &req) {
+                continue;
+            }
+            let out = match &res {
+                Ok(()) => match r.rejected.lock().take() {
+                    Some(e) => Err(e),
+                    None => Ok(r.ts.load(Ordering::Relaxed)),
+                },
+                Err(e) => Err(e.share()),
+            };
+            r.finish(out);
+        }
+        res?;
+        match req.rejected.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(req.ts.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Under concurrent durable writes, commits that finished one group re-queue while
+    /// the next group is being synced, so without help the writers split into two
+    /// cohorts that alternate and each fsync serves only half of them. Before taking its
+    /// group, a leader therefore waits, for at most about one sync's duration, until as
+    /// many writers are queued as were in flight around the last group. A lone writer
+    /// never waits.
+    pub(super) fn gather(&self) {
+        if !matches!(self.opts.durability, Durability::Sync) || !self.opts.wal_enabled {
+            return;
+        }
+        let (target, budget) = {
+            let q = self.queue.lock();
+            (q.concurrency, q.last_sync.min(Duration::from_micros(500)))
+        };
+        if target <= 1 {
+            return;
+        }
+        let deadline = Instant::now() + budget;
+        loop {
+            if self.queue.lock().pending.len() >= target || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Write a group of batches: one WAL write, at most one sync, then the memtable.
+    pub(super) fn commit_group(&self, group: &[Arc<WriteReq>]) -> Result<()> {
+        let _span = tracing::trace_span!("commit", batches = group.len()).entered();
+        let force = group.iter().any(|r| r.force_switch);
+        self.make_room(force)?;
+        if self.has_fatal.load(Ordering::Acquire) {
+            return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+        }
+        let sv = self.sv.load_full();
+        // Validate transactional commits in order; a request refused here is skipped.
+        // Keys written by earlier requests of this group count as newer than any
+        // snapshot, since they commit after every snapshot taken so far.
+        let mut accepted: Vec<bool> = vec![true; group.len()];
+        if group.iter().any(|r| r.check.is_some()) {
+            let mut written: std::collections::BTreeSet<&[u8]> = Default::default();
+            for (i, r) in group.iter().enumerate() {
+                if let Some(c) = &r.check
+                    && let Err(e) = self.validate(&sv, c, &r.batch, &written)
+                {
+                    *r.rejected.lock() = Some(e);
+                    accepted[i] = false;
+                    continue;
+                }
+                written.extend(r.batch.ops().iter().map(|o| o.key()));
+            }
+        }
+        let mut ts = self.last_ts.load(Ordering::Relaxed);
+        let mut framed = Vec::new();
+        // Only the commit leader writes to or switches the WAL, so its framing and
+        // synced length stay valid until this group is written.
+        let framing = if self.opts.wal_enabled {
+            let wal = self.wal.lock();
+            Some(
+                wal.as_ref()
+                    .map(|w| (w.framing(), w.synced_len()))
+                    .ok_or(Error::Closed)?,
+            )
+        } else {
+            None
+        };
+        for (i, r) in group.iter().enumerate() {
+            if !accepted[i] {
+                continue;
+            }
+            if r.batch.is_empty() {
+                r.ts.store(ts, Ordering::Relaxed);
+                continue;
+            }
+            ts += 1;
+            r.ts.store(ts, Ordering::Relaxed);
+            if let Some((f, synced)) = framing {
+                // One record per batch, framed in place: each says how far the log was
+                // durable when it was written, which makes a group torn by a power
+                // loss recognizable as never durable (see `log`).
+                let start = f.begin_record(&mut framed);
+                r.batch.encode(ts, &mut framed);
+                f.finish_record(&mut framed, start, synced);
+            }
+        }
+        if !framed.is_empty() {
+            let mut wal = self.wal.lock();
+            let w = wal.as_mut().ok_or(Error::Closed)?;
+            let before = w.len();
+            if let Err(e) = w.write_framed(&framed) {
+                // A full disk: nothing of the group was acknowledged or applied. Cut
+                // off whatever part of it reached the file, durably, so that no record
+                // of it can ever be replayed, and go on: the callers get the error, and
+                // commits work again once space returns. Any other write failure, or a
+                // failed cleanup, is fatal.
+                if !e.is_out_of_space() {
+                    return Err(self.fail(e));
+                }
+                return match w.truncate_to(before) {
+                    Ok(()) => Err(e),
+                    Err(e2) => Err(self.fail(e2)),
+                };
+            }
+            let res = match self.opts.durability {
+                Durability::Sync | Durability::GroupCommit { .. } => {
+                    let t0 = Instant::now();
+                    let r = w.sync();
+                    self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .wal_sync_micros
+                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    r
+                }
+                Durability::Buffered => Ok(()),
+            };
+            // A failed fsync is fail-stop: the kernel may have dropped the pages, so
+            // retrying could acknowledge data that is not on disk.
+            if let Err(e) = res {
+                return Err(self.fail(e));
+            }
+            self.stats
+                .wal_bytes
+                .fetch_add(framed.len() as u64, Ordering::Relaxed);
+        }
+        let mut puts = 0;
+        let mut dels = 0;
+        for (i, r) in group.iter().enumerate() {
+            if !accepted[i] {
+                continue;
+            }
+            let t = r.ts.load(Ordering::Relaxed);
+            for op in r.batch.ops() {
+                match op.value() {
+                    Some(_) => puts += 1,
+                    None => dels += 1,
+                }
+                sv.mem.insert(op.key(), t, op.value());
+            }
+        }
+        self.stats.puts.fetch_add(puts, Ordering::Relaxed);
+        self.stats.deletes.fetch_add(dels, Ordering::Relaxed);
+        self.stats
+            .commits
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        self.last_ts.store(ts, Ordering::Relaxed);
+        self.visible_ts.store(ts, Ordering::SeqCst);
+        // Record what committed for fast conflict checks, but only while a transaction
+        // could care. Dekker-style: a transaction increments `active_txns` and then reads
+        // `visible_ts` (both SeqCst); we publish `visible_ts` and then read
+        // `active_txns`. Either we see the transaction, or it sees our commit in its
+        // snapshot and cannot conflict with it.
+        if self.active_txns.load(Ordering::SeqCst) > 0 {
+            let mut recent = self.recent_commits.lock();
+            for (i, r) in group.iter().enumerate() {
+                if accepted[i] {
+                    let t = r.ts.load(Ordering::Relaxed);
+                    for op in r.batch.ops() {
+                        recent.insert(op.key().to_vec(), t);
+                    }
+                }
+            }
+            if recent.len() > 4096 && ts.is_multiple_of(256) {
+                let h = self.gc_horizon();
+                recent.retain(|_, t| *t > h);
+            }
+        } else if !self.recent_commits.lock().is_empty() {
+            self.recent_commits.lock().clear();
+        }
+        Ok(())
+    }
+
+    /// Called by the commit leader before writing: switch a full memtable, and stall
+    /// while too much is waiting for flush or compaction.
+    pub(super) fn make_room(&self, force: bool) -> Result<()> {
+        let stall_start = Instant::now();
+        let mut stalled = false;
+        loop {
+            if self.has_fatal.load(Ordering::Acquire) {
+                return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+            }
+            let sv = self.sv.load_full();
+            let full = sv.mem.approximate_bytes() >= self.opts.write_buffer_size;
+            let want_switch = (force && !sv.mem.is_empty()) || full;
+            if self.opts.background_compaction {
+                let g = self.bg.lock();
+                let sv = self.sv.load_full();
+                let too_many_imms =
+                    want_switch && sv.imms.len() >= self.opts.max_immutable_memtables;
+                let l0_stall = sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
+                if (too_many_imms || l0_stall) && !self.shutdown.load(Ordering::Acquire) {
+                    // The work this commit waits for is failing: say why now.
+                    if let Some(e) = self.bg_error.lock().as_ref() {
+                        return Err(e.share());
+                    }
+                    stalled = true;
+                    let mut g = g;
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
+                    continue;
+                }
+                drop(g);
+            }
+            if stalled {
+                self.stats
+                    .stall_micros
+                    .fetch_add(stall_start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            if want_switch {
+                self.switch_memtable()?;
+                if !self.opts.background_compaction {
+                    self.flush_all_inline()?;
+                    while self.compact_once(false)? {}
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Freeze the active memtable and start a new one with a new WAL segment. Only the
+    /// commit leader (or `close`, once writers are stopped) calls this.
+    pub(super) fn switch_memtable(&self) -> Result<()> {
+        let mut wal = self.wal.lock();
+        let new_seg = if self.opts.wal_enabled {
+            let id = match self.alloc_id() {
+                Ok(id) => id,
+                Err(e) => {
+                    return Err(self.fail(e));
+                }
+            };
+            // The old segment must be complete on disk before the new one is used, so
+            // only the newest segment can ever have a torn tail.
+            if let Some(w) = wal.as_mut()
+                && let Err(e) = w.sync()
+            {
+                return Err(self.fail(e));
+            }
+            let path = crate::files::wal_path(&self.dir, id);
+            match LogWriter::create(&*self.vfs, &path, WAL_MAGIC, WAL_VERSION) {
+                Ok(mut w) => {
+                    w.preallocate(wal_prealloc(&self.opts));
+                    *wal = Some(w)
+                }
+                Err(e) => {
+                    let _ = vfs::remove_file_if_exists(&*self.vfs, &path);
+                    // No room for a new segment: keep writing to the old one, which is
+                    // intact and synced, and try again on the next commit.
+                    if e.is_out_of_space() {
+                        return Err(e);
+                    }
+                    return Err(self.fail(e));
+                }
+            }
+            id
+        } else {
+            0
+        };
+        drop(wal);
+        let _st = self.state.lock();
+        let old = self.sv.load_full();
+        old.mem.freeze();
+        let mut imms = Vec::with_capacity(old.imms.len() + 1);
+        imms.push(old.mem.clone());
+        imms.extend(old.imms.iter().cloned());
+        self.sv.store(Arc::new(SuperVersion {
+            mem: Arc::new(MemTable::new(new_seg)),
+            imms,
+            version: old.version.clone(),
+        }));
+        drop(_st);
+        self.notify();
+        Ok(())
+    }
+}

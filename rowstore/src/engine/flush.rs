@@ -1,0 +1,270 @@
+//! Flush: immutable memtables become level-0 tables (on a background thread, or inline
+//! when background work is off), and the WAL segments they covered are removed. Also
+//! the sink that writes merged entries into tables, shared with compaction, and the
+//! retry policy of background work (a full disk is retried; anything else is fatal).
+
+use super::*;
+
+impl Inner {
+    pub(super) fn wait_for_flushes(&self) -> Result<()> {
+        if !self.opts.background_compaction {
+            return self.flush_all_inline();
+        }
+        let mut g = self.bg.lock();
+        loop {
+            if self.has_fatal.load(Ordering::Acquire) {
+                return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
+            }
+            if self.sv.load().imms.is_empty() {
+                return Ok(());
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
+        }
+    }
+
+    pub(super) fn flush_all_inline(&self) -> Result<()> {
+        while self.flush_one()? {}
+        Ok(())
+    }
+
+    /// Flush the oldest immutable memtable to an L0 table. Returns false if none waits.
+    pub(super) fn flush_one(&self) -> Result<bool> {
+        let sv = self.sv.load_full();
+        let Some(imm) = sv.imms.last().cloned() else {
+            return Ok(false);
+        };
+        let _span = tracing::info_span!("flush", entries = imm.len()).entered();
+        let started = Instant::now();
+        let horizon = self.gc_horizon();
+        let mut out = OutputSink::new(self, horizon, false, None);
+        let mut res = Ok(());
+        imm.for_each(|k, ts, v| {
+            if res.is_ok() {
+                res = out.add(k, ts, v);
+            }
+        });
+        // A table that cannot be written (a full disk, say) is removed; the memtable
+        // stays and the flush is tried again later.
+        let outputs = match res {
+            Ok(()) => out.finish(),
+            Err(e) => {
+                out.abandon();
+                Err(e)
+            }
+        }?;
+        let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
+        let edit = VersionEdit {
+            last_ts: Some(imm.max_ts()),
+            log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
+            ..Default::default()
+        };
+        let added: Vec<_> = outputs.into_iter().map(|t| (0, t)).collect();
+        self.install(edit, &[], &added, Some(&imm))?;
+        if self.opts.wal_enabled {
+            // Every segment up to this memtable's is now in tables.
+            if let Ok(names) = self.vfs.list(&self.dir) {
+                for name in names {
+                    if let crate::files::DbFile::Wal(n) = crate::files::classify(&name)
+                        && n <= imm.wal_segment()
+                    {
+                        let _ = vfs::remove_file_if_exists(&*self.vfs, &self.dir.join(&name));
+                    }
+                }
+            }
+        }
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.flush_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.notify();
+        Ok(true)
+    }
+
+    pub(super) fn flush_loop(self: Arc<Self>) {
+        let mut failures = 0;
+        loop {
+            {
+                let mut g = self.bg.lock();
+                while self.sv.load().imms.is_empty()
+                    && !self.shutdown.load(Ordering::Acquire)
+                    && !self.has_fatal.load(Ordering::Acquire)
+                {
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
+                }
+            }
+            if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire) {
+                return;
+            }
+            match self.flush_one() {
+                Ok(_) => self.background_ok(),
+                Err(e) => {
+                    if !self.background_failed(e, &mut failures) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A background flush or compaction succeeded: clear the failure writers see.
+    pub(super) fn background_ok(&self) {
+        if self.bg_error.lock().take().is_some() {
+            tracing::info!("background work succeeds again");
+        }
+    }
+
+    /// A background flush or compaction failed with `e`. A full disk is retried after a
+    /// growing pause, and writers that would wait for this work get the error meanwhile
+    /// instead of waiting; anything else is fatal (returns false: the thread stops).
+    pub(super) fn background_failed(&self, e: Error, failures: &mut u32) -> bool {
+        if matches!(e, Error::Closed) || self.has_fatal.load(Ordering::Acquire) {
+            return false;
+        }
+        if !e.is_out_of_space() {
+            self.set_fatal(&e);
+            return false;
+        }
+        tracing::error!(error = %e, "background flush or compaction failed; will retry");
+        *self.bg_error.lock() = Some(e);
+        *failures += 1;
+        let pause = Duration::from_millis(20 << (*failures).min(6));
+        let mut g = self.bg.lock();
+        self.bg_cv.wait_for(&mut g, pause);
+        !self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// Receives merged entries in internal-key order, drops versions no snapshot can see,
+/// and writes tables, cutting only between user keys.
+pub(super) struct OutputSink<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) horizon: Ts,
+    pub(super) bottommost: bool,
+    pub(super) split_size: Option<u64>,
+    pub(super) builder: Option<TableBuilder>,
+    pub(super) done: Vec<TableMeta>,
+    /// Ids of every table started, removed if the sink fails or is abandoned.
+    pub(super) created: Vec<u64>,
+    pub(super) last_key: Vec<u8>,
+    pub(super) have_last: bool,
+    /// The newest version <= horizon of `last_key` has been seen: older ones are dead.
+    pub(super) covered: bool,
+}
+
+impl<'a> OutputSink<'a> {
+    pub(super) fn new(
+        inner: &'a Inner,
+        horizon: Ts,
+        bottommost: bool,
+        split_size: Option<u64>,
+    ) -> Self {
+        OutputSink {
+            inner,
+            horizon,
+            bottommost,
+            split_size,
+            builder: None,
+            done: Vec::new(),
+            created: Vec::new(),
+            last_key: Vec::new(),
+            have_last: false,
+            covered: false,
+        }
+    }
+
+    pub(super) fn add(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) -> Result<()> {
+        if !self.have_last || key != self.last_key.as_slice() {
+            self.last_key.clear();
+            self.last_key.extend_from_slice(key);
+            self.have_last = true;
+            self.covered = false;
+            if let (Some(limit), Some(b)) = (self.split_size, &self.builder)
+                && b.estimated_size() >= limit
+            {
+                let b = self.builder.take().expect("checked above");
+                self.done.push(b.finish()?);
+            }
+        }
+        if self.covered {
+            return Ok(());
+        }
+        if ts <= self.horizon {
+            self.covered = true;
+            if value.is_none() && self.bottommost {
+                return Ok(());
+            }
+        }
+        if self.builder.is_none() {
+            let id = self.inner.alloc_id()?;
+            self.created.push(id);
+            let o = &self.inner.opts;
+            self.builder = Some(TableBuilder::create(
+                &self.inner.vfs,
+                &self.inner.dir,
+                id,
+                o.block_size,
+                o.compression,
+                o.bloom_bits_per_key,
+            )?);
+        }
+        self.builder
+            .as_mut()
+            .expect("created above")
+            .add(key, ts, value)
+    }
+
+    /// Finish the open table, sync the directory and open the outputs for reading.
+    /// Finish the open table, sync the directory and open the outputs for reading. On
+    /// failure every table this sink created is removed.
+    pub(super) fn finish(mut self) -> Result<Vec<Arc<Table>>> {
+        let r = self.finish_tables();
+        if r.is_err() {
+            self.remove_created();
+        }
+        r
+    }
+
+    pub(super) fn finish_tables(&mut self) -> Result<Vec<Arc<Table>>> {
+        if let Some(b) = self.builder.take() {
+            self.done.push(b.finish()?);
+        }
+        let inner = self.inner;
+        let metas = std::mem::take(&mut self.done);
+        if metas.is_empty() {
+            return Ok(Vec::new());
+        }
+        vfs::sync_dir(&*inner.vfs, &inner.dir)?;
+        metas
+            .iter()
+            .map(|m| {
+                Table::open(
+                    &inner.vfs,
+                    &inner.dir,
+                    m.id,
+                    inner.mmap.as_ref(),
+                    inner.cache.clone(),
+                )
+                .map(Arc::new)
+            })
+            .collect()
+    }
+
+    /// Give up: remove every table this sink created.
+    pub(super) fn abandon(mut self) {
+        self.builder.take();
+        self.remove_created();
+    }
+
+    pub(super) fn remove_created(&mut self) {
+        for id in self.created.drain(..) {
+            let _ = self
+                .inner
+                .vfs
+                .remove(&crate::sst::table_path(&self.inner.dir, id));
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The read path: a consistent view (super-version + snapshot timestamp), point
+//! lookups through memtables and levels, and user-visible iterators.
+
+use super::*;
+
+/// A user-visible iterator over one consistent state of the database.
+pub struct DbIter {
+    pub(super) inner: VisibleIter,
+    // Pins the tables and memtables being read.
+    pub(super) _sv: Arc<SuperVersion>,
+}
+
+impl Iterator for DbIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl Inner {
+    /// A super-version and a snapshot timestamp such that every commit <= the snapshot
+    /// is reachable from the super-version and no version visible at the snapshot has
+    /// been garbage collected from it.
+    pub(super) fn read_view(&self) -> (Arc<SuperVersion>, Ts) {
+        loop {
+            let sv = self.sv.load_full();
+            let s = self.visible_ts.load(Ordering::Acquire);
+            if !sv.mem.is_frozen() {
+                return (sv, s);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    pub(super) fn get_in(&self, sv: &SuperVersion, key: &[u8], s: Ts) -> Result<Option<Vec<u8>>> {
+        let resolve = |l: Lookup| match l {
+            Lookup::Found(v) => Some(Some(v)),
+            Lookup::Deleted => Some(None),
+            Lookup::NotFound => None,
+        };
+        if let Some(r) = resolve(sv.mem.get(key, s)) {
+            return Ok(r);
+        }
+        for m in &sv.imms {
+            if let Some(r) = resolve(m.get(key, s)) {
+                return Ok(r);
+            }
+        }
+        let h = bloom::key_hash(key);
+        for t in &sv.version.levels[0] {
+            if t.meta().overlaps(Some(key), Some(key))
+                && t.may_contain_hash(h)
+                && let Some(r) = resolve(t.get(key, s)?)
+            {
+                return Ok(r);
+            }
+        }
+        for level in 1..NUM_LEVELS {
+            if let Some(t) = sv.version.find_in_level(level, key)
+                && t.may_contain_hash(h)
+                && let Some(r) = resolve(t.get(key, s)?)
+            {
+                return Ok(r);
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn latest_ts_in(&self, sv: &SuperVersion, key: &[u8]) -> Result<Option<Ts>> {
+        if let Some(t) = sv.mem.latest_ts(key) {
+            return Ok(Some(t));
+        }
+        for m in &sv.imms {
+            if let Some(t) = m.latest_ts(key) {
+                return Ok(Some(t));
+            }
+        }
+        let h = bloom::key_hash(key);
+        for t in &sv.version.levels[0] {
+            if t.meta().overlaps(Some(key), Some(key))
+                && t.may_contain_hash(h)
+                && let Some(ts) = t.latest_ts(key)?
+            {
+                return Ok(Some(ts));
+            }
+        }
+        for level in 1..NUM_LEVELS {
+            if let Some(t) = sv.version.find_in_level(level, key)
+                && t.may_contain_hash(h)
+                && let Some(ts) = t.latest_ts(key)?
+            {
+                return Ok(Some(ts));
+            }
+        }
+        Ok(None)
+    }
+}
