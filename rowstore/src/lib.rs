@@ -30,11 +30,14 @@ pub mod format;
 pub mod iter;
 pub mod key;
 pub mod log;
+pub mod lsm;
 pub mod manifest;
+pub mod memory;
 pub mod memtable;
 pub mod options;
 pub mod prefetch;
 pub mod repair;
+pub mod snapshot;
 pub mod sst;
 pub mod txn;
 pub mod version;
@@ -42,12 +45,13 @@ pub mod vfs;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use compression::Compression;
-pub use engine::{
-    CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, Snapshot, TxnSnapshot,
-};
+pub use engine::{CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, RowEngine};
 pub use error::{Error, Result};
 pub use key::Ts;
+pub use lsm::LsmEngine;
+pub use memory::MemoryEngine;
 pub use options::{Durability, EngineOptions};
+pub use snapshot::{Snapshot, TxnSnapshot};
 pub use txn::{Isolation, Transaction, TxnIter};
 
 /// Largest key accepted, in bytes.

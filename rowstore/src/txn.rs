@@ -2,9 +2,10 @@
 //! validation at commit (first committer wins; serializable also validates reads).
 
 use crate::batch::{WriteBatch, charge, check_key, check_write};
-use crate::engine::{CommitCheck, DbIter, Engine, TxnSnapshot};
+use crate::engine::{CommitCheck, DbIter, Engine};
 use crate::error::Result;
 use crate::key::{KeyRange, Ts};
+use crate::snapshot::TxnSnapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 

@@ -16,14 +16,16 @@
 
 use crate::batch::WriteBatch;
 use crate::cache::BlockCache;
+use crate::engine::{CommitCheck, EngineSizes, EngineStats, OpenMode};
 use crate::error::{Error, IoContext, Result};
 use crate::iter::{MergeIter, VisibleIter};
-use crate::key::{KeyRange, Ts};
+use crate::key::Ts;
 use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
 use crate::memtable::{Lookup, MemTable};
 use crate::options::{Durability, EngineOptions};
 use crate::prefetch::Prefetcher;
+use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
 use crate::sst::{Table, TableBuilder, TableMeta, bloom};
 use crate::version::{SuperVersion, Version};
 use crate::vfs::{self, MmapBudget, Vfs};
@@ -45,62 +47,13 @@ mod compaction;
 mod flush;
 mod open;
 mod read;
-mod snapshots;
 mod validate;
 mod versions;
 
 use commit::CommitQueue;
 use flush::OutputSink;
-pub use read::DbIter;
-pub use snapshots::{Snapshot, TxnSnapshot};
-pub use validate::CommitCheck;
+pub use read::LsmIter;
 use versions::State;
-
-/// Whether `open` creates a new database or opens an existing one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// Fail if a database exists at the path (or the directory holds other files).
-    Create,
-    /// Fail if no database exists at the path.
-    Open,
-    /// Open the database at the path, or create one if the directory is empty or
-    /// missing.
-    OpenOrCreate,
-}
-
-/// Counters kept by the engine (monotonic since open).
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub gets: crate::counter::StripedCounter,
-    pub commits: AtomicU64,
-    pub puts: AtomicU64,
-    pub deletes: AtomicU64,
-    pub wal_bytes: AtomicU64,
-    pub wal_syncs: AtomicU64,
-    pub wal_sync_micros: AtomicU64,
-    pub flushes: AtomicU64,
-    pub flush_bytes: AtomicU64,
-    pub compactions: AtomicU64,
-    pub compaction_bytes_read: AtomicU64,
-    pub compaction_bytes_written: AtomicU64,
-    pub stall_micros: AtomicU64,
-    pub flush_micros: AtomicU64,
-    pub compaction_micros: AtomicU64,
-}
-
-/// A point-in-time view of engine sizes.
-#[derive(Debug, Clone, Default)]
-pub struct EngineSizes {
-    pub tables_per_level: Vec<usize>,
-    pub bytes_per_level: Vec<u64>,
-    pub memtable_bytes: u64,
-    pub immutable_memtables: usize,
-    pub cache_bytes: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub visible_ts: Ts,
-    pub wal_bytes_on_disk: u64,
-}
 
 struct Inner {
     dir: PathBuf,
@@ -119,7 +72,7 @@ struct Inner {
     queue: Mutex<CommitQueue>,
     serial_commit: Mutex<()>,
     wal: Mutex<Option<LogWriter>>,
-    snapshots: Mutex<BTreeMap<Ts, usize>>,
+    registry: Arc<SnapshotRegistry>,
     cache: Option<Arc<BlockCache>>,
     mmap: Option<Arc<MmapBudget>>,
     prefetcher: Option<Arc<Prefetcher>>,
@@ -131,8 +84,6 @@ struct Inner {
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stats: EngineStats,
-    /// Open transactions (see the Dekker note in `commit_group`).
-    active_txns: std::sync::atomic::AtomicUsize,
     /// Keys committed while transactions were open, with their newest commit ts.
     recent_commits: Mutex<BTreeMap<Vec<u8>, Ts>>,
     /// Validate commits against `recent_commits` instead of the LSM tree.
@@ -143,8 +94,9 @@ struct Inner {
     bg_error: Mutex<Option<Error>>,
 }
 
-/// The row store's LSM engine. `Send + Sync`; share it behind an `Arc`.
-pub struct Engine {
+/// The row store's LSM engine (see [`crate::engine::RowEngine`] for its contract).
+/// `Send + Sync`; share it behind an `Arc`.
+pub struct LsmEngine {
     inner: Arc<Inner>,
 }
 
@@ -153,7 +105,7 @@ fn wal_prealloc(opts: &EngineOptions) -> u64 {
     opts.write_buffer_size as u64 + (1 << 20)
 }
 
-impl Engine {
+impl LsmEngine {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -192,17 +144,14 @@ impl Engine {
         self.inner.check_open()?;
         self.inner.stats.gets.add(1);
         let sv = self.inner.sv.load();
-        self.inner.get_in(&sv, key, snap.ts)
+        self.inner.get_in(&sv, key, snap.ts())
     }
 
     /// Begin a transaction's snapshot: registered for GC and counted as an open
     /// transaction until the returned guard drops.
     pub fn begin_txn(&self) -> Result<TxnSnapshot> {
         self.inner.check_writable()?;
-        self.inner.active_txns.fetch_add(1, Ordering::SeqCst);
-        Ok(TxnSnapshot {
-            snap: snapshots::register(&self.inner, snapshots::At::Now)?,
-        })
+        self.inner.registry.begin_txn(&self.inner.visible_ts)
     }
 
     /// Commit `batch` if no transaction that committed after `check.start_ts` wrote a
@@ -219,14 +168,16 @@ impl Engine {
 
     /// Number of open transactions.
     pub fn active_transactions(&self) -> usize {
-        self.inner.active_txns.load(Ordering::Relaxed)
+        self.inner.registry.active_txns()
     }
 
     /// Register a snapshot at an earlier timestamp `ts`. Only possible while no version
     /// `ts` needs can have been collected yet: `ts` must be at or above the current GC
     /// horizon (an older registered snapshot, such as an open pin, keeps it there).
     pub fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
-        snapshots::register(&self.inner, snapshots::At::Checked(ts))
+        self.inner
+            .registry
+            .register(At::Checked(ts), &self.inner.visible_ts)
     }
 
     /// For every user key in `[start, end)` whose newest version at or below `hi` was
@@ -257,7 +208,7 @@ impl Engine {
                 decided = false;
             }
             // Versions of a key arrive newest first: the first one <= hi decides.
-            if !decided && ts <= hi.ts {
+            if !decided && ts <= hi.ts() {
                 decided = true;
                 if ts > lo {
                     f(k, v)?;
@@ -270,11 +221,11 @@ impl Engine {
 
     /// Take a registered snapshot of the current state.
     pub fn snapshot(&self) -> Snapshot {
-        snapshots::register(&self.inner, snapshots::At::Now).expect("registering now cannot fail")
+        self.inner.registry.register_now(&self.inner.visible_ts)
     }
 
     /// Iterate user keys in `[start, end)` at the current state.
-    pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<DbIter> {
+    pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<LsmIter> {
         self.inner.check_open()?;
         let (sv, s) = self.inner.read_view();
         self.iter_in(sv, s, start, end, reverse)
@@ -287,10 +238,10 @@ impl Engine {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         reverse: bool,
-    ) -> Result<DbIter> {
+    ) -> Result<LsmIter> {
         self.inner.check_open()?;
         let sv = self.inner.sv.load_full();
-        self.iter_in(sv, snap.ts, start, end, reverse)
+        self.iter_in(sv, snap.ts(), start, end, reverse)
     }
 
     fn iter_in(
@@ -300,13 +251,13 @@ impl Engine {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         reverse: bool,
-    ) -> Result<DbIter> {
+    ) -> Result<LsmIter> {
         let prefetch = match (&self.inner.prefetcher, self.inner.opts.prefetch) {
             (Some(p), Some((_, d))) => Some((p.clone(), d)),
             _ => None,
         };
         let merge = MergeIter::over(&sv, start, end, reverse, prefetch)?;
-        Ok(DbIter {
+        Ok(LsmIter {
             inner: VisibleIter::new(merge, s, reverse),
             _sv: sv,
         })
@@ -403,7 +354,59 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl crate::engine::RowEngine for LsmEngine {
+    type Iter = LsmIter;
+    fn write(&self, batch: WriteBatch) -> Result<Ts> {
+        self.write(batch)
+    }
+    fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
+        self.commit_checked(batch, check)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+    fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
+        self.get_at(key, snap)
+    }
+    fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
+        self.latest_commit_ts(key)
+    }
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot()
+    }
+    fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
+        self.snapshot_at(ts)
+    }
+    fn begin_txn(&self) -> Result<TxnSnapshot> {
+        self.begin_txn()
+    }
+    fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<LsmIter> {
+        self.iter(start, end, reverse)
+    }
+    fn iter_at(
+        &self,
+        snap: &Snapshot,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<LsmIter> {
+        self.iter_at(snap, start, end, reverse)
+    }
+    fn visible_ts(&self) -> Ts {
+        self.visible_ts()
+    }
+    fn flush(&self) -> Result<()> {
+        self.flush()
+    }
+    fn compact_all(&self) -> Result<()> {
+        self.compact_all()
+    }
+    fn close(&self) -> Result<()> {
+        self.close()
+    }
+}
+
+impl Drop for LsmEngine {
     fn drop(&mut self) {
         if let Err(e) = self.inner.close() {
             tracing::error!(error = %e, "error while closing the database");
@@ -445,6 +448,12 @@ impl Inner {
             Error::Fatal(_) => e,
             e => Error::Fatal(e.to_string()),
         }
+    }
+
+    /// The oldest timestamp whose versions flush and compaction must keep.
+    pub(super) fn gc_horizon(&self) -> Ts {
+        self.registry
+            .horizon(self.visible_ts.load(Ordering::Acquire))
     }
 
     fn notify(&self) {
@@ -523,7 +532,6 @@ impl Inner {
 #[allow(dead_code)]
 fn assert_send_sync() {
     fn is<T: Send + Sync>() {}
-    is::<Engine>();
-    is::<DbIter>();
-    is::<Snapshot>();
+    is::<LsmEngine>();
+    is::<LsmIter>();
 }

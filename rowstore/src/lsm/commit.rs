@@ -299,7 +299,7 @@ impl Inner {
         // `visible_ts` (both SeqCst); we publish `visible_ts` and then read
         // `active_txns`. Either we see the transaction, or it sees our commit in its
         // snapshot and cannot conflict with it.
-        if self.active_txns.load(Ordering::SeqCst) > 0 {
+        if self.registry.active_txns_seqcst() > 0 {
             let mut recent = self.recent_commits.lock();
             for (i, r) in group.iter().enumerate() {
                 if accepted[i] {

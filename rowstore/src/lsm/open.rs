@@ -75,9 +75,9 @@ fn is_garbage(
 
 use std::collections::{BTreeSet, HashSet};
 
-impl Engine {
+impl LsmEngine {
     /// Create or open the database in `dir`.
-    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
+    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<LsmEngine> {
         Self::open_pinned(dir, opts, mode, None).map(|(e, _)| e)
     }
 
@@ -94,7 +94,7 @@ impl Engine {
         opts: EngineOptions,
         mode: OpenMode,
         pin: Option<Ts>,
-    ) -> Result<(Engine, Option<Snapshot>)> {
+    ) -> Result<(LsmEngine, Option<Snapshot>)> {
         opts.validate()?;
         let vfs = opts.vfs.clone();
         let dir = dir.as_ref().to_path_buf();
@@ -349,7 +349,7 @@ impl Engine {
             queue: Mutex::new(CommitQueue::default()),
             serial_commit: Mutex::new(()),
             wal: Mutex::new(wal),
-            snapshots: Mutex::new(BTreeMap::new()),
+            registry: Arc::new(SnapshotRegistry::default()),
             cache,
             mmap,
             prefetcher,
@@ -361,7 +361,6 @@ impl Engine {
             closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             stats: EngineStats::default(),
-            active_txns: std::sync::atomic::AtomicUsize::new(0),
             recent_commits: Mutex::new(BTreeMap::new()),
             fast_validation: AtomicBool::new(true),
             close_lock: Mutex::new(()),
@@ -372,7 +371,11 @@ impl Engine {
             opts,
         });
         let pin = pin
-            .map(|ts| snapshots::register(&inner, snapshots::At::Unchecked(ts.min(last_ts))))
+            .map(|ts| {
+                inner
+                    .registry
+                    .register(At::Unchecked(ts.min(last_ts)), &inner.visible_ts)
+            })
             .transpose()?;
         if inner.opts.background_compaction {
             let mut threads = inner.threads.lock();
@@ -393,6 +396,6 @@ impl Engine {
                 );
             }
         }
-        Ok((Engine { inner }, pin))
+        Ok((LsmEngine { inner }, pin))
     }
 }

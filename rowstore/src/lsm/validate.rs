@@ -3,17 +3,6 @@
 
 use super::*;
 
-/// What a transactional commit must validate.
-#[derive(Debug, Clone, Default)]
-pub struct CommitCheck {
-    /// The transaction's snapshot timestamp.
-    pub start_ts: Ts,
-    /// Keys read (serializable only).
-    pub read_keys: Vec<Vec<u8>>,
-    /// Ranges `[start, end)` scanned (serializable only).
-    pub read_ranges: Vec<KeyRange>,
-}
-
 impl Inner {
     /// Refuse a transactional commit whose write set (and, when serializable, read set)
     /// was changed by a commit newer than its snapshot.

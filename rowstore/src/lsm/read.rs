@@ -3,14 +3,14 @@
 
 use super::*;
 
-/// A user-visible iterator over one consistent state of the database.
-pub struct DbIter {
+/// An iterator over one consistent state of the LSM engine.
+pub struct LsmIter {
     pub(super) inner: VisibleIter,
     // Pins the tables and memtables being read.
     pub(super) _sv: Arc<SuperVersion>,
 }
 
-impl Iterator for DbIter {
+impl Iterator for LsmIter {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.inner.next()

@@ -3,7 +3,7 @@
 use super::*;
 use crate::backup::{self, CopyPlan, TableSource, WalSource};
 
-impl Engine {
+impl LsmEngine {
     /// Write a consistent copy of the database into `target` (which must not exist),
     /// on `dst_vfs` (`None`: this database's own `Vfs`), while writers keep running.
     ///
