@@ -127,7 +127,7 @@ impl WriteBatch {
     }
 
     /// Decode a WAL record payload into (commit ts, batch).
-    pub(crate) fn decode(payload: &[u8]) -> std::result::Result<(Ts, WriteBatch), &'static str> {
+    pub fn decode(payload: &[u8]) -> std::result::Result<(Ts, WriteBatch), &'static str> {
         let mut d = Decoder::new(payload);
         let tag = d.u8().map_err(|e| e.0)?;
         if tag != RECORD_BATCH {
