@@ -9,124 +9,13 @@
 
 use crate::batch::WriteBatch;
 use crate::error::{Error, Result};
-use crate::key::{KeyRange, Ts};
+use crate::key::Ts;
 use crate::lsm::{LsmEngine, LsmIter};
 use crate::memory::{MemIter, MemoryEngine};
 use crate::options::EngineOptions;
+pub use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode, RowEngine};
 use crate::snapshot::{Snapshot, TxnSnapshot};
 use std::path::Path;
-
-/// Whether `open` creates a new database or opens an existing one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// Fail if a database exists at the path (or the directory holds other files).
-    Create,
-    /// Fail if no database exists at the path.
-    Open,
-    /// Open the database at the path, or create one if the directory is empty or
-    /// missing.
-    OpenOrCreate,
-}
-
-/// Counters kept by the engine (monotonic since open).
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub gets: crate::counter::StripedCounter,
-    pub commits: std::sync::atomic::AtomicU64,
-    pub puts: std::sync::atomic::AtomicU64,
-    pub deletes: std::sync::atomic::AtomicU64,
-    pub wal_bytes: std::sync::atomic::AtomicU64,
-    pub wal_syncs: std::sync::atomic::AtomicU64,
-    pub wal_sync_micros: std::sync::atomic::AtomicU64,
-    pub flushes: std::sync::atomic::AtomicU64,
-    pub flush_bytes: std::sync::atomic::AtomicU64,
-    pub compactions: std::sync::atomic::AtomicU64,
-    pub compaction_bytes_read: std::sync::atomic::AtomicU64,
-    pub compaction_bytes_written: std::sync::atomic::AtomicU64,
-    pub stall_micros: std::sync::atomic::AtomicU64,
-    pub flush_micros: std::sync::atomic::AtomicU64,
-    pub compaction_micros: std::sync::atomic::AtomicU64,
-}
-
-/// A point-in-time view of engine sizes.
-#[derive(Debug, Clone, Default)]
-pub struct EngineSizes {
-    pub tables_per_level: Vec<usize>,
-    pub bytes_per_level: Vec<u64>,
-    pub memtable_bytes: u64,
-    pub immutable_memtables: usize,
-    pub cache_bytes: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub visible_ts: Ts,
-    pub wal_bytes_on_disk: u64,
-}
-
-/// What a transactional commit must validate.
-#[derive(Debug, Clone, Default)]
-pub struct CommitCheck {
-    /// The transaction's snapshot timestamp.
-    pub start_ts: Ts,
-    /// Keys read (serializable only).
-    pub read_keys: Vec<Vec<u8>>,
-    /// Ranges `[start, end)` scanned (serializable only).
-    pub read_ranges: Vec<KeyRange>,
-}
-
-/// What every row engine provides. The contract (the model tests check it on every
-/// engine, against [`MemoryEngine`]):
-///
-/// - **Versions.** Every write is a batch committed atomically at one commit timestamp,
-///   greater than every earlier one; a reader at snapshot `s` sees exactly the newest
-///   version at or below `s` of every key, and never part of a batch.
-/// - **Snapshots.** A registered [`Snapshot`] at `s` keeps every version it can see
-///   readable until it drops; versions in `(lo, hi]` stay readable while a snapshot at
-///   or below `lo` is registered (what [`RowEngine::for_each_change`] relies on).
-/// - **Transactions.** [`RowEngine::commit_checked`] refuses a batch if a commit after
-///   `check.start_ts` wrote one of its keys, or (serializable) one of the keys or
-///   ranges it read: first committer wins.
-/// - **Durability.** A write that returned is durable as the options say; an I/O
-///   failure that could lose acknowledged data stops the engine (fail-stop,
-///   `Error::Fatal`).
-pub trait RowEngine: Send + Sync {
-    type Iter: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send;
-
-    /// Apply `batch` atomically; returns its commit timestamp.
-    fn write(&self, batch: WriteBatch) -> Result<Ts>;
-    /// Commit `batch` if it passes `check` (see the trait docs).
-    fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts>;
-    /// The newest value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// The value of `key` at `snap`.
-    fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>>;
-    /// The newest commit timestamp of `key`, if it was ever written.
-    fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>>;
-    /// A snapshot of the newest commit.
-    fn snapshot(&self) -> Snapshot;
-    /// A snapshot at an earlier `ts` (refused if versions it needs may be gone).
-    fn snapshot_at(&self, ts: Ts) -> Result<Snapshot>;
-    /// A transaction's snapshot (counted as an open transaction until it drops).
-    fn begin_txn(&self) -> Result<TxnSnapshot>;
-    /// Keys in `[start, end)` at the newest commit, ascending or descending.
-    fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<Self::Iter>;
-    /// Keys in `[start, end)` at `snap`.
-    fn iter_at(
-        &self,
-        snap: &Snapshot,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        reverse: bool,
-    ) -> Result<Self::Iter>;
-    /// The newest visible commit timestamp.
-    fn visible_ts(&self) -> Ts;
-    /// Make everything written so far independent of the WAL (no-op where there is
-    /// none).
-    fn flush(&self) -> Result<()>;
-    /// Flush, then merge everything and drop what no snapshot needs.
-    fn compact_all(&self) -> Result<()>;
-    /// Stop background work and release resources; later calls fail with `Closed`.
-    fn close(&self) -> Result<()>;
-}
 
 /// A row engine: one of the engines there are. Hot-path calls dispatch with a `match`.
 pub enum Engine {

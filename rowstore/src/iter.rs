@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::key::{EntryRef, Ts, cmp_internal};
 use crate::memtable::MemTableIter;
-use crate::prefetch::Prefetcher;
+use crate::sst::prefetch::Prefetcher;
 use crate::sst::{Table, TableIter};
 use crate::version::SuperVersion;
 use std::cmp::Ordering;

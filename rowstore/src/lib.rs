@@ -18,7 +18,6 @@
 
 pub mod backup;
 pub mod batch;
-pub mod cache;
 pub mod check;
 pub mod coding;
 pub mod compression;
@@ -35,8 +34,8 @@ pub mod manifest;
 pub mod memory;
 pub mod memtable;
 pub mod options;
-pub mod prefetch;
 pub mod repair;
+pub mod row_engine;
 pub mod snapshot;
 pub mod sst;
 pub mod txn;

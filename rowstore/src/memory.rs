@@ -3,10 +3,10 @@
 //! is the oracle the model tests hold the LSM engine to, operation by operation.
 
 use crate::batch::WriteBatch;
-use crate::engine::{CommitCheck, EngineSizes, EngineStats, RowEngine};
 use crate::error::{Error, Result};
 use crate::key::{Ts, display_key};
 use crate::options::EngineOptions;
+use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, RowEngine};
 use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
 use parking_lot::{Mutex, RwLock};
 use std::cmp::Reverse;
@@ -227,7 +227,7 @@ impl MemoryEngine {
         Ok(self.entries_at(snap.ts(), start, end, reverse))
     }
 
-    /// See [`crate::engine::Engine::for_each_change`].
+    /// See [`crate::engine::Engine::for_each_change`] (the contract is the same).
     pub fn for_each_change<E: From<Error>>(
         &self,
         hi: &Snapshot,

@@ -15,8 +15,6 @@
 //!   versions in a newer source are newer than those in an older one.
 
 use crate::batch::WriteBatch;
-use crate::cache::BlockCache;
-use crate::engine::{CommitCheck, EngineSizes, EngineStats, OpenMode};
 use crate::error::{Error, IoContext, Result};
 use crate::iter::{MergeIter, VisibleIter};
 use crate::key::Ts;
@@ -24,8 +22,10 @@ use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
 use crate::memtable::{Lookup, MemTable};
 use crate::options::{Durability, EngineOptions};
-use crate::prefetch::Prefetcher;
+use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode};
 use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
+use crate::sst::cache::BlockCache;
+use crate::sst::prefetch::Prefetcher;
 use crate::sst::{Table, TableBuilder, TableMeta, bloom};
 use crate::version::{SuperVersion, Version};
 use crate::vfs::{self, MmapBudget, Vfs};
@@ -94,7 +94,7 @@ struct Inner {
     bg_error: Mutex<Option<Error>>,
 }
 
-/// The row store's LSM engine (see [`crate::engine::RowEngine`] for its contract).
+/// The row store's LSM engine (see [`crate::row_engine::RowEngine`] for its contract).
 /// `Send + Sync`; share it behind an `Arc`.
 pub struct LsmEngine {
     inner: Arc<Inner>,
@@ -354,7 +354,7 @@ impl LsmEngine {
     }
 }
 
-impl crate::engine::RowEngine for LsmEngine {
+impl crate::row_engine::RowEngine for LsmEngine {
     type Iter = LsmIter;
     fn write(&self, batch: WriteBatch) -> Result<Ts> {
         self.write(batch)

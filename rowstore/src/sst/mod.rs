@@ -10,6 +10,8 @@
 
 pub mod block;
 pub mod bloom;
+pub mod cache;
+pub mod prefetch;
 mod table;
 
 pub use table::{Table, TableBuilder, TableIter, TableMeta, table_path};

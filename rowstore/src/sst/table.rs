@@ -1,12 +1,12 @@
 use super::block::{Block, BlockBuilder, Loc, PrefixIndex, Probe};
 use super::bloom;
-use crate::cache::BlockCache;
 use crate::coding::{self, Decoder};
 use crate::compression::{self, Compression};
 use crate::error::{Error, IoContext, Result};
 use crate::key::{EntryRef, InternalKey, MAX_TS, Ts, cmp_internal};
 use crate::memtable::Lookup;
-use crate::prefetch::Prefetcher;
+use crate::sst::cache::BlockCache;
+use crate::sst::prefetch::Prefetcher;
 use crate::vfs::{self, MmapBudget, RandomAccessFile, Vfs, VfsFile};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -911,7 +911,7 @@ mod tests {
         let t = build(d.path(), 9, 2000, Compression::Lz4);
         let n = t.num_blocks();
         assert!(n > 40);
-        let p = crate::prefetch::Prefetcher::start(1);
+        let p = crate::sst::prefetch::Prefetcher::start(1);
         let cached = |from: usize, to: usize| (from..to).filter(|&b| t.block_cached(b)).count();
         // A scan that stays in its first two blocks asks for nothing.
         let mut it = TableIter::new(t.clone(), None, None, false, Some((p.clone(), 8))).unwrap();
