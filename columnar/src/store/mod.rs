@@ -26,6 +26,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod check;
+mod files;
+mod rows;
+
+pub use check::check_files;
+use files::*;
+use rows::SegmentRows;
+
 /// Column-store settings.
 #[derive(Debug, Clone)]
 pub struct ColumnarOptions {
@@ -116,138 +124,6 @@ pub struct ColumnStore {
     round: Mutex<()>,
 }
 
-/// Rows decoded from the row store, in key order, into batch-sized chunks that are cut
-/// into segments of at most `segment_rows`. Chunks become the segment's record batches
-/// as they are: no decoded column is ever concatenated or regrown.
-struct SegmentRows<'a> {
-    store: &'a ColumnStore,
-    files: &'a mut RoundFiles,
-    tdir: &'a Path,
-    def: &'a TableDef,
-    dec: RowDecoder,
-    chunks: Vec<RecordBatch>,
-    chunk_rows: usize,
-    /// Segments written so far.
-    written: Vec<LoadedSegment>,
-}
-
-impl<'a> SegmentRows<'a> {
-    fn new(
-        store: &'a ColumnStore,
-        files: &'a mut RoundFiles,
-        tdir: &'a Path,
-        def: &'a TableDef,
-    ) -> Self {
-        let cap = store
-            .opts
-            .batch_rows
-            .clamp(1, store.opts.segment_rows.max(1));
-        SegmentRows {
-            store,
-            files,
-            tdir,
-            def,
-            dec: RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, cap),
-            chunks: Vec::new(),
-            chunk_rows: 0,
-            written: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.dec.push(key, value)?;
-        let (batch, segment) = (self.store.opts.batch_rows, self.store.opts.segment_rows);
-        if self.dec.len() >= batch || self.chunk_rows + self.dec.len() >= segment {
-            let b = self.dec.finish()?;
-            self.chunk_rows += b.num_rows();
-            self.chunks.push(b);
-            if self.chunk_rows >= segment {
-                self.write()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Write the pending rows as a segment.
-    fn write(&mut self) -> Result<()> {
-        if !self.dec.is_empty() {
-            self.chunks.push(self.dec.finish()?);
-        }
-        if self.chunks.is_empty() {
-            return Ok(());
-        }
-        let chunks = std::mem::take(&mut self.chunks);
-        self.chunk_rows = 0;
-        let s = self
-            .store
-            .write_chunks(self.files, self.tdir, self.def, &chunks)?;
-        self.written.push(s);
-        Ok(())
-    }
-
-    /// After feeding every row (`fed`: how that went), write what is pending and return
-    /// every segment written. (On failure the round's [`RoundFiles`] removes them.)
-    fn finish(mut self, fed: Result<()>) -> Result<Vec<LoadedSegment>> {
-        fed.and_then(|()| self.write())?;
-        Ok(self.written)
-    }
-}
-
-/// Every file a compaction round creates. Unless the round publishes them
-/// ([`RoundFiles::publish`]), they are removed when it ends, whatever made it fail, so
-/// a failed round leaves nothing behind that a later round could trip over. (A crash
-/// leaves them as orphans, which opening removes.)
-struct RoundFiles {
-    vfs: Arc<dyn Vfs>,
-    created: Vec<PathBuf>,
-}
-
-impl RoundFiles {
-    fn new(vfs: Arc<dyn Vfs>) -> Self {
-        RoundFiles {
-            vfs,
-            created: Vec::new(),
-        }
-    }
-
-    /// A new file at `path`: any file already there is an orphan of a crashed round
-    /// (names come from one counter), so it is replaced.
-    fn create(&mut self, path: PathBuf, data: &[u8]) -> Result<()> {
-        vfs::remove_file_if_exists(&*self.vfs, &path)?;
-        self.created.push(path.clone());
-        vfs::create_new_synced(&*self.vfs, &path, data)?;
-        Ok(())
-    }
-
-    /// Register a file written by someone else for this round.
-    fn add(&mut self, path: PathBuf) {
-        self.created.push(path);
-    }
-
-    /// The round published: its files stay.
-    fn publish(mut self) {
-        self.created.clear();
-    }
-}
-
-impl Drop for RoundFiles {
-    fn drop(&mut self) {
-        for p in &self.created {
-            if let Err(e) = vfs::remove_file_if_exists(&*self.vfs, p) {
-                tracing::warn!(file = %p.display(), error = %e, "could not remove a file of a failed round");
-            }
-        }
-    }
-}
-
-fn table_dir(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("t{id}"))
-}
-
-fn del_path(dir: &Path, seg: u64, generation: u64) -> PathBuf {
-    dir.join(format!("seg-{seg:06}.del-{generation}"))
-}
-
 /// The row-store key (without table prefix) of row `i`.
 fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
     out.clear();
@@ -258,51 +134,6 @@ fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
             encode_key_value(c.as_ref(), i, out);
         }
     }
-}
-
-const DEL_MAGIC: &[u8; 8] = b"LTNGDEL1";
-
-fn write_deletes(
-    files: &mut RoundFiles,
-    dir: &Path,
-    seg: u64,
-    generation: u64,
-    bm: &RoaringBitmap,
-) -> Result<DeleteFile> {
-    let mut data = DEL_MAGIC.to_vec();
-    bm.serialize_into(&mut data)
-        .map_err(|e| Error::io("encoding a delete bitmap", e))?;
-    let crc = crc32c::crc32c(&data);
-    data.extend_from_slice(&crc.to_le_bytes());
-    files.create(del_path(dir, seg, generation), &data)?;
-    Ok(DeleteFile {
-        generation,
-        deleted_rows: bm.len(),
-        file_len: data.len() as u64,
-        file_crc32c: crc32c::crc32c(&data),
-    })
-}
-
-fn read_deletes(vfs: &dyn Vfs, dir: &Path, seg: u64, d: &DeleteFile) -> Result<RoaringBitmap> {
-    let p = del_path(dir, seg, d.generation);
-    parse_deletes(&p, &vfs::read_file(vfs, &p)?, d)
-}
-
-fn parse_deletes(p: &Path, data: &[u8], d: &DeleteFile) -> Result<RoaringBitmap> {
-    let p = p.to_path_buf();
-    let bad = |why: &str| Error::corruption(&p, 0, why.to_string());
-    if data.len() as u64 != d.file_len || crc32c::crc32c(data) != d.file_crc32c {
-        return Err(bad("delete bitmap checksum mismatch"));
-    }
-    if data.len() < 12 || &data[..8] != DEL_MAGIC {
-        return Err(bad("not a delete bitmap"));
-    }
-    let body = &data[8..data.len() - 4];
-    let crc = u32::from_le_bytes(data[data.len() - 4..].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&data[..data.len() - 4]) != crc {
-        return Err(bad("delete bitmap checksum mismatch"));
-    }
-    RoaringBitmap::deserialize_from(body).map_err(|e| bad(&e.to_string()))
 }
 
 impl ColumnStore {
@@ -875,91 +706,4 @@ impl ColumnStore {
     pub fn table_dir(&self, table_id: u32) -> PathBuf {
         table_dir(&self.dir, table_id)
     }
-}
-
-/// Verify `percent`% of the column-store segment files (and their delete bitmaps)
-/// against the checksums in `STATE`. Returns (segments checked, segments total).
-///
-/// Works while the database is open and compacting: a file that disappears because a
-/// newer `STATE` replaced it is not damage; the check then verifies the newer state.
-pub fn check_files(
-    vfs: &dyn Vfs,
-    db_dir: &Path,
-    percent: u8,
-    mut progress: impl FnMut(&str),
-) -> Result<(u64, u64)> {
-    let dir = db_dir.join("columnar");
-    for _ in 0..100 {
-        let Some(st) = ColumnarState::load(vfs, &dir)? else {
-            return Ok((0, 0));
-        };
-        match check_state(vfs, &dir, &st, percent, &mut progress) {
-            Err(e) if is_not_found(&e) && ColumnarState::load(vfs, &dir)?.as_ref() != Some(&st) => {
-                progress("the column store changed while it was checked; checking the new state");
-            }
-            r => return r,
-        }
-    }
-    Err(Error::Schema(
-        "the column store changed too fast to check (100 states)".into(),
-    ))
-}
-
-fn is_not_found(e: &Error) -> bool {
-    match e {
-        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-        Error::Storage(lightning_rowstore::Error::Io { source, .. }) => {
-            source.kind() == std::io::ErrorKind::NotFound
-        }
-        _ => false,
-    }
-}
-
-fn check_state(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    st: &ColumnarState,
-    percent: u8,
-    progress: &mut impl FnMut(&str),
-) -> Result<(u64, u64)> {
-    let percent = u64::from(percent.min(100));
-    // Pin: open every file to check first (fast), so a round that replaces them while
-    // they are verified does not matter; then verify through the handles.
-    let mut pinned = Vec::new();
-    let mut total = 0u64;
-    let open = |p: &Path| {
-        vfs.open(p)
-            .map_err(|e| Error::io(format!("opening {}", p.display()), e))
-    };
-    for (id, t) in &st.tables {
-        let tdir = table_dir(dir, *id);
-        for s in &t.segments {
-            let i = total;
-            total += 1;
-            if !(percent == 100 || ((i + 1) * percent) / 100 > (i * percent) / 100) {
-                continue;
-            }
-            let p = segment_path(&tdir, s.info.id);
-            let seg = open(&p)?;
-            let del = match &s.deletes {
-                Some(d) => Some((d, open(&del_path(&tdir, s.info.id, d.generation))?)),
-                None => None,
-            };
-            pinned.push((p, s, seg, del, tdir.clone()));
-        }
-    }
-    let mut checked = 0;
-    for (p, s, seg, del, tdir) in pinned {
-        let data = vfs::read_all(&*seg, &p)?;
-        if data.len() as u64 != s.info.file_len || crc32c::crc32c(&data) != s.info.file_crc32c {
-            return Err(Error::corruption(&p, 0, "segment checksum mismatch"));
-        }
-        if let Some((d, f)) = del {
-            let dp = del_path(&tdir, s.info.id, d.generation);
-            parse_deletes(&dp, &vfs::read_all(&*f, &dp)?, d)?;
-        }
-        checked += 1;
-        progress(&format!("segment {}: ok", p.display()));
-    }
-    Ok((checked, total))
 }

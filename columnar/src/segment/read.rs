@@ -1,0 +1,383 @@
+//! Reading a segment: mapped (or read) and verified once, batches decoded lazily and
+//! cast back to the table's types.
+
+use super::*;
+
+/// An open, verified, memory-mapped segment.
+pub struct Segment {
+    path: PathBuf,
+    info: SegmentInfo,
+    buffer: Buffer,
+    table_schema: SchemaRef,
+    file_schema: SchemaRef,
+    version: arrow::ipc::MetadataVersion,
+    dict_blocks: Vec<arrow::ipc::Block>,
+    batch_blocks: Vec<arrow::ipc::Block>,
+    /// First row of each batch, plus the row count at the end.
+    batch_starts: Vec<usize>,
+    batch_zones: Vec<Vec<ZoneMap>>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Map and verify a segment against what the state recorded about it.
+    pub fn open(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        info: &SegmentInfo,
+        table_schema: SchemaRef,
+    ) -> Result<Segment> {
+        let path = segment_path(dir, info.id);
+        let file = vfs
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io(format!("stat of {}", path.display()), e))?;
+        if len != info.file_len || len < 10 {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("segment is {len} bytes, expected {}", info.file_len),
+            ));
+        }
+        // Segment files are immutable once published: nothing writes to or truncates
+        // them while mapped, and they are only unlinked, which leaves a mapping valid.
+        // A `Vfs` that cannot map (an encrypting one) gives the bytes read into memory.
+        let map = file
+            .map()
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let buffer = match map {
+            Some(map) => {
+                let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("mmap pointer is not null");
+                let n = map.len();
+                // SAFETY: `ptr` points to `n` readable bytes owned by `map`, which the
+                // buffer keeps alive (as its owner) for as long as any slice of it exists.
+                unsafe { Buffer::from_custom_allocation(ptr, n, Arc::new(map)) }
+            }
+            None => {
+                // An aligned allocation, as Arrow's decoders expect of IPC bodies.
+                let mut b = arrow::buffer::MutableBuffer::from_len_zeroed(len as usize);
+                file.read_at(b.as_slice_mut(), 0)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                b.into()
+            }
+        };
+        if buffer.len() as u64 != len {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment changed size while opened",
+            ));
+        }
+        let crc = crc32c::crc32c(&buffer);
+        if crc != info.file_crc32c {
+            return Err(Error::corruption(&path, 0, "segment checksum mismatch"));
+        }
+        let n = buffer.len();
+        let bad = |why: String| Error::corruption(&path, 0, why);
+        let trailer: [u8; 10] = buffer[n - 10..].try_into().expect("10 bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| bad(e.to_string()))?;
+        if footer_len + 10 > n {
+            return Err(bad("footer length exceeds file".into()));
+        }
+        let footer = root_as_footer(&buffer[n - 10 - footer_len..n - 10])
+            .map_err(|e| bad(format!("bad footer: {e}")))?;
+        let fb_schema = footer
+            .schema()
+            .ok_or_else(|| bad("footer has no schema".into()))?;
+        // Arrow's flatbuffer conversion unwraps optional fields; a damaged
+        // footer must be a corruption error, not a panic.
+        let file_schema = Arc::new(contain(&path, || {
+            arrow::ipc::convert::fb_to_schema(fb_schema)
+        })?);
+        let meta: std::collections::HashMap<String, String> = footer
+            .custom_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .filter_map(|e| Some((e.key()?.to_string(), e.value()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let version: u32 = meta
+            .get(META_VERSION)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("missing format version".into()))?;
+        if version == 0 || version > SEGMENT_FORMAT_VERSION {
+            return Err(bad(format!("unsupported segment format version {version}")));
+        }
+        let body_len: usize = meta
+            .get(META_BODY_LEN)
+            .and_then(|v| v.parse().ok())
+            .filter(|&l| l <= n)
+            .ok_or_else(|| bad("bad body length".into()))?;
+        let body_crc: u32 = meta
+            .get(META_BODY_CRC)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("missing body checksum".into()))?;
+        if crc32c::crc32c(&buffer[..body_len]) != body_crc {
+            return Err(bad("segment body checksum mismatch".into()));
+        }
+        let batch_blocks: Vec<arrow::ipc::Block> = footer
+            .recordBatches()
+            .ok_or_else(|| bad("no record batches".into()))?
+            .iter()
+            .copied()
+            .collect();
+        let (batch_rows, batch_zones): (Vec<usize>, Vec<Vec<ZoneMap>>) = if version == 1 {
+            (vec![info.rows as usize], vec![info.zone_maps.clone()])
+        } else {
+            let rows = meta
+                .get(META_BATCH_ROWS)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .ok_or_else(|| bad("missing batch row counts".into()))?;
+            let zones = meta
+                .get(META_BATCH_ZONES)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .ok_or_else(|| bad("missing batch zone maps".into()))?;
+            (rows, zones)
+        };
+        if batch_blocks.is_empty()
+            || batch_rows.len() != batch_blocks.len()
+            || batch_zones.len() != batch_blocks.len()
+            || batch_rows.iter().sum::<usize>() as u64 != info.rows
+        {
+            return Err(bad(format!(
+                "{} record batches do not match the recorded batch rows ({}) and row count ({})",
+                batch_blocks.len(),
+                batch_rows.len(),
+                info.rows
+            )));
+        }
+        let mut batch_starts = vec![0];
+        for r in &batch_rows {
+            batch_starts.push(batch_starts.last().unwrap() + r);
+        }
+        let dict_blocks = footer
+            .dictionaries()
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
+        if file_schema.fields().len() != table_schema.fields().len() {
+            return Err(bad("segment columns do not match the table".into()));
+        }
+        Ok(Segment {
+            version: footer.version(),
+            path,
+            info: info.clone(),
+            buffer,
+            table_schema,
+            file_schema,
+            dict_blocks,
+            batch_blocks,
+            batch_starts,
+            batch_zones,
+        })
+    }
+
+    pub fn info(&self) -> &SegmentInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.info.rows as usize
+    }
+
+    fn block_buf(&self, b: &arrow::ipc::Block) -> Result<Buffer> {
+        let start = b.offset() as usize;
+        let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+        if start.checked_add(len).is_none_or(|e| e > self.buffer.len()) {
+            return Err(Error::corruption(
+                &self.path,
+                start as u64,
+                "block outside the file",
+            ));
+        }
+        Ok(self.buffer.slice_with_length(start, len))
+    }
+
+    /// Record batches in the file.
+    pub fn num_batches(&self) -> usize {
+        self.batch_blocks.len()
+    }
+
+    /// Rows `[start, end)` of batch `i` within the segment.
+    pub fn batch_range(&self, i: usize) -> std::ops::Range<usize> {
+        self.batch_starts[i]..self.batch_starts[i + 1]
+    }
+
+    /// Zone maps of batch `i` (the segment's own for a format-1 file).
+    pub fn batch_zone_maps(&self, i: usize) -> &[ZoneMap] {
+        &self.batch_zones[i]
+    }
+
+    fn projection(&self, projection: Option<&[usize]>) -> Vec<usize> {
+        projection
+            .map(<[usize]>::to_vec)
+            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect())
+    }
+
+    fn wrap(&self, e: arrow::error::ArrowError) -> Error {
+        Error::corruption(&self.path, 0, e.to_string())
+    }
+
+    /// A decoder of the projected columns with the file's dictionaries loaded.
+    fn decoder(&self, proj: &[usize]) -> Result<FileDecoder> {
+        let mut dec =
+            FileDecoder::new(self.file_schema.clone(), self.version).with_projection(proj.to_vec());
+        for b in &self.dict_blocks {
+            let buf = self.block_buf(b)?;
+            contain(&self.path, || dec.read_dictionary(b, &buf))?.map_err(|e| self.wrap(e))?;
+        }
+        Ok(dec)
+    }
+
+    /// Decode batch `i` with `dec` into the table's own types (`out_schema`).
+    fn decode(&self, dec: &FileDecoder, i: usize, out_schema: &SchemaRef) -> Result<RecordBatch> {
+        let block = &self.batch_blocks[i];
+        let buf = self.block_buf(block)?;
+        let batch = contain(&self.path, || dec.read_record_batch(block, &buf))?
+            .map_err(|e| self.wrap(e))?
+            .ok_or_else(|| Error::corruption(&self.path, 0, "empty record batch block"))?;
+        let rows = self.batch_range(i).len();
+        if batch.num_rows() != rows {
+            return Err(Error::corruption(
+                &self.path,
+                block.offset() as u64,
+                format!("batch {i} has {} rows, expected {rows}", batch.num_rows()),
+            ));
+        }
+        let cols = batch
+            .columns()
+            .iter()
+            .zip(out_schema.fields())
+            .map(|(c, f)| to_type(c, f.data_type()).map_err(|e| self.wrap(e)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            out_schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+
+    /// A reader that decodes the projected columns (indexes into the table schema;
+    /// `None` = all) one batch at a time.
+    pub fn reader(self: &Arc<Self>, projection: Option<&[usize]>) -> Result<SegmentReader> {
+        let proj = self.projection(projection);
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        self.reader_as(projection, out_schema)
+    }
+
+    /// [`Segment::reader`] that decodes into `schema` instead of the table's types: one
+    /// field per projected column, of a type the stored column casts to (e.g. `Utf8View`
+    /// for a string column, which a dictionary becomes without copying its strings).
+    pub fn reader_as(
+        self: &Arc<Self>,
+        projection: Option<&[usize]>,
+        schema: SchemaRef,
+    ) -> Result<SegmentReader> {
+        let proj = self.projection(projection);
+        if schema.fields().len() != proj.len() {
+            return Err(Error::Schema(format!(
+                "{} output fields for {} projected columns",
+                schema.fields().len(),
+                proj.len()
+            )));
+        }
+        Ok(SegmentReader {
+            dec: self.decoder(&proj)?,
+            out_schema: schema,
+            seg: self.clone(),
+        })
+    }
+
+    /// Read the projected columns (indexes into the table schema; `None` = all) of every
+    /// row, decoded to the table's own types.
+    pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
+        let proj = self.projection(projection);
+        let dec = self.decoder(&proj)?;
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        let batches = (0..self.num_batches())
+            .map(|i| self.decode(&dec, i, &out_schema))
+            .collect::<Result<Vec<_>>>()?;
+        if batches.len() == 1 {
+            return Ok(batches.into_iter().next().expect("one batch"));
+        }
+        Ok(arrow::compute::concat_batches(&out_schema, &batches)?)
+    }
+}
+
+/// Cast a stored column to the type a reader asked for. A dictionary is unpacked by
+/// casting its (few) values and gathering them by key: for a string dictionary read as
+/// `Utf8View` that copies one 16-byte view per row instead of rebuilding each view from
+/// the string bytes.
+pub(super) fn to_type(
+    c: &ArrayRef,
+    t: &DataType,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    if c.data_type() == t {
+        return Ok(c.clone());
+    }
+    if let Some(d) = c.as_any_dictionary_opt()
+        && !matches!(t, DataType::Dictionary(_, _))
+    {
+        let values = arrow::compute::cast(d.values(), t)?;
+        return arrow::compute::take(values.as_ref(), d.keys(), None);
+    }
+    arrow::compute::cast(c, t)
+}
+
+/// Decodes one segment's batches on demand (see [`Segment::reader`]).
+pub struct SegmentReader {
+    seg: Arc<Segment>,
+    dec: FileDecoder,
+    out_schema: SchemaRef,
+}
+
+impl SegmentReader {
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.out_schema
+    }
+
+    /// Decode batch `i` (rows [`Segment::batch_range`]`(i)`).
+    pub fn read_batch(&self, i: usize) -> Result<RecordBatch> {
+        if i >= self.seg.num_batches() {
+            return Err(Error::Schema(format!(
+                "batch {i} of a segment with {} batches",
+                self.seg.num_batches()
+            )));
+        }
+        self.seg.decode(&self.dec, i, &self.out_schema)
+    }
+}
+
+/// Run Arrow IPC decoding of on-disk bytes, turning a panic inside the
+/// decoder (Arrow trusts parts of the flatbuffer it should not) into a
+/// corruption error. The checksums make this unreachable for files we wrote;
+/// it guards against damage that happens to keep a valid checksum and against
+/// files written by something else.
+fn contain<T>(path: &std::path::Path, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "decoder panicked".into());
+        Error::corruption(path, 0, format!("undecodable Arrow IPC data: {why}"))
+    })
+}

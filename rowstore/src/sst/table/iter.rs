@@ -1,0 +1,197 @@
+//! Reading a table in key order, either direction, with read-ahead for long scans.
+
+use super::*;
+
+/// A cursor over a user-key range of one table, forward or reverse.
+pub struct TableIter {
+    pub(super) table: Arc<Table>,
+    pub(super) block_idx: usize,
+    pub(super) block: Option<Arc<Block>>,
+    pub(super) pos: usize,
+    pub(super) start: Option<Vec<u8>>,
+    pub(super) end: Option<Vec<u8>>,
+    pub(super) reverse: bool,
+    pub(super) prefetch: Option<(Arc<Prefetcher>, usize)>,
+    /// Read-ahead frontier: blocks from here on in the scan's direction have not been
+    /// asked for yet (forward: the lowest such index; reverse: one past the highest).
+    pub(super) prefetched_to: usize,
+    /// Blocks this cursor has moved into: read-ahead starts once a scan proves long.
+    pub(super) loads: usize,
+    /// The entry at `pos`, located when the cursor got there.
+    pub(super) cur: Option<Loc>,
+}
+
+/// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
+/// ranges span one to three blocks) never pay for waking a prefetch worker.
+const PREFETCH_AFTER_LOADS: usize = 2;
+
+impl TableIter {
+    /// Position at the first entry of `[start, end)` in the given direction.
+    pub fn new(
+        table: Arc<Table>,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+        prefetch: Option<(Arc<Prefetcher>, usize)>,
+    ) -> Result<Self> {
+        let mut it = TableIter {
+            table,
+            block_idx: 0,
+            block: None,
+            pos: 0,
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+            reverse,
+            prefetch,
+            prefetched_to: if reverse { usize::MAX } else { 0 },
+            loads: 0,
+            cur: None,
+        };
+        if reverse {
+            // Last entry < (end, MAX_TS): seek to first >= it, then step back.
+            let (bi, pos) = match &it.end {
+                Some(e) => {
+                    let bi = it.table.find_block(e, MAX_TS);
+                    if bi >= it.table.num_blocks() {
+                        (it.table.num_blocks(), 0)
+                    } else {
+                        let b = it.table.block(bi)?;
+                        let p = b.seek(e, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?;
+                        (bi, p)
+                    }
+                }
+                None => (it.table.num_blocks(), 0),
+            };
+            it.block_idx = bi;
+            it.pos = pos;
+            if bi < it.table.num_blocks() {
+                it.block = Some(it.table.block(bi)?);
+            }
+            it.step_back()?;
+        } else {
+            let bi = match &it.start {
+                Some(s) => it.table.find_block(s, MAX_TS),
+                None => 0,
+            };
+            it.block_idx = bi;
+            if bi < it.table.num_blocks() {
+                let b = it.table.block(bi)?;
+                it.pos = match &it.start {
+                    Some(s) => b.seek(s, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?,
+                    None => 0,
+                };
+                it.block = Some(b);
+                it.normalize_forward()?;
+            }
+        }
+        it.check_bounds()?;
+        Ok(it)
+    }
+
+    fn load(&mut self, bi: usize) -> Result<()> {
+        self.block = Some(self.table.block(bi)?);
+        self.block_idx = bi;
+        self.loads += 1;
+        if let Some((p, dist)) = &self.prefetch
+            && self.loads >= PREFETCH_AFTER_LOADS
+        {
+            let n = self.table.num_blocks();
+            // Each block is considered once: only the blocks the window gained since the
+            // last load, and of those only the uncached ones (a request wakes a worker).
+            let (from, to) = if self.reverse {
+                (bi.saturating_sub(*dist), bi.min(self.prefetched_to))
+            } else {
+                ((bi + 1).max(self.prefetched_to), (bi + 1 + *dist).min(n))
+            };
+            let wanted = (from..to).filter(|&j| !self.table.block_cached(j));
+            if self.reverse {
+                wanted.rev().for_each(|j| p.request(&self.table, j));
+                self.prefetched_to = self.prefetched_to.min(from);
+            } else {
+                wanted.for_each(|j| p.request(&self.table, j));
+                self.prefetched_to = self.prefetched_to.max(to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Skip past exhausted blocks going forward.
+    fn normalize_forward(&mut self) -> Result<()> {
+        while let Some(b) = &self.block {
+            if self.pos < b.len() {
+                return Ok(());
+            }
+            let next = self.block_idx + 1;
+            if next >= self.table.num_blocks() {
+                self.block = None;
+                return Ok(());
+            }
+            self.load(next)?;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Move to the previous entry (pos-1), crossing block boundaries.
+    fn step_back(&mut self) -> Result<()> {
+        loop {
+            if self.pos > 0 && self.block.is_some() {
+                self.pos -= 1;
+                return Ok(());
+            }
+            if self.block_idx == 0 {
+                self.block = None;
+                return Ok(());
+            }
+            let prev = self.block_idx - 1;
+            self.load(prev)?;
+            self.pos = self.block.as_ref().map_or(0, |b| b.len());
+        }
+    }
+
+    /// Locate the entry the cursor moved to (every move ends here), or stop when it
+    /// left `[start, end)`.
+    fn check_bounds(&mut self) -> Result<()> {
+        self.cur = None;
+        let Some(b) = &self.block else {
+            return Ok(());
+        };
+        if self.pos >= b.len() {
+            return Ok(());
+        }
+        let loc = b
+            .locate(self.pos)
+            .map_err(|m| self.table.corrupt(self.block_idx, m))?;
+        let key = b.at(&loc).0;
+        let out = if self.reverse {
+            self.start.as_deref().is_some_and(|s| key < s)
+        } else {
+            self.end.as_deref().is_some_and(|x| key >= x)
+        };
+        if out {
+            self.block = None;
+        } else {
+            self.cur = Some(loc);
+        }
+        Ok(())
+    }
+
+    /// Current entry: (user key, ts, value or None for a tombstone).
+    #[inline]
+    pub fn current(&self) -> Option<EntryRef<'_>> {
+        Some(self.block.as_ref()?.at(self.cur.as_ref()?))
+    }
+
+    pub fn advance(&mut self) -> Result<()> {
+        if self.block.is_none() {
+            return Ok(());
+        }
+        if self.reverse {
+            self.step_back()?;
+        } else {
+            self.pos += 1;
+            self.normalize_forward()?;
+        }
+        self.check_bounds()
+    }
+}
