@@ -649,6 +649,22 @@ fn drop_table_child() {
     }
 }
 
+/// A fresh `FaultVfs` and the default configuration on it.
+fn on_fault_vfs() -> (lightning_db::vfs::FaultVfs, LightningDbConfig) {
+    let vfs = lightning_db::vfs::FaultVfs::new();
+    let cfg = LightningDbConfig {
+        vfs: Some(Arc::new(vfs.clone())),
+        ..LightningDbConfig::default()
+    };
+    (vfs, cfg)
+}
+
+/// Rows of `table`, read through the table API.
+fn table_row_count(db: &Database, table: &str) -> usize {
+    let batches = db.scan_table(table, 100_000).unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
 /// Rows in the row store under any user table id (everything after the `kv` table).
 fn raw_table_rows(db: &Database) -> u64 {
     db.engine()
@@ -726,22 +742,12 @@ fn drop_table_is_one_commit_and_table_ids_are_never_reused() {
         let db = Database::open(&path, table_cfg()).unwrap();
         if db.list_tables().unwrap().contains(&"big".to_string()) {
             // The drop never committed: the table is whole.
-            let n: usize = db
-                .scan_table("big", 100_000)
-                .unwrap()
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
+            let n = table_row_count(&db, "big");
             assert_eq!(n as i64, rows, "cycle {cycle}: half-dropped table");
             continue;
         }
         db.create_table("fresh", schema.clone(), &["id"]).unwrap();
-        let n: usize = db
-            .scan_table("fresh", 100_000)
-            .unwrap()
-            .iter()
-            .map(|b| b.num_rows())
-            .sum();
+        let n = table_row_count(&db, "fresh");
         assert_eq!(
             n, 0,
             "cycle {cycle}: a new table holds a dropped table's rows"
@@ -894,7 +900,7 @@ fn a_failed_column_store_round_leaves_nothing_behind_and_the_next_one_succeeds()
 /// `repair --truncate-wal` drops it with a report.
 #[test]
 fn power_loss_during_group_commit_opens_with_every_acknowledged_write() {
-    use lightning_db::vfs::{FaultVfs, PowerLoss};
+    use lightning_db::vfs::PowerLoss;
     let seeds = if cfg!(feature = "integration_tests") {
         40
     } else {
@@ -904,11 +910,7 @@ fn power_loss_during_group_commit_opens_with_every_acknowledged_write() {
     for seed in 0..seeds {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let vfs = FaultVfs::new();
-        let cfg = LightningDbConfig {
-            vfs: Some(Arc::new(vfs.clone())),
-            ..LightningDbConfig::default()
-        };
+        let (vfs, cfg) = on_fault_vfs();
         let db = Arc::new(Database::create(&path, cfg).unwrap());
         let writers = Writers::start_big(&db);
         std::thread::sleep(std::time::Duration::from_millis(30 + seed * 7));
@@ -944,14 +946,10 @@ fn power_loss_during_group_commit_opens_with_every_acknowledged_write() {
 
 #[test]
 fn damage_to_durable_wal_records_is_refused_and_repair_truncates_it_with_a_report() {
-    use lightning_db::vfs::{FaultVfs, PowerLoss};
+    use lightning_db::vfs::PowerLoss;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let vfs = FaultVfs::new();
-    let cfg = LightningDbConfig {
-        vfs: Some(Arc::new(vfs.clone())),
-        ..LightningDbConfig::default()
-    };
+    let (vfs, cfg) = on_fault_vfs();
     let db = Database::create(&path, cfg).unwrap();
     for i in 0..100 {
         db.put(&common::key(i), &common::value(i, 0)).unwrap();

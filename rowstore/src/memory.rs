@@ -94,15 +94,6 @@ impl MemoryEngine {
         ts
     }
 
-    pub fn write(&self, batch: WriteBatch) -> Result<Ts> {
-        self.check_open()?;
-        let _c = self.commit.lock();
-        if batch.is_empty() {
-            return Ok(self.visible.load(Ordering::Acquire));
-        }
-        Ok(self.apply(&batch))
-    }
-
     fn newer(&self, key: &[u8], than: Ts) -> bool {
         self.latest(key).is_some_and(|t| t > than)
     }
@@ -114,7 +105,47 @@ impl MemoryEngine {
             .map(|Reverse(t)| *t)
     }
 
-    pub fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
+    fn entries_at(
+        &self,
+        ts: Ts,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> MemIter {
+        if start.zip(end).is_some_and(|(s, e)| s >= e) {
+            return Vec::new().into_iter();
+        }
+        let d = self.data.read();
+        let mut out: Vec<Result<(Vec<u8>, Vec<u8>)>> = d
+            .range::<[u8], _>(bounds(start, end))
+            .filter_map(|(k, versions)| {
+                let v = versions.range(Reverse(ts)..).next()?.1.as_ref()?;
+                Some(Ok((k.clone(), v.clone())))
+            })
+            .collect();
+        if reverse {
+            out.reverse();
+        }
+        out.into_iter()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl RowEngine for MemoryEngine {
+    type Iter = MemIter;
+    fn write(&self, batch: WriteBatch) -> Result<Ts> {
+        self.check_open()?;
+        let _c = self.commit.lock();
+        if batch.is_empty() {
+            return Ok(self.visible.load(Ordering::Acquire));
+        }
+        Ok(self.apply(&batch))
+    }
+
+    fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
         self.check_open()?;
         let _c = self.commit.lock();
         let conflict = |what: &str, k: &[u8]| {
@@ -152,7 +183,7 @@ impl MemoryEngine {
         Ok(self.apply(&batch))
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.stats.gets.add(1);
         Ok(self
@@ -160,63 +191,35 @@ impl MemoryEngine {
             .flatten())
     }
 
-    pub fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
+    fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.stats.gets.add(1);
         Ok(self.read_at(key, snap.ts()).flatten())
     }
 
-    pub fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
+    fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
         Ok(self.latest(key))
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         self.registry.register_now(&self.visible)
     }
 
-    pub fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
+    fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
         self.registry.register(At::Checked(ts), &self.visible)
     }
 
-    pub fn begin_txn(&self) -> Result<TxnSnapshot> {
+    fn begin_txn(&self) -> Result<TxnSnapshot> {
         self.check_open()?;
         self.registry.begin_txn(&self.visible)
     }
 
-    pub fn active_transactions(&self) -> usize {
-        self.registry.active_txns()
-    }
-
-    fn entries_at(
-        &self,
-        ts: Ts,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        reverse: bool,
-    ) -> MemIter {
-        if start.zip(end).is_some_and(|(s, e)| s >= e) {
-            return Vec::new().into_iter();
-        }
-        let d = self.data.read();
-        let mut out: Vec<Result<(Vec<u8>, Vec<u8>)>> = d
-            .range::<[u8], _>(bounds(start, end))
-            .filter_map(|(k, versions)| {
-                let v = versions.range(Reverse(ts)..).next()?.1.as_ref()?;
-                Some(Ok((k.clone(), v.clone())))
-            })
-            .collect();
-        if reverse {
-            out.reverse();
-        }
-        out.into_iter()
-    }
-
-    pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<MemIter> {
+    fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<MemIter> {
         self.check_open()?;
         Ok(self.entries_at(self.visible.load(Ordering::Acquire), start, end, reverse))
     }
 
-    pub fn iter_at(
+    fn iter_at(
         &self,
         snap: &Snapshot,
         start: Option<&[u8]>,
@@ -227,42 +230,17 @@ impl MemoryEngine {
         Ok(self.entries_at(snap.ts(), start, end, reverse))
     }
 
-    /// See [`crate::engine::Engine::for_each_change`] (the contract is the same).
-    pub fn for_each_change<E: From<Error>>(
-        &self,
-        hi: &Snapshot,
-        lo: Ts,
-        start: &[u8],
-        end: &[u8],
-        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.check_open()?;
-        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
-            let d = self.data.read();
-            d.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-                .filter_map(|(k, versions)| {
-                    let (Reverse(t), v) = versions.range(Reverse(hi.ts())..).next()?;
-                    (*t > lo).then(|| (k.clone(), v.clone()))
-                })
-                .collect()
-        };
-        for (k, v) in &changes {
-            f(k, v.as_deref())?;
-        }
-        Ok(())
-    }
-
-    pub fn visible_ts(&self) -> Ts {
+    fn visible_ts(&self) -> Ts {
         self.visible.load(Ordering::Acquire)
     }
 
     /// Nothing to flush: the data is only in memory.
-    pub fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         self.check_open()
     }
 
     /// Drop every version that no registered snapshot (nor the newest state) can see.
-    pub fn compact_all(&self) -> Result<()> {
+    fn compact_all(&self) -> Result<()> {
         self.check_open()?;
         let _c = self.commit.lock();
         let horizon = self.registry.horizon(self.visible.load(Ordering::Acquire));
@@ -286,75 +264,47 @@ impl MemoryEngine {
         Ok(())
     }
 
-    pub fn sizes(&self) -> EngineSizes {
+    fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn for_each_change<E: From<Error>>(
+        &self,
+        hi: &Snapshot,
+        lo: Ts,
+        start: &[u8],
+        end: &[u8],
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.check_open()?;
+        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+            let d = self.data.read();
+            d.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                .filter_map(|(k, versions)| {
+                    let (Reverse(t), v) = versions.range(Reverse(hi.ts())..).next()?;
+                    (*t > lo).then(|| (k.clone(), v.clone()))
+                })
+                .collect()
+        };
+        for (k, v) in &changes {
+            f(k, v.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn active_transactions(&self) -> usize {
+        self.registry.active_txns()
+    }
+
+    fn sizes(&self) -> EngineSizes {
         EngineSizes {
             visible_ts: self.visible_ts(),
             ..Default::default()
         }
     }
 
-    pub fn stats(&self) -> &EngineStats {
+    fn stats(&self) -> &EngineStats {
         &self.stats
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
-        Ok(())
-    }
-}
-
-impl RowEngine for MemoryEngine {
-    type Iter = MemIter;
-    fn write(&self, batch: WriteBatch) -> Result<Ts> {
-        self.write(batch)
-    }
-    fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
-        self.commit_checked(batch, check)
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get(key)
-    }
-    fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
-        self.get_at(key, snap)
-    }
-    fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
-        self.latest_commit_ts(key)
-    }
-    fn snapshot(&self) -> Snapshot {
-        self.snapshot()
-    }
-    fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
-        self.snapshot_at(ts)
-    }
-    fn begin_txn(&self) -> Result<TxnSnapshot> {
-        self.begin_txn()
-    }
-    fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<MemIter> {
-        self.iter(start, end, reverse)
-    }
-    fn iter_at(
-        &self,
-        snap: &Snapshot,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        reverse: bool,
-    ) -> Result<MemIter> {
-        self.iter_at(snap, start, end, reverse)
-    }
-    fn visible_ts(&self) -> Ts {
-        self.visible_ts()
-    }
-    fn flush(&self) -> Result<()> {
-        self.flush()
-    }
-    fn compact_all(&self) -> Result<()> {
-        self.compact_all()
-    }
-    fn close(&self) -> Result<()> {
-        self.close()
     }
 }

@@ -3,7 +3,7 @@
 //! `crate::engine` puts them together, so no module depends on one that depends on it.
 
 use crate::batch::WriteBatch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key::{KeyRange, Ts};
 use crate::snapshot::{Snapshot, TxnSnapshot};
 
@@ -117,4 +117,23 @@ pub trait RowEngine: Send + Sync {
     fn compact_all(&self) -> Result<()>;
     /// Stop background work and release resources; later calls fail with `Closed`.
     fn close(&self) -> Result<()>;
+    /// For every user key in `[start, end)` whose newest version at or below `hi` was
+    /// committed after `lo`, in key order: `f(key, that version's value or None if
+    /// deleted)`, with slices valid only during the call. The caller holds a snapshot
+    /// at or below `lo` (so the versions and tombstones in `(lo, hi]` are still there)
+    /// and `hi` itself. What the column store folds into segments.
+    fn for_each_change<E: From<Error>>(
+        &self,
+        hi: &Snapshot,
+        lo: Ts,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E>;
+    /// Open transactions.
+    fn active_transactions(&self) -> usize;
+    /// Sizes of the engine's structures, for metrics.
+    fn sizes(&self) -> EngineSizes;
+    /// Counters since open.
+    fn stats(&self) -> &EngineStats;
 }

@@ -22,7 +22,7 @@ use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
 use crate::memtable::{Lookup, MemTable};
 use crate::options::{Durability, EngineOptions};
-use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode};
+use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode, RowEngine};
 use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
 use crate::sst::cache::BlockCache;
 use crate::sst::prefetch::Prefetcher;
@@ -114,134 +114,9 @@ impl LsmEngine {
         &self.inner.opts
     }
 
-    /// Apply `batch` atomically; returns its commit timestamp.
-    pub fn write(&self, batch: WriteBatch) -> Result<Ts> {
-        self.inner.check_writable()?;
-        if batch.is_empty() {
-            return Ok(self.inner.visible_ts.load(Ordering::Acquire));
-        }
-        self.inner.submit(batch, false)
-    }
-
-    /// Newest value of `key`.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.check_open()?;
-        self.inner.stats.gets.add(1);
-        // Same protocol as `read_view`, with a cheap guard instead of an Arc clone (a
-        // shared refcount would bounce between reader cores).
-        loop {
-            let sv = self.inner.sv.load();
-            let s = self.inner.visible_ts.load(Ordering::Acquire);
-            if !sv.mem.is_frozen() {
-                return self.inner.get_in(&sv, key, s);
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    /// Value of `key` as of `snap`.
-    pub fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
-        self.inner.check_open()?;
-        self.inner.stats.gets.add(1);
-        let sv = self.inner.sv.load();
-        self.inner.get_in(&sv, key, snap.ts())
-    }
-
-    /// Begin a transaction's snapshot: registered for GC and counted as an open
-    /// transaction until the returned guard drops.
-    pub fn begin_txn(&self) -> Result<TxnSnapshot> {
-        self.inner.check_writable()?;
-        self.inner.registry.begin_txn(&self.inner.visible_ts)
-    }
-
-    /// Commit `batch` if no transaction that committed after `check.start_ts` wrote a
-    /// key in the batch or (for serializable checks) in the read set.
-    pub fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
-        self.inner.check_writable()?;
-        self.inner.submit_checked(batch, false, Some(check))
-    }
-
     /// Validate through the recent-commit index (true) or LSM lookups (false).
     pub fn set_fast_validation(&self, on: bool) {
         self.inner.fast_validation.store(on, Ordering::Relaxed);
-    }
-
-    /// Number of open transactions.
-    pub fn active_transactions(&self) -> usize {
-        self.inner.registry.active_txns()
-    }
-
-    /// Register a snapshot at an earlier timestamp `ts`. Only possible while no version
-    /// `ts` needs can have been collected yet: `ts` must be at or above the current GC
-    /// horizon (an older registered snapshot, such as an open pin, keeps it there).
-    pub fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
-        self.inner
-            .registry
-            .register(At::Checked(ts), &self.inner.visible_ts)
-    }
-
-    /// For every user key in `[start, end)` whose newest version at or below `hi` was
-    /// committed after `lo`, in key order: `f(key, that version's value or None if
-    /// deleted)`, with slices valid only during the call. The caller must hold a snapshot
-    /// at or below `lo` (so the versions and tombstones in `(lo, hi]` were not
-    /// collected) and `hi` itself.
-    pub fn for_each_change<E: From<Error>>(
-        &self,
-        hi: &Snapshot,
-        lo: Ts,
-        start: &[u8],
-        end: &[u8],
-        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.inner.check_open()?;
-        let sv = self.inner.sv.load_full();
-        let mut merge =
-            MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
-        let mut key: Vec<u8> = Vec::new();
-        let mut have_key = false;
-        let mut decided = false;
-        while let Some((k, ts, v)) = merge.current() {
-            if !have_key || k != key.as_slice() {
-                key.clear();
-                key.extend_from_slice(k);
-                have_key = true;
-                decided = false;
-            }
-            // Versions of a key arrive newest first: the first one <= hi decides.
-            if !decided && ts <= hi.ts() {
-                decided = true;
-                if ts > lo {
-                    f(k, v)?;
-                }
-            }
-            merge.advance()?;
-        }
-        Ok(())
-    }
-
-    /// Take a registered snapshot of the current state.
-    pub fn snapshot(&self) -> Snapshot {
-        self.inner.registry.register_now(&self.inner.visible_ts)
-    }
-
-    /// Iterate user keys in `[start, end)` at the current state.
-    pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<LsmIter> {
-        self.inner.check_open()?;
-        let (sv, s) = self.inner.read_view();
-        self.iter_in(sv, s, start, end, reverse)
-    }
-
-    /// Iterate user keys in `[start, end)` as of `snap`.
-    pub fn iter_at(
-        &self,
-        snap: &Snapshot,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        reverse: bool,
-    ) -> Result<LsmIter> {
-        self.inner.check_open()?;
-        let sv = self.inner.sv.load_full();
-        self.iter_in(sv, snap.ts(), start, end, reverse)
     }
 
     fn iter_in(
@@ -261,54 +136,6 @@ impl LsmEngine {
             inner: VisibleIter::new(merge, s, reverse),
             _sv: sv,
         })
-    }
-
-    /// Newest commit timestamp of `key` across all sources (for conflict detection).
-    pub fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
-        let sv = self.inner.sv.load_full();
-        self.inner.latest_ts_in(&sv, key)
-    }
-
-    /// The newest visible commit timestamp.
-    pub fn visible_ts(&self) -> Ts {
-        self.inner.visible_ts.load(Ordering::Acquire)
-    }
-
-    /// Write the memtable to a table file and wait until no memtable awaits flush.
-    pub fn flush(&self) -> Result<()> {
-        self.inner.check_writable()?;
-        self.inner.submit(WriteBatch::new(), true)?;
-        self.inner.wait_for_flushes()
-    }
-
-    /// Flush, then merge every table into the last populated level, dropping every
-    /// overwritten version and tombstone that no snapshot needs.
-    pub fn compact_all(&self) -> Result<()> {
-        self.flush()?;
-        self.inner.compact_everything()
-    }
-
-    /// Sizes and cache figures right now.
-    pub fn sizes(&self) -> EngineSizes {
-        let sv = self.inner.sv.load_full();
-        let v = &sv.version;
-        EngineSizes {
-            tables_per_level: v.levels.iter().map(Vec::len).collect(),
-            bytes_per_level: (0..NUM_LEVELS).map(|l| v.level_bytes(l)).collect(),
-            memtable_bytes: (sv.mem.approximate_bytes()
-                + sv.imms.iter().map(|m| m.approximate_bytes()).sum::<usize>())
-                as u64,
-            immutable_memtables: sv.imms.len(),
-            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.used_bytes()),
-            cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
-            cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
-            visible_ts: self.visible_ts(),
-            wal_bytes_on_disk: self.inner.wal.lock().as_ref().map_or(0, |w| w.len()),
-        }
-    }
-
-    pub fn stats(&self) -> &EngineStats {
-        &self.inner.stats
     }
 
     /// Bytes currently memory-mapped for table reads.
@@ -347,42 +174,85 @@ impl LsmEngine {
         }
         Ok(n)
     }
-
-    /// Flush, stop background threads and release the directory lock. Idempotent.
-    pub fn close(&self) -> Result<()> {
-        self.inner.close()
-    }
 }
 
-impl crate::row_engine::RowEngine for LsmEngine {
+impl RowEngine for LsmEngine {
     type Iter = LsmIter;
+    /// Apply `batch` atomically; returns its commit timestamp.
     fn write(&self, batch: WriteBatch) -> Result<Ts> {
-        self.write(batch)
+        self.inner.check_writable()?;
+        if batch.is_empty() {
+            return Ok(self.inner.visible_ts.load(Ordering::Acquire));
+        }
+        self.inner.submit(batch, false)
     }
+
+    /// Commit `batch` if no transaction that committed after `check.start_ts` wrote a
+    /// key in the batch or (for serializable checks) in the read set.
     fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
-        self.commit_checked(batch, check)
+        self.inner.check_writable()?;
+        self.inner.submit_checked(batch, false, Some(check))
     }
+
+    /// Newest value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get(key)
+        self.inner.check_open()?;
+        self.inner.stats.gets.add(1);
+        // Same protocol as `read_view`, with a cheap guard instead of an Arc clone (a
+        // shared refcount would bounce between reader cores).
+        loop {
+            let sv = self.inner.sv.load();
+            let s = self.inner.visible_ts.load(Ordering::Acquire);
+            if !sv.mem.is_frozen() {
+                return self.inner.get_in(&sv, key, s);
+            }
+            std::hint::spin_loop();
+        }
     }
+
+    /// Value of `key` as of `snap`.
     fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
-        self.get_at(key, snap)
+        self.inner.check_open()?;
+        self.inner.stats.gets.add(1);
+        let sv = self.inner.sv.load();
+        self.inner.get_in(&sv, key, snap.ts())
     }
+
+    /// Newest commit timestamp of `key` across all sources (for conflict detection).
     fn latest_commit_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
-        self.latest_commit_ts(key)
+        let sv = self.inner.sv.load_full();
+        self.inner.latest_ts_in(&sv, key)
     }
+
+    /// Take a registered snapshot of the current state.
     fn snapshot(&self) -> Snapshot {
-        self.snapshot()
+        self.inner.registry.register_now(&self.inner.visible_ts)
     }
+
+    /// Register a snapshot at an earlier timestamp `ts`. Only possible while no version
+    /// `ts` needs can have been collected yet: `ts` must be at or above the current GC
+    /// horizon (an older registered snapshot, such as an open pin, keeps it there).
     fn snapshot_at(&self, ts: Ts) -> Result<Snapshot> {
-        self.snapshot_at(ts)
+        self.inner
+            .registry
+            .register(At::Checked(ts), &self.inner.visible_ts)
     }
+
+    /// Begin a transaction's snapshot: registered for GC and counted as an open
+    /// transaction until the returned guard drops.
     fn begin_txn(&self) -> Result<TxnSnapshot> {
-        self.begin_txn()
+        self.inner.check_writable()?;
+        self.inner.registry.begin_txn(&self.inner.visible_ts)
     }
+
+    /// Iterate user keys in `[start, end)` at the current state.
     fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<LsmIter> {
-        self.iter(start, end, reverse)
+        self.inner.check_open()?;
+        let (sv, s) = self.inner.read_view();
+        self.iter_in(sv, s, start, end, reverse)
     }
+
+    /// Iterate user keys in `[start, end)` as of `snap`.
     fn iter_at(
         &self,
         snap: &Snapshot,
@@ -390,19 +260,95 @@ impl crate::row_engine::RowEngine for LsmEngine {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> Result<LsmIter> {
-        self.iter_at(snap, start, end, reverse)
+        self.inner.check_open()?;
+        let sv = self.inner.sv.load_full();
+        self.iter_in(sv, snap.ts(), start, end, reverse)
     }
+
+    /// The newest visible commit timestamp.
     fn visible_ts(&self) -> Ts {
-        self.visible_ts()
+        self.inner.visible_ts.load(Ordering::Acquire)
     }
+
+    /// Write the memtable to a table file and wait until no memtable awaits flush.
     fn flush(&self) -> Result<()> {
-        self.flush()
+        self.inner.check_writable()?;
+        self.inner.submit(WriteBatch::new(), true)?;
+        self.inner.wait_for_flushes()
     }
+
+    /// Flush, then merge every table into the last populated level, dropping every
+    /// overwritten version and tombstone that no snapshot needs.
     fn compact_all(&self) -> Result<()> {
-        self.compact_all()
+        self.flush()?;
+        self.inner.compact_everything()
     }
+
+    /// Flush, stop background threads and release the directory lock. Idempotent.
     fn close(&self) -> Result<()> {
-        self.close()
+        self.inner.close()
+    }
+
+    fn for_each_change<E: From<Error>>(
+        &self,
+        hi: &Snapshot,
+        lo: Ts,
+        start: &[u8],
+        end: &[u8],
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.inner.check_open()?;
+        let sv = self.inner.sv.load_full();
+        let mut merge =
+            MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
+        let mut key: Vec<u8> = Vec::new();
+        let mut have_key = false;
+        let mut decided = false;
+        while let Some((k, ts, v)) = merge.current() {
+            if !have_key || k != key.as_slice() {
+                key.clear();
+                key.extend_from_slice(k);
+                have_key = true;
+                decided = false;
+            }
+            // Versions of a key arrive newest first: the first one <= hi decides.
+            if !decided && ts <= hi.ts() {
+                decided = true;
+                if ts > lo {
+                    f(k, v)?;
+                }
+            }
+            merge.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Number of open transactions.
+    fn active_transactions(&self) -> usize {
+        self.inner.registry.active_txns()
+    }
+
+    /// Sizes and cache figures right now.
+    fn sizes(&self) -> EngineSizes {
+        let sv = self.inner.sv.load_full();
+        let v = &sv.version;
+        EngineSizes {
+            tables_per_level: v.levels.iter().map(Vec::len).collect(),
+            bytes_per_level: (0..NUM_LEVELS).map(|l| v.level_bytes(l)).collect(),
+            memtable_bytes: (sv.mem.approximate_bytes()
+                + sv.imms.iter().map(|m| m.approximate_bytes()).sum::<usize>())
+                as u64,
+            immutable_memtables: sv.imms.len(),
+            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.used_bytes()),
+            cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
+            cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
+            visible_ts: self.visible_ts(),
+            wal_bytes_on_disk: self.inner.wal.lock().as_ref().map_or(0, |w| w.len()),
+        }
+    }
+
+    fn stats(&self) -> &EngineStats {
+        &self.inner.stats
     }
 }
 
