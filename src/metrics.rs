@@ -4,106 +4,10 @@ use crate::db::Database;
 use crate::error::Result;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const STRIPES: usize = 8;
-const SUB: usize = 4; // sub-buckets per power of two
-const BUCKETS: usize = 64 * SUB;
-
-#[repr(align(64))]
-struct Stripe([AtomicU64; BUCKETS]);
-
-/// A latency histogram cheap enough for hot paths: log-linear buckets (4 per power of
-/// two, so values are within 25%), striped by thread so concurrent recording does not
-/// contend on one cache line.
-pub struct LatencyHistogram {
-    stripes: Box<[Stripe]>,
-}
-
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! { static IDX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES; }
-    IDX.with(|i| *i)
-}
-
-fn bucket(ns: u64) -> usize {
-    if ns < SUB as u64 {
-        return ns as usize;
-    }
-    let log = 63 - ns.leading_zeros() as usize; // >= 2
-    let sub = ((ns >> (log - 2)) & 3) as usize;
-    (log - 1) * SUB + sub
-}
-
-/// Upper bound (ns) of bucket `b`.
-fn bucket_upper(b: usize) -> u64 {
-    if b < SUB {
-        return b as u64; // buckets below SUB hold exactly one value
-    }
-    let log = b / SUB + 1;
-    let sub = (b % SUB) as u64;
-    ((4 + sub + 1) << (log - 2)).saturating_sub(1)
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram {
-            stripes: (0..STRIPES)
-                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-        }
-    }
-}
-
-impl LatencyHistogram {
-    #[inline]
-    pub fn record(&self, d: Duration) {
-        let b = bucket(d.as_nanos().min(u64::MAX as u128) as u64).min(BUCKETS - 1);
-        self.stripes[stripe()].0[b].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Count and p50/p99/p999 in microseconds.
-    pub fn summary(&self) -> LatencySummary {
-        let mut counts = [0u64; BUCKETS];
-        for s in self.stripes.iter() {
-            for (c, a) in counts.iter_mut().zip(s.0.iter()) {
-                *c += a.load(Ordering::Relaxed);
-            }
-        }
-        let total: u64 = counts.iter().sum();
-        let q = |p: f64| -> f64 {
-            if total == 0 {
-                return 0.0;
-            }
-            let target = ((total as f64) * p).ceil().max(1.0) as u64;
-            let mut acc = 0;
-            for (b, c) in counts.iter().enumerate() {
-                acc += c;
-                if acc >= target {
-                    return bucket_upper(b) as f64 / 1000.0;
-                }
-            }
-            bucket_upper(BUCKETS - 1) as f64 / 1000.0
-        };
-        LatencySummary {
-            count: total,
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-        }
-    }
-}
-
-/// Latency percentiles of one operation kind, in microseconds (bucket upper bounds,
-/// within 25%).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-}
+pub use lightning_rowstore::counter::{LatencyHistogram, LatencySummary};
 
 /// Bytes on disk per component.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,8 +32,12 @@ pub struct Metrics {
     pub writes: u64,
     pub deletes: u64,
     pub commits: u64,
+    /// Key-value point reads.
     pub get_latency: LatencySummary,
+    /// Every write outside a transaction, through any API: key-value puts, deletes and
+    /// batches, table inserts, catalog changes.
     pub put_latency: LatencySummary,
+    /// Every transaction commit, validation included: API transactions and SQL DML.
     pub commit_latency: LatencySummary,
     pub wal_bytes_written: u64,
     pub sst_bytes_written: u64,
@@ -166,8 +74,6 @@ pub struct HealthStatus {
 /// Per-database counters kept by the facade.
 pub(crate) struct FacadeStats {
     pub get: LatencyHistogram,
-    pub put: LatencyHistogram,
-    pub commit: LatencyHistogram,
     pub checksum_failures: AtomicU64,
     pub opened: Instant,
     pub last_rate: parking_lot::Mutex<(Instant, u64, f64)>,
@@ -177,8 +83,6 @@ impl Default for FacadeStats {
     fn default() -> Self {
         FacadeStats {
             get: LatencyHistogram::default(),
-            put: LatencyHistogram::default(),
-            commit: LatencyHistogram::default(),
             checksum_failures: AtomicU64::new(0),
             opened: Instant::now(),
             last_rate: parking_lot::Mutex::new((Instant::now(), 0, 0.0)),
@@ -327,8 +231,8 @@ impl MetricsHandle {
             deletes,
             commits: l(&st.commits),
             get_latency: fs.get.summary(),
-            put_latency: fs.put.summary(),
-            commit_latency: fs.commit.summary(),
+            put_latency: st.put_latency.summary(),
+            commit_latency: st.commit_latency.summary(),
             wal_bytes_written: l(&st.wal_bytes),
             sst_bytes_written: l(&st.flush_bytes) + l(&st.compaction_bytes_written),
             fsyncs: syncs,
@@ -404,30 +308,6 @@ impl MetricsHandle {
         HealthStatus {
             is_healthy: issues.is_empty(),
             issues,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles_are_within_a_bucket() {
-        let h = LatencyHistogram::default();
-        for i in 1..=1000u64 {
-            h.record(Duration::from_micros(i));
-        }
-        let s = h.summary();
-        assert_eq!(s.count, 1000);
-        assert!((s.p50_us - 500.0).abs() / 500.0 < 0.26, "{s:?}");
-        assert!((s.p99_us - 990.0).abs() / 990.0 < 0.26, "{s:?}");
-        for ns in [0u64, 1, 3, 4, 7, 8, 1000, 1 << 40] {
-            let b = bucket(ns);
-            assert!(bucket_upper(b) >= ns, "{ns} -> {b} -> {}", bucket_upper(b));
-            if b > 0 {
-                assert!(bucket_upper(b - 1) < ns.max(1), "{ns}");
-            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::options::EngineOptions;
 pub use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode, RowEngine};
 use crate::snapshot::{Snapshot, TxnSnapshot};
 use std::path::Path;
+use std::time::Instant;
 
 /// A row engine: one of the engines there are. Hot-path calls dispatch with a `match`.
 pub enum Engine {
@@ -95,7 +96,10 @@ impl Engine {
     }
 
     pub fn write(&self, batch: WriteBatch) -> Result<Ts> {
-        each!(self, e => e.write(batch))
+        let started = Instant::now();
+        let ts = each!(self, e => e.write(batch))?;
+        self.stats().put_latency.record(started.elapsed());
+        Ok(ts)
     }
 
     #[inline]
@@ -113,7 +117,10 @@ impl Engine {
     }
 
     pub fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts> {
-        each!(self, e => e.commit_checked(batch, check))
+        let started = Instant::now();
+        let ts = each!(self, e => e.commit_checked(batch, check))?;
+        self.stats().commit_latency.record(started.elapsed());
+        Ok(ts)
     }
 
     /// Validate through the recent-commit index (true) or full lookups (false).

@@ -37,6 +37,12 @@ pub struct EngineStats {
     pub stall_micros: std::sync::atomic::AtomicU64,
     pub flush_micros: std::sync::atomic::AtomicU64,
     pub compaction_micros: std::sync::atomic::AtomicU64,
+    /// Latency of every write outside a transaction ([`crate::engine::Engine::write`]):
+    /// key-value puts, deletes and batches, table writes, SQL DML, catalog changes.
+    pub put_latency: crate::counter::LatencyHistogram,
+    /// Latency of every checked commit ([`crate::engine::Engine::commit_checked`]:
+    /// transactions through any API, validation included).
+    pub commit_latency: crate::counter::LatencyHistogram,
 }
 
 /// A point-in-time view of engine sizes.
