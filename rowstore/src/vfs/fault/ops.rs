@@ -73,25 +73,15 @@ impl FaultVfs {
         Ok(())
     }
 
-    fn remove_op(&self, path: &Path) -> io::Result<()> {
+    /// Remove a file (`dir` false) or a whole directory (`dir` true): the entry is
+    /// parked, so a power loss before the directory's sync brings it back.
+    fn remove_op(&self, path: &Path, dir: bool) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Remove, path)?;
-        if self.inner.metadata(path)?.is_dir {
-            return Err(io::Error::from_raw_os_error(libc::EISDIR));
-        }
-        let parked = self.park(&mut st, path)?;
-        st.log_dir_op(DirOp::Removed {
-            path: path.to_path_buf(),
-            parked,
-        });
-        Ok(())
-    }
-
-    fn remove_dir_all_op(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.state.lock();
-        self.check(&mut st, FaultOp::Remove, path)?;
-        if !self.inner.metadata(path)?.is_dir {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        match (self.inner.metadata(path)?.is_dir, dir) {
+            (true, false) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+            (false, true) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            _ => {}
         }
         let parked = self.park(&mut st, path)?;
         st.log_dir_op(DirOp::Removed {
@@ -203,10 +193,10 @@ impl Vfs for FaultVfs {
         self.after(self.rename_op(from, to))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.after(self.remove_op(path))
+        self.after(self.remove_op(path, false))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.after(self.remove_dir_all_op(path))
+        self.after(self.remove_op(path, true))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.after(self.create_dir_all_op(path))
