@@ -153,7 +153,6 @@ impl MergeIter {
         prefetch: Option<(Arc<Prefetcher>, usize)>,
         newer_than: Option<Ts>,
     ) -> Result<Self> {
-        let keep = |t: &Arc<Table>| newer_than.is_none_or(|lo| t.meta().max_ts > lo);
         let mut sources = Vec::new();
         sources.push(Source::Mem(MemTableIter::new(
             sv.mem.clone(),
@@ -169,6 +168,41 @@ impl MergeIter {
                 reverse,
             )));
         }
+        Self::add_tables(&mut sources, sv, start, end, reverse, prefetch, newer_than)?;
+        Ok(MergeIter::new(sources, reverse))
+    }
+
+    /// A forward merge over the table files of `sv` only (no memtable), restricted to
+    /// `[start, end)` and to tables holding a version newer than `newer_than`.
+    pub fn over_tables_newer_than(
+        sv: &SuperVersion,
+        start: &[u8],
+        end: &[u8],
+        newer_than: Ts,
+    ) -> Result<Self> {
+        let mut sources = Vec::new();
+        Self::add_tables(
+            &mut sources,
+            sv,
+            Some(start),
+            Some(end),
+            false,
+            None,
+            Some(newer_than),
+        )?;
+        Ok(MergeIter::new(sources, false))
+    }
+
+    fn add_tables(
+        sources: &mut Vec<Source>,
+        sv: &SuperVersion,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+        prefetch: Option<(Arc<Prefetcher>, usize)>,
+        newer_than: Option<Ts>,
+    ) -> Result<()> {
+        let keep = |t: &Arc<Table>| newer_than.is_none_or(|lo| t.meta().max_ts > lo);
         let v = &sv.version;
         for t in v.levels[0].iter().filter(|t| keep(t)) {
             let m = t.meta();
@@ -197,7 +231,7 @@ impl MergeIter {
                 )?));
             }
         }
-        Ok(MergeIter::new(sources, reverse))
+        Ok(())
     }
 
     /// Iterate whole tables (compaction input), forward.

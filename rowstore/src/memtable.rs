@@ -13,8 +13,11 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// A stored value: `None` is a tombstone.
-pub type MemValue = Option<Box<[u8]>>;
+use parking_lot::Mutex;
+
+/// A stored value: `None` is a tombstone. Shared between the skiplist and the change log
+/// (and cheap to copy out of either).
+pub type MemValue = Option<Arc<[u8]>>;
 
 /// Longest user key stored inside the skiplist node itself.
 const INLINE_KEY: usize = 30;
@@ -102,6 +105,9 @@ pub struct MemTable {
     approx_bytes: AtomicUsize,
     frozen: AtomicBool,
     max_ts: AtomicU64,
+    /// Every write in commit order, one chunk per commit group: what lets a reader find
+    /// the keys changed after a timestamp without walking the whole map.
+    log: Mutex<Vec<Arc<ChangeChunk>>>,
     /// Id of the WAL segment holding this memtable's writes (0 when the WAL is off).
     wal_segment: u64,
 }
@@ -123,6 +129,7 @@ impl MemTable {
             approx_bytes: AtomicUsize::new(0),
             frozen: AtomicBool::new(false),
             max_ts: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
             wal_segment,
         }
     }
@@ -132,11 +139,44 @@ impl MemTable {
     }
 
     pub fn insert(&self, key: &[u8], ts: Ts, value: Option<&[u8]>) {
+        self.apply(std::iter::once((key, ts, value)));
+    }
+
+    /// Insert a commit group's writes (timestamps ascending, all above any earlier
+    /// group's) and append them to the change log as one chunk. Only the commit leader
+    /// writes, so groups arrive in timestamp order.
+    pub fn apply<'a>(&self, writes: impl Iterator<Item = (&'a [u8], Ts, Option<&'a [u8]>)>) {
         debug_assert!(!self.is_frozen(), "insert into a frozen memtable");
-        let n = key.len() + value.map_or(0, <[u8]>::len) + 64;
-        self.map.insert(MemKey::new(key, ts), value.map(Box::from));
+        let mut chunk = ChangeChunk::default();
+        let mut n = 0;
+        for (key, ts, value) in writes {
+            let value: MemValue = value.map(Arc::from);
+            n += key.len() + value.as_ref().map_or(0, |v| v.len()) + 96;
+            self.map.insert(MemKey::new(key, ts), value.clone());
+            chunk.push(key, ts, value);
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        let max = chunk.max_ts;
+        self.log.lock().push(Arc::new(chunk));
         self.approx_bytes.fetch_add(n, Ordering::Relaxed);
-        self.max_ts.fetch_max(ts, Ordering::Relaxed);
+        self.max_ts.fetch_max(max, Ordering::Relaxed);
+    }
+
+    /// The change-log chunks that may hold a write with a timestamp in `(lo, hi]`, in
+    /// commit order. The lock is held only to copy the chunk handles.
+    pub fn changes_between(&self, lo: Ts, hi: Ts) -> Vec<Arc<ChangeChunk>> {
+        if self.max_ts() <= lo {
+            return Vec::new();
+        }
+        let log = self.log.lock();
+        let first = log.partition_point(|c| c.max_ts <= lo);
+        log[first..]
+            .iter()
+            .take_while(|c| c.min_ts <= hi)
+            .cloned()
+            .collect()
     }
 
     /// Newest version of `key` with timestamp <= `snapshot`.
@@ -195,6 +235,49 @@ impl MemTable {
         for e in self.map.iter() {
             f(e.key().user_key(), e.key().ts, e.value().as_deref());
         }
+    }
+}
+
+/// One commit group's writes in commit order: keys packed in one buffer.
+#[derive(Default)]
+pub struct ChangeChunk {
+    min_ts: Ts,
+    max_ts: Ts,
+    keys: Vec<u8>,
+    ends: Vec<u32>,
+    ts: Vec<Ts>,
+    values: Vec<MemValue>,
+}
+
+impl ChangeChunk {
+    fn push(&mut self, key: &[u8], ts: Ts, value: MemValue) {
+        if self.ts.is_empty() {
+            self.min_ts = ts;
+        }
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        self.keys.extend_from_slice(key);
+        self.ends.push(self.keys.len() as u32);
+        self.ts.push(ts);
+        self.values.push(value);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// The `i`th write: key, commit timestamp, value (`None`: a delete).
+    pub fn get(&self, i: usize) -> (&[u8], Ts, Option<&[u8]>) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        (
+            &self.keys[start..self.ends[i] as usize],
+            self.ts[i],
+            self.values[i].as_deref(),
+        )
     }
 }
 

@@ -18,8 +18,9 @@ enum Op {
     Hold,
     /// Read at the oldest held snapshot, then drop it.
     ReadHeld(Option<u8>, Option<u8>),
-    /// Changes between the oldest held snapshot and now.
-    Changes,
+    /// Changes between the oldest held snapshot and now (or the newest held one), in
+    /// the whole key space or a key range.
+    Changes(bool, u8, u8),
     /// Begin a transaction (both engines), up to a few at a time.
     TxnBegin,
     /// The oldest open transaction writes a key (and read another and a range) and
@@ -45,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => Just(Op::Hold),
         5 => (proptest::option::of(key.clone()), proptest::option::of(key.clone()))
             .prop_map(|(a, b)| Op::ReadHeld(a, b)),
-        4 => Just(Op::Changes),
+        4 => (any::<bool>(), 0u8..64, 0u8..64).prop_map(|(h, a, b)| Op::Changes(h, a.min(b), a.max(b))),
         4 => Just(Op::TxnBegin),
         6 => key.prop_map(Op::TxnCommit),
         3 => Just(Op::Flush),
@@ -135,18 +136,27 @@ fn run(ops: Vec<Op>) {
                     );
                 }
             }
-            Op::Changes => {
+            Op::Changes(held_hi, a, b) => {
                 let Some((lo1, lo2)) = held.first() else {
                     continue;
                 };
-                let (hi1, hi2) = (lsm.snapshot(), mem.snapshot());
+                let now = (lsm.snapshot(), mem.snapshot());
+                let (hi1, hi2) = match held.last() {
+                    Some((h1, h2)) if held_hi && held.len() > 1 => (h1, h2),
+                    _ => (&now.0, &now.1),
+                };
+                let (start, end) = if a < b {
+                    (k(a), k(b))
+                } else {
+                    (b"".to_vec(), b"z".to_vec())
+                };
                 let mut c1 = Vec::new();
                 let mut c2 = Vec::new();
                 lsm.for_each_change::<lightning_rowstore::Error>(
-                    &hi1,
+                    hi1,
                     lo1.ts(),
-                    b"",
-                    b"z",
+                    &start,
+                    &end,
                     |k, v| {
                         c1.push((k.to_vec(), v.map(<[u8]>::to_vec)));
                         Ok(())
@@ -154,10 +164,10 @@ fn run(ops: Vec<Op>) {
                 )
                 .unwrap();
                 mem.for_each_change::<lightning_rowstore::Error>(
-                    &hi2,
+                    hi2,
                     lo2.ts(),
-                    b"",
-                    b"z",
+                    &start,
+                    &end,
                     |k, v| {
                         c2.push((k.to_vec(), v.map(<[u8]>::to_vec)));
                         Ok(())

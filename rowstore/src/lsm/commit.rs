@@ -274,19 +274,23 @@ impl Inner {
         }
         let mut puts = 0;
         let mut dels = 0;
-        for (i, r) in group.iter().enumerate() {
-            if !accepted[i] {
-                continue;
-            }
-            let t = r.ts.load(Ordering::Relaxed);
-            for op in r.batch.ops() {
-                match op.value() {
+        sv.mem.apply(
+            group
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| accepted[*i])
+                .flat_map(|(_, r)| {
+                    let t = r.ts.load(Ordering::Relaxed);
+                    r.batch
+                        .ops()
+                        .iter()
+                        .map(move |op| (op.key(), t, op.value()))
+                })
+                .inspect(|(_, _, v)| match v {
                     Some(_) => puts += 1,
                     None => dels += 1,
-                }
-                sv.mem.insert(op.key(), t, op.value());
-            }
-        }
+                }),
+        );
         self.stats.puts.fetch_add(puts, Ordering::Relaxed);
         self.stats.deletes.fetch_add(dels, Ordering::Relaxed);
         self.stats

@@ -20,7 +20,7 @@ use crate::iter::{MergeIter, VisibleIter};
 use crate::key::Ts;
 use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
-use crate::memtable::{Lookup, MemTable};
+use crate::memtable::{ChangeChunk, Lookup, MemTable};
 use crate::options::{Durability, EngineOptions};
 use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode, RowEngine};
 use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
@@ -299,8 +299,32 @@ impl RowEngine for LsmEngine {
     ) -> Result<(), E> {
         self.inner.check_open()?;
         let sv = self.inner.sv.load_full();
-        let mut merge =
-            MergeIter::over_newer_than(&sv, Some(start), Some(end), false, None, Some(lo))?;
+        let hi_ts = hi.ts();
+        // What the memtables changed in (lo, hi]: from their commit-ordered change logs,
+        // so the cost follows the number of changes, not the size of the memtables.
+        // Every memtable version of a key is newer than every table version of it.
+        let chunks: Vec<Arc<ChangeChunk>> = std::iter::once(&sv.mem)
+            .chain(sv.imms.iter())
+            .flat_map(|m| m.changes_between(lo, hi_ts))
+            .collect();
+        let mut mem: Vec<(&[u8], Ts, u32, Option<&[u8]>)> = Vec::new();
+        let mut seq = 0u32;
+        for c in &chunks {
+            for i in 0..c.len() {
+                let (k, ts, v) = c.get(i);
+                seq += 1;
+                if ts > lo && ts <= hi_ts && k >= start && k < end {
+                    mem.push((k, ts, seq, v));
+                }
+            }
+        }
+        // Key ascending, then newest first (a later write at the same timestamp wins).
+        mem.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        mem.dedup_by(|later, first| later.0 == first.0);
+        let mut mem = mem.into_iter().peekable();
+
+        // What the table files changed: the first version <= hi of each key decides.
+        let mut merge = MergeIter::over_tables_newer_than(&sv, start, end, lo)?;
         let mut key: Vec<u8> = Vec::new();
         let mut have_key = false;
         let mut decided = false;
@@ -311,14 +335,27 @@ impl RowEngine for LsmEngine {
                 have_key = true;
                 decided = false;
             }
-            // Versions of a key arrive newest first: the first one <= hi decides.
-            if !decided && ts <= hi.ts() {
+            if !decided && ts <= hi_ts {
                 decided = true;
                 if ts > lo {
-                    f(k, v)?;
+                    let mut shadowed = false;
+                    while let Some(&(mk, _, _, mv)) = mem.peek() {
+                        if mk > k {
+                            break;
+                        }
+                        shadowed = mk == k;
+                        f(mk, mv)?;
+                        mem.next();
+                    }
+                    if !shadowed {
+                        f(k, v)?;
+                    }
                 }
             }
             merge.advance()?;
+        }
+        for (k, _, _, v) in mem {
+            f(k, v)?;
         }
         Ok(())
     }
