@@ -43,6 +43,8 @@ pub use datafusion;
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 #[cfg(feature = "sql")]
+pub use sql::{Params, PreparedStatement};
+#[cfg(feature = "sql")]
 pub use tables::to_table_types;
 
 pub use config::{ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess};

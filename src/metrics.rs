@@ -62,6 +62,10 @@ pub struct Metrics {
     pub columnar_watermark_lag: u64,
     /// Checksum failures (corruption) met by reads since open.
     pub checksum_failures: u64,
+    /// SQL statements run on the single-row fast path (straight to the row store) and
+    /// statements planned and run by DataFusion, since open.
+    pub sql_fast_statements: u64,
+    pub sql_planned_statements: u64,
 }
 
 /// The result of [`Database::health_check`].
@@ -218,7 +222,17 @@ impl MetricsHandle {
             .unwrap_or((0, 0));
         #[cfg(not(feature = "sql"))]
         let (segments, lag) = (0, 0);
+        #[cfg(feature = "sql")]
+        let (fast, planned) = self
+            .tables
+            .as_ref()
+            .map(|t| t.sql_figures())
+            .unwrap_or((0, 0));
+        #[cfg(not(feature = "sql"))]
+        let (fast, planned) = (0, 0);
         Metrics {
+            sql_fast_statements: fast,
+            sql_planned_statements: planned,
             operations_per_second: rate,
             cache_hit_rate: if lookups == 0 {
                 0.0

@@ -438,6 +438,18 @@ pub fn render(m: &Metrics, healthy: bool) -> String {
         "Checksum failures met by reads",
         m.checksum_failures,
     );
+    c(
+        &mut o,
+        "sql_fast_statements_total",
+        "SQL statements run on the single-row fast path",
+        m.sql_fast_statements,
+    );
+    c(
+        &mut o,
+        "sql_planned_statements_total",
+        "SQL statements planned and run by DataFusion",
+        m.sql_planned_statements,
+    );
     let _ = writeln!(o, "# HELP lightning_db_level_tables Tables per LSM level");
     let _ = writeln!(o, "# TYPE lightning_db_level_tables gauge");
     for (l, n) in m.tables_per_level.iter().enumerate() {

@@ -139,7 +139,7 @@ impl ExecutionPlan for DmlExec {
 
 /// Write rows (table schema) in one transaction. Without `replace`, an existing key or a
 /// key repeated in the statement is a constraint violation and nothing is written.
-pub(crate) fn write_rows(
+pub fn write_rows(
     engine: &Engine,
     def: &TableDef,
     batches: &[RecordBatch],

@@ -16,6 +16,6 @@ mod provider;
 mod scan;
 mod zones;
 
-pub use dml::ConstraintViolation;
-pub use provider::{LightningTableProvider, cast_batch};
+pub use dml::{ConstraintViolation, write_rows};
+pub use provider::{LightningTableProvider, cast_batch, sql_schema};
 pub use scan::LightningScan;

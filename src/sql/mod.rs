@@ -8,7 +8,11 @@
 //! an abort. A panic inside the engine comes back as an error too. Every file SQL
 //! touches goes through [`guard`].
 
+mod fast;
 mod guard;
+mod prepared;
+
+pub use prepared::{Params, PreparedStatement};
 
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -35,11 +39,84 @@ pub(crate) struct SqlState {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     ctx: SessionContext,
+    /// Bumped by every change to the catalog: compiled statements from before it are
+    /// compiled again.
+    epoch: std::sync::atomic::AtomicU64,
+    /// What `sql` learned about statements it saw (their fast plan, or that they have
+    /// none), by text; emptied when the catalog changes.
+    cache:
+        parking_lot::Mutex<std::collections::HashMap<String, (u64, Option<Arc<fast::FastPlan>>)>>,
+    /// Statements that took the fast path, and those DataFusion planned.
+    pub(crate) fast_statements: std::sync::atomic::AtomicU64,
+    pub(crate) planned_statements: std::sync::atomic::AtomicU64,
 }
+
+/// Statements `sql` remembers by text (beyond this, the memory is emptied).
+const SQL_CACHE_ENTRIES: usize = 1024;
+/// Longest statement the fast path looks at (single-row statements are short).
+const FAST_MAX_BYTES: usize = 2048;
 
 impl SqlState {
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("the runtime lives until drop")
+    }
+
+    fn catalog_changed(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.lock().clear();
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Parse one statement and check it against the configured limits.
+    fn parse(&self, cfg: &crate::LightningDbConfig, query: &str) -> Result<DFStatement> {
+        if query.len() > cfg.sql_max_statement_bytes {
+            return Err(Error::Sql(format!(
+                "statement of {} bytes exceeds the limit of {} bytes (sql_max_statement_bytes)",
+                query.len(),
+                cfg.sql_max_statement_bytes
+            )));
+        }
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        let dialect = state.config().options().sql_parser.dialect;
+        let stmt = state.sql_to_statement(query, &dialect)?;
+        let depth = expression_depth(&stmt, cfg.sql_max_expression_depth);
+        if depth > cfg.sql_max_expression_depth {
+            return Err(Error::Sql(format!(
+                "expressions nest more than {} deep (sql_max_expression_depth)",
+                cfg.sql_max_expression_depth
+            )));
+        }
+        Ok(stmt)
+    }
+
+    /// The fast plan of a short statement, from the cache or by parsing it here (on
+    /// the caller's thread: the length bound and the parser's recursion limit keep
+    /// that shallow). `None`: the statement takes the general path.
+    fn fast_plan(&self, tables: &Tables, query: &str) -> Option<Arc<fast::FastPlan>> {
+        if query.len() > FAST_MAX_BYTES.min(tables.config.sql_max_statement_bytes) {
+            return None;
+        }
+        let epoch = self.epoch();
+        if let Some((e, p)) = self.cache.lock().get(query)
+            && *e == epoch
+        {
+            return p.clone();
+        }
+        let plan = self
+            .parse(&tables.config, query)
+            .ok()
+            .and_then(|stmt| fast::analyze(tables, &stmt))
+            .map(Arc::new);
+        let mut c = self.cache.lock();
+        if c.len() >= SQL_CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(query.to_string(), (epoch, plan.clone()));
+        plan
     }
 }
 
@@ -97,13 +174,30 @@ impl Tables {
         let s = Arc::new(SqlState {
             runtime: Some(runtime),
             ctx,
+            epoch: Default::default(),
+            cache: Default::default(),
+            fast_statements: Default::default(),
+            planned_statements: Default::default(),
         });
         *g = Some(s.clone());
         Ok(s)
     }
 
+    /// (fast-path statements, planned statements) since open.
+    pub(crate) fn sql_figures(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.sql.lock().as_ref() {
+            Some(s) => (
+                s.fast_statements.load(Relaxed),
+                s.planned_statements.load(Relaxed),
+            ),
+            None => (0, 0),
+        }
+    }
+
     pub(crate) fn sql_register(&self, def: &Arc<lightning_columnar::TableDef>) -> Result<()> {
         if let Some(s) = self.sql.lock().as_ref() {
+            s.catalog_changed();
             s.ctx
                 .register_table(def.name.as_str(), self.provider(def.clone()))?;
         }
@@ -112,6 +206,7 @@ impl Tables {
 
     pub(crate) fn sql_deregister(&self, name: &str) -> Result<()> {
         if let Some(s) = self.sql.lock().as_ref() {
+            s.catalog_changed();
             s.ctx.deregister_table(name)?;
         }
         Ok(())
@@ -241,27 +336,26 @@ fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize
 
 /// Plan and run one statement (on a SQL runtime thread).
 async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>> {
-    let cfg = &tables.config;
-    if query.len() > cfg.sql_max_statement_bytes {
-        return Err(Error::Sql(format!(
-            "statement of {} bytes exceeds the limit of {} bytes (sql_max_statement_bytes)",
-            query.len(),
-            cfg.sql_max_statement_bytes
-        )));
-    }
     let st = tables.sql_state()?;
-    let ctx = st.ctx.clone();
-    let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let stmt = state.sql_to_statement(&query, &dialect)?;
-    let depth = expression_depth(&stmt, cfg.sql_max_expression_depth);
-    if depth > cfg.sql_max_expression_depth {
-        return Err(Error::Sql(format!(
-            "expressions nest more than {} deep (sql_max_expression_depth)",
-            cfg.sql_max_expression_depth
-        )));
+    let stmt = st.parse(&tables.config, &query)?;
+    let plan = st.ctx.state().statement_to_plan(stmt).await?;
+    run_plan(&tables, &st, plan).await
+}
+
+/// Run a planned statement: DDL on Lightning tables goes to the table catalog, the
+/// rest to DataFusion.
+async fn run_plan(
+    tables: &Arc<Tables>,
+    st: &SqlState,
+    plan: LogicalPlan,
+) -> Result<Vec<RecordBatch>> {
+    st.planned_statements
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if matches!(plan, LogicalPlan::Ddl(_)) {
+        // External tables and views change the catalog too.
+        st.catalog_changed();
     }
-    let plan = state.statement_to_plan(stmt).await?;
+    let ctx = st.ctx.clone();
     match &plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
             let name = c.name.table().to_string();
@@ -352,7 +446,15 @@ impl Database {
     /// and written only as `sql_file_access` allows, and never inside a database
     /// directory.
     pub fn sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
-        let (t, _) = self.sql_tables()?;
+        let (t, st) = self.sql_tables()?;
+        // Single-row statements by primary key run here, straight on the row store.
+        if let Some(plan) = st.fast_plan(&t, query)
+            && let Some(out) = fast::run(&t, &plan, &[])?
+        {
+            st.fast_statements
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(out);
+        }
         let q = query.to_string();
         self.block_on(traced(run_sql(t, q), sql_span(query)))
     }
