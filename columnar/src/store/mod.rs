@@ -70,6 +70,24 @@ pub struct LoadedSegment {
     pub state: SegmentState,
     first_key: Vec<u8>,
     last_key: Vec<u8>,
+    /// Every row's encoded key, built the first time changed keys are looked up in the
+    /// segment and shared by its later generations (same rows, other delete bitmaps):
+    /// a query on changing data then binary-searches memory instead of decoding the
+    /// key columns again.
+    keys: Arc<std::sync::OnceLock<EncodedKeys>>,
+}
+
+/// The encoded keys of a segment's rows, packed, in row (= key) order.
+struct EncodedKeys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedKeys {
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
 }
 
 impl LoadedSegment {
@@ -111,6 +129,8 @@ pub struct RoundStats {
     pub segments_written: u64,
     pub rows_deleted: u64,
     pub segments_merged: u64,
+    /// Segments rewritten without their deleted rows (a quarter or more of them deleted).
+    pub segments_rewritten: u64,
     pub watermark: Ts,
 }
 
@@ -122,6 +142,20 @@ pub struct ColumnStore {
     views: RwLock<HashMap<u32, Arc<TableView>>>,
     pins: Mutex<HashMap<u32, Snapshot>>,
     round: Mutex<()>,
+}
+
+/// The first `i` in `0..n` for which `before(i)` is false (`before` is true, then false).
+fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut a, mut z) = (0, n);
+    while a < z {
+        let mid = a + (z - a) / 2;
+        if before(mid) {
+            a = mid + 1;
+        } else {
+            z = mid;
+        }
+    }
+    a
 }
 
 /// The row-store key (without table prefix) of row `i`.
@@ -232,6 +266,7 @@ impl ColumnStore {
             state: s.clone(),
             first_key,
             last_key,
+            keys: Default::default(),
         })
     }
 
@@ -495,6 +530,7 @@ impl ColumnStore {
                 },
                 first_key: s.first_key.clone(),
                 last_key: s.last_key.clone(),
+                keys: s.keys.clone(),
             }));
         }
         segments.extend(new_segs.into_iter().map(Arc::new));
@@ -527,6 +563,30 @@ impl ColumnStore {
             segments = keep;
             segments.extend(merged.into_iter().map(Arc::new));
         }
+
+        // Rewrite the segment with the largest share of deleted rows, once a quarter of
+        // them are: every scan filters deleted rows out of each batch it reads and looks
+        // changed keys up among all rows, so dead rows cost every query. One per round
+        // bounds the work of a round.
+        let densest = (0..segments.len())
+            .filter(|&i| {
+                let s = &segments[i];
+                s.deletes.len() * 4 >= s.state.info.rows && s.deletes.len() > 0
+            })
+            .max_by_key(|&i| {
+                let s = &segments[i];
+                s.deletes.len() * 1000 / s.state.info.rows.max(1)
+            });
+        if let Some(i) = densest {
+            let s = segments.remove(i);
+            let rewritten = self.merge(&mut files, &tdir, def, vec![s.clone()])?;
+            obsolete.push(segment_path(&tdir, s.state.info.id));
+            if let Some(d) = &s.state.deletes {
+                obsolete.push(del_path(&tdir, s.state.info.id, d.generation));
+            }
+            stats.segments_rewritten += 1;
+            segments.extend(rewritten.into_iter().map(Arc::new));
+        }
         vfs::sync_dir(&*self.vfs, &tdir)?;
         stats.watermark = hi.ts();
         self.publish(def.id, hi, segments, obsolete, files)?;
@@ -544,28 +604,42 @@ impl ColumnStore {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let b = s.segment.read(Some(&def.key_cols))?;
-        let n = b.num_rows();
+        let keys = match s.keys.get() {
+            Some(k) => k,
+            None => {
+                let b = s.segment.read(Some(&def.key_cols))?;
+                let mut keys = EncodedKeys {
+                    bytes: Vec::new(),
+                    ends: Vec::with_capacity(b.num_rows()),
+                };
+                let mut buf = Vec::new();
+                for i in 0..b.num_rows() {
+                    row_key(def, b.columns(), i, &mut buf);
+                    keys.bytes.extend_from_slice(&buf);
+                    keys.ends.push(keys.bytes.len());
+                }
+                let _ = s.keys.set(keys);
+                s.keys.get().expect("just set")
+            }
+        };
+        let n = keys.ends.len();
         let mut out = Vec::new();
-        let mut buf = Vec::new();
+        // Both sides are sorted: each search gallops from where the previous one ended,
+        // so a key costs the log of the distance to its row, not of the segment.
+        let mut from = 0;
         for k in &changed[lo..hi] {
-            // Binary search the sorted segment for `k`.
-            let (mut a, mut z) = (0, n);
-            while a < z {
-                let mid = a + (z - a) / 2;
-                row_key(def, b.columns(), mid, &mut buf);
-                if buf.as_slice() < k.as_slice() {
-                    a = mid + 1;
-                } else {
-                    z = mid;
-                }
+            let k = k.as_slice();
+            let mut step = 1;
+            while from + step < n && keys.key(from + step) < k {
+                from += step;
+                step *= 2;
             }
-            if a < n {
-                row_key(def, b.columns(), a, &mut buf);
-                if buf == *k && !s.deletes.contains(a as u32) {
-                    out.push(a as u32);
-                }
+            let end = (from + step + 1).min(n);
+            let a = from + partition_point(end - from, |i| keys.key(from + i) < k);
+            if a < n && keys.key(a) == k && !s.deletes.contains(a as u32) {
+                out.push(a as u32);
             }
+            from = a;
         }
         Ok(out)
     }
