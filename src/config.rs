@@ -151,6 +151,17 @@ pub struct LightningDbConfig {
     /// planning time grows with the square of this depth, hence the modest default
     /// (DuckDB's `max_expression_depth` is also 1000). 16..=10_000. Default 1000.
     pub sql_max_expression_depth: usize,
+    /// Worker threads of the SQL runtime, which is also how many partitions DataFusion
+    /// splits a query into: how much of the machine one query may use. 0 = one per
+    /// core. Default 0.
+    pub sql_threads: usize,
+    /// CPU priority (a Linux nice value, 0..=19) of the threads that serve analytics:
+    /// the SQL runtime and the column-store compactor. Above 0 they give way to the
+    /// commit path (writer threads, the commit leader, the WAL and memtable flushes)
+    /// whenever both want a core, so queries use the cores transactions leave idle
+    /// instead of queueing commits behind scans. Never lower than the process's own
+    /// nice value. 0 = no difference. Default 10.
+    pub analytics_nice: i32,
     /// Which files SQL may read and write. Default [`SqlFileAccess::Any`] (except
     /// database directories).
     pub sql_file_access: SqlFileAccess,
@@ -198,6 +209,8 @@ impl Default for LightningDbConfig {
             health_min_free_disk_bytes: 256 * 1024 * 1024,
             sql_max_statement_bytes: 1 << 20,
             sql_max_expression_depth: 1000,
+            sql_threads: 0,
+            analytics_nice: 10,
             sql_file_access: SqlFileAccess::Any,
             vfs: None,
         }
@@ -205,6 +218,14 @@ impl Default for LightningDbConfig {
 }
 
 impl LightningDbConfig {
+    /// The SQL runtime's worker threads: `sql_threads`, or one per core.
+    pub fn sql_worker_threads(&self) -> usize {
+        match self.sql_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Check every field; on success, the row store's options.
     pub fn validate(&self) -> Result<EngineOptions> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
@@ -262,6 +283,18 @@ impl LightningDbConfig {
             return bad(format!(
                 "sql_max_statement_bytes must be between 1024 and 67108864, got {}",
                 self.sql_max_statement_bytes
+            ));
+        }
+        if self.sql_threads > 1024 {
+            return bad(format!(
+                "sql_threads must be at most 1024 (0 = one per core), got {}",
+                self.sql_threads
+            ));
+        }
+        if !(0..=19).contains(&self.analytics_nice) {
+            return bad(format!(
+                "analytics_nice must be between 0 and 19, got {}",
+                self.analytics_nice
             ));
         }
         if !(16..=10_000).contains(&self.sql_max_expression_depth) {

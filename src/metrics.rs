@@ -66,6 +66,74 @@ pub struct Metrics {
     /// statements planned and run by DataFusion, since open.
     pub sql_fast_statements: u64,
     pub sql_planned_statements: u64,
+    /// How the machine is divided: the SQL runtime's worker threads and the nice value
+    /// of the analytics threads (see `LightningDbConfig::sql_threads` and
+    /// `analytics_nice`)...
+    pub sql_threads: usize,
+    pub analytics_nice: i32,
+    /// ...and the CPU time this process spent since it started, in seconds: in all, on
+    /// the SQL runtime's threads and on the column-store compactor's (Linux; 0
+    /// elsewhere). The rest went to the callers' threads, commits and row-store
+    /// maintenance.
+    pub process_cpu_seconds: f64,
+    pub sql_cpu_seconds: f64,
+    pub columnar_cpu_seconds: f64,
+}
+
+/// Run the calling thread at `nice` (Linux), never below its current nice value:
+/// analytics threads give way to the commit path. Failures are ignored (the thread
+/// then keeps its priority).
+pub(crate) fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: plain system calls on the calling thread's id; no memory is passed.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            *libc::__errno_location() = 0;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if current < nice {
+                libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// CPU seconds of this process: (all threads, threads named `ldb-sql*`, `ldb-columnar`).
+fn cpu_split() -> (f64, f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let jiffies = |stat: &str| -> f64 {
+        // utime and stime are fields 14 and 15; the command (field 2) may hold spaces.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let get = |n: usize| {
+            f.get(n - 3)
+                .and_then(|x| x.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        get(14) + get(15)
+    };
+    let all = std::fs::read_to_string("/proc/self/stat")
+        .map(|s| jiffies(&s))
+        .unwrap_or(0.0);
+    let (mut sql, mut col) = (0.0, 0.0);
+    if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+        for e in rd.flatten() {
+            let p = e.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            let comm = comm.trim();
+            let is_sql = comm.starts_with("ldb-sql");
+            if !is_sql && comm != "ldb-columnar" {
+                continue;
+            }
+            let j = std::fs::read_to_string(p.join("stat"))
+                .map(|s| jiffies(&s))
+                .unwrap_or(0.0);
+            if is_sql { sql += j } else { col += j }
+        }
+    }
+    (all / tick, sql / tick, col / tick)
 }
 
 /// The result of [`Database::health_check`].
@@ -230,7 +298,13 @@ impl MetricsHandle {
             .unwrap_or((0, 0));
         #[cfg(not(feature = "sql"))]
         let (fast, planned) = (0, 0);
+        let (process_cpu_seconds, sql_cpu_seconds, columnar_cpu_seconds) = cpu_split();
         Metrics {
+            sql_threads: self.config.sql_worker_threads(),
+            analytics_nice: self.config.analytics_nice,
+            process_cpu_seconds,
+            sql_cpu_seconds,
+            columnar_cpu_seconds,
             sql_fast_statements: fast,
             sql_planned_statements: planned,
             operations_per_second: rate,

@@ -438,6 +438,30 @@ pub fn render(m: &Metrics, healthy: bool) -> String {
         "Checksum failures met by reads",
         m.checksum_failures,
     );
+    g(
+        &mut o,
+        "sql_threads",
+        "Worker threads of the SQL runtime",
+        m.sql_threads as f64,
+    );
+    g(
+        &mut o,
+        "process_cpu_seconds",
+        "CPU seconds this process used",
+        m.process_cpu_seconds,
+    );
+    g(
+        &mut o,
+        "sql_cpu_seconds",
+        "CPU seconds used by the SQL runtime's threads",
+        m.sql_cpu_seconds,
+    );
+    g(
+        &mut o,
+        "columnar_cpu_seconds",
+        "CPU seconds used by the column-store compactor",
+        m.columnar_cpu_seconds,
+    );
     c(
         &mut o,
         "sql_fast_statements_total",

@@ -127,9 +127,13 @@ impl Tables {
         }
         if cfg.columnar_background {
             let t2 = t.clone();
+            let nice = cfg.analytics_nice;
             let h = std::thread::Builder::new()
                 .name("ldb-columnar".into())
-                .spawn(move || t2.worker_loop())
+                .spawn(move || {
+                    crate::metrics::lower_thread_priority(nice);
+                    t2.worker_loop()
+                })
                 .map_err(|e| Error::Io {
                     context: "spawning the column compactor".into(),
                     source: e,

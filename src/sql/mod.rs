@@ -44,12 +44,14 @@ pub(crate) struct SqlState {
     epoch: std::sync::atomic::AtomicU64,
     /// What `sql` learned about statements it saw (their fast plan, or that they have
     /// none), by text; emptied when the catalog changes.
-    cache:
-        parking_lot::Mutex<std::collections::HashMap<String, (u64, Option<Arc<fast::FastPlan>>)>>,
+    cache: parking_lot::Mutex<std::collections::HashMap<String, CachedStatement>>,
     /// Statements that took the fast path, and those DataFusion planned.
     pub(crate) fast_statements: std::sync::atomic::AtomicU64,
     pub(crate) planned_statements: std::sync::atomic::AtomicU64,
 }
+
+/// The catalog epoch a statement was analysed in, and its fast plan (if it has one).
+type CachedStatement = (u64, Option<Arc<fast::FastPlan>>);
 
 /// Statements `sql` remembers by text (beyond this, the memory is emptied).
 const SQL_CACHE_ENTRIES: usize = 1024;
@@ -146,9 +148,12 @@ impl Tables {
         if let Some(s) = g.as_ref() {
             return Ok(s.clone());
         }
+        let threads = self.config.sql_worker_threads();
+        let nice = self.config.analytics_nice;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .worker_threads(threads)
             .thread_name("ldb-sql")
+            .on_thread_start(move || crate::metrics::lower_thread_priority(nice))
             .thread_stack_size(SQL_STACK_BYTES)
             .enable_all()
             .build()
@@ -156,7 +161,9 @@ impl Tables {
                 context: "starting the SQL runtime".into(),
                 source: e,
             })?;
-        let mut cfg = SessionConfig::new().with_information_schema(true);
+        let mut cfg = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(threads);
         // Tables store Utf8, so SQL string types map to Utf8.
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let ctx = SessionContext::new_with_config(cfg);
