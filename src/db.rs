@@ -289,7 +289,10 @@ impl Database {
         check_range(start, end)?;
         let (s, e) = kv_range(start, end);
         Ok(KvIter {
-            inner: Box::new(self.engine.iter(Some(&s), Some(&e), false)?.map(strip_kv)),
+            inner: Box::new(
+                self.seen(self.engine.iter(Some(&s), Some(&e), false))?
+                    .map(strip_kv),
+            ),
             stats: self.stats.clone(),
         })
     }
@@ -305,7 +308,10 @@ impl Database {
         check_range(start, end)?;
         let (s, e) = kv_range(start, end);
         Ok(KvIter {
-            inner: Box::new(self.engine.iter(Some(&s), Some(&e), true)?.map(strip_kv)),
+            inner: Box::new(
+                self.seen(self.engine.iter(Some(&s), Some(&e), true))?
+                    .map(strip_kv),
+            ),
             stats: self.stats.clone(),
         })
     }

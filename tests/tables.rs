@@ -449,3 +449,33 @@ fn readme_tables_example() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(segments.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     Ok(())
 }
+
+#[test]
+fn a_segment_a_quarter_dead_is_rewritten_without_its_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), cfg()).unwrap();
+    db.create_table("orders", schema(), &["region", "id"])
+        .unwrap();
+    let ids: Vec<i64> = (0..2500).collect();
+    db.insert("orders", &rows(&ids, 0)).unwrap();
+    let first = db.compact_columnar("orders").unwrap();
+    assert_eq!((first.segments_written, first.segments_rewritten), (1, 0));
+    // A fifth of the rows replaced: below the threshold, nothing is rewritten.
+    let some: Vec<i64> = (0..500).map(|i| i * 5).collect();
+    db.insert("orders", &rows(&some, 1)).unwrap();
+    let r = db.compact_columnar("orders").unwrap();
+    assert_eq!((r.rows_deleted, r.segments_rewritten), (500, 0));
+    assert_columnar_matches(&db, "orders");
+    // Another tenth: the first segment is now 30% dead and is rewritten.
+    let more: Vec<i64> = (0..250).map(|i| i * 10 + 1).collect();
+    db.insert("orders", &rows(&more, 2)).unwrap();
+    let r = db.compact_columnar("orders").unwrap();
+    assert_eq!((r.rows_deleted, r.segments_rewritten), (250, 1));
+    assert_columnar_matches(&db, "orders");
+    let (_, live) = db.columnar_rows("orders", None).unwrap();
+    assert_eq!(live.iter().map(|b| b.num_rows()).sum::<usize>(), 2500);
+    // No segment keeps dead rows past the threshold, and a reopen reads the result.
+    drop(db);
+    let db = Database::open(dir.path().join("db"), cfg()).unwrap();
+    assert_columnar_matches(&db, "orders");
+}
