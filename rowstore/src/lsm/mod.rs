@@ -307,7 +307,9 @@ impl RowEngine for LsmEngine {
             .chain(sv.imms.iter())
             .flat_map(|m| m.changes_between(lo, hi_ts))
             .collect();
-        let mut mem: Vec<(&[u8], Ts, u32, Option<&[u8]>)> = Vec::new();
+        // (key, commit timestamp, position in the log, value)
+        type Change<'a> = (&'a [u8], Ts, u32, Option<&'a [u8]>);
+        let mut mem: Vec<Change> = Vec::new();
         let mut seq = 0u32;
         for c in &chunks {
             for i in 0..c.len() {
