@@ -616,3 +616,52 @@ fn readme_sql_example() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM orders"), 2);
     Ok(())
 }
+
+/// Scans of one published view build on each other (each reads only the changes since
+/// the last one): updates, deletes and re-inserts between queries, with and without a
+/// compaction round in between, always give the row store's rows.
+#[test]
+fn repeated_queries_on_changing_data_see_exactly_the_row_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = batched_db(dir.path());
+    db.sql("CREATE TABLE t (id BIGINT NOT NULL, v BIGINT, s VARCHAR, PRIMARY KEY (id))")
+        .unwrap();
+    let values: Vec<String> = (0..3000).map(|i| format!("({i}, {i}, 'a{i}')")).collect();
+    db.sql(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .unwrap();
+    db.compact_columnar("t").unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..40 {
+        for _ in 0..25 {
+            let id = next() % 3500;
+            let q = match next() % 4 {
+                0 => format!("DELETE FROM t WHERE id = {id}"),
+                1 => format!("INSERT OR REPLACE INTO t VALUES ({id}, {round}, 'r{round}')"),
+                _ => format!("UPDATE t SET v = v + 1000 WHERE id = {id}"),
+            };
+            db.sql(&q).unwrap();
+        }
+        if round % 13 == 12 {
+            db.compact_columnar("t").unwrap();
+        }
+        let got = ids(&db, "SELECT id FROM t ORDER BY id");
+        let sum = scalar_i64(&db, "SELECT sum(v) FROM t");
+        let rows = db.scan_table("t", 1 << 20).unwrap();
+        let want: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        let want_sum: i64 = rows
+            .iter()
+            .flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().flatten())
+            .sum();
+        assert_eq!(got, want, "round {round}");
+        assert_eq!(sum, want_sum, "round {round}");
+    }
+}

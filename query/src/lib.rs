@@ -12,6 +12,7 @@
 //! only through row-store transactions.
 
 mod dml;
+mod fresh;
 mod provider;
 mod scan;
 mod zones;

@@ -1,6 +1,7 @@
 //! The `TableProvider` of a Lightning table.
 
 use crate::dml::{DmlExec, conform, storage, violation, write_rows};
+use crate::fresh::FreshCache;
 use crate::scan::{LightningScan, Pruning, SegmentPart, Unit};
 use crate::zones::ZoneStats;
 use arrow::array::{Array, RecordBatch};
@@ -21,9 +22,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, build_pruning_predicate};
 use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::store::LoadedSegment;
-use lightning_columnar::table::{table_end, table_prefix};
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Isolation, Transaction};
 use std::sync::Arc;
@@ -35,6 +34,8 @@ pub struct LightningTableProvider {
     store: Arc<ColumnStore>,
     def: Arc<TableDef>,
     schema: SchemaRef,
+    /// What the last scan learned about the fresh rows (shared by clones).
+    fresh: Arc<FreshCache>,
 }
 
 /// The type SQL sees for a stored column type: strings as `Utf8View`, as DataFusion's
@@ -94,6 +95,7 @@ impl LightningTableProvider {
             store,
             def,
             schema,
+            fresh: Default::default(),
         }
     }
 
@@ -213,32 +215,11 @@ impl TableProvider for LightningTableProvider {
         let view = self.store.view(self.def.id);
         let snap = Arc::new(self.engine.snapshot());
         let def = &self.def;
-        let (prefix, end) = (table_prefix(def.id), table_end(def.id));
-        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
-        let mut changed: Vec<Vec<u8>> = Vec::new();
-        let mut fresh: Vec<RecordBatch> = Vec::new();
-        self.engine
-            .for_each_change(
-                &snap,
-                view.watermark,
-                &prefix,
-                &end,
-                |k, v| -> lightning_columnar::Result<()> {
-                    let key = &k[prefix.len()..];
-                    changed.push(key.to_vec());
-                    if let Some(v) = v {
-                        dec.push(key, v)?;
-                        if dec.len() >= 8192 {
-                            fresh.push(dec.finish()?);
-                        }
-                    }
-                    Ok(())
-                },
-            )
+        let fresh_state = self
+            .fresh
+            .get(&self.engine, def, &view, &snap)
             .map_err(storage)?;
-        if !dec.is_empty() {
-            fresh.push(dec.finish().map_err(storage)?);
-        }
+        let fresh = fresh_state.batches(def).map_err(storage)?;
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
@@ -286,7 +267,9 @@ impl TableProvider for LightningTableProvider {
             }
             let info = &s.state.info;
             let mut mask = (*s.deletes).clone();
-            mask.extend(ColumnStore::superseded_rows(s, def, &changed).map_err(storage)?);
+            if let Some(m) = fresh_state.superseded.get(&s.state.info.id) {
+                mask |= m;
+            }
             if mask.len() >= info.rows {
                 continue;
             }

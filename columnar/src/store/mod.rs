@@ -571,7 +571,7 @@ impl ColumnStore {
         let densest = (0..segments.len())
             .filter(|&i| {
                 let s = &segments[i];
-                s.deletes.len() * 4 >= s.state.info.rows && s.deletes.len() > 0
+                s.deletes.len() * 4 >= s.state.info.rows && !s.deletes.is_empty()
             })
             .max_by_key(|&i| {
                 let s = &segments[i];
@@ -594,13 +594,13 @@ impl ColumnStore {
     }
 
     /// Positions of live rows of `s` whose key is in `changed` (sorted).
-    pub fn superseded_rows(
+    pub fn superseded_rows<K: AsRef<[u8]>>(
         s: &LoadedSegment,
         def: &TableDef,
-        changed: &[Vec<u8>],
+        changed: &[K],
     ) -> Result<Vec<u32>> {
-        let lo = changed.partition_point(|k| *k < s.first_key);
-        let hi = changed.partition_point(|k| *k <= s.last_key);
+        let lo = changed.partition_point(|k| k.as_ref() < s.first_key.as_slice());
+        let hi = changed.partition_point(|k| k.as_ref() <= s.last_key.as_slice());
         if lo >= hi {
             return Ok(Vec::new());
         }
@@ -628,7 +628,7 @@ impl ColumnStore {
         // so a key costs the log of the distance to its row, not of the segment.
         let mut from = 0;
         for k in &changed[lo..hi] {
-            let k = k.as_slice();
+            let k = k.as_ref();
             let mut step = 1;
             while from + step < n && keys.key(from + step) < k {
                 from += step;
