@@ -14,7 +14,7 @@
 #   --secs S     seconds per timed phase (default 10)
 #   --writers L  writer thread counts (default 2,8)
 #   --no-duckdb  skip DuckDB
-#   --sql-threads N / --analytics-nice N / --columnar-interval-ms N
+#   --sql-threads N / --analytics-nice N / --columnar-interval-ms N / --columnar-compression N
 #                override those configuration fields for Lightning DB
 # LDB_BENCH_PROFILE=release|dev overrides the build profile. Run it on a quiet
 # machine: the result table shows how much CPU other processes took in each phase.
@@ -31,7 +31,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --no-duckdb) duckdb=0 ;;
         --data-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
-        --rows|--secs|--writers|--sql-threads|--analytics-nice|--columnar-interval-ms)
+        --rows|--secs|--writers|--sql-threads|--analytics-nice|--columnar-interval-ms|--columnar-compression)
             pass+=("$1" "$2"); shift ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;

@@ -65,6 +65,9 @@ struct Args {
     /// Override `columnar_compaction_interval`, in milliseconds.
     #[arg(long)]
     columnar_interval_ms: Option<u64>,
+    /// Override `columnar_compression` (0 none, 1 Zstd, 2 LZ4).
+    #[arg(long)]
+    columnar_compression: Option<u8>,
 }
 
 const STATUS: [&str; 4] = ["new", "paid", "shipped", "done"];
@@ -444,6 +447,9 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     }
     if let Some(n) = args.analytics_nice {
         cfg.analytics_nice = n;
+    }
+    if let Some(c) = args.columnar_compression {
+        cfg.columnar_compression = c;
     }
     if let Some(ms) = args.columnar_interval_ms {
         cfg.columnar_compaction_interval = Duration::from_millis(ms);
