@@ -60,6 +60,11 @@ pub struct Metrics {
     /// Commit timestamps between the newest commit and the oldest column-store
     /// watermark (how far the column store trails).
     pub columnar_watermark_lag: u64,
+    /// Rows stored in column segments over all tables, and how many of them are
+    /// deleted or replaced (hidden by delete bitmaps; a segment a quarter dead is
+    /// rewritten without them).
+    pub columnar_segment_rows: u64,
+    pub columnar_deleted_rows: u64,
     /// Checksum failures (corruption) met by reads since open.
     pub checksum_failures: u64,
     /// SQL statements run on the single-row fast path (straight to the row store) and
@@ -283,13 +288,13 @@ impl MetricsHandle {
         let lookups = sizes.cache_hits + sizes.cache_misses;
         let syncs = l(&st.wal_syncs);
         #[cfg(feature = "sql")]
-        let (segments, lag) = self
+        let (segments, lag, seg_rows, seg_deleted) = self
             .tables
             .as_ref()
             .map(|t| t.columnar_figures(sizes.visible_ts))
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0, 0));
         #[cfg(not(feature = "sql"))]
-        let (segments, lag) = (0, 0);
+        let (segments, lag, seg_rows, seg_deleted) = (0, 0, 0, 0);
         #[cfg(feature = "sql")]
         let (fast, planned) = self
             .tables
@@ -300,6 +305,8 @@ impl MetricsHandle {
         let (fast, planned) = (0, 0);
         let (process_cpu_seconds, sql_cpu_seconds, columnar_cpu_seconds) = cpu_split();
         Metrics {
+            columnar_segment_rows: seg_rows,
+            columnar_deleted_rows: seg_deleted,
             sql_threads: self.config.sql_worker_threads(),
             analytics_nice: self.config.analytics_nice,
             process_cpu_seconds,

@@ -432,6 +432,18 @@ pub fn render(m: &Metrics, healthy: bool) -> String {
         "Commits not yet in the column store (timestamps)",
         m.columnar_watermark_lag as f64,
     );
+    g(
+        &mut o,
+        "columnar_segment_rows",
+        "Rows stored in column segments",
+        m.columnar_segment_rows as f64,
+    );
+    g(
+        &mut o,
+        "columnar_deleted_rows",
+        "Rows of column segments hidden by delete bitmaps",
+        m.columnar_deleted_rows as f64,
+    );
     c(
         &mut o,
         "checksum_failures_total",

@@ -433,16 +433,21 @@ impl Tables {
     }
 
     /// (segments over all tables, visible ts minus the oldest watermark)
-    pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64) {
+    /// (segments, watermark lag, rows in segments, of them deleted) over all tables.
+    pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64, u64, u64) {
         let ids: Vec<u32> = self.columnar_defs().iter().map(|d| d.id).collect();
-        let mut segs = 0;
+        let (mut segs, mut rows, mut deleted) = (0, 0, 0);
         let mut oldest = visible;
         for id in ids {
             let v = self.store.view(id);
             segs += v.segments.len() as u64;
+            for s in &v.segments {
+                rows += s.state.info.rows;
+                deleted += s.deletes.len();
+            }
             oldest = oldest.min(v.watermark);
         }
-        (segs, visible - oldest)
+        (segs, visible - oldest, rows, deleted)
     }
 
     pub(crate) fn worker_alive(&self) -> bool {

@@ -312,3 +312,63 @@ fn readme_operations_example() -> Result<(), Box<dyn std::error::Error>> {
     assert!(Database::open(&backup, LightningDbConfig::default()).is_ok());
     Ok(())
 }
+
+/// The SQL runtime has `sql_threads` workers, every analytics thread runs at
+/// `analytics_nice` (so commits preempt scans), and the metrics show the split.
+#[test]
+fn analytics_threads_run_at_the_configured_priority_and_metrics_show_the_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LightningDbConfig {
+        sql_threads: 3,
+        analytics_nice: 7,
+        ..common::small_config()
+    };
+    let db = Database::create(dir.path().join("db"), cfg.clone()).unwrap();
+    db.sql("CREATE TABLE t (id BIGINT NOT NULL, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    db.sql("INSERT INTO t VALUES (1, 2), (2, 3)").unwrap();
+    db.sql("SELECT sum(v) FROM t").unwrap();
+    let m = db.get_metrics();
+    assert_eq!((m.sql_threads, m.analytics_nice), (3, 7));
+    assert!(m.process_cpu_seconds >= m.sql_cpu_seconds + m.columnar_cpu_seconds - 0.05);
+    assert!(m.sql_planned_statements >= 2);
+    #[cfg(target_os = "linux")]
+    {
+        let mut analytics = 0;
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim();
+            if comm != "ldb-sql" && comm != "ldb-columnar" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            let nice: i32 = fields[19 - 3].parse().unwrap();
+            assert!(nice >= 7, "{comm} runs at nice {nice}");
+            analytics += 1;
+        }
+        // Three SQL workers and the column compactor at least.
+        assert!(analytics >= 4, "{analytics} analytics threads");
+    }
+    drop(db);
+    for bad in [
+        LightningDbConfig {
+            analytics_nice: 20,
+            ..cfg.clone()
+        },
+        LightningDbConfig {
+            sql_threads: 5000,
+            ..cfg.clone()
+        },
+    ] {
+        assert!(matches!(
+            Database::create(dir.path().join("other"), bad),
+            Err(lightning_db::Error::InvalidConfig(_))
+        ));
+    }
+}

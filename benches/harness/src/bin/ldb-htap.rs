@@ -543,6 +543,13 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     }
     phases.insert("diagnostics_p50_ms".into(), Value::Object(diag));
 
+    let m = db.get_metrics();
+    phases.insert(
+        "columnar_before_olap".into(),
+        json!({"segments": m.columnar_segments, "rows": m.columnar_segment_rows,
+               "deleted": m.columnar_deleted_rows, "watermark_lag": m.columnar_watermark_lag}),
+    );
+
     // OLAP alone.
     eprintln!("lightning: olap alone ...");
     let probe = LoadProbe::start();
@@ -594,6 +601,8 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     phases.insert(
         "metrics".into(),
         json!({"memtable_bytes": m.memtable_bytes, "columnar_segments": m.columnar_segments,
+               "columnar_segment_rows": m.columnar_segment_rows,
+               "columnar_deleted_rows": m.columnar_deleted_rows,
                "columnar_watermark_lag": m.columnar_watermark_lag,
                "write_stall_seconds": m.write_stall_seconds, "commits": m.commits,
                "sql_threads": m.sql_threads, "analytics_nice": m.analytics_nice,
