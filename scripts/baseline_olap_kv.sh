@@ -44,16 +44,10 @@ fi
 profile="${LDB_BENCH_PROFILE:-$profile}"
 
 if [[ $duckdb == 1 ]]; then
-    venv=.venv
-    if [[ ! -x $venv/bin/python ]] && ! python3 -m venv "$venv"; then
-        echo "warning: could not create $venv; DuckDB is skipped" >&2
-        duckdb=0
+    source scripts/lib/duckdb.sh
+    if py="$(duckdb_python)"; then
+        pass+=(--duckdb-python "$py")
     fi
-    if [[ $duckdb == 1 ]] && ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check duckdb ||
-            { echo "warning: pip could not install duckdb; DuckDB is skipped" >&2; duckdb=0; }
-    fi
-    [[ $duckdb == 1 ]] && pass+=(--duckdb-python "$venv/bin/python")
 fi
 
 cargo build --profile "$profile" -p lightning-bench --bin ldb-olap

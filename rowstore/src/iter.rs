@@ -140,19 +140,6 @@ impl MergeIter {
         reverse: bool,
         prefetch: Option<(Arc<Prefetcher>, usize)>,
     ) -> Result<Self> {
-        Self::over_newer_than(sv, start, end, reverse, prefetch, None)
-    }
-
-    /// Like [`MergeIter::over`], but skipping tables whose every version is at or below
-    /// `newer_than` (their versions cannot be newer than it).
-    pub fn over_newer_than(
-        sv: &SuperVersion,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        reverse: bool,
-        prefetch: Option<(Arc<Prefetcher>, usize)>,
-        newer_than: Option<Ts>,
-    ) -> Result<Self> {
         let mut sources = Vec::new();
         sources.push(Source::Mem(MemTableIter::new(
             sv.mem.clone(),
@@ -168,7 +155,7 @@ impl MergeIter {
                 reverse,
             )));
         }
-        Self::add_tables(&mut sources, sv, start, end, reverse, prefetch, newer_than)?;
+        Self::add_tables(&mut sources, sv, start, end, reverse, prefetch, None)?;
         Ok(MergeIter::new(sources, reverse))
     }
 

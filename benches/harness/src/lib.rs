@@ -195,3 +195,29 @@ pub fn today() -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+/// Runs a harness: `f(base, scratch)` with `base` the directory the databases go under
+/// (`data_dir`, or the system's temporary directory) and `scratch` a fresh
+/// `ldb-<name>-<pid>` directory in it, removed afterwards whatever happened; an error
+/// is printed and becomes a failing exit code.
+pub fn run_in_scratch<E: std::fmt::Display>(
+    name: &str,
+    data_dir: Option<&Path>,
+    f: impl FnOnce(&Path, &Path) -> Result<(), E>,
+) -> std::process::ExitCode {
+    let base = data_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    if let Err(e) = std::fs::create_dir_all(&base) {
+        eprintln!("error: creating {}: {e}", base.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    let scratch = base.join(format!("ldb-{name}-{}", std::process::id()));
+    let result = f(&base, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

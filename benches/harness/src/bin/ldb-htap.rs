@@ -391,27 +391,14 @@ fn timed<T>(secs: f64, f: impl FnOnce(&AtomicBool) -> T) -> T {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(mut args: Args) -> Res<()> {
+    let mut args = Args::parse();
     if args.smoke {
         args.rows = args.rows.min(20_000);
         args.secs = args.secs.min(1.0);
     }
-    let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let scratch = base.join(format!("ldb-htap-{}", std::process::id()));
-    let result = run_in(&args, &base, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    lightning_bench::run_in_scratch("htap", args.data_dir.as_deref(), |base, scratch| {
+        run_in(&args, base, scratch)
+    })
 }
 
 fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {

@@ -116,28 +116,15 @@ fn best_of(runs: usize, f: &mut dyn FnMut() -> Res<usize>) -> Res<(Duration, usi
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(mut args: Args) -> Res<()> {
+    let mut args = Args::parse();
     if args.smoke {
         args.sf = args.sf.min(0.01);
         args.kv_keys = args.kv_keys.min(20_000);
         args.runs = 1;
     }
-    let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let scratch = base.join(format!("ldb-olap-{}", std::process::id()));
-    let result = run_in(&args, &base, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    lightning_bench::run_in_scratch("olap", args.data_dir.as_deref(), |base, scratch| {
+        run_in(&args, base, scratch)
+    })
 }
 
 fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
