@@ -71,6 +71,9 @@ pub struct Metrics {
     /// statements planned and run by DataFusion, since open.
     pub sql_fast_statements: u64,
     pub sql_planned_statements: u64,
+    /// Of the planned statements, queries whose plan `sql` remembered from an earlier
+    /// run of the same text (no parsing or logical planning).
+    pub sql_plan_cache_hits: u64,
     /// How the machine is divided: the SQL runtime's worker threads and the nice value
     /// of the analytics threads (see `LightningDbConfig::sql_threads` and
     /// `analytics_nice`)...
@@ -296,13 +299,13 @@ impl MetricsHandle {
         #[cfg(not(feature = "sql"))]
         let (segments, lag, seg_rows, seg_deleted) = (0, 0, 0, 0);
         #[cfg(feature = "sql")]
-        let (fast, planned) = self
+        let (fast, planned, plan_hits) = self
             .tables
             .as_ref()
             .map(|t| t.sql_figures())
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0));
         #[cfg(not(feature = "sql"))]
-        let (fast, planned) = (0, 0);
+        let (fast, planned, plan_hits) = (0, 0, 0);
         let (process_cpu_seconds, sql_cpu_seconds, columnar_cpu_seconds) = cpu_split();
         Metrics {
             columnar_segment_rows: seg_rows,
@@ -314,6 +317,7 @@ impl MetricsHandle {
             columnar_cpu_seconds,
             sql_fast_statements: fast,
             sql_planned_statements: planned,
+            sql_plan_cache_hits: plan_hits,
             operations_per_second: rate,
             cache_hit_rate: if lookups == 0 {
                 0.0

@@ -486,6 +486,12 @@ pub fn render(m: &Metrics, healthy: bool) -> String {
         "SQL statements planned and run by DataFusion",
         m.sql_planned_statements,
     );
+    c(
+        &mut o,
+        "sql_plan_cache_hits_total",
+        "Queries run from a remembered plan",
+        m.sql_plan_cache_hits,
+    );
     let _ = writeln!(o, "# HELP lightning_db_level_tables Tables per LSM level");
     let _ = writeln!(o, "# TYPE lightning_db_level_tables gauge");
     for (l, n) in m.tables_per_level.iter().enumerate() {

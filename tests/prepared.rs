@@ -314,3 +314,45 @@ fn prepared_statements_follow_catalog_changes_and_run_from_many_threads() {
     assert!(!part.is_fast_path());
     assert_eq!(rows(&part.execute((1i64,)).unwrap()), 2);
 }
+
+/// `sql` remembers the plans of queries by their text: a repeated query still sees
+/// every write, functions of the clock are evaluated again, and a catalog change makes
+/// it plan afresh.
+#[test]
+fn remembered_query_plans_stay_fresh() {
+    let d = tempfile::tempdir().unwrap();
+    let db = db(d.path());
+    let q = "SELECT count(*) AS n, sum(amount) AS s FROM orders WHERE amount > 0";
+    let total = |db: &Database| {
+        let b = db.sql(q).unwrap();
+        b[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(total(&db), 0);
+    let before = db.get_metrics().sql_planned_statements;
+    for i in 1..=3i64 {
+        db.sql(&format!("INSERT INTO orders VALUES ({i}, 1, 'x', 5)"))
+            .unwrap();
+        assert_eq!(total(&db), i);
+    }
+    assert_eq!(db.get_metrics().sql_planned_statements - before, 3);
+    let now = |db: &Database| {
+        let b = db.sql("SELECT CAST(now() AS VARCHAR) AS t").unwrap();
+        b[0].column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .map(|a| a.value(0).to_string())
+            .unwrap_or_else(|| format!("{:?}", b[0].column(0)))
+    };
+    let t1 = now(&db);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_ne!(t1, now(&db));
+    // Same text, another table behind the name: planned again.
+    db.sql("DROP TABLE orders").unwrap();
+    db.sql("CREATE TABLE orders (id BIGINT NOT NULL, amount BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    db.sql("INSERT INTO orders VALUES (1, 7), (2, 9)").unwrap();
+    let hits = db.get_metrics().sql_plan_cache_hits;
+    let b = db.sql(q).unwrap();
+    assert_eq!(b[0].column(1).as_primitive::<Int64Type>().value(0), 16);
+    assert_eq!(db.get_metrics().sql_plan_cache_hits, hits);
+}

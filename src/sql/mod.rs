@@ -45,9 +45,13 @@ pub(crate) struct SqlState {
     /// What `sql` learned about statements it saw (their fast plan, or that they have
     /// none), by text; emptied when the catalog changes.
     cache: parking_lot::Mutex<std::collections::HashMap<String, CachedStatement>>,
+    /// The logical plans of queries `sql` ran, by text (with the catalog epoch).
+    plans: parking_lot::Mutex<std::collections::HashMap<String, (u64, LogicalPlan)>>,
     /// Statements that took the fast path, and those DataFusion planned.
     pub(crate) fast_statements: std::sync::atomic::AtomicU64,
     pub(crate) planned_statements: std::sync::atomic::AtomicU64,
+    /// Queries whose remembered plan was used.
+    pub(crate) plan_cache_hits: std::sync::atomic::AtomicU64,
 }
 
 /// The catalog epoch a statement was analysed in, and its fast plan (if it has one).
@@ -55,6 +59,8 @@ type CachedStatement = (u64, Option<Arc<fast::FastPlan>>);
 
 /// Statements `sql` remembers by text (beyond this, the memory is emptied).
 const SQL_CACHE_ENTRIES: usize = 1024;
+/// Query plans `sql` remembers (beyond this, the memory is emptied).
+const PLAN_CACHE_ENTRIES: usize = 256;
 /// Longest statement the fast path looks at (single-row statements are short).
 const FAST_MAX_BYTES: usize = 2048;
 
@@ -183,22 +189,25 @@ impl Tables {
             ctx,
             epoch: Default::default(),
             cache: Default::default(),
+            plans: Default::default(),
             fast_statements: Default::default(),
             planned_statements: Default::default(),
+            plan_cache_hits: Default::default(),
         });
         *g = Some(s.clone());
         Ok(s)
     }
 
-    /// (fast-path statements, planned statements) since open.
-    pub(crate) fn sql_figures(&self) -> (u64, u64) {
+    /// (fast-path statements, planned statements, remembered plans used) since open.
+    pub(crate) fn sql_figures(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         match self.sql.lock().as_ref() {
             Some(s) => (
                 s.fast_statements.load(Relaxed),
                 s.planned_statements.load(Relaxed),
+                s.plan_cache_hits.load(Relaxed),
             ),
-            None => (0, 0),
+            None => (0, 0, 0),
         }
     }
 
@@ -344,8 +353,39 @@ fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize
 /// Plan and run one statement (on a SQL runtime thread).
 async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>> {
     let st = tables.sql_state()?;
-    let stmt = st.parse(&tables.config, &query)?;
-    let plan = st.ctx.state().statement_to_plan(stmt).await?;
+    let epoch = st.epoch();
+    let cached = st
+        .plans
+        .lock()
+        .get(&query)
+        .filter(|(e, _)| *e == epoch)
+        .map(|(_, p)| p.clone());
+    let plan = match cached {
+        Some(p) => {
+            st.plan_cache_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            p
+        }
+        None => {
+            let stmt = st.parse(&tables.config, &query)?;
+            let is_query = matches!(
+                &stmt,
+                DFStatement::Statement(s)
+                    if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_))
+            );
+            let plan = st.ctx.state().statement_to_plan(stmt).await?;
+            // Queries (no DDL, DML or file access: those change what a plan would
+            // mean) are remembered by their text until the catalog changes.
+            if is_query {
+                let mut plans = st.plans.lock();
+                if plans.len() >= PLAN_CACHE_ENTRIES {
+                    plans.clear();
+                }
+                plans.insert(query.clone(), (epoch, plan.clone()));
+            }
+            plan
+        }
+    };
     run_plan(&tables, &st, plan).await
 }
 
