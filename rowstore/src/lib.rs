@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod memory;
 pub mod memtable;
 pub mod options;
+pub mod packed;
 pub mod repair;
 pub mod row_engine;
 pub mod snapshot;

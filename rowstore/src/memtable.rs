@@ -13,6 +13,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crate::packed::PackedBytes;
 use parking_lot::Mutex;
 
 /// A stored value: `None` is a tombstone. Shared between the skiplist and the change log
@@ -243,8 +244,7 @@ impl MemTable {
 pub struct ChangeChunk {
     min_ts: Ts,
     max_ts: Ts,
-    keys: Vec<u8>,
-    ends: Vec<u32>,
+    keys: PackedBytes,
     ts: Vec<Ts>,
     values: Vec<MemValue>,
 }
@@ -256,8 +256,7 @@ impl ChangeChunk {
         }
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
-        self.keys.extend_from_slice(key);
-        self.ends.push(self.keys.len() as u32);
+        self.keys.push(key);
         self.ts.push(ts);
         self.values.push(value);
     }
@@ -272,12 +271,7 @@ impl ChangeChunk {
 
     /// The `i`th write: key, commit timestamp, value (`None`: a delete).
     pub fn get(&self, i: usize) -> (&[u8], Ts, Option<&[u8]>) {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        (
-            &self.keys[start..self.ends[i] as usize],
-            self.ts[i],
-            self.values[i].as_deref(),
-        )
+        (self.keys.get(i), self.ts[i], self.values[i].as_deref())
     }
 }
 

@@ -18,6 +18,7 @@ use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
 use crate::table::{TableDef, table_end, table_prefix};
 use arrow::array::*;
 use arrow::datatypes::SchemaRef;
+use lightning_rowstore::packed::PackedBytes;
 use lightning_rowstore::vfs::{self, Vfs};
 use lightning_rowstore::{Engine, Snapshot, Ts};
 use parking_lot::{Mutex, RwLock};
@@ -74,20 +75,7 @@ pub struct LoadedSegment {
     /// segment and shared by its later generations (same rows, other delete bitmaps):
     /// a query on changing data then binary-searches memory instead of decoding the
     /// key columns again.
-    keys: Arc<std::sync::OnceLock<EncodedKeys>>,
-}
-
-/// The encoded keys of a segment's rows, packed, in row (= key) order.
-struct EncodedKeys {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl EncodedKeys {
-    fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
+    keys: Arc<std::sync::OnceLock<PackedBytes>>,
 }
 
 impl LoadedSegment {
@@ -608,21 +596,17 @@ impl ColumnStore {
             Some(k) => k,
             None => {
                 let b = s.segment.read(Some(&def.key_cols))?;
-                let mut keys = EncodedKeys {
-                    bytes: Vec::new(),
-                    ends: Vec::with_capacity(b.num_rows()),
-                };
+                let mut keys = PackedBytes::with_capacity(b.num_rows());
                 let mut buf = Vec::new();
                 for i in 0..b.num_rows() {
                     row_key(def, b.columns(), i, &mut buf);
-                    keys.bytes.extend_from_slice(&buf);
-                    keys.ends.push(keys.bytes.len());
+                    keys.push(&buf);
                 }
                 let _ = s.keys.set(keys);
                 s.keys.get().expect("just set")
             }
         };
-        let n = keys.ends.len();
+        let n = keys.len();
         let mut out = Vec::new();
         // Both sides are sorted: each search gallops from where the previous one ended,
         // so a key costs the log of the distance to its row, not of the segment.
@@ -630,13 +614,13 @@ impl ColumnStore {
         for k in &changed[lo..hi] {
             let k = k.as_ref();
             let mut step = 1;
-            while from + step < n && keys.key(from + step) < k {
+            while from + step < n && keys.get(from + step) < k {
                 from += step;
                 step *= 2;
             }
             let end = (from + step + 1).min(n);
-            let a = from + partition_point(end - from, |i| keys.key(from + i) < k);
-            if a < n && keys.key(a) == k && !s.deletes.contains(a as u32) {
+            let a = from + partition_point(end - from, |i| keys.get(from + i) < k);
+            if a < n && keys.get(a) == k && !s.deletes.contains(a as u32) {
                 out.push(a as u32);
             }
             from = a;
