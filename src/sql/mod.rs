@@ -42,11 +42,10 @@ pub(crate) struct SqlState {
     /// Bumped by every change to the catalog: compiled statements from before it are
     /// compiled again.
     epoch: std::sync::atomic::AtomicU64,
-    /// What `sql` learned about statements it saw (their fast plan, or that they have
-    /// none), by text; emptied when the catalog changes.
-    cache: parking_lot::Mutex<std::collections::HashMap<String, CachedStatement>>,
-    /// The logical plans of queries `sql` ran, by text (with the catalog epoch).
-    plans: parking_lot::Mutex<std::collections::HashMap<String, (u64, LogicalPlan)>>,
+    /// What `sql` learned about the statements it saw, by text: their fast plan (or
+    /// that they have none) and, for queries, their DataFusion plan. Emptied when the
+    /// catalog changes.
+    statements: parking_lot::Mutex<std::collections::HashMap<String, Arc<Compiled>>>,
     /// Statements that took the fast path, and those DataFusion planned.
     pub(crate) fast_statements: std::sync::atomic::AtomicU64,
     pub(crate) planned_statements: std::sync::atomic::AtomicU64,
@@ -54,13 +53,18 @@ pub(crate) struct SqlState {
     pub(crate) plan_cache_hits: std::sync::atomic::AtomicU64,
 }
 
-/// The catalog epoch a statement was analysed in, and its fast plan (if it has one).
-type CachedStatement = (u64, Option<Arc<fast::FastPlan>>);
+/// What a statement compiled to, for one version of the catalog (`epoch`): kept by
+/// prepared statements and remembered by `sql` for the texts it sees.
+pub(crate) struct Compiled {
+    epoch: u64,
+    /// Single-row statements by primary key: run on the row store directly.
+    fast: Option<Arc<fast::FastPlan>>,
+    /// The DataFusion plan (with placeholders, for a prepared statement).
+    plan: Option<LogicalPlan>,
+}
 
 /// Statements `sql` remembers by text (beyond this, the memory is emptied).
 const SQL_CACHE_ENTRIES: usize = 1024;
-/// Query plans `sql` remembers (beyond this, the memory is emptied).
-const PLAN_CACHE_ENTRIES: usize = 256;
 /// Longest statement the fast path looks at (single-row statements are short).
 const FAST_MAX_BYTES: usize = 2048;
 
@@ -71,7 +75,25 @@ impl SqlState {
 
     fn catalog_changed(&self) {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.cache.lock().clear();
+        self.statements.lock().clear();
+    }
+
+    /// What `sql` remembers of `query` for the current catalog.
+    fn remembered(&self, query: &str) -> Option<Arc<Compiled>> {
+        let epoch = self.epoch();
+        self.statements
+            .lock()
+            .get(query)
+            .filter(|c| c.epoch == epoch)
+            .cloned()
+    }
+
+    fn remember(&self, query: &str, c: Compiled) {
+        let mut m = self.statements.lock();
+        if m.len() >= SQL_CACHE_ENTRIES {
+            m.clear();
+        }
+        m.insert(query.to_string(), Arc::new(c));
     }
 
     fn epoch(&self) -> u64 {
@@ -105,26 +127,28 @@ impl SqlState {
     /// the caller's thread: the length bound and the parser's recursion limit keep
     /// that shallow). `None`: the statement takes the general path.
     fn fast_plan(&self, tables: &Tables, query: &str) -> Option<Arc<fast::FastPlan>> {
+        if let Some(c) = self.remembered(query) {
+            return c.fast.clone();
+        }
         if query.len() > FAST_MAX_BYTES.min(tables.config.sql_max_statement_bytes) {
             return None;
         }
         let epoch = self.epoch();
-        if let Some((e, p)) = self.cache.lock().get(query)
-            && *e == epoch
-        {
-            return p.clone();
-        }
-        let plan = self
+        let fast = self
             .parse(&tables.config, query)
             .ok()
             .and_then(|stmt| fast::analyze(tables, &stmt))
             .map(Arc::new);
-        let mut c = self.cache.lock();
-        if c.len() >= SQL_CACHE_ENTRIES {
-            c.clear();
-        }
-        c.insert(query.to_string(), (epoch, plan.clone()));
-        plan
+        let plan = None;
+        self.remember(
+            query,
+            Compiled {
+                epoch,
+                fast: fast.clone(),
+                plan,
+            },
+        );
+        fast
     }
 }
 
@@ -188,8 +212,7 @@ impl Tables {
             runtime: Some(runtime),
             ctx,
             epoch: Default::default(),
-            cache: Default::default(),
-            plans: Default::default(),
+            statements: Default::default(),
             fast_statements: Default::default(),
             planned_statements: Default::default(),
             plan_cache_hits: Default::default(),
@@ -354,13 +377,8 @@ fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize
 async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>> {
     let st = tables.sql_state()?;
     let epoch = st.epoch();
-    let cached = st
-        .plans
-        .lock()
-        .get(&query)
-        .filter(|(e, _)| *e == epoch)
-        .map(|(_, p)| p.clone());
-    let plan = match cached {
+    let known = st.remembered(&query);
+    let plan = match known.as_ref().and_then(|c| c.plan.clone()) {
         Some(p) => {
             st.plan_cache_hits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -377,11 +395,9 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
             // Queries (no DDL, DML or file access: those change what a plan would
             // mean) are remembered by their text until the catalog changes.
             if is_query {
-                let mut plans = st.plans.lock();
-                if plans.len() >= PLAN_CACHE_ENTRIES {
-                    plans.clear();
-                }
-                plans.insert(query.clone(), (epoch, plan.clone()));
+                let fast = known.and_then(|c| c.fast.clone());
+                let plan = Some(plan.clone());
+                st.remember(&query, Compiled { epoch, fast, plan });
             }
             plan
         }

@@ -1,7 +1,7 @@
 //! Prepared statements: parsed, checked and planned once, run many times with `$1`,
 //! `$2`, … bound to new values.
 
-use super::{SqlState, fast, run_plan};
+use super::{Compiled, SqlState, fast, run_plan};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::tables::Tables;
@@ -64,15 +64,6 @@ tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
-
-/// What a statement compiled to, for one version of the catalog.
-struct Compiled {
-    epoch: u64,
-    /// Single-row statements by primary key: run on the row store directly.
-    fast: Option<Arc<fast::FastPlan>>,
-    /// The DataFusion plan with placeholders.
-    plan: Option<LogicalPlan>,
-}
 
 /// A statement prepared by [`Database::prepare`]. It can be run from many threads at
 /// once; when a table is created or dropped it is compiled again on its next run.
