@@ -31,8 +31,11 @@ pub(crate) struct Fresh {
     changed: Vec<Bytes>,
     /// The newest row of each changed key that still exists (value bytes), sorted.
     rows: Vec<(Bytes, Bytes)>,
-    /// Per segment id: its rows superseded by the changes.
-    pub superseded: HashMap<u64, RoaringBitmap>,
+    /// Per segment id: its rows superseded by the changes (shared with the next
+    /// `Fresh` of the view until a new change touches that segment).
+    pub superseded: HashMap<u64, Arc<RoaringBitmap>>,
+    /// `rows` decoded, once: scans at the same snapshot or with no newer change share it.
+    decoded: std::sync::OnceLock<Vec<RecordBatch>>,
 }
 
 /// The last [`Fresh`] of a table, shared by its scans.
@@ -83,7 +86,7 @@ impl FreshCache {
         for s in &view.segments {
             let rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
             if !rows.is_empty() {
-                superseded.entry(s.state.info.id).or_default().extend(rows);
+                Arc::make_mut(superseded.entry(s.state.info.id).or_default()).extend(rows);
             }
         }
         let changed = merge_sorted(old_changed, &new_keys);
@@ -110,6 +113,7 @@ impl FreshCache {
             changed,
             rows,
             superseded,
+            decoded: Default::default(),
         });
         let mut g = self.0.lock();
         if g.as_ref()
@@ -145,6 +149,9 @@ fn merge_sorted(a: &[Bytes], b: &[Bytes]) -> Vec<Bytes> {
 impl Fresh {
     /// The fresh rows decoded into batches of the table's schema.
     pub(crate) fn batches(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
+        if let Some(b) = self.decoded.get() {
+            return Ok(b.clone());
+        }
         let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
         let mut out = Vec::new();
         for (k, v) in &self.rows {
@@ -156,6 +163,6 @@ impl Fresh {
         if !dec.is_empty() {
             out.push(dec.finish()?);
         }
-        Ok(out)
+        Ok(self.decoded.get_or_init(|| out).clone())
     }
 }

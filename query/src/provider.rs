@@ -268,7 +268,7 @@ impl TableProvider for LightningTableProvider {
             let info = &s.state.info;
             let mut mask = (*s.deletes).clone();
             if let Some(m) = fresh_state.superseded.get(&s.state.info.id) {
-                mask |= m;
+                mask |= m.as_ref();
             }
             if mask.len() >= info.rows {
                 continue;
