@@ -744,9 +744,7 @@ impl Database {
         let Some(v) = self.engine().get(&k)? else {
             return Ok(None);
         };
-        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1);
-        dec.push(&k[5..], &v)?;
-        Ok(Some(dec.finish()?))
+        Ok(Some(def.decode_row(&k, &v)?))
     }
 
     /// Every row of a table read from the row store at one snapshot, in primary-key

@@ -312,6 +312,22 @@ impl TableDef {
         }
     }
 
+    /// One stored row (its full row-store key, as [`TableDef::row_key`] makes it, and
+    /// value) as a one-row batch of the table's schema.
+    pub fn decode_row(&self, key: &[u8], value: &[u8]) -> Result<RecordBatch> {
+        let prefix = table_prefix(self.id).len();
+        let key = key.get(prefix..).ok_or_else(|| {
+            Error::Schema(format!(
+                "row key of table {} shorter than its prefix",
+                self.name
+            ))
+        })?;
+        let mut dec =
+            crate::codec::RowDecoder::new(self.schema.clone(), &self.key_cols, self.raw_kv, 1);
+        dec.push(key, value)?;
+        dec.finish()
+    }
+
     /// The row-store value of row `i`, given the non-key columns in schema order.
     pub fn row_value(&self, value_cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
         out.clear();

@@ -23,7 +23,6 @@ use datafusion::sql::sqlparser::ast::{
     Value,
 };
 use lightning_columnar::TableDef;
-use lightning_columnar::codec::RowDecoder;
 use lightning_rowstore::{Isolation, Transaction};
 use std::sync::Arc;
 
@@ -443,9 +442,7 @@ fn key_bytes(def: &TableDef, key: &[Operand], params: &[ScalarValue]) -> Result<
 
 /// Decode one stored row into a value per column.
 fn decode(def: &TableDef, k: &[u8], v: &[u8]) -> Result<Vec<ScalarValue>> {
-    let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1);
-    dec.push(&k[5..], v)?;
-    let b = dec.finish()?;
+    let b = def.decode_row(k, v)?;
     (0..b.num_columns())
         .map(|i| Ok(ScalarValue::try_from_array(b.column(i), 0)?))
         .collect()
@@ -586,9 +583,7 @@ pub(crate) fn run(
             let Some(v) = engine.get(&k)? else {
                 return Ok(Some(Vec::new()));
             };
-            let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1);
-            dec.push(&k[5..], &v)?;
-            let b = dec.finish()?.project(projection)?;
+            let b = def.decode_row(&k, &v)?.project(projection)?;
             Ok(Some(vec![lightning_query::cast_batch(&b, &schema)?]))
         }
     }
