@@ -147,38 +147,29 @@ fn cpu_jiffies() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-fn own_jiffies() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command: utime is field 14, stime 15 (1-based).
-    // After the command come the state (field 3), then numbers, some negative.
-    let rest = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| {
-        f.get(n - 3)
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(14) + field(15)
+/// This process's CPU time in clock ticks (USER_HZ = 100), as the database reports it.
+fn own_jiffies(db: &Database) -> u64 {
+    (db.get_metrics().process_cpu_seconds * 100.0).round() as u64
 }
 
 impl LoadProbe {
-    fn start() -> LoadProbe {
+    fn start(db: &Database) -> LoadProbe {
         let (busy, total) = cpu_jiffies();
         LoadProbe {
             t: Instant::now(),
             busy,
             total,
-            own: own_jiffies(),
+            own: own_jiffies(db),
         }
     }
 
     /// (machine busy %, % of the machine used by other processes).
-    fn stop(&self) -> Value {
+    fn stop(&self, db: &Database) -> Value {
         let (busy, total) = cpu_jiffies();
-        let own = own_jiffies();
+        let own = own_jiffies(db);
         let dt = (total - self.total).max(1) as f64;
         let busy = (busy - self.busy) as f64 / dt * 100.0;
-        let ours = (own - self.own) as f64 / dt * 100.0;
+        let ours = own.saturating_sub(self.own) as f64 / dt * 100.0;
         json!({
             "secs": self.t.elapsed().as_secs_f64(),
             "machine_busy_pct": round1(busy),
@@ -445,7 +436,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     let mut phases = serde_json::Map::new();
 
     eprintln!("lightning: loading {} rows ...", args.rows);
-    let probe = LoadProbe::start();
+    let probe = LoadProbe::start(&db);
     db.sql(
         "CREATE TABLE orders (id BIGINT NOT NULL, customer BIGINT, status VARCHAR, amount BIGINT, PRIMARY KEY (id))",
     )?;
@@ -456,7 +447,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
         i = end;
     }
     db.compact_columnar("orders")?;
-    let load = probe.stop();
+    let load = probe.stop(&db);
     let load_secs = load["secs"].as_f64().unwrap_or(0.0);
     phases.insert(
         "load".into(),
@@ -476,11 +467,11 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
         for api in [Api::Table, Api::Sql] {
             let name = format!("{}_w{w}", if api == Api::Table { "table" } else { "sql" });
             eprintln!("lightning: oltp {name} ...");
-            let probe = LoadProbe::start();
+            let probe = LoadProbe::start(&db);
             let (n, mut lat) = timed(args.secs, |stop| {
                 write_load(&db, api, w, args.rows, &ledger, stop)
             })?;
-            let load = probe.stop();
+            let load = probe.stop(&db);
             let secs = load["secs"].as_f64().unwrap_or(args.secs);
             solo.insert(
                 name,
@@ -496,7 +487,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     let get = db.prepare("SELECT * FROM orders WHERE id = $1")?;
     let mut lat = Latencies::default();
     let mut rng = Rng(7);
-    let probe = LoadProbe::start();
+    let probe = LoadProbe::start(&db);
     let deadline = Instant::now() + Duration::from_secs_f64(args.secs.min(3.0));
     while Instant::now() < deadline {
         let id = (rng.next() % args.rows) as i64;
@@ -510,7 +501,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     phases.insert(
         "pk_select".into(),
         json!({"p50_us": round1(lat.percentile_us(50.0)), "p99_us": round1(lat.percentile_us(99.0)),
-               "count": lat.0.len(), "load": probe.stop()}),
+               "count": lat.0.len(), "load": probe.stop(&db)}),
     );
 
     // Where a small query's time goes: a statement with no table (session, planning
@@ -539,10 +530,10 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
 
     // OLAP alone.
     eprintln!("lightning: olap alone ...");
-    let probe = LoadProbe::start();
+    let probe = LoadProbe::start(&db);
     let (mut lats, _, _) = timed(args.secs, |stop| query_load(&db, &ledger, stop, 0))?;
     let n: usize = lats.iter().map(|l| l.0.len()).sum();
-    let load = probe.stop();
+    let load = probe.stop(&db);
     let olap_p50 = p50s(&mut lats);
     phases.insert(
         "olap_solo".into(),
@@ -554,7 +545,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     let mut mixed = serde_json::Map::new();
     for &w in &args.writers {
         eprintln!("lightning: mixed w{w} ...");
-        let probe = LoadProbe::start();
+        let probe = LoadProbe::start(&db);
         let ((n, mut wl), q) = timed(args.secs, |stop| {
             std::thread::scope(|s| {
                 let q = s.spawn(|| query_load(&db, &ledger, stop, 3));
@@ -564,7 +555,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
             })
         })?;
         let (mut lats, probes, fresh) = q;
-        let load = probe.stop();
+        let load = probe.stop(&db);
         let secs = load["secs"].as_f64().unwrap_or(args.secs);
         mixed.insert(
             format!("w{w}"),
