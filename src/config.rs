@@ -136,6 +136,11 @@ pub struct LightningDbConfig {
     /// is one batch): the unit of lazy decoding, of zone-map pruning within a segment and
     /// of scan parallelism. Default 65_536.
     pub columnar_batch_rows: usize,
+    /// Bytes of decoded column-segment data kept in memory for later queries (columns
+    /// as stored, dictionaries kept). A segment's columns stay until a compaction round
+    /// replaces it; what does not fit is decoded per query. 0 = keep nothing. Default
+    /// 512 MiB.
+    pub columnar_cache_bytes: u64,
     /// Also compact the key-value API's data (the `kv` table) into column segments.
     /// Off by default: SQL over `kv` then reads the row store, and key-value workloads
     /// pay nothing for the column store. Default false.
@@ -205,6 +210,7 @@ impl Default for LightningDbConfig {
             columnar_compression: 1,
             columnar_segment_rows: 1 << 20,
             columnar_batch_rows: 1 << 16,
+            columnar_cache_bytes: 512 << 20,
             columnar_kv: false,
             health_min_free_disk_bytes: 256 * 1024 * 1024,
             sql_max_statement_bytes: 1 << 20,

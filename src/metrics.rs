@@ -65,6 +65,8 @@ pub struct Metrics {
     /// rewritten without them).
     pub columnar_segment_rows: u64,
     pub columnar_deleted_rows: u64,
+    /// Bytes of decoded segment columns kept in memory (`columnar_cache_bytes`).
+    pub columnar_cache_bytes: u64,
     /// Checksum failures (corruption) met by reads since open.
     pub checksum_failures: u64,
     /// SQL statements run on the single-row fast path (straight to the row store) and
@@ -291,13 +293,13 @@ impl MetricsHandle {
         let lookups = sizes.cache_hits + sizes.cache_misses;
         let syncs = l(&st.wal_syncs);
         #[cfg(feature = "sql")]
-        let (segments, lag, seg_rows, seg_deleted) = self
+        let (segments, lag, seg_rows, seg_deleted, seg_cached) = self
             .tables
             .as_ref()
             .map(|t| t.columnar_figures(sizes.visible_ts))
-            .unwrap_or((0, 0, 0, 0));
+            .unwrap_or((0, 0, 0, 0, 0));
         #[cfg(not(feature = "sql"))]
-        let (segments, lag, seg_rows, seg_deleted) = (0, 0, 0, 0);
+        let (segments, lag, seg_rows, seg_deleted, seg_cached) = (0, 0, 0, 0, 0);
         #[cfg(feature = "sql")]
         let (fast, planned, plan_hits) = self
             .tables
@@ -310,6 +312,7 @@ impl MetricsHandle {
         Metrics {
             columnar_segment_rows: seg_rows,
             columnar_deleted_rows: seg_deleted,
+            columnar_cache_bytes: seg_cached,
             sql_threads: self.config.sql_worker_threads(),
             analytics_nice: self.config.analytics_nice,
             process_cpu_seconds,

@@ -444,6 +444,12 @@ pub fn render(m: &Metrics, healthy: bool) -> String {
         "Rows of column segments hidden by delete bitmaps",
         m.columnar_deleted_rows as f64,
     );
+    g(
+        &mut o,
+        "columnar_cache_bytes",
+        "Bytes of decoded column-segment data kept in memory",
+        m.columnar_cache_bytes as f64,
+    );
     c(
         &mut o,
         "checksum_failures_total",

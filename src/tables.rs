@@ -89,6 +89,7 @@ impl Tables {
             },
             segment_rows: cfg.columnar_segment_rows,
             batch_rows: cfg.columnar_batch_rows,
+            cache_bytes: usize::try_from(cfg.columnar_cache_bytes).unwrap_or(usize::MAX),
             vfs: engine.options().vfs.clone(),
             ..Default::default()
         };
@@ -434,7 +435,8 @@ impl Tables {
 
     /// (segments over all tables, visible ts minus the oldest watermark)
     /// (segments, watermark lag, rows in segments, of them deleted) over all tables.
-    pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64, u64, u64) {
+    /// (segments, watermark lag, segment rows, deleted rows, decoded bytes cached).
+    pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64, u64, u64, u64) {
         let ids: Vec<u32> = self.columnar_defs().iter().map(|d| d.id).collect();
         let (mut segs, mut rows, mut deleted) = (0, 0, 0);
         let mut oldest = visible;
@@ -447,7 +449,8 @@ impl Tables {
             }
             oldest = oldest.min(v.watermark);
         }
-        (segs, visible - oldest, rows, deleted)
+        let cached = self.store.decode_cache().used() as u64;
+        (segs, visible - oldest, rows, deleted, cached)
     }
 
     pub(crate) fn worker_alive(&self) -> bool {

@@ -31,7 +31,7 @@ mod read;
 mod write;
 
 use encode::*;
-pub use read::{Segment, SegmentReader};
+pub use read::{DecodeCache, Segment, SegmentReader, to_type};
 pub use write::{write_segment, write_segment_batched, write_segment_chunks};
 
 pub const SEGMENT_FORMAT_VERSION: u32 = 2;

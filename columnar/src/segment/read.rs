@@ -2,6 +2,8 @@
 //! cast back to the table's types.
 
 use super::*;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An open, verified, memory-mapped segment.
 pub struct Segment {
@@ -16,6 +18,70 @@ pub struct Segment {
     /// First row of each batch, plus the row count at the end.
     batch_starts: Vec<usize>,
     batch_zones: Vec<Vec<ZoneMap>>,
+    /// Decoded columns kept in memory, per batch and stored column (see [`DecodeCache`]).
+    decoded: Vec<Vec<OnceLock<ArrayRef>>>,
+    cache: Option<Arc<DecodeCache>>,
+    /// Bytes this segment holds in `cache`, given back when it is dropped.
+    cached_bytes: AtomicUsize,
+}
+
+/// A memory budget for decoded segment columns, shared by every segment of a column
+/// store.
+///
+/// Decoding a batch (decompressing its buffers, validating them) is most of what a small
+/// query over a compressed segment costs, and segments never change: a scan keeps each
+/// column it decodes, in the form stored (dictionaries stay dictionaries), while the
+/// budget allows, and later scans reuse it. Nothing is evicted: the decoded columns of a
+/// segment go when the segment does (a compaction round replaced it), which frees the
+/// budget for the segments that replaced it. Columns that do not fit are decoded per
+/// scan, as without a cache.
+#[derive(Debug)]
+pub struct DecodeCache {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl DecodeCache {
+    /// A budget of `limit` bytes (0: keep nothing).
+    pub fn new(limit: usize) -> Arc<DecodeCache> {
+        Arc::new(DecodeCache {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of decoded columns held.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u + n <= self.limit).then_some(u + n)
+            })
+            .is_ok()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(c) = &self.cache {
+            c.used
+                .fetch_sub(*self.cached_bytes.get_mut(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes an array's buffers span (a slice counts its length, not its allocation's).
+fn array_bytes(d: &ArrayData) -> usize {
+    d.buffers().iter().map(|b| b.len()).sum::<usize>()
+        + d.nulls().map_or(0, |n| n.buffer().len())
+        + d.child_data().iter().map(array_bytes).sum::<usize>()
 }
 
 impl std::fmt::Debug for Segment {
@@ -168,7 +234,17 @@ impl Segment {
         if file_schema.fields().len() != table_schema.fields().len() {
             return Err(bad("segment columns do not match the table".into()));
         }
+        let decoded = (0..batch_blocks.len())
+            .map(|_| {
+                (0..file_schema.fields().len())
+                    .map(|_| OnceLock::new())
+                    .collect()
+            })
+            .collect();
         Ok(Segment {
+            decoded,
+            cache: None,
+            cached_bytes: AtomicUsize::new(0),
             version: footer.version(),
             path,
             info: info.clone(),
@@ -180,6 +256,35 @@ impl Segment {
             batch_starts,
             batch_zones,
         })
+    }
+
+    /// Keep decoded columns in memory within `cache`'s budget.
+    pub fn with_cache(mut self, cache: Arc<DecodeCache>) -> Segment {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Column `col` of batch `i` as stored, if it is kept decoded.
+    fn cached(&self, i: usize, col: usize) -> Option<ArrayRef> {
+        self.decoded[i][col].get().cloned()
+    }
+
+    /// Keep column `col` of batch `i`, decoded, if the budget allows.
+    fn admit(&self, i: usize, col: usize, a: &ArrayRef) {
+        let Some(cache) = &self.cache else { return };
+        let slot = &self.decoded[i][col];
+        if slot.get().is_some() {
+            return;
+        }
+        let n = array_bytes(&a.to_data());
+        if !cache.take(n) {
+            return;
+        }
+        if slot.set(a.clone()).is_ok() {
+            self.cached_bytes.fetch_add(n, Ordering::Relaxed);
+        } else {
+            cache.used.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     pub fn info(&self) -> &SegmentInfo {
@@ -245,6 +350,23 @@ impl Segment {
 
     /// Decode batch `i` with `dec` into the table's own types (`out_schema`).
     fn decode(&self, dec: &FileDecoder, i: usize, out_schema: &SchemaRef) -> Result<RecordBatch> {
+        let batch = self.decode_stored(dec, i)?;
+        let rows = batch.num_rows();
+        let cols = batch
+            .columns()
+            .iter()
+            .zip(out_schema.fields())
+            .map(|(c, f)| to_type(c, f.data_type()).map_err(|e| self.wrap(e)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            out_schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+
+    /// Decode batch `i` with `dec` as stored (dictionaries and run ends kept).
+    fn decode_stored(&self, dec: &FileDecoder, i: usize) -> Result<RecordBatch> {
         let block = &self.batch_blocks[i];
         let buf = self.block_buf(block)?;
         let batch = contain(&self.path, || dec.read_record_batch(block, &buf))?
@@ -258,17 +380,7 @@ impl Segment {
                 format!("batch {i} has {} rows, expected {rows}", batch.num_rows()),
             ));
         }
-        let cols = batch
-            .columns()
-            .iter()
-            .zip(out_schema.fields())
-            .map(|(c, f)| to_type(c, f.data_type()).map_err(|e| self.wrap(e)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new_with_options(
-            out_schema.clone(),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )?)
+        Ok(batch)
     }
 
     /// A reader that decodes the projected columns (indexes into the table schema;
@@ -297,6 +409,7 @@ impl Segment {
         }
         Ok(SegmentReader {
             dec: self.decoder(&proj)?,
+            proj,
             out_schema: schema,
             seg: self.clone(),
         })
@@ -322,7 +435,7 @@ impl Segment {
 /// casting its (few) values and gathering them by key: for a string dictionary read as
 /// `Utf8View` that copies one 16-byte view per row instead of rebuilding each view from
 /// the string bytes.
-pub(super) fn to_type(
+pub fn to_type(
     c: &ArrayRef,
     t: &DataType,
 ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
@@ -342,6 +455,8 @@ pub(super) fn to_type(
 pub struct SegmentReader {
     seg: Arc<Segment>,
     dec: FileDecoder,
+    /// The stored columns it reads.
+    proj: Vec<usize>,
     out_schema: SchemaRef,
 }
 
@@ -356,13 +471,43 @@ impl SegmentReader {
 
     /// Decode batch `i` (rows [`Segment::batch_range`]`(i)`).
     pub fn read_batch(&self, i: usize) -> Result<RecordBatch> {
+        self.check(i)?;
+        self.seg.decode(&self.dec, i, &self.out_schema)
+    }
+
+    /// The projected columns of batch `i` as stored: a dictionary-encoded column stays
+    /// a dictionary (so a predicate can be evaluated once per distinct value), a
+    /// run-end encoded one stays run-end encoded. [`to_type`] turns each into the
+    /// reader's type.
+    ///
+    /// Served from, and added to, the segment's decoded columns when it has a cache.
+    pub fn read_stored(&self, i: usize) -> Result<Vec<ArrayRef>> {
+        self.check(i)?;
+        let seg = &self.seg;
+        if seg.cache.is_some()
+            && let Some(cols) = self
+                .proj
+                .iter()
+                .map(|&c| seg.cached(i, c))
+                .collect::<Option<Vec<_>>>()
+        {
+            return Ok(cols);
+        }
+        let cols = seg.decode_stored(&self.dec, i)?.columns().to_vec();
+        for (a, &c) in cols.iter().zip(&self.proj) {
+            seg.admit(i, c, a);
+        }
+        Ok(cols)
+    }
+
+    fn check(&self, i: usize) -> Result<()> {
         if i >= self.seg.num_batches() {
             return Err(Error::Schema(format!(
                 "batch {i} of a segment with {} batches",
                 self.seg.num_batches()
             )));
         }
-        self.seg.decode(&self.dec, i, &self.out_schema)
+        Ok(())
     }
 }
 

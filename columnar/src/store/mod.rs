@@ -11,7 +11,7 @@
 use crate::codec::{RowDecoder, encode_key_value};
 use crate::error::{Error, Result};
 use crate::segment::{
-    Segment, SegmentCompression, SegmentInfo, segment_path, write_segment_batched,
+    DecodeCache, Segment, SegmentCompression, SegmentInfo, segment_path, write_segment_batched,
     write_segment_chunks,
 };
 use crate::state::{ColumnarState, DeleteFile, SegmentState, TableState};
@@ -47,6 +47,8 @@ pub struct ColumnarOptions {
     pub small_segment_rows: usize,
     /// ...once at least this many of them exist.
     pub merge_when_small_segments: usize,
+    /// Bytes of decoded segment columns kept in memory for later scans (0: none).
+    pub cache_bytes: usize,
     /// The file system every file of the column store goes through.
     pub vfs: Arc<dyn Vfs>,
 }
@@ -59,6 +61,7 @@ impl Default for ColumnarOptions {
             batch_rows: crate::segment::BATCH_ROWS,
             small_segment_rows: 1 << 16,
             merge_when_small_segments: 4,
+            cache_bytes: 512 << 20,
             vfs: vfs::std_vfs(),
         }
     }
@@ -126,6 +129,7 @@ pub struct ColumnStore {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     opts: ColumnarOptions,
+    cache: Arc<DecodeCache>,
     state: Mutex<ColumnarState>,
     views: RwLock<HashMap<u32, Arc<TableView>>>,
     pins: Mutex<HashMap<u32, Snapshot>>,
@@ -199,13 +203,14 @@ impl ColumnStore {
             }
         }
         drop(open_pin);
+        let cache = DecodeCache::new(opts.cache_bytes);
         let mut views = HashMap::new();
         for t in tables {
             let ts = &state.tables[&t.id];
             let tdir = table_dir(&dir, t.id);
             let mut segs = Vec::new();
             for s in &ts.segments {
-                segs.push(Arc::new(Self::load_segment(&*vfs, &tdir, t, s)?));
+                segs.push(Arc::new(Self::load_segment(&*vfs, &cache, &tdir, t, s)?));
             }
             views.insert(
                 t.id,
@@ -221,6 +226,7 @@ impl ColumnStore {
             dir,
             vfs,
             opts,
+            cache,
             state: Mutex::new(state),
             views: RwLock::new(views),
             pins: Mutex::new(pins),
@@ -238,11 +244,14 @@ impl ColumnStore {
 
     fn load_segment(
         vfs: &dyn Vfs,
+        cache: &Arc<DecodeCache>,
         tdir: &Path,
         def: &TableDef,
         s: &SegmentState,
     ) -> Result<LoadedSegment> {
-        let seg = Arc::new(Segment::open(vfs, tdir, &s.info, def.schema.clone())?);
+        let seg = Arc::new(
+            Segment::open(vfs, tdir, &s.info, def.schema.clone())?.with_cache(cache.clone()),
+        );
         let deletes = match &s.deletes {
             Some(d) => read_deletes(vfs, tdir, s.info.id, d)?,
             None => RoaringBitmap::new(),
@@ -324,6 +333,11 @@ impl ColumnStore {
     }
 
     /// The published view of a table (empty if nothing was compacted yet).
+    /// The budget of decoded segment columns kept in memory.
+    pub fn decode_cache(&self) -> &DecodeCache {
+        &self.cache
+    }
+
     pub fn view(&self, table_id: u32) -> Arc<TableView> {
         self.views
             .read()
@@ -414,7 +428,7 @@ impl ColumnStore {
             info,
             deletes: None,
         };
-        Self::load_segment(&*self.vfs, tdir, def, &st)
+        Self::load_segment(&*self.vfs, &self.cache, tdir, def, &st)
     }
 
     /// Register a new table (empty, watermark 0).
