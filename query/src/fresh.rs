@@ -8,16 +8,18 @@
 //! changes committed in `(S', S]`, so a change is looked up once per view, not once per
 //! query. A new view (a compaction round published) starts afresh.
 
-use arrow::array::RecordBatch;
+use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{FilterBuilder, FilterPredicate};
 use lightning_columnar::codec::RowDecoder;
-use lightning_columnar::store::TableView;
+use lightning_columnar::store::{LoadedSegment, TableView};
 use lightning_columnar::table::{table_end, table_prefix};
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Snapshot, Ts};
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Shared bytes: the cached keys and rows are carried from scan to scan uncopied.
 type Bytes = Arc<[u8]>;
@@ -35,7 +37,110 @@ pub(crate) struct Fresh {
     /// `Fresh` of the view until a new change touches that segment).
     pub superseded: HashMap<u64, Arc<RoaringBitmap>>,
     /// `rows` decoded, once: scans at the same snapshot or with no newer change share it.
-    decoded: std::sync::OnceLock<Vec<RecordBatch>>,
+    decoded: OnceLock<Vec<RecordBatch>>,
+    /// Per segment id: its rows hidden from scans, made the first time a scan needs them
+    /// (shared with the next `Fresh` of the view until a change touches the segment).
+    masks: Mutex<HashMap<u64, Arc<SegmentMask>>>,
+}
+
+/// The rows of one segment a scan must skip (deleted or superseded), with what each
+/// record batch keeps, built once and shared by every scan until it changes.
+pub(crate) struct SegmentMask {
+    pub mask: RoaringBitmap,
+    /// Rows each batch keeps.
+    pub live: Vec<usize>,
+    /// Per batch: which rows it keeps, when it keeps fewer than all (built on first use).
+    keep: Vec<OnceLock<Option<Arc<Kept>>>>,
+}
+
+/// The rows a batch keeps, as bits and as a ready filter (its iteration plan built
+/// once, not per scan and column).
+pub(crate) struct Kept {
+    pub bits: BooleanBuffer,
+    pub filter: FilterPredicate,
+}
+
+impl Kept {
+    fn new(bits: BooleanBuffer) -> Kept {
+        let filter = FilterBuilder::new(&BooleanArray::new(bits.clone(), None))
+            .optimize()
+            .build();
+        Kept { bits, filter }
+    }
+}
+
+impl SegmentMask {
+    fn new(s: &LoadedSegment, superseded: Option<&RoaringBitmap>) -> SegmentMask {
+        let mut mask = (*s.deletes).clone();
+        if let Some(m) = superseded {
+            mask |= m;
+        }
+        let seg = &s.segment;
+        let live = (0..seg.num_batches())
+            .map(|b| {
+                let r = seg.batch_range(b);
+                r.len() - mask.range_cardinality(r.start as u32..r.end as u32) as usize
+            })
+            .collect();
+        SegmentMask {
+            mask,
+            live,
+            keep: (0..seg.num_batches()).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// This mask with `rows` (ascending, none masked yet) masked too. Batches `rows`
+    /// misses keep their filters; those it hits get their kept bits with `rows` cleared.
+    fn with_more(&self, s: &LoadedSegment, rows: &[u32]) -> SegmentMask {
+        let mut mask = self.mask.clone();
+        mask.extend(rows.iter().copied());
+        let seg = &s.segment;
+        let mut live = self.live.clone();
+        let keep = (0..seg.num_batches())
+            .map(|b| {
+                let r = seg.batch_range(b);
+                let lo = rows.partition_point(|&x| (x as usize) < r.start);
+                let hi = rows.partition_point(|&x| (x as usize) < r.end);
+                let out = OnceLock::new();
+                if lo == hi {
+                    if let Some(k) = self.keep[b].get() {
+                        let _ = out.set(k.clone());
+                    }
+                    return out;
+                }
+                live[b] = r.len() - mask.range_cardinality(r.start as u32..r.end as u32) as usize;
+                if let Some(Some(k)) = self.keep[b].get() {
+                    let mut bits = BooleanBufferBuilder::new(r.len());
+                    bits.append_buffer(&k.bits);
+                    for &x in &rows[lo..hi] {
+                        bits.set_bit(x as usize - r.start, false);
+                    }
+                    let _ = out.set(Some(Arc::new(Kept::new(bits.finish()))));
+                }
+                out
+            })
+            .collect();
+        SegmentMask { mask, live, keep }
+    }
+
+    /// Which rows of batch `b` (rows `range` of the segment) are kept; `None`: all.
+    pub fn keep(&self, b: usize, range: std::ops::Range<usize>) -> Option<Arc<Kept>> {
+        self.keep[b]
+            .get_or_init(|| {
+                if self.live[b] == range.len() {
+                    return None;
+                }
+                // All kept, then the masked rows cleared: one pass over the bitmap's
+                // range, not a lookup per row.
+                let mut keep = BooleanBufferBuilder::new(range.len());
+                keep.append_n(range.len(), true);
+                for row in self.mask.range(range.start as u32..range.end as u32) {
+                    keep.set_bit(row as usize - range.start, false);
+                }
+                Some(Arc::new(Kept::new(keep.finish())))
+            })
+            .clone()
+    }
 }
 
 /// The last [`Fresh`] of a table, shared by its scans.
@@ -83,10 +188,20 @@ impl FreshCache {
             .filter(|(k, _)| old_changed.binary_search(k).is_err())
             .map(|(k, _)| k.clone())
             .collect();
+        let mut masks = base
+            .as_ref()
+            .map(|b| b.masks.lock().clone())
+            .unwrap_or_default();
         for s in &view.segments {
             let rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
             if !rows.is_empty() {
-                Arc::make_mut(superseded.entry(s.state.info.id).or_default()).extend(rows);
+                let id = s.state.info.id;
+                // A mask some scan built is carried forward with the new rows cleared,
+                // batch by batch, instead of being rebuilt whole.
+                if let Some(m) = masks.remove(&id) {
+                    masks.insert(id, Arc::new(m.with_more(s, &rows)));
+                }
+                Arc::make_mut(superseded.entry(id).or_default()).extend(rows);
             }
         }
         let changed = merge_sorted(old_changed, &new_keys);
@@ -114,6 +229,7 @@ impl FreshCache {
             rows,
             superseded,
             decoded: Default::default(),
+            masks: Mutex::new(masks),
         });
         let mut g = self.0.lock();
         if g.as_ref()
@@ -147,6 +263,16 @@ fn merge_sorted(a: &[Bytes], b: &[Bytes]) -> Vec<Bytes> {
 }
 
 impl Fresh {
+    /// The rows of segment `s` (of this view) scans skip.
+    pub(crate) fn mask(&self, s: &LoadedSegment) -> Arc<SegmentMask> {
+        let id = s.state.info.id;
+        if let Some(m) = self.masks.lock().get(&id) {
+            return m.clone();
+        }
+        let m = Arc::new(SegmentMask::new(s, self.superseded.get(&id).map(|m| &**m)));
+        self.masks.lock().entry(id).or_insert(m).clone()
+    }
+
     /// The fresh rows decoded into batches of the table's schema.
     pub(crate) fn batches(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
         if let Some(b) = self.decoded.get() {

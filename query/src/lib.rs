@@ -15,6 +15,7 @@ mod dml;
 mod fresh;
 mod provider;
 mod scan;
+mod select;
 mod zones;
 
 pub use dml::{ConstraintViolation, write_rows};

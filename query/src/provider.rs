@@ -266,11 +266,8 @@ impl TableProvider for LightningTableProvider {
                 continue;
             }
             let info = &s.state.info;
-            let mut mask = (*s.deletes).clone();
-            if let Some(m) = fresh_state.superseded.get(&s.state.info.id) {
-                mask |= m.as_ref();
-            }
-            if mask.len() >= info.rows {
+            let mask = fresh_state.mask(s);
+            if mask.mask.len() >= info.rows {
                 continue;
             }
             let keep_batches = match &predicate {
@@ -286,11 +283,14 @@ impl TableProvider for LightningTableProvider {
             let part = parts.len();
             let before = units.len();
             for (batch, keep) in keep_batches.into_iter().enumerate() {
-                let range = seg.batch_range(batch);
-                let live = range.len()
-                    - mask.range_cardinality(range.start as u32..range.end as u32) as usize;
+                let live = mask.live[batch];
                 if live > 0 && keep {
-                    units.push(Unit { part, batch, live });
+                    units.push(Unit {
+                        part,
+                        batch,
+                        live,
+                        passes: false,
+                    });
                 }
             }
             if units.len() > before {

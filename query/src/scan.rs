@@ -9,8 +9,10 @@
 //! remaining batches by their zone maps whenever such a filter changes, so a join probe
 //! skips the batches whose keys cannot match.
 
+use crate::fresh::SegmentMask;
+use crate::select::Selection;
 use crate::zones::{ZoneStats, scalar_of};
-use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
@@ -36,14 +38,13 @@ use datafusion::scalar::ScalarValue;
 use lightning_columnar::segment::{SegmentReader, ZoneMap};
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
-use roaring::RoaringBitmap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// One segment to read: its rows minus `mask`.
 pub(crate) struct SegmentPart {
     pub segment: Arc<LoadedSegment>,
-    pub mask: RoaringBitmap,
+    pub mask: Arc<SegmentMask>,
 }
 
 /// One record batch of a segment to read (after pruning).
@@ -53,6 +54,9 @@ pub(crate) struct Unit {
     pub batch: usize,
     /// Rows it yields (batch rows minus masked ones).
     pub live: usize,
+    /// Its zone maps prove the scan's own filters true for every row: it yields `live`
+    /// rows, none dropped by them, and they need not be evaluated.
+    pub passes: bool,
 }
 
 /// What the planner pruned, for `EXPLAIN`.
@@ -86,6 +90,11 @@ pub struct LightningScan {
     /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
     /// used to skip batches by their zone maps at run time, never trusted to filter.
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// The pushed-down filters the scan applies itself (reported applied).
+    selection: Selection,
+    /// Those of them not yet applied to `delta` (could not be evaluated while planning:
+    /// a scalar subquery's value is known only once it ran).
+    delta_pending: Selection,
     /// Most rows each partition emits.
     fetch: Option<usize>,
     metrics: ExecutionPlanMetricsSet,
@@ -160,6 +169,8 @@ impl LightningScan {
             eq,
             key_exprs,
             filters: Vec::new(),
+            selection: Selection::default(),
+            delta_pending: Selection::default(),
             fetch: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -273,12 +284,13 @@ impl LightningScan {
             let seg = &part.segment.segment;
             rows += u.live;
             exact &= u.live == seg.batch_range(u.batch).len();
+            exact &= self.selection.is_empty() || u.passes;
             fold(Some(seg.batch_zone_maps(u.batch)), u.live);
         }
         if delta {
             let n: usize = self.delta.iter().map(|b| b.num_rows()).sum();
             rows += n;
-            exact &= n == 0;
+            exact &= n == 0 || self.delta_pending.is_empty();
             // Fresh rows have no zone maps: bounds are unknown once there are any.
             fold(None, n);
         }
@@ -304,10 +316,15 @@ impl LightningScan {
                 }
             })
             .collect();
-        Statistics {
+        let stats = Statistics {
             num_rows: Precision::Exact(rows),
             total_byte_size: Precision::Absent,
             column_statistics,
+        };
+        // The scan's own filters drop an unknown share of the rows.
+        match exact || self.selection.is_empty() {
+            true => stats,
+            false => stats.to_inexact(),
         }
     }
 }
@@ -328,6 +345,7 @@ struct PartitionIter {
     reader: Option<(usize, SegmentReader)>,
     ready: VecDeque<RecordBatch>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    selection: Selection,
     /// Snapshot generation of the filters the remaining units were last pruned with.
     pruned_at: Option<u64>,
     /// Rows still to emit when the scan has a fetch limit.
@@ -348,23 +366,16 @@ impl PartitionIter {
             self.reader = Some((u.part, r));
         }
         let (_, r) = self.reader.as_ref().expect("reader set above");
-        let b = r.read_batch(u.batch).map_err(ext)?;
+        let stored = r.read_stored(u.batch).map_err(ext)?;
         let range = r.segment().batch_range(u.batch);
-        // The planner counted the live rows: fewer than the batch's means a mask.
-        let b = if u.live == range.len() {
-            b
-        } else {
-            // All kept, then the masked rows of this batch cleared: one pass over the
-            // bitmap's range, not a lookup per row.
-            let mut keep = BooleanBufferBuilder::new(range.len());
-            keep.append_n(range.len(), true);
-            for row in p.mask.range(range.start as u32..range.end as u32) {
-                keep.set_bit(row as usize - range.start, false);
-            }
-            let keep = BooleanArray::new(keep.finish(), None);
-            arrow::compute::filter_record_batch(&b, &keep)?
+        let live = p.mask.keep(u.batch, range.clone());
+        let selection = match u.passes {
+            true => &Selection::default(),
+            false => &self.selection,
         };
-        self.ready.push_back(b);
+        if let Some(b) = selection.apply(stored, range.len(), live, r.schema())? {
+            self.ready.push_back(b);
+        }
         Ok(())
     }
 
@@ -469,7 +480,10 @@ impl DataSource for LightningScan {
             }
         };
         let ready = if partition == self.delta_part {
-            self.delta.iter().cloned().collect()
+            self.delta
+                .iter()
+                .map(|b| self.delta_pending.filter(b))
+                .collect::<Result<_>>()?
         } else {
             VecDeque::new()
         };
@@ -481,6 +495,7 @@ impl DataSource for LightningScan {
             reader: None,
             ready,
             filters: self.filters.clone(),
+            selection: self.selection.clone(),
             pruned_at: None,
             left: self.fetch,
             batches_pruned: MetricBuilder::new(&self.metrics)
@@ -636,16 +651,57 @@ impl DataSource for LightningScan {
         filters: Vec<Arc<dyn PhysicalExpr>>,
         _config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
-        // Every filter is kept for pruning and none is promised applied: the operator
-        // above (a FilterExec, a join, a TopK) still evaluates it on every row.
-        let no = vec![PushedDown::No; filters.len()];
+        // Every filter is kept for pruning. The deterministic, static ones the scan also
+        // applies itself (see `select`) and reports applied; the others (dynamic filters
+        // of joins and TopK, volatile ones) the operator above still evaluates. Never
+        // below a fetch limit, which counts rows before any filter.
         if filters.is_empty() {
-            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(no));
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+                vec![],
+            ));
         }
         let mut s = self.clone();
+        let mut applied = Vec::with_capacity(filters.len());
+        let mut new = Selection::default();
+        for f in &filters {
+            if self.fetch.is_none() && Selection::can_apply(f) {
+                s.selection.add(f, &self.schema)?;
+                new.add(f, &self.schema)?;
+                applied.push(PushedDown::Yes);
+            } else {
+                applied.push(PushedDown::No);
+            }
+        }
+        // The fresh rows are few and in memory: filtered now, so that their count is
+        // known exactly to the planner; when a filter cannot be evaluated yet, when the
+        // partition is opened.
+        if !new.is_empty() && s.delta.iter().any(|b| b.num_rows() > 0) {
+            let filtered = match s.delta_pending.is_empty() {
+                true => s.delta.iter().map(|b| new.filter(b)).collect(),
+                false => Err(DataFusionError::Internal("filters pending".into())),
+            };
+            match filtered {
+                Ok(d) => s.delta = d,
+                Err(_) => {
+                    for f in filters.iter().filter(|f| Selection::can_apply(f)) {
+                        s.delta_pending.add(f, &self.schema)?;
+                    }
+                }
+            }
+        }
         s.filters.extend(filters);
-        Ok(FilterPushdownPropagation::with_parent_pushdown_result(no)
-            .with_updated_node(Arc::new(s) as Arc<dyn DataSource>))
+        for u in s.partitions.iter_mut().flatten() {
+            let seg = &s.parts[u.part].segment.segment;
+            u.passes = s.selection.proven(
+                seg.batch_zone_maps(u.batch),
+                s.projection.as_deref(),
+                &s.schema,
+            );
+        }
+        Ok(
+            FilterPushdownPropagation::with_parent_pushdown_result(applied)
+                .with_updated_node(Arc::new(s) as Arc<dyn DataSource>),
+        )
     }
 }
 
@@ -655,7 +711,12 @@ mod tests {
 
     #[test]
     fn spread_keeps_order_and_balances_rows() {
-        let u = |part, batch, live| Unit { part, batch, live };
+        let u = |part, batch, live| Unit {
+            part,
+            batch,
+            live,
+            passes: false,
+        };
         let units = vec![
             u(0, 0, 10),
             u(0, 1, 10),

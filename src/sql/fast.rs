@@ -579,9 +579,9 @@ pub(crate) fn run(
                 return Ok(None);
             };
             let schema = Arc::new(lightning_query::sql_schema(&def.schema).project(projection)?);
-            // No row: no batch, as DataFusion answers.
+            // No row: an empty batch that names the columns, as `sql` answers.
             let Some(v) = engine.get(&k)? else {
-                return Ok(Some(Vec::new()));
+                return Ok(Some(vec![RecordBatch::new_empty(schema)]));
             };
             let b = def.decode_row(&k, &v)?.project(projection)?;
             Ok(Some(vec![lightning_query::cast_batch(&b, &schema)?]))

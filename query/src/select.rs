@@ -1,0 +1,344 @@
+//! Filters the scan applies itself, before it decodes what it emits (late
+//! materialization).
+//!
+//! DataFusion pushes a `FilterExec`'s predicate into the scan; the conjuncts that are
+//! deterministic and static (no `random()`, no join or TopK dynamic filter) are taken
+//! over: the scan evaluates them on each segment batch as stored and reports them
+//! applied, so the `FilterExec` goes away. A conjunct over one dictionary-encoded column
+//! is evaluated once per distinct value (plus once for NULL) and the answers gathered by
+//! key, instead of once per row on the decoded strings; the selection is combined with
+//! the batch's delete mask, and only the surviving rows are decoded into the output
+//! types. Fresh rows from the row store are filtered with the same predicate.
+//!
+//! Evaluating conjuncts one by one (or on dictionary values that no live row holds) can
+//! fail where evaluating the whole predicate on the live rows would not, e.g. a cast
+//! that only a deleted row's value breaks. On any error the batch falls back to exactly
+//! what the `FilterExec` did: the whole predicate on the live, decoded rows.
+
+use crate::fresh::Kept;
+use crate::zones::scalar_of;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{FilterBuilder, concat, filter_record_batch, prep_null_mask_filter};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::utils::{collect_columns, conjunction, split_conjunction};
+use datafusion::physical_expr_common::physical_expr::{is_volatile, snapshot_generation};
+use datafusion::scalar::ScalarValue;
+use lightning_columnar::segment::ZoneMap;
+use lightning_columnar::segment::to_type;
+use std::sync::Arc;
+
+/// One conjunct, rewritten over a batch of just its columns.
+#[derive(Debug)]
+struct Conjunct {
+    /// Its columns' positions in the scan's output schema.
+    cols: Vec<usize>,
+    schema: SchemaRef,
+    expr: Arc<dyn PhysicalExpr>,
+    /// `column op literal` (column position in the output schema), when it is a
+    /// comparison a batch's zone map can prove true for every row.
+    bound: Option<(usize, Operator, ScalarValue)>,
+}
+
+/// `column op literal` (either way round) of `expr`, a comparison with a non-NULL literal.
+fn comparison(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, Operator, ScalarValue)> {
+    let b = expr.downcast_ref::<BinaryExpr>()?;
+    let (col, op, lit) = match (
+        b.left().downcast_ref::<Column>(),
+        b.right().downcast_ref::<Literal>(),
+    ) {
+        (Some(c), Some(l)) => (c, *b.op(), l),
+        _ => (
+            b.right().downcast_ref::<Column>()?,
+            b.op().swap()?,
+            b.left().downcast_ref::<Literal>()?,
+        ),
+    };
+    let cmp = matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+    );
+    (cmp && !lit.value().is_null()).then(|| (col.index(), op, lit.value().clone()))
+}
+
+/// The pushed-down predicate a scan applies (the conjunction of its conjuncts).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selection {
+    conjuncts: Vec<Arc<Conjunct>>,
+    /// All conjuncts as one expression over the output schema.
+    whole: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl Selection {
+    /// Whether the scan can apply `filter` exactly: deterministic, not dynamic, and
+    /// every conjunct reads at least one column.
+    pub fn can_apply(filter: &Arc<dyn PhysicalExpr>) -> bool {
+        !is_volatile(filter)
+            && snapshot_generation(filter) == 0
+            && split_conjunction(filter)
+                .iter()
+                .all(|c| !collect_columns(c).is_empty())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conjuncts.is_empty()
+    }
+
+    /// Add `filter` (over `schema`, the scan's output); the caller checked
+    /// [`Selection::can_apply`].
+    pub fn add(&mut self, filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Result<()> {
+        for c in split_conjunction(filter) {
+            let mut cols: Vec<usize> = collect_columns(c).iter().map(Column::index).collect();
+            cols.sort_unstable();
+            let fields: Vec<_> = cols.iter().map(|&i| schema.field(i).clone()).collect();
+            let expr = Arc::clone(c)
+                .transform(|e| {
+                    Ok(match e.downcast_ref::<Column>() {
+                        Some(col) => {
+                            let at = cols.binary_search(&col.index()).expect("collected");
+                            Transformed::yes(Arc::new(Column::new(col.name(), at)) as _)
+                        }
+                        None => Transformed::no(e),
+                    })
+                })?
+                .data;
+            self.conjuncts.push(Arc::new(Conjunct {
+                cols,
+                schema: Arc::new(Schema::new(fields)),
+                expr,
+                bound: comparison(c),
+            }));
+        }
+        let all: Vec<_> = self.whole.iter().cloned().chain([filter.clone()]).collect();
+        self.whole = Some(conjunction(all));
+        Ok(())
+    }
+
+    /// Whether a batch's zone maps (`zones`, by table column; output column `i` is table
+    /// column `projection[i]`) prove every conjunct true for all its rows: each is a
+    /// comparison with a literal that the column's bounds satisfy, on a column without
+    /// NULLs (and not a float: zone maps leave NaN out).
+    pub fn proven(
+        &self,
+        zones: &[ZoneMap],
+        projection: Option<&[usize]>,
+        schema: &SchemaRef,
+    ) -> bool {
+        !self.conjuncts.is_empty()
+            && self.conjuncts.iter().all(|c| {
+                let Some((col, op, lit)) = &c.bound else {
+                    return false;
+                };
+                let dt = schema.field(*col).data_type();
+                let table_col = projection.map_or(Some(*col), |p| p.get(*col).copied());
+                let Some(z) = table_col.and_then(|t| zones.get(t)) else {
+                    return false;
+                };
+                if z.null_count > 0 || dt.is_floating() {
+                    return false;
+                }
+                let (Some(min), Some(max)) = (scalar_of(dt, &z.min), scalar_of(dt, &z.max)) else {
+                    return false;
+                };
+                let (Some(lo), Some(hi)) = (min.partial_cmp(lit), max.partial_cmp(lit)) else {
+                    return false;
+                };
+                use std::cmp::Ordering::*;
+                match op {
+                    Operator::Eq => lo == Equal && hi == Equal,
+                    Operator::NotEq => lo == Greater || hi == Less,
+                    Operator::Lt => hi == Less,
+                    Operator::LtEq => hi != Greater,
+                    Operator::Gt => lo == Greater,
+                    Operator::GtEq => lo != Less,
+                    _ => false,
+                }
+            })
+    }
+
+    /// The rows of `batch` (in the output types) the predicate keeps.
+    pub fn filter(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let Some(whole) = &self.whole else {
+            return Ok(batch.clone());
+        };
+        let keep = whole.evaluate(batch)?.into_array(batch.num_rows())?;
+        let keep = keep.as_boolean_opt().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("filter is not boolean".into())
+        })?;
+        Ok(filter_record_batch(batch, keep)?)
+    }
+
+    /// One stored batch (`stored`, the projected columns as the segment holds them) into
+    /// the output `schema`: the rows `live` keeps (all when `None`) that the predicate
+    /// keeps, decoded. `None` when no row is left.
+    pub fn apply(
+        &self,
+        stored: Vec<ArrayRef>,
+        rows: usize,
+        live: Option<Arc<Kept>>,
+        schema: &SchemaRef,
+    ) -> Result<Option<RecordBatch>> {
+        let live_rows = live.as_ref().map_or(rows, |k| k.filter.count());
+        if self.conjuncts.is_empty() {
+            return decode(&stored, rows, live.as_deref().map(Keep::Ready), schema).map(Some);
+        }
+        let keep = match self.select(&stored, rows, live.as_ref().map(|k| k.bits.clone()), schema) {
+            Ok(k) => k,
+            Err(_) => {
+                // Exactly what a FilterExec over the live rows would do, errors included.
+                let b = decode(&stored, rows, live.as_deref().map(Keep::Ready), schema)?;
+                let b = self.filter(&b)?;
+                return Ok((b.num_rows() > 0).then_some(b));
+            }
+        };
+        let keep = keep.expect("some conjunct");
+        match keep.count_set_bits() {
+            0 => Ok(None),
+            // The predicate dropped no live row: the batch's ready filter applies.
+            n if n == live_rows => {
+                decode(&stored, rows, live.as_deref().map(Keep::Ready), schema).map(Some)
+            }
+            _ => decode(&stored, rows, Some(Keep::Bits(&keep)), schema).map(Some),
+        }
+    }
+
+    /// The combined selection of `live` and every conjunct (`None`: every row).
+    fn select(
+        &self,
+        stored: &[ArrayRef],
+        rows: usize,
+        mut keep: Option<BooleanBuffer>,
+        schema: &SchemaRef,
+    ) -> Result<Option<BooleanBuffer>> {
+        for c in &self.conjuncts {
+            let bits = c.evaluate(stored, rows, schema)?;
+            keep = Some(match keep {
+                Some(k) => &k & &bits,
+                None => bits,
+            });
+        }
+        Ok(keep)
+    }
+}
+
+impl Conjunct {
+    /// The rows this conjunct is true for (NULL counts as false).
+    fn evaluate(
+        &self,
+        stored: &[ArrayRef],
+        rows: usize,
+        schema: &SchemaRef,
+    ) -> Result<BooleanBuffer> {
+        if let [col] = self.cols[..]
+            && let Some(dict) = stored[col].as_any_dictionary_opt()
+        {
+            // Once per distinct value, plus once for NULL at index `n`.
+            let t = schema.field(col).data_type();
+            let values = to_type(dict.values(), t)?;
+            let n = values.len();
+            let values = concat(&[values.as_ref(), new_null_array(t, 1).as_ref()])?;
+            let one = RecordBatch::try_new(self.schema.clone(), vec![values])?;
+            let answers = self.expr.evaluate(&one)?.into_array(n + 1)?;
+            let answers = truth(answers.as_boolean_opt().ok_or_else(not_boolean)?);
+            let keys = dict.keys();
+            let by_key =
+                arrow::compute::take(&BooleanArray::new(answers.clone(), None), keys, None)?;
+            let by_key = by_key.as_boolean();
+            let mut bits = truth(by_key);
+            if let Some(valid) = keys.logical_nulls()
+                && answers.value(n)
+            {
+                // NULL keys take NULL's answer, which is true.
+                let null_keys = !valid.inner();
+                bits = &bits | &null_keys;
+            }
+            return Ok(bits);
+        }
+        let cols = self
+            .cols
+            .iter()
+            .map(|&c| Ok(to_type(&stored[c], schema.field(c).data_type())?))
+            .collect::<Result<Vec<_>>>()?;
+        let b = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        let answers = self.expr.evaluate(&b)?.into_array(rows)?;
+        Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
+    }
+}
+
+fn not_boolean() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Internal("filter is not boolean".into())
+}
+
+/// True where `a` is true and not NULL.
+fn truth(a: &BooleanArray) -> BooleanBuffer {
+    match a.null_count() {
+        0 => a.values().clone(),
+        _ => prep_null_mask_filter(a).values().clone(),
+    }
+}
+
+/// Which rows of a batch to decode.
+enum Keep<'a> {
+    /// A batch's live rows, with their filter built.
+    Ready(&'a Kept),
+    Bits(&'a BooleanBuffer),
+}
+
+/// The rows `keep` selects (all when `None`) of `stored`, decoded into `schema`.
+fn decode(
+    stored: &[ArrayRef],
+    rows: usize,
+    keep: Option<Keep>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let built;
+    let f = match keep {
+        Some(Keep::Ready(k)) => Some(&k.filter),
+        Some(Keep::Bits(k)) if k.count_set_bits() < rows => {
+            built = FilterBuilder::new(&BooleanArray::new(k.clone(), None))
+                .optimize()
+                .build();
+            Some(&built)
+        }
+        _ => None,
+    };
+    let (cols, rows) = match f {
+        Some(f) => {
+            let cols = stored
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, field)| Ok(to_type(&f.filter(c.as_ref())?, field.data_type())?))
+                .collect::<Result<Vec<_>>>()?;
+            (cols, f.count())
+        }
+        None => {
+            let cols = stored
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, field)| Ok(to_type(c, field.data_type())?))
+                .collect::<Result<Vec<_>>>()?;
+            (cols, rows)
+        }
+    };
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
