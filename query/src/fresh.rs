@@ -33,13 +33,12 @@ pub(crate) struct Fresh {
     changed: Vec<Bytes>,
     /// The newest row of each changed key that still exists (value bytes), sorted.
     rows: Vec<(Bytes, Bytes)>,
-    /// Per segment id: its rows superseded by the changes (shared with the next
-    /// `Fresh` of the view until a new change touches that segment).
-    pub superseded: HashMap<u64, Arc<RoaringBitmap>>,
     /// `rows` decoded, once: scans at the same snapshot or with no newer change share it.
     decoded: OnceLock<Vec<RecordBatch>>,
-    /// Per segment id: its rows hidden from scans, made the first time a scan needs them
-    /// (shared with the next `Fresh` of the view until a change touches the segment).
+    /// Per segment id: its rows hidden from scans (deleted, or superseded by the
+    /// changes), shared with the next `Fresh` of the view until a change touches the
+    /// segment. Made when a change first supersedes one of its rows, or else (deletes
+    /// only) when a scan first needs it.
     masks: Mutex<HashMap<u64, Arc<SegmentMask>>>,
 }
 
@@ -57,24 +56,32 @@ pub(crate) struct SegmentMask {
 /// once, not per scan and column).
 pub(crate) struct Kept {
     pub bits: BooleanBuffer,
-    pub filter: FilterPredicate,
+    filter: OnceLock<FilterPredicate>,
 }
 
 impl Kept {
     fn new(bits: BooleanBuffer) -> Kept {
-        let filter = FilterBuilder::new(&BooleanArray::new(bits.clone(), None))
-            .optimize()
-            .build();
-        Kept { bits, filter }
+        Kept {
+            bits,
+            filter: OnceLock::new(),
+        }
+    }
+
+    /// The filter of these rows, built by the first scan that reads the batch.
+    pub fn filter(&self) -> &FilterPredicate {
+        self.filter.get_or_init(|| {
+            FilterBuilder::new(&BooleanArray::new(self.bits.clone(), None))
+                .optimize()
+                .build()
+        })
     }
 }
 
 impl SegmentMask {
-    fn new(s: &LoadedSegment, superseded: Option<&RoaringBitmap>) -> SegmentMask {
+    /// `s`'s deleted rows and `superseded` (ascending).
+    fn new(s: &LoadedSegment, superseded: &[u32]) -> SegmentMask {
         let mut mask = (*s.deletes).clone();
-        if let Some(m) = superseded {
-            mask |= m;
-        }
+        mask.extend(superseded.iter().copied());
         let seg = &s.segment;
         let live = (0..seg.num_batches())
             .map(|b| {
@@ -177,9 +184,9 @@ impl FreshCache {
         {
             return Ok(b.clone());
         }
-        let (old_changed, old_rows, mut superseded) = match &base {
-            Some(b) => (&b.changed[..], &b.rows[..], b.superseded.clone()),
-            None => (&[][..], &[][..], HashMap::new()),
+        let (old_changed, old_rows) = match &base {
+            Some(b) => (&b.changed[..], &b.rows[..]),
+            None => (&[][..], &[][..]),
         };
         // Keys seen for the first time supersede segment rows; a key changed again
         // supersedes nothing new.
@@ -196,12 +203,13 @@ impl FreshCache {
             let rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
             if !rows.is_empty() {
                 let id = s.state.info.id;
-                // A mask some scan built is carried forward with the new rows cleared,
-                // batch by batch, instead of being rebuilt whole.
-                if let Some(m) = masks.remove(&id) {
-                    masks.insert(id, Arc::new(m.with_more(s, &rows)));
-                }
-                Arc::make_mut(superseded.entry(id).or_default()).extend(rows);
+                // A segment's mask is carried forward with the new rows cleared, batch
+                // by batch, instead of being rebuilt whole.
+                let m = match masks.get(&id) {
+                    Some(m) => m.with_more(s, &rows),
+                    None => SegmentMask::new(s, &rows),
+                };
+                masks.insert(id, Arc::new(m));
             }
         }
         let changed = merge_sorted(old_changed, &new_keys);
@@ -227,7 +235,6 @@ impl FreshCache {
             at: snap.ts(),
             changed,
             rows,
-            superseded,
             decoded: Default::default(),
             masks: Mutex::new(masks),
         });
@@ -269,7 +276,8 @@ impl Fresh {
         if let Some(m) = self.masks.lock().get(&id) {
             return m.clone();
         }
-        let m = Arc::new(SegmentMask::new(s, self.superseded.get(&id).map(|m| &**m)));
+        // No mask yet: no row of the segment is superseded.
+        let m = Arc::new(SegmentMask::new(s, &[]));
         self.masks.lock().entry(id).or_insert(m).clone()
     }
 

@@ -190,7 +190,7 @@ impl Selection {
         live: Option<Arc<Kept>>,
         schema: &SchemaRef,
     ) -> Result<Option<RecordBatch>> {
-        let live_rows = live.as_ref().map_or(rows, |k| k.filter.count());
+        let live_rows = live.as_ref().map_or(rows, |k| k.filter().count());
         if self.conjuncts.is_empty() {
             return decode(&stored, rows, live.as_deref().map(Keep::Ready), schema).map(Some);
         }
@@ -309,7 +309,7 @@ fn decode(
 ) -> Result<RecordBatch> {
     let built;
     let f = match keep {
-        Some(Keep::Ready(k)) => Some(&k.filter),
+        Some(Keep::Ready(k)) => Some(k.filter()),
         Some(Keep::Bits(k)) if k.count_set_bits() < rows => {
             built = FilterBuilder::new(&BooleanArray::new(k.clone(), None))
                 .optimize()

@@ -151,6 +151,28 @@ fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
 }
 
 /// The row-store key (without table prefix) of row `i`.
+impl LoadedSegment {
+    /// Build the encoded-key index from the rows just written (`batches`, in the
+    /// segment's order), on the compactor's thread: the first query that looks up
+    /// changed keys in a new segment then does not decode its key column first.
+    fn index_keys(&self, def: &TableDef, batches: &[RecordBatch]) {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows as u64 != self.state.info.rows {
+            return;
+        }
+        let mut keys = PackedBytes::with_capacity(rows);
+        let mut buf = Vec::new();
+        for b in batches {
+            let cols: Vec<ArrayRef> = def.key_cols.iter().map(|&c| b.column(c).clone()).collect();
+            for i in 0..b.num_rows() {
+                row_key(def, &cols, i, &mut buf);
+                keys.push(&buf);
+            }
+        }
+        let _ = self.keys.set(keys);
+    }
+}
+
 fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
     out.clear();
     if def.raw_kv {
@@ -408,7 +430,9 @@ impl ColumnStore {
             self.opts.compression,
             self.opts.batch_rows,
         )?;
-        self.loaded(tdir, def, info)
+        let seg = self.loaded(tdir, def, info)?;
+        seg.index_keys(def, std::slice::from_ref(batch));
+        Ok(seg)
     }
 
     fn write_chunks(
@@ -420,7 +444,9 @@ impl ColumnStore {
     ) -> Result<LoadedSegment> {
         let id = self.new_segment(files, tdir)?;
         let info = write_segment_chunks(&*self.vfs, tdir, id, chunks, self.opts.compression)?;
-        self.loaded(tdir, def, info)
+        let seg = self.loaded(tdir, def, info)?;
+        seg.index_keys(def, chunks);
+        Ok(seg)
     }
 
     fn loaded(&self, tdir: &Path, def: &TableDef, info: SegmentInfo) -> Result<LoadedSegment> {
