@@ -755,6 +755,11 @@ fn filters_the_scan_applies_itself_match_a_filter_over_the_live_rows() {
         "SELECT id FROM t WHERE s = 'k1' ORDER BY id LIMIT 7",
         "SELECT id FROM t WHERE v = 42 ORDER BY id DESC LIMIT 3",
         "SELECT id FROM t WHERE s = 'nothing'",
+        // `v` is stored narrowed (values below 1000): literals that fit are compared
+        // as stored, those that do not take the general path.
+        "SELECT id FROM t WHERE v < 100000",
+        "SELECT id FROM t WHERE v <> -70000 AND v >= 990",
+        "SELECT id FROM t WHERE 500 > v AND v != 7",
     ];
     for round in 0..2 {
         for q in queries {

@@ -18,10 +18,15 @@
 use crate::fresh::Kept;
 use crate::zones::scalar_of;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
+    RecordBatchOptions, new_null_array,
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{FilterBuilder, concat, filter_record_batch, prep_null_mask_filter};
+use arrow::datatypes::{
+    ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -252,18 +257,27 @@ impl Conjunct {
             let one = RecordBatch::try_new(self.schema.clone(), vec![values])?;
             let answers = self.expr.evaluate(&one)?.into_array(n + 1)?;
             let answers = truth(answers.as_boolean_opt().ok_or_else(not_boolean)?);
+            let table: Vec<bool> = answers.iter().collect();
             let keys = dict.keys();
-            let by_key =
-                arrow::compute::take(&BooleanArray::new(answers.clone(), None), keys, None)?;
-            let by_key = by_key.as_boolean();
-            let mut bits = truth(by_key);
-            if let Some(valid) = keys.logical_nulls()
-                && answers.value(n)
-            {
-                // NULL keys take NULL's answer, which is true.
-                let null_keys = !valid.inner();
-                bits = &bits | &null_keys;
-            }
+            let bits = match keys.data_type() {
+                DataType::Int8 => by_key(keys.as_primitive::<Int8Type>(), &table),
+                DataType::Int16 => by_key(keys.as_primitive::<Int16Type>(), &table),
+                DataType::Int32 => by_key(keys.as_primitive::<Int32Type>(), &table),
+                DataType::Int64 => by_key(keys.as_primitive::<Int64Type>(), &table),
+                DataType::UInt8 => by_key(keys.as_primitive::<UInt8Type>(), &table),
+                DataType::UInt16 => by_key(keys.as_primitive::<UInt16Type>(), &table),
+                DataType::UInt32 => by_key(keys.as_primitive::<UInt32Type>(), &table),
+                DataType::UInt64 => by_key(keys.as_primitive::<UInt64Type>(), &table),
+                t => return Err(internal(format!("dictionary keys of type {t}"))),
+            };
+            // NULL keys take NULL's answer (whatever their slots hold).
+            return Ok(match keys.nulls() {
+                Some(valid) if table[n] => &bits | &!valid.inner(),
+                Some(valid) => &bits & valid.inner(),
+                None => bits,
+            });
+        }
+        if let Some(bits) = self.narrow_comparison(stored, schema)? {
             return Ok(bits);
         }
         let cols = self
@@ -281,8 +295,61 @@ impl Conjunct {
     }
 }
 
+impl Conjunct {
+    /// `column op literal` on an integer column stored narrower than its type (small
+    /// values held as Int16, say), compared as stored with the literal narrowed when it
+    /// fits exactly: no widening of every value first.
+    fn narrow_comparison(
+        &self,
+        stored: &[ArrayRef],
+        schema: &SchemaRef,
+    ) -> Result<Option<BooleanBuffer>> {
+        let Some((col, op, lit)) = &self.bound else {
+            return Ok(None);
+        };
+        let a = &stored[*col];
+        let (st, t) = (a.data_type(), schema.field(*col).data_type());
+        if st == t || !st.is_integer() || !t.is_integer() {
+            return Ok(None);
+        }
+        let Ok(narrow) = lit.cast_to(st) else {
+            return Ok(None);
+        };
+        if narrow.is_null() || narrow.cast_to(t).ok().as_ref() != Some(lit) {
+            return Ok(None);
+        }
+        let l = narrow.to_scalar()?;
+        use arrow::compute::kernels::cmp;
+        let r = match op {
+            Operator::Eq => cmp::eq(a, &l),
+            Operator::NotEq => cmp::neq(a, &l),
+            Operator::Lt => cmp::lt(a, &l),
+            Operator::LtEq => cmp::lt_eq(a, &l),
+            Operator::Gt => cmp::gt(a, &l),
+            Operator::GtEq => cmp::gt_eq(a, &l),
+            _ => return Ok(None),
+        }?;
+        Ok(Some(truth(&r)))
+    }
+}
+
+/// Per row, `table[key]` (false for a key outside it; NULL keys are the caller's).
+fn by_key<K: ArrowPrimitiveType>(keys: &PrimitiveArray<K>, table: &[bool]) -> BooleanBuffer
+where
+    K::Native: ArrowNativeType,
+{
+    let k = keys.values();
+    BooleanBuffer::collect_bool(k.len(), |i| {
+        table.get(k[i].as_usize()).copied().unwrap_or(false)
+    })
+}
+
+fn internal(why: String) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Internal(why)
+}
+
 fn not_boolean() -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::Internal("filter is not boolean".into())
+    internal("filter is not boolean".into())
 }
 
 /// True where `a` is true and not NULL.
