@@ -196,6 +196,13 @@ impl Tables {
             .with_target_partitions(threads);
         // Tables store Utf8, so SQL string types map to Utf8.
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        // A partial aggregation that has seen one batch (8192 rows) with nearly as many
+        // groups as rows stops aggregating and passes rows on to the final one
+        // (DataFusion waits for 100K rows, which a small query never reaches; grouping
+        // 100K rows by a 50K-value key measured 2.6 -> 2.1 ms).
+        cfg.options_mut()
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = 8192;
         let ctx = SessionContext::new_with_config(cfg);
         // Every file:// access of the session goes through the guard.
         let rule = Arc::new(guard::Rule::new(
