@@ -103,20 +103,44 @@ pub enum Error {
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
-        // Look through DataFusion's wrappers for our own errors.
+        // Our own error inside one of DataFusion's wrappers: a broken constraint, a lost
+        // conflict and damaged bytes keep their kind (a caller retries on
+        // `is_conflict()`, alerts on `is_corruption()`).
+        fn ours(b: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<Error> {
+            if let Some(c) = b.downcast_ref::<lightning_query::ConstraintViolation>() {
+                return Some(Error::Constraint(c.to_string()));
+            }
+            let row = |r: &lightning_rowstore::Error| match r {
+                lightning_rowstore::Error::TransactionConflict(m) => {
+                    Some(Error::TransactionConflict(m.clone()))
+                }
+                lightning_rowstore::Error::Corruption { .. } => Some(Error::from(r.share())),
+                _ => None,
+            };
+            if let Some(r) = b.downcast_ref::<lightning_rowstore::Error>() {
+                return row(r);
+            }
+            match b.downcast_ref::<lightning_columnar::Error>()? {
+                lightning_columnar::Error::Storage(r) => row(r),
+                lightning_columnar::Error::Corruption {
+                    file,
+                    offset,
+                    reason,
+                } => Some(Error::Corruption {
+                    file: file.clone(),
+                    offset: *offset,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            }
+        }
         fn find(e: &D) -> Option<Error> {
             match e {
-                D::External(b) => {
-                    if let Some(c) = b.downcast_ref::<lightning_query::ConstraintViolation>() {
-                        return Some(Error::Constraint(c.to_string()));
-                    }
-                    if let Some(r) = b.downcast_ref::<lightning_rowstore::Error>()
-                        && r.is_conflict_or_corruption()
-                    {
-                        return Some(Error::Sql(r.to_string()));
-                    }
-                    None
-                }
+                D::External(b) => ours(b.as_ref()),
+                D::ArrowError(a, _) => match a.as_ref() {
+                    arrow::error::ArrowError::ExternalError(b) => ours(b.as_ref()),
+                    _ => None,
+                },
                 D::Context(_, inner) => find(inner),
                 D::Shared(inner) => find(inner),
                 _ => None,

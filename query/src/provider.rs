@@ -25,6 +25,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use lightning_columnar::store::LoadedSegment;
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Isolation, Transaction};
+use parking_lot::Mutex;
 use std::sync::Arc;
 
 /// A Lightning table as seen by DataFusion.
@@ -177,6 +178,24 @@ impl LightningTableProvider {
         let plan = b.project(exprs)?.build()?;
         state.create_physical_plan(&plan).await
     }
+
+    /// The transaction an UPDATE or DELETE writes in, begun before its scan takes its
+    /// snapshot: a row the statement read that another commit changes before this one
+    /// commits is then a write-write conflict, not an overwritten update (the statement
+    /// used to begin its transaction only after reading, so a commit in between was
+    /// silently lost).
+    fn begin_dml(&self) -> Result<Arc<Mutex<Option<Transaction>>>> {
+        let txn = Transaction::begin(&self.engine, Isolation::Snapshot).map_err(storage)?;
+        Ok(Arc::new(Mutex::new(Some(txn))))
+    }
+}
+
+/// A DML plan holds one transaction: executing it again would write what its scan read
+/// at the first execution's snapshot.
+fn executed_twice() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(
+        "this UPDATE/DELETE plan was already executed; plan the statement again".into(),
+    )
 }
 
 #[async_trait]
@@ -375,6 +394,7 @@ impl TableProvider for LightningTableProvider {
                 cast(col(f.name()), f.data_type().clone()).alias(f.name())
             })
             .collect();
+        let txn = self.begin_dml()?;
         let plan = self.physical(state, filters, keys).await?;
         let (engine, def) = (self.engine.clone(), self.def.clone());
         Ok(Arc::new(DmlExec::new(
@@ -382,10 +402,10 @@ impl TableProvider for LightningTableProvider {
             &self.def.name,
             Arc::new(move |ctx| {
                 let (engine, def, plan) = (engine.clone(), def.clone(), plan.clone());
+                let txn = txn.lock().take();
                 Box::pin(async move {
+                    let mut txn = txn.ok_or_else(executed_twice)?;
                     let batches = collect(plan, ctx).await?;
-                    let mut txn =
-                        Transaction::begin(&engine, Isolation::Snapshot).map_err(storage)?;
                     let mut k = Vec::new();
                     let mut n = 0;
                     for b in &batches {
@@ -423,6 +443,7 @@ impl TableProvider for LightningTableProvider {
             let f = def.schema.field(k);
             exprs.push(cast(col(f.name()), f.data_type().clone()).alias(format!("__old_key_{j}")));
         }
+        let txn = self.begin_dml()?;
         let plan = self.physical(state, filters, exprs).await?;
         let engine = self.engine.clone();
         Ok(Arc::new(DmlExec::new(
@@ -430,11 +451,11 @@ impl TableProvider for LightningTableProvider {
             &self.def.name,
             Arc::new(move |ctx| {
                 let (engine, def, plan) = (engine.clone(), def.clone(), plan.clone());
+                let txn = txn.lock().take();
                 Box::pin(async move {
+                    let mut txn = txn.ok_or_else(executed_twice)?;
                     let batches = collect(plan, ctx).await?;
                     let width = def.schema.fields().len();
-                    let mut txn =
-                        Transaction::begin(&engine, Isolation::Snapshot).map_err(storage)?;
                     let (mut old, mut new, mut v) = (Vec::new(), Vec::new(), Vec::new());
                     let mut n = 0;
                     let value_idx = def.value_cols();
