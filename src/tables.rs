@@ -433,9 +433,8 @@ impl Tables {
         Ok(())
     }
 
-    /// (segments over all tables, visible ts minus the oldest watermark)
-    /// (segments, watermark lag, rows in segments, of them deleted) over all tables.
-    /// (segments, watermark lag, segment rows, deleted rows, decoded bytes cached).
+    /// Over all tables: (segments, visible ts minus the oldest watermark, rows in
+    /// segments, of them deleted, bytes of decoded columns kept).
     pub(crate) fn columnar_figures(&self, visible: u64) -> (u64, u64, u64, u64, u64) {
         let ids: Vec<u32> = self.columnar_defs().iter().map(|d| d.id).collect();
         let (mut segs, mut rows, mut deleted) = (0, 0, 0);

@@ -45,7 +45,7 @@ pub(crate) struct Fresh {
 /// The rows of one segment a scan must skip (deleted or superseded), with what each
 /// record batch keeps, built once and shared by every scan until it changes.
 pub(crate) struct SegmentMask {
-    pub mask: RoaringBitmap,
+    mask: RoaringBitmap,
     /// Rows each batch keeps.
     pub live: Vec<usize>,
     /// Per batch: which rows it keeps, when it keeps fewer than all (built on first use).
@@ -77,6 +77,11 @@ impl Kept {
     }
 }
 
+/// Rows of `r` not in `mask`.
+fn unmasked(mask: &RoaringBitmap, r: std::ops::Range<usize>) -> usize {
+    r.len() - mask.range_cardinality(r.start as u32..r.end as u32) as usize
+}
+
 impl SegmentMask {
     /// `s`'s deleted rows and `superseded` (ascending).
     fn new(s: &LoadedSegment, superseded: &[u32]) -> SegmentMask {
@@ -84,10 +89,7 @@ impl SegmentMask {
         mask.extend(superseded.iter().copied());
         let seg = &s.segment;
         let live = (0..seg.num_batches())
-            .map(|b| {
-                let r = seg.batch_range(b);
-                r.len() - mask.range_cardinality(r.start as u32..r.end as u32) as usize
-            })
+            .map(|b| unmasked(&mask, seg.batch_range(b)))
             .collect();
         SegmentMask {
             mask,
@@ -115,7 +117,7 @@ impl SegmentMask {
                     }
                     return out;
                 }
-                live[b] = r.len() - mask.range_cardinality(r.start as u32..r.end as u32) as usize;
+                live[b] = unmasked(&mask, r.clone());
                 if let Some(Some(k)) = self.keep[b].get() {
                     let mut bits = BooleanBufferBuilder::new(r.len());
                     bits.append_buffer(&k.bits);

@@ -284,9 +284,8 @@ impl TableProvider for LightningTableProvider {
             if !keep {
                 continue;
             }
-            let info = &s.state.info;
             let mask = fresh_state.mask(s);
-            if mask.mask.len() >= info.rows {
+            if mask.live.iter().all(|&n| n == 0) {
                 continue;
             }
             let keep_batches = match &predicate {

@@ -248,6 +248,8 @@ impl LightningScan {
             };
         };
         let mut rows = 0usize;
+        // Whether `rows` is exact: the scan's own filters drop no row it counted.
+        let mut rows_exact = true;
         let mut lo = vec![Bound::Empty; fields.len()];
         let mut hi = vec![Bound::Empty; fields.len()];
         let mut nulls: Vec<Option<usize>> = vec![Some(0); fields.len()];
@@ -284,16 +286,19 @@ impl LightningScan {
             let seg = &part.segment.segment;
             rows += u.live;
             exact &= u.live == seg.batch_range(u.batch).len();
-            exact &= self.selection.is_empty() || u.passes;
+            rows_exact &= self.selection.is_empty() || u.passes;
             fold(Some(seg.batch_zone_maps(u.batch)), u.live);
         }
         if delta {
             let n: usize = self.delta.iter().map(|b| b.num_rows()).sum();
             rows += n;
-            exact &= n == 0 || self.delta_pending.is_empty();
+            exact &= n == 0;
+            rows_exact &= n == 0 || self.delta_pending.is_empty();
             // Fresh rows have no zone maps: bounds are unknown once there are any.
             fold(None, n);
         }
+        // Rows the scan's own filters drop may have held the bounds and NULLs.
+        let exact = exact && rows_exact;
         let column_statistics = (0..fields.len())
             .map(|c| {
                 // Float zone maps leave NaN out, which SQL's min/max would see: never
@@ -316,15 +321,13 @@ impl LightningScan {
                 }
             })
             .collect();
-        let stats = Statistics {
-            num_rows: Precision::Exact(rows),
+        Statistics {
+            num_rows: match rows_exact {
+                true => Precision::Exact(rows),
+                false => Precision::Inexact(rows),
+            },
             total_byte_size: Precision::Absent,
             column_statistics,
-        };
-        // The scan's own filters drop an unknown share of the rows.
-        match exact || self.selection.is_empty() {
-            true => stats,
-            false => stats.to_inexact(),
         }
     }
 }
@@ -665,16 +668,16 @@ impl DataSource for LightningScan {
         let mut new = Selection::default();
         for f in &filters {
             if self.fetch.is_none() && Selection::can_apply(f) {
-                s.selection.add(f, &self.schema)?;
                 new.add(f, &self.schema)?;
                 applied.push(PushedDown::Yes);
             } else {
                 applied.push(PushedDown::No);
             }
         }
+        s.selection.and(&new);
         // The fresh rows are few and in memory: filtered now, so that their count is
-        // known exactly to the planner; when a filter cannot be evaluated yet, when the
-        // partition is opened.
+        // known exactly to the planner; when a filter cannot be evaluated yet (or one
+        // before it could not), when the partition is opened.
         if !new.is_empty() && s.delta.iter().any(|b| b.num_rows() > 0) {
             let filtered = match s.delta_pending.is_empty() {
                 true => s.delta.iter().map(|b| new.filter(b)).collect(),
@@ -682,11 +685,7 @@ impl DataSource for LightningScan {
             };
             match filtered {
                 Ok(d) => s.delta = d,
-                Err(_) => {
-                    for f in filters.iter().filter(|f| Selection::can_apply(f)) {
-                        s.delta_pending.add(f, &self.schema)?;
-                    }
-                }
+                Err(_) => s.delta_pending.and(&new),
             }
         }
         s.filters.extend(filters);

@@ -22,7 +22,9 @@ use arrow::array::{
     RecordBatchOptions, new_null_array,
 };
 use arrow::buffer::BooleanBuffer;
-use arrow::compute::{FilterBuilder, concat, filter_record_batch, prep_null_mask_filter};
+use arrow::compute::{
+    FilterBuilder, FilterPredicate, concat, filter_record_batch, prep_null_mask_filter,
+};
 use arrow::datatypes::{
     ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
@@ -99,6 +101,13 @@ impl Selection {
 
     pub fn is_empty(&self) -> bool {
         self.conjuncts.is_empty()
+    }
+
+    /// This selection and `other`'s conjuncts too.
+    pub fn and(&mut self, other: &Selection) {
+        self.conjuncts.extend(other.conjuncts.iter().cloned());
+        let all: Vec<_> = self.whole.iter().chain(&other.whole).cloned().collect();
+        self.whole = (!all.is_empty()).then(|| conjunction(all));
     }
 
     /// Add `filter` (over `schema`, the scan's output); the caller checked
@@ -179,9 +188,7 @@ impl Selection {
             return Ok(batch.clone());
         };
         let keep = whole.evaluate(batch)?.into_array(batch.num_rows())?;
-        let keep = keep.as_boolean_opt().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal("filter is not boolean".into())
-        })?;
+        let keep = keep.as_boolean_opt().ok_or_else(not_boolean)?;
         Ok(filter_record_batch(batch, keep)?)
     }
 
@@ -195,38 +202,40 @@ impl Selection {
         live: Option<Arc<Kept>>,
         schema: &SchemaRef,
     ) -> Result<Option<RecordBatch>> {
-        let live_rows = live.as_ref().map_or(rows, |k| k.filter().count());
+        let ready = live.as_deref().map(|k| k.filter());
         if self.conjuncts.is_empty() {
-            return decode(&stored, rows, live.as_deref().map(Keep::Ready), schema).map(Some);
+            return decode(&stored, rows, ready, schema).map(Some);
         }
-        let keep = match self.select(&stored, rows, live.as_ref().map(|k| k.bits.clone()), schema) {
-            Ok(k) => k,
-            Err(_) => {
-                // Exactly what a FilterExec over the live rows would do, errors included.
-                let b = decode(&stored, rows, live.as_deref().map(Keep::Ready), schema)?;
-                let b = self.filter(&b)?;
-                return Ok((b.num_rows() > 0).then_some(b));
-            }
+        let Ok(keep) = self.select(&stored, rows, live.as_deref(), schema) else {
+            // Exactly what a FilterExec over the live rows would do, errors included.
+            let b = self.filter(&decode(&stored, rows, ready, schema)?)?;
+            return Ok((b.num_rows() > 0).then_some(b));
         };
-        let keep = keep.expect("some conjunct");
         match keep.count_set_bits() {
             0 => Ok(None),
             // The predicate dropped no live row: the batch's ready filter applies.
-            n if n == live_rows => {
-                decode(&stored, rows, live.as_deref().map(Keep::Ready), schema).map(Some)
+            n if n == ready.map_or(rows, |f| f.count()) => {
+                decode(&stored, rows, ready, schema).map(Some)
             }
-            _ => decode(&stored, rows, Some(Keep::Bits(&keep)), schema).map(Some),
+            _ => {
+                let f = FilterBuilder::new(&BooleanArray::new(keep, None))
+                    .optimize()
+                    .build();
+                decode(&stored, rows, Some(&f), schema).map(Some)
+            }
         }
     }
 
-    /// The combined selection of `live` and every conjunct (`None`: every row).
+    /// The rows `live` keeps (all when `None`) that every conjunct keeps; the caller
+    /// checked there is a conjunct.
     fn select(
         &self,
         stored: &[ArrayRef],
         rows: usize,
-        mut keep: Option<BooleanBuffer>,
+        live: Option<&Kept>,
         schema: &SchemaRef,
-    ) -> Result<Option<BooleanBuffer>> {
+    ) -> Result<BooleanBuffer> {
+        let mut keep = live.map(|k| k.bits.clone());
         for c in &self.conjuncts {
             let bits = c.evaluate(stored, rows, schema)?;
             keep = Some(match keep {
@@ -234,7 +243,7 @@ impl Selection {
                 None => bits,
             });
         }
-        Ok(keep)
+        Ok(keep.expect("a conjunct"))
     }
 }
 
@@ -293,9 +302,7 @@ impl Conjunct {
         let answers = self.expr.evaluate(&b)?.into_array(rows)?;
         Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
     }
-}
 
-impl Conjunct {
     /// `column op literal` on an integer column stored narrower than its type (small
     /// values held as Int16, say), compared as stored with the literal narrowed when it
     /// fits exactly: no widening of every value first.
@@ -360,52 +367,29 @@ fn truth(a: &BooleanArray) -> BooleanBuffer {
     }
 }
 
-/// Which rows of a batch to decode.
-enum Keep<'a> {
-    /// A batch's live rows, with their filter built.
-    Ready(&'a Kept),
-    Bits(&'a BooleanBuffer),
-}
-
-/// The rows `keep` selects (all when `None`) of `stored`, decoded into `schema`.
+/// The rows `keep` selects (all when `None`) of `stored`, each column filtered as
+/// stored (a dictionary's narrow keys, not its decoded strings) and then decoded into
+/// `schema`.
 fn decode(
     stored: &[ArrayRef],
     rows: usize,
-    keep: Option<Keep>,
+    keep: Option<&FilterPredicate>,
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
-    let built;
-    let f = match keep {
-        Some(Keep::Ready(k)) => Some(k.filter()),
-        Some(Keep::Bits(k)) if k.count_set_bits() < rows => {
-            built = FilterBuilder::new(&BooleanArray::new(k.clone(), None))
-                .optimize()
-                .build();
-            Some(&built)
-        }
-        _ => None,
-    };
-    let (cols, rows) = match f {
-        Some(f) => {
-            let cols = stored
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, field)| Ok(to_type(&f.filter(c.as_ref())?, field.data_type())?))
-                .collect::<Result<Vec<_>>>()?;
-            (cols, f.count())
-        }
-        None => {
-            let cols = stored
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, field)| Ok(to_type(c, field.data_type())?))
-                .collect::<Result<Vec<_>>>()?;
-            (cols, rows)
-        }
-    };
+    let cols = stored
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, field)| {
+            let c = match keep {
+                Some(f) => f.filter(c.as_ref())?,
+                None => c.clone(),
+            };
+            Ok(to_type(&c, field.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         cols,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
+        &RecordBatchOptions::new().with_row_count(Some(keep.map_or(rows, |f| f.count()))),
     )?)
 }

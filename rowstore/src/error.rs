@@ -97,15 +97,6 @@ impl Error {
         }
     }
 
-    /// True for a lost transaction conflict or damaged bytes (errors a SQL layer must
-    /// not hide behind a generic message).
-    pub fn is_conflict_or_corruption(&self) -> bool {
-        matches!(
-            self,
-            Error::TransactionConflict(_) | Error::Corruption { .. }
-        )
-    }
-
     /// A copy of this error for another waiter on the same failure (I/O errors keep
     /// their kind and message).
     pub fn share(&self) -> Error {

@@ -9,13 +9,6 @@ pub struct PackedBytes {
 }
 
 impl PackedBytes {
-    pub fn with_capacity(items: usize) -> Self {
-        PackedBytes {
-            bytes: Vec::new(),
-            ends: Vec::with_capacity(items),
-        }
-    }
-
     pub fn push(&mut self, b: &[u8]) {
         self.bytes.extend_from_slice(b);
         self.ends.push(self.bytes.len());

@@ -139,13 +139,12 @@ impl SqlState {
             .ok()
             .and_then(|stmt| fast::analyze(tables, &stmt))
             .map(Arc::new);
-        let plan = None;
         self.remember(
             query,
             Compiled {
                 epoch,
                 fast: fast.clone(),
-                plan,
+                plan: None,
             },
         );
         fast

@@ -55,10 +55,6 @@ impl DecodeCache {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     fn take(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {

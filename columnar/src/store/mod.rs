@@ -150,29 +150,48 @@ fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
     a
 }
 
-/// The row-store key (without table prefix) of row `i`.
 impl LoadedSegment {
     /// Build the encoded-key index from the rows just written (`batches`, in the
     /// segment's order), on the compactor's thread: the first query that looks up
     /// changed keys in a new segment then does not decode its key column first.
     fn index_keys(&self, def: &TableDef, batches: &[RecordBatch]) {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows as u64 != self.state.info.rows {
-            return;
+        if rows as u64 == self.state.info.rows {
+            let parts = batches
+                .iter()
+                .map(|b| def.key_cols.iter().map(|&c| b.column(c).clone()).collect());
+            let _ = self.keys.set(pack_keys(def, parts));
         }
-        let mut keys = PackedBytes::with_capacity(rows);
-        let mut buf = Vec::new();
-        for b in batches {
-            let cols: Vec<ArrayRef> = def.key_cols.iter().map(|&c| b.column(c).clone()).collect();
-            for i in 0..b.num_rows() {
-                row_key(def, &cols, i, &mut buf);
-                keys.push(&buf);
-            }
+    }
+
+    /// The encoded key of every row, in row (= key) order: built by the compactor when
+    /// it wrote the segment, or else from the stored key columns on first use.
+    fn encoded_keys(&self, def: &TableDef) -> Result<&PackedBytes> {
+        if let Some(k) = self.keys.get() {
+            return Ok(k);
         }
-        let _ = self.keys.set(keys);
+        let b = self.segment.read(Some(&def.key_cols))?;
+        Ok(self
+            .keys
+            .get_or_init(|| pack_keys(def, [b.columns().to_vec()])))
     }
 }
 
+/// The row-store keys (without table prefix) of the rows of `parts` (each: a table's
+/// key columns, of equal length), packed in order.
+fn pack_keys(def: &TableDef, parts: impl IntoIterator<Item = Vec<ArrayRef>>) -> PackedBytes {
+    let mut keys = PackedBytes::default();
+    let mut buf = Vec::new();
+    for cols in parts {
+        for i in 0..cols.first().map_or(0, |c| c.len()) {
+            row_key(def, &cols, i, &mut buf);
+            keys.push(&buf);
+        }
+    }
+    keys
+}
+
+/// The row-store key (without table prefix) of row `i`.
 fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
     out.clear();
     if def.raw_kv {
@@ -354,12 +373,12 @@ impl ColumnStore {
         Ok(())
     }
 
-    /// The published view of a table (empty if nothing was compacted yet).
     /// The budget of decoded segment columns kept in memory.
     pub fn decode_cache(&self) -> &DecodeCache {
         &self.cache
     }
 
+    /// The published view of a table (empty if nothing was compacted yet).
     pub fn view(&self, table_id: u32) -> Arc<TableView> {
         self.views
             .read()
@@ -632,20 +651,7 @@ impl ColumnStore {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let keys = match s.keys.get() {
-            Some(k) => k,
-            None => {
-                let b = s.segment.read(Some(&def.key_cols))?;
-                let mut keys = PackedBytes::with_capacity(b.num_rows());
-                let mut buf = Vec::new();
-                for i in 0..b.num_rows() {
-                    row_key(def, b.columns(), i, &mut buf);
-                    keys.push(&buf);
-                }
-                let _ = s.keys.set(keys);
-                s.keys.get().expect("just set")
-            }
-        };
+        let keys = s.encoded_keys(def)?;
         let n = keys.len();
         let mut out = Vec::new();
         // Both sides are sorted: each search gallops from where the previous one ended,
