@@ -877,3 +877,111 @@ fn concurrent_updates_of_the_same_rows_fail_as_conflicts_and_lose_nothing() {
     assert_eq!(scalar_i64(&db, "SELECT sum(v) FROM c"), 100 * ok);
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM c WHERE v <> 0"), 100);
 }
+
+#[test]
+fn grouping_by_a_dictionary_column_matches_datafusion() {
+    use lightning_db::datafusion::datasource::MemTable;
+    use lightning_db::datafusion::prelude::SessionContext;
+    // One SQL thread plans a single-step aggregation, two a partial and a final one.
+    for threads in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LightningDbConfig {
+            columnar_background: false,
+            columnar_segment_rows: 10_000,
+            columnar_batch_rows: 1000,
+            sql_threads: threads,
+            ..cfg()
+        };
+        let db = Database::create(dir.path().join("db"), cfg).unwrap();
+        // `s` (text) and `g` (integer) have few distinct values, so segments store them
+        // as dictionaries; both have NULLs, and so does `v`.
+        db.sql(
+            "CREATE TABLE t (id BIGINT NOT NULL, s VARCHAR, g BIGINT, v BIGINT, PRIMARY KEY (id))",
+        )
+        .unwrap();
+        let row = |i: u64, salt: u64| {
+            let s = match (i + salt) % 6 {
+                0 => "NULL".to_string(),
+                k => format!("'k{k}'"),
+            };
+            let g = match (i + salt) % 9 {
+                0 => "NULL".to_string(),
+                k => (k * 1000).to_string(),
+            };
+            let v = match i % 11 {
+                0 => "NULL".to_string(),
+                _ => ((i * 37 + salt) % 5000).to_string(),
+            };
+            format!("({i}, {s}, {g}, {v})")
+        };
+        let values: Vec<String> = (0..6000u64).map(|i| row(i, 0)).collect();
+        db.sql(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+            .unwrap();
+        db.compact_columnar("t").unwrap();
+        let plan = explain(&db, "SELECT s, sum(v) FROM t GROUP BY s");
+        assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+        // Replaced rows (some with values no segment dictionary holds), deleted rows,
+        // and new rows, some compacted and some only in the row store.
+        for i in (0..6000u64).step_by(7) {
+            match i % 3 {
+                0 => db.sql(&format!("DELETE FROM t WHERE id = {i}")).unwrap(),
+                1 => db
+                    .sql(&format!("INSERT OR REPLACE INTO t VALUES {}", row(i, 1)))
+                    .unwrap(),
+                _ => db
+                    .sql(&format!(
+                        "INSERT OR REPLACE INTO t VALUES ({i}, 'new{}', {}, {i})",
+                        i % 4,
+                        i % 5
+                    ))
+                    .unwrap(),
+            };
+            if i == 3003 {
+                db.compact_columnar("t").unwrap();
+            }
+        }
+        let more: Vec<String> = (6000..6500u64).map(|i| row(i, 2)).collect();
+        db.sql(&format!("INSERT INTO t VALUES {}", more.join(", ")))
+            .unwrap();
+        let rows = db.scan_table("t", 1 << 20).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(rows[0].schema(), vec![rows]).unwrap()),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let queries = [
+            "SELECT s, count(*), count(v), sum(v), min(v), max(v), avg(v) FROM t GROUP BY s",
+            "SELECT g, count(*), sum(v), avg(v) FROM t GROUP BY g",
+            "SELECT s, sum(v) FROM t WHERE v > 1000 AND g IS NOT NULL GROUP BY s",
+            "SELECT s, count(*) AS n FROM t GROUP BY s HAVING count(*) > 10 ORDER BY n DESC, s",
+            "SELECT count(*) FROM (SELECT s FROM t GROUP BY s)",
+            "SELECT s, sum(v + id), min(v * 2) FROM t GROUP BY s",
+            // Not grouped by key (they read the group column, or need more than a
+            // groups accumulator); still the same answers.
+            "SELECT s, max(s), count(*) FROM t GROUP BY s",
+            "SELECT s, count(DISTINCT v) FROM t GROUP BY s",
+            "SELECT s, sum(v) FILTER (WHERE v > 10) FROM t GROUP BY s",
+            "SELECT s, g, count(*) FROM t GROUP BY s, g",
+        ];
+        for round in 0..2 {
+            for q in queries {
+                let want = rt
+                    .block_on(async { ctx.sql(q).await?.collect().await })
+                    .unwrap();
+                let got = db.sql(q).unwrap();
+                assert_eq!(
+                    lines(&got),
+                    lines(&want),
+                    "threads {threads} round {round}: {q}"
+                );
+            }
+            db.compact_columnar("t").unwrap();
+        }
+        let plan = explain(&db, "SELECT g, avg(v) FROM t WHERE v > 10 GROUP BY g");
+        assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+        let plan = explain(&db, "SELECT s, count(DISTINCT v) FROM t GROUP BY s");
+        assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
+    }
+}

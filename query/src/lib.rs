@@ -11,6 +11,7 @@
 //! This layer owns no files; it reads the column store and the row store and writes
 //! only through row-store transactions.
 
+mod coded;
 mod dml;
 mod fresh;
 mod provider;
@@ -18,6 +19,7 @@ mod scan;
 mod select;
 mod zones;
 
+pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
 pub use dml::{ConstraintViolation, write_rows};
 pub use provider::{LightningTableProvider, cast_batch, sql_schema};
 pub use scan::LightningScan;

@@ -349,6 +349,8 @@ struct PartitionIter {
     ready: VecDeque<RecordBatch>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     selection: Selection,
+    /// The column a segment batch keeps as stored when that is a dictionary.
+    coded: Option<usize>,
     /// Snapshot generation of the filters the remaining units were last pruned with.
     pruned_at: Option<u64>,
     /// Rows still to emit when the scan has a fetch limit.
@@ -376,7 +378,7 @@ impl PartitionIter {
             true => &Selection::default(),
             false => &self.selection,
         };
-        if let Some(b) = selection.apply(stored, range.len(), live, r.schema())? {
+        if let Some(b) = selection.apply(stored, range.len(), live, r.schema(), self.coded)? {
             self.ready.push_back(b);
         }
         Ok(())
@@ -467,12 +469,37 @@ impl Iterator for PartitionIter {
     }
 }
 
-impl DataSource for LightningScan {
-    fn open(
+impl LightningScan {
+    /// Whether every segment the scan reads stores output column `col` as a dictionary.
+    pub(crate) fn dictionary_column(&self, col: usize) -> bool {
+        let c = match &self.projection {
+            Some(p) => p.get(col).copied(),
+            None => Some(col),
+        };
+        let Some(c) = c else {
+            return false;
+        };
+        !self.parts.is_empty()
+            && self.parts.iter().all(|p| {
+                matches!(
+                    p.segment.segment.stored_type(c),
+                    Some(DataType::Dictionary(_, _))
+                )
+            })
+    }
+
+    /// Partition `partition`'s batches, as `open` yields them except that output
+    /// column `coded` of a segment batch stays a dictionary when stored as one (that
+    /// batch's schema says so; fresh rows come decoded).
+    pub(crate) fn open_coded(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
+        coded: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
+        self.partition_iter(partition, Some(coded))
+    }
+
+    fn partition_iter(&self, partition: usize, coded: Option<usize>) -> Result<PartitionIter> {
         let units: &[Unit] = match self.partitions.get(partition) {
             Some(u) => u,
             None if partition == self.delta_part => &[],
@@ -499,6 +526,7 @@ impl DataSource for LightningScan {
             ready,
             filters: self.filters.clone(),
             selection: self.selection.clone(),
+            coded,
             pruned_at: None,
             left: self.fetch,
             batches_pruned: MetricBuilder::new(&self.metrics)
@@ -506,6 +534,17 @@ impl DataSource for LightningScan {
             errors: MetricBuilder::new(&self.metrics)
                 .counter("pruning_predicate_errors", partition),
         };
+        Ok(it)
+    }
+}
+
+impl DataSource for LightningScan {
+    fn open(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let it = self.partition_iter(partition, None)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(it),

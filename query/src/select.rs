@@ -201,27 +201,28 @@ impl Selection {
         rows: usize,
         live: Option<Arc<Kept>>,
         schema: &SchemaRef,
+        coded: Option<usize>,
     ) -> Result<Option<RecordBatch>> {
         let ready = live.as_deref().map(|k| k.filter());
         if self.conjuncts.is_empty() {
-            return decode(&stored, rows, ready, schema).map(Some);
+            return decode(&stored, rows, ready, schema, coded).map(Some);
         }
         let Ok(keep) = self.select(&stored, rows, live.as_deref(), schema) else {
             // Exactly what a FilterExec over the live rows would do, errors included.
-            let b = self.filter(&decode(&stored, rows, ready, schema)?)?;
+            let b = self.filter(&decode(&stored, rows, ready, schema, None)?)?;
             return Ok((b.num_rows() > 0).then_some(b));
         };
         match keep.count_set_bits() {
             0 => Ok(None),
             // The predicate dropped no live row: the batch's ready filter applies.
             n if n == ready.map_or(rows, |f| f.count()) => {
-                decode(&stored, rows, ready, schema).map(Some)
+                decode(&stored, rows, ready, schema, coded).map(Some)
             }
             _ => {
                 let f = FilterBuilder::new(&BooleanArray::new(keep, None))
                     .optimize()
                     .build();
-                decode(&stored, rows, Some(&f), schema).map(Some)
+                decode(&stored, rows, Some(&f), schema, coded).map(Some)
             }
         }
     }
@@ -369,26 +370,36 @@ fn truth(a: &BooleanArray) -> BooleanBuffer {
 
 /// The rows `keep` selects (all when `None`) of `stored`, each column filtered as
 /// stored (a dictionary's narrow keys, not its decoded strings) and then decoded into
-/// `schema`.
+/// `schema`. Column `coded`, if stored as a dictionary, stays one (its keys filtered),
+/// and the batch's schema says so.
 fn decode(
     stored: &[ArrayRef],
     rows: usize,
     keep: Option<&FilterPredicate>,
     schema: &SchemaRef,
+    coded: Option<usize>,
 ) -> Result<RecordBatch> {
+    let mut out = schema.clone();
     let cols = stored
         .iter()
         .zip(schema.fields())
-        .map(|(c, field)| {
+        .enumerate()
+        .map(|(i, (c, field))| {
             let c = match keep {
                 Some(f) => f.filter(c.as_ref())?,
                 None => c.clone(),
             };
+            if coded == Some(i) && matches!(c.data_type(), DataType::Dictionary(_, _)) {
+                let mut fields = schema.fields().to_vec();
+                fields[i] = Arc::new(field.as_ref().clone().with_data_type(c.data_type().clone()));
+                out = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+                return Ok(c);
+            }
             Ok(to_type(&c, field.data_type())?)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
+        out,
         cols,
         &RecordBatchOptions::new().with_row_count(Some(keep.map_or(rows, |f| f.count()))),
     )?)

@@ -202,7 +202,13 @@ impl Tables {
         cfg.options_mut()
             .execution
             .skip_partial_aggregation_probe_rows_threshold = 8192;
-        let ctx = SessionContext::new_with_config(cfg);
+        // Aggregations grouped by a dictionary-stored column group by dictionary key.
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(lightning_query::DictionaryAggregation))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         // Every file:// access of the session goes through the guard.
         let rule = Arc::new(guard::Rule::new(
             self.engine.dir(),

@@ -283,6 +283,12 @@ impl Segment {
         }
     }
 
+    /// How table column `column` is stored in the file (a dictionary, run-end encoded,
+    /// narrowed or plain), or `None` past the last column.
+    pub fn stored_type(&self, column: usize) -> Option<&DataType> {
+        self.file_schema.fields().get(column).map(|f| f.data_type())
+    }
+
     pub fn info(&self) -> &SegmentInfo {
         &self.info
     }

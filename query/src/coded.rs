@@ -1,0 +1,392 @@
+//! Grouping by dictionary code: an aggregation grouped by one column that every segment
+//! the scan reads stores as a dictionary is computed from the dictionary keys instead of
+//! the decoded values.
+//!
+//! DataFusion's hash aggregation hashes every row's group value (for a string column,
+//! every row's bytes) and compares it with the groups seen so far. A dictionary-encoded
+//! segment batch already says which rows share a value: its few distinct values are
+//! interned once per segment dictionary, and each row's group is then a table lookup by
+//! its key. The accumulators are DataFusion's own `GroupsAccumulator`s, fed exactly the
+//! group indices and argument arrays the hash aggregation would give them, so results
+//! and partial-aggregate states are the same. Fresh rows (decoded, not dictionaries) are
+//! interned row by row like DataFusion does.
+//!
+//! [`DictionaryAggregation`] is a physical optimizer rule that replaces a `Partial` or
+//! `Single` `AggregateExec` reading straight from a [`LightningScan`] with a
+//! [`DictionaryAggregateExec`] when that applies; the exec keeps the scan as its child
+//! (for `EXPLAIN`) and reads it through [`LightningScan::open_coded`].
+
+use crate::scan::LightningScan;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::datatypes::{
+    ArrowDictionaryKeyType, ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::logical_expr::EmitTo;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
+    InputOrderMode, PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+    StatisticsArgs,
+};
+use std::sync::Arc;
+
+/// Replaces aggregations grouped by one dictionary-stored column of a Lightning scan
+/// with a [`DictionaryAggregateExec`]. Runs after DataFusion's own rules.
+#[derive(Debug, Default)]
+pub struct DictionaryAggregation;
+
+impl PhysicalOptimizerRule for DictionaryAggregation {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            Ok(match rewrite(&node) {
+                Some(new) => Transformed::yes(new),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "lightning_dictionary_aggregation"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The replacement of `node`, when it is an aggregation the exec computes the same way.
+fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let agg = node.downcast_ref::<AggregateExec>()?;
+    let finish = match agg.mode() {
+        AggregateMode::Partial => Finish::State,
+        AggregateMode::Single => Finish::Evaluate,
+        _ => return None,
+    };
+    let by = agg.group_expr();
+    if !by.is_single() || by.expr().len() != 1 {
+        return None;
+    }
+    let col = by.expr()[0].0.downcast_ref::<Column>()?;
+    if agg.limit_options().is_some()
+        || *agg.input_order_mode() != InputOrderMode::Linear
+        || agg.filter_expr().iter().any(Option::is_some)
+    {
+        return None;
+    }
+    // Arguments over the group column would see its dictionary, not its values.
+    let plain = |a: &Arc<AggregateFunctionExpr>| {
+        !a.is_distinct()
+            && a.order_bys().is_empty()
+            && a.groups_accumulator_supported()
+            && a.expressions()
+                .iter()
+                .all(|e| collect_columns(e).iter().all(|c| c.index() != col.index()))
+    };
+    if !agg.aggr_expr().iter().all(plain) {
+        return None;
+    }
+    let scan = lightning_scan(agg.input())?;
+    if !scan.dictionary_column(col.index()) {
+        return None;
+    }
+    Some(Arc::new(DictionaryAggregateExec {
+        agg: Arc::new(agg.clone()),
+        input: agg.input().clone(),
+        group: col.index(),
+        finish,
+        metrics: ExecutionPlanMetricsSet::new(),
+    }))
+}
+
+/// What the aggregation emits per group.
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    /// Accumulator states (a `Partial` aggregation, merged by a final one).
+    State,
+    /// Final values (a `Single` aggregation).
+    Evaluate,
+}
+
+/// A `Partial` or `Single` aggregation grouped by column `group` of a Lightning scan,
+/// grouping dictionary-encoded batches by key (see the module docs). Same output schema,
+/// partitioning and results as the `AggregateExec` it replaces.
+#[derive(Debug)]
+pub struct DictionaryAggregateExec {
+    agg: Arc<AggregateExec>,
+    /// The scan (a `DataSourceExec` over a [`LightningScan`]).
+    input: Arc<dyn ExecutionPlan>,
+    group: usize,
+    finish: Finish,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// The Lightning scan `plan` is (a `DataSourceExec` over it, possibly wrapped in the
+/// `CooperativeExec` DataFusion adds above a single-partition source).
+fn lightning_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&LightningScan> {
+    let plan = match plan.downcast_ref::<CooperativeExec>() {
+        Some(c) => c.input(),
+        None => plan,
+    };
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<LightningScan>()
+}
+
+impl DictionaryAggregateExec {
+    fn scan(&self) -> Result<&LightningScan> {
+        lightning_scan(&self.input).ok_or_else(|| {
+            DataFusionError::Internal("dictionary aggregation over a non-Lightning scan".into())
+        })
+    }
+}
+
+impl DisplayAs for DictionaryAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let by = &self.agg.group_expr().expr()[0].1;
+        let aggr: Vec<&str> = self.agg.aggr_expr().iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "DictionaryAggregateExec: mode={:?}, gby=[{by}] by dictionary key, aggr=[{}]",
+            self.agg.mode(),
+            aggr.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for DictionaryAggregateExec {
+    fn name(&self) -> &'static str {
+        "DictionaryAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.agg.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.agg.apply_expressions(f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "DictionaryAggregateExec has one child".into(),
+            ));
+        }
+        let input = children.swap_remove(0);
+        let agg = self.agg.clone().replace_children(vec![input], options)?;
+        // Still over a dictionary-stored column of a Lightning scan: keep grouping by
+        // key; otherwise DataFusion's aggregation.
+        Ok(rewrite(&agg).unwrap_or(agg))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batches = self.scan()?.open_coded(partition, self.group)?;
+        let schema = self.agg.schema();
+        let group_type = schema.field(0).data_type().clone();
+        let mut accs = self
+            .agg
+            .aggr_expr()
+            .iter()
+            .map(|a| Ok((a.expressions(), a.create_groups_accumulator()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut groups = Grouper {
+            values: new_group_values(
+                Arc::new(arrow::datatypes::Schema::new(vec![schema.field(0).clone()])),
+                &GroupOrdering::None,
+            )?,
+            group_type,
+            dictionary: None,
+            null_group: None,
+            ids: Vec::new(),
+        };
+        let memory = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
+            .register(context.memory_pool());
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let (g, finish, out_schema) = (self.group, self.finish, schema.clone());
+        let stream = futures::stream::once(async move {
+            let timer = baseline.elapsed_compute().timer();
+            for b in batches {
+                let b = b?;
+                let n = b.num_rows();
+                groups.assign(b.column(g))?;
+                let total = groups.values.len();
+                let mut size = groups.values.size();
+                for (args, acc) in &mut accs {
+                    let values = args
+                        .iter()
+                        .map(|e| e.evaluate(&b)?.into_array(n))
+                        .collect::<Result<Vec<_>>>()?;
+                    acc.update_batch(&values, &groups.ids, None, total)?;
+                    size += acc.size();
+                }
+                memory.try_resize(size)?;
+            }
+            let mut cols = groups.values.emit(EmitTo::All)?;
+            for (_, acc) in &mut accs {
+                match finish {
+                    Finish::State => cols.extend(acc.state(EmitTo::All)?),
+                    Finish::Evaluate => cols.push(acc.evaluate(EmitTo::All)?),
+                }
+            }
+            let out = RecordBatch::try_new(out_schema, cols)?;
+            timer.done();
+            drop(memory);
+            Ok(out.record_output(&baseline))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        self.agg.statistics_from_inputs(input_stats, args)
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        self.agg.child_stats_requests(partition)
+    }
+}
+
+/// Assigns each row of a batch its group.
+struct Grouper {
+    values: Box<dyn GroupValues>,
+    group_type: DataType,
+    /// The last dictionary seen (its values array) and the group of each of its values:
+    /// a segment's batches share one dictionary, interned once.
+    dictionary: Option<(ArrayRef, Vec<usize>)>,
+    null_group: Option<usize>,
+    /// The group of each row of the last batch.
+    ids: Vec<usize>,
+}
+
+impl Grouper {
+    fn assign(&mut self, col: &ArrayRef) -> Result<()> {
+        self.ids.clear();
+        let Some(d) = col.as_any_dictionary_opt() else {
+            let c = lightning_columnar::segment::to_type(col, &self.group_type)?;
+            return self.values.intern(&[c], &mut self.ids);
+        };
+        if !matches!(&self.dictionary, Some((v, _)) if Arc::ptr_eq(v, d.values())) {
+            let v = lightning_columnar::segment::to_type(d.values(), &self.group_type)?;
+            let mut codes = Vec::new();
+            self.values.intern(&[v], &mut codes)?;
+            self.dictionary = Some((d.values().clone(), codes));
+        }
+        let keys = d.keys();
+        let null = match (keys.null_count() > 0, self.null_group) {
+            (false, _) => None,
+            (true, Some(g)) => Some(g),
+            (true, None) => {
+                let mut g = Vec::new();
+                self.values
+                    .intern(&[new_null_array(&self.group_type, 1)], &mut g)?;
+                self.null_group = Some(g[0]);
+                Some(g[0])
+            }
+        };
+        let codes = &self.dictionary.as_ref().expect("set above").1;
+        let ok = match keys.data_type() {
+            DataType::Int8 => gather::<Int8Type>(keys, codes, null, &mut self.ids),
+            DataType::Int16 => gather::<Int16Type>(keys, codes, null, &mut self.ids),
+            DataType::Int32 => gather::<Int32Type>(keys, codes, null, &mut self.ids),
+            DataType::Int64 => gather::<Int64Type>(keys, codes, null, &mut self.ids),
+            DataType::UInt8 => gather::<UInt8Type>(keys, codes, null, &mut self.ids),
+            DataType::UInt16 => gather::<UInt16Type>(keys, codes, null, &mut self.ids),
+            DataType::UInt32 => gather::<UInt32Type>(keys, codes, null, &mut self.ids),
+            DataType::UInt64 => gather::<UInt64Type>(keys, codes, null, &mut self.ids),
+            _ => false,
+        };
+        if !ok {
+            return Err(DataFusionError::Execution(format!(
+                "dictionary keys of type {} out of range of its {} values",
+                keys.data_type(),
+                codes.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Push the group of each key (`null` for a NULL key) onto `out`; false if a key is
+/// outside `codes`.
+fn gather<K: ArrowDictionaryKeyType>(
+    keys: &dyn Array,
+    codes: &[usize],
+    null: Option<usize>,
+    out: &mut Vec<usize>,
+) -> bool {
+    let keys = keys.as_primitive::<K>();
+    let mut ok = true;
+    let mut group = |k: K::Native| match k.to_usize().and_then(|k| codes.get(k)) {
+        Some(&g) => g,
+        None => {
+            ok = false;
+            0
+        }
+    };
+    match (null, keys.nulls()) {
+        (Some(null), Some(valid)) => out.extend(
+            keys.values()
+                .iter()
+                .zip(valid.iter())
+                .map(|(&k, v)| if v { group(k) } else { null }),
+        ),
+        _ => out.extend(keys.values().iter().map(|&k| group(k))),
+    }
+    ok
+}
