@@ -158,6 +158,16 @@ pub(crate) struct FreshCache(Mutex<Option<Arc<Fresh>>>);
 
 impl FreshCache {
     /// The fresh rows and superseded positions of `view` at `snap`.
+    ///
+    /// Built from the last [`Fresh`] when it is at or before `snap`: of the same view,
+    /// only the changes after it are read and only keys changed for the first time are
+    /// looked up in the segments. Of an older view of the table (the compactor has since
+    /// published), the changes after the new watermark are read again, but the masks of
+    /// the segments both views hold carry over: a row the old figures masked stays
+    /// masked (its key changed after the old watermark, so it is either deleted in the
+    /// new view or changed after the new watermark), and only the segment's newly
+    /// deleted rows and the keys the old figures did not know are added. Only segments
+    /// the compactor wrote since are searched for every changed key.
     pub(crate) fn get(
         &self,
         engine: &Engine,
@@ -166,7 +176,12 @@ impl FreshCache {
         snap: &Snapshot,
     ) -> lightning_columnar::Result<Arc<Fresh>> {
         let last = self.0.lock().clone();
-        let base = last.filter(|f| Arc::ptr_eq(&f.view, view) && f.at <= snap.ts());
+        let prior = last.filter(|f| {
+            f.at <= snap.ts()
+                && f.view.table_id == view.table_id
+                && f.view.watermark <= view.watermark
+        });
+        let base = prior.clone().filter(|f| Arc::ptr_eq(&f.view, view));
         let lo = base.as_ref().map_or(view.watermark, |f| f.at);
         let (prefix, end) = (table_prefix(def.id), table_end(def.id));
         // The changes after `lo`, in key order, with their newest value at `snap`.
@@ -190,31 +205,77 @@ impl FreshCache {
             Some(b) => (&b.changed[..], &b.rows[..]),
             None => (&[][..], &[][..]),
         };
-        // Keys seen for the first time supersede segment rows; a key changed again
-        // supersedes nothing new.
-        let new_keys: Vec<Bytes> = delta
-            .iter()
-            .filter(|(k, _)| old_changed.binary_search(k).is_err())
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut masks = base
-            .as_ref()
-            .map(|b| b.masks.lock().clone())
-            .unwrap_or_default();
-        for s in &view.segments {
-            let rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
-            if !rows.is_empty() {
+        // Keys the prior figures did not know supersede segment rows they did not
+        // mask; a key changed again supersedes nothing new.
+        let known = prior.as_ref().map_or(&[][..], |p| &p.changed[..]);
+        let new_keys = difference(delta.iter().map(|(k, _)| k), known);
+        let mut masks = match &prior {
+            Some(p) => p.masks.lock().clone(),
+            None => HashMap::new(),
+        };
+        if base.is_some() {
+            for s in &view.segments {
+                let rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
+                if !rows.is_empty() {
+                    let id = s.state.info.id;
+                    // A segment's mask is carried forward with the new rows cleared,
+                    // batch by batch, instead of being rebuilt whole.
+                    let m = match masks.get(&id) {
+                        Some(m) => m.with_more(s, &rows),
+                        None => SegmentMask::new(s, &rows),
+                    };
+                    masks.insert(id, Arc::new(m));
+                }
+            }
+        } else {
+            let carried = std::mem::take(&mut masks);
+            let held: HashMap<u64, &Arc<LoadedSegment>> = prior
+                .as_ref()
+                .map(|p| {
+                    p.view
+                        .segments
+                        .iter()
+                        .map(|s| (s.state.info.id, s))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let all: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
+            for s in &view.segments {
                 let id = s.state.info.id;
-                // A segment's mask is carried forward with the new rows cleared, batch
-                // by batch, instead of being rebuilt whole.
-                let m = match masks.get(&id) {
-                    Some(m) => m.with_more(s, &rows),
-                    None => SegmentMask::new(s, &rows),
-                };
-                masks.insert(id, Arc::new(m));
+                let kept = held
+                    .get(&id)
+                    .is_some_and(|old| Arc::ptr_eq(&old.segment, &s.segment));
+                if !kept {
+                    let rows = ColumnStore::superseded_rows(s, def, &all)?;
+                    if !rows.is_empty() {
+                        masks.insert(id, Arc::new(SegmentMask::new(s, &rows)));
+                    }
+                    continue;
+                }
+                let mut rows = ColumnStore::superseded_rows(s, def, &new_keys)?;
+                match carried.get(&id) {
+                    Some(m) => {
+                        rows.extend(&*s.deletes - &m.mask);
+                        rows.sort_unstable();
+                        rows.dedup();
+                        let m = match rows.is_empty() {
+                            true => m.clone(),
+                            false => Arc::new(m.with_more(s, &rows)),
+                        };
+                        masks.insert(id, m);
+                    }
+                    // The prior figures masked none of its rows.
+                    None if !rows.is_empty() => {
+                        masks.insert(id, Arc::new(SegmentMask::new(s, &rows)));
+                    }
+                    None => {}
+                }
             }
         }
-        let changed = merge_sorted(old_changed, &new_keys);
+        let changed = match &base {
+            Some(_) => merge_sorted(old_changed, &new_keys),
+            None => delta.iter().map(|(k, _)| k.clone()).collect(),
+        };
         // The rows: the old ones with every changed key replaced by its newest state
         // (none if it was deleted).
         let mut rows = Vec::with_capacity(old_rows.len() + delta.len());
@@ -248,6 +309,25 @@ impl FreshCache {
         }
         Ok(fresh)
     }
+}
+
+/// The keys of `keys` (sorted) not in `known` (sorted), in one pass over both.
+fn difference<'a>(keys: impl Iterator<Item = &'a Bytes>, known: &[Bytes]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for k in keys {
+        // Gallop: the known keys are often many more than the changed ones.
+        let mut step = 1;
+        while j + step < known.len() && known[j + step] < *k {
+            j += step;
+            step *= 2;
+        }
+        j += known[j..(j + step + 1).min(known.len())].partition_point(|x| x < k);
+        if known.get(j) != Some(k) {
+            out.push(k.clone());
+        }
+    }
+    out
 }
 
 /// The union of two sorted key lists.

@@ -29,10 +29,12 @@ use std::sync::Arc;
 
 mod check;
 mod files;
+mod keys;
 mod rows;
 
 pub use check::check_files;
 use files::*;
+use keys::KeyIndex;
 use rows::SegmentRows;
 
 /// Column-store settings.
@@ -78,7 +80,7 @@ pub struct LoadedSegment {
     /// segment and shared by its later generations (same rows, other delete bitmaps):
     /// a query on changing data then binary-searches memory instead of decoding the
     /// key columns again.
-    keys: Arc<std::sync::OnceLock<PackedBytes>>,
+    keys: Arc<std::sync::OnceLock<KeyIndex>>,
 }
 
 impl LoadedSegment {
@@ -160,20 +162,20 @@ impl LoadedSegment {
             let parts = batches
                 .iter()
                 .map(|b| def.key_cols.iter().map(|&c| b.column(c).clone()).collect());
-            let _ = self.keys.set(pack_keys(def, parts));
+            let _ = self.keys.set(KeyIndex::new(pack_keys(def, parts)));
         }
     }
 
     /// The encoded key of every row, in row (= key) order: built by the compactor when
     /// it wrote the segment, or else from the stored key columns on first use.
-    fn encoded_keys(&self, def: &TableDef) -> Result<&PackedBytes> {
+    fn encoded_keys(&self, def: &TableDef) -> Result<&KeyIndex> {
         if let Some(k) = self.keys.get() {
             return Ok(k);
         }
         let b = self.segment.read(Some(&def.key_cols))?;
         Ok(self
             .keys
-            .get_or_init(|| pack_keys(def, [b.columns().to_vec()])))
+            .get_or_init(|| KeyIndex::new(pack_keys(def, [b.columns().to_vec()]))))
     }
 }
 
@@ -651,7 +653,8 @@ impl ColumnStore {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let keys = s.encoded_keys(def)?;
+        let index = s.encoded_keys(def)?;
+        let keys = &index.keys;
         let n = keys.len();
         let mut out = Vec::new();
         // Both sides are sorted: each search gallops from where the previous one ended,
@@ -659,6 +662,11 @@ impl ColumnStore {
         let mut from = 0;
         for k in &changed[lo..hi] {
             let k = k.as_ref();
+            // Segments overlap in keys (updated rows go to newer ones) and a search is
+            // a few cache misses; most segments do not hold a given key.
+            if !index.may_contain(k) {
+                continue;
+            }
             let mut step = 1;
             while from + step < n && keys.get(from + step) < k {
                 from += step;
