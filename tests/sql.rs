@@ -654,6 +654,14 @@ fn repeated_queries_on_changing_data_see_exactly_the_row_store() {
         if round % 5 == 4 || round % 13 == 12 {
             db.compact_columnar("t").unwrap();
         }
+        // Thousands of changes at once: the scans fold them into their shared base.
+        if round == 21 {
+            let values: Vec<String> = (3500..8000)
+                .map(|i| format!("({i}, {i}, 'b{i}')"))
+                .collect();
+            db.sql(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+                .unwrap();
+        }
         let got = ids(&db, "SELECT id FROM t ORDER BY id");
         let sum = scalar_i64(&db, "SELECT sum(v) FROM t");
         let rows = db.scan_table("t", 1 << 20).unwrap();

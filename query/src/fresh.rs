@@ -6,7 +6,12 @@
 //! one published view therefore build on each other: a scan at snapshot `S` starts
 //! from what the last scan of the same view found at `S' <= S` and reads only the
 //! changes committed in `(S', S]`, so a change is looked up once per view, not once per
-//! query. A new view (a compaction round published) starts afresh.
+//! query. The changed rows are kept in two layers: a base, decoded once and shared, and
+//! the few keys changed since, which hide the base's older rows; the two are folded into
+//! a new base when the top grows past a quarter of it. A query then copies and decodes
+//! only what changed since the base, not every change since the watermark. A new view
+//! (a compaction round published) reads the changes after its watermark again, but the
+//! segment masks of the old view carry over to the segments both hold.
 
 use arrow::array::{BooleanArray, BooleanBufferBuilder, RecordBatch};
 use arrow::buffer::BooleanBuffer;
@@ -29,17 +34,102 @@ pub(crate) struct Fresh {
     view: Arc<TableView>,
     /// The snapshot these figures are at.
     at: Ts,
-    /// Keys changed after the watermark, sorted.
-    changed: Vec<Bytes>,
-    /// The newest row of each changed key that still exists (value bytes), sorted.
-    rows: Vec<(Bytes, Bytes)>,
-    /// `rows` decoded, once: scans at the same snapshot or with no newer change share it.
+    /// The changes after the watermark up to some earlier scan, folded into one sorted
+    /// run and decoded once: shared by the `Fresh` values built on it, so a query on
+    /// changing data copies and decodes only what changed since, not every change
+    /// since the watermark.
+    base: Arc<Layer>,
+    /// Keys changed after `base`, sorted, with their newest row (`None`: deleted).
+    top: Vec<(Bytes, Option<Bytes>)>,
+    /// Which rows of `base` are still current (`None`: all): those `top` does not hold.
+    current: Option<BooleanBuffer>,
+    /// The rows decoded, once: scans at the same snapshot or with no newer change share
+    /// them.
     decoded: OnceLock<Vec<RecordBatch>>,
     /// Per segment id: its rows hidden from scans (deleted, or superseded by the
     /// changes), shared with the next `Fresh` of the view until a change touches the
     /// segment. Made when a change first supersedes one of its rows, or else (deletes
     /// only) when a scan first needs it.
     masks: Mutex<HashMap<u64, Arc<SegmentMask>>>,
+}
+
+/// Changes folded into one sorted run.
+struct Layer {
+    /// Keys changed, sorted.
+    changed: Vec<Bytes>,
+    /// The newest row of each changed key that still exists (value bytes), sorted.
+    rows: Vec<(Bytes, Bytes)>,
+    decoded: OnceLock<Vec<RecordBatch>>,
+}
+
+/// `top` may grow to this many keys, or a quarter of its base's, before the two are
+/// folded into a new base.
+const FOLD_KEYS: usize = 4096;
+
+impl Layer {
+    fn new(changes: Vec<(Bytes, Option<Bytes>)>) -> Layer {
+        Layer {
+            changed: changes.iter().map(|(k, _)| k.clone()).collect(),
+            rows: changes
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+            decoded: OnceLock::new(),
+        }
+    }
+
+    /// `self` with `top` (newer, sorted) applied.
+    fn fold(&self, top: &[(Bytes, Option<Bytes>)]) -> Layer {
+        let keys: Vec<Bytes> = top.iter().map(|(k, _)| k.clone()).collect();
+        let old = &self.rows;
+        let mut rows = Vec::with_capacity(old.len() + top.len());
+        let mut i = 0;
+        for (k, v) in top {
+            while i < old.len() && old[i].0 < *k {
+                rows.push(old[i].clone());
+                i += 1;
+            }
+            if i < old.len() && old[i].0 == *k {
+                i += 1;
+            }
+            if let Some(v) = v {
+                rows.push((k.clone(), v.clone()));
+            }
+        }
+        rows.extend_from_slice(&old[i..]);
+        Layer {
+            changed: merge_sorted(&self.changed, &keys),
+            rows,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    fn batches(&self, def: &TableDef) -> lightning_columnar::Result<&Vec<RecordBatch>> {
+        if let Some(b) = self.decoded.get() {
+            return Ok(b);
+        }
+        let out = decode(def, self.rows.iter().map(|(k, v)| (k, v)))?;
+        Ok(self.decoded.get_or_init(|| out))
+    }
+}
+
+/// Rows (key, value bytes) decoded into batches of the table's schema.
+fn decode<'a>(
+    def: &TableDef,
+    rows: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
+) -> lightning_columnar::Result<Vec<RecordBatch>> {
+    let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
+    let mut out = Vec::new();
+    for (k, v) in rows {
+        dec.push(k, v)?;
+        if dec.len() >= 8192 {
+            out.push(dec.finish()?);
+        }
+    }
+    if !dec.is_empty() {
+        out.push(dec.finish()?);
+    }
+    Ok(out)
 }
 
 /// The rows of one segment a scan must skip (deleted or superseded), with what each
@@ -201,14 +291,15 @@ impl FreshCache {
         {
             return Ok(b.clone());
         }
-        let (old_changed, old_rows) = match &base {
-            Some(b) => (&b.changed[..], &b.rows[..]),
-            None => (&[][..], &[][..]),
-        };
         // Keys the prior figures did not know supersede segment rows they did not
         // mask; a key changed again supersedes nothing new.
-        let known = prior.as_ref().map_or(&[][..], |p| &p.changed[..]);
-        let new_keys = difference(delta.iter().map(|(k, _)| k), known);
+        let new_keys = match &prior {
+            Some(p) => {
+                let keys = difference(delta.iter().map(|(k, _)| k), &p.base.changed, |k| k);
+                difference(keys.iter(), &p.top, |(k, _)| k)
+            }
+            None => delta.iter().map(|(k, _)| k.clone()).collect(),
+        };
         let mut masks = match &prior {
             Some(p) => p.masks.lock().clone(),
             None => HashMap::new(),
@@ -272,32 +363,24 @@ impl FreshCache {
                 }
             }
         }
-        let changed = match &base {
-            Some(_) => merge_sorted(old_changed, &new_keys),
-            None => delta.iter().map(|(k, _)| k.clone()).collect(),
+        let (layer, top) = match &base {
+            Some(b) => {
+                let top = newest(&b.top, delta);
+                if top.len() > FOLD_KEYS.max(b.base.rows.len() / 4) {
+                    (Arc::new(b.base.fold(&top)), Vec::new())
+                } else {
+                    (b.base.clone(), top)
+                }
+            }
+            None => (Arc::new(Layer::new(delta)), Vec::new()),
         };
-        // The rows: the old ones with every changed key replaced by its newest state
-        // (none if it was deleted).
-        let mut rows = Vec::with_capacity(old_rows.len() + delta.len());
-        let mut i = 0;
-        for (k, v) in delta {
-            while i < old_rows.len() && old_rows[i].0 < k {
-                rows.push(old_rows[i].clone());
-                i += 1;
-            }
-            if i < old_rows.len() && old_rows[i].0 == k {
-                i += 1;
-            }
-            if let Some(v) = v {
-                rows.push((k, v));
-            }
-        }
-        rows.extend_from_slice(&old_rows[i..]);
+        let current = superseded_in(&layer.rows, &top);
         let fresh = Arc::new(Fresh {
             view: view.clone(),
             at: snap.ts(),
-            changed,
-            rows,
+            base: layer,
+            top,
+            current,
             decoded: Default::default(),
             masks: Mutex::new(masks),
         });
@@ -311,23 +394,74 @@ impl FreshCache {
     }
 }
 
-/// The keys of `keys` (sorted) not in `known` (sorted), in one pass over both.
-fn difference<'a>(keys: impl Iterator<Item = &'a Bytes>, known: &[Bytes]) -> Vec<Bytes> {
+/// The keys of `keys` (sorted) not in `known` (sorted by `key`), in one pass over both.
+fn difference<'a, T>(
+    keys: impl Iterator<Item = &'a Bytes>,
+    known: &[T],
+    key: impl Fn(&T) -> &Bytes,
+) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut j = 0;
     for k in keys {
         // Gallop: the known keys are often many more than the changed ones.
         let mut step = 1;
-        while j + step < known.len() && known[j + step] < *k {
+        while j + step < known.len() && key(&known[j + step]) < k {
             j += step;
             step *= 2;
         }
-        j += known[j..(j + step + 1).min(known.len())].partition_point(|x| x < k);
-        if known.get(j) != Some(k) {
+        j += known[j..(j + step + 1).min(known.len())].partition_point(|x| key(x) < k);
+        if known.get(j).map(&key) != Some(k) {
             out.push(k.clone());
         }
     }
     out
+}
+
+/// `old` (sorted changes) updated with `new` (sorted, newer): one entry per key, the
+/// newest.
+fn newest(
+    old: &[(Bytes, Option<Bytes>)],
+    new: Vec<(Bytes, Option<Bytes>)>,
+) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut out = Vec::with_capacity(old.len() + new.len());
+    let mut i = 0;
+    for (k, v) in new {
+        while i < old.len() && old[i].0 < k {
+            out.push(old[i].clone());
+            i += 1;
+        }
+        if i < old.len() && old[i].0 == k {
+            i += 1;
+        }
+        out.push((k, v));
+    }
+    out.extend_from_slice(&old[i..]);
+    out
+}
+
+/// Which of `rows` (sorted) are still current once `top` (sorted, newer) applies;
+/// `None` when all are.
+fn superseded_in(rows: &[(Bytes, Bytes)], top: &[(Bytes, Option<Bytes>)]) -> Option<BooleanBuffer> {
+    let mut current: Option<BooleanBufferBuilder> = None;
+    let mut j = 0;
+    for (k, _) in top {
+        let mut step = 1;
+        while j + step < rows.len() && rows[j + step].0 < *k {
+            j += step;
+            step *= 2;
+        }
+        j += rows[j..(j + step + 1).min(rows.len())].partition_point(|(x, _)| x < k);
+        if rows.get(j).is_some_and(|(x, _)| x == k) {
+            current
+                .get_or_insert_with(|| {
+                    let mut b = BooleanBufferBuilder::new(rows.len());
+                    b.append_n(rows.len(), true);
+                    b
+                })
+                .set_bit(j, false);
+        }
+    }
+    current.map(|mut b| b.finish())
 }
 
 /// The union of two sorted key lists.
@@ -363,22 +497,143 @@ impl Fresh {
         self.masks.lock().entry(id).or_insert(m).clone()
     }
 
-    /// The fresh rows decoded into batches of the table's schema.
-    pub(crate) fn batches(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
+    /// The fresh rows decoded into batches of the table's schema; in key order if
+    /// `sorted`, else the base's current rows and then the newer ones.
+    pub(crate) fn batches(
+        &self,
+        def: &TableDef,
+        sorted: bool,
+    ) -> lightning_columnar::Result<Vec<RecordBatch>> {
+        if self.top.is_empty() {
+            return Ok(self.base.batches(def)?.clone());
+        }
+        if sorted {
+            return self.sorted(def);
+        }
         if let Some(b) = self.decoded.get() {
             return Ok(b.clone());
         }
-        let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
         let mut out = Vec::new();
-        for (k, v) in &self.rows {
-            dec.push(k, v)?;
-            if dec.len() >= 8192 {
-                out.push(dec.finish()?);
+        let mut at = 0;
+        for b in self.base.batches(def)? {
+            let n = b.num_rows();
+            let keep = self.current.as_ref().map(|c| c.slice(at, n));
+            at += n;
+            match keep {
+                Some(k) if k.count_set_bits() < n => {
+                    let b = arrow::compute::filter_record_batch(b, &BooleanArray::new(k, None))
+                        .map_err(lightning_columnar::Error::from)?;
+                    if b.num_rows() > 0 {
+                        out.push(b);
+                    }
+                }
+                _ => out.push(b.clone()),
             }
         }
-        if !dec.is_empty() {
-            out.push(dec.finish()?);
-        }
+        let top = self.top.iter().filter_map(|(k, v)| Some((k, v.as_ref()?)));
+        out.extend(decode(def, top)?);
         Ok(self.decoded.get_or_init(|| out).clone())
+    }
+
+    /// The fresh rows decoded in key order (the base's current rows merged with the
+    /// newer ones).
+    fn sorted(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
+        let base = &self.base.rows;
+        let shown = |i: usize| self.current.as_ref().is_none_or(|c| c.value(i));
+        let mut rows: Vec<(&Bytes, &Bytes)> = Vec::with_capacity(base.len() + self.top.len());
+        let mut i = 0;
+        for (k, v) in &self.top {
+            while i < base.len() && base[i].0 < *k {
+                if shown(i) {
+                    rows.push((&base[i].0, &base[i].1));
+                }
+                i += 1;
+            }
+            if let Some(v) = v {
+                rows.push((k, v));
+            }
+        }
+        rows.extend(
+            (i..base.len())
+                .filter(|&i| shown(i))
+                .map(|i| (&base[i].0, &base[i].1)),
+        );
+        decode(def, rows.into_iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn key(i: u64) -> Bytes {
+        Bytes::from(&i.to_be_bytes()[..])
+    }
+
+    /// Layers built from random change sets agree with a map of the newest values.
+    #[test]
+    fn layers_fold_and_hide_like_a_map_of_newest_rows() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50 {
+            let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+            let mut changes = |model: &mut BTreeMap<u64, Option<u64>>| {
+                let mut c: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+                for _ in 0..next() % 200 {
+                    let v = next();
+                    c.insert(next() % 300, (v % 3 != 0).then_some(v));
+                }
+                model.extend(c.iter().map(|(k, v)| (*k, *v)));
+                c.into_iter()
+                    .map(|(k, v)| (key(k), v.map(key)))
+                    .collect::<Vec<_>>()
+            };
+            let base = Layer::new(changes(&mut model));
+            let mut top = Vec::new();
+            for _ in 0..3 {
+                let delta = changes(&mut model);
+                let keys: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
+                let new = difference(
+                    difference(keys.iter(), &base.changed, |k| k).iter(),
+                    &top,
+                    |(k, _): &(Bytes, Option<Bytes>)| k,
+                );
+                assert!(
+                    new.iter()
+                        .all(|k| !base.changed.contains(k) && !top.iter().any(|(t, _)| t == k))
+                );
+                top = newest(&top, delta);
+            }
+            let want_changed: Vec<Bytes> = model.keys().map(|&k| key(k)).collect();
+            let want_rows: Vec<(Bytes, Bytes)> = model
+                .iter()
+                .filter_map(|(&k, v)| Some((key(k), key((*v)?))))
+                .collect();
+            // Folded: exactly the newest rows.
+            let folded = base.fold(&top);
+            assert_eq!(folded.changed, want_changed);
+            assert_eq!(folded.rows, want_rows);
+            // Layered: the base's current rows plus the top's live ones.
+            let current = superseded_in(&base.rows, &top);
+            let mut got: Vec<(Bytes, Bytes)> = base
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| current.as_ref().is_none_or(|c| c.value(*i)))
+                .map(|(_, r)| r.clone())
+                .chain(
+                    top.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
+                )
+                .collect();
+            got.sort();
+            assert_eq!(got, want_rows);
+        }
     }
 }

@@ -238,7 +238,18 @@ impl TableProvider for LightningTableProvider {
             .fresh
             .get(&self.engine, def, &view, &snap)
             .map_err(storage)?;
-        let fresh = fresh_state.batches(def).map_err(storage)?;
+        // In key order: when no two segments overlap, every partition's units then come
+        // in key order and the scan declares its output sorted by the primary key (and
+        // the fresh rows must come in key order too).
+        let mut segments: Vec<&Arc<LoadedSegment>> = view.segments.iter().collect();
+        segments.sort_by(|a, b| a.key_range().0.cmp(b.key_range().0));
+        let disjoint = segments
+            .windows(2)
+            .all(|w| w[0].key_range().1 < w[1].key_range().0);
+        let key_ordering = disjoint.then(|| self.key_ordering(projection)).flatten();
+        let fresh = fresh_state
+            .batches(def, key_ordering.is_some())
+            .map_err(storage)?;
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
@@ -259,13 +270,6 @@ impl TableProvider for LightningTableProvider {
             segments_total: view.segments.len(),
             batches_total: 0,
         };
-        // In key order: when no two segments overlap, every partition's units then come
-        // in key order and the scan declares its output sorted by the primary key.
-        let mut segments: Vec<&Arc<LoadedSegment>> = view.segments.iter().collect();
-        segments.sort_by(|a, b| a.key_range().0.cmp(b.key_range().0));
-        let disjoint = segments
-            .windows(2)
-            .all(|w| w[0].key_range().1 < w[1].key_range().0);
         let predicate = self.pruning_predicate(state, filters);
         let keep_segments = match &predicate {
             Some(p) => p.prune(&ZoneStats {
@@ -345,7 +349,7 @@ impl TableProvider for LightningTableProvider {
             pruning,
             view.watermark,
             snap,
-            disjoint.then(|| self.key_ordering(projection)).flatten(),
+            key_ordering,
         )))
     }
 
