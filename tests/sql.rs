@@ -995,3 +995,33 @@ fn grouping_by_a_dictionary_column_matches_datafusion() {
         assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
     }
 }
+
+#[test]
+fn repeated_queries_reuse_their_optimized_plan_but_not_a_frozen_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = batched_db(dir.path());
+    db.sql("CREATE TABLE t (id BIGINT NOT NULL, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let q = "SELECT count(*) FROM t WHERE v > 10";
+    let hits = |db: &Database| db.get_metrics().sql_plan_cache_hits;
+    for i in 0..5i64 {
+        db.sql(&format!("INSERT INTO t VALUES ({i}, {})", 20 + i))
+            .unwrap();
+        // Planned once, optimized once; every run still sees the newest rows.
+        assert_eq!(scalar_i64(&db, q), i + 1);
+    }
+    let before = hits(&db);
+    assert_eq!(scalar_i64(&db, q), 5);
+    assert!(hits(&db) > before);
+    // A plan that reads the clock is optimized again each time.
+    let now = |db: &Database| {
+        let b = db.sql("SELECT CAST(now() AS BIGINT) AS t").unwrap();
+        b[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    let a = now(&db);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(now(&db) > a);
+    // New options apply to remembered statements.
+    db.sql("SET datafusion.optimizer.max_passes = 1").unwrap();
+    assert_eq!(scalar_i64(&db, q), 5);
+}

@@ -61,6 +61,36 @@ pub(crate) struct Compiled {
     fast: Option<Arc<fast::FastPlan>>,
     /// The DataFusion plan (with placeholders, for a prepared statement).
     plan: Option<LogicalPlan>,
+    /// `plan` optimized, for a query whose optimized form does not depend on when it
+    /// runs (see [`reusable`]): repeated, it goes straight to physical planning.
+    optimized: Option<LogicalPlan>,
+}
+
+/// Whether a query's optimized plan can be reused: it calls no function the optimizer
+/// would evaluate once at planning time (`now()`, `current_date`: stable) and none that
+/// is volatile.
+fn reusable(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut ok = true;
+    let _ = plan.apply_with_subqueries(|p| {
+        p.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    ok = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(match ok {
+            true => TreeNodeRecursion::Continue,
+            false => TreeNodeRecursion::Stop,
+        })
+    });
+    ok
 }
 
 /// Statements `sql` remembers by text (beyond this, the memory is emptied).
@@ -145,6 +175,7 @@ impl SqlState {
                 epoch,
                 fast: fast.clone(),
                 plan: None,
+                optimized: None,
             },
         );
         fast
@@ -390,6 +421,11 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
     let st = tables.sql_state()?;
     let epoch = st.epoch();
     let known = st.remembered(&query);
+    if let Some(p) = known.as_ref().and_then(|c| c.optimized.clone()) {
+        st.plan_cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return run_optimized(&st, p).await;
+    }
     let plan = match known.as_ref().and_then(|c| c.plan.clone()) {
         Some(p) => {
             st.plan_cache_hits
@@ -408,13 +444,44 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
             // mean) are remembered by their text until the catalog changes.
             if is_query {
                 let fast = known.and_then(|c| c.fast.clone());
-                let plan = Some(plan.clone());
-                st.remember(&query, Compiled { epoch, fast, plan });
+                let optimized = match reusable(&plan) {
+                    true => Some(st.ctx.state().optimize(&plan)?),
+                    false => None,
+                };
+                st.remember(
+                    &query,
+                    Compiled {
+                        epoch,
+                        fast,
+                        plan: Some(plan.clone()),
+                        optimized: optimized.clone(),
+                    },
+                );
+                if let Some(p) = optimized {
+                    return run_optimized(&st, p).await;
+                }
             }
             plan
         }
     };
     run_plan(&tables, &st, plan).await
+}
+
+/// Run an optimized query plan (the logical optimizer already ran).
+async fn run_optimized(st: &SqlState, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+    st.planned_statements
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let state = st.ctx.state();
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&plan, &state)
+        .await?;
+    let out = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+    match out.is_empty() && !schema.fields().is_empty() {
+        true => Ok(vec![RecordBatch::new_empty(schema)]),
+        false => Ok(out),
+    }
 }
 
 /// Run a planned statement: DDL on Lightning tables goes to the table catalog, the
@@ -426,8 +493,9 @@ async fn run_plan(
 ) -> Result<Vec<RecordBatch>> {
     st.planned_statements
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if matches!(plan, LogicalPlan::Ddl(_)) {
-        // External tables and views change the catalog too.
+    if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+        // External tables and views change the catalog too, and `SET` the options the
+        // remembered plans were optimized with.
         st.catalog_changed();
     }
     let ctx = st.ctx.clone();

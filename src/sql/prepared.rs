@@ -129,7 +129,12 @@ impl Database {
                 Err(_) if fast.is_some() => None,
                 Err(e) => return Err(e.into()),
             };
-            Ok(Compiled { epoch, fast, plan })
+            Ok(Compiled {
+                epoch,
+                fast,
+                plan,
+                optimized: None,
+            })
         })
     }
 }
