@@ -146,12 +146,15 @@ pub(crate) struct SegmentMask {
 /// once, not per scan and column).
 pub(crate) struct Kept {
     pub bits: BooleanBuffer,
+    /// Rows kept (set bits).
+    pub count: usize,
     filter: OnceLock<FilterPredicate>,
 }
 
 impl Kept {
     fn new(bits: BooleanBuffer) -> Kept {
         Kept {
+            count: bits.count_set_bits(),
             bits,
             filter: OnceLock::new(),
         }

@@ -203,20 +203,21 @@ impl Selection {
         schema: &SchemaRef,
         coded: Option<usize>,
     ) -> Result<Option<RecordBatch>> {
-        let ready = live.as_deref().map(|k| k.filter());
+        // The batch's ready filter of its live rows, built only where it is used.
+        let ready = || live.as_deref().map(|k| k.filter());
         if self.conjuncts.is_empty() {
-            return decode(&stored, rows, ready, schema, coded).map(Some);
+            return decode(&stored, rows, ready(), schema, coded).map(Some);
         }
         let Ok(keep) = self.select(&stored, rows, live.as_deref(), schema) else {
             // Exactly what a FilterExec over the live rows would do, errors included.
-            let b = self.filter(&decode(&stored, rows, ready, schema, None)?)?;
+            let b = self.filter(&decode(&stored, rows, ready(), schema, None)?)?;
             return Ok((b.num_rows() > 0).then_some(b));
         };
         match keep.count_set_bits() {
             0 => Ok(None),
             // The predicate dropped no live row: the batch's ready filter applies.
-            n if n == ready.map_or(rows, |f| f.count()) => {
-                decode(&stored, rows, ready, schema, coded).map(Some)
+            n if n == live.as_deref().map_or(rows, |k| k.count) => {
+                decode(&stored, rows, ready(), schema, coded).map(Some)
             }
             _ => {
                 let f = FilterBuilder::new(&BooleanArray::new(keep, None))
