@@ -1025,3 +1025,23 @@ fn repeated_queries_reuse_their_optimized_plan_but_not_a_frozen_clock() {
     db.sql("SET datafusion.optimizer.max_passes = 1").unwrap();
     assert_eq!(scalar_i64(&db, q), 5);
 }
+
+#[test]
+fn the_primary_key_gives_functional_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = batched_db(dir.path());
+    db.sql("CREATE TABLE t (a BIGINT NOT NULL, b VARCHAR NOT NULL, v BIGINT, w VARCHAR, PRIMARY KEY (a, b))")
+        .unwrap();
+    db.sql("INSERT INTO t VALUES (1, 'x', 10, 'p'), (1, 'y', 20, 'q'), (2, 'x', 30, 'r')")
+        .unwrap();
+    // Columns other than the key may be selected when grouping by the whole key.
+    let got = db
+        .sql("SELECT a, b, v, w, count(*) AS n FROM t GROUP BY a, b ORDER BY a, b")
+        .unwrap();
+    assert_eq!(
+        lines(&got),
+        ["1|x|10|p|1", "1|y|20|q|1", "2|x|30|r|1"].map(String::from)
+    );
+    // Not by part of it.
+    assert!(db.sql("SELECT a, v FROM t GROUP BY a").is_err());
+}

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{Constraint, Constraints};
 use datafusion::common::{DFSchema, Result, Statistics};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
@@ -35,6 +36,9 @@ pub struct LightningTableProvider {
     store: Arc<ColumnStore>,
     def: Arc<TableDef>,
     schema: SchemaRef,
+    /// The primary key, for DataFusion's functional dependencies (`SELECT pk, other
+    /// ... GROUP BY pk`).
+    constraints: Constraints,
     /// What the last scan learned about the fresh rows (shared by clones).
     fresh: Arc<FreshCache>,
 }
@@ -91,11 +95,14 @@ impl std::fmt::Debug for LightningTableProvider {
 impl LightningTableProvider {
     pub fn new(engine: Arc<Engine>, store: Arc<ColumnStore>, def: Arc<TableDef>) -> Self {
         let schema = sql_schema(&def.schema);
+        let constraints =
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(def.key_cols.clone())]);
         LightningTableProvider {
             engine,
             store,
             def,
             schema,
+            constraints,
             fresh: Default::default(),
         }
     }
@@ -206,6 +213,10 @@ impl TableProvider for LightningTableProvider {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
     }
 
     fn supports_filters_pushdown(
