@@ -321,11 +321,14 @@ impl Tables {
     /// Encode `batch`'s rows for `def` into row-store puts, handing each full chunk of
     /// about `chunk_bytes` to `sink` (and the rest at the end).
     fn encode_rows(
+        engine: &lightning_rowstore::Engine,
         def: &TableDef,
         batch: &RecordBatch,
         chunk_bytes: usize,
         mut sink: impl FnMut(WriteBatch) -> Result<()>,
     ) -> Result<()> {
+        // A keyless table's rows get new row ids: appended, never a duplicate check.
+        let batch = &def.with_row_ids(engine, batch)?;
         let cols = def.align(batch, false)?;
         let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
         let val_cols: Vec<&dyn Array> =
@@ -353,7 +356,7 @@ impl Tables {
     pub(crate) fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
         let def = self.def(name)?;
         let mut all = WriteBatch::new();
-        Self::encode_rows(&def, batch, usize::MAX, |b| {
+        Self::encode_rows(&self.engine, &def, batch, usize::MAX, |b| {
             all = b;
             Ok(())
         })?;
@@ -532,15 +535,15 @@ pub(crate) struct TableLoad {
 }
 
 impl TableLoad {
-    /// The table's schema (key columns non-nullable).
+    /// The table's schema as users see it (key columns non-nullable).
     pub(crate) fn schema(&self) -> SchemaRef {
-        self.def.schema.clone()
+        self.def.user_schema()
     }
 
     /// Write rows (upserted by primary key), in chunks.
     pub(crate) fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
         let engine = &self.tables.engine;
-        Tables::encode_rows(&self.def, batch, LOAD_CHUNK_BYTES, |b| {
+        Tables::encode_rows(engine, &self.def, batch, LOAD_CHUNK_BYTES, |b| {
             engine.write(b)?;
             Ok(())
         })?;
@@ -581,6 +584,18 @@ impl Drop for TableLoad {
     }
 }
 
+/// Refuse a by-key operation on a keyless table.
+fn no_key(def: &TableDef, what: &str) -> Result<()> {
+    match def.keyless {
+        true => Err(Error::InvalidArgument(format!(
+            "{what}: table {} has no primary key (created without one); use SQL with a \
+             condition instead",
+            def.name
+        ))),
+        false => Ok(()),
+    }
+}
+
 /// Cast a batch's columns to the types tables store, where Arrow has an equivalent
 /// one: `Utf8View` to `Utf8`, `BinaryView`/`LargeBinary` to `Binary` (as produced by
 /// Parquet readers and data generators). Other columns are kept as they are.
@@ -616,7 +631,8 @@ impl Database {
 
     /// Create a table. `schema` columns may use Int8..Int64, UInt8..UInt64, Float32/64,
     /// Decimal128, Utf8/LargeUtf8, Binary, Boolean, Date32 and Timestamp (with or without
-    /// time zone); every column is nullable except the primary-key columns.
+    /// time zone); every column is nullable except the primary-key columns. With an
+    /// empty `primary_key` the table is keyless: rows are appended under hidden row ids.
     pub fn create_table(&self, name: &str, schema: SchemaRef, primary_key: &[&str]) -> Result<()> {
         self.tables()?.create_table(name, schema, primary_key)?;
         Ok(())
@@ -636,15 +652,16 @@ impl Database {
 
     /// The schema of a table (primary-key columns are non-nullable).
     pub fn table_schema(&self, name: &str) -> Result<SchemaRef> {
-        Ok(self.tables()?.def(name)?.schema.clone())
+        Ok(self.tables()?.def(name)?.user_schema())
     }
 
-    /// Primary-key column names of a table.
+    /// Primary-key column names of a table (none for a keyless one).
     pub fn table_primary_key(&self, name: &str) -> Result<Vec<String>> {
         Ok(self.tables()?.def(name)?.primary_key_names())
     }
 
-    /// Insert or replace (by primary key) every row of `batch`, atomically. The batch
+    /// Insert or replace (by primary key; appended to a keyless table) every row of
+    /// `batch`, atomically. The batch
     /// must have exactly the table's columns (any order) with the table's types; a
     /// mismatch is an error naming the column and nothing is written.
     pub fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
@@ -693,7 +710,7 @@ impl Database {
         let mut all = WriteBatch::new();
         let mut n = 0;
         for b in batches {
-            let b = b?;
+            let b = def.with_row_ids(self.engine(), &b?)?;
             n += b.num_rows() as u64;
             let cols = def.align(&b, false)?;
             let key_cols: Vec<&dyn Array> =
@@ -716,6 +733,7 @@ impl Database {
     pub fn delete_rows(&self, name: &str, keys: &RecordBatch) -> Result<()> {
         let t = self.tables()?;
         let def = t.def(name)?;
+        no_key(&def, "delete_rows")?;
         let cols = def.align(keys, true)?;
         let key_cols: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
         let mut b = WriteBatch::new();
@@ -733,6 +751,7 @@ impl Database {
     pub fn get_row(&self, name: &str, key: &RecordBatch) -> Result<Option<RecordBatch>> {
         let t = self.tables()?;
         let def = t.def(name)?;
+        no_key(&def, "get_row")?;
         if key.num_rows() != 1 {
             return Err(Error::InvalidArgument(format!(
                 "get_row takes a one-row key batch, got {} rows",
@@ -788,6 +807,14 @@ impl Database {
         }
         if !dec.is_empty() || out.is_empty() {
             out.push(dec.finish()?);
+        }
+        if def.keyless {
+            // The hidden row ids stay hidden.
+            let user: Vec<usize> = (0..def.user_width()).collect();
+            out = out
+                .iter()
+                .map(|b| b.project(&user))
+                .collect::<std::result::Result<_, _>>()?;
         }
         Ok(out)
     }

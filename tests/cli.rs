@@ -150,11 +150,20 @@ fn import_csv_and_export_parquet() {
         "id",
     ]);
     assert!(ok, "{err}");
+    // Without --key the new table is keyless: importing the file twice appends twice.
+    for _ in 0..2 {
+        let (ok, out, err) = cli(&["import", ps, csv.to_str().unwrap(), "--table", "events"]);
+        assert!(ok && out.contains("imported 250 rows"), "{out}{err}");
+    }
     let db = Database::open(&p, LightningDbConfig::default()).unwrap();
     let a = db.scan_table("people", 1000).unwrap();
     let b = db.scan_table("people2", 1000).unwrap();
     assert_eq!(a, b);
     assert_eq!(a[0].num_rows(), 250);
+    let events = db.scan_table("events", 1000).unwrap();
+    assert_eq!(events[0].num_columns(), 3);
+    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+    assert!(db.table_primary_key("events").unwrap().is_empty());
 }
 
 #[test]

@@ -80,10 +80,9 @@ fn ddl_dml_and_constraints() {
     assert!(matches!(db.sql("SELEC 1"), Err(Error::Sql(_))));
     assert!(matches!(db.sql("SELECT * FROM nope"), Err(Error::Sql(_))));
     assert!(matches!(db.sql("SELECT nope FROM t"), Err(Error::Sql(_))));
-    assert!(matches!(
-        db.sql("CREATE TABLE k2 (a INT)"),
-        Err(Error::Sql(_))
-    ));
+    // Without a PRIMARY KEY the table is keyless (appends, duplicates kept).
+    db.sql("CREATE TABLE k2 (a INT)").unwrap();
+    assert!(db.table_primary_key("k2").unwrap().is_empty());
     assert!(matches!(
         db.sql("CREATE TABLE t (id BIGINT, PRIMARY KEY (id))"),
         Err(Error::TableExists(_))
@@ -1044,4 +1043,117 @@ fn the_primary_key_gives_functional_dependencies() {
     );
     // Not by part of it.
     assert!(db.sql("SELECT a, v FROM t GROUP BY a").is_err());
+}
+
+#[test]
+fn keyless_tables_take_every_statement_and_keep_duplicates() {
+    use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let count = |db: &Database, t: &str| scalar_i64(db, &format!("SELECT count(*) FROM {t}"));
+    {
+        let db = Database::create(
+            &path,
+            LightningDbConfig {
+                columnar_background: false,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        db.sql("CREATE TABLE e (a INT, b VARCHAR)").unwrap();
+        db.sql("INSERT INTO e VALUES (1, 'x'), (1, 'x'), (2, NULL)")
+            .unwrap();
+        db.sql("INSERT INTO e VALUES (1, 'x')").unwrap();
+        assert_eq!(count(&db, "e"), 4);
+        // The hidden row ids are not columns anyone sees.
+        let all = db.sql("SELECT * FROM e").unwrap();
+        assert_eq!(all[0].num_columns(), 2);
+        assert_eq!(db.table_schema("e").unwrap().fields().len(), 2);
+        assert!(db.table_primary_key("e").unwrap().is_empty());
+        assert!(db.sql("SELECT __lightning_row_id FROM e").is_err());
+        let cols = db
+            .sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'e'")
+            .unwrap();
+        assert_eq!(
+            cols[0].column(0).as_primitive::<Int64Type>().value(0),
+            2,
+            "information_schema lists the user's columns"
+        );
+        db.compact_columnar("e").unwrap();
+        db.sql("INSERT INTO e VALUES (3, 'z')").unwrap();
+        assert_eq!(count(&db, "e"), 5);
+        // UPDATE and DELETE by condition, over segment rows and fresh ones.
+        let n = scalar_i64(&db, "UPDATE e SET b = 'y' WHERE a = 1");
+        assert_eq!(n, 3);
+        assert_eq!(scalar_i64(&db, "SELECT count(*) FROM e WHERE b = 'y'"), 3);
+        assert_eq!(count(&db, "e"), 5);
+        assert_eq!(scalar_i64(&db, "DELETE FROM e WHERE a = 3 OR b IS NULL"), 2);
+        assert_eq!(count(&db, "e"), 3);
+        db.compact_columnar("e").unwrap();
+        assert_eq!(
+            lines(&db.sql("SELECT a, b FROM e").unwrap()),
+            ["1|y", "1|y", "1|y"].map(String::from)
+        );
+        // CREATE TABLE .. AS VALUES / AS SELECT make keyless tables too.
+        db.sql("CREATE TABLE v AS VALUES (1, 'a'), (1, 'a'), (2, 'b')")
+            .unwrap();
+        assert_eq!(count(&db, "v"), 3);
+        db.sql("CREATE TABLE s AS SELECT a, b FROM e WHERE a = 1")
+            .unwrap();
+        assert_eq!(count(&db, "s"), 3);
+        db.sql("TRUNCATE TABLE s").unwrap();
+        assert_eq!(count(&db, "s"), 0);
+        // The table API: an empty key list, appends, scans without the row ids.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("y", DataType::Utf8, true),
+        ]));
+        db.create_table("api", schema.clone(), &[]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![7, 7])),
+                Arc::new(StringArray::from(vec!["p", "p"])),
+            ],
+        )
+        .unwrap();
+        db.insert("api", &batch).unwrap();
+        db.insert("api", &batch).unwrap();
+        let rows = db.scan_table("api", 100).unwrap();
+        assert_eq!(rows[0].num_columns(), 2);
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+        assert!(matches!(
+            db.get_row("api", &batch.project(&[0]).unwrap()),
+            Err(Error::InvalidArgument(_))
+        ));
+        // A column may not take the hidden name.
+        assert!(db.sql("CREATE TABLE bad (__lightning_row_id INT)").is_err());
+    }
+    // After a reopen new rows get new ids: nothing already there is overwritten.
+    let db = Database::open(&path, cfg()).unwrap();
+    db.sql("INSERT INTO e VALUES (9, 'n'), (9, 'n')").unwrap();
+    assert_eq!(count(&db, "e"), 5);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM e WHERE b = 'y'"), 3);
+    assert_eq!(count(&db, "api"), 4);
+}
+
+/// The README's keyless-table lines, as written there.
+#[test]
+fn readme_keyless_example() -> Result<(), Box<dyn std::error::Error>> {
+    use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir()?;
+    let db = Database::create(dir.path().join("db"), cfg())?;
+    let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+    db.sql("CREATE TABLE events (at TIMESTAMP, kind VARCHAR, value DOUBLE)")?; // no PRIMARY KEY
+    db.sql("INSERT INTO events VALUES (now(), 'click', 1.0), (now(), 'click', 1.0)")?; // both kept
+    db.sql("CREATE TABLE clicks AS SELECT * FROM events WHERE kind = 'click'")?; // AS SELECT / AS VALUES
+    db.sql("UPDATE events SET value = 2 WHERE kind = 'click'")?;
+    db.sql("TRUNCATE TABLE clicks")?;
+    db.create_table("log", schema, &[])?; // table API: no key
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM events WHERE value = 2"),
+        2
+    );
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM clicks"), 0);
+    Ok(())
 }

@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use lightning_rowstore::Engine;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -61,16 +62,36 @@ pub fn catalog_key(name: &str) -> Vec<u8> {
     k
 }
 
+/// The hidden last column of a table created without a primary key: a row id assigned
+/// on insert (monotonically, never shown to users), which is the rows' row-store key.
+pub const ROW_ID: &str = "__lightning_row_id";
+
 /// A table: its id, name, Arrow schema and primary key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDef {
     pub id: u32,
     pub name: String,
+    /// The stored columns (a keyless table's end with [`ROW_ID`]).
     pub schema: SchemaRef,
     /// Indexes of the primary-key columns in the schema, in key order.
     pub key_cols: Vec<usize>,
     /// Stored raw (the built-in `kv` table).
     pub raw_kv: bool,
+    /// Created without a primary key: keyed by the hidden [`ROW_ID`] column.
+    pub keyless: bool,
+    /// The next row id of a keyless table (shared by every clone of the definition).
+    pub row_ids: Arc<RowIds>,
+}
+
+/// Allocates a keyless table's row ids: from one past the largest stored when first
+/// asked, then in memory.
+#[derive(Debug, Default)]
+pub struct RowIds(parking_lot::Mutex<Option<u64>>);
+
+impl PartialEq for RowIds {
+    fn eq(&self, _: &RowIds) -> bool {
+        true
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,11 +183,13 @@ impl TableDef {
         if schema.fields().is_empty() {
             return Err(Error::Schema(format!("table {name} has no columns")));
         }
-        if primary_key.is_empty() {
-            return Err(Error::Schema(format!("table {name} needs a primary key")));
-        }
         let mut seen = std::collections::HashSet::new();
         for f in schema.fields() {
+            if f.name() == ROW_ID {
+                return Err(Error::Schema(format!(
+                    "column name {ROW_ID} is reserved (table {name})"
+                )));
+            }
             if !seen.insert(f.name().as_str()) {
                 return Err(Error::Schema(format!(
                     "duplicate column {} in table {name}",
@@ -193,7 +216,7 @@ impl TableDef {
             }
             key_cols.push(i);
         }
-        let fields: Vec<Field> = schema
+        let mut fields: Vec<Field> = schema
             .fields()
             .iter()
             .enumerate()
@@ -205,13 +228,88 @@ impl TableDef {
                 )
             })
             .collect();
+        let keyless = key_cols.is_empty();
+        if keyless {
+            key_cols.push(fields.len());
+            fields.push(Field::new(ROW_ID, DataType::UInt64, false));
+        }
         Ok(TableDef {
             id,
             name: name.to_string(),
             schema: Arc::new(Schema::new(fields)),
             key_cols,
             raw_kv: false,
+            keyless,
+            row_ids: Default::default(),
         })
+    }
+
+    /// The columns users see: all but a keyless table's hidden [`ROW_ID`].
+    pub fn user_schema(&self) -> SchemaRef {
+        match self.keyless {
+            true => Arc::new(
+                self.schema
+                    .project(&(0..self.user_width()).collect::<Vec<_>>())
+                    .expect("columns in range"),
+            ),
+            false => self.schema.clone(),
+        }
+    }
+
+    /// How many columns users see.
+    pub fn user_width(&self) -> usize {
+        self.schema.fields().len() - usize::from(self.keyless)
+    }
+
+    /// `batch` (the user's columns) with a keyless table's row ids appended: `n` new
+    /// ids from `engine`'s largest stored one, or from the last assigned. Any other
+    /// table's batch is returned as it is.
+    pub fn with_row_ids(&self, engine: &Engine, batch: &RecordBatch) -> Result<RecordBatch> {
+        if !self.keyless {
+            return Ok(batch.clone());
+        }
+        if batch.schema().index_of(ROW_ID).is_ok() {
+            return Err(Error::Schema(format!(
+                "table {}: column {ROW_ID} is assigned by the table",
+                self.name
+            )));
+        }
+        let n = batch.num_rows() as u64;
+        let first = {
+            let mut next = self.row_ids.0.lock();
+            let first = match *next {
+                Some(f) => f,
+                None => self.stored_row_ids_end(engine)?,
+            };
+            *next = Some(first + n);
+            first
+        };
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(ROW_ID, DataType::UInt64, false)));
+        let mut cols = batch.columns().to_vec();
+        cols.push(Arc::new(arrow::array::UInt64Array::from_iter_values(
+            first..first + n,
+        )));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n as usize)),
+        )?)
+    }
+
+    /// One past the largest row id stored (0 for an empty table).
+    fn stored_row_ids_end(&self, engine: &Engine) -> Result<u64> {
+        let (s, e) = (table_prefix(self.id), table_end(self.id));
+        let Some(r) = engine.iter(Some(&s), Some(&e), true)?.next() else {
+            return Ok(0);
+        };
+        let (k, v) = r?;
+        let row = self.decode_row(&k, &v)?;
+        let id = row
+            .column(self.key_cols[0])
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .value(0);
+        Ok(id + 1)
     }
 
     /// The built-in `kv` table.
@@ -225,10 +323,16 @@ impl TableDef {
             ])),
             key_cols: vec![0],
             raw_kv: true,
+            keyless: false,
+            row_ids: Default::default(),
         }
     }
 
+    /// The primary-key column names (none for a keyless table).
     pub fn primary_key_names(&self) -> Vec<String> {
+        if self.keyless {
+            return Vec::new();
+        }
         self.key_cols
             .iter()
             .map(|&i| self.schema.field(i).name().clone())
@@ -344,7 +448,7 @@ impl TableDef {
             id: self.id,
             name: self.name.clone(),
             fields: self
-                .schema
+                .user_schema()
                 .fields()
                 .iter()
                 .map(|f| StoredField {
@@ -401,7 +505,15 @@ mod tests {
         assert!(!d.schema.field(0).is_nullable());
         assert_eq!(TableDef::decode(&d.encode()).unwrap(), d);
         assert!(TableDef::new(1, "t", &s, &["nope"]).is_err());
-        assert!(TableDef::new(1, "t", &s, &[]).is_err());
+        // Without a key: keyed by a hidden row id, stored as "no primary key".
+        let k = TableDef::new(1, "t", &s, &[]).unwrap();
+        assert!(k.keyless && k.primary_key_names().is_empty());
+        assert_eq!(k.schema.fields().len(), s.fields().len() + 1);
+        assert_eq!(k.schema.field(k.key_cols[0]).name(), ROW_ID);
+        assert_eq!(k.user_schema().fields().len(), s.fields().len());
+        assert_eq!(TableDef::decode(&k.encode()).unwrap(), k);
+        let hidden = Schema::new(vec![Field::new(ROW_ID, DataType::Int64, true)]);
+        assert!(TableDef::new(1, "t", &hidden, &[]).is_err());
         let bad = Schema::new(vec![Field::new("x", DataType::Float16, false)]);
         assert!(TableDef::new(1, "t", &bad, &["x"]).is_err());
         assert!(TableDef::decode(b"{").is_err());

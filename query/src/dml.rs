@@ -151,7 +151,13 @@ pub fn write_rows(
     let mut n = 0u64;
     let value_idx = def.value_cols();
     for b in batches {
-        let b = conform(def, b)?;
+        // A keyless table's rows get new row ids (so never a duplicate).
+        let b = match def.keyless {
+            true => def
+                .with_row_ids(engine, &conform_to(def, b, &def.user_schema())?)
+                .map_err(storage)?,
+            false => conform(def, b)?,
+        };
         let cols = def.align(&b, false).map_err(|e| match e {
             lightning_columnar::Error::Schema(m) if m.contains("NULL") => violation(m),
             e => storage(e),
@@ -160,7 +166,7 @@ pub fn write_rows(
         let val_cols: Vec<&dyn Array> = value_idx.iter().map(|&i| cols[i].as_ref()).collect();
         for i in 0..b.num_rows() {
             def.row_key(&key_cols, i, &mut k);
-            if !replace {
+            if !replace && !def.keyless {
                 if !seen.insert(k.clone()) {
                     return Err(violation(format!(
                         "duplicate primary key in the rows inserted into {}",
@@ -186,16 +192,20 @@ pub fn write_rows(
 /// Give `b` the table's field names and types (DataFusion may hand over nullable fields
 /// or different names for the same columns in order).
 pub(crate) fn conform(def: &TableDef, b: &RecordBatch) -> Result<RecordBatch> {
-    if b.num_columns() != def.schema.fields().len() {
+    conform_to(def, b, &def.schema)
+}
+
+/// [`conform`] to `schema` (the table's stored columns, or those users see).
+fn conform_to(def: &TableDef, b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if b.num_columns() != schema.fields().len() {
         return Err(DataFusionError::Plan(format!(
             "table {} has {} columns, got {}",
             def.name,
-            def.schema.fields().len(),
+            schema.fields().len(),
             b.num_columns()
         )));
     }
-    let fields: Vec<Field> = def
-        .schema
+    let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| (**f).clone().with_nullable(true))

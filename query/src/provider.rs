@@ -94,9 +94,14 @@ impl std::fmt::Debug for LightningTableProvider {
 
 impl LightningTableProvider {
     pub fn new(engine: Arc<Engine>, store: Arc<ColumnStore>, def: Arc<TableDef>) -> Self {
-        let schema = sql_schema(&def.schema);
-        let constraints =
-            Constraints::new_unverified(vec![Constraint::PrimaryKey(def.key_cols.clone())]);
+        // A keyless table's hidden row ids are not among the columns SQL sees.
+        let schema = sql_schema(&def.user_schema());
+        let constraints = match def.keyless {
+            true => Constraints::default(),
+            false => {
+                Constraints::new_unverified(vec![Constraint::PrimaryKey(def.key_cols.clone())])
+            }
+        };
         LightningTableProvider {
             engine,
             store,
@@ -177,7 +182,13 @@ impl LightningTableProvider {
         filters: Vec<Expr>,
         exprs: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let source = provider_as_source(Arc::new(self.clone()));
+        // Over every stored column: UPDATE and DELETE of a keyless table go by the
+        // hidden row ids.
+        let all = LightningTableProvider {
+            schema: sql_schema(&self.def.schema),
+            ..self.clone()
+        };
+        let source = provider_as_source(Arc::new(all));
         let mut b = LogicalPlanBuilder::scan(self.def.name.as_str(), source, None)?;
         if let Some(f) = conjunction(filters) {
             b = b.filter(f)?;
@@ -241,6 +252,15 @@ impl TableProvider for LightningTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let _span = tracing::debug_span!("scan", table = %self.def.name).entered();
+        // Every column SQL sees, when it asks for all (a keyless table stores one more).
+        let all: Vec<usize>;
+        let projection = match projection {
+            None if self.schema.fields().len() < self.def.schema.fields().len() => {
+                all = (0..self.schema.fields().len()).collect();
+                Some(&all)
+            }
+            p => p,
+        };
         // The view first, then the snapshot: the snapshot is at or after the watermark.
         let view = self.store.view(self.def.id);
         let snap = Arc::new(self.engine.snapshot());
@@ -391,6 +411,12 @@ impl TableProvider for LightningTableProvider {
                 })
             }),
         )))
+    }
+
+    /// `TRUNCATE`: every row deleted in one transaction (a `DELETE` without a
+    /// condition).
+    async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        self.delete_from(state, Vec::new()).await
     }
 
     async fn delete_from(

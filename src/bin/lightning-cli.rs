@@ -63,7 +63,8 @@ enum Cmd {
         file: PathBuf,
         #[arg(long)]
         table: String,
-        /// Primary-key columns, comma-separated (needed to create the table).
+        /// Primary-key columns, comma-separated, of a table the import creates; without
+        /// it the new table is keyless (every row appended under a hidden row id).
         #[arg(long)]
         key: Option<String>,
     },
@@ -270,8 +271,10 @@ fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
     let n = if exists {
         db.insert_batches(table, rows)?
     } else {
-        let key = key.ok_or("the table does not exist; give --key to create it")?;
-        let cols: Vec<&str> = key.split(',').map(str::trim).collect();
+        let cols: Vec<&str> = key
+            .as_deref()
+            .map(|k| k.split(',').map(str::trim).collect())
+            .unwrap_or_default();
         let schema = first_schema.ok_or("the file holds no rows")?;
         db.load_table(table, schema, &cols, rows)?
     };

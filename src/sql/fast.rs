@@ -239,7 +239,8 @@ pub(crate) fn analyze(tables: &Tables, stmt: &DFStatement) -> Option<FastPlan> {
     let def_of = |n: &ObjectName| {
         let name = single_name(n)?;
         let def = tables.defs.read().get(&name).cloned()?;
-        (!def.raw_kv).then_some(def)
+        // A keyless table has no key to go by (its rows' ids are assigned on insert).
+        (!def.raw_kv && !def.keyless).then_some(def)
     };
     match s.as_ref() {
         Statement::Insert(ins) => {

@@ -508,7 +508,22 @@ async fn run_plan(
                 }
                 return Err(Error::TableExists(name));
             }
-            let schema = Arc::new(c.input.schema().as_arrow().clone());
+            // In the types tables store: SQL reads strings as views.
+            let schema = Arc::new(Schema::new(
+                c.input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let t = match f.data_type() {
+                            DataType::Utf8View => DataType::Utf8,
+                            DataType::BinaryView => DataType::Binary,
+                            t => t.clone(),
+                        };
+                        f.as_ref().clone().with_data_type(t)
+                    })
+                    .collect::<Vec<_>>(),
+            ));
             let mut pk = Vec::new();
             for con in c.constraints.iter() {
                 if let datafusion::common::Constraint::PrimaryKey(idx) = con {
@@ -518,11 +533,8 @@ async fn run_plan(
                         .collect();
                 }
             }
-            if pk.is_empty() {
-                return Err(Error::Sql(format!(
-                    "CREATE TABLE {name} needs a PRIMARY KEY (Lightning tables are keyed)"
-                )));
-            }
+            // Without a PRIMARY KEY the table is keyless: rows are keyed by a hidden,
+            // monotonically assigned row id.
             let pk_refs: Vec<&str> = pk.iter().map(String::as_str).collect();
             if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
                 tables.create_table(&name, schema, &pk_refs)?;
