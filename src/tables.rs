@@ -600,9 +600,20 @@ fn no_key(def: &TableDef, what: &str) -> Result<()> {
 /// one: `Utf8View` to `Utf8`, `BinaryView`/`LargeBinary` to `Binary` (as produced by
 /// Parquet readers and data generators). Other columns are kept as they are.
 pub fn to_table_types(b: &RecordBatch) -> Result<RecordBatch> {
+    let schema = Arc::new(to_table_schema(&b.schema()));
+    let cols = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+/// `schema` with the types tables store (see [`to_table_types`]).
+pub(crate) fn to_table_schema(schema: &arrow::datatypes::Schema) -> arrow::datatypes::Schema {
     use arrow::datatypes::{DataType, Field, Schema};
-    let fields: Vec<Field> = b
-        .schema()
+    let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| {
@@ -614,13 +625,7 @@ pub fn to_table_types(b: &RecordBatch) -> Result<RecordBatch> {
             Field::new(f.name(), t, f.is_nullable())
         })
         .collect();
-    let cols = b
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    Schema::new(fields)
 }
 
 /// Table API (available with the default `sql` feature).

@@ -694,10 +694,34 @@ fn lines(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
-#[test]
-fn filters_the_scan_applies_itself_match_a_filter_over_the_live_rows() {
+/// Run `queries` through `db.sql` and through plain DataFusion over table `t`'s rows
+/// (read with `scan_table`), twice — the second time after a compaction caught the
+/// column store up — and require the same answers.
+fn same_answers_as_datafusion(db: &Database, queries: &[&str], label: &str) {
     use lightning_db::datafusion::datasource::MemTable;
     use lightning_db::datafusion::prelude::SessionContext;
+    let rows = db.scan_table("t", 1 << 20).unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(rows[0].schema(), vec![rows]).unwrap()),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..2 {
+        for q in queries {
+            let want = rt
+                .block_on(async { ctx.sql(q).await?.collect().await })
+                .unwrap();
+            let got = db.sql(q).unwrap();
+            assert_eq!(lines(&got), lines(&want), "{label} round {round}: {q}");
+        }
+        db.compact_columnar("t").unwrap();
+    }
+}
+
+#[test]
+fn filters_the_scan_applies_itself_match_a_filter_over_the_live_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = batched_db(dir.path());
     // `s` has few distinct values (stored dictionary-encoded) and NULLs; `n` holds
@@ -737,15 +761,6 @@ fn filters_the_scan_applies_itself_match_a_filter_over_the_live_rows() {
             db.compact_columnar("t").unwrap();
         }
     }
-    let rows = db.scan_table("t", 1 << 20).unwrap();
-    let ctx = SessionContext::new();
-    let schema = rows[0].schema();
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(schema, vec![rows]).unwrap()),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let queries = [
         "SELECT id FROM t WHERE s = 'k3'",
         "SELECT id FROM t WHERE s <> 'k3'",
@@ -770,17 +785,7 @@ fn filters_the_scan_applies_itself_match_a_filter_over_the_live_rows() {
         "SELECT id FROM t WHERE v <> -70000 AND v >= 990",
         "SELECT id FROM t WHERE 500 > v AND v != 7",
     ];
-    for round in 0..2 {
-        for q in queries {
-            let want = rt
-                .block_on(async { ctx.sql(q).await?.collect().await })
-                .unwrap();
-            let got = db.sql(q).unwrap();
-            assert_eq!(lines(&got), lines(&want), "round {round}: {q}");
-        }
-        // Second round: the same with the column store fully caught up.
-        db.compact_columnar("t").unwrap();
-    }
+    same_answers_as_datafusion(&db, &queries, "filters");
     // The scan applies static filters itself: no FilterExec is left above it. A volatile
     // filter stays above the scan.
     let plan = explain(&db, "SELECT id FROM t WHERE s = 'k3' AND v > 10");
@@ -889,8 +894,6 @@ fn concurrent_updates_of_the_same_rows_fail_as_conflicts_and_lose_nothing() {
 
 #[test]
 fn grouping_by_a_dictionary_column_matches_datafusion() {
-    use lightning_db::datafusion::datasource::MemTable;
-    use lightning_db::datafusion::prelude::SessionContext;
     // One SQL thread plans a single-step aggregation, two a partial and a final one.
     for threads in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
@@ -952,14 +955,6 @@ fn grouping_by_a_dictionary_column_matches_datafusion() {
         let more: Vec<String> = (6000..6500u64).map(|i| row(i, 2)).collect();
         db.sql(&format!("INSERT INTO t VALUES {}", more.join(", ")))
             .unwrap();
-        let rows = db.scan_table("t", 1 << 20).unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table(
-            "t",
-            Arc::new(MemTable::try_new(rows[0].schema(), vec![rows]).unwrap()),
-        )
-        .unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
         let queries = [
             "SELECT s, count(*), count(v), sum(v), min(v), max(v), avg(v) FROM t GROUP BY s",
             "SELECT g, count(*), sum(v), avg(v) FROM t GROUP BY g",
@@ -974,20 +969,7 @@ fn grouping_by_a_dictionary_column_matches_datafusion() {
             "SELECT s, sum(v) FILTER (WHERE v > 10) FROM t GROUP BY s",
             "SELECT s, g, count(*) FROM t GROUP BY s, g",
         ];
-        for round in 0..2 {
-            for q in queries {
-                let want = rt
-                    .block_on(async { ctx.sql(q).await?.collect().await })
-                    .unwrap();
-                let got = db.sql(q).unwrap();
-                assert_eq!(
-                    lines(&got),
-                    lines(&want),
-                    "threads {threads} round {round}: {q}"
-                );
-            }
-            db.compact_columnar("t").unwrap();
-        }
+        same_answers_as_datafusion(&db, &queries, &format!("threads {threads}"));
         let plan = explain(&db, "SELECT g, avg(v) FROM t WHERE v > 10 GROUP BY g");
         assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
         let plan = explain(&db, "SELECT s, count(DISTINCT v) FROM t GROUP BY s");

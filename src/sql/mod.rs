@@ -509,21 +509,7 @@ async fn run_plan(
                 return Err(Error::TableExists(name));
             }
             // In the types tables store: SQL reads strings as views.
-            let schema = Arc::new(Schema::new(
-                c.input
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let t = match f.data_type() {
-                            DataType::Utf8View => DataType::Utf8,
-                            DataType::BinaryView => DataType::Binary,
-                            t => t.clone(),
-                        };
-                        f.as_ref().clone().with_data_type(t)
-                    })
-                    .collect::<Vec<_>>(),
-            ));
+            let schema = Arc::new(crate::tables::to_table_schema(c.input.schema().as_arrow()));
             let mut pk = Vec::new();
             for con in c.constraints.iter() {
                 if let datafusion::common::Constraint::PrimaryKey(idx) = con {
