@@ -1139,3 +1139,43 @@ fn readme_keyless_example() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM clicks"), 0);
     Ok(())
 }
+
+#[test]
+fn insert_finds_existing_keys_by_walking_or_looking_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = batched_db(dir.path());
+    db.sql("CREATE TABLE t (id BIGINT NOT NULL, v BIGINT, PRIMARY KEY (id))")
+        .unwrap();
+    let values = |ids: &mut dyn Iterator<Item = i64>| {
+        ids.map(|i| format!("({i}, {i})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    db.sql(&format!(
+        "INSERT INTO t VALUES {}",
+        values(&mut (0..10_000).map(|i| i * 2))
+    ))
+    .unwrap();
+    let refused = |db: &Database, q: &str| matches!(db.sql(q), Err(Error::Constraint(_)));
+    // One existing key among many new ones (the walk meets it).
+    let mut ids = (10_000..12_000).map(|i| i * 2 + 1).chain([4_000]);
+    assert!(refused(
+        &db,
+        &format!("INSERT INTO t VALUES {}", values(&mut ids))
+    ));
+    // Two keys around 10,000 existing rows: the walk gives up and looks them up.
+    assert!(refused(&db, "INSERT INTO t VALUES (-1, 0), (19998, 0)"));
+    db.sql("INSERT INTO t VALUES (-1, 0), (30001, 0)").unwrap();
+    // Keys repeated within the statement, and new keys between existing ones.
+    assert!(refused(&db, "INSERT INTO t VALUES (7, 0), (7, 1)"));
+    db.sql(&format!(
+        "INSERT INTO t VALUES {}",
+        values(&mut (0..10_000).map(|i| i * 2 + 1))
+    ))
+    .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 20_002);
+    assert_eq!(
+        scalar_i64(&db, "SELECT sum(v) FROM t"),
+        (0..20_000).sum::<i64>()
+    );
+}

@@ -16,8 +16,7 @@ use datafusion::physical_plan::{
 };
 use futures::future::BoxFuture;
 use lightning_columnar::TableDef;
-use lightning_rowstore::{Engine, Isolation, Transaction, WriteBatch};
-use std::collections::HashSet;
+use lightning_rowstore::{CommitCheck, Engine, WriteBatch};
 use std::sync::Arc;
 
 /// A statement broke a table constraint (duplicate or NULL primary key).
@@ -139,18 +138,24 @@ impl ExecutionPlan for DmlExec {
 
 /// Write rows (table schema) in one transaction. Without `replace`, an existing key or a
 /// key repeated in the statement is a constraint violation and nothing is written.
+///
+/// The rows go into one write batch committed with the transaction's write-write
+/// check (a key another commit wrote since the statement's snapshot is a conflict); a
+/// keyless table's rows take new row ids, so there is nothing to check. Existing keys
+/// are found by walking the table's rows between the statement's smallest and largest
+/// key alongside its sorted keys, and by point reads once that walk passes more rows
+/// than a few per key: an import into an empty or new key range costs one pass, not a
+/// lookup per row.
 pub fn write_rows(
     engine: &Engine,
     def: &TableDef,
     batches: &[RecordBatch],
     replace: bool,
 ) -> Result<u64> {
-    let mut txn = Transaction::begin(engine, Isolation::Snapshot).map_err(storage)?;
-    // A keyless table's rows take new row ids: no key to check, no other writer can
-    // touch them, so they go to the row store as one atomic write batch (about twice
-    // the rate of a transaction's write set).
-    let mut appends = def.keyless.then(WriteBatch::new);
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let snap = engine.begin_txn().map_err(storage)?;
+    let check = !replace && !def.keyless;
+    let mut wb = WriteBatch::new();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
     let (mut k, mut v) = (Vec::new(), Vec::new());
     let mut n = 0u64;
     let value_idx = def.value_cols();
@@ -170,37 +175,80 @@ pub fn write_rows(
         let val_cols: Vec<&dyn Array> = value_idx.iter().map(|&i| cols[i].as_ref()).collect();
         for i in 0..b.num_rows() {
             def.row_key(&key_cols, i, &mut k);
-            if !replace && !def.keyless {
-                if !seen.insert(k.clone()) {
-                    return Err(violation(format!(
-                        "duplicate primary key in the rows inserted into {}",
-                        def.name
-                    )));
-                }
-                if txn.get(engine, &k).map_err(storage)?.is_some() {
-                    return Err(violation(format!(
-                        "a row with this primary key already exists in {} (use INSERT OR REPLACE to upsert)",
-                        def.name
-                    )));
-                }
-            }
             def.row_value(&val_cols, i, &mut v);
-            match &mut appends {
-                Some(wb) => wb.put(&k, &v).map_err(storage)?,
-                None => txn.put(&k, &v).map_err(storage)?,
+            wb.put(&k, &v).map_err(storage)?;
+            if check {
+                keys.push(k.clone());
             }
             n += 1;
         }
     }
-    match appends {
-        Some(wb) => {
-            engine.write(wb).map_err(storage)?;
+    if check {
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return Err(violation(format!(
+                "duplicate primary key in the rows inserted into {}",
+                def.name
+            )));
         }
-        None => {
-            txn.commit(engine).map_err(storage)?;
+        if any_exists(engine, snap.snapshot(), &keys).map_err(storage)? {
+            return Err(violation(format!(
+                "a row with this primary key already exists in {} (use INSERT OR REPLACE to upsert)",
+                def.name
+            )));
         }
     }
+    if def.keyless {
+        engine.write(wb).map_err(storage)?;
+    } else if !wb.is_empty() {
+        let check = CommitCheck {
+            start_ts: snap.ts(),
+            read_keys: Vec::new(),
+            read_ranges: Vec::new(),
+        };
+        engine.commit_checked(wb, check).map_err(storage)?;
+    }
     Ok(n)
+}
+
+/// Whether any of `keys` (sorted, distinct, non-empty) exists at `snap`.
+fn any_exists(
+    engine: &Engine,
+    snap: &lightning_rowstore::Snapshot,
+    keys: &[Vec<u8>],
+) -> lightning_rowstore::Result<bool> {
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+        return Ok(false);
+    };
+    let mut end = last.clone();
+    end.push(0); // just past the last key
+    let budget = keys.len() * 4 + 1024;
+    let mut i = 0;
+    for (walked, r) in engine
+        .iter_at(snap, Some(first), Some(&end), false)?
+        .enumerate()
+    {
+        let (have, _) = r?;
+        while i < keys.len() && keys[i] < have {
+            i += 1;
+        }
+        match keys.get(i) {
+            None => return Ok(false),
+            Some(k) if *k == have => return Ok(true),
+            Some(_) => {}
+        }
+        if walked > budget {
+            // Existing rows are dense here: look the remaining keys up one by one
+            // (every key before `keys[i]` was passed by the walk, so it is absent).
+            for k in &keys[i..] {
+                if engine.get_at(k, snap)?.is_some() {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+    }
+    Ok(false)
 }
 
 /// Give `b` the table's field names and types (DataFusion may hand over nullable fields
