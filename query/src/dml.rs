@@ -155,7 +155,6 @@ pub fn write_rows(
     let snap = engine.begin_txn().map_err(storage)?;
     let check = !replace && !def.keyless;
     let mut wb = WriteBatch::new();
-    let mut keys: Vec<Vec<u8>> = Vec::new();
     let (mut k, mut v) = (Vec::new(), Vec::new());
     let mut n = 0u64;
     let value_idx = def.value_cols();
@@ -177,13 +176,12 @@ pub fn write_rows(
             def.row_key(&key_cols, i, &mut k);
             def.row_value(&val_cols, i, &mut v);
             wb.put(&k, &v).map_err(storage)?;
-            if check {
-                keys.push(k.clone());
-            }
             n += 1;
         }
     }
     if check {
+        // The batch's own keys, sorted: no copy per row.
+        let mut keys: Vec<&[u8]> = wb.ops().iter().map(|op| op.key()).collect();
         keys.sort_unstable();
         if keys.windows(2).any(|w| w[0] == w[1]) {
             return Err(violation(format!(
@@ -215,12 +213,12 @@ pub fn write_rows(
 fn any_exists(
     engine: &Engine,
     snap: &lightning_rowstore::Snapshot,
-    keys: &[Vec<u8>],
+    keys: &[&[u8]],
 ) -> lightning_rowstore::Result<bool> {
-    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+    let (Some(&first), Some(last)) = (keys.first(), keys.last()) else {
         return Ok(false);
     };
-    let mut end = last.clone();
+    let mut end = last.to_vec();
     end.push(0); // just past the last key
     let budget = keys.len() * 4 + 1024;
     let mut i = 0;
@@ -229,18 +227,18 @@ fn any_exists(
         .enumerate()
     {
         let (have, _) = r?;
-        while i < keys.len() && keys[i] < have {
+        while i < keys.len() && keys[i] < have.as_slice() {
             i += 1;
         }
         match keys.get(i) {
             None => return Ok(false),
-            Some(k) if *k == have => return Ok(true),
+            Some(&k) if k == have.as_slice() => return Ok(true),
             Some(_) => {}
         }
         if walked > budget {
             // Existing rows are dense here: look the remaining keys up one by one
             // (every key before `keys[i]` was passed by the walk, so it is absent).
-            for k in &keys[i..] {
+            for &k in &keys[i..] {
                 if engine.get_at(k, snap)?.is_some() {
                     return Ok(true);
                 }
