@@ -17,11 +17,11 @@
 //! (for `EXPLAIN`) and reads it through [`LightningScan::open_coded`].
 
 use crate::scan::LightningScan;
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
-use arrow::datatypes::{
-    ArrowDictionaryKeyType, ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch,
+    downcast_integer_array, new_null_array,
 };
+use arrow::datatypes::{ArrowNativeType, DataType};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, Statistics};
@@ -340,17 +340,10 @@ impl Grouper {
             }
         };
         let codes = &self.dictionary.as_ref().expect("set above").1;
-        let ok = match keys.data_type() {
-            DataType::Int8 => gather::<Int8Type>(keys, codes, null, &mut self.ids),
-            DataType::Int16 => gather::<Int16Type>(keys, codes, null, &mut self.ids),
-            DataType::Int32 => gather::<Int32Type>(keys, codes, null, &mut self.ids),
-            DataType::Int64 => gather::<Int64Type>(keys, codes, null, &mut self.ids),
-            DataType::UInt8 => gather::<UInt8Type>(keys, codes, null, &mut self.ids),
-            DataType::UInt16 => gather::<UInt16Type>(keys, codes, null, &mut self.ids),
-            DataType::UInt32 => gather::<UInt32Type>(keys, codes, null, &mut self.ids),
-            DataType::UInt64 => gather::<UInt64Type>(keys, codes, null, &mut self.ids),
-            _ => false,
-        };
+        let ok = downcast_integer_array!(
+            keys => gather(keys, codes, null, &mut self.ids),
+            _ => false
+        );
         if !ok {
             return Err(DataFusionError::Execution(format!(
                 "dictionary keys of type {} out of range of its {} values",
@@ -364,13 +357,12 @@ impl Grouper {
 
 /// Push the group of each key (`null` for a NULL key) onto `out`; false if a key is
 /// outside `codes`.
-fn gather<K: ArrowDictionaryKeyType>(
-    keys: &dyn Array,
+fn gather<K: ArrowPrimitiveType>(
+    keys: &PrimitiveArray<K>,
     codes: &[usize],
     null: Option<usize>,
     out: &mut Vec<usize>,
 ) -> bool {
-    let keys = keys.as_primitive::<K>();
     let mut ok = true;
     let mut group = |k: K::Native| match k.to_usize().and_then(|k| codes.get(k)) {
         Some(&g) => g,

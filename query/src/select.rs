@@ -19,16 +19,13 @@ use crate::fresh::Kept;
 use crate::zones::scalar_of;
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
-    RecordBatchOptions, new_null_array,
+    RecordBatchOptions, downcast_integer_array, new_null_array,
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{
     FilterBuilder, FilterPredicate, concat, filter_record_batch, prep_null_mask_filter,
 };
-use arrow::datatypes::{
-    ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
-};
+use arrow::datatypes::{ArrowNativeType, DataType};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -270,17 +267,10 @@ impl Conjunct {
             let answers = truth(answers.as_boolean_opt().ok_or_else(not_boolean)?);
             let table: Vec<bool> = answers.iter().collect();
             let keys = dict.keys();
-            let bits = match keys.data_type() {
-                DataType::Int8 => by_key(keys.as_primitive::<Int8Type>(), &table),
-                DataType::Int16 => by_key(keys.as_primitive::<Int16Type>(), &table),
-                DataType::Int32 => by_key(keys.as_primitive::<Int32Type>(), &table),
-                DataType::Int64 => by_key(keys.as_primitive::<Int64Type>(), &table),
-                DataType::UInt8 => by_key(keys.as_primitive::<UInt8Type>(), &table),
-                DataType::UInt16 => by_key(keys.as_primitive::<UInt16Type>(), &table),
-                DataType::UInt32 => by_key(keys.as_primitive::<UInt32Type>(), &table),
-                DataType::UInt64 => by_key(keys.as_primitive::<UInt64Type>(), &table),
-                t => return Err(internal(format!("dictionary keys of type {t}"))),
-            };
+            let bits = downcast_integer_array!(
+                keys => by_key(keys, &table),
+                t => return Err(internal(format!("dictionary keys of type {t}")))
+            );
             // NULL keys take NULL's answer (whatever their slots hold).
             return Ok(match keys.nulls() {
                 Some(valid) if table[n] => &bits | &!valid.inner(),
