@@ -19,5 +19,5 @@ pub mod table;
 
 pub use error::{Error, Result};
 pub use segment::SegmentCompression;
-pub use store::{ColumnStore, ColumnarOptions, RoundStats};
+pub use store::{ColumnStore, ColumnarOptions, RoundStats, gallop};
 pub use table::TableDef;

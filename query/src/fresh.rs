@@ -19,7 +19,7 @@ use arrow::compute::{FilterBuilder, FilterPredicate};
 use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::store::{LoadedSegment, TableView};
 use lightning_columnar::table::{table_end, table_prefix};
-use lightning_columnar::{ColumnStore, TableDef};
+use lightning_columnar::{ColumnStore, TableDef, gallop};
 use lightning_rowstore::{Engine, Snapshot, Ts};
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
@@ -81,25 +81,9 @@ impl Layer {
     /// `self` with `top` (newer, sorted) applied.
     fn fold(&self, top: &[(Bytes, Option<Bytes>)]) -> Layer {
         let keys: Vec<Bytes> = top.iter().map(|(k, _)| k.clone()).collect();
-        let old = &self.rows;
-        let mut rows = Vec::with_capacity(old.len() + top.len());
-        let mut i = 0;
-        for (k, v) in top {
-            while i < old.len() && old[i].0 < *k {
-                rows.push(old[i].clone());
-                i += 1;
-            }
-            if i < old.len() && old[i].0 == *k {
-                i += 1;
-            }
-            if let Some(v) = v {
-                rows.push((k.clone(), v.clone()));
-            }
-        }
-        rows.extend_from_slice(&old[i..]);
         Layer {
             changed: merge_sorted(&self.changed, &keys),
-            rows,
+            rows: overlay(&self.rows, top.iter().cloned(), |v| v),
             decoded: OnceLock::new(),
         }
     }
@@ -295,13 +279,25 @@ impl FreshCache {
             return Ok(b.clone());
         }
         // Keys the prior figures did not know supersede segment rows they did not
-        // mask; a key changed again supersedes nothing new.
+        // mask; a key changed again supersedes nothing new. (Without prior figures
+        // every segment is searched for every changed key, below.)
         let new_keys = match &prior {
             Some(p) => {
                 let keys = difference(delta.iter().map(|(k, _)| k), &p.base.changed, |k| k);
                 difference(keys.iter(), &p.top, |(k, _)| k)
             }
-            None => delta.iter().map(|(k, _)| k.clone()).collect(),
+            None => Vec::new(),
+        };
+        let (layer, top) = match &base {
+            Some(b) => {
+                let top = overlay(&b.top, delta, Some);
+                if top.len() > FOLD_KEYS.max(b.base.rows.len() / 4) {
+                    (Arc::new(b.base.fold(&top)), Vec::new())
+                } else {
+                    (b.base.clone(), top)
+                }
+            }
+            None => (Arc::new(Layer::new(delta)), Vec::new()),
         };
         let mut masks = match &prior {
             Some(p) => p.masks.lock().clone(),
@@ -333,14 +329,15 @@ impl FreshCache {
                         .collect()
                 })
                 .unwrap_or_default();
-            let all: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
+            // A new layer: its keys are every change after the watermark.
+            let all = &layer.changed;
             for s in &view.segments {
                 let id = s.state.info.id;
                 let kept = held
                     .get(&id)
                     .is_some_and(|old| Arc::ptr_eq(&old.segment, &s.segment));
                 if !kept {
-                    let rows = ColumnStore::superseded_rows(s, def, &all)?;
+                    let rows = ColumnStore::superseded_rows(s, def, all)?;
                     if !rows.is_empty() {
                         masks.insert(id, Arc::new(SegmentMask::new(s, &rows)));
                     }
@@ -366,17 +363,6 @@ impl FreshCache {
                 }
             }
         }
-        let (layer, top) = match &base {
-            Some(b) => {
-                let top = newest(&b.top, delta);
-                if top.len() > FOLD_KEYS.max(b.base.rows.len() / 4) {
-                    (Arc::new(b.base.fold(&top)), Vec::new())
-                } else {
-                    (b.base.clone(), top)
-                }
-            }
-            None => (Arc::new(Layer::new(delta)), Vec::new()),
-        };
         let current = superseded_in(&layer.rows, &top);
         let fresh = Arc::new(Fresh {
             view: view.clone(),
@@ -403,30 +389,23 @@ fn difference<'a, T>(
     known: &[T],
     key: impl Fn(&T) -> &Bytes,
 ) -> Vec<Bytes> {
-    let mut out = Vec::new();
     let mut j = 0;
-    for k in keys {
-        // Gallop: the known keys are often many more than the changed ones.
-        let mut step = 1;
-        while j + step < known.len() && key(&known[j + step]) < k {
-            j += step;
-            step *= 2;
-        }
-        j += known[j..(j + step + 1).min(known.len())].partition_point(|x| key(x) < k);
-        if known.get(j).map(&key) != Some(k) {
-            out.push(k.clone());
-        }
-    }
-    out
+    keys.filter(|&k| {
+        j = gallop(j, known.len(), |i| key(&known[i]) < k);
+        known.get(j).map(&key) != Some(k)
+    })
+    .cloned()
+    .collect()
 }
 
-/// `old` (sorted changes) updated with `new` (sorted, newer): one entry per key, the
-/// newest.
-fn newest(
-    old: &[(Bytes, Option<Bytes>)],
-    new: Vec<(Bytes, Option<Bytes>)>,
-) -> Vec<(Bytes, Option<Bytes>)> {
-    let mut out = Vec::with_capacity(old.len() + new.len());
+/// `old` (sorted) overlaid with `new` (sorted, newer): one entry per key, `new`'s where
+/// both have one, mapped by `keep` (`None` drops the key).
+fn overlay<V: Clone, W>(
+    old: &[(Bytes, V)],
+    new: impl IntoIterator<Item = (Bytes, W)>,
+    keep: impl Fn(W) -> Option<V>,
+) -> Vec<(Bytes, V)> {
+    let mut out = Vec::with_capacity(old.len());
     let mut i = 0;
     for (k, v) in new {
         while i < old.len() && old[i].0 < k {
@@ -436,7 +415,9 @@ fn newest(
         if i < old.len() && old[i].0 == k {
             i += 1;
         }
-        out.push((k, v));
+        if let Some(v) = keep(v) {
+            out.push((k, v));
+        }
     }
     out.extend_from_slice(&old[i..]);
     out
@@ -448,12 +429,7 @@ fn superseded_in(rows: &[(Bytes, Bytes)], top: &[(Bytes, Option<Bytes>)]) -> Opt
     let mut current: Option<BooleanBufferBuilder> = None;
     let mut j = 0;
     for (k, _) in top {
-        let mut step = 1;
-        while j + step < rows.len() && rows[j + step].0 < *k {
-            j += step;
-            step *= 2;
-        }
-        j += rows[j..(j + step + 1).min(rows.len())].partition_point(|(x, _)| x < k);
+        j = gallop(j, rows.len(), |i| rows[i].0 < *k);
         if rows.get(j).is_some_and(|(x, _)| x == k) {
             current
                 .get_or_insert_with(|| {
@@ -611,7 +587,7 @@ mod tests {
                     new.iter()
                         .all(|k| !base.changed.contains(k) && !top.iter().any(|(t, _)| t == k))
                 );
-                top = newest(&top, delta);
+                top = overlay(&top, delta, Some);
             }
             let want_changed: Vec<Bytes> = model.keys().map(|&k| key(k)).collect();
             let want_rows: Vec<(Bytes, Bytes)> = model

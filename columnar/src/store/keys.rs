@@ -66,6 +66,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gallop_finds_the_first_position_not_before_from_anywhere() {
+        use crate::store::gallop;
+        let v: Vec<u32> = (0..1000).map(|i| i * 3).collect();
+        for from in [0, 1, 5, 333, 999, 1000] {
+            for x in [0, 1, 3, 4, 998, 2997, 2998, 5000] {
+                let want = from.max(v.partition_point(|&y| y < x));
+                assert_eq!(gallop(from, v.len(), |i| v[i] < x), want, "from {from} x {x}");
+            }
+        }
+        assert_eq!(gallop(0, 0, |_| true), 0);
+    }
+
+    #[test]
     fn holds_every_key_and_rules_out_most_others() {
         let mut keys = PackedBytes::default();
         for i in 0..50_000u64 {

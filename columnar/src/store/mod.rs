@@ -138,18 +138,26 @@ pub struct ColumnStore {
     round: Mutex<()>,
 }
 
-/// The first `i` in `0..n` for which `before(i)` is false (`before` is true, then false).
-fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
-    let (mut a, mut z) = (0, n);
-    while a < z {
-        let mid = a + (z - a) / 2;
+/// The first `i` in `from..n` for which `before(i)` is false (`before` is true, then
+/// false), or `n`. Gallops from `from` (steps 1, 2, 4, …) before bisecting, so a search
+/// costs the log of the distance to the answer: walking sorted probes through a sorted
+/// list, one search per probe, each starting where the last ended.
+pub fn gallop(from: usize, n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    while lo + step < n && before(lo + step) {
+        lo += step;
+        step *= 2;
+    }
+    let mut hi = (lo + step + 1).min(n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
         if before(mid) {
-            a = mid + 1;
+            lo = mid + 1;
         } else {
-            z = mid;
+            hi = mid;
         }
     }
-    a
+    lo
 }
 
 impl LoadedSegment {
@@ -667,13 +675,7 @@ impl ColumnStore {
             if !index.may_contain(k) {
                 continue;
             }
-            let mut step = 1;
-            while from + step < n && keys.get(from + step) < k {
-                from += step;
-                step *= 2;
-            }
-            let end = (from + step + 1).min(n);
-            let a = from + partition_point(end - from, |i| keys.get(from + i) < k);
+            let a = gallop(from, n, |i| keys.get(i) < k);
             if a < n && keys.get(a) == k && !s.deletes.contains(a as u32) {
                 out.push(a as u32);
             }
