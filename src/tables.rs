@@ -318,14 +318,16 @@ impl Tables {
         Ok(())
     }
 
-    /// Encode `batch`'s rows for `def` into row-store puts, handing each full chunk of
-    /// about `chunk_bytes` to `sink` (and the rest at the end).
+    /// Encode `batch`'s rows for `def` into row-store puts appended to `out`, handing
+    /// `out` to `full` whenever it holds `chunk_bytes` or more (what is left stays in
+    /// `out`).
     fn encode_rows(
         engine: &lightning_rowstore::Engine,
         def: &TableDef,
         batch: &RecordBatch,
+        out: &mut WriteBatch,
         chunk_bytes: usize,
-        mut sink: impl FnMut(WriteBatch) -> Result<()>,
+        mut full: impl FnMut(WriteBatch) -> Result<()>,
     ) -> Result<()> {
         // A keyless table's rows get new row ids: appended, never a duplicate check.
         let batch = &def.with_row_ids(engine, batch)?;
@@ -333,21 +335,14 @@ impl Tables {
         let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
         let val_cols: Vec<&dyn Array> =
             def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
-        let mut b = WriteBatch::new();
         let (mut k, mut v) = (Vec::new(), Vec::new());
-        let mut bytes = 0;
         for i in 0..batch.num_rows() {
             def.row_key(&key_cols, i, &mut k);
             def.row_value(&val_cols, i, &mut v);
-            bytes += k.len() + v.len() + 8;
-            b.put(&k, &v)?;
-            if bytes >= chunk_bytes {
-                sink(std::mem::take(&mut b))?;
-                bytes = 0;
+            out.put(&k, &v)?;
+            if out.approximate_bytes() >= chunk_bytes {
+                full(std::mem::take(out))?;
             }
-        }
-        if !b.is_empty() {
-            sink(b)?;
         }
         Ok(())
     }
@@ -356,10 +351,7 @@ impl Tables {
     pub(crate) fn insert(&self, name: &str, batch: &RecordBatch) -> Result<()> {
         let def = self.def(name)?;
         let mut all = WriteBatch::new();
-        Self::encode_rows(&self.engine, &def, batch, usize::MAX, |b| {
-            all = b;
-            Ok(())
-        })?;
+        Self::encode_rows(&self.engine, &def, batch, &mut all, usize::MAX, |_| Ok(()))?;
         self.engine.write(all)?;
         Ok(())
     }
@@ -543,10 +535,14 @@ impl TableLoad {
     /// Write rows (upserted by primary key), in chunks.
     pub(crate) fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
         let engine = &self.tables.engine;
-        Tables::encode_rows(engine, &self.def, batch, LOAD_CHUNK_BYTES, |b| {
+        let mut rest = WriteBatch::new();
+        Tables::encode_rows(engine, &self.def, batch, &mut rest, LOAD_CHUNK_BYTES, |b| {
             engine.write(b)?;
             Ok(())
         })?;
+        if !rest.is_empty() {
+            engine.write(rest)?;
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -715,19 +711,9 @@ impl Database {
         let mut all = WriteBatch::new();
         let mut n = 0;
         for b in batches {
-            let b = def.with_row_ids(self.engine(), &b?)?;
+            let b = b?;
             n += b.num_rows() as u64;
-            let cols = def.align(&b, false)?;
-            let key_cols: Vec<&dyn Array> =
-                def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
-            let val_cols: Vec<&dyn Array> =
-                def.value_cols().iter().map(|&i| cols[i].as_ref()).collect();
-            let (mut k, mut v) = (Vec::new(), Vec::new());
-            for i in 0..b.num_rows() {
-                def.row_key(&key_cols, i, &mut k);
-                def.row_value(&val_cols, i, &mut v);
-                all.put(&k, &v)?;
-            }
+            Tables::encode_rows(self.engine(), &def, &b, &mut all, usize::MAX, |_| Ok(()))?;
         }
         self.engine().write(all)?;
         Ok(n)

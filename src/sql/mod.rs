@@ -18,7 +18,7 @@ use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::tables::Tables;
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionConfig;
@@ -478,9 +478,15 @@ async fn run_optimized(st: &SqlState, plan: LogicalPlan) -> Result<Vec<RecordBat
         .create_physical_plan(&plan, &state)
         .await?;
     let out = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+    Ok(named(out, schema))
+}
+
+/// An empty answer still names its columns (as the fast path's does), however many
+/// batches the plan's operators happened to emit.
+fn named(out: Vec<RecordBatch>, schema: SchemaRef) -> Vec<RecordBatch> {
     match out.is_empty() && !schema.fields().is_empty() {
-        true => Ok(vec![RecordBatch::new_empty(schema)]),
-        false => Ok(out),
+        true => vec![RecordBatch::new_empty(schema)],
+        false => out,
     }
 }
 
@@ -549,13 +555,7 @@ async fn run_plan(
         _ => {
             let df = ctx.execute_logical_plan(plan).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let out = df.collect().await?;
-            // An empty answer still names its columns (as the fast path's does), however
-            // many batches the plan's operators happened to emit.
-            match out.is_empty() && !schema.fields().is_empty() {
-                true => Ok(vec![RecordBatch::new_empty(schema)]),
-                false => Ok(out),
-            }
+            Ok(named(df.collect().await?, schema))
         }
     }
 }

@@ -72,7 +72,11 @@ mod tests {
         for from in [0, 1, 5, 333, 999, 1000] {
             for x in [0, 1, 3, 4, 998, 2997, 2998, 5000] {
                 let want = from.max(v.partition_point(|&y| y < x));
-                assert_eq!(gallop(from, v.len(), |i| v[i] < x), want, "from {from} x {x}");
+                assert_eq!(
+                    gallop(from, v.len(), |i| v[i] < x),
+                    want,
+                    "from {from} x {x}"
+                );
             }
         }
         assert_eq!(gallop(0, 0, |_| true), 0);
