@@ -514,30 +514,11 @@ impl Fresh {
         Ok(self.decoded.get_or_init(|| out).clone())
     }
 
-    /// The fresh rows decoded in key order (the base's current rows merged with the
-    /// newer ones).
+    /// The fresh rows decoded in key order: the base overlaid with the newer changes,
+    /// as a fold would make it.
     fn sorted(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
-        let base = &self.base.rows;
-        let shown = |i: usize| self.current.as_ref().is_none_or(|c| c.value(i));
-        let mut rows: Vec<(&Bytes, &Bytes)> = Vec::with_capacity(base.len() + self.top.len());
-        let mut i = 0;
-        for (k, v) in &self.top {
-            while i < base.len() && base[i].0 < *k {
-                if shown(i) {
-                    rows.push((&base[i].0, &base[i].1));
-                }
-                i += 1;
-            }
-            if let Some(v) = v {
-                rows.push((k, v));
-            }
-        }
-        rows.extend(
-            (i..base.len())
-                .filter(|&i| shown(i))
-                .map(|i| (&base[i].0, &base[i].1)),
-        );
-        decode(def, rows.into_iter())
+        let rows = overlay(&self.base.rows, self.top.iter().cloned(), |v| v);
+        decode(def, rows.iter().map(|(k, v)| (k, v)))
     }
 }
 
