@@ -160,6 +160,12 @@ pub struct LightningDbConfig {
     /// splits a query into: how much of the machine one query may use. 0 = one per
     /// core. Default 0.
     pub sql_threads: usize,
+    /// An SQL `INSERT` (`INSERT … SELECT`, `INSERT … VALUES`) larger than this many
+    /// bytes of encoded rows stops collecting one write batch and stages its rows as
+    /// sorted runs of this size, written straight to table files and published by one
+    /// commit at the end: any size of statement, atomic (also across a crash), with
+    /// memory bounded by one run. 1 KiB..=256 MiB. Default 64 MiB.
+    pub sql_insert_run_bytes: usize,
     /// CPU priority (a Linux nice value, 0..=19) of the threads that serve analytics:
     /// the SQL runtime and the column-store compactor. Above 0 they give way to the
     /// commit path (writer threads, the commit leader, the WAL and memtable flushes)
@@ -216,6 +222,7 @@ impl Default for LightningDbConfig {
             sql_max_statement_bytes: 1 << 20,
             sql_max_expression_depth: 1000,
             sql_threads: 0,
+            sql_insert_run_bytes: 64 << 20,
             analytics_nice: 10,
             sql_file_access: SqlFileAccess::Any,
             vfs: None,
@@ -289,6 +296,12 @@ impl LightningDbConfig {
             return bad(format!(
                 "sql_max_statement_bytes must be between 1024 and 67108864, got {}",
                 self.sql_max_statement_bytes
+            ));
+        }
+        if !(1024..=256 << 20).contains(&self.sql_insert_run_bytes) {
+            return bad(format!(
+                "sql_insert_run_bytes must be between 1024 and 268435456, got {}",
+                self.sql_insert_run_bytes
             ));
         }
         if self.sql_threads > 1024 {

@@ -1179,3 +1179,80 @@ fn insert_finds_existing_keys_by_walking_or_looking_up() {
         (0..20_000).sum::<i64>()
     );
 }
+
+/// `INSERT … SELECT` past `sql_insert_run_bytes` streams its rows into staged runs
+/// published by one commit: the same answers as a small INSERT, all or nothing on a
+/// violation, invisible to a query until it commits, and durable across reopening.
+#[test]
+fn large_inserts_stream_in_runs_and_stay_one_atomic_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let config = LightningDbConfig {
+        sql_insert_run_bytes: 16 << 10, // a run every few hundred rows
+        ..cfg()
+    };
+    let db = Database::create(&path, config.clone()).unwrap();
+    db.sql("CREATE TABLE t (id BIGINT PRIMARY KEY, g BIGINT, s VARCHAR)")
+        .unwrap();
+    db.sql("CREATE TABLE e (g BIGINT, s VARCHAR)").unwrap();
+    db.sql("INSERT INTO t VALUES (-1, 0, 'before')").unwrap();
+    // Keys out of order, so the runs overlap and their merge decides uniqueness.
+    let select = "SELECT (value * 7919) % 20000 AS id, value % 10 AS g, \
+                  concat('row-', CAST(value AS VARCHAR)) AS s FROM generate_series(0, 19999)";
+    db.sql(&format!("INSERT INTO t {select}")).unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 20_001);
+    assert_eq!(
+        scalar_i64(&db, "SELECT sum(id) FROM t"),
+        (0..20_000).sum::<i64>() - 1
+    );
+    // Keyless: appended with new row ids.
+    db.sql("INSERT INTO e SELECT g, s FROM t").unwrap();
+    db.sql("INSERT INTO e SELECT g, s FROM t WHERE g < 5")
+        .unwrap();
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM e"),
+        20_001 + 10_000 + 1
+    );
+
+    // A duplicate inside the statement (in different runs), or of an existing row:
+    // nothing of the statement is written.
+    let dup = "INSERT INTO t SELECT value + 100000 AS id, 1 AS g, 'x' AS s \
+               FROM generate_series(0, 9999) UNION ALL SELECT 100005, 2, 'y'";
+    let e = db.sql(dup).unwrap_err();
+    assert!(matches!(e, Error::Constraint(_)), "{e}");
+    let e = db
+        .sql("INSERT INTO t SELECT value + 50000 AS id, 1 AS g, 'x' AS s FROM generate_series(0, 9999) UNION ALL SELECT -1, 2, 'y'")
+        .unwrap_err();
+    assert!(matches!(e, Error::Constraint(_)), "{e}");
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM t WHERE id >= 50000"),
+        0
+    );
+    // OR REPLACE overwrites, also across runs.
+    db.sql("INSERT OR REPLACE INTO t SELECT id, g + 100 AS g, s FROM t WHERE id % 2 = 0")
+        .unwrap();
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM t WHERE g >= 100"),
+        10_000
+    );
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 20_001);
+    same_answers_as_datafusion(
+        &db,
+        &[
+            "SELECT g, count(*), min(id), max(s) FROM t GROUP BY g ORDER BY g",
+            "SELECT count(*), sum(id) FROM t WHERE id BETWEEN 1000 AND 1999",
+        ],
+        "after large inserts",
+    );
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(&path, config).unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM t"), 20_001);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM e"), 30_002);
+    assert_eq!(
+        db.sql("SELECT s FROM t WHERE id = 7919 % 20000").unwrap()[0]
+            .column(0)
+            .len(),
+        1
+    );
+}

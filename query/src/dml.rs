@@ -16,7 +16,7 @@ use datafusion::physical_plan::{
 };
 use futures::future::BoxFuture;
 use lightning_columnar::TableDef;
-use lightning_rowstore::{CommitCheck, Engine, WriteBatch};
+use lightning_rowstore::{CommitCheck, Engine, Ingest, WriteBatch};
 use std::sync::Arc;
 
 /// A statement broke a table constraint (duplicate or NULL primary key).
@@ -138,31 +138,95 @@ impl ExecutionPlan for DmlExec {
 
 /// Write rows (table schema) in one transaction. Without `replace`, an existing key or a
 /// key repeated in the statement is a constraint violation and nothing is written.
-///
-/// The rows go into one write batch committed with the transaction's write-write
-/// check (a key another commit wrote since the statement's snapshot is a conflict); a
-/// keyless table's rows take new row ids, so there is nothing to check. Existing keys
-/// are found by walking the table's rows between the statement's smallest and largest
-/// key alongside its sorted keys, and by point reads once that walk passes more rows
-/// than a few per key: an import into an empty or new key range costs one pass, not a
-/// lookup per row.
+/// See [`RowWriter`].
 pub fn write_rows(
     engine: &Engine,
     def: &TableDef,
     batches: &[RecordBatch],
     replace: bool,
 ) -> Result<u64> {
-    let snap = engine.begin_txn().map_err(storage)?;
-    let check = !replace && !def.keyless;
-    let mut wb = WriteBatch::new();
-    let (mut k, mut v) = (Vec::new(), Vec::new());
-    let mut n = 0u64;
-    let value_idx = def.value_cols();
+    let mut w = RowWriter::new(engine, def, replace)?;
     for b in batches {
+        w.add(b)?;
+    }
+    w.finish()
+}
+
+/// Statement size past which an INSERT stops collecting one write batch and stages
+/// its rows as sorted runs of this size (see [`RowWriter`]), unless the session says
+/// otherwise ([`InsertOptions`]).
+pub const SPILL_BYTES: usize = 64 << 20;
+
+/// How SQL INSERTs write, as a DataFusion session config extension.
+#[derive(Debug, Clone)]
+pub struct InsertOptions {
+    /// [`SPILL_BYTES`] for this session.
+    pub run_bytes: usize,
+}
+
+/// The rows of one INSERT, written as one atomic statement whatever their number.
+///
+/// Rows are encoded into one write batch; a statement that stays under
+/// [`SPILL_BYTES`] commits it with the write-write check of a transaction begun
+/// before the statement read anything (a keyless table's batch is written plainly:
+/// its new row ids cannot collide). A larger statement streams: every
+/// [`SPILL_BYTES`] of rows are sorted by key and staged as one run of an
+/// [`Ingest`] (a table file, outside the memtable and WAL), and the runs are published
+/// by one commit at the end — all rows or none, also across a crash — so memory holds
+/// one run, not the statement. Without `replace` the statement's own keys must be
+/// distinct (within a run when it is sorted, across runs by a merge of the ones whose
+/// key ranges overlap) and absent from the table: each sorted run walks the table's
+/// rows between its smallest and largest key alongside its keys, falling back to point
+/// reads once that walk passes more rows than a few per key, so an import into an
+/// empty or new key range costs one pass, not a lookup per row; a key another commit
+/// writes meanwhile is a conflict at the commit.
+pub struct RowWriter<'a> {
+    engine: &'a Engine,
+    def: &'a TableDef,
+    snap: lightning_rowstore::TxnSnapshot,
+    replace: bool,
+    wb: WriteBatch,
+    ingest: Option<Ingest<'a>>,
+    rows: u64,
+    k: Vec<u8>,
+    v: Vec<u8>,
+    spill_bytes: usize,
+}
+
+impl<'a> RowWriter<'a> {
+    pub fn new(engine: &'a Engine, def: &'a TableDef, replace: bool) -> Result<Self> {
+        Ok(RowWriter {
+            engine,
+            def,
+            snap: engine.begin_txn().map_err(storage)?,
+            replace,
+            wb: WriteBatch::new(),
+            ingest: None,
+            rows: 0,
+            k: Vec::new(),
+            v: Vec::new(),
+            spill_bytes: SPILL_BYTES,
+        })
+    }
+
+    /// Stage runs of about `bytes` instead of [`SPILL_BYTES`].
+    pub fn with_spill_bytes(mut self, bytes: usize) -> Self {
+        self.spill_bytes = bytes.max(1);
+        self
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Add a batch of rows (in the table's columns, or the user's for a keyless table).
+    pub fn add(&mut self, b: &RecordBatch) -> Result<()> {
+        let def = self.def;
         // A keyless table's rows get new row ids (so never a duplicate).
         let b = match def.keyless {
             true => def
-                .with_row_ids(engine, &conform_to(def, b, &def.user_schema())?)
+                .with_row_ids(self.engine, &conform_to(def, b, &def.user_schema())?)
                 .map_err(storage)?,
             false => conform(def, b)?,
         };
@@ -170,43 +234,130 @@ pub fn write_rows(
             lightning_columnar::Error::Schema(m) if m.contains("NULL") => violation(m),
             e => storage(e),
         })?;
+        let value_idx = def.value_cols();
         let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
         let val_cols: Vec<&dyn Array> = value_idx.iter().map(|&i| cols[i].as_ref()).collect();
         for i in 0..b.num_rows() {
-            def.row_key(&key_cols, i, &mut k);
-            def.row_value(&val_cols, i, &mut v);
-            wb.put(&k, &v).map_err(storage)?;
-            n += 1;
+            def.row_key(&key_cols, i, &mut self.k);
+            def.row_value(&val_cols, i, &mut self.v);
+            self.wb.put(&self.k, &self.v).map_err(storage)?;
+            self.rows += 1;
+            if self.wb.approximate_bytes() >= self.spill_bytes {
+                self.spill()?;
+            }
         }
+        Ok(())
     }
-    if check {
-        // The batch's own keys, sorted: no copy per row.
-        let mut keys: Vec<&[u8]> = wb.ops().iter().map(|op| op.key()).collect();
-        keys.sort_unstable();
-        if keys.windows(2).any(|w| w[0] == w[1]) {
-            return Err(violation(format!(
-                "duplicate primary key in the rows inserted into {}",
-                def.name
-            )));
+
+    fn check(&self) -> bool {
+        !self.replace && !self.def.keyless
+    }
+
+    fn duplicate(&self) -> DataFusionError {
+        violation(format!(
+            "duplicate primary key in the rows inserted into {}",
+            self.def.name
+        ))
+    }
+
+    fn exists(&self) -> DataFusionError {
+        violation(format!(
+            "a row with this primary key already exists in {} (use INSERT OR REPLACE to upsert)",
+            self.def.name
+        ))
+    }
+
+    /// Stage the batch collected so far as one sorted run.
+    fn spill(&mut self) -> Result<()> {
+        if self.wb.is_empty() {
+            return Ok(());
         }
-        if any_exists(engine, snap.snapshot(), &keys).map_err(storage)? {
-            return Err(violation(format!(
-                "a row with this primary key already exists in {} (use INSERT OR REPLACE to upsert)",
-                def.name
-            )));
+        {
+            let Some(run) = sorted_run(&self.wb, !self.check()) else {
+                return Err(self.duplicate());
+            };
+            if self.check() {
+                let keys: Vec<&[u8]> = run.iter().map(|e| e.0).collect();
+                if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
+                    return Err(self.exists());
+                }
+            }
+            let ing = match &mut self.ingest {
+                Some(i) => i,
+                None => self.ingest.insert(self.engine.ingest().map_err(storage)?),
+            };
+            ing.add_run(run.iter().map(|&(k, v)| (k, Some(v))))
+                .map_err(storage)?;
         }
+        self.wb = WriteBatch::new();
+        Ok(())
     }
-    if def.keyless {
-        engine.write(wb).map_err(storage)?;
-    } else if !wb.is_empty() {
-        let check = CommitCheck {
-            start_ts: snap.ts(),
-            read_keys: Vec::new(),
-            read_ranges: Vec::new(),
-        };
-        engine.commit_checked(wb, check).map_err(storage)?;
+
+    /// Commit every row added: one commit, all or nothing. Returns the row count.
+    pub fn finish(mut self) -> Result<u64> {
+        let conflict_after = (!self.def.keyless).then(|| self.snap.ts());
+        if self.ingest.is_some() {
+            self.spill()?;
+            let ing = self.ingest.take().expect("checked above");
+            if self.check() && ing.duplicate_key().map_err(storage)?.is_some() {
+                return Err(self.duplicate());
+            }
+            ing.commit(conflict_after).map_err(storage)?;
+            return Ok(self.rows);
+        }
+        if self.check() {
+            // The batch's own keys, sorted: no copy per row.
+            let mut keys: Vec<&[u8]> = self.wb.ops().iter().map(|op| op.key()).collect();
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return Err(self.duplicate());
+            }
+            if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
+                return Err(self.exists());
+            }
+        }
+        let wb = std::mem::take(&mut self.wb);
+        match conflict_after {
+            None => {
+                self.engine.write(wb).map_err(storage)?;
+            }
+            Some(_) if wb.is_empty() => {}
+            Some(start_ts) => {
+                let check = CommitCheck {
+                    start_ts,
+                    read_keys: Vec::new(),
+                    read_ranges: Vec::new(),
+                };
+                self.engine.commit_checked(wb, check).map_err(storage)?;
+            }
+        }
+        Ok(self.rows)
     }
-    Ok(n)
+}
+
+/// `wb`'s entries sorted by key. A repeated key: with `last_wins` its last write
+/// stays, without it there is no run (`None`).
+fn sorted_run(wb: &WriteBatch, last_wins: bool) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut run: Vec<(&[u8], &[u8])> = wb
+        .ops()
+        .iter()
+        .map(|op| (op.key(), op.value().unwrap_or_default()))
+        .collect();
+    run.sort_by(|a, b| a.0.cmp(b.0)); // stable: equal keys keep their order
+    if run.windows(2).any(|w| w[0].0 == w[1].0) {
+        if !last_wins {
+            return None;
+        }
+        let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(run.len());
+        for e in run {
+            match out.last_mut() {
+                Some(l) if l.0 == e.0 => *l = e,
+                _ => out.push(e),
+            }
+        }
+        run = out;
+    }
+    Some(run)
 }
 
 /// Whether any of `keys` (sorted, distinct, non-empty) exists at `snap`.

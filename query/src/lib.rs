@@ -20,6 +20,6 @@ mod select;
 mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
-pub use dml::{ConstraintViolation, write_rows};
+pub use dml::{ConstraintViolation, InsertOptions, RowWriter, SPILL_BYTES, write_rows};
 pub use provider::{LightningTableProvider, cast_batch, sql_schema};
 pub use scan::LightningScan;

@@ -1,6 +1,6 @@
 //! The `TableProvider` of a Lightning table.
 
-use crate::dml::{DmlExec, conform, storage, violation, write_rows};
+use crate::dml::{DmlExec, RowWriter, conform, storage, violation};
 use crate::fresh::FreshCache;
 use crate::scan::{LightningScan, Pruning, SegmentPart, Unit};
 use crate::zones::ZoneStats;
@@ -22,7 +22,8 @@ use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, build_pruning_predicate};
 use datafusion::physical_plan::metrics::Count;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
+use futures::StreamExt;
 use lightning_columnar::store::LoadedSegment;
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Isolation, Transaction};
@@ -406,8 +407,19 @@ impl TableProvider for LightningTableProvider {
             Arc::new(move |ctx| {
                 let (engine, def, input) = (engine.clone(), def.clone(), input.clone());
                 Box::pin(async move {
-                    let batches = collect(input, ctx).await?;
-                    write_rows(&engine, &def, &batches, replace)
+                    // Streamed: the writer stages runs past `SPILL_BYTES`, so memory
+                    // holds one run and a few input batches, not the statement. Its
+                    // snapshot is taken before the input is read.
+                    let run_bytes = ctx
+                        .session_config()
+                        .get_extension::<crate::dml::InsertOptions>()
+                        .map_or(crate::dml::SPILL_BYTES, |o| o.run_bytes);
+                    let mut w = RowWriter::new(&engine, &def, replace)?.with_spill_bytes(run_bytes);
+                    let mut input = execute_stream(input, ctx)?;
+                    while let Some(b) = input.next().await {
+                        w.add(&b?)?;
+                    }
+                    w.finish()
                 })
             }),
         )))

@@ -237,3 +237,96 @@ fn assert_send_sync() {
     is::<DbIter>();
     is::<Snapshot>();
 }
+
+/// A write too large for one batch (a bulk import), staged in runs and published by
+/// one commit: readers see all of it or none of it, also across a crash. Each run is
+/// strictly ascending by key and a later run wins over an earlier one; memory holds
+/// what the caller holds, one run at a time (the LSM engine writes each run to a table
+/// file at once, see `crate::lsm::LsmIngest`). Dropped without [`Ingest::commit`], it
+/// removes what it staged.
+pub struct Ingest<'a> {
+    kind: IngestKind<'a>,
+}
+
+enum IngestKind<'a> {
+    Lsm(crate::lsm::LsmIngest),
+    Memory {
+        engine: &'a MemoryEngine,
+        runs: Vec<crate::memory::Run>,
+    },
+}
+
+impl Engine {
+    /// Start a large write (see [`Ingest`]).
+    pub fn ingest(&self) -> Result<Ingest<'_>> {
+        let kind = match self {
+            Engine::Lsm(e) => IngestKind::Lsm(e.ingest()?),
+            Engine::Memory(e) => IngestKind::Memory {
+                engine: e,
+                runs: Vec::new(),
+            },
+        };
+        Ok(Ingest { kind })
+    }
+}
+
+impl Ingest<'_> {
+    /// Stage one run: keys strictly ascending, `None` deletes.
+    pub fn add_run<'k>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'k [u8], Option<&'k [u8]>)>,
+    ) -> Result<()> {
+        match &mut self.kind {
+            IngestKind::Lsm(i) => i.add_run(entries),
+            IngestKind::Memory { runs, .. } => {
+                let run: crate::memory::Run = entries
+                    .into_iter()
+                    .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                    .collect();
+                if run.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(Error::InvalidArgument(
+                        "an ingested run's keys must be strictly ascending".into(),
+                    ));
+                }
+                for (k, v) in &run {
+                    crate::batch::check_write(k, v.as_deref())?;
+                }
+                runs.push(run);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs staged so far.
+    pub fn runs(&self) -> usize {
+        match &self.kind {
+            IngestKind::Lsm(i) => i.runs(),
+            IngestKind::Memory { runs, .. } => runs.len(),
+        }
+    }
+
+    /// A key two staged runs both hold, if any.
+    pub fn duplicate_key(&self) -> Result<Option<Vec<u8>>> {
+        match &self.kind {
+            IngestKind::Lsm(i) => i.duplicate_key(),
+            IngestKind::Memory { runs, .. } => {
+                let mut keys: Vec<&[u8]> = runs.iter().flatten().map(|(k, _)| &k[..]).collect();
+                keys.sort_unstable();
+                Ok(keys
+                    .windows(2)
+                    .find(|w| w[0] == w[1])
+                    .map(|w| w[0].to_vec()))
+            }
+        }
+    }
+
+    /// Publish every staged run in one commit; returns its commit timestamp. With
+    /// `conflict_after`, a staged key that another commit wrote after that timestamp
+    /// refuses all of it (`Error::TransactionConflict`).
+    pub fn commit(self, conflict_after: Option<Ts>) -> Result<Ts> {
+        match self.kind {
+            IngestKind::Lsm(i) => i.commit(conflict_after),
+            IngestKind::Memory { engine, runs } => engine.ingest_runs(&runs, conflict_after),
+        }
+    }
+}

@@ -45,7 +45,9 @@ pub mod vfs;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use compression::Compression;
-pub use engine::{CommitCheck, DbIter, Engine, EngineSizes, EngineStats, OpenMode, RowEngine};
+pub use engine::{
+    CommitCheck, DbIter, Engine, EngineSizes, EngineStats, Ingest, OpenMode, RowEngine,
+};
 pub use error::{Error, Result};
 pub use key::Ts;
 pub use lsm::LsmEngine;

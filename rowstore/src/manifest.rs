@@ -19,6 +19,8 @@ const TAG_LOG_NUMBER: u8 = 3;
 const TAG_ADD: u8 = 4;
 const TAG_DELETE: u8 = 5;
 const TAG_FOREIGN: u8 = 6;
+/// A table added with a global commit timestamp (an ingested file): level, meta, ts.
+const TAG_ADD_INGESTED: u8 = 7;
 
 /// One atomic change to the set of live tables and counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,9 +57,18 @@ impl VersionEdit {
             coding::put_u64(&mut b, *id);
         }
         for (level, m) in &self.added {
-            coding::put_u8(&mut b, TAG_ADD);
+            coding::put_u8(
+                &mut b,
+                match m.global_ts {
+                    Some(_) => TAG_ADD_INGESTED,
+                    None => TAG_ADD,
+                },
+            );
             coding::put_u8(&mut b, *level as u8);
             m.encode(&mut b);
+            if let Some(ts) = m.global_ts {
+                coding::put_u64(&mut b, ts);
+            }
         }
         for id in &self.foreign {
             coding::put_u8(&mut b, TAG_FOREIGN);
@@ -82,12 +93,15 @@ impl VersionEdit {
                     }
                     e.deleted.push((level, id));
                 }
-                TAG_ADD => {
+                tag @ (TAG_ADD | TAG_ADD_INGESTED) => {
                     let level = d.u8().map_err(|e| e.0)? as usize;
                     if level >= NUM_LEVELS {
                         return Err("level out of range");
                     }
-                    let m = TableMeta::decode(&mut d).map_err(|e| e.0)?;
+                    let mut m = TableMeta::decode(&mut d).map_err(|e| e.0)?;
+                    if tag == TAG_ADD_INGESTED {
+                        m.global_ts = Some(d.u64().map_err(|e| e.0)?);
+                    }
                     e.added.push((level, m));
                 }
                 TAG_FOREIGN => e.foreign.push(d.u64().map_err(|e| e.0)?),
@@ -255,6 +269,7 @@ mod tests {
             num_deletes: 0,
             min_ts: 1,
             max_ts: 2,
+            global_ts: None,
         }
     }
 

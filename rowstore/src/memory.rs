@@ -30,6 +30,9 @@ pub struct MemoryEngine {
     stats: EngineStats,
 }
 
+/// One staged run of an ingestion: keys ascending, `None` deletes.
+pub type Run = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// An iterator over a copy of the entries it covers (the oracle does not stream).
 pub type MemIter = std::vec::IntoIter<Result<(Vec<u8>, Vec<u8>)>>;
 
@@ -127,6 +130,38 @@ impl MemoryEngine {
             out.reverse();
         }
         out.into_iter()
+    }
+
+    /// Publish staged runs in one commit, later runs winning (the oracle of
+    /// [`crate::engine::Ingest`]): refused if a key of theirs was written after
+    /// `conflict_after`.
+    pub fn ingest_runs(&self, runs: &[Run], conflict_after: Option<Ts>) -> Result<Ts> {
+        self.check_open()?;
+        let _c = self.commit.lock();
+        if runs.iter().all(Vec::is_empty) {
+            return Ok(self.visible.load(Ordering::Acquire));
+        }
+        if let Some(lo) = conflict_after {
+            for (k, _) in runs.iter().flatten() {
+                if self.newer(k, lo) {
+                    return Err(Error::TransactionConflict(format!(
+                        "key {} was changed by a transaction that committed after this write began",
+                        display_key(k)
+                    )));
+                }
+            }
+        }
+        let ts = self.visible.load(Ordering::Acquire) + 1;
+        let mut d = self.data.write();
+        for (k, v) in runs.iter().flatten() {
+            d.entry(k.clone())
+                .or_default()
+                .insert(Reverse(ts), v.clone());
+        }
+        drop(d);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.visible.store(ts, Ordering::SeqCst);
+        Ok(ts)
     }
 
     pub fn is_closed(&self) -> bool {

@@ -26,6 +26,9 @@ enum Op {
     /// The oldest open transaction writes a key (and read another and a range) and
     /// commits: both engines must agree on whether it conflicts.
     TxnCommit(u8),
+    /// A large write staged in runs and published in one commit (a later run wins);
+    /// with the flag, refused if a key of it changed after the oldest held snapshot.
+    Ingest(Vec<Vec<(u8, Option<Vec<u8>>)>>, bool),
     Flush,
     Compact,
     Reopen,
@@ -48,7 +51,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(a, b)| Op::ReadHeld(a, b)),
         4 => (any::<bool>(), 0u8..64, 0u8..64).prop_map(|(h, a, b)| Op::Changes(h, a.min(b), a.max(b))),
         4 => Just(Op::TxnBegin),
-        6 => key.prop_map(Op::TxnCommit),
+        6 => key.clone().prop_map(Op::TxnCommit),
+        4 => (proptest::collection::vec(
+                proptest::collection::vec((key, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))), 0..12),
+                0..4,
+            ), any::<bool>())
+            .prop_map(|(runs, c)| Op::Ingest(runs, c)),
         3 => Just(Op::Flush),
         2 => Just(Op::Compact),
         2 => Just(Op::Reopen),
@@ -199,6 +207,31 @@ fn run(ops: Vec<Op>) {
                 let r1 = lsm.commit_checked(batch(), check(t1.ts()));
                 let r2 = mem.commit_checked(batch(), check(t2.ts()));
                 assert_eq!(r1.is_ok(), r2.is_ok(), "{r1:?} vs {r2:?}");
+            }
+            Op::Ingest(runs, conflict) => {
+                let runs: Vec<std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>> = runs
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|(key, v)| (k(key), v)).collect())
+                    .collect();
+                let mut i1 = lsm.ingest().unwrap();
+                let mut i2 = mem.ingest().unwrap();
+                for r in &runs {
+                    i1.add_run(r.iter().map(|(k, v)| (&k[..], v.as_deref())))
+                        .unwrap();
+                    i2.add_run(r.iter().map(|(k, v)| (&k[..], v.as_deref())))
+                        .unwrap();
+                }
+                assert_eq!(i1.duplicate_key().unwrap(), i2.duplicate_key().unwrap());
+                let (c1, c2) = match held.first() {
+                    Some((s1, s2)) if conflict => (Some(s1.ts()), Some(s2.ts())),
+                    _ => (None, None),
+                };
+                let r1 = i1.commit(c1);
+                let r2 = i2.commit(c2);
+                assert_eq!(r1.is_ok(), r2.is_ok(), "{r1:?} vs {r2:?}");
+                if let Err(e) = r1 {
+                    assert!(e.to_string().contains("changed by a transaction"), "{e}");
+                }
             }
             Op::Flush => lsm.flush().unwrap(),
             Op::Compact => {

@@ -223,7 +223,10 @@ impl Tables {
             })?;
         let mut cfg = SessionConfig::new()
             .with_information_schema(true)
-            .with_target_partitions(threads);
+            .with_target_partitions(threads)
+            .with_extension(Arc::new(lightning_query::InsertOptions {
+                run_bytes: self.config.sql_insert_run_bytes,
+            }));
         // Tables store Utf8, so SQL string types map to Utf8.
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         // A partial aggregation that has seen one batch (8192 rows) with nearly as many

@@ -19,6 +19,9 @@ pub(super) struct WriteReq {
     pub(super) force_switch: bool,
     /// Conflict validation for transactional commits.
     pub(super) check: Option<CommitCheck>,
+    /// An ingestion (with an empty batch): run by the leader before the group's
+    /// batches, with its result in `ts` / `rejected`.
+    pub(super) job: Option<Mutex<Option<super::ingest::IngestJob>>>,
     /// Set by the leader when validation refused this request.
     pub(super) rejected: Mutex<Option<Error>>,
     pub(super) ts: AtomicU64,
@@ -56,15 +59,34 @@ impl Inner {
         force_switch: bool,
         check: Option<CommitCheck>,
     ) -> Result<Ts> {
-        let req = Arc::new(WriteReq {
+        self.submit_req(WriteReq {
             batch,
             force_switch,
             check,
+            job: None,
             rejected: Mutex::new(None),
             ts: AtomicU64::new(0),
             state: Mutex::new(ReqState::Waiting),
             cv: Condvar::new(),
-        });
+        })
+    }
+
+    /// Queue an ingestion as a commit of its own (it switches the memtable).
+    pub(super) fn submit_ingest(&self, job: super::ingest::IngestJob) -> Result<Ts> {
+        self.submit_req(WriteReq {
+            batch: WriteBatch::new(),
+            force_switch: true,
+            check: None,
+            job: Some(Mutex::new(Some(job))),
+            rejected: Mutex::new(None),
+            ts: AtomicU64::new(0),
+            state: Mutex::new(ReqState::Waiting),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn submit_req(&self, req: WriteReq) -> Result<Ts> {
+        let req = Arc::new(req);
         if !self.opts.group_commit {
             // One commit at a time, each with its own WAL write and sync.
             let _g = self.serial_commit.lock();
@@ -182,11 +204,22 @@ impl Inner {
         if self.has_fatal.load(Ordering::Acquire) {
             return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
         }
+        // Ingestions first: each publishes its files and timestamps by itself, before
+        // the batches of this group take theirs.
+        for r in group {
+            if let Some(job) = r.job.as_ref().and_then(|j| j.lock().take()) {
+                match self.ingest_now(job) {
+                    Ok(ts) => r.ts.store(ts, Ordering::Relaxed),
+                    Err(e) if self.has_fatal.load(Ordering::Acquire) => return Err(e),
+                    Err(e) => *r.rejected.lock() = Some(e),
+                }
+            }
+        }
         let sv = self.sv.load_full();
         // Validate transactional commits in order; a request refused here is skipped.
         // Keys written by earlier requests of this group count as newer than any
         // snapshot, since they commit after every snapshot taken so far.
-        let mut accepted: Vec<bool> = vec![true; group.len()];
+        let mut accepted: Vec<bool> = group.iter().map(|r| r.job.is_none()).collect();
         if group.iter().any(|r| r.check.is_some()) {
             let mut written: std::collections::BTreeSet<&[u8]> = Default::default();
             for (i, r) in group.iter().enumerate() {
@@ -316,9 +349,13 @@ impl Inner {
             if recent.len() > 4096 && ts.is_multiple_of(256) {
                 let h = self.gc_horizon();
                 recent.retain(|_, t| *t > h);
+                self.recent_ingests.lock().retain(|r| r.2 > h);
             }
         } else if !self.recent_commits.lock().is_empty() {
             self.recent_commits.lock().clear();
+            self.recent_ingests.lock().clear();
+        } else if !self.recent_ingests.lock().is_empty() {
+            self.recent_ingests.lock().clear();
         }
         Ok(())
     }

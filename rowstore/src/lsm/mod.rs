@@ -45,6 +45,7 @@ mod checkpoint;
 mod commit;
 mod compaction;
 mod flush;
+mod ingest;
 mod open;
 mod read;
 mod validate;
@@ -52,8 +53,12 @@ mod versions;
 
 use commit::CommitQueue;
 use flush::OutputSink;
+pub use ingest::LsmIngest;
 pub use read::LsmIter;
 use versions::State;
+
+/// An ingested key range: first key, last key, commit timestamp.
+type IngestedRange = (Vec<u8>, Vec<u8>, Ts);
 
 struct Inner {
     dir: PathBuf,
@@ -86,6 +91,9 @@ struct Inner {
     stats: EngineStats,
     /// Keys committed while transactions were open, with their newest commit ts.
     recent_commits: Mutex<BTreeMap<Vec<u8>, Ts>>,
+    /// Key ranges ingested while transactions were open (first key, last key, commit
+    /// timestamp): fast validation looks a key in them up in the tree.
+    recent_ingests: Mutex<Vec<IngestedRange>>,
     /// Validate commits against `recent_commits` instead of the LSM tree.
     fast_validation: AtomicBool,
     /// Held while closing, so concurrent `close` calls wait for the first.

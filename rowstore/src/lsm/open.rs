@@ -203,7 +203,10 @@ impl LsmEngine {
         let mut last_ts = mstate.last_ts;
         for (level, tables) in mstate.levels.iter().enumerate() {
             for m in tables.values() {
-                let t = Table::open(&vfs, &dir, m.id, mmap.as_ref(), cache.clone())?;
+                let mut t = Table::open(&vfs, &dir, m.id, mmap.as_ref(), cache.clone())?;
+                if let Some(ts) = m.global_ts {
+                    t = t.with_global_ts(ts);
+                }
                 last_ts = last_ts.max(t.meta().max_ts);
                 version.levels[level].push(Arc::new(t));
             }
@@ -363,6 +366,7 @@ impl LsmEngine {
             stats: EngineStats::default(),
             recent_commits: Mutex::new(BTreeMap::new()),
             fast_validation: AtomicBool::new(true),
+            recent_ingests: Mutex::new(Vec::new()),
             close_lock: Mutex::new(()),
             bg_error: Mutex::new(None),
             lock_file: Mutex::new(Some(lock)),

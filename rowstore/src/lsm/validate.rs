@@ -23,7 +23,7 @@ impl Inner {
             if group_written.contains(key) {
                 return Ok(true);
             }
-            let latest = if self.opts_fast_validation() {
+            let latest = if self.opts_fast_validation() && !self.in_recent_ingest(key, c.start_ts) {
                 self.recent_commits.lock().get(key).copied()
             } else {
                 self.latest_ts_in(sv, key)?
@@ -47,7 +47,12 @@ impl Inner {
             if let Some(k) = group_written.iter().find(|k| in_range(k)) {
                 return Err(conflict("scanned", k));
             }
-            if self.opts_fast_validation() {
+            let ingested = self.recent_ingests.lock().iter().any(|(lo, hi, t)| {
+                *t > c.start_ts
+                    && start.as_deref().is_none_or(|s| hi.as_slice() >= s)
+                    && end.as_deref().is_none_or(|e| lo.as_slice() < e)
+            });
+            if self.opts_fast_validation() && !ingested {
                 let recent = self.recent_commits.lock();
                 let lo = start
                     .clone()
@@ -69,6 +74,15 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Whether `key` lies in a range ingested after `ts` (which the recent-commit
+    /// index does not list key by key).
+    fn in_recent_ingest(&self, key: &[u8], ts: Ts) -> bool {
+        self.recent_ingests
+            .lock()
+            .iter()
+            .any(|(lo, hi, t)| *t > ts && lo.as_slice() <= key && key <= hi.as_slice())
     }
 
     pub(super) fn opts_fast_validation(&self) -> bool {

@@ -19,18 +19,29 @@ impl Inner {
     /// memtable whose tables these are). A failure to log is fatal.
     pub(super) fn install(
         &self,
-        mut edit: VersionEdit,
+        edit: VersionEdit,
         deleted: &[(usize, u64)],
         added: &[(usize, Arc<Table>)],
         flushed: Option<&Arc<MemTable>>,
     ) -> Result<()> {
         let mut st = self.state.lock();
+        self.install_locked(&mut st, edit, deleted, added, flushed)
+    }
+
+    /// [`Inner::install`] for a caller holding the state lock.
+    pub(super) fn install_locked(
+        &self,
+        st: &mut State,
+        mut edit: VersionEdit,
+        deleted: &[(usize, u64)],
+        added: &[(usize, Arc<Table>)],
+        flushed: Option<&Arc<MemTable>>,
+    ) -> Result<()> {
         edit.next_file_id = Some(self.next_file_id.load(Ordering::Relaxed));
         edit.last_ts = edit.last_ts.map(|t| t.max(st.mstate.last_ts));
         edit.added = added.iter().map(|(l, t)| (*l, t.meta().clone())).collect();
         edit.deleted = deleted.to_vec();
-        if let Err(e) = self.log_edit(&mut st, &edit) {
-            drop(st);
+        if let Err(e) = self.log_edit(st, &edit) {
             return Err(self.fail(e));
         }
         st.version = Arc::new(st.version.apply(deleted, added));

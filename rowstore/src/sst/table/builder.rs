@@ -200,6 +200,7 @@ impl TableBuilder {
                 self.min_ts
             },
             max_ts: self.max_ts,
+            global_ts: None,
         })
     }
 

@@ -179,7 +179,8 @@ impl TableIter {
     /// Current entry: (user key, ts, value or None for a tombstone).
     #[inline]
     pub fn current(&self) -> Option<EntryRef<'_>> {
-        Some(self.block.as_ref()?.at(self.cur.as_ref()?))
+        let (k, ts, v) = self.block.as_ref()?.at(self.cur.as_ref()?);
+        Some((k, self.table.global_ts().unwrap_or(ts), v))
     }
 
     pub fn advance(&mut self) -> Result<()> {

@@ -57,6 +57,10 @@ pub struct TableMeta {
     pub num_deletes: u64,
     pub min_ts: Ts,
     pub max_ts: Ts,
+    /// Set for an ingested table (a large write staged as a file and published by one
+    /// manifest edit): every entry of it was committed at this timestamp, whatever the
+    /// file stores (see [`Table::with_global_ts`]). Recorded only in the manifest.
+    pub global_ts: Option<Ts>,
 }
 
 impl TableMeta {
@@ -83,6 +87,7 @@ impl TableMeta {
             num_deletes: d.u64()?,
             min_ts: d.u64()?,
             max_ts: d.u64()?,
+            global_ts: None,
         })
     }
 
@@ -111,6 +116,9 @@ pub struct Table {
     /// Set once a manifest edit removed this table; the file is deleted when the last
     /// reader lets go of it.
     obsolete: AtomicBool,
+    /// [`TableMeta::global_ts`]: the commit timestamp of every entry, overriding the
+    /// one stored with it.
+    global_ts: Option<Ts>,
 }
 
 impl Drop for Table {
@@ -224,6 +232,7 @@ impl Table {
                 num_deletes: md.u64()?,
                 min_ts: md.u64()?,
                 max_ts: md.u64()?,
+                global_ts: None,
             })
         };
         let meta = rd().map_err(|e| bad(meta_h.offset, e.0))?;
@@ -251,7 +260,27 @@ impl Table {
             meta,
             cache,
             obsolete: AtomicBool::new(false),
+            global_ts: None,
         })
+    }
+
+    /// This table as an ingested one: every entry reads as committed at `ts` (its
+    /// meta says so too). An ingested file holds each key once; the timestamp it was
+    /// written with is ignored, so a file written before its commit timestamp was
+    /// known is published without being rewritten.
+    pub fn with_global_ts(mut self, ts: Ts) -> Table {
+        self.global_ts = Some(ts);
+        self.meta.global_ts = Some(ts);
+        self.meta.min_ts = ts;
+        self.meta.max_ts = ts;
+        self.meta.smallest.ts = ts;
+        self.meta.largest.ts = ts;
+        self
+    }
+
+    /// [`TableMeta::global_ts`].
+    pub fn global_ts(&self) -> Option<Ts> {
+        self.global_ts
     }
 
     /// Delete the file once no version or iterator references this table any more.
@@ -378,6 +407,13 @@ impl Table {
 
     /// Newest version of `key` at or below `snapshot` in this table.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Result<Lookup> {
+        let snapshot = match self.global_ts {
+            // Every entry is at `g`: invisible below it, and the file's own (older)
+            // stored timestamps must not hide it at or above it.
+            Some(g) if g > snapshot => return Ok(Lookup::NotFound),
+            Some(_) => MAX_TS,
+            None => snapshot,
+        };
         let bi = self.find_block(key, snapshot);
         if bi >= self.index.len() {
             return Ok(Lookup::NotFound);
@@ -409,7 +445,7 @@ impl Table {
             return Ok(None);
         }
         let e = b.entry(i).map_err(|e| self.corrupt(bi, e))?;
-        Ok((e.key == key).then_some(e.ts))
+        Ok((e.key == key).then_some(self.global_ts.unwrap_or(e.ts)))
     }
 
     /// Verify one data block's checksum and structure, bypassing the cache. Returns

@@ -1,0 +1,293 @@
+//! Ingestion: a write too large for one WAL record and one memtable, staged as sorted
+//! table files outside the tree and published by one manifest edit.
+//!
+//! The caller hands over runs (each strictly ascending by key). Each run becomes a table
+//! file at once (synced, under a reserved file number, named by no manifest), so memory
+//! holds one run at a time. The commit goes through the commit pipeline as one request
+//! that runs alone: it switches the memtable and waits until every memtable is in
+//! tables (so nothing in memory is older than the ingested data), checks for conflicts,
+//! renumbers the files (level 0 is ordered by number: they are the newest), places each
+//! in the deepest level where nothing above it overlaps it, and logs one edit that adds
+//! them all with commit timestamps `T..T+n` (run `i` at `T+i`, so a later run wins) and
+//! moves the last timestamp past them. Readers see none of the runs before that edit and
+//! all of them after it; after a crash before it the files are unnamed numbers below
+//! the reservation, which recovery deletes. Nothing goes through the WAL: the files are
+//! durable before the edit names them.
+
+use super::*;
+use crate::iter::Source;
+use crate::key::MAX_TS;
+use crate::sst::TableIter;
+
+/// Work the commit leader does for an ingestion (see the module docs).
+pub(super) struct IngestJob {
+    tables: Vec<Arc<Table>>,
+    conflict_after: Option<Ts>,
+    /// Numbers of the staged files on disk and not yet published; emptied on publish.
+    staged: Arc<Mutex<Vec<u64>>>,
+}
+
+/// A large write being staged into an LSM engine (see the module docs). Dropped
+/// without [`LsmIngest::commit`], it removes its files and nothing was written.
+pub struct LsmIngest {
+    inner: Arc<Inner>,
+    tables: Vec<Arc<Table>>,
+    staged: Arc<Mutex<Vec<u64>>>,
+    bytes: u64,
+}
+
+impl LsmEngine {
+    /// Start staging a large write.
+    pub fn ingest(&self) -> Result<LsmIngest> {
+        self.inner.check_writable()?;
+        Ok(LsmIngest {
+            inner: self.inner.clone(),
+            tables: Vec::new(),
+            staged: Arc::new(Mutex::new(Vec::new())),
+            bytes: 0,
+        })
+    }
+}
+
+impl LsmIngest {
+    /// Write one run (keys strictly ascending; `None` deletes) as a staged table file.
+    pub fn add_run<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let mut it = entries.into_iter().peekable();
+        if it.peek().is_none() {
+            return Ok(());
+        }
+        let id = inner.alloc_id()?;
+        self.staged.lock().push(id);
+        let o = &inner.opts;
+        let mut b = TableBuilder::create(
+            &inner.vfs,
+            &inner.dir,
+            id,
+            o.block_size,
+            o.compression,
+            o.bloom_bits_per_key,
+        )?;
+        let mut last: Option<&[u8]> = None;
+        for (k, v) in it {
+            if last.is_some_and(|l| l >= k) {
+                return Err(Error::InvalidArgument(
+                    "an ingested run's keys must be strictly ascending".into(),
+                ));
+            }
+            crate::batch::check_write(k, v)?;
+            b.add(k, 0, v)?;
+            last = Some(k);
+        }
+        let meta = b.finish()?;
+        self.bytes += meta.file_size;
+        let t = Table::open(&inner.vfs, &inner.dir, id, None, None)?;
+        self.tables.push(Arc::new(t));
+        Ok(())
+    }
+
+    /// Runs staged so far.
+    pub fn runs(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Bytes of the staged files.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// A key two runs both hold, if any. Runs whose key ranges do not overlap (an
+    /// import in key order) are not read at all.
+    pub fn duplicate_key(&self) -> Result<Option<Vec<u8>>> {
+        let mut order: Vec<&Arc<Table>> = self.tables.iter().collect();
+        order.sort_by(|a, b| a.meta().smallest.user_key.cmp(&b.meta().smallest.user_key));
+        let overlap = order
+            .windows(2)
+            .any(|w| w[1].meta().smallest.user_key <= w[0].meta().largest.user_key);
+        if !overlap {
+            return Ok(None);
+        }
+        let sources = self
+            .tables
+            .iter()
+            .map(|t| TableIter::new(t.clone(), None, None, false, None).map(Source::Table))
+            .collect::<Result<Vec<_>>>()?;
+        let mut m = MergeIter::new(sources, false);
+        let mut last: Option<Vec<u8>> = None;
+        while let Some((k, _, _)) = m.current() {
+            if last.as_deref() == Some(k) {
+                return Ok(last);
+            }
+            last = Some(k.to_vec());
+            m.advance()?;
+        }
+        Ok(None)
+    }
+
+    /// Publish every run in one commit and return its (last) commit timestamp. With
+    /// `conflict_after`, a key of the runs that another commit wrote after that
+    /// timestamp refuses the whole ingestion (`Error::TransactionConflict`).
+    pub fn commit(self, conflict_after: Option<Ts>) -> Result<Ts> {
+        if self.tables.is_empty() {
+            self.inner.check_writable()?;
+            return Ok(self.inner.visible_ts.load(Ordering::Acquire));
+        }
+        let job = IngestJob {
+            tables: self.tables.clone(),
+            conflict_after,
+            staged: self.staged.clone(),
+        };
+        self.inner.check_writable()?;
+        self.inner.submit_ingest(job)
+    }
+}
+
+impl Drop for LsmIngest {
+    fn drop(&mut self) {
+        self.tables.clear();
+        for id in self.staged.lock().drain(..) {
+            let _ = vfs::remove_file_if_exists(
+                &*self.inner.vfs,
+                &crate::sst::table_path(&self.inner.dir, id),
+            );
+        }
+    }
+}
+
+impl Inner {
+    /// Run an ingestion; called by the commit leader with no write in flight and the
+    /// memtable switched (see the module docs).
+    pub(super) fn ingest_now(&self, job: IngestJob) -> Result<Ts> {
+        self.wait_for_flushes()?;
+        let sv = self.sv.load_full();
+        debug_assert!(sv.mem.is_empty() && sv.imms.is_empty());
+        if let Some(lo) = job.conflict_after {
+            self.ingest_conflict(&sv, &job.tables, lo)?;
+        }
+        let n = job.tables.len() as u64;
+        let mut st = self.state.lock();
+        let base = self.last_ts.load(Ordering::Relaxed) + 1;
+        let last = base + n - 1;
+
+        // Renumber: level 0 is ordered by file number, and these are the newest.
+        let mut renamed = Vec::with_capacity(job.tables.len());
+        for t in &job.tables {
+            let id = self.alloc_id_locked(&mut st)?;
+            let from = crate::sst::table_path(&self.dir, t.id());
+            let to = crate::sst::table_path(&self.dir, id);
+            self.vfs
+                .rename(&from, &to)
+                .ctx(|| format!("renaming {} to {}", from.display(), to.display()))?;
+            let mut staged = job.staged.lock();
+            staged.retain(|&s| s != t.id());
+            staged.push(id);
+            renamed.push(id);
+        }
+        vfs::sync_dir(&*self.vfs, &self.dir)?;
+        let mut added = Vec::with_capacity(renamed.len());
+        for (i, &id) in renamed.iter().enumerate() {
+            let t = Table::open(
+                &self.vfs,
+                &self.dir,
+                id,
+                self.mmap.as_ref(),
+                self.cache.clone(),
+            )?
+            .with_global_ts(base + i as u64);
+            added.push(Arc::new(t));
+        }
+
+        // Place each in the deepest level whose key range above and at it is free.
+        let runs_overlap = {
+            let mut r: Vec<&TableMeta> = added.iter().map(|t| t.meta()).collect();
+            r.sort_by(|a, b| a.smallest.user_key.cmp(&b.smallest.user_key));
+            r.windows(2)
+                .any(|w| w[1].smallest.user_key <= w[0].largest.user_key)
+        };
+        let placed: Vec<(usize, Arc<Table>)> = added
+            .into_iter()
+            .map(|t| {
+                let mut level = 0;
+                if !runs_overlap {
+                    let m = t.meta();
+                    let (lo, hi) = (&m.smallest.user_key, &m.largest.user_key);
+                    for l in 0..NUM_LEVELS {
+                        let busy = l > 0 && st.busy_levels[l];
+                        if busy || !st.version.overlapping(l, lo, hi).is_empty() {
+                            break;
+                        }
+                        level = l;
+                    }
+                }
+                (level, t)
+            })
+            .collect();
+        let edit = VersionEdit {
+            last_ts: Some(last),
+            ..Default::default()
+        };
+        self.install_locked(&mut st, edit, &[], &placed, None)?;
+        job.staged.lock().clear();
+        drop(st);
+
+        self.last_ts.store(last, Ordering::Relaxed);
+        self.visible_ts.store(last, Ordering::SeqCst);
+        if self.registry.active_txns_seqcst() > 0 {
+            let mut r = self.recent_ingests.lock();
+            for (_, t) in &placed {
+                let m = t.meta();
+                r.push((
+                    m.smallest.user_key.clone(),
+                    m.largest.user_key.clone(),
+                    last,
+                ));
+            }
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.puts.fetch_add(
+            placed
+                .iter()
+                .map(|(_, t)| t.meta().num_entries - t.meta().num_deletes)
+                .sum(),
+            Ordering::Relaxed,
+        );
+        self.notify();
+        Ok(last)
+    }
+
+    /// Refuse an ingestion if a commit after `lo` wrote a key one of `tables` holds.
+    /// Every commit is in tables here (the memtables were flushed).
+    fn ingest_conflict(&self, sv: &SuperVersion, tables: &[Arc<Table>], lo: Ts) -> Result<()> {
+        let start = tables.iter().map(|t| &t.meta().smallest.user_key).min();
+        let largest = tables.iter().map(|t| &t.meta().largest.user_key).max();
+        let (Some(start), Some(largest)) = (start, largest) else {
+            return Ok(());
+        };
+        let mut end = largest.clone();
+        end.push(0);
+        let mut m = MergeIter::over_tables_newer_than(sv, start, &end, lo)?;
+        while let Some((k, ts, _)) = m.current() {
+            if ts > lo {
+                let h = bloom::key_hash(k);
+                for t in tables {
+                    if t.meta().overlaps(Some(k), Some(k))
+                        && t.may_contain_hash(h)
+                        && !matches!(t.get(k, MAX_TS)?, Lookup::NotFound)
+                    {
+                        return Err(Error::TransactionConflict(format!(
+                            "key {} was changed by a transaction that committed after this \
+                             write began",
+                            crate::key::display_key(k)
+                        )));
+                    }
+                }
+            }
+            m.advance()?;
+        }
+        Ok(())
+    }
+}
