@@ -6,6 +6,8 @@
 
 mod common;
 
+use lightning_db::arrow::array::AsArray;
+use lightning_db::arrow::datatypes::Int64Type;
 use lightning_db::{Database, Durability, LightningDbConfig};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -217,4 +219,149 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
         "the child wrote too little to test anything ({total_acks})"
     );
     eprintln!("{cycles} SIGKILL cycles, {total_acks} acknowledged writes verified");
+}
+
+const SQL_ENV: &str = "LDB_CRASH_SQL_CHILD";
+/// Rows of one large `INSERT … SELECT` in the SQL crash test.
+const STMT_ROWS: i64 = 40_000;
+
+fn sql_config() -> LightningDbConfig {
+    LightningDbConfig {
+        sql_insert_run_bytes: 128 << 10, // several staged runs per statement
+        write_buffer_size: 256 << 10,
+        ..Default::default()
+    }
+}
+
+/// The SQL child: large `INSERT … SELECT` statements into a keyed and a keyless table,
+/// each acknowledged on stdout once it returned.
+#[test]
+fn crash_child_sql_importer() {
+    let Ok(dir) = std::env::var(SQL_ENV) else {
+        return;
+    };
+    let db = Database::open_or_create(&dir, sql_config()).unwrap();
+    db.sql("CREATE TABLE IF NOT EXISTS k (id BIGINT PRIMARY KEY, stmt BIGINT, s VARCHAR)")
+        .unwrap();
+    db.sql("CREATE TABLE IF NOT EXISTS e (stmt BIGINT, s VARCHAR)")
+        .unwrap();
+    let out = std::io::stdout();
+    let first = db.sql("SELECT coalesce(max(stmt), -1) + 1 FROM k").unwrap()[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    for n in first.. {
+        // Keys in a scattered order: runs overlap, so the statement's merge runs too.
+        db.sql(&format!(
+            "INSERT INTO k SELECT {base} + (value * 7919) % {STMT_ROWS} AS id, {n} AS stmt, \
+             concat('r', CAST(value AS VARCHAR)) AS s FROM generate_series(0, {last})",
+            base = n * STMT_ROWS,
+            last = STMT_ROWS - 1
+        ))
+        .unwrap();
+        writeln!(out.lock(), "ACK K {n}").unwrap();
+        db.sql(&format!(
+            "INSERT INTO e SELECT {n} AS stmt, concat('r', CAST(value AS VARCHAR)) AS s \
+             FROM generate_series(0, {last})",
+            last = STMT_ROWS - 1
+        ))
+        .unwrap();
+        writeln!(out.lock(), "ACK E {n}").unwrap();
+    }
+}
+
+/// SIGKILL in the middle of large `INSERT … SELECT` statements: every statement is
+/// all or nothing (none of a killed statement's rows), every acknowledged one is there.
+#[test]
+fn sigkill_during_large_sql_inserts_leaves_whole_statements_only() {
+    if std::env::var(SQL_ENV).is_ok() || std::env::var(ENV).is_ok() {
+        return;
+    }
+    let cycles = if cfg!(feature = "integration_tests") {
+        12
+    } else {
+        4
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rng();
+    let (mut acked_k, mut acked_e) = (Vec::new(), Vec::new());
+    for cycle in 0..cycles {
+        let mut child = Command::new(&exe)
+            .args([
+                "crash_child_sql_importer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SQL_ENV, path.display().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(|l| l.ok())
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(800..2500)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for l in reader.join().unwrap() {
+            // The test harness's own "test … " line may precede the first ACK.
+            let Some(at) = l.find("ACK") else { continue };
+            let p: Vec<&str> = l[at..].split_whitespace().collect();
+            if let ["ACK", kind, n] = p[..] {
+                let n: i64 = n.parse().unwrap();
+                match kind {
+                    "K" => acked_k.push(n),
+                    _ => acked_e.push(n),
+                }
+            }
+        }
+        let db = Database::open(&path, sql_config()).unwrap();
+        for (table, acked) in [("k", &acked_k), ("e", &acked_e)] {
+            let rows = db
+                .sql(&format!(
+                    "SELECT stmt, count(*), count(DISTINCT s) FROM {table} GROUP BY stmt"
+                ))
+                .unwrap();
+            let mut present = BTreeMap::new();
+            for b in &rows {
+                for i in 0..b.num_rows() {
+                    let stmt = b.column(0).as_primitive::<Int64Type>().value(i);
+                    let n = b.column(1).as_primitive::<Int64Type>().value(i);
+                    let d = b.column(2).as_primitive::<Int64Type>().value(i);
+                    present.insert(stmt, (n, d));
+                }
+            }
+            for (stmt, (n, d)) in &present {
+                assert_eq!(
+                    (*n, *d),
+                    (STMT_ROWS, STMT_ROWS),
+                    "cycle {cycle}: statement {stmt} into {table} is torn"
+                );
+            }
+            for n in acked {
+                assert!(
+                    present.contains_key(n),
+                    "cycle {cycle}: acknowledged statement {n} into {table} lost"
+                );
+            }
+        }
+        db.engine().verify_tables().unwrap();
+        db.close().unwrap();
+    }
+    assert!(
+        !acked_k.is_empty(),
+        "the child committed no statement to test anything"
+    );
+    eprintln!(
+        "{cycles} SIGKILL cycles, {} + {} acknowledged large INSERTs verified",
+        acked_k.len(),
+        acked_e.len()
+    );
 }
