@@ -76,6 +76,55 @@ pub mod tpch {
         n.max(0) as u64
     }
 
+    /// Generates TPC-H at scale factor `sf` straight into `<dir>/<table>.parquet`
+    /// (Snappy, row groups of 1M rows, strings as plain UTF-8), without a database.
+    /// Returns the rows per table, in load order.
+    pub fn write_parquet(dir: &std::path::Path, sf: f64) -> Result<Vec<(String, u64)>> {
+        use parquet::arrow::ArrowWriter;
+        use parquet::basic::Compression;
+        use parquet::file::properties::WriterProperties;
+        let io = |what: &str, p: &std::path::Path| {
+            let context = format!("{what} {}", p.display());
+            move |source| Error::Io { context, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let mut out = Vec::new();
+        for (name, _) in TABLES {
+            let path = dir.join(format!("{name}.parquet"));
+            let tmp = dir.join(format!("{name}.parquet.tmp"));
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(1 << 20))
+                .build();
+            let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+            let mut rows = 0u64;
+            for b in generator(name, sf, 65_536) {
+                let b = lightning_db::to_table_types(&b?)?;
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(
+                        ArrowWriter::try_new(
+                            std::fs::File::create(&tmp).map_err(io("creating", &tmp))?,
+                            b.schema(),
+                            Some(props.clone()),
+                        )
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+                    ),
+                };
+                w.write(&b)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                rows += b.num_rows() as u64;
+            }
+            if let Some(w) = writer {
+                w.close()
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                std::fs::rename(&tmp, &path).map_err(io("renaming to", &path))?;
+            }
+            out.push((name.to_string(), rows));
+        }
+        Ok(out)
+    }
+
     /// What a load did.
     #[derive(Debug, Clone, Default)]
     pub struct LoadStats {

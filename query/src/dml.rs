@@ -185,13 +185,29 @@ pub struct RowWriter<'a> {
     def: &'a TableDef,
     snap: lightning_rowstore::TxnSnapshot,
     replace: bool,
-    wb: WriteBatch,
+    /// The rows collected since the last run: encoded keys and values back to back,
+    /// and where each row's are. Kept (cleared, not freed) from run to run.
+    buf: Vec<u8>,
+    at: Vec<Row>,
+    /// The rows of a run in key order (reused).
+    order: Vec<u32>,
     ingest: Option<Ingest<'a>>,
     rows: u64,
     k: Vec<u8>,
     v: Vec<u8>,
     spill_bytes: usize,
 }
+
+/// Where one collected row's encoded key and value are in [`RowWriter`]'s buffer.
+#[derive(Clone, Copy)]
+struct Row {
+    at: usize,
+    key_len: u32,
+    value_len: u32,
+}
+
+/// Bytes one row counts for besides its key and value (as a write batch counts it).
+const ROW_OVERHEAD: usize = 12;
 
 impl<'a> RowWriter<'a> {
     pub fn new(engine: &'a Engine, def: &'a TableDef, replace: bool) -> Result<Self> {
@@ -200,7 +216,9 @@ impl<'a> RowWriter<'a> {
             def,
             snap: engine.begin_txn().map_err(storage)?,
             replace,
-            wb: WriteBatch::new(),
+            buf: Vec::new(),
+            at: Vec::new(),
+            order: Vec::new(),
             ingest: None,
             rows: 0,
             k: Vec::new(),
@@ -240,9 +258,21 @@ impl<'a> RowWriter<'a> {
         for i in 0..b.num_rows() {
             def.row_key(&key_cols, i, &mut self.k);
             def.row_value(&val_cols, i, &mut self.v);
-            self.wb.put(&self.k, &self.v).map_err(storage)?;
+            if self.k.len() > lightning_rowstore::MAX_KEY_LEN
+                || self.v.len() > lightning_rowstore::MAX_VALUE_LEN
+            {
+                // The same typed error a write batch gives.
+                WriteBatch::new().put(&self.k, &self.v).map_err(storage)?;
+            }
+            self.at.push(Row {
+                at: self.buf.len(),
+                key_len: self.k.len() as u32,
+                value_len: self.v.len() as u32,
+            });
+            self.buf.extend_from_slice(&self.k);
+            self.buf.extend_from_slice(&self.v);
             self.rows += 1;
-            if self.wb.approximate_bytes() >= self.spill_bytes {
+            if self.buf.len() + self.at.len() * ROW_OVERHEAD >= self.spill_bytes {
                 self.spill()?;
             }
         }
@@ -267,29 +297,77 @@ impl<'a> RowWriter<'a> {
         ))
     }
 
-    /// Stage the batch collected so far as one sorted run.
-    fn spill(&mut self) -> Result<()> {
-        if self.wb.is_empty() {
+    /// Put the collected rows in key order in `order`, keeping the last of equal keys
+    /// with `replace`; without it a repeated key is a violation.
+    fn sort(&mut self) -> Result<()> {
+        let (buf, at) = (&self.buf, &self.at);
+        let key = |i: u32| {
+            let r = at[i as usize];
+            &buf[r.at..r.at + r.key_len as usize]
+        };
+        self.order.clear();
+        self.order.extend(0..at.len() as u32);
+        // Imports often arrive in key order (and a keyless table's new ids always do).
+        if self.order.windows(2).all(|w| key(w[0]) < key(w[1])) {
             return Ok(());
         }
-        {
-            let Some(run) = sorted_run(&self.wb, !self.check()) else {
-                return Err(self.duplicate());
-            };
+        self.order.sort_by(|&a, &b| key(a).cmp(key(b))); // stable: later stays later
+        if self.order.windows(2).any(|w| key(w[0]) == key(w[1])) {
             if self.check() {
-                let keys: Vec<&[u8]> = run.iter().map(|e| e.0).collect();
-                if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
-                    return Err(self.exists());
+                return Err(self.duplicate());
+            }
+            let mut out = 0;
+            for j in 0..self.order.len() {
+                let last_of_key = self
+                    .order
+                    .get(j + 1)
+                    .is_none_or(|&n| key(n) != key(self.order[j]));
+                if last_of_key {
+                    self.order[out] = self.order[j];
+                    out += 1;
                 }
             }
-            let ing = match &mut self.ingest {
-                Some(i) => i,
-                None => self.ingest.insert(self.engine.ingest().map_err(storage)?),
-            };
-            ing.add_run(run.iter().map(|&(k, v)| (k, Some(v))))
-                .map_err(storage)?;
+            self.order.truncate(out);
         }
-        self.wb = WriteBatch::new();
+        Ok(())
+    }
+
+    fn entry(&self, i: u32) -> (&[u8], &[u8]) {
+        let r = self.at[i as usize];
+        let k = r.at + r.key_len as usize;
+        (&self.buf[r.at..k], &self.buf[k..k + r.value_len as usize])
+    }
+
+    /// Refuse the statement if a key of the sorted rows exists at its snapshot.
+    fn check_absent(&self) -> Result<()> {
+        let keys: Vec<&[u8]> = self.order.iter().map(|&i| self.entry(i).0).collect();
+        match any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
+            true => Err(self.exists()),
+            false => Ok(()),
+        }
+    }
+
+    /// Stage the rows collected so far as one sorted run.
+    fn spill(&mut self) -> Result<()> {
+        if self.at.is_empty() {
+            return Ok(());
+        }
+        self.sort()?;
+        if self.check() {
+            self.check_absent()?;
+        }
+        let mut ing = match self.ingest.take() {
+            Some(i) => i,
+            None => self.engine.ingest().map_err(storage)?,
+        };
+        let r = ing.add_run(self.order.iter().map(|&i| {
+            let (k, v) = self.entry(i);
+            (k, Some(v))
+        }));
+        self.ingest = Some(ing);
+        r.map_err(storage)?;
+        self.buf.clear();
+        self.at.clear();
         Ok(())
     }
 
@@ -306,17 +384,15 @@ impl<'a> RowWriter<'a> {
             return Ok(self.rows);
         }
         if self.check() {
-            // The batch's own keys, sorted: no copy per row.
-            let mut keys: Vec<&[u8]> = self.wb.ops().iter().map(|op| op.key()).collect();
-            keys.sort_unstable();
-            if keys.windows(2).any(|w| w[0] == w[1]) {
-                return Err(self.duplicate());
-            }
-            if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
-                return Err(self.exists());
-            }
+            self.sort()?;
+            self.check_absent()?;
         }
-        let wb = std::mem::take(&mut self.wb);
+        // In the order given: with OR REPLACE the last write of a key wins.
+        let mut wb = WriteBatch::new();
+        for i in 0..self.at.len() as u32 {
+            let (k, v) = self.entry(i);
+            wb.put(k, v).map_err(storage)?;
+        }
         match conflict_after {
             None => {
                 self.engine.write(wb).map_err(storage)?;
@@ -333,31 +409,6 @@ impl<'a> RowWriter<'a> {
         }
         Ok(self.rows)
     }
-}
-
-/// `wb`'s entries sorted by key. A repeated key: with `last_wins` its last write
-/// stays, without it there is no run (`None`).
-fn sorted_run(wb: &WriteBatch, last_wins: bool) -> Option<Vec<(&[u8], &[u8])>> {
-    let mut run: Vec<(&[u8], &[u8])> = wb
-        .ops()
-        .iter()
-        .map(|op| (op.key(), op.value().unwrap_or_default()))
-        .collect();
-    run.sort_by(|a, b| a.0.cmp(b.0)); // stable: equal keys keep their order
-    if run.windows(2).any(|w| w[0].0 == w[1].0) {
-        if !last_wins {
-            return None;
-        }
-        let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(run.len());
-        for e in run {
-            match out.last_mut() {
-                Some(l) if l.0 == e.0 => *l = e,
-                _ => out.push(e),
-            }
-        }
-        run = out;
-    }
-    Some(run)
 }
 
 /// Whether any of `keys` (sorted, distinct, non-empty) exists at `snap`.

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Import baseline: TPC-H generated to Parquet (datasets/, tpchgen-arrow), then imported
+# through SQL, one `INSERT INTO t SELECT * FROM <external Parquet table>` per table, into
+# keyed tables (TPC-H primary keys) and keyless ones; side by side with DuckDB's
+# `CREATE TABLE … AS SELECT * FROM read_parquet(…)` and its keyed equivalent (DuckDB is
+# installed with pip into .venv/). Writes benchmark_results/<date>/import.json and
+# import.md and prints the table.
+#
+# usage: scripts/baseline_import.sh [--sf N] [--no-duckdb] [--data-dir DIR]
+#                                   [--parquet-dir DIR] [--out DIR]
+#   --sf N           TPC-H scale factor (default 1)
+#   --data-dir DIR   where the databases go (default: the system's temporary directory)
+#   --parquet-dir D  Parquet files to import; generated there when missing
+#   --no-duckdb      skip DuckDB
+# LDB_BENCH_PROFILE=release|dev overrides the build profile (default release).
+set -euo pipefail
+
+out=""
+duckdb=1
+pass=()
+args_line="$*"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --out) out="$(realpath -m "$2")"; shift ;;
+        --no-duckdb) duckdb=0 ;;
+        --data-dir|--parquet-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
+        --sf) pass+=("$1" "$2"); shift ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+cd "$(dirname "$0")/.."
+
+out="${out:-benchmark_results/$(date -u +%F)}"
+profile="${LDB_BENCH_PROFILE:-release}"
+
+if [[ $duckdb == 1 ]]; then
+    source scripts/lib/duckdb.sh
+    if py="$(duckdb_python)"; then
+        pass+=(--duckdb-python "$(realpath "$py")")
+    fi
+fi
+
+cargo build --profile "$profile" -p lightning-bench --features olap --bin ldb-import
+cargo run --profile "$profile" -q -p lightning-bench --features olap --bin ldb-import -- \
+    --out "$out" --command "scripts/baseline_import.sh${args_line:+ $args_line}" "${pass[@]}"
