@@ -1256,3 +1256,73 @@ fn large_inserts_stream_in_runs_and_stay_one_atomic_statement() {
         1
     );
 }
+
+/// Lightning is DataFusion's default schema: DDL and DML through `db.session()` (SQL
+/// and the DataFrame API) land in Lightning storage exactly as through `db.sql`, views
+/// and external tables live beside the tables, `information_schema` lists them all, and
+/// an INSERT is DataFusion's `DataSinkExec` over its input plan.
+#[test]
+fn the_session_catalog_is_lightning_storage() {
+    use lightning_db::datafusion::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(&path, cfg()).unwrap();
+    let ctx = db.session().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = |q: &str| rt.block_on(async { ctx.sql(q).await?.collect().await });
+    run("CREATE TABLE s (id BIGINT PRIMARY KEY, v VARCHAR NOT NULL)").unwrap();
+    run("INSERT INTO s VALUES (1, 'a'), (2, 'b'), (3, 'c')").unwrap();
+    assert!(db.list_tables().unwrap().contains(&"s".to_string()));
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s"), 3);
+    // The key is a real primary key: a duplicate is refused, nothing written.
+    let e = run("INSERT INTO s VALUES (4, 'd'), (1, 'again')").unwrap_err();
+    assert!(e.to_string().contains("primary key"), "{e}");
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s"), 3);
+    // CREATE TABLE … AS SELECT through the session makes a (keyless) Lightning table.
+    run("CREATE TABLE c AS SELECT id * 10 AS x, v FROM s WHERE id > 1").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT sum(x) FROM c"), 50);
+    db.sql("INSERT INTO c VALUES (7, 'z')").unwrap();
+    // The DataFrame API writes into Lightning too.
+    rt.block_on(async {
+        let df = ctx.sql("SELECT x + 1 AS x, v FROM c WHERE x = 7").await?;
+        df.write_table(
+            "c",
+            lightning_db::datafusion::dataframe::DataFrameWriteOptions::new(),
+        )
+        .await
+    })
+    .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM c"), 4);
+    // Views live beside the tables; information_schema lists both.
+    run("CREATE VIEW big AS SELECT * FROM c WHERE x > 10").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM big"), 2);
+    assert!(!db.list_tables().unwrap().contains(&"big".to_string()));
+    let names = db
+        .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
+        .unwrap();
+    let names: Vec<String> = lines(&names);
+    assert!(
+        ["big", "c", "s"]
+            .iter()
+            .all(|n| names.iter().any(|l| l.contains(n))),
+        "{names:?}"
+    );
+    // INSERT plans are DataFusion's sink over the input plan.
+    let plan = explain(&db, "INSERT INTO s SELECT id + 100, v FROM s");
+    assert!(
+        plan.contains("DataSinkExec") && plan.contains("LightningSink"),
+        "{plan}"
+    );
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    // DROP TABLE through the session drops the Lightning table.
+    run("DROP VIEW big").unwrap();
+    run("DROP TABLE c").unwrap();
+    assert!(!db.list_tables().unwrap().contains(&"c".to_string()));
+    assert!(db.sql("SELECT * FROM c").is_err());
+    drop(ctx);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(&path, cfg()).unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s"), 3);
+    assert_eq!(db.table_schema("s").unwrap().field(1).is_nullable(), false);
+}

@@ -5,6 +5,7 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::sink::DataSink;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -14,6 +15,7 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use lightning_columnar::TableDef;
 use lightning_rowstore::{CommitCheck, Engine, Ingest, WriteBatch};
@@ -133,6 +135,82 @@ impl ExecutionPlan for DmlExec {
             )?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Where DataFusion's `DataSinkExec` writes an `INSERT` into a Lightning table: the
+/// input plan stays a child of the sink's plan (visible in `EXPLAIN`), and the rows
+/// stream through a [`RowWriter`] (one atomic statement at any size).
+pub(crate) struct LightningSink {
+    engine: Arc<Engine>,
+    def: Arc<TableDef>,
+    /// The columns SQL writes, every one nullable: a NULL key is the writer's
+    /// constraint violation, not the sink's generic not-null error.
+    schema: SchemaRef,
+    replace: bool,
+}
+
+impl LightningSink {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        def: Arc<TableDef>,
+        schema: &SchemaRef,
+        replace: bool,
+    ) -> Self {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| (**f).clone().with_nullable(true))
+            .collect();
+        LightningSink {
+            engine,
+            def,
+            schema: Arc::new(Schema::new(fields)),
+            replace,
+        }
+    }
+}
+
+impl std::fmt::Debug for LightningSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LightningSink({})", self.def.name)
+    }
+}
+
+impl DisplayAs for LightningSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let how = if self.replace {
+            "insert or replace"
+        } else {
+            "insert"
+        };
+        write!(f, "LightningSink: {how} table={}", self.def.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl DataSink for LightningSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let run_bytes = context
+            .session_config()
+            .get_extension::<InsertOptions>()
+            .map_or(SPILL_BYTES, |o| o.run_bytes);
+        // The writer's snapshot is taken before the input is read; memory holds one
+        // staged run and a few input batches, not the statement.
+        let mut w =
+            RowWriter::new(&self.engine, &self.def, self.replace)?.with_spill_bytes(run_bytes);
+        while let Some(b) = data.next().await {
+            w.add(&b?)?;
+        }
+        w.finish()
     }
 }
 

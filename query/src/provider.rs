@@ -1,6 +1,6 @@
 //! The `TableProvider` of a Lightning table.
 
-use crate::dml::{DmlExec, RowWriter, conform, storage, violation};
+use crate::dml::{DmlExec, LightningSink, conform, storage, violation};
 use crate::fresh::FreshCache;
 use crate::scan::{LightningScan, Pruning, SegmentPart, Unit};
 use crate::zones::ZoneStats;
@@ -13,6 +13,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Constraint, Constraints};
 use datafusion::common::{DFSchema, Result, Statistics};
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::logical_expr::dml::InsertOp;
@@ -22,8 +23,7 @@ use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, build_pruning_predicate};
 use datafusion::physical_plan::metrics::Count;
-use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
-use futures::StreamExt;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use lightning_columnar::store::LoadedSegment;
 use lightning_columnar::{ColumnStore, TableDef};
 use lightning_rowstore::{Engine, Isolation, Transaction};
@@ -400,29 +400,8 @@ impl TableProvider for LightningTableProvider {
                 ));
             }
         };
-        let (engine, def) = (self.engine.clone(), self.def.clone());
-        Ok(Arc::new(DmlExec::new(
-            "insert",
-            &self.def.name,
-            Arc::new(move |ctx| {
-                let (engine, def, input) = (engine.clone(), def.clone(), input.clone());
-                Box::pin(async move {
-                    // Streamed: the writer stages runs past `SPILL_BYTES`, so memory
-                    // holds one run and a few input batches, not the statement. Its
-                    // snapshot is taken before the input is read.
-                    let run_bytes = ctx
-                        .session_config()
-                        .get_extension::<crate::dml::InsertOptions>()
-                        .map_or(crate::dml::SPILL_BYTES, |o| o.run_bytes);
-                    let mut w = RowWriter::new(&engine, &def, replace)?.with_spill_bytes(run_bytes);
-                    let mut input = execute_stream(input, ctx)?;
-                    while let Some(b) = input.next().await {
-                        w.add(&b?)?;
-                    }
-                    w.finish()
-                })
-            }),
-        )))
+        let sink = LightningSink::new(self.engine.clone(), self.def.clone(), &self.schema, replace);
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     /// `TRUNCATE`: every row deleted in one transaction (a `DELETE` without a

@@ -8,6 +8,7 @@
 //! an abort. A panic inside the engine comes back as an error too. Every file SQL
 //! touches goes through [`guard`].
 
+mod catalog;
 mod fast;
 mod guard;
 mod prepared;
@@ -39,6 +40,8 @@ pub(crate) struct SqlState {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     ctx: SessionContext,
+    /// The session's default schema: Lightning's tables and what DataFusion adds.
+    schema: Arc<catalog::LightningSchema>,
     /// Bumped by every change to the catalog: compiled statements from before it are
     /// compiled again.
     epoch: std::sync::atomic::AtomicU64,
@@ -203,7 +206,7 @@ impl Tables {
         ))
     }
 
-    pub(crate) fn sql_state(&self) -> Result<Arc<SqlState>> {
+    pub(crate) fn sql_state(self: &Arc<Self>) -> Result<Arc<SqlState>> {
         let mut g = self.sql.lock();
         if let Some(s) = g.as_ref() {
             return Ok(s.clone());
@@ -251,12 +254,19 @@ impl Tables {
         let local = datafusion::execution::object_store::ObjectStoreUrl::local_filesystem();
         ctx.runtime_env()
             .register_object_store(local.as_ref(), Arc::new(guard::GuardedFiles::new(rule)));
+        // Lightning is the default schema: DDL and DML through `session()` land here too.
+        let schema = Arc::new(catalog::LightningSchema::new(Arc::downgrade(self)));
         for d in self.defs.read().values() {
-            ctx.register_table(d.name.as_str(), self.provider(d.clone()))?;
+            schema.put(&d.name, self.provider(d.clone()));
         }
+        let default = ctx.state().config().options().catalog.clone();
+        ctx.catalog(&default.default_catalog)
+            .ok_or_else(|| Error::Sql("the SQL session has no default catalog".into()))?
+            .register_schema(&default.default_schema, schema.clone())?;
         let s = Arc::new(SqlState {
             runtime: Some(runtime),
             ctx,
+            schema,
             epoch: Default::default(),
             statements: Default::default(),
             fast_statements: Default::default(),
@@ -283,8 +293,7 @@ impl Tables {
     pub(crate) fn sql_register(&self, def: &Arc<lightning_columnar::TableDef>) -> Result<()> {
         if let Some(s) = self.sql.lock().as_ref() {
             s.catalog_changed();
-            s.ctx
-                .register_table(def.name.as_str(), self.provider(def.clone()))?;
+            s.schema.put(&def.name, self.provider(def.clone()));
         }
         Ok(())
     }
@@ -292,7 +301,7 @@ impl Tables {
     pub(crate) fn sql_deregister(&self, name: &str) -> Result<()> {
         if let Some(s) = self.sql.lock().as_ref() {
             s.catalog_changed();
-            s.ctx.deregister_table(name)?;
+            s.schema.remove(name);
         }
         Ok(())
     }
