@@ -1263,7 +1263,6 @@ fn large_inserts_stream_in_runs_and_stay_one_atomic_statement() {
 /// an INSERT is DataFusion's `DataSinkExec` over its input plan.
 #[test]
 fn the_session_catalog_is_lightning_storage() {
-    use lightning_db::datafusion::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let db = Database::create(&path, cfg()).unwrap();
@@ -1324,5 +1323,5 @@ fn the_session_catalog_is_lightning_storage() {
     drop(db);
     let db = Database::open(&path, cfg()).unwrap();
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s"), 3);
-    assert_eq!(db.table_schema("s").unwrap().field(1).is_nullable(), false);
+    assert!(!db.table_schema("s").unwrap().field(1).is_nullable());
 }
