@@ -84,7 +84,7 @@ pub enum Error {
     #[error("table {0} does not exist")]
     TableNotFound(String),
     /// `create_table` of a name that is taken.
-    #[error("table {0} already exists")]
+    #[error("Table '{0}' already exists")]
     TableExists(String),
     /// An error from Arrow while encoding or decoding columns.
     #[error("arrow error: {0}")]

@@ -367,8 +367,20 @@ impl Tables {
         schema: SchemaRef,
         primary_key: &[&str],
     ) -> Result<TableLoad> {
+        self.begin_load_as(name, schema, primary_key, false)
+    }
+
+    /// [`Tables::begin_load`]; with `replacing`, a table of that name may exist (the
+    /// load will replace it: [`TableLoad::commit_replacing`]).
+    pub(crate) fn begin_load_as(
+        self: &Arc<Self>,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        replacing: bool,
+    ) -> Result<TableLoad> {
         let _ddl = self.ddl.lock();
-        if self.defs.read().contains_key(name) {
+        if !replacing && self.defs.read().contains_key(name) {
             return Err(Error::TableExists(name.to_string()));
         }
         // Check the definition before taking an id.
@@ -548,17 +560,47 @@ impl TableLoad {
     }
 
     /// Publish the table with every row loaded, in one commit.
-    pub(crate) fn commit(mut self) -> Result<Arc<TableDef>> {
+    pub(crate) fn commit(self) -> Result<Arc<TableDef>> {
+        self.publish(false)
+    }
+
+    /// Publish the table in place of the table of the same name, if there is one
+    /// (`CREATE OR REPLACE TABLE`): one commit names the new table and marks the old
+    /// one dropped, so the name never refers to neither or to half of either.
+    pub(crate) fn commit_replacing(self) -> Result<Arc<TableDef>> {
+        self.publish(true)
+    }
+
+    fn publish(mut self, replace: bool) -> Result<Arc<TableDef>> {
         let t = self.tables.clone();
         let _ddl = t.ddl.lock();
-        if t.defs.read().contains_key(&self.def.name) {
-            return Err(Error::TableExists(self.def.name.clone()));
-        }
+        let old = t.defs.read().get(&self.def.name).cloned();
         let mut b = WriteBatch::new();
+        match &old {
+            Some(old) if !replace || old.name == KV_TABLE_NAME => {
+                return Err(Error::TableExists(old.name.clone()));
+            }
+            Some(old) => b.put(&dropped_key(old.id), b"")?,
+            None => {}
+        }
         b.put(&catalog_key(&self.def.name), &self.def.encode())?;
         t.engine.write(b)?;
         self.done = true;
-        t.publish_def(self.def.clone())
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            t.defs.write().remove(&old.name);
+            t.store.drop_table(old.id)?;
+            t.reclaim_pending.store(true, Ordering::Release);
+        }
+        let def = t.publish_def(self.def.clone())?;
+        drop(_ddl);
+        if replaced
+            && !t.background
+            && let Err(e) = t.reclaim_dropped()
+        {
+            tracing::warn!(error = %e, "reclaiming a replaced table failed; retried on open");
+        }
+        Ok(def)
     }
 }
 
@@ -608,20 +650,25 @@ pub fn to_table_types(b: &RecordBatch) -> Result<RecordBatch> {
 
 /// `schema` with the types tables store (see [`to_table_types`]).
 pub(crate) fn to_table_schema(schema: &arrow::datatypes::Schema) -> arrow::datatypes::Schema {
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{Field, Schema};
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, f.is_nullable())
-        })
+        .map(|f| Field::new(f.name(), table_type(f.data_type()), f.is_nullable()))
         .collect();
     Schema::new(fields)
+}
+
+/// The type a table stores for a column of type `t`: strings and binaries in their
+/// plain layout, a dictionary as its values.
+fn table_type(t: &arrow::datatypes::DataType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::DataType;
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, v) => table_type(v),
+        t => t.clone(),
+    }
 }
 
 /// Table API (available with the default `sql` feature).

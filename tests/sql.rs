@@ -1325,3 +1325,48 @@ fn the_session_catalog_is_lightning_storage() {
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM s"), 3);
     assert!(!db.table_schema("s").unwrap().field(1).is_nullable());
 }
+
+/// DDL as DataFusion's own conformance files use it: `SELECT … INTO`, `CREATE OR
+/// REPLACE TABLE` (one commit swaps the table; the old rows are reclaimed), a table
+/// without columns, dictionary columns stored as their values.
+#[test]
+fn select_into_create_or_replace_and_columnless_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(&path, cfg()).unwrap();
+    db.sql("SELECT * INTO users FROM (VALUES (1, 2), (2, 3))")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT sum(column1) FROM users"), 3);
+    let e = db
+        .sql("SELECT * INTO users FROM (VALUES (1, 2))")
+        .unwrap_err();
+    assert!(matches!(e, Error::TableExists(_)), "{e}");
+    db.sql("CREATE OR REPLACE TABLE users AS VALUES (5, 6), (7, 8), (9, 10)")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT sum(column1) FROM users"), 21);
+    db.sql("CREATE OR REPLACE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR)")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM users"), 0);
+    db.sql("INSERT INTO users VALUES (1, 'a')").unwrap();
+    assert!(
+        db.sql("CREATE OR REPLACE TABLE IF NOT EXISTS users (x INT)")
+            .is_err()
+    );
+    db.sql("CREATE TABLE empty").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM empty"), 0);
+    db.sql("CREATE TABLE d AS SELECT arrow_cast(column1, 'Dictionary(Int32, Utf8)') AS s FROM (VALUES ('x'), ('y'), ('x'))")
+        .unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM d WHERE s = 'x'"), 2);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(&path, cfg()).unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM users"), 1);
+    assert_eq!(
+        db.list_tables()
+            .unwrap()
+            .iter()
+            .filter(|t| *t == "users")
+            .count(),
+        1
+    );
+}

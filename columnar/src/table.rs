@@ -180,7 +180,8 @@ impl TableDef {
         if name.is_empty() || name.len() > 256 || name.contains('\0') {
             return Err(Error::Schema(format!("invalid table name {name:?}")));
         }
-        if schema.fields().is_empty() {
+        // A keyless table may have no columns of its own (it has its row id).
+        if schema.fields().is_empty() && !primary_key.is_empty() {
             return Err(Error::Schema(format!("table {name} has no columns")));
         }
         let mut seen = std::collections::HashSet::new();

@@ -452,6 +452,8 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
                     if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_))
             );
             let plan = st.ctx.state().statement_to_plan(stmt).await?;
+            // `SELECT … INTO t` parses as a query but creates a table.
+            let is_query = is_query && !matches!(plan, LogicalPlan::Ddl(_));
             // Queries (no DDL, DML or file access: those change what a plan would
             // mean) are remembered by their text until the catalog changes.
             if is_query {
@@ -520,7 +522,12 @@ async fn run_plan(
     match &plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
             let name = c.name.table().to_string();
-            if tables.has_table(&name) {
+            if c.or_replace && c.if_not_exists {
+                return Err(Error::Sql(
+                    "Execution error: 'IF NOT EXISTS' cannot coexist with 'REPLACE'".into(),
+                ));
+            }
+            if tables.has_table(&name) && !c.or_replace {
                 if c.if_not_exists {
                     return Ok(Vec::new());
                 }
@@ -540,13 +547,13 @@ async fn run_plan(
             // Without a PRIMARY KEY the table is keyless: rows are keyed by a hidden,
             // monotonically assigned row id.
             let pk_refs: Vec<&str> = pk.iter().map(String::as_str).collect();
-            if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+            if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) && !c.or_replace {
                 tables.create_table(&name, schema, &pk_refs)?;
                 return Ok(Vec::new());
             }
             // CREATE TABLE .. AS SELECT: atomic. The rows stream into a table that
             // is published (with all of them) only once the query finished.
-            let mut load = tables.begin_load(&name, schema, &pk_refs)?;
+            let mut load = tables.begin_load_as(&name, schema, &pk_refs, c.or_replace)?;
             let target = load.schema();
             let mut stream = ctx
                 .execute_logical_plan((*c.input).clone())
@@ -557,7 +564,10 @@ async fn run_plan(
                 let b = lightning_query::cast_batch(&b?, &target)?;
                 load.insert(&b)?;
             }
-            load.commit()?;
+            match c.or_replace {
+                true => load.commit_replacing()?,
+                false => load.commit()?,
+            };
             Ok(Vec::new())
         }
         LogicalPlan::Ddl(DdlStatement::DropTable(d)) if tables.has_table(d.name.table()) => {

@@ -1,0 +1,1 @@
+//! Placeholder: the conformance run is `tests/conformance.rs`.
