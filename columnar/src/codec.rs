@@ -38,7 +38,131 @@ pub fn supported(t: &DataType) -> bool {
             | DataType::Boolean
             | DataType::Date32
             | DataType::Timestamp(_, _)
-    )
+            | DataType::Date64
+            | DataType::Time32(TimeUnit::Second | TimeUnit::Millisecond)
+            | DataType::Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond)
+            | DataType::Duration(_)
+    ) || fixed_layout(t).is_some()
+}
+
+/// How the fixed-width types without an Arrow builder of their own here are stored:
+/// their bytes as Arrow holds them (little-endian), and for keys, what they are made
+/// of (each signed integer big-endian with its sign bit flipped; a half float by its
+/// total-order bits; binary as it is).
+#[derive(Clone, Copy, Debug)]
+pub enum Fixed {
+    Raw,
+    Ints(&'static [usize]),
+    Half,
+}
+
+/// Width and [`Fixed`] kind of `Float16`, `Decimal256`, `FixedSizeBinary` and
+/// intervals.
+fn fixed_layout(t: &DataType) -> Option<(usize, Fixed)> {
+    Some(match t {
+        DataType::Float16 => (2, Fixed::Half),
+        DataType::Decimal256(_, _) => (32, Fixed::Ints(&[32])),
+        DataType::FixedSizeBinary(n) if *n > 0 => (*n as usize, Fixed::Raw),
+        DataType::Interval(IntervalUnit::YearMonth) => (4, Fixed::Ints(&[4])),
+        DataType::Interval(IntervalUnit::DayTime) => (8, Fixed::Ints(&[4, 4])),
+        DataType::Interval(IntervalUnit::MonthDayNano) => (16, Fixed::Ints(&[4, 4, 8])),
+        _ => return None,
+    })
+}
+
+/// The stored bytes of row `i` of a fixed-width column of width `w`.
+fn fixed_bytes(col: &dyn Array, i: usize, w: usize, out: &mut Vec<u8>) {
+    let d = col.to_data();
+    let at = (d.offset() + i) * w;
+    out.extend_from_slice(&d.buffers()[0].as_slice()[at..at + w]);
+}
+
+/// Memcomparable form of fixed-width little-endian bytes `le`.
+fn fixed_key(kind: Fixed, le: &[u8], out: &mut Vec<u8>) {
+    match kind {
+        Fixed::Raw => out.extend_from_slice(le),
+        Fixed::Half => {
+            let b = u16::from_le_bytes([le[0], le[1]]);
+            let b = if b >> 15 == 1 { !b } else { b | (1 << 15) };
+            out.extend_from_slice(&b.to_be_bytes())
+        }
+        Fixed::Ints(widths) => {
+            let mut at = 0;
+            for &w in widths {
+                let start = out.len();
+                out.extend(le[at..at + w].iter().rev());
+                out[start] ^= 0x80;
+                at += w;
+            }
+        }
+    }
+}
+
+/// The little-endian bytes [`fixed_key`] encoded as `key`.
+fn fixed_unkey(kind: Fixed, key: &[u8], out: &mut Vec<u8>) {
+    match kind {
+        Fixed::Raw => out.extend_from_slice(key),
+        Fixed::Half => {
+            let b = u16::from_be_bytes([key[0], key[1]]);
+            let b = if b >> 15 == 1 { b & !(1 << 15) } else { !b };
+            out.extend_from_slice(&b.to_le_bytes())
+        }
+        Fixed::Ints(widths) => {
+            let mut at = 0;
+            for &w in widths {
+                let start = out.len();
+                out.extend(key[at..at + w].iter().rev());
+                out[start + w - 1] ^= 0x80;
+                at += w;
+            }
+        }
+    }
+}
+
+/// Row `i` of a column whose values are 64-bit integers underneath (`Int64`,
+/// timestamps, `Time64`, durations, `Date64`).
+fn native_i64(col: &dyn Array, i: usize) -> i64 {
+    macro_rules! try_types {
+        ($($t:ty),*) => {
+            $(if let Some(a) = col.as_any().downcast_ref::<PrimitiveArray<$t>>() {
+                return a.value(i);
+            })*
+        };
+    }
+    try_types!(
+        Int64Type,
+        TimestampNanosecondType,
+        TimestampMicrosecondType,
+        TimestampMillisecondType,
+        TimestampSecondType,
+        Time64NanosecondType,
+        Time64MicrosecondType,
+        DurationNanosecondType,
+        DurationMicrosecondType,
+        DurationMillisecondType,
+        DurationSecondType,
+        Date64Type
+    );
+    unreachable!("column of type {} is not 64-bit integers", col.data_type())
+}
+
+/// Row `i` of a column whose values are 32-bit integers underneath (`Int32`, `Date32`,
+/// `Time32`).
+fn native_i32(col: &dyn Array, i: usize) -> i32 {
+    macro_rules! try_types {
+        ($($t:ty),*) => {
+            $(if let Some(a) = col.as_any().downcast_ref::<PrimitiveArray<$t>>() {
+                return a.value(i);
+            })*
+        };
+    }
+    try_types!(
+        Int32Type,
+        Date32Type,
+        Time32SecondType,
+        Time32MillisecondType
+    );
+    unreachable!("column of type {} is not 32-bit integers", col.data_type())
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -83,28 +207,14 @@ pub fn encode_key_value(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
         DataType::Date32 => out.extend_from_slice(
             &((prim!(col, Date32Type).value(i) as u32) ^ (1 << 31)).to_be_bytes(),
         ),
-        DataType::Timestamp(_, _) => {
-            let v = col
-                .as_any()
-                .downcast_ref::<PrimitiveArray<TimestampNanosecondType>>()
-                .map(|a| a.value(i))
-                .or_else(|| {
-                    col.as_any()
-                        .downcast_ref::<PrimitiveArray<TimestampMicrosecondType>>()
-                        .map(|a| a.value(i))
-                })
-                .or_else(|| {
-                    col.as_any()
-                        .downcast_ref::<PrimitiveArray<TimestampMillisecondType>>()
-                        .map(|a| a.value(i))
-                })
-                .or_else(|| {
-                    col.as_any()
-                        .downcast_ref::<PrimitiveArray<TimestampSecondType>>()
-                        .map(|a| a.value(i))
-                })
-                .expect("type checked");
-            out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes())
+        DataType::Timestamp(_, _)
+        | DataType::Time64(_)
+        | DataType::Duration(_)
+        | DataType::Date64 => {
+            out.extend_from_slice(&((native_i64(col, i) as u64) ^ (1 << 63)).to_be_bytes())
+        }
+        DataType::Time32(_) => {
+            out.extend_from_slice(&((native_i32(col, i) as u32) ^ (1 << 31)).to_be_bytes())
         }
         DataType::UInt8 => out.push(prim!(col, UInt8Type).value(i)),
         DataType::UInt16 => out.extend_from_slice(&prim!(col, UInt16Type).value(i).to_be_bytes()),
@@ -128,7 +238,14 @@ pub fn encode_key_value(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
         DataType::Utf8 => put_escaped(out, col.as_string::<i32>().value(i).as_bytes()),
         DataType::LargeUtf8 => put_escaped(out, col.as_string::<i64>().value(i).as_bytes()),
         DataType::Binary => put_escaped(out, col.as_binary::<i32>().value(i)),
-        t => unreachable!("unsupported key type {t} passed validation"),
+        t => match fixed_layout(t) {
+            Some((w, kind)) => {
+                let mut le = Vec::with_capacity(w);
+                fixed_bytes(col, i, w, &mut le);
+                fixed_key(kind, &le, out)
+            }
+            None => unreachable!("unsupported key type {t} passed validation"),
+        },
     }
 }
 
@@ -151,11 +268,11 @@ pub fn encode_row_value(cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
             DataType::Date32 => {
                 out.extend_from_slice(&prim!(col, Date32Type).value(i).to_le_bytes())
             }
-            DataType::Timestamp(_, _) => {
-                let a = col.to_data();
-                let v: i64 = a.buffers()[0].typed_data::<i64>()[a.offset() + i];
-                out.extend_from_slice(&v.to_le_bytes())
-            }
+            DataType::Timestamp(_, _)
+            | DataType::Time64(_)
+            | DataType::Duration(_)
+            | DataType::Date64 => out.extend_from_slice(&native_i64(*col, i).to_le_bytes()),
+            DataType::Time32(_) => out.extend_from_slice(&native_i32(*col, i).to_le_bytes()),
             DataType::UInt8 => out.push(prim!(col, UInt8Type).value(i)),
             DataType::UInt16 => {
                 out.extend_from_slice(&prim!(col, UInt16Type).value(i).to_le_bytes())
@@ -191,7 +308,10 @@ pub fn encode_row_value(cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
                 put_varint(out, s.len() as u64);
                 out.extend_from_slice(s)
             }
-            t => unreachable!("unsupported type {t} passed validation"),
+            t => match fixed_layout(t) {
+                Some((w, _)) => fixed_bytes(*col, i, w, out),
+                None => unreachable!("unsupported type {t} passed validation"),
+            },
         }
     }
 }
@@ -214,7 +334,18 @@ pub enum ColumnBuilder {
     Bin(BinaryBuilder),
     Bool(BooleanBuilder),
     Date(Date32Builder),
+    /// 64-bit integers shown as `DataType` (timestamps, `Time64`, durations, `Date64`).
     Ts(Int64Builder, DataType),
+    /// 32-bit integers shown as `DataType` (`Time32`).
+    T32(Int32Builder, DataType),
+    /// Values of a [`fixed_layout`] type: their bytes, one after another.
+    Fixed {
+        data: Vec<u8>,
+        nulls: arrow::array::NullBufferBuilder,
+        width: usize,
+        kind: Fixed,
+        t: DataType,
+    },
 }
 
 struct Cursor<'a> {
@@ -290,8 +421,20 @@ impl ColumnBuilder {
             DataType::Binary => ColumnBuilder::Bin(BinaryBuilder::with_capacity(cap, bytes)),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(cap)),
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::with_capacity(cap)),
-            DataType::Timestamp(_, _) => {
-                ColumnBuilder::Ts(Int64Builder::with_capacity(cap), t.clone())
+            DataType::Timestamp(_, _)
+            | DataType::Time64(_)
+            | DataType::Duration(_)
+            | DataType::Date64 => ColumnBuilder::Ts(Int64Builder::with_capacity(cap), t.clone()),
+            DataType::Time32(_) => ColumnBuilder::T32(Int32Builder::with_capacity(cap), t.clone()),
+            t if fixed_layout(t).is_some() => {
+                let (width, kind) = fixed_layout(t).expect("checked");
+                ColumnBuilder::Fixed {
+                    data: Vec::with_capacity(cap * width),
+                    nulls: arrow::array::NullBufferBuilder::new(cap),
+                    width,
+                    kind,
+                    t: t.clone(),
+                }
             }
             t => unreachable!("unsupported type {t} passed validation"),
         }
@@ -316,6 +459,13 @@ impl ColumnBuilder {
             ColumnBuilder::Bool(b) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Ts(b, _) => b.append_null(),
+            ColumnBuilder::T32(b, _) => b.append_null(),
+            ColumnBuilder::Fixed {
+                data, nulls, width, ..
+            } => {
+                data.resize(data.len() + *width, 0);
+                nulls.append_null();
+            }
         }
     }
 
@@ -337,6 +487,19 @@ impl ColumnBuilder {
             }
             ColumnBuilder::Ts(b, _) => {
                 b.append_value((u64::from_be_bytes(c.arr()?) ^ (1 << 63)) as i64)
+            }
+            ColumnBuilder::T32(b, _) => {
+                b.append_value((u32::from_be_bytes(c.arr()?) ^ (1 << 31)) as i32)
+            }
+            ColumnBuilder::Fixed {
+                data,
+                nulls,
+                width,
+                kind,
+                ..
+            } => {
+                fixed_unkey(*kind, c.take(*width)?, data);
+                nulls.append_non_null();
             }
             ColumnBuilder::U8(b) => b.append_value(c.arr::<1>()?[0]),
             ColumnBuilder::U16(b) => b.append_value(u16::from_be_bytes(c.arr()?)),
@@ -381,6 +544,13 @@ impl ColumnBuilder {
             ColumnBuilder::I64(b) => b.append_value(i64::from_le_bytes(c.arr()?)),
             ColumnBuilder::Date(b) => b.append_value(i32::from_le_bytes(c.arr()?)),
             ColumnBuilder::Ts(b, _) => b.append_value(i64::from_le_bytes(c.arr()?)),
+            ColumnBuilder::T32(b, _) => b.append_value(i32::from_le_bytes(c.arr()?)),
+            ColumnBuilder::Fixed {
+                data, nulls, width, ..
+            } => {
+                data.extend_from_slice(c.take(*width)?);
+                nulls.append_non_null();
+            }
             ColumnBuilder::U8(b) => b.append_value(c.arr::<1>()?[0]),
             ColumnBuilder::U16(b) => b.append_value(u16::from_le_bytes(c.arr()?)),
             ColumnBuilder::U32(b) => b.append_value(u32::from_le_bytes(c.arr()?)),
@@ -443,6 +613,24 @@ impl ColumnBuilder {
             ColumnBuilder::Ts(mut b, t) => {
                 let a = b.finish();
                 arrow::compute::cast(&a, &t)?
+            }
+            ColumnBuilder::T32(mut b, t) => {
+                let a = b.finish();
+                arrow::compute::cast(&a, &t)?
+            }
+            ColumnBuilder::Fixed {
+                data,
+                mut nulls,
+                width,
+                t,
+                ..
+            } => {
+                let data = ArrayData::builder(t)
+                    .len(data.len() / width)
+                    .add_buffer(arrow::buffer::Buffer::from_vec(data))
+                    .nulls(nulls.finish())
+                    .build()?;
+                make_array(data)
             }
         })
     }

@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use lightning_rowstore::Engine;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -127,6 +127,14 @@ pub fn type_name(t: &DataType) -> String {
             Some(tz) => format!("timestamp({},{tz})", unit_name(u)),
             None => format!("timestamp({})", unit_name(u)),
         },
+        DataType::Time32(u) => format!("time32({})", unit_name(u)),
+        DataType::Decimal256(p, s) => format!("decimal256({p},{s})"),
+        DataType::FixedSizeBinary(n) => format!("fixedsizebinary({n})"),
+        DataType::Interval(IntervalUnit::YearMonth) => "interval(yearmonth)".into(),
+        DataType::Interval(IntervalUnit::DayTime) => "interval(daytime)".into(),
+        DataType::Interval(IntervalUnit::MonthDayNano) => "interval(monthdaynano)".into(),
+        DataType::Time64(u) => format!("time64({})", unit_name(u)),
+        DataType::Duration(u) => format!("duration({})", unit_name(u)),
         t => t.to_string().to_lowercase(),
     }
 }
@@ -148,7 +156,38 @@ pub fn parse_type(s: &str) -> Option<DataType> {
         "binary" => DataType::Binary,
         "boolean" => DataType::Boolean,
         "date32" => DataType::Date32,
+        "date64" => DataType::Date64,
+        "float16" => DataType::Float16,
+        "interval(yearmonth)" => DataType::Interval(IntervalUnit::YearMonth),
+        "interval(daytime)" => DataType::Interval(IntervalUnit::DayTime),
+        "interval(monthdaynano)" => DataType::Interval(IntervalUnit::MonthDayNano),
         _ => {
+            let unit = |u: &str| {
+                Some(match u {
+                    "s" => TimeUnit::Second,
+                    "ms" => TimeUnit::Millisecond,
+                    "us" => TimeUnit::Microsecond,
+                    "ns" => TimeUnit::Nanosecond,
+                    _ => return None,
+                })
+            };
+            let inner = |prefix: &str| s.strip_prefix(prefix).and_then(|r| r.strip_suffix(')'));
+            if let Some(u) = inner("time32(") {
+                return Some(DataType::Time32(unit(u)?));
+            }
+            if let Some(u) = inner("time64(") {
+                return Some(DataType::Time64(unit(u)?));
+            }
+            if let Some(u) = inner("duration(") {
+                return Some(DataType::Duration(unit(u)?));
+            }
+            if let Some(n) = inner("fixedsizebinary(") {
+                return Some(DataType::FixedSizeBinary(n.parse().ok()?));
+            }
+            if let Some(ps) = inner("decimal256(") {
+                let (p, sc) = ps.split_once(',')?;
+                return Some(DataType::Decimal256(p.parse().ok()?, sc.parse().ok()?));
+            }
             if let Some(inner) = s
                 .strip_prefix("decimal128(")
                 .and_then(|r| r.strip_suffix(')'))
@@ -515,8 +554,24 @@ mod tests {
         assert_eq!(TableDef::decode(&k.encode()).unwrap(), k);
         let hidden = Schema::new(vec![Field::new(ROW_ID, DataType::Int64, true)]);
         assert!(TableDef::new(1, "t", &hidden, &[]).is_err());
-        let bad = Schema::new(vec![Field::new("x", DataType::Float16, false)]);
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        let bad = Schema::new(vec![Field::new("x", list, false)]);
         assert!(TableDef::new(1, "t", &bad, &["x"]).is_err());
+        // Every supported type's name reads back as that type.
+        for t in [
+            DataType::Float16,
+            DataType::Date64,
+            DataType::Time32(TimeUnit::Millisecond),
+            DataType::Time64(TimeUnit::Nanosecond),
+            DataType::Duration(TimeUnit::Second),
+            DataType::Decimal256(50, 2),
+            DataType::FixedSizeBinary(16),
+            DataType::Interval(IntervalUnit::MonthDayNano),
+            DataType::Interval(IntervalUnit::YearMonth),
+            DataType::Interval(IntervalUnit::DayTime),
+        ] {
+            assert_eq!(parse_type(&type_name(&t)), Some(t.clone()), "{t}");
+        }
         assert!(TableDef::decode(b"{").is_err());
         assert!(table_prefix(1) < table_prefix(2));
         assert_eq!(table_end(1), table_prefix(2).to_vec());

@@ -271,7 +271,16 @@ pub(super) fn encode_column(
             }
         }
     }
-    if n >= 16 && !parts.iter().any(|p| p.null_count() > 0) && !matches!(dt, DataType::Boolean) {
+    // Run-end encoding only for the types it is known to take.
+    let runs_ok = !matches!(
+        dt,
+        DataType::Boolean
+            | DataType::Float16
+            | DataType::Decimal256(_, _)
+            | DataType::FixedSizeBinary(_)
+            | DataType::Interval(_)
+    );
+    if n >= 16 && !parts.iter().any(|p| p.null_count() > 0) && runs_ok {
         let mut runs = 0;
         for p in &parts {
             runs += count_runs(p)?;
