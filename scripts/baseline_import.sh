@@ -6,8 +6,9 @@
 # installed with pip into .venv/). Writes benchmark_results/<date>/import.json and
 # import.md and prints the table.
 #
-# usage: scripts/baseline_import.sh [--sf N] [--no-duckdb] [--data-dir DIR]
+# usage: scripts/baseline_import.sh [--smoke] [--sf N] [--no-duckdb] [--data-dir DIR]
 #                                   [--parquet-dir DIR] [--out DIR]
+#   --smoke          SF 0.01 and a debug build; written to <date>/smoke/
 #   --sf N           TPC-H scale factor (default 1)
 #   --data-dir DIR   where the databases go (default: the system's temporary directory)
 #   --parquet-dir D  Parquet files to import; generated there when missing
@@ -16,12 +17,14 @@
 set -euo pipefail
 
 out=""
+smoke=0
 duckdb=1
 pass=()
 args_line="$*"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --out) out="$(realpath -m "$2")"; shift ;;
+        --smoke) smoke=1 ;;
+        --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --no-duckdb) duckdb=0 ;;
         --data-dir|--parquet-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
         --sf) pass+=("$1" "$2"); shift ;;
@@ -33,7 +36,13 @@ done
 cd "$(dirname "$0")/.."
 
 out="${out:-benchmark_results/$(date -u +%F)}"
-profile="${LDB_BENCH_PROFILE:-release}"
+profile=release
+if [[ $smoke == 1 ]]; then
+    [[ -z ${out_given:-} ]] && out="$out/smoke"
+    profile=dev
+    pass+=(--sf 0.01)
+fi
+profile="${LDB_BENCH_PROFILE:-$profile}"
 
 if [[ $duckdb == 1 ]]; then
     source scripts/lib/duckdb.sh
