@@ -119,17 +119,22 @@ fn fixed_unkey(kind: Fixed, key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Row `i` of `col`, downcast to the first of the primitive array types that fits.
+macro_rules! value_of_first {
+    ($col:expr, $i:expr, $($t:ty),*) => {{
+        $(if let Some(a) = $col.as_any().downcast_ref::<PrimitiveArray<$t>>() {
+            return a.value($i);
+        })*
+        unreachable!("column of type {} is not stored as {}", $col.data_type(), stringify!($($t),*))
+    }};
+}
+
 /// Row `i` of a column whose values are 64-bit integers underneath (`Int64`,
 /// timestamps, `Time64`, durations, `Date64`).
 fn native_i64(col: &dyn Array, i: usize) -> i64 {
-    macro_rules! try_types {
-        ($($t:ty),*) => {
-            $(if let Some(a) = col.as_any().downcast_ref::<PrimitiveArray<$t>>() {
-                return a.value(i);
-            })*
-        };
-    }
-    try_types!(
+    value_of_first!(
+        col,
+        i,
         Int64Type,
         TimestampNanosecondType,
         TimestampMicrosecondType,
@@ -142,27 +147,20 @@ fn native_i64(col: &dyn Array, i: usize) -> i64 {
         DurationMillisecondType,
         DurationSecondType,
         Date64Type
-    );
-    unreachable!("column of type {} is not 64-bit integers", col.data_type())
+    )
 }
 
 /// Row `i` of a column whose values are 32-bit integers underneath (`Int32`, `Date32`,
 /// `Time32`).
 fn native_i32(col: &dyn Array, i: usize) -> i32 {
-    macro_rules! try_types {
-        ($($t:ty),*) => {
-            $(if let Some(a) = col.as_any().downcast_ref::<PrimitiveArray<$t>>() {
-                return a.value(i);
-            })*
-        };
-    }
-    try_types!(
+    value_of_first!(
+        col,
+        i,
         Int32Type,
         Date32Type,
         Time32SecondType,
         Time32MillisecondType
-    );
-    unreachable!("column of type {} is not 32-bit integers", col.data_type())
+    )
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
