@@ -211,7 +211,8 @@ fn schema_mismatches_name_the_column_and_write_nothing() {
         Err(Error::TableNotFound(_))
     ));
     // Unsupported type at create.
-    let s = Arc::new(Schema::new(vec![Field::new("x", DataType::Float16, false)]));
+    let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+    let s = Arc::new(Schema::new(vec![Field::new("x", list, false)]));
     assert!(matches!(
         db.create_table("t", s, &["x"]),
         Err(Error::Schema(_))
