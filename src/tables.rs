@@ -266,12 +266,23 @@ impl Tables {
         schema: SchemaRef,
         primary_key: &[&str],
     ) -> Result<Arc<TableDef>> {
+        self.create_table_with(name, schema, primary_key, Default::default())
+    }
+
+    /// [`Tables::create_table`] with column `DEFAULT`s (column -> SQL expression text).
+    pub(crate) fn create_table_with(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        defaults: std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<TableDef>> {
         let _ddl = self.ddl.lock();
         if self.defs.read().contains_key(name) {
             return Err(Error::TableExists(name.to_string()));
         }
         let id = self.next_id.load(Ordering::Acquire);
-        let def = TableDef::new(id, name, &schema, primary_key)?;
+        let def = TableDef::new(id, name, &schema, primary_key)?.with_defaults(defaults)?;
         let next = id
             .checked_add(1)
             .ok_or_else(|| Error::Schema("no table ids left".into()))?;
@@ -367,7 +378,7 @@ impl Tables {
         schema: SchemaRef,
         primary_key: &[&str],
     ) -> Result<TableLoad> {
-        self.begin_load_as(name, schema, primary_key, false)
+        self.begin_load_as(name, schema, primary_key, false, Default::default())
     }
 
     /// [`Tables::begin_load`]; with `replacing`, a table of that name may exist (the
@@ -378,6 +389,7 @@ impl Tables {
         schema: SchemaRef,
         primary_key: &[&str],
         replacing: bool,
+        defaults: std::collections::BTreeMap<String, String>,
     ) -> Result<TableLoad> {
         let _ddl = self.ddl.lock();
         if !replacing && self.defs.read().contains_key(name) {
@@ -391,7 +403,7 @@ impl Tables {
             primary_key,
         )?;
         let id = self.take_id()?;
-        let def = TableDef::new(id, name, &schema, primary_key)?;
+        let def = TableDef::new(id, name, &schema, primary_key)?.with_defaults(defaults)?;
         Ok(TableLoad {
             tables: self.clone(),
             def,

@@ -1468,3 +1468,37 @@ fn fixed_width_columns_round_trip() {
     );
     assert_eq!(scalar_i64(&db, "SELECT count(*) FROM k WHERE d < 0"), 2);
 }
+
+/// Column `DEFAULT`s: kept in the table definition (across reopening) and written by
+/// an INSERT that leaves the column out, evaluated per statement.
+#[test]
+fn column_defaults_fill_omitted_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(&path, cfg()).unwrap();
+    db.sql(
+        "CREATE TABLE d (id BIGINT PRIMARY KEY, n INT DEFAULT 100*2+300, \
+         s VARCHAR DEFAULT lower('DEFAULT_TEXT'), at TIMESTAMP DEFAULT now(), k INT NOT NULL DEFAULT NULL)",
+    )
+    .unwrap();
+    db.sql("INSERT INTO d (id, k) VALUES (1, 7)").unwrap();
+    db.sql("INSERT INTO d (id, n, s, k) VALUES (2, 5, 'x', 8)")
+        .unwrap();
+    assert!(matches!(
+        db.sql("INSERT INTO d (id) VALUES (3)").unwrap_err(),
+        Error::Constraint(_)
+    ));
+    let check = |db: &Database| {
+        assert_eq!(
+            lines(&db.sql("SELECT id, n, s, at IS NOT NULL AND at <= now() FROM d ORDER BY id").unwrap()),
+            lines(&db.sql("SELECT * FROM (VALUES (1, 500, 'default_text', true), (2, 5, 'x', true)) v(id, n, s, ok)").unwrap())
+        );
+    };
+    check(&db);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(&path, cfg()).unwrap();
+    check(&db);
+    db.sql("INSERT INTO d (id, k) VALUES (4, 9)").unwrap();
+    assert_eq!(scalar_i64(&db, "SELECT n FROM d WHERE id = 4"), 500);
+}

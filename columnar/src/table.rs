@@ -81,6 +81,9 @@ pub struct TableDef {
     pub keyless: bool,
     /// The next row id of a keyless table (shared by every clone of the definition).
     pub row_ids: Arc<RowIds>,
+    /// Column -> its `DEFAULT` (SQL expression text, as SQL planning reads it back):
+    /// what an INSERT that leaves the column out writes.
+    pub defaults: std::collections::BTreeMap<String, String>,
 }
 
 /// Allocates a keyless table's row ids: from one past the largest stored when first
@@ -99,6 +102,10 @@ struct StoredField {
     name: String,
     r#type: String,
     nullable: bool,
+    /// The column's `DEFAULT` as SQL text (absent: none). Readers of older definitions
+    /// see none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -281,6 +288,7 @@ impl TableDef {
             raw_kv: false,
             keyless,
             row_ids: Default::default(),
+            defaults: Default::default(),
         })
     }
 
@@ -365,6 +373,7 @@ impl TableDef {
             raw_kv: true,
             keyless: false,
             row_ids: Default::default(),
+            defaults: Default::default(),
         }
     }
 
@@ -495,6 +504,7 @@ impl TableDef {
                     name: f.name().clone(),
                     r#type: type_name(f.data_type()),
                     nullable: f.is_nullable(),
+                    default: self.defaults.get(f.name()).cloned(),
                 })
                 .collect(),
             primary_key: self.primary_key_names(),
@@ -521,7 +531,30 @@ impl TableDef {
             })
             .collect::<Result<Vec<_>>>()?;
         let pk: Vec<&str> = d.primary_key.iter().map(String::as_str).collect();
-        TableDef::new(d.id, &d.name, &Schema::new(fields), &pk)
+        let defaults = d
+            .fields
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), f.default.clone()?)))
+            .collect();
+        TableDef::new(d.id, &d.name, &Schema::new(fields), &pk)?.with_defaults(defaults)
+    }
+
+    /// This definition with `defaults` (column -> SQL expression text) for the columns
+    /// it names.
+    pub fn with_defaults(
+        mut self,
+        defaults: std::collections::BTreeMap<String, String>,
+    ) -> Result<TableDef> {
+        for c in defaults.keys() {
+            if self.user_schema().index_of(c).is_err() {
+                return Err(Error::Schema(format!(
+                    "DEFAULT for column {c}, which table {} does not have",
+                    self.name
+                )));
+            }
+        }
+        self.defaults = defaults;
+        Ok(self)
     }
 }
 

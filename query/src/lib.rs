@@ -21,5 +21,5 @@ mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
 pub use dml::{ConstraintViolation, InsertOptions, RowWriter, SPILL_BYTES, write_rows};
-pub use provider::{LightningTableProvider, cast_batch, sql_schema};
+pub use provider::{LightningTableProvider, cast_batch, default_sql, sql_schema};
 pub use scan::LightningScan;

@@ -40,8 +40,28 @@ pub struct LightningTableProvider {
     /// The primary key, for DataFusion's functional dependencies (`SELECT pk, other
     /// ... GROUP BY pk`).
     constraints: Constraints,
+    /// Column `DEFAULT`s, planned from the definition's SQL text.
+    defaults: std::collections::HashMap<String, Expr>,
     /// What the last scan learned about the fresh rows (shared by clones).
     fresh: Arc<FreshCache>,
+}
+
+/// A column `DEFAULT` as the SQL text a table definition keeps.
+pub fn default_sql(e: &Expr) -> Result<String> {
+    Ok(datafusion::sql::unparser::expr_to_sql(e)?.to_string())
+}
+
+/// A stored column `DEFAULT` planned back into an expression (functions resolved by a
+/// default session, shared).
+fn default_expr(sql: &str) -> Result<Expr> {
+    static STATE: std::sync::OnceLock<datafusion::execution::SessionState> =
+        std::sync::OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        datafusion::execution::SessionStateBuilder::new()
+            .with_default_features()
+            .build()
+    });
+    state.create_logical_expr(sql, &DFSchema::empty())
 }
 
 /// The type SQL sees for a stored column type: strings as `Utf8View`, as DataFusion's
@@ -103,12 +123,25 @@ impl LightningTableProvider {
                 Constraints::new_unverified(vec![Constraint::PrimaryKey(def.key_cols.clone())])
             }
         };
+        let defaults = def
+            .defaults
+            .iter()
+            .filter_map(|(col, sql)| match default_expr(sql) {
+                Ok(e) => Some((col.clone(), e)),
+                Err(e) => {
+                    tracing::warn!(table = %def.name, column = %col, error = %e,
+                        "a stored column DEFAULT does not plan; the column has none");
+                    None
+                }
+            })
+            .collect();
         LightningTableProvider {
             engine,
             store,
             def,
             schema,
             constraints,
+            defaults,
             fresh: Default::default(),
         }
     }
@@ -229,6 +262,10 @@ impl TableProvider for LightningTableProvider {
 
     fn constraints(&self) -> Option<&Constraints> {
         Some(&self.constraints)
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(

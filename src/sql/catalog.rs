@@ -69,7 +69,13 @@ impl LightningSchema {
             }
         }
         let pk: Vec<&str> = pk.iter().map(String::as_str).collect();
-        let mut load = tables.begin_load(name, schema, &pk)?;
+        let mut defaults = std::collections::BTreeMap::new();
+        for f in schema.fields() {
+            if let Some(e) = mem.get_column_default(f.name()) {
+                defaults.insert(f.name().clone(), lightning_query::default_sql(e)?);
+            }
+        }
+        let mut load = tables.begin_load_as(name, schema, &pk, false, defaults)?;
         let target = load.schema();
         for part in &mem.batches {
             let part = part.try_read().map_err(|_| {

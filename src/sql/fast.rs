@@ -273,6 +273,12 @@ pub(crate) fn analyze(tables: &Tables, stmt: &DFStatement) -> Option<FastPlan> {
             if cols.len() != row.len() {
                 return None;
             }
+            // A column left out that has a DEFAULT: DataFusion's planner fills it in.
+            if (0..width).any(|c| {
+                !cols.contains(&c) && def.defaults.contains_key(def.schema.field(c).name())
+            }) {
+                return None;
+            }
             let mut out = vec![Operand::Lit(ScalarValue::Null); width];
             let mut seen = vec![false; width];
             for (&c, e) in cols.iter().zip(row) {

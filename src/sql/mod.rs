@@ -547,13 +547,19 @@ async fn run_plan(
             // Without a PRIMARY KEY the table is keyless: rows are keyed by a hidden,
             // monotonically assigned row id.
             let pk_refs: Vec<&str> = pk.iter().map(String::as_str).collect();
+            // Column DEFAULTs are kept as SQL text, planned again when the table is.
+            let defaults = c
+                .column_defaults
+                .iter()
+                .map(|(col, e)| Ok((col.clone(), lightning_query::default_sql(e)?)))
+                .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
             if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) && !c.or_replace {
-                tables.create_table(&name, schema, &pk_refs)?;
+                tables.create_table_with(&name, schema, &pk_refs, defaults)?;
                 return Ok(Vec::new());
             }
             // CREATE TABLE .. AS SELECT: atomic. The rows stream into a table that
             // is published (with all of them) only once the query finished.
-            let mut load = tables.begin_load_as(&name, schema, &pk_refs, c.or_replace)?;
+            let mut load = tables.begin_load_as(&name, schema, &pk_refs, c.or_replace, defaults)?;
             let target = load.schema();
             let mut stream = ctx
                 .execute_logical_plan((*c.input).clone())
