@@ -757,25 +757,35 @@ impl Database {
     }
 
     /// Insert or replace the rows of every batch into an existing table in one atomic
-    /// commit: all or nothing, also across a crash. The batches are read one at a time,
-    /// but the commit holds all rows, so its encoded size is limited to
-    /// [`crate::MAX_BATCH_BYTES`] ([`Error::BatchTooLarge`] beyond; nothing is written
-    /// then). Returns the rows written.
+    /// commit, at any size: all or nothing, also across a crash. The batches are read one
+    /// at a time; past `sql_insert_run_bytes` of rows they are staged as sorted runs and
+    /// published together at the end (see `lightning_query::RowWriter`), so memory holds
+    /// one run. Returns the rows written.
     pub fn insert_batches<I>(&self, name: &str, batches: I) -> Result<u64>
     where
         I: IntoIterator<Item = Result<RecordBatch>>,
     {
         let t = self.tables()?;
         let def = t.def(name)?;
-        let mut all = WriteBatch::new();
-        let mut n = 0;
+        // The column store's own errors (a schema mismatch naming the column) keep
+        // their kind; the rest are converted as SQL's are.
+        let writer_error = |e: datafusion::error::DataFusionError| match e {
+            datafusion::error::DataFusionError::External(b) => {
+                match b.downcast::<lightning_columnar::Error>() {
+                    Ok(c) => Error::from(*c),
+                    Err(b) => Error::from(datafusion::error::DataFusionError::External(b)),
+                }
+            }
+            e => Error::from(e),
+        };
+        let mut w = lightning_query::RowWriter::new(self.engine(), &def, true)
+            .map_err(writer_error)?
+            .strict()
+            .with_spill_bytes(t.config.sql_insert_run_bytes);
         for b in batches {
-            let b = b?;
-            n += b.num_rows() as u64;
-            Tables::encode_rows(self.engine(), &def, &b, &mut all, usize::MAX, |_| Ok(()))?;
+            w.add(&b?).map_err(writer_error)?;
         }
-        self.engine().write(all)?;
-        Ok(n)
+        w.finish().map_err(writer_error)
     }
 
     /// Delete the rows whose primary keys are given (`keys` holds just the key columns),

@@ -480,3 +480,52 @@ fn a_segment_a_quarter_dead_is_rewritten_without_its_deleted_rows() {
     let db = Database::open(dir.path().join("db"), cfg()).unwrap();
     assert_columnar_matches(&db, "orders");
 }
+
+/// `insert_batches` (and `lightning-cli import` into an existing table) at any size:
+/// staged in runs past `sql_insert_run_bytes`, published in one commit, nothing of it
+/// written when a batch fails part-way, and batches must have the table's types.
+#[test]
+fn insert_batches_of_any_size_are_one_atomic_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let config = LightningDbConfig {
+        sql_insert_run_bytes: 4096, // a staged run every few dozen rows
+        ..cfg()
+    };
+    let db = Database::create(&path, config.clone()).unwrap();
+    db.create_table("t", schema(), &["region", "id"]).unwrap();
+    db.insert("t", &rows(&[1, 2, 3], 1)).unwrap();
+    // Upserts across runs: later batches replace earlier rows with the same key.
+    let batches = (0..40).map(|i| {
+        let ids: Vec<i64> = (i * 100..i * 100 + 100).map(|x| x % 3000).collect();
+        Ok(rows(&ids, i as i32 + 1))
+    });
+    assert_eq!(db.insert_batches("t", batches).unwrap(), 4000);
+    let all = concat(&db.scan_table("t", 10_000).unwrap());
+    assert_eq!(all.num_rows(), 3000);
+    // The column store folds the ingested rows in like any others.
+    db.compact_columnar("t").unwrap();
+    assert_columnar_matches(&db, "t");
+    // A failing batch part-way: nothing of the call is written.
+    let failing = (0..10).map(|i| match i {
+        7 => Err(Error::InvalidArgument("the source failed".into())),
+        i => Ok(rows(&[10_000 + i], 1)),
+    });
+    assert!(db.insert_batches("t", failing).is_err());
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])),
+        vec![Arc::new(Int32Array::from(vec![1]))],
+    )
+    .unwrap();
+    assert!(matches!(
+        db.insert_batches("t", [Ok(wrong)]),
+        Err(Error::Schema(_))
+    ));
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(&path, config).unwrap();
+    assert_eq!(
+        concat(&db.scan_table("t", 10_000).unwrap()).num_rows(),
+        3000
+    );
+}

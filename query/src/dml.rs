@@ -274,6 +274,9 @@ pub struct RowWriter<'a> {
     k: Vec<u8>,
     v: Vec<u8>,
     spill_bytes: usize,
+    /// Batches must already have the table's column types (the table API's rule)
+    /// instead of being cast to them (SQL's).
+    strict: bool,
 }
 
 /// Where one collected row's encoded key and value are in [`RowWriter`]'s buffer.
@@ -302,7 +305,15 @@ impl<'a> RowWriter<'a> {
             k: Vec::new(),
             v: Vec::new(),
             spill_bytes: SPILL_BYTES,
+            strict: false,
         })
+    }
+
+    /// Take batches only in the table's own column types (a mismatch is the column
+    /// store's schema error naming the column), as the table API does.
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
     }
 
     /// Stage runs of about `bytes` instead of [`SPILL_BYTES`].
@@ -320,11 +331,13 @@ impl<'a> RowWriter<'a> {
     pub fn add(&mut self, b: &RecordBatch) -> Result<()> {
         let def = self.def;
         // A keyless table's rows get new row ids (so never a duplicate).
-        let b = match def.keyless {
-            true => def
+        let b = match (def.keyless, self.strict) {
+            (true, false) => def
                 .with_row_ids(self.engine, &conform_to(def, b, &def.user_schema())?)
                 .map_err(storage)?,
-            false => conform(def, b)?,
+            (true, true) => def.with_row_ids(self.engine, b).map_err(storage)?,
+            (false, false) => conform(def, b)?,
+            (false, true) => b.clone(),
         };
         let cols = def.align(&b, false).map_err(|e| match e {
             lightning_columnar::Error::Schema(m) if m.contains("NULL") => violation(m),
