@@ -71,11 +71,11 @@ impl Inner {
         })
     }
 
-    /// Queue an ingestion as a commit of its own (it switches the memtable).
+    /// Queue an ingestion as a commit of its own.
     pub(super) fn submit_ingest(&self, job: super::ingest::IngestJob) -> Result<Ts> {
         self.submit_req(WriteReq {
             batch: WriteBatch::new(),
-            force_switch: true,
+            force_switch: false,
             check: None,
             job: Some(Mutex::new(Some(job))),
             rejected: Mutex::new(None),
