@@ -269,6 +269,9 @@ pub struct RowWriter<'a> {
     at: Vec<Row>,
     /// The rows of a run in key order (reused).
     order: Vec<u32>,
+    /// The rows collected since the last run as lanes of rows in key order (see
+    /// `place`); `None` once they are not.
+    lanes: Option<Vec<Vec<u32>>>,
     ingest: Option<Ingest<'a>>,
     rows: u64,
     k: Vec<u8>,
@@ -290,6 +293,9 @@ struct Row {
 /// Bytes one row counts for besides its key and value (as a write batch counts it).
 const ROW_OVERHEAD: usize = 12;
 
+/// Lanes of ordered batches a run may have before it is sorted instead.
+const MAX_LANES: usize = 16;
+
 impl<'a> RowWriter<'a> {
     pub fn new(engine: &'a Engine, def: &'a TableDef, replace: bool) -> Result<Self> {
         Ok(RowWriter {
@@ -300,6 +306,7 @@ impl<'a> RowWriter<'a> {
             buf: Vec::new(),
             at: Vec::new(),
             order: Vec::new(),
+            lanes: Some(Vec::new()),
             ingest: None,
             rows: 0,
             k: Vec::new(),
@@ -346,6 +353,8 @@ impl<'a> RowWriter<'a> {
         let value_idx = def.value_cols();
         let key_cols: Vec<&dyn Array> = def.key_cols.iter().map(|&i| cols[i].as_ref()).collect();
         let val_cols: Vec<&dyn Array> = value_idx.iter().map(|&i| cols[i].as_ref()).collect();
+        let first = self.at.len();
+        let mut increasing = true;
         for i in 0..b.num_rows() {
             def.row_key(&key_cols, i, &mut self.k);
             def.row_value(&val_cols, i, &mut self.v);
@@ -355,6 +364,9 @@ impl<'a> RowWriter<'a> {
                 // The same typed error a write batch gives.
                 WriteBatch::new().put(&self.k, &self.v).map_err(storage)?;
             }
+            if i > 0 && increasing {
+                increasing = self.key(self.at.len() as u32 - 1) < self.k.as_slice();
+            }
             self.at.push(Row {
                 at: self.buf.len(),
                 key_len: self.k.len() as u32,
@@ -363,11 +375,52 @@ impl<'a> RowWriter<'a> {
             self.buf.extend_from_slice(&self.k);
             self.buf.extend_from_slice(&self.v);
             self.rows += 1;
-            if self.buf.len() + self.at.len() * ROW_OVERHEAD >= self.spill_bytes {
-                self.spill()?;
-            }
+        }
+        self.place(first as u32, self.at.len() as u32, increasing);
+        // Whole batches per run: a run exceeds the size by at most one batch.
+        if self.buf.len() + self.at.len() * ROW_OVERHEAD >= self.spill_bytes {
+            self.spill()?;
         }
         Ok(())
+    }
+
+    fn key(&self, i: u32) -> &[u8] {
+        let r = self.at[i as usize];
+        &self.buf[r.at..r.at + r.key_len as usize]
+    }
+
+    /// Put the rows `[first, end)` of one batch in a lane: a sequence of batches each
+    /// in key order and starting after the lane's last key. Input in key order is one
+    /// lane; a parallel scan's partitions interleaving their batches are one lane each.
+    /// Lanes are staged as runs without sorting and, not overlapping, without a merge
+    /// to find duplicates. Rows not in key order, or too many lanes, and the run is
+    /// sorted instead.
+    fn place(&mut self, first: u32, end: u32, increasing: bool) {
+        if first == end || self.lanes.is_none() {
+            return;
+        }
+        if !increasing {
+            self.lanes = None;
+            return;
+        }
+        let lanes = self.lanes.as_ref().expect("checked");
+        // The lane whose last key is the greatest below this batch's first key.
+        let mut best: Option<usize> = None;
+        for (n, l) in lanes.iter().enumerate() {
+            let last = *l.last().expect("lanes are never empty");
+            if self.key(last) < self.key(first)
+                && best
+                    .is_none_or(|b| self.key(*lanes[b].last().expect("non-empty")) < self.key(last))
+            {
+                best = Some(n);
+            }
+        }
+        let lanes = self.lanes.as_mut().expect("checked");
+        match best {
+            Some(n) => lanes[n].extend(first..end),
+            None if lanes.len() < MAX_LANES => lanes.push((first..end).collect()),
+            None => self.lanes = None,
+        }
     }
 
     fn check(&self) -> bool {
@@ -438,28 +491,56 @@ impl<'a> RowWriter<'a> {
         }
     }
 
-    /// Stage the rows collected so far as one sorted run.
+    /// Stage the rows collected so far: each lane as a run if the lanes' key ranges
+    /// are disjoint (so no key is in two and run order cannot matter), else all of them
+    /// as one sorted run.
     fn spill(&mut self) -> Result<()> {
         if self.at.is_empty() {
             return Ok(());
         }
-        self.sort()?;
+        let mut lanes = self.lanes.take().unwrap_or_default();
+        let disjoint = {
+            let mut ranges: Vec<(&[u8], &[u8])> = lanes
+                .iter()
+                .map(|l| (self.key(l[0]), self.key(*l.last().expect("non-empty"))))
+                .collect();
+            ranges.sort();
+            !lanes.is_empty() && ranges.windows(2).all(|w| w[0].1 < w[1].0)
+        };
+        if !disjoint {
+            self.sort()?;
+            lanes = vec![std::mem::take(&mut self.order)];
+        }
+        for lane in &lanes {
+            self.stage(lane)?;
+        }
+        if !disjoint {
+            self.order = lanes.pop().unwrap_or_default();
+        }
+        self.buf.clear();
+        self.at.clear();
+        self.lanes = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Stage rows `order` (in key order) as one run.
+    fn stage(&mut self, order: &[u32]) -> Result<()> {
         if self.check() {
-            self.check_absent()?;
+            let keys: Vec<&[u8]> = order.iter().map(|&i| self.entry(i).0).collect();
+            if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
+                return Err(self.exists());
+            }
         }
         let mut ing = match self.ingest.take() {
             Some(i) => i,
             None => self.engine.ingest().map_err(storage)?,
         };
-        let r = ing.add_run(self.order.iter().map(|&i| {
+        let r = ing.add_run(order.iter().map(|&i| {
             let (k, v) = self.entry(i);
             (k, Some(v))
         }));
         self.ingest = Some(ing);
-        r.map_err(storage)?;
-        self.buf.clear();
-        self.at.clear();
-        Ok(())
+        r.map_err(storage)
     }
 
     /// Commit every row added: one commit, all or nothing. Returns the row count.

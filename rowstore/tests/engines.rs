@@ -221,7 +221,18 @@ fn run(ops: Vec<Op>) {
                     i2.add_run(r.iter().map(|(k, v)| (&k[..], v.as_deref())))
                         .unwrap();
                 }
-                assert_eq!(i1.duplicate_key().unwrap(), i2.duplicate_key().unwrap());
+                // Any shared key will do; both must find one or neither.
+                let (d1, d2) = (i1.duplicate_key().unwrap(), i2.duplicate_key().unwrap());
+                assert_eq!(d1.is_some(), d2.is_some(), "{d1:?} vs {d2:?}");
+                if let Some(k) = &d1 {
+                    let held = |r: &std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
+                        r.contains_key(k)
+                    };
+                    assert!(
+                        runs.iter().filter(|r| held(r)).count() >= 2,
+                        "{k:?} is not shared"
+                    );
+                }
                 let (c1, c2) = match held.first() {
                     Some((s1, s2)) if conflict => (Some(s1.ts()), Some(s2.ts())),
                     _ => (None, None),

@@ -173,3 +173,37 @@ fn runs_must_be_sorted_and_duplicates_across_runs_are_found() {
         "the later run wins"
     );
 }
+
+#[test]
+fn duplicates_are_found_between_interleaved_runs_reading_only_where_they_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path().join("db"), opts(), OpenMode::Create).unwrap();
+    // Each run takes the next slice of two sorted streams (as a parallel scan's two
+    // partitions interleave), so every run's key range overlaps every other's.
+    let stage = |dup: Option<u32>| {
+        let mut ing = e.ingest().unwrap();
+        for r in 0..8u32 {
+            let mut keys: Vec<Vec<u8>> = (r * 1000..(r + 1) * 1000)
+                .chain(1_000_000 + r * 1000..1_000_000 + (r + 1) * 1000)
+                .map(|i| key(2, i))
+                .collect();
+            if r == 6
+                && let Some(d) = dup
+            {
+                keys.push(key(2, d)); // also in an earlier run
+                keys.sort();
+            }
+            ing.add_run(keys.iter().map(|k| (&k[..], Some(&b"v"[..]))))
+                .unwrap();
+        }
+        ing
+    };
+    assert_eq!(stage(None).duplicate_key().unwrap(), None);
+    for d in [0, 2_345, 1_004_999, 1_000_000 + 7_999] {
+        assert_eq!(
+            stage(Some(d)).duplicate_key().unwrap(),
+            Some(key(2, d)),
+            "{d}"
+        );
+    }
+}
