@@ -70,11 +70,23 @@ fn fixed_layout(t: &DataType) -> Option<(usize, Fixed)> {
     })
 }
 
-/// The stored bytes of row `i` of a fixed-width column of width `w`.
-fn fixed_bytes(col: &dyn Array, i: usize, w: usize, out: &mut Vec<u8>) {
-    let d = col.to_data();
-    let at = (d.offset() + i) * w;
-    out.extend_from_slice(&d.buffers()[0].as_slice()[at..at + w]);
+/// The stored bytes of row `i` of a [`fixed_layout`] column (its width is the type's).
+fn fixed_bytes(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
+    use arrow::datatypes::ToByteSlice;
+    fn native<T: ArrowPrimitiveType>(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(col.as_primitive::<T>().value(i).to_byte_slice())
+    }
+    match col.data_type() {
+        DataType::FixedSizeBinary(_) => out.extend_from_slice(col.as_fixed_size_binary().value(i)),
+        DataType::Float16 => native::<Float16Type>(col, i, out),
+        DataType::Decimal256(_, _) => native::<Decimal256Type>(col, i, out),
+        DataType::Interval(IntervalUnit::YearMonth) => native::<IntervalYearMonthType>(col, i, out),
+        DataType::Interval(IntervalUnit::DayTime) => native::<IntervalDayTimeType>(col, i, out),
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            native::<IntervalMonthDayNanoType>(col, i, out)
+        }
+        t => unreachable!("{t} is not a fixed-width stored type"),
+    }
 }
 
 /// Memcomparable form of fixed-width little-endian bytes `le`.
@@ -239,7 +251,7 @@ pub fn encode_key_value(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
         t => match fixed_layout(t) {
             Some((w, kind)) => {
                 let mut le = Vec::with_capacity(w);
-                fixed_bytes(col, i, w, &mut le);
+                fixed_bytes(col, i, &mut le);
                 fixed_key(kind, &le, out)
             }
             None => unreachable!("unsupported key type {t} passed validation"),
@@ -307,7 +319,7 @@ pub fn encode_row_value(cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
                 out.extend_from_slice(s)
             }
             t => match fixed_layout(t) {
-                Some((w, _)) => fixed_bytes(*col, i, w, out),
+                Some(_) => fixed_bytes(*col, i, out),
                 None => unreachable!("unsupported type {t} passed validation"),
             },
         }

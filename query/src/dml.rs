@@ -482,9 +482,10 @@ impl<'a> RowWriter<'a> {
         (&self.buf[r.at..k], &self.buf[k..k + r.value_len as usize])
     }
 
-    /// Refuse the statement if a key of the sorted rows exists at its snapshot.
-    fn check_absent(&self) -> Result<()> {
-        let keys: Vec<&[u8]> = self.order.iter().map(|&i| self.entry(i).0).collect();
+    /// Refuse the statement if a key of rows `order` (in key order) exists at its
+    /// snapshot.
+    fn check_absent(&self, order: &[u32]) -> Result<()> {
+        let keys: Vec<&[u8]> = order.iter().map(|&i| self.key(i)).collect();
         match any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
             true => Err(self.exists()),
             false => Ok(()),
@@ -526,10 +527,7 @@ impl<'a> RowWriter<'a> {
     /// Stage rows `order` (in key order) as one run.
     fn stage(&mut self, order: &[u32]) -> Result<()> {
         if self.check() {
-            let keys: Vec<&[u8]> = order.iter().map(|&i| self.entry(i).0).collect();
-            if any_exists(self.engine, self.snap.snapshot(), &keys).map_err(storage)? {
-                return Err(self.exists());
-            }
+            self.check_absent(order)?;
         }
         let mut ing = match self.ingest.take() {
             Some(i) => i,
@@ -557,7 +555,7 @@ impl<'a> RowWriter<'a> {
         }
         if self.check() {
             self.sort()?;
-            self.check_absent()?;
+            self.check_absent(&self.order)?;
         }
         // In the order given: with OR REPLACE the last write of a key wins.
         let mut wb = WriteBatch::new();

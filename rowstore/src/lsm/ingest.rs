@@ -147,6 +147,18 @@ impl LsmIngest {
     }
 }
 
+/// The user-key range `[first key, just past the last key)` that `tables` cover.
+fn key_span(tables: &[Arc<Table>]) -> Option<(&[u8], Vec<u8>)> {
+    let start = tables.iter().map(|t| &t.meta().smallest.user_key).min()?;
+    let mut end = tables
+        .iter()
+        .map(|t| &t.meta().largest.user_key)
+        .max()?
+        .clone();
+    end.push(0);
+    Some((start, end))
+}
+
 impl Drop for LsmIngest {
     fn drop(&mut self) {
         self.tables.clear();
@@ -268,13 +280,9 @@ impl Inner {
 
     /// Whether a memtable holds a key in the range the runs `tables` cover.
     fn memtables_overlap(&self, tables: &[Arc<Table>]) -> bool {
-        let start = tables.iter().map(|t| &t.meta().smallest.user_key).min();
-        let largest = tables.iter().map(|t| &t.meta().largest.user_key).max();
-        let (Some(start), Some(largest)) = (start, largest) else {
+        let Some((start, end)) = key_span(tables) else {
             return false;
         };
-        let mut end = largest.clone();
-        end.push(0);
         let sv = self.sv.load_full();
         std::iter::once(&sv.mem).chain(sv.imms.iter()).any(|m| {
             crate::memtable::MemTableIter::new(m.clone(), Some(start), Some(&end), false)
@@ -286,13 +294,9 @@ impl Inner {
     /// Refuse an ingestion if a commit after `lo` wrote a key one of `tables` holds.
     /// Every commit to a key in their range is in tables here (see `ingest_now`).
     fn ingest_conflict(&self, sv: &SuperVersion, tables: &[Arc<Table>], lo: Ts) -> Result<()> {
-        let start = tables.iter().map(|t| &t.meta().smallest.user_key).min();
-        let largest = tables.iter().map(|t| &t.meta().largest.user_key).max();
-        let (Some(start), Some(largest)) = (start, largest) else {
+        let Some((start, end)) = key_span(tables) else {
             return Ok(());
         };
-        let mut end = largest.clone();
-        end.push(0);
         let mut m = MergeIter::over_tables_newer_than(sv, start, &end, lo)?;
         while let Some((k, ts, _)) = m.current() {
             if ts > lo {
