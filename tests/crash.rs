@@ -365,3 +365,155 @@ fn sigkill_during_large_sql_inserts_leaves_whole_statements_only() {
         acked_e.len()
     );
 }
+
+const ALTER_ENV: &str = "LDB_CRASH_ALTER_CHILD";
+/// Rows of the table the ALTER crash test rewrites again and again.
+const ALTER_ROWS: i64 = 30_000;
+
+/// The ALTER child: adds column `c<n>` (DEFAULT n) to `t`, then drops the one before,
+/// acknowledging each statement on stdout once it returned.
+#[test]
+fn crash_child_alter() {
+    let Ok(dir) = std::env::var(ALTER_ENV) else {
+        return;
+    };
+    let db = Database::open(&dir, sql_config()).unwrap();
+    let out = std::io::stdout();
+    let cols: Vec<i64> = db
+        .table_schema("t")
+        .unwrap()
+        .fields()
+        .iter()
+        .filter_map(|f| f.name().strip_prefix('c')?.parse().ok())
+        .collect();
+    let first = cols.iter().max().map_or(0, |m| m + 1);
+    for n in first.. {
+        db.sql(&format!("ALTER TABLE t ADD COLUMN c{n} BIGINT DEFAULT {n}"))
+            .unwrap();
+        writeln!(out.lock(), "ACK ADD {n}").unwrap();
+        if n > 0 {
+            db.sql(&format!("ALTER TABLE t DROP COLUMN IF EXISTS c{}", n - 1))
+                .unwrap();
+            writeln!(out.lock(), "ACK DROP {}", n - 1).unwrap();
+        }
+    }
+}
+
+/// SIGKILL while ALTER TABLE rewrites a table: after every kill the table has all its
+/// rows, every acknowledged ADD COLUMN (not dropped since) with its DEFAULT in every
+/// row, no acknowledged DROP undone, and no half-added column.
+#[test]
+fn sigkill_during_alter_table_leaves_old_or_new_shape() {
+    if std::env::var(ALTER_ENV).is_ok()
+        || std::env::var(SQL_ENV).is_ok()
+        || std::env::var(ENV).is_ok()
+    {
+        return;
+    }
+    let cycles = if cfg!(feature = "integration_tests") {
+        10
+    } else {
+        4
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Database::create(&path, sql_config()).unwrap();
+        db.sql("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+            .unwrap();
+        db.sql(&format!(
+            "INSERT INTO t SELECT value AS id, value * 2 AS v FROM generate_series(0, {})",
+            ALTER_ROWS - 1
+        ))
+        .unwrap();
+        db.close().unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::rng();
+    let (mut added, mut dropped) = (Vec::new(), Vec::new());
+    for cycle in 0..cycles {
+        let mut child = Command::new(&exe)
+            .args([
+                "crash_child_alter",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ALTER_ENV, path.display().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(|l| l.ok())
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(700..2000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for l in reader.join().unwrap() {
+            let Some(at) = l.find("ACK") else { continue };
+            let p: Vec<&str> = l[at..].split_whitespace().collect();
+            if let ["ACK", kind, n] = p[..] {
+                let n: i64 = n.parse().unwrap();
+                match kind {
+                    "ADD" => added.push(n),
+                    _ => dropped.push(n),
+                }
+            }
+        }
+        let db = Database::open(&path, sql_config()).unwrap();
+        let cols: Vec<i64> = db
+            .table_schema("t")
+            .unwrap()
+            .fields()
+            .iter()
+            .filter_map(|f| f.name().strip_prefix('c')?.parse().ok())
+            .collect();
+        for n in &dropped {
+            assert!(
+                !cols.contains(n),
+                "cycle {cycle}: dropped column c{n} is back"
+            );
+        }
+        let want = added.iter().filter(|n| !dropped.contains(n)).count();
+        assert!(
+            cols.len() >= want && cols.len() <= want + 1,
+            "cycle {cycle}: columns {cols:?}, acknowledged adds {added:?}, drops {dropped:?}"
+        );
+        for n in added.iter().filter(|n| !dropped.contains(n)) {
+            assert!(
+                cols.contains(n),
+                "cycle {cycle}: acknowledged column c{n} lost"
+            );
+        }
+        let mut q = String::from("SELECT count(*), sum(v)");
+        for n in &cols {
+            q.push_str(&format!(", count(*) FILTER (WHERE c{n} = {n})"));
+        }
+        q.push_str(" FROM t");
+        let b = &db.sql(&q).unwrap()[0];
+        let v = |i: usize| b.column(i).as_primitive::<Int64Type>().value(0);
+        assert_eq!(v(0), ALTER_ROWS, "cycle {cycle}: rows");
+        assert_eq!(v(1), ALTER_ROWS * (ALTER_ROWS - 1), "cycle {cycle}: values");
+        for i in 0..cols.len() {
+            assert_eq!(
+                v(2 + i),
+                ALTER_ROWS,
+                "cycle {cycle}: column c{} torn",
+                cols[i]
+            );
+        }
+        db.engine().verify_tables().unwrap();
+        db.close().unwrap();
+    }
+    assert!(!added.is_empty(), "the child altered nothing");
+    eprintln!(
+        "{cycles} SIGKILL cycles, {} ADD and {} DROP COLUMN statements verified",
+        added.len(),
+        dropped.len()
+    );
+}

@@ -84,6 +84,44 @@ pub struct TableDef {
     /// Column -> its `DEFAULT` (SQL expression text, as SQL planning reads it back):
     /// what an INSERT that leaves the column out writes.
     pub defaults: std::collections::BTreeMap<String, String>,
+    /// Held shared by every write to the table while it commits (shared by every clone
+    /// of the definition): see [`WriteGate`].
+    pub gate: Arc<WriteGate>,
+}
+
+/// What keeps writes and a statement that replaces a table (`ALTER TABLE`) apart.
+/// A write holds the gate shared from before it commits until its commit is done; the
+/// replacing statement holds it exclusively while it copies the last changes and
+/// publishes the new definition, then retires it. A write that arrives afterwards with
+/// the old definition is refused as a conflict (run again, it finds the new table),
+/// so no commit can land in a table that was already replaced and be lost with it.
+#[derive(Debug, Default)]
+pub struct WriteGate(parking_lot::RwLock<bool>);
+
+impl PartialEq for WriteGate {
+    fn eq(&self, _: &WriteGate) -> bool {
+        true
+    }
+}
+
+impl WriteGate {
+    /// Enter to write: `Err(TransactionConflict)` if the table was replaced.
+    pub fn enter(&self) -> Result<parking_lot::RwLockReadGuard<'_, bool>> {
+        let g = self.0.read();
+        if *g {
+            return Err(lightning_rowstore::Error::TransactionConflict(
+                "the table was altered or replaced while the statement ran; run it again".into(),
+            )
+            .into());
+        }
+        Ok(g)
+    }
+
+    /// Close the gate: wait for the writes inside, keep new ones out until the guard is
+    /// dropped. Set the guarded flag to retire the definition for good.
+    pub fn close(&self) -> parking_lot::RwLockWriteGuard<'_, bool> {
+        self.0.write()
+    }
 }
 
 /// Allocates a keyless table's row ids: from one past the largest stored when first
@@ -288,6 +326,7 @@ impl TableDef {
             raw_kv: false,
             keyless,
             row_ids: Default::default(),
+            gate: Default::default(),
             defaults: Default::default(),
         })
     }
@@ -373,6 +412,7 @@ impl TableDef {
             raw_kv: true,
             keyless: false,
             row_ids: Default::default(),
+            gate: Default::default(),
             defaults: Default::default(),
         }
     }

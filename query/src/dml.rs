@@ -550,6 +550,7 @@ impl<'a> RowWriter<'a> {
             if self.check() && ing.duplicate_key().map_err(storage)?.is_some() {
                 return Err(self.duplicate());
             }
+            let _gate = self.def.gate.enter().map_err(storage)?;
             ing.commit(conflict_after).map_err(storage)?;
             return Ok(self.rows);
         }
@@ -563,6 +564,7 @@ impl<'a> RowWriter<'a> {
             let (k, v) = self.entry(i);
             wb.put(k, v).map_err(storage)?;
         }
+        let _gate = self.def.gate.enter().map_err(storage)?;
         match conflict_after {
             None => {
                 self.engine.write(wb).map_err(storage)?;

@@ -485,6 +485,7 @@ impl TableProvider for LightningTableProvider {
                             n += 1;
                         }
                     }
+                    let _gate = def.gate.enter().map_err(storage)?;
                     txn.commit(&engine).map_err(storage)?;
                     Ok(n)
                 })
@@ -556,6 +557,7 @@ impl TableProvider for LightningTableProvider {
                             n += 1;
                         }
                     }
+                    let _gate = def.gate.enter().map_err(storage)?;
                     txn.commit(&engine).map_err(storage)?;
                     Ok(n)
                 })

@@ -562,6 +562,7 @@ pub(crate) fn run(
             let mut out = Vec::new();
             def.row_value(&vals, 0, &mut out);
             txn.put(&k, &out)?;
+            let _gate = def.gate.enter()?;
             txn.commit(engine)?;
             Ok(Some(count_batch(1)?))
         }
@@ -574,6 +575,7 @@ pub(crate) fn run(
                 return Ok(Some(count_batch(0)?));
             }
             txn.delete(&k)?;
+            let _gate = def.gate.enter()?;
             txn.commit(engine)?;
             Ok(Some(count_batch(1)?))
         }

@@ -8,6 +8,7 @@
 //! an abort. A panic inside the engine comes back as an error too. Every file SQL
 //! touches goes through [`guard`].
 
+mod alter;
 mod catalog;
 mod fast;
 mod guard;
@@ -446,6 +447,13 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
         }
         None => {
             let stmt = st.parse(&tables.config, &query)?;
+            if let DFStatement::Statement(s) = &stmt
+                && let datafusion::sql::sqlparser::ast::Statement::AlterTable(a) = s.as_ref()
+            {
+                st.planned_statements
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return alter::alter_table(&tables, &st, a).await;
+            }
             let is_query = matches!(
                 &stmt,
                 DFStatement::Statement(s)

@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod alter;
 mod api;
 mod load;
+pub(crate) use alter::{Alteration, Source};
 pub(crate) use load::TableLoad;
 
 pub(crate) struct Tables {
@@ -367,6 +369,7 @@ impl Tables {
         let def = self.def(name)?;
         let mut all = WriteBatch::new();
         Self::encode_rows(&self.engine, &def, batch, &mut all, usize::MAX, |_| Ok(()))?;
+        let _gate = def.gate.enter()?;
         self.engine.write(all)?;
         Ok(())
     }
@@ -438,6 +441,11 @@ impl Tables {
             ));
         }
         Ok(d)
+    }
+
+    /// The definition of table `name`.
+    pub(crate) fn table_def(&self, name: &str) -> Result<Arc<TableDef>> {
+        self.def(name)
     }
 
     fn def(&self, name: &str) -> Result<Arc<TableDef>> {
