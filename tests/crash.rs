@@ -499,13 +499,8 @@ fn sigkill_during_alter_table_leaves_old_or_new_shape() {
         let v = |i: usize| b.column(i).as_primitive::<Int64Type>().value(0);
         assert_eq!(v(0), ALTER_ROWS, "cycle {cycle}: rows");
         assert_eq!(v(1), ALTER_ROWS * (ALTER_ROWS - 1), "cycle {cycle}: values");
-        for i in 0..cols.len() {
-            assert_eq!(
-                v(2 + i),
-                ALTER_ROWS,
-                "cycle {cycle}: column c{} torn",
-                cols[i]
-            );
+        for (i, n) in cols.iter().enumerate() {
+            assert_eq!(v(2 + i), ALTER_ROWS, "cycle {cycle}: column c{n} torn");
         }
         db.engine().verify_tables().unwrap();
         db.close().unwrap();
