@@ -546,7 +546,7 @@ impl<'a> RowWriter<'a> {
         let conflict_after = (!self.def.keyless).then(|| self.snap.ts());
         if self.ingest.is_some() {
             self.spill()?;
-            let ing = self.ingest.take().expect("checked above");
+            let mut ing = self.ingest.take().expect("checked above");
             if self.check() && ing.duplicate_key().map_err(storage)?.is_some() {
                 return Err(self.duplicate());
             }

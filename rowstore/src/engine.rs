@@ -306,8 +306,8 @@ impl Ingest<'_> {
     }
 
     /// A key two staged runs both hold, if any.
-    pub fn duplicate_key(&self) -> Result<Option<Vec<u8>>> {
-        match &self.kind {
+    pub fn duplicate_key(&mut self) -> Result<Option<Vec<u8>>> {
+        match &mut self.kind {
             IngestKind::Lsm(i) => i.duplicate_key(),
             IngestKind::Memory { runs, .. } => {
                 let mut keys: Vec<&[u8]> = runs.iter().flatten().map(|(k, _)| &k[..]).collect();

@@ -207,3 +207,52 @@ fn duplicates_are_found_between_interleaved_runs_reading_only_where_they_touch()
         );
     }
 }
+
+/// A run's file is written on a helper thread while the caller prepares the next run;
+/// when that write fails (here: the disk is full), the error reaches the caller (at the
+/// next run or at the commit), nothing is published, no staged file stays behind, and
+/// the engine takes writes again once there is space.
+#[test]
+fn a_run_that_cannot_be_written_fails_the_ingestion_and_leaves_nothing() {
+    use lightning_rowstore::vfs::{FaultKind, FaultOp, FaultRule, FaultVfs};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let vfs = Arc::new(FaultVfs::new());
+    let o = EngineOptions {
+        vfs: vfs.clone(),
+        ..opts()
+    };
+    let e = Engine::open(&path, o, OpenMode::Create).unwrap();
+    let base = tables(&path);
+    vfs.inject(FaultRule::new(FaultOp::Write, FaultKind::NoSpace).on(".sst"));
+    let mut ing = e.ingest().unwrap();
+    let mut failed = false;
+    for r in 0..3u32 {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = (r * 5_000..(r + 1) * 5_000)
+            .map(|i| (key(3, i), vec![b'x'; 100]))
+            .collect();
+        if ing
+            .add_run(rows.iter().map(|(k, v)| (&k[..], Some(&v[..]))))
+            .is_err()
+        {
+            failed = true;
+            break;
+        }
+    }
+    if !failed {
+        assert!(
+            ing.commit(None).is_err(),
+            "the failed run's error is reported"
+        );
+    } else {
+        drop(ing);
+    }
+    assert_eq!(e.get(&key(3, 1)).unwrap(), None);
+    assert_eq!(tables(&path), base, "no staged file stays behind");
+    vfs.clear_faults();
+    let mut b = WriteBatch::new();
+    b.put(&key(3, 1), b"after").unwrap();
+    e.write(b).unwrap();
+    assert_eq!(e.get(&key(3, 1)).unwrap().as_deref(), Some(&b"after"[..]));
+}

@@ -35,7 +35,20 @@ pub struct LsmIngest {
     tables: Vec<Arc<Table>>,
     staged: Arc<Mutex<Vec<u64>>>,
     bytes: u64,
+    /// The last run's table file, being written on a helper thread while the caller
+    /// prepares the next run (at most one at a time).
+    building: Option<std::thread::JoinHandle<Result<Arc<Table>>>>,
 }
+
+/// A run copied out of the caller's memory: entries back to back, in order.
+struct OwnedRun {
+    bytes: Vec<u8>,
+    /// Per entry: key length, value length (`u32::MAX`: a delete).
+    lens: Vec<(u32, u32)>,
+}
+
+/// Value length that marks a delete in an [`OwnedRun`].
+const DELETE: u32 = u32::MAX;
 
 impl LsmEngine {
     /// Start staging a large write.
@@ -46,26 +59,51 @@ impl LsmEngine {
             tables: Vec::new(),
             staged: Arc::new(Mutex::new(Vec::new())),
             bytes: 0,
+            building: None,
         })
     }
 }
 
 impl LsmIngest {
-    /// Write one run (keys strictly ascending; `None` deletes) as a staged table file.
+    /// Stage one run (keys strictly ascending; `None` deletes) as a table file. The run
+    /// is checked and copied here; its file is written on a helper thread while the
+    /// caller goes on preparing the next run (a statement's own thread is its import's
+    /// bottleneck: encoding rows and compressing blocks then overlap). An error of that
+    /// write surfaces at the next call.
     pub fn add_run<'a>(
         &mut self,
         entries: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_writable()?;
-        let mut it = entries.into_iter().peekable();
-        if it.peek().is_none() {
+        self.inner.check_writable()?;
+        let mut run = OwnedRun {
+            bytes: Vec::new(),
+            lens: Vec::new(),
+        };
+        let mut last: Option<&[u8]> = None;
+        for (k, v) in entries {
+            if last.is_some_and(|l| l >= k) {
+                return Err(Error::InvalidArgument(
+                    "an ingested run's keys must be strictly ascending".into(),
+                ));
+            }
+            crate::batch::check_write(k, v)?;
+            run.bytes.extend_from_slice(k);
+            if let Some(v) = v {
+                run.bytes.extend_from_slice(v);
+            }
+            run.lens
+                .push((k.len() as u32, v.map_or(DELETE, |v| v.len() as u32)));
+            last = Some(k);
+        }
+        if run.lens.is_empty() {
             return Ok(());
         }
+        self.wait_built()?;
+        let inner = &self.inner;
         let id = inner.alloc_id()?;
         self.staged.lock().push(id);
         let o = &inner.opts;
-        let mut b = TableBuilder::create(
+        let b = TableBuilder::create(
             &inner.vfs,
             &inner.dir,
             id,
@@ -73,37 +111,46 @@ impl LsmIngest {
             o.compression,
             o.bloom_bits_per_key,
         )?;
-        let mut last: Option<&[u8]> = None;
-        for (k, v) in it {
-            if last.is_some_and(|l| l >= k) {
-                return Err(Error::InvalidArgument(
-                    "an ingested run's keys must be strictly ascending".into(),
-                ));
-            }
-            crate::batch::check_write(k, v)?;
-            b.add(k, 0, v)?;
-            last = Some(k);
-        }
-        let meta = b.finish()?;
-        self.bytes += meta.file_size;
-        let t = Table::open(&inner.vfs, &inner.dir, id, None, None)?;
-        self.tables.push(Arc::new(t));
+        let inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("ldb-ingest".into())
+            .spawn(move || build_run(&inner, b, id, &run))
+            .map_err(|e| Error::Io {
+                context: "starting an ingestion thread".into(),
+                source: e,
+            })?;
+        self.building = Some(thread);
+        Ok(())
+    }
+
+    /// Wait for the run being written, if any.
+    fn wait_built(&mut self) -> Result<()> {
+        let Some(t) = self.building.take() else {
+            return Ok(());
+        };
+        let table = t.join().map_err(|_| Error::Io {
+            context: "writing an ingested run".into(),
+            source: std::io::Error::other("the ingestion thread panicked"),
+        })??;
+        self.bytes += table.meta().file_size;
+        self.tables.push(table);
         Ok(())
     }
 
     /// Runs staged so far.
     pub fn runs(&self) -> usize {
-        self.tables.len()
+        self.tables.len() + usize::from(self.building.is_some())
     }
 
-    /// Bytes of the staged files.
+    /// Bytes of the staged files (written so far).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// A key two runs both hold, if any. Runs whose key ranges do not overlap (an
     /// import in key order) are not read at all.
-    pub fn duplicate_key(&self) -> Result<Option<Vec<u8>>> {
+    pub fn duplicate_key(&mut self) -> Result<Option<Vec<u8>>> {
+        self.wait_built()?;
         let mut order: Vec<&Arc<Table>> = self.tables.iter().collect();
         order.sort_by(|a, b| a.meta().smallest.user_key.cmp(&b.meta().smallest.user_key));
         let overlap = order
@@ -132,7 +179,8 @@ impl LsmIngest {
     /// Publish every run in one commit and return its (last) commit timestamp. With
     /// `conflict_after`, a key of the runs that another commit wrote after that
     /// timestamp refuses the whole ingestion (`Error::TransactionConflict`).
-    pub fn commit(self, conflict_after: Option<Ts>) -> Result<Ts> {
+    pub fn commit(mut self, conflict_after: Option<Ts>) -> Result<Ts> {
+        self.wait_built()?;
         if self.tables.is_empty() {
             self.inner.check_writable()?;
             return Ok(self.inner.visible_ts.load(Ordering::Acquire));
@@ -145,6 +193,28 @@ impl LsmIngest {
         self.inner.check_writable()?;
         self.inner.submit_ingest(job)
     }
+}
+
+/// Write `run` with `b` as staged table file `id` (synced) and open it.
+fn build_run(inner: &Inner, mut b: TableBuilder, id: u64, run: &OwnedRun) -> Result<Arc<Table>> {
+    let mut at = 0;
+    for &(kl, vl) in &run.lens {
+        let k = &run.bytes[at..at + kl as usize];
+        at += kl as usize;
+        let v = match vl {
+            DELETE => None,
+            n => {
+                let v = &run.bytes[at..at + n as usize];
+                at += n as usize;
+                Some(v)
+            }
+        };
+        b.add(k, 0, v)?;
+    }
+    b.finish()?;
+    Ok(Arc::new(Table::open(
+        &inner.vfs, &inner.dir, id, None, None,
+    )?))
 }
 
 /// The user-key range `[first key, just past the last key)` that `tables` cover.
@@ -161,6 +231,10 @@ fn key_span(tables: &[Arc<Table>]) -> Option<(&[u8], Vec<u8>)> {
 
 impl Drop for LsmIngest {
     fn drop(&mut self) {
+        // The file being written must be finished before it is removed.
+        if let Some(t) = self.building.take() {
+            let _ = t.join();
+        }
         self.tables.clear();
         for id in self.staged.lock().drain(..) {
             let _ = vfs::remove_file_if_exists(
