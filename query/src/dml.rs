@@ -293,6 +293,10 @@ struct Row {
 /// Bytes one row counts for besides its key and value (as a write batch counts it).
 const ROW_OVERHEAD: usize = 12;
 
+/// A statement's rows (encoded) from which they are ingested as table files even when
+/// they fit one write batch.
+const INGEST_MIN_BYTES: usize = 4 << 20;
+
 /// Lanes of ordered batches a run may have before it is sorted instead.
 const MAX_LANES: usize = 16;
 
@@ -544,6 +548,11 @@ impl<'a> RowWriter<'a> {
     /// Commit every row added: one commit, all or nothing. Returns the row count.
     pub fn finish(mut self) -> Result<u64> {
         let conflict_after = (!self.def.keyless).then(|| self.snap.ts());
+        // Several MiB of rows go to a table file too: one file write instead of a log
+        // write, memtable inserts and, later, a flush of the same bytes.
+        if self.ingest.is_none() && self.buf.len() >= INGEST_MIN_BYTES {
+            self.spill()?;
+        }
         if self.ingest.is_some() {
             self.spill()?;
             let mut ing = self.ingest.take().expect("checked above");
