@@ -50,9 +50,22 @@ fn add_drop_rename_columns_through_sql() {
         db.compact_columnar("t").unwrap();
         db.sql("INSERT INTO t VALUES (4, 'd', 40)").unwrap();
 
+        let get = db.prepare("SELECT * FROM t WHERE id = $1").unwrap();
+        let put = db
+            .prepare("INSERT INTO t (id, name) VALUES ($1, $2)")
+            .unwrap();
+        assert_eq!(get.execute((1i64,)).unwrap()[0].num_columns(), 3);
         db.sql("ALTER TABLE t ADD COLUMN score DOUBLE").unwrap();
         db.sql("ALTER TABLE t ADD tag VARCHAR DEFAULT 'new'")
             .unwrap();
+        // Prepared statements are planned again for the new shape.
+        assert_eq!(get.execute((1i64,)).unwrap()[0].num_columns(), 5);
+        put.execute((100i64, "p")).unwrap();
+        assert_eq!(
+            scalar(&db, "SELECT count(*) FROM t WHERE id = 100 AND tag = 'new'"),
+            1
+        );
+        db.sql("DELETE FROM t WHERE id = 100").unwrap();
         assert_eq!(
             lines(&show(&db, "SELECT * FROM t ORDER BY id")),
             vec![
