@@ -322,3 +322,51 @@ fn writers_running_during_alter_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn rename_table_moves_the_name_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Database::create(&path, cfg()).unwrap();
+        db.sql("CREATE TABLE a (id BIGINT PRIMARY KEY, v VARCHAR DEFAULT 'd')")
+            .unwrap();
+        db.sql("CREATE TABLE other (x INT)").unwrap();
+        db.sql("INSERT INTO a VALUES (1, 'x'), (2, 'y')").unwrap();
+        db.compact_columnar("a").unwrap();
+        db.sql("INSERT INTO a (id) VALUES (3)").unwrap();
+        db.sql("ALTER TABLE a RENAME TO b").unwrap();
+        assert!(matches!(
+            db.sql("SELECT * FROM a").unwrap_err(),
+            Error::Sql(_) | Error::TableNotFound(_)
+        ));
+        assert_eq!(scalar(&db, "SELECT count(*) FROM b WHERE v = 'd'"), 1);
+        db.sql("INSERT INTO b (id) VALUES (4)").unwrap();
+        assert!(matches!(
+            db.sql("ALTER TABLE b RENAME TO other").unwrap_err(),
+            Error::TableExists(_)
+        ));
+        assert!(db.rename_table("kv", "kv2").is_err());
+        db.rename_table("other", "other2").unwrap();
+        let mut names = db.list_tables().unwrap();
+        names.sort();
+        assert_eq!(names, ["b", "kv", "other2"]);
+    }
+    let db = Database::open(&path, cfg()).unwrap();
+    db.compact_columnar("b").unwrap();
+    assert_eq!(
+        lines(&show(&db, "SELECT * FROM b ORDER BY id")),
+        vec![
+            "+----+---+",
+            "| id | v |",
+            "+----+---+",
+            "| 1  | x |",
+            "| 2  | y |",
+            "| 3  | d |",
+            "| 4  | d |",
+            "+----+---+",
+        ]
+    );
+    db.sql("CREATE TABLE a (z INT)").unwrap();
+    assert_eq!(scalar(&db, "SELECT count(*) FROM a"), 0);
+}

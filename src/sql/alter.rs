@@ -10,7 +10,9 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::planner::IdentNormalizer;
-use datafusion::sql::sqlparser::ast::{AlterTable, AlterTableOperation, ColumnOption, Ident};
+use datafusion::sql::sqlparser::ast::{
+    AlterTable, AlterTableOperation, ColumnOption, Ident, RenameTableNameKind,
+};
 use std::sync::Arc;
 
 /// One column of the table being altered.
@@ -44,6 +46,14 @@ pub(super) async fn alter_table(
             return Ok(Vec::new());
         }
         return Err(Error::TableNotFound(name));
+    }
+    if let [AlterTableOperation::RenameTable { table_name }] = &a.operations[..] {
+        let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) = table_name;
+        let Some(to) = to.0.last().and_then(|p| p.as_ident()) else {
+            return Err(Error::Sql(format!("ALTER TABLE: bad table name {to}")));
+        };
+        tables.rename_table(&name, &norm.normalize(to.clone()))?;
+        return Ok(Vec::new());
     }
     let def = tables.table_def(&name)?;
     let user = def.user_schema();
@@ -186,7 +196,7 @@ pub(super) async fn alter_table(
 
 fn unsupported(what: &str) -> Error {
     Error::Sql(format!(
-        "ALTER TABLE {what} is not supported (supported: ADD [COLUMN], DROP [COLUMN], RENAME COLUMN … TO …)"
+        "ALTER TABLE {what} is not supported (supported: ADD [COLUMN], DROP [COLUMN], RENAME COLUMN … TO …, and RENAME TO … alone)"
     ))
 }
 

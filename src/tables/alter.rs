@@ -98,6 +98,41 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// Rename table `from` to `to`: one commit moves its definition to the new name.
+    /// The table keeps its id, rows and segments; nothing is copied.
+    pub(crate) fn rename_table(&self, from: &str, to: &str) -> Result<()> {
+        if from == KV_TABLE_NAME || to == KV_TABLE_NAME {
+            return Err(Error::Schema(
+                "the built-in kv table cannot be renamed".into(),
+            ));
+        }
+        let _ddl = self.ddl.lock();
+        let old = self.def(from)?;
+        if from == to {
+            return Ok(());
+        }
+        if self.defs.read().contains_key(to) {
+            return Err(Error::TableExists(to.to_string()));
+        }
+        // The clone shares the table's row-id counter and write gate: same table.
+        let mut def = (*old).clone();
+        def.name = to.to_string();
+        let mut b = WriteBatch::new();
+        b.delete(&catalog_key(from))?;
+        b.put(&catalog_key(to), &def.encode())?;
+        self.engine.write(b)?;
+        let def = Arc::new(def);
+        {
+            let mut defs = self.defs.write();
+            defs.remove(from);
+            defs.insert(def.name.clone(), def.clone());
+        }
+        self.sql_deregister(from)?;
+        self.sql_register(&def)
+    }
+}
+
 struct Copier<'a> {
     engine: &'a Engine,
     old: &'a TableDef,

@@ -92,6 +92,12 @@ impl Database {
         })
     }
 
+    /// Rename table `from` to `to` (`ALTER TABLE from RENAME TO to`): its rows and
+    /// column segments stay where they are; one commit moves the name.
+    pub fn rename_table(&self, from: &str, to: &str) -> Result<()> {
+        self.tables()?.rename_table(from, to)
+    }
+
     /// Rewrite table `name` with its columns changed by `change`.
     fn alter_columns(
         &self,
