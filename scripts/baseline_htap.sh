@@ -16,6 +16,8 @@
 #   --no-duckdb  skip DuckDB
 #   --sql-threads N / --analytics-nice N / --columnar-interval-ms N / --columnar-compression N
 #                override those configuration fields for Lightning DB
+#   --writer-rate N  cap Lightning DB's writers at N commits/s in total (compare the
+#                query slowdown at equal write load, e.g. DuckDB's rate)
 # LDB_BENCH_PROFILE=release|dev overrides the build profile. Run it on a quiet
 # machine: the result table shows how much CPU other processes took in each phase.
 set -euo pipefail
@@ -31,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --no-duckdb) duckdb=0 ;;
         --data-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
-        --rows|--secs|--writers|--sql-threads|--analytics-nice|--columnar-interval-ms|--columnar-compression)
+        --rows|--secs|--writers|--sql-threads|--analytics-nice|--columnar-interval-ms|--columnar-compression|--writer-rate)
             pass+=("$1" "$2"); shift ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;

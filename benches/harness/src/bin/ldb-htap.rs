@@ -68,7 +68,15 @@ struct Args {
     /// Override `columnar_compression` (0 none, 1 Zstd, 2 LZ4).
     #[arg(long)]
     columnar_compression: Option<u8>,
+    /// Cap Lightning DB's writers at this many commits per second in total (OLTP and
+    /// mixed phases alike; 0: as fast as they go): e.g. DuckDB's rate, to compare the
+    /// query slowdown at equal write load.
+    #[arg(long, default_value_t = 0)]
+    writer_rate: u64,
 }
+
+/// Commits per second all writers together may make (0: no cap); see `--writer-rate`.
+static WRITER_RATE: AtomicU64 = AtomicU64::new(0);
 
 const STATUS: [&str; 4] = ["new", "paid", "shipped", "done"];
 
@@ -226,7 +234,15 @@ fn write_load(
                     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1000_0001));
                     let mut lat = Latencies::default();
                     let mut n = 0u64;
+                    let began = Instant::now();
+                    let rate = WRITER_RATE.load(Ordering::Relaxed) as f64 / writers as f64;
                     while !stop.load(Ordering::Relaxed) {
+                        if rate > 0.0 {
+                            let due = began + Duration::from_secs_f64(n as f64 / rate);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
                         let r = rng.next();
                         let t = Instant::now();
                         if r % 10 < 8 {
@@ -426,6 +442,7 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     if let Some(n) = args.analytics_nice {
         cfg.analytics_nice = n;
     }
+    WRITER_RATE.store(args.writer_rate, Ordering::Relaxed);
     if let Some(c) = args.columnar_compression {
         cfg.columnar_compression = c;
     }
@@ -653,6 +670,12 @@ fn markdown(args: &Args, machine: &Machine, r: &Value) -> String {
              mixed-phase writers the table API. DuckDB: every phase through its Python API with \
              parameters.\n\n",
             m["sql_threads"], m["analytics_nice"]
+        );
+    }
+    if args.writer_rate > 0 {
+        md += &format!(
+            "Lightning DB's writers capped at {} commits/s in total (`--writer-rate`).\n\n",
+            args.writer_rate
         );
     }
     md += "| | Lightning DB | DuckDB | ratio |\n|---|---:|---:|---:|\n";
