@@ -13,6 +13,7 @@ mod catalog;
 mod fast;
 mod guard;
 mod prepared;
+mod shape;
 
 pub use prepared::{Params, PreparedStatement};
 
@@ -459,6 +460,24 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
                 DFStatement::Statement(s)
                     if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_))
             );
+            if is_query
+                && let Some((shape, values)) = shape::parameterize(&stmt)
+                && let Some(plan) = shaped_plan(&st, epoch, shape, values).await
+            {
+                let optimized = st.ctx.state().optimize(&plan)?;
+                if reusable(&plan) {
+                    st.remember(
+                        &query,
+                        Compiled {
+                            epoch,
+                            fast: known.and_then(|c| c.fast.clone()),
+                            plan: Some(plan),
+                            optimized: Some(optimized.clone()),
+                        },
+                    );
+                }
+                return run_optimized(&st, optimized).await;
+            }
             let plan = st.ctx.state().statement_to_plan(stmt).await?;
             // `SELECT … INTO t` parses as a query but creates a table.
             let is_query = is_query && !matches!(plan, LogicalPlan::Ddl(_));
@@ -487,6 +506,58 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
         }
     };
     run_plan(&tables, &st, plan).await
+}
+
+/// Where the plans of query shapes are remembered (see [`shape`]): no statement text
+/// starts so.
+const SHAPE_KEY: &str = "\u{0}shape\u{0}";
+
+/// A query's logical plan from its shape's (`shape` with `values` for its
+/// placeholders), planning and remembering the shape on first sight. `None`: the shape
+/// cannot stand for its queries (DataFusion typed a placeholder other than as the
+/// literal was, or could not plan it), and the query takes the ordinary path.
+async fn shaped_plan(
+    st: &SqlState,
+    epoch: u64,
+    shape: DFStatement,
+    values: Vec<datafusion::common::ScalarValue>,
+) -> Option<LogicalPlan> {
+    let key = format!("{SHAPE_KEY}{shape}");
+    let plan = match st.remembered(&key) {
+        Some(c) => {
+            let p = c.plan.clone()?;
+            st.plan_cache_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            p
+        }
+        None => {
+            let n = values.len();
+            let plan = st
+                .ctx
+                .state()
+                .statement_to_plan(shape)
+                .await
+                .ok()
+                .filter(|p| {
+                    !matches!(p, LogicalPlan::Ddl(_))
+                        && p.get_parameter_types().is_ok_and(|t| {
+                            t.len() == n && t.values().all(|d| d.as_ref() == Some(&DataType::Int64))
+                        })
+                });
+            st.remember(
+                &key,
+                Compiled {
+                    epoch,
+                    fast: None,
+                    plan: plan.clone(),
+                    optimized: None,
+                },
+            );
+            plan?
+        }
+    };
+    plan.with_param_values(datafusion::common::ParamValues::from(values))
+        .ok()
 }
 
 /// Run an optimized query plan (the logical optimizer already ran).
