@@ -462,8 +462,16 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
             );
             if is_query
                 && let Some((shape, values)) = shape::parameterize(&stmt)
-                && let Some(plan) = shaped_plan(&st, epoch, shape, values).await
+                && let Some((plan, ready)) = shaped_plan(&st, epoch, shape, values).await
             {
+                // The shape's optimized plan, bound: as the query's own would be, but an
+                // optimizer rule may have treated a placeholder unlike a literal, so a
+                // failure runs the query the ordinary way (queries write nothing).
+                if let Some(ready) = ready
+                    && let Ok(out) = run_optimized(&st, ready).await
+                {
+                    return Ok(out);
+                }
                 let optimized = st.ctx.state().optimize(&plan)?;
                 if reusable(&plan) {
                     st.remember(
@@ -521,14 +529,14 @@ async fn shaped_plan(
     epoch: u64,
     shape: DFStatement,
     values: Vec<datafusion::common::ScalarValue>,
-) -> Option<LogicalPlan> {
+) -> Option<(LogicalPlan, Option<LogicalPlan>)> {
     let key = format!("{SHAPE_KEY}{shape}");
-    let plan = match st.remembered(&key) {
+    let (plan, optimized) = match st.remembered(&key) {
         Some(c) => {
             let p = c.plan.clone()?;
             st.plan_cache_hits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            p
+            (p, c.optimized.clone())
         }
         None => {
             let n = values.len();
@@ -544,20 +552,25 @@ async fn shaped_plan(
                             t.len() == n && t.values().all(|d| d.as_ref() == Some(&DataType::Int64))
                         })
                 });
+            let optimized = plan
+                .as_ref()
+                .filter(|p| reusable(p))
+                .and_then(|p| st.ctx.state().optimize(p).ok());
             st.remember(
                 &key,
                 Compiled {
                     epoch,
                     fast: None,
                     plan: plan.clone(),
-                    optimized: None,
+                    optimized: optimized.clone(),
                 },
             );
-            plan?
+            (plan?, optimized)
         }
     };
-    plan.with_param_values(datafusion::common::ParamValues::from(values))
-        .ok()
+    let values = datafusion::common::ParamValues::from(values);
+    let ready = optimized.and_then(|p| p.with_param_values(values.clone()).ok());
+    Some((plan.with_param_values(values).ok()?, ready))
 }
 
 /// Run an optimized query plan (the logical optimizer already ran).

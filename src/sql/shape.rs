@@ -14,22 +14,47 @@
 use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, Statement, Value, visit_expressions_mut,
+    BinaryOperator, Expr, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
 };
 use std::ops::ControlFlow;
 
-/// The shape of `stmt` (a query) and the literals taken out of it, in placeholder order;
-/// `None` when it has none to take or already has placeholders.
+/// The shape of `stmt` and the literals taken out of it, in placeholder order; `None`
+/// when it has none to take. Only the `WHERE` clause of a plain `SELECT` over tables is
+/// parameterized (no `WITH`, set operation, derived table or subquery, no placeholders
+/// of its own): rules that evaluate a query's literals while planning (decorrelating
+/// a subquery over `count(*)`, say) cannot see them as placeholders.
 pub(super) fn parameterize(stmt: &DFStatement) -> Option<(DFStatement, Vec<ScalarValue>)> {
     let DFStatement::Statement(s) = stmt else {
         return None;
     };
-    if !matches!(s.as_ref(), Statement::Query(_)) || has_placeholders(s) {
+    let Statement::Query(q) = s.as_ref() else {
+        return None;
+    };
+    if q.with.is_some() || has_placeholders(s) || has_subqueries(s) {
+        return None;
+    }
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    let plain = |t: &TableFactor| matches!(t, TableFactor::Table { args: None, .. });
+    if sel.selection.is_none()
+        || !sel
+            .from
+            .iter()
+            .all(|f| plain(&f.relation) && f.joins.iter().all(|j| plain(&j.relation)))
+    {
         return None;
     }
     let mut shape = s.as_ref().clone();
+    let Statement::Query(q) = &mut shape else {
+        unreachable!("checked above")
+    };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        unreachable!("checked above")
+    };
+    let selection = sel.selection.as_mut()?;
     let mut values = Vec::new();
-    let _ = visit_expressions_mut(&mut shape, |e| {
+    let _ = visit_expressions_mut(selection, |e| {
         if let Expr::BinaryOp { left, op, right } = e
             && is_comparison(op)
         {
@@ -51,6 +76,15 @@ pub(super) fn parameterize(stmt: &DFStatement) -> Option<(DFStatement, Vec<Scala
         return None;
     }
     Some((DFStatement::Statement(Box::new(shape)), values))
+}
+
+fn has_subqueries(s: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::visit_expressions;
+    visit_expressions(s, |e| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 fn has_placeholders(s: &Statement) -> bool {
@@ -125,6 +159,12 @@ mod tests {
             "SELECT count(*) FROM t WHERE a > 1.5",
             "SELECT count(*) FROM t WHERE a > -3",
             "SELECT count(*) FROM t HAVING count(*) > 3",
+            "SELECT c FROM t GROUP BY c HAVING c > 3",
+            "SELECT * FROM t WHERE (SELECT count(*) AS n FROM u WHERE u.a = t.a HAVING n = 0) = 2",
+            "SELECT * FROM t WHERE a IN (SELECT b FROM u WHERE b > 3)",
+            "WITH x AS (SELECT * FROM t) SELECT * FROM x WHERE a > 3",
+            "SELECT * FROM (SELECT * FROM t) AS d WHERE a > 3",
+            "SELECT a FROM t WHERE a > 3 UNION SELECT a FROM u WHERE a > 4",
             "SELECT * FROM t WHERE id = $1",
             "SELECT 1 + 2",
             "INSERT INTO t VALUES (1)",
