@@ -92,7 +92,8 @@ pub struct Metrics {
 
 /// Run the calling thread at `nice` (Linux), never below its current nice value:
 /// analytics threads give way to the commit path. Failures are ignored (the thread
-/// then keeps its priority).
+/// then keeps its priority). (Analytics exist with the `sql` feature only.)
+#[cfg(feature = "sql")]
 pub(crate) fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
