@@ -5,21 +5,15 @@
 
 use super::SqlState;
 use crate::error::{Error, Result};
-use crate::tables::{Alteration, Source, Tables};
+use crate::tables::{Alteration, Tables};
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::Field;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::planner::IdentNormalizer;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ColumnOption, Ident, RenameTableNameKind,
 };
 use std::sync::Arc;
-
-/// One column of the table being altered.
-struct Col {
-    field: Field,
-    source: Source,
-}
 
 pub(super) async fn alter_table(
     tables: &Arc<Tables>,
@@ -41,12 +35,10 @@ pub(super) async fn alter_table(
         )));
     };
     let name = norm.normalize(table.clone());
-    if !tables.has_table(&name) {
-        if a.if_exists {
-            return Ok(Vec::new());
-        }
-        return Err(Error::TableNotFound(name));
-    }
+    let def = match tables.def(&name) {
+        Err(Error::TableNotFound(_)) if a.if_exists => return Ok(Vec::new()),
+        d => d?,
+    };
     if let [AlterTableOperation::RenameTable { table_name }] = &a.operations[..] {
         let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) = table_name;
         let Some(to) = to.0.last().and_then(|p| p.as_ident()) else {
@@ -55,27 +47,7 @@ pub(super) async fn alter_table(
         tables.rename_table(&name, &norm.normalize(to.clone()))?;
         return Ok(Vec::new());
     }
-    let def = tables.table_def(&name)?;
-    let user = def.user_schema();
-    let mut cols: Vec<Col> = user
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Col {
-            field: f.as_ref().clone(),
-            source: Source::Column(i),
-        })
-        .collect();
-    let mut pk: Vec<String> = match def.keyless {
-        true => Vec::new(),
-        false => def
-            .key_cols
-            .iter()
-            .map(|&i| def.schema.field(i).name().clone())
-            .collect(),
-    };
-    let mut defaults = def.defaults.clone();
-    let find = |cols: &[Col], n: &str| cols.iter().position(|c| c.field.name() == n);
+    let mut alt = Alteration::of(def)?;
     for op in &a.operations {
         match op {
             AlterTableOperation::AddColumn {
@@ -88,13 +60,8 @@ pub(super) async fn alter_table(
                     return Err(unsupported("ADD COLUMN … FIRST / AFTER"));
                 }
                 let col = norm.normalize(column_def.name.clone());
-                if find(&cols, &col).is_some() {
-                    if *if_not_exists {
-                        continue;
-                    }
-                    return Err(Error::Sql(format!(
-                        "ALTER TABLE: column {col} already exists in table {name}"
-                    )));
+                if *if_not_exists && alt.has(&col) {
+                    continue;
                 }
                 if column_def.options.iter().any(|o| {
                     matches!(
@@ -105,18 +72,14 @@ pub(super) async fn alter_table(
                     return Err(unsupported("ADD COLUMN … PRIMARY KEY / UNIQUE"));
                 }
                 let (field, default) = plan_column(st, column_def).await?;
-                let fill = match &default {
-                    Some(sql) => Some(default_value(st, sql, &field).await?),
+                let default = match default {
+                    Some(sql) => {
+                        let v = default_value(st, &sql, &field).await?;
+                        Some((sql, v))
+                    }
                     None => None,
                 };
-                defaults.remove(&col);
-                if let Some(sql) = default {
-                    defaults.insert(col.clone(), sql);
-                }
-                cols.push(Col {
-                    field: field.with_name(col),
-                    source: Source::Fill(fill),
-                });
+                alt.add(field.with_name(col), default)?;
             }
             AlterTableOperation::DropColumn {
                 column_names,
@@ -125,48 +88,18 @@ pub(super) async fn alter_table(
             } => {
                 for c in column_names {
                     let c = norm.normalize(c.clone());
-                    let Some(i) = find(&cols, &c) else {
-                        if *if_exists {
-                            continue;
-                        }
-                        return Err(no_column(&name, &c));
-                    };
-                    if pk.contains(&c) {
-                        return Err(Error::Sql(format!(
-                            "ALTER TABLE: cannot drop column {c}: it is part of the primary key of {name}"
-                        )));
+                    if alt.has(&c) || !*if_exists {
+                        alt.drop_column(&c)?;
                     }
-                    cols.remove(i);
-                    defaults.remove(&c);
                 }
             }
             AlterTableOperation::RenameColumn {
                 old_column_name,
                 new_column_name,
-            } => {
-                let (from, to) = (
-                    norm.normalize(old_column_name.clone()),
-                    norm.normalize(new_column_name.clone()),
-                );
-                let Some(i) = find(&cols, &from) else {
-                    return Err(no_column(&name, &from));
-                };
-                if from == to {
-                    continue;
-                }
-                if find(&cols, &to).is_some() {
-                    return Err(Error::Sql(format!(
-                        "ALTER TABLE: column {to} already exists in table {name}"
-                    )));
-                }
-                cols[i].field = cols[i].field.clone().with_name(to.clone());
-                for k in pk.iter_mut().filter(|k| **k == from) {
-                    *k = to.clone();
-                }
-                if let Some(d) = defaults.remove(&from) {
-                    defaults.insert(to, d);
-                }
-            }
+            } => alt.rename(
+                &norm.normalize(old_column_name.clone()),
+                &norm.normalize(new_column_name.clone()),
+            )?,
             other => {
                 let text = other.to_string();
                 let what = text
@@ -178,17 +111,8 @@ pub(super) async fn alter_table(
             }
         }
     }
-    let schema = Arc::new(Schema::new(
-        cols.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
-    ));
-    let alteration = Alteration {
-        schema,
-        primary_key: pk,
-        defaults,
-        sources: cols.into_iter().map(|c| c.source).collect(),
-    };
     let t = tables.clone();
-    tokio::task::spawn_blocking(move || t.alter(&name, alteration))
+    tokio::task::spawn_blocking(move || t.alter(alt))
         .await
         .map_err(|e| Error::Sql(format!("ALTER TABLE failed: {e}")))??;
     Ok(Vec::new())
@@ -198,10 +122,6 @@ fn unsupported(what: &str) -> Error {
     Error::Sql(format!(
         "ALTER TABLE {what} is not supported (supported: ADD [COLUMN], DROP [COLUMN], RENAME COLUMN … TO …, and RENAME TO … alone)"
     ))
-}
-
-fn no_column(table: &str, col: &str) -> Error {
-    Error::Sql(format!("ALTER TABLE: table {table} has no column {col}"))
 }
 
 /// The field (in the types tables store) and `DEFAULT` (SQL text) of a column

@@ -18,21 +18,112 @@ use arrow::array::{ArrayRef, UInt32Array, new_null_array};
 use arrow::datatypes::Field;
 
 /// Where a column of the altered table takes its values for the rows that exist.
-pub(crate) enum Source {
+enum Source {
     /// Column `i` of the old table (as users see it).
     Column(usize),
     /// A new column: one value (its DEFAULT, of the column's type), or `None` (NULL).
     Fill(Option<ArrayRef>),
 }
 
-/// A table's shape after `ALTER TABLE`.
+/// A table's columns as `ALTER TABLE` operations change them, applied in order to this
+/// model; [`Tables::alter`] then rewrites the table once, in the resulting shape. Built
+/// from one definition, which must still be the table's when the rewrite publishes.
 pub(crate) struct Alteration {
-    /// The columns, as users see them (key columns included).
-    pub schema: SchemaRef,
-    pub primary_key: Vec<String>,
-    pub defaults: BTreeMap<String, String>,
-    /// Per column of `schema`.
-    pub sources: Vec<Source>,
+    old: Arc<TableDef>,
+    /// The columns as users will see them, each with where its values come from.
+    cols: Vec<(Field, Source)>,
+    primary_key: Vec<String>,
+    defaults: BTreeMap<String, String>,
+}
+
+impl Alteration {
+    /// Table `old`'s columns, unchanged.
+    pub(crate) fn of(old: Arc<TableDef>) -> Result<Alteration> {
+        if old.raw_kv {
+            return Err(Error::Schema(
+                "the built-in kv table cannot be altered".into(),
+            ));
+        }
+        Ok(Alteration {
+            cols: old
+                .user_schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.as_ref().clone(), Source::Column(i)))
+                .collect(),
+            primary_key: old.primary_key_names(),
+            defaults: old.defaults.clone(),
+            old,
+        })
+    }
+
+    fn find(&self, col: &str) -> Option<usize> {
+        self.cols.iter().position(|(f, _)| f.name() == col)
+    }
+
+    pub(crate) fn has(&self, col: &str) -> bool {
+        self.find(col).is_some()
+    }
+
+    fn exists(&self, col: &str) -> Error {
+        Error::Schema(format!(
+            "column {col} already exists in table {}",
+            self.old.name
+        ))
+    }
+
+    fn missing(&self, col: &str) -> Error {
+        Error::Schema(format!("table {} has no column {col}", self.old.name))
+    }
+
+    /// Add column `field`; existing rows get `default`'s value (its SQL text, kept as
+    /// the column's DEFAULT, and that text evaluated), else NULL.
+    pub(crate) fn add(&mut self, field: Field, default: Option<(String, ArrayRef)>) -> Result<()> {
+        if self.has(field.name()) {
+            return Err(self.exists(field.name()));
+        }
+        let fill = default.map(|(sql, value)| {
+            self.defaults.insert(field.name().clone(), sql);
+            value
+        });
+        self.cols.push((field, Source::Fill(fill)));
+        Ok(())
+    }
+
+    /// Drop column `col` (not a primary-key column).
+    pub(crate) fn drop_column(&mut self, col: &str) -> Result<()> {
+        let i = self.find(col).ok_or_else(|| self.missing(col))?;
+        if self.primary_key.iter().any(|k| k == col) {
+            return Err(Error::Schema(format!(
+                "cannot drop column {col}: it is part of the primary key of {}",
+                self.old.name
+            )));
+        }
+        self.cols.remove(i);
+        self.defaults.remove(col);
+        Ok(())
+    }
+
+    /// Rename column `from` to `to` (its DEFAULT and primary-key place follow it).
+    pub(crate) fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let i = self.find(from).ok_or_else(|| self.missing(from))?;
+        if from == to {
+            return Ok(());
+        }
+        if self.has(to) {
+            return Err(self.exists(to));
+        }
+        let f = &mut self.cols[i].0;
+        *f = f.clone().with_name(to);
+        for k in self.primary_key.iter_mut().filter(|k| *k == from) {
+            *k = to.to_string();
+        }
+        if let Some(d) = self.defaults.remove(from) {
+            self.defaults.insert(to.to_string(), d);
+        }
+        Ok(())
+    }
 }
 
 /// A row of the old table: full key, value (`None`: deleted).
@@ -42,22 +133,20 @@ type Change = (Vec<u8>, Option<Vec<u8>>);
 const COPY_ROWS: usize = 4096;
 
 impl Tables {
-    /// Replace table `name` by one of shape `a`, holding every row of it.
-    pub(crate) fn alter(self: &Arc<Self>, name: &str, a: Alteration) -> Result<Arc<TableDef>> {
-        let old = self.def(name)?;
-        if old.raw_kv {
-            return Err(Error::Schema(
-                "the built-in kv table cannot be altered".into(),
-            ));
-        }
-        if old.keyless != a.primary_key.is_empty() {
-            return Err(Error::Schema(
-                "ALTER TABLE cannot add or remove a primary key".into(),
-            ));
-        }
-        let pk: Vec<&str> = a.primary_key.iter().map(String::as_str).collect();
-        let load = self.begin_load_as(name, a.schema.clone(), &pk, true, a.defaults)?;
-        let mut sources = a.sources;
+    /// Rewrite the table `a` was made from in `a`'s shape, holding every row of it,
+    /// and publish it in the old one's place.
+    pub(crate) fn alter(self: &Arc<Self>, a: Alteration) -> Result<Arc<TableDef>> {
+        let Alteration {
+            old,
+            cols,
+            primary_key,
+            defaults,
+        } = a;
+        let name = &old.name;
+        let (fields, mut sources): (Vec<Field>, Vec<Source>) = cols.into_iter().unzip();
+        let pk: Vec<&str> = primary_key.iter().map(String::as_str).collect();
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let load = self.begin_load_as(name, schema, &pk, true, defaults)?;
         if old.keyless {
             // The hidden row id, last in both.
             sources.push(Source::Column(old.schema.fields().len() - 1));
@@ -85,13 +174,13 @@ impl Tables {
             )));
         }
         let now = self.engine.snapshot();
-        let mut changes: Vec<Result<Change>> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         self.engine
             .for_each_change(&now, snap.ts(), &prefix, &end, |k, v| -> Result<()> {
-                changes.push(Ok((k.to_vec(), v.map(<[u8]>::to_vec))));
+                changes.push((k.to_vec(), v.map(<[u8]>::to_vec)));
                 Ok(())
             })?;
-        copier.copy(changes.into_iter())?;
+        copier.copy(changes.into_iter().map(Ok))?;
         let def = load.commit_altering(old.id)?;
         *closed = true;
         Ok(def)
@@ -142,26 +231,32 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     /// Write `rows` (old full keys; `None`: deleted) into the new table, in chunks.
-    fn copy(&self, rows: impl Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>)>>) -> Result<()> {
+    fn copy(&self, rows: impl Iterator<Item = Result<Change>>) -> Result<()> {
         let skip = table_prefix(self.old.id).len();
+        let prefix = table_prefix(self.new.id);
         let mut dec = RowDecoder::new(
             self.old.schema.clone(),
             &self.old.key_cols,
             false,
             COPY_ROWS,
         );
-        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(COPY_ROWS);
+        // The decoded rows' keys (old prefix dropped), back to back.
+        let mut keys = Keys::default();
+        let mut nk = prefix.to_vec();
         let mut out = WriteBatch::new();
         for r in rows {
             let (k, v) = r?;
-            let mut nk = table_prefix(self.new.id).to_vec();
-            nk.extend_from_slice(&k[skip..]);
+            let key = &k[skip..];
             match v {
                 Some(v) => {
-                    dec.push(&k[skip..], &v)?;
-                    keys.push(nk);
+                    dec.push(key, &v)?;
+                    keys.push(key);
                 }
-                None => out.delete(&nk)?,
+                None => {
+                    nk.truncate(prefix.len());
+                    nk.extend_from_slice(key);
+                    out.delete(&nk)?;
+                }
             }
             if dec.len() >= COPY_ROWS {
                 self.encode(&dec.finish()?, &mut keys, &mut out)?;
@@ -178,12 +273,7 @@ impl Copier<'_> {
     }
 
     /// Puts of `batch`'s rows (old stored columns) under `keys`, in the new shape.
-    fn encode(
-        &self,
-        batch: &RecordBatch,
-        keys: &mut Vec<Vec<u8>>,
-        out: &mut WriteBatch,
-    ) -> Result<()> {
+    fn encode(&self, batch: &RecordBatch, keys: &mut Keys, out: &mut WriteBatch) -> Result<()> {
         let n = batch.num_rows();
         let fields = self.new.schema.fields();
         let cols = self
@@ -198,12 +288,40 @@ impl Copier<'_> {
             .iter()
             .map(|&i| cols[i].as_ref())
             .collect();
-        let mut v = Vec::new();
-        for (i, k) in keys.drain(..).enumerate() {
+        let (mut k, mut v) = (table_prefix(self.new.id).to_vec(), Vec::new());
+        let prefix = k.len();
+        for i in 0..n {
+            k.truncate(prefix);
+            k.extend_from_slice(keys.get(i));
             self.new.row_value(&vals, i, &mut v);
             out.put(&k, &v)?;
         }
+        keys.clear();
         Ok(())
+    }
+}
+
+/// Keys back to back in one buffer.
+#[derive(Default)]
+struct Keys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Keys {
+    fn push(&mut self, k: &[u8]) {
+        self.bytes.extend_from_slice(k);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
 

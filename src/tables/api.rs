@@ -44,52 +44,17 @@ impl Database {
     /// (through SQL, a `DEFAULT` fills them instead). The table is rewritten in one
     /// atomic step; see [`Database::sql`] for `ALTER TABLE`.
     pub fn add_column(&self, name: &str, field: arrow::datatypes::Field) -> Result<()> {
-        self.alter_columns(name, |cols| {
-            if cols.iter().any(|(f, _)| f.name() == field.name()) {
-                return Err(Error::Schema(format!(
-                    "table {name} already has a column {}",
-                    field.name()
-                )));
-            }
-            cols.push((field, crate::tables::Source::Fill(None)));
-            Ok(())
-        })
+        self.alter_columns(name, |a| a.add(field, None))
     }
 
     /// Drop column `column` of table `name` (not a primary-key column).
     pub fn drop_column(&self, name: &str, column: &str) -> Result<()> {
-        let pk = self.table_primary_key(name)?;
-        if pk.iter().any(|k| k == column) {
-            return Err(Error::Schema(format!(
-                "column {column} is part of the primary key of {name}"
-            )));
-        }
-        self.alter_columns(name, |cols| {
-            let n = cols.len();
-            cols.retain(|(f, _)| f.name() != column);
-            match cols.len() < n {
-                true => Ok(()),
-                false => Err(Error::Schema(format!(
-                    "table {name} has no column {column}"
-                ))),
-            }
-        })
+        self.alter_columns(name, |a| a.drop_column(column))
     }
 
     /// Rename column `from` of table `name` to `to`.
     pub fn rename_column(&self, name: &str, from: &str, to: &str) -> Result<()> {
-        self.alter_columns(name, |cols| {
-            if from != to && cols.iter().any(|(f, _)| f.name() == to) {
-                return Err(Error::Schema(format!(
-                    "table {name} already has a column {to}"
-                )));
-            }
-            let Some(c) = cols.iter_mut().find(|(f, _)| f.name() == from) else {
-                return Err(Error::Schema(format!("table {name} has no column {from}")));
-            };
-            c.0 = c.0.clone().with_name(to);
-            Ok(())
-        })
+        self.alter_columns(name, |a| a.rename(from, to))
     }
 
     /// Rename table `from` to `to` (`ALTER TABLE from RENAME TO to`): its rows and
@@ -102,52 +67,12 @@ impl Database {
     fn alter_columns(
         &self,
         name: &str,
-        change: impl FnOnce(&mut Vec<(arrow::datatypes::Field, crate::tables::Source)>) -> Result<()>,
+        change: impl FnOnce(&mut crate::tables::Alteration) -> Result<()>,
     ) -> Result<()> {
         let t = self.tables()?;
-        let def = t.def(name)?;
-        let user = def.user_schema();
-        let old: Vec<String> = user.fields().iter().map(|f| f.name().clone()).collect();
-        let mut cols: Vec<_> = user
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_ref().clone(), crate::tables::Source::Column(i)))
-            .collect();
-        change(&mut cols)?;
-        let pk: Vec<String> = match def.keyless {
-            true => Vec::new(),
-            false => def
-                .key_cols
-                .iter()
-                .map(|&i| {
-                    // A renamed key column keeps its place.
-                    cols.iter()
-                        .find(|(_, s)| matches!(s, crate::tables::Source::Column(j) if old[*j] == *def.schema.field(i).name()))
-                        .map_or_else(|| def.schema.field(i).name().clone(), |(f, _)| f.name().clone())
-                })
-                .collect(),
-        };
-        // DEFAULTs follow their columns.
-        let defaults = cols
-            .iter()
-            .filter_map(|(f, s)| match s {
-                crate::tables::Source::Column(j) => {
-                    Some((f.name().clone(), def.defaults.get(&old[*j])?.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let (fields, sources): (Vec<_>, Vec<_>) = cols.into_iter().unzip();
-        t.alter(
-            name,
-            crate::tables::Alteration {
-                schema: Arc::new(arrow::datatypes::Schema::new(fields)),
-                primary_key: pk,
-                defaults,
-                sources,
-            },
-        )?;
+        let mut a = crate::tables::Alteration::of(t.def(name)?)?;
+        change(&mut a)?;
+        t.alter(a)?;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 mod alter;
 mod api;
 mod load;
-pub(crate) use alter::{Alteration, Source};
+pub(crate) use alter::Alteration;
 pub(crate) use load::TableLoad;
 
 pub(crate) struct Tables {
@@ -444,11 +444,7 @@ impl Tables {
     }
 
     /// The definition of table `name`.
-    pub(crate) fn table_def(&self, name: &str) -> Result<Arc<TableDef>> {
-        self.def(name)
-    }
-
-    fn def(&self, name: &str) -> Result<Arc<TableDef>> {
+    pub(crate) fn def(&self, name: &str) -> Result<Arc<TableDef>> {
         self.defs
             .read()
             .get(name)
