@@ -36,11 +36,19 @@ pub struct LsmIngest {
     staged: Arc<Mutex<Vec<u64>>>,
     bytes: u64,
     /// The last run's table file, being written on a helper thread while the caller
-    /// prepares the next run (at most one at a time).
-    building: Option<std::thread::JoinHandle<Result<Arc<Table>>>>,
+    /// prepares the next run (at most one at a time); the thread hands the run's buffer
+    /// back for the next one.
+    building: Option<std::thread::JoinHandle<Result<Built>>>,
+    /// The buffer the next run is copied into (kept from run to run: a run is tens of
+    /// MiB, allocated and faulted in once per ingestion, not once per run).
+    spare: OwnedRun,
 }
 
+/// A run's table file, and its buffer back for the next run.
+type Built = (Arc<Table>, OwnedRun);
+
 /// A run copied out of the caller's memory: entries back to back, in order.
+#[derive(Default)]
 struct OwnedRun {
     bytes: Vec<u8>,
     /// Per entry: key length, value length (`u32::MAX`: a delete).
@@ -60,6 +68,7 @@ impl LsmEngine {
             staged: Arc::new(Mutex::new(Vec::new())),
             bytes: 0,
             building: None,
+            spare: OwnedRun::default(),
         })
     }
 }
@@ -75,10 +84,9 @@ impl LsmIngest {
         entries: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Result<()> {
         self.inner.check_writable()?;
-        let mut run = OwnedRun {
-            bytes: Vec::new(),
-            lens: Vec::new(),
-        };
+        let mut run = std::mem::take(&mut self.spare);
+        run.bytes.clear();
+        run.lens.clear();
         let mut last: Option<&[u8]> = None;
         for (k, v) in entries {
             if last.is_some_and(|l| l >= k) {
@@ -96,6 +104,7 @@ impl LsmIngest {
             last = Some(k);
         }
         if run.lens.is_empty() {
+            self.spare = run;
             return Ok(());
         }
         self.wait_built()?;
@@ -114,7 +123,7 @@ impl LsmIngest {
         let inner = inner.clone();
         let thread = std::thread::Builder::new()
             .name("ldb-ingest".into())
-            .spawn(move || build_run(&inner, b, id, &run))
+            .spawn(move || build_run(&inner, b, id, &run).map(|t| (t, run)))
             .map_err(|e| Error::Io {
                 context: "starting an ingestion thread".into(),
                 source: e,
@@ -128,10 +137,13 @@ impl LsmIngest {
         let Some(t) = self.building.take() else {
             return Ok(());
         };
-        let table = t.join().map_err(|_| Error::Io {
+        let (table, run) = t.join().map_err(|_| Error::Io {
             context: "writing an ingested run".into(),
             source: std::io::Error::other("the ingestion thread panicked"),
         })??;
+        if run.bytes.capacity() > self.spare.bytes.capacity() {
+            self.spare = run;
+        }
         self.bytes += table.meta().file_size;
         self.tables.push(table);
         Ok(())
