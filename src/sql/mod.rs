@@ -460,31 +460,17 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
                 DFStatement::Statement(s)
                     if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_))
             );
+            // A known shape: its optimized plan, bound. An optimizer rule may have
+            // treated a placeholder unlike a literal, so a failure runs the query the
+            // ordinary way (queries write nothing).
             if is_query
                 && let Some((shape, values)) = shape::parameterize(&stmt)
-                && let Some((plan, ready)) = shaped_plan(&st, epoch, shape, values).await
+                && let Some(optimized) = shaped_plan(&st, epoch, shape).await
+                && let Ok(bound) =
+                    optimized.with_param_values(datafusion::common::ParamValues::from(values))
+                && let Ok(out) = run_optimized(&st, bound).await
             {
-                // The shape's optimized plan, bound: as the query's own would be, but an
-                // optimizer rule may have treated a placeholder unlike a literal, so a
-                // failure runs the query the ordinary way (queries write nothing).
-                if let Some(ready) = ready
-                    && let Ok(out) = run_optimized(&st, ready).await
-                {
-                    return Ok(out);
-                }
-                let optimized = st.ctx.state().optimize(&plan)?;
-                if reusable(&plan) {
-                    st.remember(
-                        &query,
-                        Compiled {
-                            epoch,
-                            fast: known.and_then(|c| c.fast.clone()),
-                            plan: Some(plan),
-                            optimized: Some(optimized.clone()),
-                        },
-                    );
-                }
-                return run_optimized(&st, optimized).await;
+                return Ok(out);
             }
             let plan = st.ctx.state().statement_to_plan(stmt).await?;
             // `SELECT … INTO t` parses as a query but creates a table.
@@ -520,57 +506,42 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
 /// starts so.
 const SHAPE_KEY: &str = "\u{0}shape\u{0}";
 
-/// A query's logical plan from its shape's (`shape` with `values` for its
-/// placeholders), planning and remembering the shape on first sight. `None`: the shape
-/// cannot stand for its queries (DataFusion typed a placeholder other than as the
-/// literal was, or could not plan it), and the query takes the ordinary path.
-async fn shaped_plan(
-    st: &SqlState,
-    epoch: u64,
-    shape: DFStatement,
-    values: Vec<datafusion::common::ScalarValue>,
-) -> Option<(LogicalPlan, Option<LogicalPlan>)> {
+/// The optimized plan of query shape `shape` (see [`shape`]), with placeholders;
+/// planned and remembered on first sight. `None`: the shape cannot stand for its
+/// queries (DataFusion typed a placeholder other than as the literal was, the plan
+/// depends on when it runs, or it could not be planned), and they take the ordinary
+/// path.
+async fn shaped_plan(st: &SqlState, epoch: u64, shape: DFStatement) -> Option<LogicalPlan> {
     let key = format!("{SHAPE_KEY}{shape}");
-    let (plan, optimized) = match st.remembered(&key) {
-        Some(c) => {
-            let p = c.plan.clone()?;
-            st.plan_cache_hits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            (p, c.optimized.clone())
-        }
-        None => {
-            let n = values.len();
-            let plan = st
-                .ctx
-                .state()
-                .statement_to_plan(shape)
-                .await
-                .ok()
-                .filter(|p| {
-                    !matches!(p, LogicalPlan::Ddl(_))
-                        && p.get_parameter_types().is_ok_and(|t| {
-                            t.len() == n && t.values().all(|d| d.as_ref() == Some(&DataType::Int64))
-                        })
-                });
-            let optimized = plan
-                .as_ref()
-                .filter(|p| reusable(p))
-                .and_then(|p| st.ctx.state().optimize(p).ok());
-            st.remember(
-                &key,
-                Compiled {
-                    epoch,
-                    fast: None,
-                    plan: plan.clone(),
-                    optimized: optimized.clone(),
-                },
-            );
-            (plan?, optimized)
-        }
-    };
-    let values = datafusion::common::ParamValues::from(values);
-    let ready = optimized.and_then(|p| p.with_param_values(values.clone()).ok());
-    Some((plan.with_param_values(values).ok()?, ready))
+    if let Some(c) = st.remembered(&key) {
+        let p = c.optimized.clone()?;
+        st.plan_cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Some(p);
+    }
+    let optimized = st
+        .ctx
+        .state()
+        .statement_to_plan(shape)
+        .await
+        .ok()
+        .filter(|p| {
+            !matches!(p, LogicalPlan::Ddl(_))
+                && reusable(p)
+                && p.get_parameter_types()
+                    .is_ok_and(|t| t.values().all(|d| d.as_ref() == Some(&DataType::Int64)))
+        })
+        .and_then(|p| st.ctx.state().optimize(&p).ok());
+    st.remember(
+        &key,
+        Compiled {
+            epoch,
+            fast: None,
+            plan: None,
+            optimized: optimized.clone(),
+        },
+    );
+    optimized
 }
 
 /// Run an optimized query plan (the logical optimizer already ran).
