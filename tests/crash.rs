@@ -475,10 +475,16 @@ fn sigkill_during_alter_table_leaves_old_or_new_shape() {
                 "cycle {cycle}: column c{n} was never added"
             );
         }
-        // What the kill left is what later cycles start from.
+        // What the kill left is what later cycles start from: an unacknowledged ADD
+        // that committed counts as added, an unacknowledged DROP as dropped.
         for n in added.clone() {
             if !cols.contains(&n) && !dropped.contains(&n) {
                 dropped.push(n);
+            }
+        }
+        for n in &cols {
+            if !added.contains(n) {
+                added.push(*n);
             }
         }
         let mut q = String::from("SELECT count(*), sum(v)");
