@@ -122,6 +122,7 @@ pub fn segment(data: &[u8]) {
         file_len: data.len() as u64,
         file_crc32c: crc32c::crc32c(data),
         zone_maps: Vec::new(),
+        schema_version: 0,
     };
     if let Ok(s) = Segment::open(&StdVfs, d.path(), &info, segment_schema()) {
         let s = Arc::new(s);
@@ -154,6 +155,47 @@ pub fn row_codec(data: &[u8]) {
             let _ = dec.finish();
         }
     }
+    // A table altered in place: rows of either schema version (format 1 and 2).
+    let mut dec = RowDecoder::for_table(altered_table(), 1);
+    if dec.push(key, value).is_ok() {
+        let _ = dec.finish();
+    }
+}
+
+/// `t(id BIGINT PRIMARY KEY, a INT, b VARCHAR)` after `DROP COLUMN a, ADD COLUMN c
+/// DOUBLE DEFAULT 1.5`, then `ADD COLUMN d VARCHAR`.
+fn altered_table() -> &'static lightning_columnar::TableDef {
+    use lightning_columnar::TableDef;
+    use lightning_db::arrow::array::{ArrayRef, Float64Array};
+    static DEF: std::sync::OnceLock<TableDef> = std::sync::OnceLock::new();
+    DEF.get_or_init(|| {
+        let t = TableDef::new(
+            9,
+            "t",
+            &Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("a", DataType::Int32, true),
+                Field::new("b", DataType::Utf8, true),
+            ]),
+            &["id"],
+        )
+        .expect("valid");
+        let fill: ArrayRef = Arc::new(Float64Array::from(vec![1.5]));
+        let t = t
+            .altered(
+                vec![
+                    (t.schema.field(0).clone(), Ok(0)),
+                    (t.schema.field(2).clone(), Ok(2)),
+                    (Field::new("c", DataType::Float64, true), Err(Some(fill))),
+                ],
+                &["id"],
+                Default::default(),
+            )
+            .expect("valid");
+        let mut cols: Vec<_> = (0..3).map(|i| (t.schema.field(i).clone(), Ok(i))).collect();
+        cols.push((Field::new("d", DataType::Utf8, true), Err(None)));
+        t.altered(cols, &["id"], Default::default()).expect("valid")
+    })
 }
 
 /// SQL text into `db.sql` on one database kept for the whole run.

@@ -122,6 +122,9 @@ impl From<datafusion::error::DataFusionError> for Error {
             }
             match b.downcast_ref::<lightning_columnar::Error>()? {
                 lightning_columnar::Error::Storage(r) => row(r),
+                lightning_columnar::Error::Altered(m) => {
+                    Some(Error::TransactionConflict(m.clone()))
+                }
                 lightning_columnar::Error::Corruption {
                     file,
                     offset,
@@ -183,6 +186,7 @@ impl From<lightning_columnar::Error> for Error {
                 reason,
             },
             E::Schema(m) => Error::Schema(m),
+            E::Altered(m) => Error::TransactionConflict(m),
         }
     }
 }

@@ -16,6 +16,9 @@ use arrow::datatypes::*;
 use std::sync::Arc;
 
 const ROW_FORMAT_VERSION: u8 = 1;
+/// Row format 2: format 1 with the table's schema version (a varint) after the format
+/// byte. Written by tables altered in place (schema version > 0).
+const ROW_FORMAT_VERSIONED: u8 = 2;
 
 /// Is `t` a type tables may use?
 pub fn supported(t: &DataType) -> bool {
@@ -262,6 +265,20 @@ pub fn encode_key_value(col: &dyn Array, i: usize, out: &mut Vec<u8>) {
 /// Append the value encoding of row `i` of `cols` (the non-key columns) to `out`.
 pub fn encode_row_value(cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
     out.push(ROW_FORMAT_VERSION);
+    encode_row_body(cols, i, out)
+}
+
+/// [`encode_row_value`] for a table at schema version `version`.
+pub fn encode_row_value_at(cols: &[&dyn Array], i: usize, version: u32, out: &mut Vec<u8>) {
+    if version == 0 {
+        return encode_row_value(cols, i, out);
+    }
+    out.push(ROW_FORMAT_VERSIONED);
+    put_varint(out, u64::from(version));
+    encode_row_body(cols, i, out)
+}
+
+fn encode_row_body(cols: &[&dyn Array], i: usize, out: &mut Vec<u8>) {
     let nb = cols.len().div_ceil(8);
     let start = out.len();
     out.resize(start + nb, 0);
@@ -656,6 +673,31 @@ pub struct RowDecoder {
     rows: usize,
     /// Rows each new set of builders reserves.
     cap: usize,
+    /// The table, when rows of its earlier schema versions may come.
+    table: Option<crate::table::TableDef>,
+    /// The schema version of the rows `value_cols` describes.
+    version: u32,
+    /// How rows of each earlier version are read, made when the first comes.
+    older: std::collections::HashMap<u32, OldRows>,
+}
+
+/// A value column of an earlier schema version.
+enum OldCol {
+    /// Read into this table column.
+    Into(usize),
+    /// Dropped since: parsed into a scratch builder of its type, then discarded.
+    Skip(Box<ColumnBuilder>),
+}
+
+/// How the value of a row of an earlier schema version is read.
+struct OldRows {
+    /// Per value column of that version: the builder (table column) it feeds, or `None`
+    /// (dropped since) with a scratch builder of its type that only parses it (emptied
+    /// with each finished batch).
+    cols: Vec<OldCol>,
+    /// Table value columns it did not have, with their fill in row format (`None`:
+    /// NULL).
+    fills: Vec<(usize, Option<Vec<u8>>)>,
 }
 
 impl RowDecoder {
@@ -676,7 +718,92 @@ impl RowDecoder {
             builders,
             rows: 0,
             cap,
+            table: None,
+            version: 0,
+            older: Default::default(),
         }
+    }
+
+    /// A decoder of table `def`'s rows, of whatever schema version they were written
+    /// in, into its current schema.
+    pub fn for_table(def: &crate::table::TableDef, cap: usize) -> Self {
+        let mut d = Self::new(def.schema.clone(), &def.key_cols, def.raw_kv, cap);
+        d.version = def.layout.version;
+        d.table = Some(def.clone());
+        d
+    }
+
+    /// How to read rows of schema version `version`.
+    fn old_rows(&self, version: u32) -> Result<OldRows> {
+        let Some(def) = &self.table else {
+            return Err(Error::Schema(format!(
+                "row of schema version {version} in a table without versions"
+            )));
+        };
+        let cols = def
+            .version_columns(version)
+            .ok_or_else(|| def.newer(version))?;
+        let key_ids: Vec<u32> = self.key_cols.iter().map(|&k| def.layout.id(k)).collect();
+        let old_values: Vec<&(u32, DataType)> = cols
+            .iter()
+            .filter(|(id, _)| !key_ids.contains(id))
+            .collect();
+        let col_of = |id: u32| (0..self.schema.fields().len()).find(|&i| def.layout.id(i) == id);
+        let cols = old_values
+            .iter()
+            .map(|(id, t)| match col_of(*id) {
+                Some(c) if !self.key_cols.contains(&c) => OldCol::Into(c),
+                _ => OldCol::Skip(Box::new(ColumnBuilder::new(t, 1))),
+            })
+            .collect();
+        let fills = self
+            .value_cols
+            .iter()
+            .filter(|&&c| {
+                let id = def.layout.id(c);
+                !old_values.iter().any(|(o, _)| *o == id)
+            })
+            .map(|&c| {
+                let fill = def.layout.fills.get(&def.layout.id(c));
+                (c, fill.map(|f| f.encoded.clone()))
+            })
+            .collect();
+        Ok(OldRows { cols, fills })
+    }
+
+    /// Append the value columns of a row of an earlier schema version.
+    fn push_old(&mut self, version: u32, c: &mut Cursor) -> Result<()> {
+        if !self.older.contains_key(&version) {
+            let o = self.old_rows(version)?;
+            self.older.insert(version, o);
+        }
+        let old = self.older.get_mut(&version).expect("inserted");
+        let nb = old.cols.len().div_ceil(8);
+        let nulls = c.take(nb)?;
+        for (j, col) in old.cols.iter_mut().enumerate() {
+            let null = nulls[j / 8] & (1 << (j % 8)) != 0;
+            match col {
+                OldCol::Into(t) if null => self.builders[*t].append_null(),
+                OldCol::Into(t) => self.builders[*t].append_value(c)?,
+                OldCol::Skip(_) if null => {}
+                OldCol::Skip(scratch) => scratch.append_value(c)?,
+            }
+        }
+        for (t, fill) in &old.fills {
+            match fill {
+                None => self.builders[*t].append_null(),
+                Some(f) => {
+                    // Format byte, one-byte null bitmap, the value.
+                    let mut fc = Cursor { b: f, pos: 2 };
+                    if f.get(1).is_some_and(|b| b & 1 != 0) {
+                        self.builders[*t].append_null()
+                    } else {
+                        self.builders[*t].append_value(&mut fc)?
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -703,8 +830,19 @@ impl RowDecoder {
             return Err(Error::Schema("trailing bytes in encoded key".into()));
         }
         let mut c = Cursor { b: value, pos: 0 };
-        if c.take(1)?[0] != ROW_FORMAT_VERSION {
-            return Err(Error::Schema("unknown row format version".into()));
+        let version = match c.take(1)?[0] {
+            ROW_FORMAT_VERSION => 0,
+            ROW_FORMAT_VERSIONED => u32::try_from(c.varint()?)
+                .map_err(|_| Error::Schema("bad schema version in encoded row".into()))?,
+            _ => return Err(Error::Schema("unknown row format version".into())),
+        };
+        if version != self.version {
+            self.push_old(version, &mut c)?;
+            if c.pos != value.len() {
+                return Err(Error::Schema("trailing bytes in encoded row".into()));
+            }
+            self.rows += 1;
+            return Ok(());
         }
         let nb = self.value_cols.len().div_ceil(8);
         let nulls = c.take(nb)?;
@@ -739,6 +877,8 @@ impl RowDecoder {
             .collect();
         let builders = std::mem::replace(&mut self.builders, next);
         self.rows = 0;
+        // Drops the scratch values of dropped columns parsed meanwhile.
+        self.older.clear();
         let cols = builders
             .into_iter()
             .map(ColumnBuilder::finish)

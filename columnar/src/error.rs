@@ -22,6 +22,10 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// Data of a table written under a schema version newer than the reader's definition
+    /// (an `ALTER TABLE` committed while the reader ran): run again.
+    #[error("{0}")]
+    Altered(String),
     /// A schema, type, or value that does not fit a table.
     #[error("{0}")]
     Schema(String),

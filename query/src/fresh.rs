@@ -102,7 +102,7 @@ fn decode<'a>(
     def: &TableDef,
     rows: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
 ) -> lightning_columnar::Result<Vec<RecordBatch>> {
-    let mut dec = RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, 1024);
+    let mut dec = RowDecoder::for_table(def, 1024);
     let mut out = Vec::new();
     for (k, v) in rows {
         dec.push(k, v)?;

@@ -301,8 +301,13 @@ impl TableProvider for LightningTableProvider {
         };
         // The view first, then the snapshot: the snapshot is at or after the watermark.
         let view = self.store.view(self.def.id);
-        let snap = Arc::new(self.engine.snapshot());
         let def = &self.def;
+        if !view.segments.is_empty() && view.schema_version != def.layout.version {
+            // An `ALTER TABLE` committed since this statement was planned: its segments
+            // read as the other version's columns.
+            return Err(storage(def.newer(view.schema_version)));
+        }
+        let snap = Arc::new(self.engine.snapshot());
         let fresh_state = self
             .fresh
             .get(&self.engine, def, &view, &snap)
@@ -346,7 +351,7 @@ impl TableProvider for LightningTableProvider {
                 projection: None,
                 containers: segments
                     .iter()
-                    .map(|s| (&s.state.info.zone_maps[..], s.state.info.rows))
+                    .map(|s| (s.segment.zone_maps(), s.state.info.rows))
                     .collect(),
             })?,
             None => vec![true; segments.len()],

@@ -1,20 +1,19 @@
 //! `ALTER TABLE`: adding, dropping and renaming columns.
 //!
-//! A table's columns are changed by copying its rows into a table of the new shape and
-//! publishing that in its place with one commit (the mechanism `CREATE OR REPLACE
-//! TABLE` uses): readers see the old table or the new one, never a mix, and a crash
-//! part-way leaves the old table and unreachable rows that are reclaimed. Keys are
-//! carried over byte for byte (a keyless table's hidden row ids too); values are
-//! re-encoded. The copy reads a snapshot while writers go on; then the old table's
-//! [`WriteGate`](lightning_columnar::table::WriteGate) is closed (writes in flight
-//! finish, new ones wait), the changes committed since the snapshot are copied too, the
-//! new table is published and the old definition retired, so a write is either in the
-//! new table or refused as a conflict, never lost with the old one. The cost is one
-//! pass over the table's rows; the column store rebuilds the table's segments in the
-//! background.
+//! A table's columns are changed in place, by schema versions: one catalog commit
+//! publishes the table's next version, whose columns carry ids that never change
+//! (see [`Layout`](lightning_columnar::table::Layout)). Nothing is copied, so the
+//! statement costs the same on an empty table and a billion rows: rows and segments
+//! written before keep their version's shape and are read through it (a new column
+//! takes its fill — the `DEFAULT` given, else NULL — a dropped one is skipped), and
+//! compaction rewrites what it merges in the current version. While the definition is
+//! replaced, the old one's [`WriteGate`](lightning_columnar::table::WriteGate) is closed
+//! (writes in flight finish, new ones wait) and then retired: a write still holding the
+//! old definition is refused as a conflict, never written without the new columns. A
+//! crash leaves the old definition or the new one (one commit).
 
 use super::*;
-use arrow::array::{ArrayRef, UInt32Array, new_null_array};
+use arrow::array::ArrayRef;
 use arrow::datatypes::Field;
 
 /// Where a column of the altered table takes its values for the rows that exist.
@@ -126,15 +125,11 @@ impl Alteration {
     }
 }
 
-/// A row of the old table: full key, value (`None`: deleted).
-type Change = (Vec<u8>, Option<Vec<u8>>);
-
-/// Rows copied per batch.
-const COPY_ROWS: usize = 4096;
-
 impl Tables {
-    /// Rewrite the table `a` was made from in `a`'s shape, holding every row of it,
-    /// and publish it in the old one's place.
+    /// Change the table `a` was made from to `a`'s shape, in place: one catalog commit
+    /// publishes its next schema version; no row or segment is copied (data written
+    /// before reads through the version it was written in, see
+    /// [`Layout`](lightning_columnar::table::Layout)).
     pub(crate) fn alter(self: &Arc<Self>, a: Alteration) -> Result<Arc<TableDef>> {
         let Alteration {
             old,
@@ -142,46 +137,53 @@ impl Tables {
             primary_key,
             defaults,
         } = a;
-        let name = &old.name;
-        let (fields, mut sources): (Vec<Field>, Vec<Source>) = cols.into_iter().unzip();
+        let name = old.name.clone();
+        // New NOT NULL columns without a value for existing rows need an empty table.
+        let needs_empty: Vec<String> = cols
+            .iter()
+            .filter(|(f, s)| matches!(s, Source::Fill(None)) && !f.is_nullable())
+            .map(|(f, _)| f.name().clone())
+            .collect();
+        let columns = cols
+            .into_iter()
+            .map(|(f, s)| match s {
+                Source::Column(i) => (f, Ok(i)),
+                Source::Fill(v) => (f, Err(v)),
+            })
+            .collect();
         let pk: Vec<&str> = primary_key.iter().map(String::as_str).collect();
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let load = self.begin_load_as(name, schema, &pk, true, defaults)?;
-        if old.keyless {
-            // The hidden row id, last in both.
-            sources.push(Source::Column(old.schema.fields().len() - 1));
-        }
-        let copier = Copier {
-            engine: &self.engine,
-            old: &old,
-            new: &load.def,
-            sources: &sources,
-        };
-        let (prefix, end) = (table_prefix(old.id), table_end(old.id));
-        let snap = self.engine.snapshot();
-        let rows = self
-            .engine
-            .iter_at(&snap, Some(&prefix), Some(&end), false)?
-            .map(|r| r.map(|(k, v)| (k, Some(v))).map_err(Error::from));
-        copier.copy(rows)?;
-        // No write to the old table from here on: copy what was committed since the
-        // snapshot, publish, retire the old definition.
+        let def = old.altered(columns, &pk, defaults)?;
+        let _ddl = self.ddl.lock();
+        // Writes in flight finish first; a write still holding the old definition after
+        // this is refused as a conflict (its rows would lack the new columns' values).
         let gate = old.gate.clone();
         let mut closed = gate.close();
-        if *closed {
+        let current = self.defs.read().get(&name).cloned();
+        if *closed || current.is_none_or(|c| c.id != old.id || c.layout != old.layout) {
             return Err(Error::TransactionConflict(format!(
-                "table {name} was altered or replaced by another statement meanwhile"
+                "table {name} was altered, replaced or dropped by another statement meanwhile"
             )));
         }
-        let now = self.engine.snapshot();
-        let mut changes: Vec<Change> = Vec::new();
-        self.engine
-            .for_each_change(&now, snap.ts(), &prefix, &end, |k, v| -> Result<()> {
-                changes.push((k.to_vec(), v.map(<[u8]>::to_vec)));
-                Ok(())
-            })?;
-        copier.copy(changes.into_iter().map(Ok))?;
-        let def = load.commit_altering(old.id)?;
+        if let Some(col) = needs_empty.first() {
+            let (prefix, end) = (table_prefix(old.id), table_end(old.id));
+            if self
+                .engine
+                .iter(Some(&prefix), Some(&end), false)?
+                .next()
+                .is_some()
+            {
+                return Err(Error::Constraint(format!(
+                    "column {col} is NOT NULL but existing rows would have no value for it (give it a DEFAULT)"
+                )));
+            }
+        }
+        let mut b = WriteBatch::new();
+        b.put(&catalog_key(&name), &def.encode())?;
+        self.engine.write(b)?;
+        let def = Arc::new(def);
+        self.store.alter_table(&def)?;
+        self.defs.write().insert(name, def.clone());
+        self.sql_register(&def)?;
         *closed = true;
         Ok(def)
     }
@@ -220,125 +222,4 @@ impl Tables {
         self.sql_deregister(from)?;
         self.sql_register(&def)
     }
-}
-
-struct Copier<'a> {
-    engine: &'a Engine,
-    old: &'a TableDef,
-    new: &'a TableDef,
-    sources: &'a [Source],
-}
-
-impl Copier<'_> {
-    /// Write `rows` (old full keys; `None`: deleted) into the new table, in chunks.
-    fn copy(&self, rows: impl Iterator<Item = Result<Change>>) -> Result<()> {
-        let skip = table_prefix(self.old.id).len();
-        let prefix = table_prefix(self.new.id);
-        let mut dec = RowDecoder::new(
-            self.old.schema.clone(),
-            &self.old.key_cols,
-            false,
-            COPY_ROWS,
-        );
-        // The decoded rows' keys (old prefix dropped), back to back.
-        let mut keys = Keys::default();
-        let mut nk = prefix.to_vec();
-        let mut out = WriteBatch::new();
-        for r in rows {
-            let (k, v) = r?;
-            let key = &k[skip..];
-            match v {
-                Some(v) => {
-                    dec.push(key, &v)?;
-                    keys.push(key);
-                }
-                None => {
-                    nk.truncate(prefix.len());
-                    nk.extend_from_slice(key);
-                    out.delete(&nk)?;
-                }
-            }
-            if dec.len() >= COPY_ROWS {
-                self.encode(&dec.finish()?, &mut keys, &mut out)?;
-                self.engine.write(std::mem::take(&mut out))?;
-            }
-        }
-        if !dec.is_empty() {
-            self.encode(&dec.finish()?, &mut keys, &mut out)?;
-        }
-        if !out.is_empty() {
-            self.engine.write(out)?;
-        }
-        Ok(())
-    }
-
-    /// Puts of `batch`'s rows (old stored columns) under `keys`, in the new shape.
-    fn encode(&self, batch: &RecordBatch, keys: &mut Keys, out: &mut WriteBatch) -> Result<()> {
-        let n = batch.num_rows();
-        let fields = self.new.schema.fields();
-        let cols = self
-            .sources
-            .iter()
-            .zip(fields.iter())
-            .map(|(s, f)| column(batch, s, f, n))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let vals: Vec<&dyn Array> = self
-            .new
-            .value_cols()
-            .iter()
-            .map(|&i| cols[i].as_ref())
-            .collect();
-        let (mut k, mut v) = (table_prefix(self.new.id).to_vec(), Vec::new());
-        let prefix = k.len();
-        for i in 0..n {
-            k.truncate(prefix);
-            k.extend_from_slice(keys.get(i));
-            self.new.row_value(&vals, i, &mut v);
-            out.put(&k, &v)?;
-        }
-        keys.clear();
-        Ok(())
-    }
-}
-
-/// Keys back to back in one buffer.
-#[derive(Default)]
-struct Keys {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Keys {
-    fn push(&mut self, k: &[u8]) {
-        self.bytes.extend_from_slice(k);
-        self.ends.push(self.bytes.len());
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-}
-
-/// The values of new column `f` for `n` existing rows.
-fn column(batch: &RecordBatch, s: &Source, f: &Field, n: usize) -> Result<ArrayRef> {
-    let a = match s {
-        Source::Column(i) => batch.column(*i).clone(),
-        Source::Fill(None) => new_null_array(f.data_type(), n),
-        Source::Fill(Some(v)) => {
-            arrow::compute::take(v.as_ref(), &UInt32Array::from(vec![0; n]), None)?
-        }
-    };
-    if !f.is_nullable() && a.null_count() > 0 {
-        return Err(Error::Constraint(format!(
-            "column {} is NOT NULL but existing rows would have no value for it (give it a DEFAULT)",
-            f.name()
-        )));
-    }
-    Ok(a)
 }

@@ -207,12 +207,7 @@ impl Database {
             None => self.engine().snapshot(),
         };
         let batch_rows = batch_rows.max(1);
-        let mut dec = RowDecoder::new(
-            def.schema.clone(),
-            &def.key_cols,
-            def.raw_kv,
-            batch_rows.min(65536),
-        );
+        let mut dec = RowDecoder::for_table(&def, batch_rows.min(65536));
         let mut out = Vec::new();
         let (s, e) = (table_prefix(def.id), table_end(def.id));
         for r in self.engine().iter_at(&snap, Some(&s), Some(&e), false)? {

@@ -35,34 +35,20 @@ impl TableLoad {
 
     /// Publish the table with every row loaded, in one commit.
     pub(crate) fn commit(self) -> Result<Arc<TableDef>> {
-        self.publish(false, None)
+        self.publish(false)
     }
 
     /// Publish the table in place of the table of the same name, if there is one
     /// (`CREATE OR REPLACE TABLE`): one commit names the new table and marks the old
     /// one dropped, so the name never refers to neither or to half of either.
     pub(crate) fn commit_replacing(self) -> Result<Arc<TableDef>> {
-        self.publish(true, None)
+        self.publish(true)
     }
 
-    /// Publish the table in place of table `old` (`ALTER TABLE`), which must still be
-    /// the table of that name: a conflict if another statement dropped or replaced it.
-    pub(crate) fn commit_altering(self, old: u32) -> Result<Arc<TableDef>> {
-        self.publish(true, Some(old))
-    }
-
-    fn publish(mut self, replace: bool, expect: Option<u32>) -> Result<Arc<TableDef>> {
+    fn publish(mut self, replace: bool) -> Result<Arc<TableDef>> {
         let t = self.tables.clone();
         let _ddl = t.ddl.lock();
         let old = t.defs.read().get(&self.def.name).cloned();
-        if let Some(id) = expect
-            && old.as_ref().map(|d| d.id) != Some(id)
-        {
-            return Err(Error::TransactionConflict(format!(
-                "table {} was dropped or replaced while it was being altered",
-                self.def.name
-            )));
-        }
         let mut b = WriteBatch::new();
         match &old {
             Some(old) if !replace || old.name == KV_TABLE_NAME => {

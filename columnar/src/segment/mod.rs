@@ -179,6 +179,15 @@ pub struct SegmentInfo {
     pub file_len: u64,
     pub file_crc32c: u32,
     pub zone_maps: Vec<ZoneMap>,
+    /// The table's schema version when the segment was written (its columns are that
+    /// version's; see [`crate::table::Layout`]). Absent in states written before schema
+    /// versions: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 pub fn segment_path(dir: &Path, id: u64) -> PathBuf {

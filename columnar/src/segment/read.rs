@@ -2,6 +2,7 @@
 //! cast back to the table's types.
 
 use super::*;
+use crate::table::{Source, TableDef};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,12 +13,20 @@ pub struct Segment {
     buffer: Buffer,
     table_schema: SchemaRef,
     file_schema: SchemaRef,
+    /// Per table column: the file column holding it, or its fill (a column added to the
+    /// table after the segment was written).
+    sources: Vec<Source>,
     version: arrow::ipc::MetadataVersion,
     dict_blocks: Vec<arrow::ipc::Block>,
     batch_blocks: Vec<arrow::ipc::Block>,
     /// First row of each batch, plus the row count at the end.
     batch_starts: Vec<usize>,
+    /// Per batch, per table column.
     batch_zones: Vec<Vec<ZoneMap>>,
+    /// The whole segment's, per table column.
+    zones: Vec<ZoneMap>,
+    /// Per batch, per file column, as the file has them.
+    file_batch_zones: Vec<Vec<ZoneMap>>,
     /// Decoded columns kept in memory, per batch and stored column (see [`DecodeCache`]).
     decoded: Vec<Vec<OnceLock<ArrayRef>>>,
     cache: Option<Arc<DecodeCache>>,
@@ -90,12 +99,82 @@ impl std::fmt::Debug for Segment {
 }
 
 impl Segment {
-    /// Map and verify a segment against what the state recorded about it.
+    /// Map and verify a segment whose columns are `table_schema`'s.
     pub fn open(
         vfs: &dyn Vfs,
         dir: &Path,
         info: &SegmentInfo,
         table_schema: SchemaRef,
+    ) -> Result<Segment> {
+        let n = table_schema.fields().len();
+        Self::open_with(
+            vfs,
+            dir,
+            info,
+            table_schema,
+            n,
+            (0..n).map(Source::Column).collect(),
+        )
+    }
+
+    /// Map and verify a segment of table `def`, of whatever schema version it was
+    /// written in: it reads as `def`'s columns.
+    pub fn open_for(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        info: &SegmentInfo,
+        def: &TableDef,
+    ) -> Result<Segment> {
+        let width = def
+            .version_columns(info.schema_version)
+            .ok_or_else(|| def.newer(info.schema_version))?
+            .len();
+        let sources = def.sources(info.schema_version)?;
+        Self::open_with(vfs, dir, info, def.schema.clone(), width, sources)
+    }
+
+    /// This segment read as `def`'s columns (after `ALTER TABLE` changed them): the
+    /// file stays mapped, the decoded columns kept are not carried over.
+    pub fn remap(&self, def: &TableDef) -> Result<Segment> {
+        let sources = def.sources(self.info.schema_version)?;
+        let (batch_zones, zones) = map_zones(
+            &self.file_batch_zones,
+            &self.batch_starts,
+            &self.info,
+            &def.schema,
+            &sources,
+        )?;
+        Ok(Segment {
+            path: self.path.clone(),
+            info: self.info.clone(),
+            buffer: self.buffer.clone(),
+            table_schema: def.schema.clone(),
+            file_schema: self.file_schema.clone(),
+            sources,
+            version: self.version,
+            dict_blocks: self.dict_blocks.clone(),
+            batch_blocks: self.batch_blocks.clone(),
+            batch_starts: self.batch_starts.clone(),
+            batch_zones,
+            zones,
+            file_batch_zones: self.file_batch_zones.clone(),
+            decoded: self
+                .decoded
+                .iter()
+                .map(|b| b.iter().map(|_| OnceLock::new()).collect())
+                .collect(),
+            cache: self.cache.clone(),
+            cached_bytes: AtomicUsize::new(0),
+        })
+    }
+
+    fn open_with(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        info: &SegmentInfo,
+        table_schema: SchemaRef,
+        width: usize,
+        sources: Vec<Source>,
     ) -> Result<Segment> {
         let path = segment_path(dir, info.id);
         let file = vfs
@@ -227,9 +306,16 @@ impl Segment {
             .dictionaries()
             .map(|d| d.iter().copied().collect())
             .unwrap_or_default();
-        if file_schema.fields().len() != table_schema.fields().len() {
+        if file_schema.fields().len() != width
+            || sources.len() != table_schema.fields().len()
+            || sources
+                .iter()
+                .any(|s| matches!(s, Source::Column(c) if *c >= width))
+        {
             return Err(bad("segment columns do not match the table".into()));
         }
+        let (mapped_batch_zones, zones) =
+            map_zones(&batch_zones, &batch_starts, info, &table_schema, &sources)?;
         let decoded = (0..batch_blocks.len())
             .map(|_| {
                 (0..file_schema.fields().len())
@@ -247,10 +333,13 @@ impl Segment {
             buffer,
             table_schema,
             file_schema,
+            sources,
             dict_blocks,
             batch_blocks,
             batch_starts,
-            batch_zones,
+            batch_zones: mapped_batch_zones,
+            zones,
+            file_batch_zones: batch_zones,
         })
     }
 
@@ -284,9 +373,59 @@ impl Segment {
     }
 
     /// How table column `column` is stored in the file (a dictionary, run-end encoded,
-    /// narrowed or plain), or `None` past the last column.
+    /// narrowed or plain; a column added after the segment was written reads as plain),
+    /// or `None` past the last column.
     pub fn stored_type(&self, column: usize) -> Option<&DataType> {
-        self.file_schema.fields().get(column).map(|f| f.data_type())
+        match self.sources.get(column)? {
+            Source::Column(c) => self.file_schema.fields().get(*c).map(|f| f.data_type()),
+            Source::Fill(_) => Some(self.table_schema.field(column).data_type()),
+        }
+    }
+
+    /// The table's schema version the segment was written in.
+    pub fn schema_version(&self) -> u32 {
+        self.info.schema_version
+    }
+
+    /// The zone maps of the whole segment, per table column.
+    pub fn zone_maps(&self) -> &[ZoneMap] {
+        &self.zones
+    }
+
+    /// The file columns holding the projected table columns (those it has).
+    fn file_projection(&self, proj: &[usize]) -> Vec<usize> {
+        proj.iter()
+            .filter_map(|&t| match self.sources.get(t) {
+                Some(Source::Column(c)) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The projected table columns of batch `i`, from the decoded file columns
+    /// (`stored`, in projection order) and the fills of the columns it lacks.
+    fn expand(&self, proj: &[usize], stored: Vec<ArrayRef>, i: usize) -> Result<Vec<ArrayRef>> {
+        if stored.len() == proj.len() {
+            return Ok(stored);
+        }
+        let rows = self.batch_range(i).len();
+        let mut stored = stored.into_iter();
+        proj.iter()
+            .map(|&t| match &self.sources[t] {
+                Source::Column(_) => Ok(stored.next().expect("one per file column")),
+                Source::Fill(Some(f)) => f.repeat(rows),
+                Source::Fill(None) => {
+                    Ok(new_null_array(self.table_schema.field(t).data_type(), rows))
+                }
+            })
+            .collect()
+    }
+
+    fn file_col(&self, t: usize) -> Option<usize> {
+        match self.sources.get(t)? {
+            Source::Column(c) => Some(*c),
+            Source::Fill(_) => None,
+        }
     }
 
     pub fn info(&self) -> &SegmentInfo {
@@ -329,10 +468,17 @@ impl Segment {
         &self.batch_zones[i]
     }
 
-    fn projection(&self, projection: Option<&[usize]>) -> Vec<usize> {
-        projection
+    fn projection(&self, projection: Option<&[usize]>) -> Result<Vec<usize>> {
+        let proj = projection
             .map(<[usize]>::to_vec)
-            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect())
+            .unwrap_or_else(|| (0..self.table_schema.fields().len()).collect());
+        if let Some(&t) = proj.iter().find(|&&t| t >= self.sources.len()) {
+            return Err(Error::Schema(format!(
+                "column {t} of a table with {} columns",
+                self.sources.len()
+            )));
+        }
+        Ok(proj)
     }
 
     fn wrap(&self, e: arrow::error::ArrowError) -> Error {
@@ -341,8 +487,8 @@ impl Segment {
 
     /// A decoder of the projected columns with the file's dictionaries loaded.
     fn decoder(&self, proj: &[usize]) -> Result<FileDecoder> {
-        let mut dec =
-            FileDecoder::new(self.file_schema.clone(), self.version).with_projection(proj.to_vec());
+        let mut dec = FileDecoder::new(self.file_schema.clone(), self.version)
+            .with_projection(self.file_projection(proj));
         for b in &self.dict_blocks {
             let buf = self.block_buf(b)?;
             contain(&self.path, || dec.read_dictionary(b, &buf))?.map_err(|e| self.wrap(e))?;
@@ -351,11 +497,16 @@ impl Segment {
     }
 
     /// Decode batch `i` with `dec` into the table's own types (`out_schema`).
-    fn decode(&self, dec: &FileDecoder, i: usize, out_schema: &SchemaRef) -> Result<RecordBatch> {
-        let batch = self.decode_stored(dec, i)?;
-        let rows = batch.num_rows();
-        let cols = batch
-            .columns()
+    fn decode(
+        &self,
+        dec: &FileDecoder,
+        proj: &[usize],
+        i: usize,
+        out_schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let cols = self.decode_stored(dec, proj, i)?;
+        let rows = self.batch_range(i).len();
+        let cols = cols
             .iter()
             .zip(out_schema.fields())
             .map(|(c, f)| to_type(c, f.data_type()).map_err(|e| self.wrap(e)))
@@ -368,7 +519,17 @@ impl Segment {
     }
 
     /// Decode batch `i` with `dec` as stored (dictionaries and run ends kept).
-    fn decode_stored(&self, dec: &FileDecoder, i: usize) -> Result<RecordBatch> {
+    /// Decode the projected table columns of batch `i` as stored (columns the segment
+    /// lacks are their fills).
+    fn decode_stored(&self, dec: &FileDecoder, proj: &[usize], i: usize) -> Result<Vec<ArrayRef>> {
+        if proj.iter().all(|&t| self.file_col(t).is_none()) {
+            return self.expand(proj, Vec::new(), i);
+        }
+        let batch = self.decode_file(dec, i)?;
+        self.expand(proj, batch.columns().to_vec(), i)
+    }
+
+    fn decode_file(&self, dec: &FileDecoder, i: usize) -> Result<RecordBatch> {
         let block = &self.batch_blocks[i];
         let buf = self.block_buf(block)?;
         let batch = contain(&self.path, || dec.read_record_batch(block, &buf))?
@@ -388,7 +549,7 @@ impl Segment {
     /// A reader that decodes the projected columns (indexes into the table schema;
     /// `None` = all) one batch at a time.
     pub fn reader(self: &Arc<Self>, projection: Option<&[usize]>) -> Result<SegmentReader> {
-        let proj = self.projection(projection);
+        let proj = self.projection(projection)?;
         let out_schema = Arc::new(self.table_schema.project(&proj)?);
         self.reader_as(projection, out_schema)
     }
@@ -401,7 +562,7 @@ impl Segment {
         projection: Option<&[usize]>,
         schema: SchemaRef,
     ) -> Result<SegmentReader> {
-        let proj = self.projection(projection);
+        let proj = self.projection(projection)?;
         if schema.fields().len() != proj.len() {
             return Err(Error::Schema(format!(
                 "{} output fields for {} projected columns",
@@ -420,11 +581,11 @@ impl Segment {
     /// Read the projected columns (indexes into the table schema; `None` = all) of every
     /// row, decoded to the table's own types.
     pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {
-        let proj = self.projection(projection);
+        let proj = self.projection(projection)?;
         let dec = self.decoder(&proj)?;
         let out_schema = Arc::new(self.table_schema.project(&proj)?);
         let batches = (0..self.num_batches())
-            .map(|i| self.decode(&dec, i, &out_schema))
+            .map(|i| self.decode(&dec, &proj, i, &out_schema))
             .collect::<Result<Vec<_>>>()?;
         if batches.len() == 1 {
             return Ok(batches.into_iter().next().expect("one batch"));
@@ -457,7 +618,7 @@ pub fn to_type(
 pub struct SegmentReader {
     seg: Arc<Segment>,
     dec: FileDecoder,
-    /// The stored columns it reads.
+    /// The table columns it reads.
     proj: Vec<usize>,
     out_schema: SchemaRef,
 }
@@ -474,7 +635,7 @@ impl SegmentReader {
     /// Decode batch `i` (rows [`Segment::batch_range`]`(i)`).
     pub fn read_batch(&self, i: usize) -> Result<RecordBatch> {
         self.check(i)?;
-        self.seg.decode(&self.dec, i, &self.out_schema)
+        self.seg.decode(&self.dec, &self.proj, i, &self.out_schema)
     }
 
     /// The projected columns of batch `i` as stored: a dictionary-encoded column stays
@@ -490,14 +651,17 @@ impl SegmentReader {
             && let Some(cols) = self
                 .proj
                 .iter()
-                .map(|&c| seg.cached(i, c))
+                .filter_map(|&t| seg.file_col(t))
+                .map(|c| seg.cached(i, c))
                 .collect::<Option<Vec<_>>>()
         {
-            return Ok(cols);
+            return seg.expand(&self.proj, cols, i);
         }
-        let cols = seg.decode_stored(&self.dec, i)?.columns().to_vec();
-        for (a, &c) in cols.iter().zip(&self.proj) {
-            seg.admit(i, c, a);
+        let cols = seg.decode_stored(&self.dec, &self.proj, i)?;
+        for (a, &t) in cols.iter().zip(&self.proj) {
+            if let Some(c) = seg.file_col(t) {
+                seg.admit(i, c, a);
+            }
         }
         Ok(cols)
     }
@@ -527,4 +691,56 @@ fn contain<T>(path: &std::path::Path, f: impl FnOnce() -> T) -> Result<T> {
             .unwrap_or_else(|| "decoder panicked".into());
         Error::corruption(path, 0, format!("undecodable Arrow IPC data: {why}"))
     })
+}
+
+/// Zone maps per batch and for the whole segment, per table column, from the file's
+/// (per file column): a column added after the segment was written has its fill's
+/// bounds (NULL: every row null).
+#[allow(clippy::type_complexity)]
+fn map_zones(
+    file_batch_zones: &[Vec<ZoneMap>],
+    batch_starts: &[usize],
+    info: &SegmentInfo,
+    table_schema: &SchemaRef,
+    sources: &[Source],
+) -> Result<(Vec<Vec<ZoneMap>>, Vec<ZoneMap>)> {
+    let identity = sources
+        .iter()
+        .enumerate()
+        .all(|(t, s)| matches!(s, Source::Column(c) if *c == t))
+        && file_batch_zones.iter().all(|z| z.len() == sources.len());
+    if identity {
+        return Ok((file_batch_zones.to_vec(), info.zone_maps.clone()));
+    }
+    let map = |zones: &[ZoneMap], rows: u64| -> Result<Vec<ZoneMap>> {
+        sources
+            .iter()
+            .enumerate()
+            .map(|(t, s)| {
+                let name = table_schema.field(t).name();
+                Ok(match s {
+                    Source::Column(c) => {
+                        let mut z = zones.get(*c).cloned().ok_or_else(|| {
+                            Error::Schema(format!("segment {} lacks zone map {c}", info.id))
+                        })?;
+                        z.column = name.clone();
+                        z
+                    }
+                    Source::Fill(Some(f)) => zone_map(name, &f.value)?,
+                    Source::Fill(None) => ZoneMap {
+                        column: name.clone(),
+                        min: serde_json::Value::Null,
+                        max: serde_json::Value::Null,
+                        null_count: rows,
+                    },
+                })
+            })
+            .collect()
+    };
+    let batches = file_batch_zones
+        .iter()
+        .zip(batch_starts.windows(2))
+        .map(|(z, w)| map(z, (w[1] - w[0]) as u64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((batches, map(&info.zone_maps, info.rows)?))
 }

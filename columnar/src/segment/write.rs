@@ -136,5 +136,6 @@ pub fn write_segment_chunks(
         file_len: bytes.len() as u64,
         file_crc32c: crc32c::crc32c(&bytes),
         zone_maps: zones,
+        schema_version: 0,
     })
 }

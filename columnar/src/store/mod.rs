@@ -112,6 +112,9 @@ pub struct TableView {
     pub table_id: u32,
     pub watermark: Ts,
     pub segments: Vec<Arc<LoadedSegment>>,
+    /// The table's schema version its segments are read as (each segment maps its own
+    /// version's columns to this one's).
+    pub schema_version: u32,
 }
 
 /// What one compaction round did.
@@ -269,6 +272,7 @@ impl ColumnStore {
                     table_id: t.id,
                     watermark: ts.watermark,
                     segments: segs,
+                    schema_version: t.layout.version,
                 }),
             );
         }
@@ -300,9 +304,7 @@ impl ColumnStore {
         def: &TableDef,
         s: &SegmentState,
     ) -> Result<LoadedSegment> {
-        let seg = Arc::new(
-            Segment::open(vfs, tdir, &s.info, def.schema.clone())?.with_cache(cache.clone()),
-        );
+        let seg = Arc::new(Segment::open_for(vfs, tdir, &s.info, def)?.with_cache(cache.clone()));
         let deletes = match &s.deletes {
             Some(d) => read_deletes(vfs, tdir, s.info.id, d)?,
             None => RoaringBitmap::new(),
@@ -399,6 +401,7 @@ impl ColumnStore {
                     table_id,
                     watermark: 0,
                     segments: Vec::new(),
+                    schema_version: 0,
                 })
             })
     }
@@ -478,7 +481,8 @@ impl ColumnStore {
         Ok(seg)
     }
 
-    fn loaded(&self, tdir: &Path, def: &TableDef, info: SegmentInfo) -> Result<LoadedSegment> {
+    fn loaded(&self, tdir: &Path, def: &TableDef, mut info: SegmentInfo) -> Result<LoadedSegment> {
+        info.schema_version = def.layout.version;
         let st = SegmentState {
             info,
             deletes: None,
@@ -521,7 +525,13 @@ impl ColumnStore {
     pub fn compact(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
         let _r = self.round.lock();
         let _span = tracing::info_span!("columnar_compaction", table = %def.name).entered();
-        let view = self.view(def.id);
+        let Some(view) = self.current_view(def)? else {
+            // `def` is older than the table's: the next round has the new one.
+            return Ok(RoundStats {
+                watermark: self.view(def.id).watermark,
+                ..Default::default()
+            });
+        };
         let hi = engine.snapshot();
         let mut stats = RoundStats {
             watermark: view.watermark,
@@ -646,7 +656,7 @@ impl ColumnStore {
         }
         vfs::sync_dir(&*self.vfs, &tdir)?;
         stats.watermark = hi.ts();
-        self.publish(def.id, hi, segments, obsolete, files)?;
+        self.publish(def.id, def.layout.version, hi, segments, obsolete, files)?;
         Ok(stats)
     }
 
@@ -722,9 +732,54 @@ impl ColumnStore {
         Ok(out)
     }
 
+    /// The published view of `def`'s table read as `def`'s columns: remapped (and
+    /// republished) if `def` is newer than the view, `None` if it is older. Called with
+    /// the round lock held.
+    fn current_view(&self, def: &TableDef) -> Result<Option<Arc<TableView>>> {
+        let view = self.view(def.id);
+        let v = def.layout.version;
+        if v == view.schema_version {
+            return Ok(Some(view));
+        }
+        if v < view.schema_version {
+            return Ok(None);
+        }
+        let segments = view
+            .segments
+            .iter()
+            .map(|s| {
+                Ok(Arc::new(LoadedSegment {
+                    segment: Arc::new(s.segment.remap(def)?),
+                    deletes: s.deletes.clone(),
+                    state: s.state.clone(),
+                    first_key: s.first_key.clone(),
+                    last_key: s.last_key.clone(),
+                    keys: s.keys.clone(),
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let next = Arc::new(TableView {
+            table_id: def.id,
+            watermark: view.watermark,
+            segments,
+            schema_version: v,
+        });
+        self.views.write().insert(def.id, next.clone());
+        Ok(Some(next))
+    }
+
+    /// `def` (the table altered in place) is the table's definition from now on: its
+    /// segments are read as its columns. Segment files and the state do not change.
+    pub fn alter_table(&self, def: &TableDef) -> Result<()> {
+        let _r = self.round.lock();
+        self.current_view(def)?;
+        Ok(())
+    }
+
     fn publish(
         &self,
         table_id: u32,
+        schema_version: u32,
         hi: Snapshot,
         segments: Vec<Arc<LoadedSegment>>,
         obsolete: Vec<PathBuf>,
@@ -749,6 +804,7 @@ impl ColumnStore {
                 table_id,
                 watermark: hi.ts(),
                 segments,
+                schema_version,
             }),
         );
         self.pins.lock().insert(table_id, hi);
@@ -761,7 +817,9 @@ impl ColumnStore {
     /// Rebuild a table's segments from the row store's current state.
     pub fn rebuild(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
         let _r = self.round.lock();
-        let view = self.view(def.id);
+        let Some(view) = self.current_view(def)? else {
+            return Err(def.newer(self.view(def.id).schema_version));
+        };
         let hi = engine.snapshot();
         let tdir = table_dir(&self.dir, def.id);
         vfs::create_dir_synced(&*self.vfs, &tdir)?;
@@ -794,7 +852,7 @@ impl ColumnStore {
             watermark: hi.ts(),
             ..Default::default()
         };
-        self.publish(def.id, hi, segments, obsolete, files)?;
+        self.publish(def.id, def.layout.version, hi, segments, obsolete, files)?;
         Ok(stats)
     }
 

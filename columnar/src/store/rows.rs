@@ -33,7 +33,7 @@ impl<'a> SegmentRows<'a> {
             files,
             tdir,
             def,
-            dec: RowDecoder::new(def.schema.clone(), &def.key_cols, def.raw_kv, cap),
+            dec: RowDecoder::for_table(def, cap),
             chunks: Vec::new(),
             chunk_rows: 0,
             written: Vec::new(),
