@@ -10,7 +10,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
@@ -207,7 +209,22 @@ impl DataSink for LightningSink {
         // staged run and a few input batches, not the statement.
         let mut w =
             RowWriter::new(&self.engine, &self.def, self.replace)?.with_spill_bytes(run_bytes);
-        while let Some(b) = data.next().await {
+        // The input runs as its own task, a couple of batches ahead: decoding it (a
+        // Parquet file of one row group is one partition, read on one thread) overlaps
+        // with encoding its rows here instead of taking turns with it. Dropping the
+        // stream (an error here, a cancelled statement) aborts the task.
+        let mut ahead = RecordBatchReceiverStreamBuilder::new(data.schema(), 2);
+        let tx = ahead.tx();
+        ahead.spawn(async move {
+            while let Some(b) = data.next().await {
+                if tx.send(b).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut input = ahead.build();
+        while let Some(b) = input.next().await {
             w.add(&b?)?;
         }
         w.finish()

@@ -44,6 +44,9 @@ struct Args {
     /// Import only these tables (comma-separated; profiling).
     #[arg(long, value_delimiter = ',')]
     tables: Vec<String>,
+    /// Only into keyless tables (profiling; the report then has no keyed figures).
+    #[arg(long)]
+    keyless_only: bool,
     /// The command line to record in the results.
     #[arg(long, default_value = "")]
     command: String,
@@ -107,6 +110,9 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     }
     let mut ours = Vec::new();
     for keyed in [true, false] {
+        if keyed && args.keyless_only {
+            continue;
+        }
         let label = if keyed { "keyed" } else { "keyless" };
         eprintln!("importing into {label} tables ...");
         let db = Database::create(scratch.join(label), LightningDbConfig::default())?;
@@ -174,6 +180,17 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
         }
         db.close()?;
         ours.push((label, figures));
+    }
+    if args.keyless_only {
+        let (rows, secs) = ours[0]
+            .1
+            .iter()
+            .fold((0, 0.0), |(r, s), f| (r + f.rows, s + f.secs));
+        eprintln!(
+            "keyless: {rows} rows in {secs:.2} s = {}/s",
+            human(rows as f64 / secs)
+        );
+        return Ok(());
     }
     let duck = match &args.duckdb_python {
         Some(py) => Some(run_duckdb(py, &pq, scratch)?),
