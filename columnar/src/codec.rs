@@ -356,8 +356,10 @@ pub enum ColumnBuilder {
     F32(Float32Builder),
     F64(Float64Builder),
     Dec(Decimal128Builder, DataType),
-    Str(StringBuilder),
-    LStr(LargeStringBuilder),
+    /// Strings are collected as bytes and their UTF-8 checked once per batch, over the
+    /// whole buffer, when the builder finishes (not value by value).
+    Str(BinaryBuilder),
+    LStr(LargeBinaryBuilder),
     Bin(BinaryBuilder),
     Bool(BooleanBuilder),
     Date(Date32Builder),
@@ -441,9 +443,9 @@ impl ColumnBuilder {
             DataType::Decimal128(_, _) => {
                 ColumnBuilder::Dec(Decimal128Builder::with_capacity(cap), t.clone())
             }
-            DataType::Utf8 => ColumnBuilder::Str(StringBuilder::with_capacity(cap, bytes)),
+            DataType::Utf8 => ColumnBuilder::Str(BinaryBuilder::with_capacity(cap, bytes)),
             DataType::LargeUtf8 => {
-                ColumnBuilder::LStr(LargeStringBuilder::with_capacity(cap, bytes))
+                ColumnBuilder::LStr(LargeBinaryBuilder::with_capacity(cap, bytes))
             }
             DataType::Binary => ColumnBuilder::Bin(BinaryBuilder::with_capacity(cap, bytes)),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(cap)),
@@ -546,14 +548,8 @@ impl ColumnBuilder {
                 b.append_value((u128::from_be_bytes(c.arr()?) ^ (1 << 127)) as i128)
             }
             ColumnBuilder::Bool(b) => b.append_value(c.arr::<1>()?[0] != 0),
-            ColumnBuilder::Str(b) => b.append_value(
-                String::from_utf8(c.escaped()?)
-                    .map_err(|_| Error::Schema("key string is not UTF-8".into()))?,
-            ),
-            ColumnBuilder::LStr(b) => b.append_value(
-                String::from_utf8(c.escaped()?)
-                    .map_err(|_| Error::Schema("key string is not UTF-8".into()))?,
-            ),
+            ColumnBuilder::Str(b) => b.append_value(c.escaped()?),
+            ColumnBuilder::LStr(b) => b.append_value(c.escaped()?),
             ColumnBuilder::Bin(b) => b.append_value(c.escaped()?),
         }
         Ok(())
@@ -561,9 +557,6 @@ impl ColumnBuilder {
 
     /// Decode one non-null value column entry and append it.
     fn append_value(&mut self, c: &mut Cursor) -> Result<()> {
-        fn utf8(v: &[u8]) -> Result<&str> {
-            std::str::from_utf8(v).map_err(|_| Error::Schema("stored string is not UTF-8".into()))
-        }
         match self {
             ColumnBuilder::I8(b) => b.append_value(c.arr::<1>()?[0] as i8),
             ColumnBuilder::I16(b) => b.append_value(i16::from_le_bytes(c.arr()?)),
@@ -588,11 +581,11 @@ impl ColumnBuilder {
             ColumnBuilder::Bool(b) => b.append_value(c.arr::<1>()?[0] != 0),
             ColumnBuilder::Str(b) => {
                 let n = c.varint()?;
-                b.append_value(utf8(c.take(n)?)?)
+                b.append_value(c.take(n)?)
             }
             ColumnBuilder::LStr(b) => {
                 let n = c.varint()?;
-                b.append_value(utf8(c.take(n)?)?)
+                b.append_value(c.take(n)?)
             }
             ColumnBuilder::Bin(b) => {
                 let n = c.varint()?;
@@ -632,8 +625,14 @@ impl ColumnBuilder {
             ColumnBuilder::F32(mut b) => Arc::new(b.finish()),
             ColumnBuilder::F64(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Dec(mut b, t) => Arc::new(b.finish().with_data_type(t)),
-            ColumnBuilder::Str(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::LStr(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Str(mut b) => Arc::new(
+                StringArray::try_from_binary(b.finish())
+                    .map_err(|_| Error::Schema("stored string is not UTF-8".into()))?,
+            ),
+            ColumnBuilder::LStr(mut b) => Arc::new(
+                LargeStringArray::try_from_binary(b.finish())
+                    .map_err(|_| Error::Schema("stored string is not UTF-8".into()))?,
+            ),
             ColumnBuilder::Bin(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
