@@ -35,14 +35,19 @@ pub struct LsmIngest {
     tables: Vec<Arc<Table>>,
     staged: Arc<Mutex<Vec<u64>>>,
     bytes: u64,
-    /// The last run's table file, being written on a helper thread while the caller
-    /// prepares the next run (at most one at a time); the thread hands the run's buffer
-    /// back for the next one.
-    building: Option<std::thread::JoinHandle<Result<Built>>>,
-    /// The buffer the next run is copied into (kept from run to run: a run is tens of
-    /// MiB, allocated and faulted in once per ingestion, not once per run).
-    spare: OwnedRun,
+    /// The last runs' table files (oldest first), each being written on a helper
+    /// thread while the caller prepares the next run (at most [`BUILDING`] at a time);
+    /// each thread hands its run's buffer back for a later one.
+    building: std::collections::VecDeque<std::thread::JoinHandle<Result<Built>>>,
+    /// Buffers the next runs are copied into (kept from run to run: a run is tens of
+    /// MiB, allocated and faulted in a few times per ingestion, not once per run).
+    spare: Vec<OwnedRun>,
 }
+
+/// Runs whose table files are written at once. Compressing a run's blocks costs about
+/// as much as encoding its rows, so with one the caller often waits for the previous
+/// file; with two, a second core (idle then) compresses the next run meanwhile.
+const BUILDING: usize = 2;
 
 /// A run's table file, and its buffer back for the next run.
 type Built = (Arc<Table>, OwnedRun);
@@ -67,8 +72,8 @@ impl LsmEngine {
             tables: Vec::new(),
             staged: Arc::new(Mutex::new(Vec::new())),
             bytes: 0,
-            building: None,
-            spare: OwnedRun::default(),
+            building: Default::default(),
+            spare: Vec::new(),
         })
     }
 }
@@ -84,7 +89,7 @@ impl LsmIngest {
         entries: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Result<()> {
         self.inner.check_writable()?;
-        let mut run = std::mem::take(&mut self.spare);
+        let mut run = self.spare.pop().unwrap_or_default();
         run.bytes.clear();
         run.lens.clear();
         let mut last: Option<&[u8]> = None;
@@ -104,10 +109,12 @@ impl LsmIngest {
             last = Some(k);
         }
         if run.lens.is_empty() {
-            self.spare = run;
+            self.spare.push(run);
             return Ok(());
         }
-        self.wait_built()?;
+        while self.building.len() >= BUILDING {
+            self.wait_oldest()?;
+        }
         let inner = &self.inner;
         let id = inner.alloc_id()?;
         self.staged.lock().push(id);
@@ -128,21 +135,30 @@ impl LsmIngest {
                 context: "starting an ingestion thread".into(),
                 source: e,
             })?;
-        self.building = Some(thread);
+        self.building.push_back(thread);
         Ok(())
     }
 
-    /// Wait for the run being written, if any.
+    /// Wait for every run being written.
     fn wait_built(&mut self) -> Result<()> {
-        let Some(t) = self.building.take() else {
+        while !self.building.is_empty() {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the oldest run being written (files are kept in the order of their
+    /// runs: a later run wins over an earlier one).
+    fn wait_oldest(&mut self) -> Result<()> {
+        let Some(t) = self.building.pop_front() else {
             return Ok(());
         };
         let (table, run) = t.join().map_err(|_| Error::Io {
             context: "writing an ingested run".into(),
             source: std::io::Error::other("the ingestion thread panicked"),
         })??;
-        if run.bytes.capacity() > self.spare.bytes.capacity() {
-            self.spare = run;
+        if self.spare.len() < BUILDING {
+            self.spare.push(run);
         }
         self.bytes += table.meta().file_size;
         self.tables.push(table);
@@ -151,7 +167,7 @@ impl LsmIngest {
 
     /// Runs staged so far.
     pub fn runs(&self) -> usize {
-        self.tables.len() + usize::from(self.building.is_some())
+        self.tables.len() + self.building.len()
     }
 
     /// Bytes of the staged files (written so far).
@@ -244,7 +260,7 @@ fn key_span(tables: &[Arc<Table>]) -> Option<(&[u8], Vec<u8>)> {
 impl Drop for LsmIngest {
     fn drop(&mut self) {
         // The file being written must be finished before it is removed.
-        if let Some(t) = self.building.take() {
+        for t in self.building.drain(..) {
             let _ = t.join();
         }
         self.tables.clear();
