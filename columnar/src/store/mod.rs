@@ -263,7 +263,10 @@ impl ColumnStore {
             let ts = &state.tables[&t.id];
             let tdir = table_dir(&dir, t.id);
             let mut segs = Vec::new();
-            for s in &ts.segments {
+            // A table being rebuilt gets new segments from its rows; its old ones may be
+            // ahead of the row store (even of its definition's schema version, after a
+            // crash that lost writes a non-durable configuration had acknowledged).
+            for s in ts.segments.iter().filter(|_| !rebuild.contains(&t.id)) {
                 segs.push(Arc::new(Self::load_segment(&*vfs, &cache, &tdir, t, s)?));
             }
             views.insert(
