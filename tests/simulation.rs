@@ -31,6 +31,9 @@ use std::sync::Arc;
 struct Model {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     t: BTreeMap<i64, i64>,
+    /// Table `t` has its third column `extra` (added and dropped in place by `ALTER
+    /// TABLE`, so rows and segments of several schema versions meet).
+    extra: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -50,15 +53,17 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-fn rows(ids: &[i64], vs: &[i64]) -> RecordBatch {
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from(ids.to_vec())),
-            Arc::new(Int64Array::from(vs.to_vec())),
-        ],
-    )
-    .unwrap()
+fn rows(ids: &[i64], vs: &[i64], extra: bool) -> RecordBatch {
+    let mut fields = schema().fields().to_vec();
+    let mut cols: Vec<lightning_db::arrow::array::ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(Int64Array::from(vs.to_vec())),
+    ];
+    if extra {
+        fields.push(Arc::new(Field::new("extra", DataType::Int64, true)));
+        cols.push(Arc::new(Int64Array::from(vec![None; ids.len()])));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
 fn config(rng: &mut StdRng, vfs: Option<&FaultVfs>) -> LightningDbConfig {
@@ -85,6 +90,14 @@ fn config(rng: &mut StdRng, vfs: Option<&FaultVfs>) -> LightningDbConfig {
 /// (what the database must hold if the operation took effect).
 fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning_db::Result<()>) {
     let mut next = m.clone();
+    if rng.random_range(0..100) < 4 {
+        next.extra = !m.extra;
+        let q = match m.extra {
+            false => "ALTER TABLE t ADD COLUMN extra BIGINT DEFAULT 7",
+            true => "ALTER TABLE t DROP COLUMN extra",
+        };
+        return (q.into(), next, db.sql(q).map(|_| ()));
+    }
     let key = |rng: &mut StdRng| format!("k{:04}", rng.random_range(0..400)).into_bytes();
     let val = |rng: &mut StdRng| {
         let n = rng.random_range(1..300);
@@ -129,7 +142,11 @@ fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning
             for (i, v) in ids.iter().zip(&vs) {
                 next.t.insert(*i, *v);
             }
-            ("insert".into(), next, db.insert("t", &rows(&ids, &vs)))
+            (
+                "insert".into(),
+                next,
+                db.insert("t", &rows(&ids, &vs, m.extra)),
+            )
         }
         62..68 => {
             let ids: Vec<i64> = (0..rng.random_range(1..10))
@@ -164,7 +181,7 @@ fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning
         80..86 => {
             let (i, v) = (rng.random_range(0..2000), rng.random_range(0..100));
             next.t.insert(i, v);
-            let q = format!("INSERT OR REPLACE INTO t VALUES ({i}, {v})");
+            let q = format!("INSERT OR REPLACE INTO t (id, v) VALUES ({i}, {v})");
             (q.clone(), next, db.sql(&q).map(|_| ()))
         }
         86..91 => (
@@ -223,7 +240,10 @@ fn assert_same(got: &Model, want: &Model, what: &str) {
 }
 
 fn read_model(db: &Database) -> Model {
-    let mut m = Model::default();
+    let mut m = Model {
+        extra: db.table_schema("t").unwrap().index_of("extra").is_ok(),
+        ..Model::default()
+    };
     for r in db.scan(None, None).unwrap() {
         let (k, v) = r.unwrap();
         m.kv.insert(k, v);
@@ -452,7 +472,8 @@ fn run_seed(seed: u64, base: &Path) {
     check_views(&db, &expected, seed);
     // And it keeps working.
     db.put(b"after", b"reopen").unwrap();
-    db.insert("t", &rows(&[1_000_000], &[1])).unwrap();
+    db.insert("t", &rows(&[1_000_000], &[1], expected.extra))
+        .unwrap();
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
