@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod layout;
 pub mod segment;
 pub mod state;
 pub mod store;
