@@ -38,11 +38,8 @@ pub(crate) struct Alteration {
 impl Alteration {
     /// Table `old`'s columns, unchanged.
     pub(crate) fn of(old: Arc<TableDef>) -> Result<Alteration> {
-        if old.raw_kv {
-            return Err(Error::Schema(
-                "the built-in kv table cannot be altered".into(),
-            ));
-        }
+        // (The built-in kv table is refused when the alteration applies:
+        // `TableDef::altered`.)
         Ok(Alteration {
             cols: old
                 .user_schema()
@@ -158,8 +155,10 @@ impl Tables {
         // this is refused as a conflict (its rows would lack the new columns' values).
         let gate = old.gate.clone();
         let mut closed = gate.close();
-        let current = self.defs.read().get(&name).cloned();
-        if *closed || current.is_none_or(|c| c.id != old.id || c.layout != old.layout) {
+        // A retired gate: altered by another statement; another id (or none) under the
+        // name: replaced or dropped.
+        let current = self.defs.read().get(&name).map(|c| c.id);
+        if *closed || current != Some(old.id) {
             return Err(Error::TransactionConflict(format!(
                 "table {name} was altered, replaced or dropped by another statement meanwhile"
             )));
