@@ -16,7 +16,7 @@
 //! [`DictionaryAggregateExec`] when that applies; the exec keeps the scan as its child
 //! (for `EXPLAIN`) and reads it through [`LightningScan::open_coded`].
 
-use crate::scan::LightningScan;
+use crate::scan::{LightningScan, SharedUnits};
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch,
     downcast_integer_array, new_null_array,
@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
     InputOrderMode, PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
     StatisticsArgs,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Replaces aggregations grouped by one dictionary-stored column of a Lightning scan
 /// with a [`DictionaryAggregateExec`]. Runs after DataFusion's own rules.
@@ -118,6 +118,7 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         input: agg.input().clone(),
         group: col.index(),
         finish,
+        shared: Arc::new(OnceLock::new()),
         metrics: ExecutionPlanMetricsSet::new(),
     }))
 }
@@ -141,6 +142,9 @@ pub struct DictionaryAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     group: usize,
     finish: Finish,
+    /// The batches its partitions share in one execution (as `DataSourceExec` keeps
+    /// for the scan it replaces); made by the first partition opened.
+    shared: Arc<OnceLock<Option<Arc<SharedUnits>>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -224,12 +228,28 @@ impl ExecutionPlan for DictionaryAggregateExec {
         )
     }
 
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DictionaryAggregateExec {
+            agg: self.agg.clone(),
+            input: self.input.clone(),
+            group: self.group,
+            finish: self.finish,
+            shared: Arc::new(OnceLock::new()),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let batches = self.scan()?.open_coded(partition, self.group)?;
+        let scan = self.scan()?;
+        let shared = self
+            .shared
+            .get_or_init(|| scan.sibling_state(context.session_config().options()))
+            .clone();
+        let batches = scan.open_coded(partition, self.group, shared)?;
         let schema = self.agg.schema();
         let group_type = schema.field(0).data_type().clone();
         let mut accs = self

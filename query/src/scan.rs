@@ -8,6 +8,12 @@
 //! key bounds) and of TopK (the current k-th value). Each partition re-prunes its
 //! remaining batches by their zone maps whenever such a filter changes, so a join probe
 //! skips the batches whose keys cannot match.
+//!
+//! When no order is declared, the partitions of one execution share their batches: each
+//! takes the next one from a common queue (DataFusion's sibling state) instead of
+//! reading a fixed share. A partition whose thread is held up (preempted by writers, a
+//! slow decode) then takes fewer batches and the others more, so the query waits for
+//! one batch, not for the slowest share.
 
 use crate::fresh::SegmentMask;
 use crate::select::Selection;
@@ -19,6 +25,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ColumnStatistics, Result, Statistics};
 use datafusion::datasource::source::DataSource;
+use datafusion::datasource::source::OpenArgs;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::projection::ProjectionExprs;
@@ -38,6 +45,8 @@ use datafusion::scalar::ScalarValue;
 use lightning_columnar::segment::{SegmentReader, ZoneMap};
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
+use parking_lot::Mutex;
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -97,7 +106,33 @@ pub struct LightningScan {
     delta_pending: Selection,
     /// Most rows each partition emits.
     fetch: Option<usize>,
+    /// The batches are read from the highest keys down (a descending TopK above).
+    descending: bool,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// The batches not yet taken by any partition of one execution (see the module docs).
+pub struct SharedUnits(Mutex<Pending>);
+
+impl std::fmt::Debug for SharedUnits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedUnits({} left)", self.0.lock().units.len())
+    }
+}
+
+/// Batches still to read, in the order they are handed out.
+struct Pending {
+    units: VecDeque<Unit>,
+    /// Snapshot generation of the filters `units` were last pruned with.
+    pruned_at: Option<u64>,
+}
+
+/// Where a partition takes its batches from.
+enum Units {
+    /// Its own share, fixed when the plan was made.
+    Own(VecDeque<Unit>),
+    /// The queue all partitions of the execution take from.
+    Shared(Arc<SharedUnits>),
 }
 
 impl std::fmt::Debug for LightningScan {
@@ -172,8 +207,36 @@ impl LightningScan {
             selection: Selection::default(),
             delta_pending: Selection::default(),
             fetch: None,
+            descending: false,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Whether the partitions of an execution may share their batches: there are
+    /// several, no order is declared (each partition's batches would then have to
+    /// follow the key) and no fetch limit (whose row counts assume fixed shares).
+    fn shares(&self) -> bool {
+        self.partitions.len() > 1 && self.eq.output_ordering().is_none() && self.fetch.is_none()
+    }
+
+    /// The state the partitions of one execution share, when they do (`None`: each
+    /// reads its own share). `enable_file_stream_work_stealing` off (executors that run
+    /// each partition as an isolated task) keeps the fixed shares.
+    pub(crate) fn sibling_state(&self, config: &ConfigOptions) -> Option<Arc<SharedUnits>> {
+        if !self.shares() || !config.execution.enable_file_stream_work_stealing {
+            return None;
+        }
+        // Key order (or its reverse) across all partitions: the partitions' shares
+        // are contiguous key ranges, each already in the scan's direction.
+        let mut units: VecDeque<Unit> = VecDeque::new();
+        match self.descending {
+            false => self.partitions.iter().for_each(|p| units.extend(p)),
+            true => self.partitions.iter().rev().for_each(|p| units.extend(p)),
+        }
+        Some(Arc::new(SharedUnits(Mutex::new(Pending {
+            units,
+            pruned_at: None,
+        }))))
     }
 
     /// Rows partition `p` yields before any fetch limit.
@@ -344,14 +407,14 @@ struct PartitionIter {
     schema: SchemaRef,
     parts: Vec<Arc<SegmentPart>>,
     projection: Option<Vec<usize>>,
-    units: VecDeque<Unit>,
+    units: Units,
     reader: Option<(usize, SegmentReader)>,
     ready: VecDeque<RecordBatch>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     selection: Selection,
     /// The column a segment batch keeps as stored when that is a dictionary.
     coded: Option<usize>,
-    /// Snapshot generation of the filters the remaining units were last pruned with.
+    /// Snapshot generation of the filters its own units were last pruned with.
     pruned_at: Option<u64>,
     /// Rows still to emit when the scan has a fetch limit.
     left: Option<usize>,
@@ -386,17 +449,40 @@ impl PartitionIter {
 
     /// Drop the remaining units whose zone maps rule out the current filters.
     fn prune(&mut self) -> Result<()> {
-        if self.filters.is_empty() || self.units.is_empty() {
+        if self.filters.is_empty() {
             return Ok(());
         }
         let generation = self
             .filters
             .iter()
             .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
-        if self.pruned_at == Some(generation) {
-            return Ok(());
+        match std::mem::replace(&mut self.units, Units::Own(VecDeque::new())) {
+            Units::Own(mut units) => {
+                if !units.is_empty() && self.pruned_at != Some(generation) {
+                    self.pruned_at = Some(generation);
+                    self.prune_units(&mut units)?;
+                }
+                self.units = Units::Own(units);
+            }
+            Units::Shared(shared) => {
+                let result = {
+                    let mut pending = shared.0.lock();
+                    match pending.units.is_empty() || pending.pruned_at == Some(generation) {
+                        true => Ok(()),
+                        false => {
+                            pending.pruned_at = Some(generation);
+                            self.prune_units(&mut pending.units)
+                        }
+                    }
+                };
+                self.units = Units::Shared(shared);
+                result?;
+            }
         }
-        self.pruned_at = Some(generation);
+        Ok(())
+    }
+
+    fn prune_units(&self, units: &mut VecDeque<Unit>) -> Result<()> {
         let exprs = self
             .filters
             .iter()
@@ -408,7 +494,7 @@ impl PartitionIter {
         else {
             return Ok(());
         };
-        let containers = self.units.iter().map(|u| {
+        let containers = units.iter().map(|u| {
             let seg = &self.parts[u.part].segment.segment;
             let rows = seg.batch_range(u.batch).len() as u64;
             (seg.batch_zone_maps(u.batch), rows)
@@ -419,11 +505,19 @@ impl PartitionIter {
             containers: containers.collect(),
         };
         let keep = p.prune(&stats)?;
-        let before = self.units.len();
+        let before = units.len();
         let mut k = keep.into_iter();
-        self.units.retain(|_| k.next().unwrap_or(true));
-        self.batches_pruned.add(before - self.units.len());
+        units.retain(|_| k.next().unwrap_or(true));
+        self.batches_pruned.add(before - units.len());
         Ok(())
+    }
+
+    /// The next unit to read, if any is left.
+    fn take(&mut self) -> Option<Unit> {
+        match &mut self.units {
+            Units::Own(units) => units.pop_front(),
+            Units::Shared(shared) => shared.0.lock().units.pop_front(),
+        }
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -432,7 +526,7 @@ impl PartitionIter {
                 return Ok(Some(b));
             }
             self.prune()?;
-            let Some(u) = self.units.pop_front() else {
+            let Some(u) = self.take() else {
                 return Ok(None);
             };
             self.next_unit(u)?;
@@ -461,7 +555,8 @@ impl Iterator for PartitionIter {
             }
             Ok(None) => None,
             Err(e) => {
-                self.units.clear();
+                // This partition stops (the query fails as a whole).
+                self.units = Units::Own(VecDeque::new());
                 self.ready.clear();
                 Some(Err(e))
             }
@@ -491,15 +586,22 @@ impl LightningScan {
     /// Partition `partition`'s batches, as `open` yields them except that output
     /// column `coded` of a segment batch stays a dictionary when stored as one (that
     /// batch's schema says so; fresh rows come decoded).
+    /// `shared`: the execution's sibling state ([`Self::sibling_state`]).
     pub(crate) fn open_coded(
         &self,
         partition: usize,
         coded: usize,
+        shared: Option<Arc<SharedUnits>>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
-        self.partition_iter(partition, Some(coded))
+        self.partition_iter(partition, Some(coded), shared)
     }
 
-    fn partition_iter(&self, partition: usize, coded: Option<usize>) -> Result<PartitionIter> {
+    fn partition_iter(
+        &self,
+        partition: usize,
+        coded: Option<usize>,
+        shared: Option<Arc<SharedUnits>>,
+    ) -> Result<PartitionIter> {
         let units: &[Unit] = match self.partitions.get(partition) {
             Some(u) => u,
             None if partition == self.delta_part => &[],
@@ -521,7 +623,10 @@ impl LightningScan {
             schema: self.schema.clone(),
             parts: self.parts.clone(),
             projection: self.projection.clone(),
-            units: units.iter().copied().collect(),
+            units: match shared {
+                Some(shared) => Units::Shared(shared),
+                None => Units::Own(units.iter().copied().collect()),
+            },
             reader: None,
             ready,
             filters: self.filters.clone(),
@@ -542,9 +647,21 @@ impl DataSource for LightningScan {
     fn open(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let it = self.partition_iter(partition, None)?;
+        self.open_with_args(OpenArgs::new(partition, context))
+    }
+
+    fn create_sibling_state(&self, config: &ConfigOptions) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.sibling_state(config)
+            .map(|s| s as Arc<dyn Any + Send + Sync>)
+    }
+
+    fn open_with_args(&self, args: OpenArgs) -> Result<SendableRecordBatchStream> {
+        let shared = args
+            .sibling_state
+            .and_then(|s| s.downcast::<SharedUnits>().ok());
+        let it = self.partition_iter(args.partition, None, shared)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(it),
@@ -599,6 +716,11 @@ impl DataSource for LightningScan {
             cut.num_rows = Precision::Exact(rows);
             return Ok(Arc::new(cut));
         };
+        // Shared batches: which partition reads which is known only at run time.
+        if self.shares() {
+            let all = self.stats(self.partitions.iter().flatten(), true);
+            return Ok(Arc::new(all.to_inexact()));
+        }
         let stats = if p == self.delta_part && p == self.partitions.len() {
             self.stats([].iter(), true)
         } else {
@@ -681,6 +803,7 @@ impl DataSource for LightningScan {
         {
             let mut s = self.clone();
             s.partitions.iter_mut().for_each(|p| p.reverse());
+            s.descending = !s.descending;
             return Ok(SortOrderPushdownResult::Inexact {
                 inner: Arc::new(s) as Arc<dyn DataSource>,
             });
