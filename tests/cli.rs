@@ -212,9 +212,14 @@ fn sql_command_and_shell() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    // Piped SQL is a script: it ran to the end, and its exit status counts the failure.
+    assert!(!out.status.success(), "{text}");
     assert!(text.contains("| 2 |"), "{text}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error:") && err.contains("1 statement failed"),
+        "{err}"
+    );
 }
 
 /// Writers put pairs (a/i, b/i) in one batch; a consistent copy has both or neither.

@@ -121,6 +121,24 @@ impl Database {
     where
         I: IntoIterator<Item = Result<RecordBatch>>,
     {
+        self.write_batches(name, batches, true)
+    }
+
+    /// [`Database::insert_batches`], except that a row whose primary key the table (or
+    /// an earlier row of the batches) already holds is refused with
+    /// [`Error::Constraint`](crate::Error::Constraint) and nothing is written, as SQL's
+    /// `INSERT` does.
+    pub fn append_batches<I>(&self, name: &str, batches: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
+        self.write_batches(name, batches, false)
+    }
+
+    fn write_batches<I>(&self, name: &str, batches: I, replace: bool) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
         let t = self.tables()?;
         let def = t.def(name)?;
         // The column store's own errors (a schema mismatch naming the column) keep
@@ -134,7 +152,7 @@ impl Database {
             }
             e => Error::from(e),
         };
-        let mut w = lightning_query::RowWriter::new(self.engine(), &def, true)
+        let mut w = lightning_query::RowWriter::new(self.engine(), &def, replace)
             .map_err(writer_error)?
             .strict()
             .with_spill_bytes(t.config.sql_insert_run_bytes);

@@ -1,5 +1,8 @@
 //! `lightning-cli`: inspect, check, back up and move data in and out of a Lightning DB
-//! database. Errors are one line on stderr and a non-zero exit.
+//! database, and a SQL shell (`lightning-cli <db>`). Errors are one line on stderr and a
+//! non-zero exit.
+
+mod shell;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,9 +18,12 @@ use std::sync::Arc;
     version,
     about = "Lightning DB command-line tool"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    /// Open the SQL shell on this database (created if missing), as `sql <db>` does.
+    db: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -57,7 +63,9 @@ enum Cmd {
         #[arg(long)]
         reverse: bool,
     },
-    /// Import a CSV (with header) or Parquet file into a table (created if missing).
+    /// Import a CSV (with header), Parquet, JSON lines (.json, .jsonl, .ndjson) or Arrow
+    /// IPC (.arrow, .ipc, .feather) file into a table (created if missing, as is the
+    /// database).
     Import {
         db: PathBuf,
         file: PathBuf,
@@ -67,6 +75,12 @@ enum Cmd {
         /// it the new table is keyless (every row appended under a hidden row id).
         #[arg(long)]
         key: Option<String>,
+        /// Rows whose key the table already holds replace them (without it, such a row
+        /// fails the whole import).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        csv: CsvOptions,
     },
     /// Export a table to a zstd-compressed Parquet file.
     Export {
@@ -89,19 +103,48 @@ enum Cmd {
         #[arg(long)]
         truncate_wal: bool,
     },
-    /// Run SQL: `-c "<query>"` runs one statement; without it, an interactive shell
-    /// (history, statements end with `;` and may span lines, `\q` quits).
+    /// Run SQL (the database is created if missing): `-c "<sql>"` runs one statement,
+    /// `-f FILE` a script; SQL piped on standard input runs as a script; otherwise an
+    /// interactive shell (history, statements end with `;` and may span lines, `.help`
+    /// lists the meta-commands, `.quit` leaves). A failed statement never ends a script:
+    /// every statement runs and the exit status says how many failed.
     Sql {
         db: PathBuf,
         #[arg(short = 'c', long = "command")]
         command: Option<String>,
+        #[arg(short = 'f', long = "file", conflicts_with = "command")]
+        file: Option<PathBuf>,
     },
+}
+
+/// How a CSV file is read (types are inferred from its first 1,000 rows).
+#[derive(clap::Args, Clone)]
+struct CsvOptions {
+    /// The CSV field delimiter.
+    #[arg(long, default_value_t = ',')]
+    delimiter: char,
+    /// The CSV file has no header line (columns are named column_1, column_2, …).
+    #[arg(long)]
+    no_header: bool,
+    /// A CSV field equal to this text is NULL (an empty field always is).
+    #[arg(long)]
+    null: Option<String>,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn open(p: &Path) -> Res<Database> {
     Ok(Database::open(p, LightningDbConfig::default())?)
+}
+
+/// Open the database at `p`, creating it (and saying so on stderr) when there is none.
+fn open_or_create(p: &Path) -> Res<Database> {
+    let new = !shell::exists(p);
+    let db = Database::open_or_create(p, LightningDbConfig::default())?;
+    if new {
+        eprintln!("created a new database at {}", p.display());
+    }
+    Ok(db)
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -111,7 +154,8 @@ fn spinner(msg: &str) -> ProgressBar {
         ProgressBar::hidden()
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos} [{elapsed}]").expect("valid template"),
+        ProgressStyle::with_template("{spinner} {msg} {human_pos} [{elapsed}, {per_sec}]")
+            .expect("valid template"),
     );
     pb.set_message(msg.to_string());
     pb
@@ -215,7 +259,10 @@ type Batches =
     Box<dyn Iterator<Item = Result<RecordBatch, lightning_db::arrow::error::ArrowError>>>;
 
 /// Open a CSV (with header) or Parquet file as a stream of record batches.
-fn open_file(file: &Path) -> Res<(lightning_db::arrow::datatypes::SchemaRef, Batches)> {
+fn open_file(
+    file: &Path,
+    csv: &CsvOptions,
+) -> Res<(lightning_db::arrow::datatypes::SchemaRef, Batches)> {
     let ext = file
         .extension()
         .and_then(|e| e.to_str())
@@ -235,7 +282,18 @@ fn open_file(file: &Path) -> Res<(lightning_db::arrow::datatypes::SchemaRef, Bat
         }
         "csv" => {
             use lightning_db::arrow::csv::reader::Format;
-            let fmt = Format::default().with_header(true);
+            if !csv.delimiter.is_ascii() {
+                return Err(
+                    format!("--delimiter {:?} is not one ASCII character", csv.delimiter).into(),
+                );
+            }
+            let mut fmt = Format::default()
+                .with_header(!csv.no_header)
+                .with_delimiter(csv.delimiter as u8);
+            if let Some(n) = &csv.null {
+                let re = regex::Regex::new(&format!("^(|{})$", regex::escape(n)))?;
+                fmt = fmt.with_null_regex(re);
+            }
             let mut probe = std::fs::File::open(file)?;
             let (schema, _) = fmt.infer_schema(&mut probe, Some(1000))?;
             let schema = Arc::new(schema);
@@ -245,15 +303,40 @@ fn open_file(file: &Path) -> Res<(lightning_db::arrow::datatypes::SchemaRef, Bat
                 .build(f)?;
             Ok((schema, Box::new(r)))
         }
-        _ => Err(format!("{}: expected a .csv or .parquet file", file.display()).into()),
+        "json" | "jsonl" | "ndjson" => {
+            let mut probe = std::io::BufReader::new(std::fs::File::open(file)?);
+            let (schema, _) =
+                lightning_db::arrow::json::reader::infer_json_schema(&mut probe, Some(1000))?;
+            let schema = Arc::new(schema);
+            let r = lightning_db::arrow::json::ReaderBuilder::new(schema.clone())
+                .with_batch_size(64 * 1024)
+                .build(std::io::BufReader::new(f))?;
+            Ok((schema, Box::new(r)))
+        }
+        "arrow" | "ipc" | "feather" => {
+            let r = lightning_db::arrow::ipc::reader::FileReader::try_new(f, None)?;
+            Ok((r.schema(), Box::new(r)))
+        }
+        _ => Err(format!(
+            "{}: expected a .csv, .parquet, .json/.jsonl/.ndjson or .arrow/.ipc file",
+            file.display()
+        )
+        .into()),
     }
 }
 
 /// Import a file into a table, streaming, all or nothing: a new table appears with all
 /// the rows once the last one is in; an existing table gets all rows in one commit.
-fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
-    let (_, batches) = open_file(file)?;
-    let db = open(db)?;
+fn import(
+    db: &Path,
+    file: &Path,
+    table: &str,
+    key: Option<String>,
+    replace: bool,
+    csv: &CsvOptions,
+) -> Res<()> {
+    let (_, batches) = open_file(file, csv)?;
+    let db = open_or_create(db)?;
     let exists = db.list_tables()?.iter().any(|t| t == table);
     let pb = spinner("importing rows");
     let name = file.display().to_string();
@@ -268,8 +351,10 @@ fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
         pb.inc(b.num_rows() as u64);
         Ok(b)
     });
-    let n = if exists {
+    let n = if exists && replace {
         db.insert_batches(table, rows)?
+    } else if exists {
+        db.append_batches(table, rows)?
     } else {
         let cols: Vec<&str> = key
             .as_deref()
@@ -278,8 +363,12 @@ fn import(db: &Path, file: &Path, table: &str, key: Option<String>) -> Res<()> {
         let schema = first_schema.ok_or("the file holds no rows")?;
         db.load_table(table, schema, &cols, rows)?
     };
+    let secs = pb.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    println!("imported {n} rows into {table}");
+    println!(
+        "imported {n} rows into {table} in {secs:.2} s ({:.0} rows/s)",
+        n as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 
@@ -305,32 +394,36 @@ fn export(db: &Path, table: &str, out: &Path) -> Res<()> {
     Ok(())
 }
 
-fn print_result(batches: &[RecordBatch]) -> Res<()> {
-    if batches.is_empty()
-        || batches
-            .iter()
-            .all(|b| b.num_rows() == 0 && b.num_columns() == 0)
-    {
-        println!("OK");
-        return Ok(());
+fn sql(db: &Path, command: Option<String>, file: Option<PathBuf>) -> Res<()> {
+    let db = open_or_create(db)?;
+    let history = db.path().join(".sql_history");
+    let mut sh = shell::Shell::new(db);
+    let piped = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if let Some(q) = command {
+        sh.run_script(&q);
+    } else if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        sh.run_script(&text);
+    } else if piped {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        sh.run_script(&text);
+    } else {
+        interactive(&mut sh, &history)?;
     }
-    println!(
-        "{}",
-        lightning_db::arrow::util::pretty::pretty_format_batches(batches)?
-    );
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
-    Ok(())
+    match sh.failed {
+        0 => Ok(()),
+        1 => Err("1 statement failed".into()),
+        n => Err(format!("{n} statements failed").into()),
+    }
 }
 
-fn sql(db: &Path, command: Option<String>) -> Res<()> {
-    let db = Database::open(db, LightningDbConfig::default())?;
-    if let Some(q) = command {
-        return print_result(&db.sql(&q)?);
-    }
+/// The interactive shell: line editing and history; a failed statement prints its
+/// error and the shell goes on.
+fn interactive(sh: &mut shell::Shell, history: &Path) -> Res<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
-    let history = db.path().join(".sql_history");
-    let _ = rl.load_history(&history);
+    let _ = rl.load_history(history);
     let mut buf = String::new();
     loop {
         let prompt = if buf.is_empty() {
@@ -340,23 +433,20 @@ fn sql(db: &Path, command: Option<String>) -> Res<()> {
         };
         match rl.readline(prompt) {
             Ok(line) => {
-                let t = line.trim();
-                if buf.is_empty() && (t == "\\q" || t == "quit" || t == "exit") {
-                    break;
+                if buf.trim().is_empty() && shell::Shell::is_meta(&line) {
+                    buf.clear();
+                    let _ = rl.add_history_entry(line.trim());
+                    if sh.run(&line) == shell::Flow::Quit {
+                        break;
+                    }
+                    continue;
                 }
                 buf.push_str(&line);
                 buf.push('\n');
-                if t.ends_with(';') {
+                if line.trim_end().ends_with(';') {
                     let q = std::mem::take(&mut buf);
                     let _ = rl.add_history_entry(q.trim());
-                    let started = std::time::Instant::now();
-                    match db.sql(&q) {
-                        Ok(r) => {
-                            print_result(&r)?;
-                            println!("{:.3}s", started.elapsed().as_secs_f64());
-                        }
-                        Err(e) => eprintln!("error: {e}"),
-                    }
+                    sh.run(&q);
                 }
             }
             Err(rustyline::error::ReadlineError::Interrupted) => buf.clear(),
@@ -364,12 +454,22 @@ fn sql(db: &Path, command: Option<String>) -> Res<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let _ = rl.save_history(&history);
+    let _ = rl.save_history(history);
+    // Errors were shown as they happened; leaving the shell is not a failure.
+    sh.failed = 0;
     Ok(())
 }
 
 fn run(cli: Cli) -> Res<()> {
-    match cli.cmd {
+    let Some(cmd) = cli.cmd else {
+        return match cli.db {
+            Some(db) => sql(&db, None, None),
+            None => {
+                Err("give a database path (the SQL shell) or a command; --help lists them".into())
+            }
+        };
+    };
+    match cmd {
         Cmd::Check {
             db,
             checksums,
@@ -385,7 +485,7 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Put { db, key, value } => {
-            let db = Database::open_or_create(&db, LightningDbConfig::default())?;
+            let db = open_or_create(&db)?;
             db.put(key.as_bytes(), value.as_bytes())?;
             Ok(())
         }
@@ -403,7 +503,9 @@ fn run(cli: Cli) -> Res<()> {
             file,
             table,
             key,
-        } => import(&db, &file, &table, key),
+            replace,
+            csv,
+        } => import(&db, &file, &table, key, replace, &csv),
         Cmd::Export { db, table, out } => export(&db, &table, &out),
         Cmd::Compact { db } => {
             let db = open(&db)?;
@@ -426,7 +528,7 @@ fn run(cli: Cli) -> Res<()> {
             println!("backup written to {}", dir.display());
             Ok(())
         }
-        Cmd::Sql { db, command } => sql(&db, command),
+        Cmd::Sql { db, command, file } => sql(&db, command, file),
         Cmd::Repair { db, truncate_wal } => {
             let r = lightning_db::repair(&db, lightning_db::RepairOptions { truncate_wal })?;
             for n in &r.notes {
