@@ -30,7 +30,7 @@ struct Args {
     /// Keys loaded into the `kv` table through the KV API.
     #[arg(long, default_value_t = 1_000_000)]
     kv_keys: u64,
-    /// Timed runs per query and engine; the best one counts.
+    /// Timed runs per query and engine (after one warm-up run); the median counts.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Tiny sizes (SF 0.01, 20K kv keys, one run); results are marked as smoke.
@@ -104,15 +104,18 @@ struct QueryFigure {
     duckdb_ms: Option<f64>,
 }
 
-fn best_of(runs: usize, f: &mut dyn FnMut() -> Res<usize>) -> Res<(Duration, usize)> {
-    let mut best = Duration::MAX;
+/// One untimed warm-up run, then the median of `runs` timed ones.
+fn median_of(runs: usize, f: &mut dyn FnMut() -> Res<usize>) -> Res<(Duration, usize)> {
+    f()?;
+    let mut times = Vec::new();
     let mut rows = 0;
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         rows = f()?;
-        best = best.min(t.elapsed());
+        times.push(t.elapsed());
     }
-    Ok((best, rows))
+    times.sort();
+    Ok((times[times.len() / 2], rows))
 }
 
 fn main() -> std::process::ExitCode {
@@ -206,11 +209,11 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
 
     let mut figures = Vec::new();
     for (suite, name, sql) in &queries {
-        let (ours, rows) = best_of(args.runs, &mut || {
+        let (ours, rows) = median_of(args.runs, &mut || {
             Ok(db.sql(sql)?.iter().map(|b| b.num_rows()).sum())
         })
         .map_err(|e| format!("{name} (ours): {e}"))?;
-        let (theirs, their_rows) = best_of(args.runs, &mut || {
+        let (theirs, their_rows) = median_of(args.runs, &mut || {
             let b = rt.block_on(async { ctx.sql(sql).await?.collect().await })?;
             Ok(b.iter().map(|b| b.num_rows()).sum())
         })
@@ -294,8 +297,8 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     Ok(())
 }
 
-/// Runs `scripts/olap_duckdb.py` with `python`: DuckDB over the Parquet files, best of
-/// `runs` per query. Returns `{query name: ms}`.
+/// Runs `scripts/olap_duckdb.py` with `python`: DuckDB over the Parquet files, median of
+/// `runs` per query after a warm-up run. Returns `{query name: ms}`.
 fn run_duckdb(
     python: &Path,
     pq: &Path,
@@ -356,7 +359,7 @@ fn markdown(
         "\nTPC-H SF {} ({tpch_rows} rows: generated and inserted in {:.1} s, column store \
          compacted in {:.1} s); {} kv keys (loaded and compacted in {:.1} s); Parquet \
          export (zstd) of every table in {:.1} s. The row store is fully compacted before \
-         any query runs, so no background work overlaps the timings. Best of {} runs per \
+         any query runs, so no background work overlaps the timings. Median of {} runs (after a warm-up run) per \
          query. Ours = SQL \
          through our TableProvider over column segments + not-yet-compacted rows; \
          DataFusion and DuckDB read our Parquet export.\n",
