@@ -106,12 +106,11 @@ pub struct LightningScan {
     delta_pending: Selection,
     /// Most rows each partition emits.
     fetch: Option<usize>,
-    /// The batches are read from the highest keys down (a descending TopK above).
-    descending: bool,
     metrics: ExecutionPlanMetricsSet,
 }
 
-/// The batches not yet taken by any partition of one execution (see the module docs).
+/// The batches a partition has still to read: its own, or those not yet taken by any
+/// partition of one execution (see the module docs), in the order they are handed out.
 pub struct SharedUnits(Mutex<Pending>);
 
 impl std::fmt::Debug for SharedUnits {
@@ -120,19 +119,19 @@ impl std::fmt::Debug for SharedUnits {
     }
 }
 
-/// Batches still to read, in the order they are handed out.
 struct Pending {
     units: VecDeque<Unit>,
     /// Snapshot generation of the filters `units` were last pruned with.
     pruned_at: Option<u64>,
 }
 
-/// Where a partition takes its batches from.
-enum Units {
-    /// Its own share, fixed when the plan was made.
-    Own(VecDeque<Unit>),
-    /// The queue all partitions of the execution take from.
-    Shared(Arc<SharedUnits>),
+impl SharedUnits {
+    fn new(units: impl IntoIterator<Item = Unit>) -> Arc<SharedUnits> {
+        Arc::new(SharedUnits(Mutex::new(Pending {
+            units: units.into_iter().collect(),
+            pruned_at: None,
+        })))
+    }
 }
 
 impl std::fmt::Debug for LightningScan {
@@ -207,7 +206,6 @@ impl LightningScan {
             selection: Selection::default(),
             delta_pending: Selection::default(),
             fetch: None,
-            descending: false,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -226,17 +224,8 @@ impl LightningScan {
         if !self.shares() || !config.execution.enable_file_stream_work_stealing {
             return None;
         }
-        // Key order (or its reverse) across all partitions: the partitions' shares
-        // are contiguous key ranges, each already in the scan's direction.
-        let mut units: VecDeque<Unit> = VecDeque::new();
-        match self.descending {
-            false => self.partitions.iter().for_each(|p| units.extend(p)),
-            true => self.partitions.iter().rev().for_each(|p| units.extend(p)),
-        }
-        Some(Arc::new(SharedUnits(Mutex::new(Pending {
-            units,
-            pruned_at: None,
-        }))))
+        // The partitions' shares are contiguous key ranges in the scan's direction.
+        Some(SharedUnits::new(self.partitions.iter().flatten().copied()))
     }
 
     /// Rows partition `p` yields before any fetch limit.
@@ -407,15 +396,13 @@ struct PartitionIter {
     schema: SchemaRef,
     parts: Vec<Arc<SegmentPart>>,
     projection: Option<Vec<usize>>,
-    units: Units,
+    units: Arc<SharedUnits>,
     reader: Option<(usize, SegmentReader)>,
     ready: VecDeque<RecordBatch>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     selection: Selection,
     /// The column a segment batch keeps as stored when that is a dictionary.
     coded: Option<usize>,
-    /// Snapshot generation of the filters its own units were last pruned with.
-    pruned_at: Option<u64>,
     /// Rows still to emit when the scan has a fetch limit.
     left: Option<usize>,
     batches_pruned: Count,
@@ -448,7 +435,7 @@ impl PartitionIter {
     }
 
     /// Drop the remaining units whose zone maps rule out the current filters.
-    fn prune(&mut self) -> Result<()> {
+    fn prune(&self) -> Result<()> {
         if self.filters.is_empty() {
             return Ok(());
         }
@@ -456,30 +443,12 @@ impl PartitionIter {
             .filters
             .iter()
             .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
-        match std::mem::replace(&mut self.units, Units::Own(VecDeque::new())) {
-            Units::Own(mut units) => {
-                if !units.is_empty() && self.pruned_at != Some(generation) {
-                    self.pruned_at = Some(generation);
-                    self.prune_units(&mut units)?;
-                }
-                self.units = Units::Own(units);
-            }
-            Units::Shared(shared) => {
-                let result = {
-                    let mut pending = shared.0.lock();
-                    match pending.units.is_empty() || pending.pruned_at == Some(generation) {
-                        true => Ok(()),
-                        false => {
-                            pending.pruned_at = Some(generation);
-                            self.prune_units(&mut pending.units)
-                        }
-                    }
-                };
-                self.units = Units::Shared(shared);
-                result?;
-            }
+        let mut pending = self.units.0.lock();
+        if pending.units.is_empty() || pending.pruned_at == Some(generation) {
+            return Ok(());
         }
-        Ok(())
+        pending.pruned_at = Some(generation);
+        self.prune_units(&mut pending.units)
     }
 
     fn prune_units(&self, units: &mut VecDeque<Unit>) -> Result<()> {
@@ -512,21 +481,13 @@ impl PartitionIter {
         Ok(())
     }
 
-    /// The next unit to read, if any is left.
-    fn take(&mut self) -> Option<Unit> {
-        match &mut self.units {
-            Units::Own(units) => units.pop_front(),
-            Units::Shared(shared) => shared.0.lock().units.pop_front(),
-        }
-    }
-
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if let Some(b) = self.ready.pop_front() {
                 return Ok(Some(b));
             }
             self.prune()?;
-            let Some(u) = self.take() else {
+            let Some(u) = self.units.0.lock().units.pop_front() else {
                 return Ok(None);
             };
             self.next_unit(u)?;
@@ -556,7 +517,7 @@ impl Iterator for PartitionIter {
             Ok(None) => None,
             Err(e) => {
                 // This partition stops (the query fails as a whole).
-                self.units = Units::Own(VecDeque::new());
+                self.units = SharedUnits::new([]);
                 self.ready.clear();
                 Some(Err(e))
             }
@@ -623,16 +584,12 @@ impl LightningScan {
             schema: self.schema.clone(),
             parts: self.parts.clone(),
             projection: self.projection.clone(),
-            units: match shared {
-                Some(shared) => Units::Shared(shared),
-                None => Units::Own(units.iter().copied().collect()),
-            },
+            units: shared.unwrap_or_else(|| SharedUnits::new(units.iter().copied())),
             reader: None,
             ready,
             filters: self.filters.clone(),
             selection: self.selection.clone(),
             coded,
-            pruned_at: None,
             left: self.fetch,
             batches_pruned: MetricBuilder::new(&self.metrics)
                 .counter("batches_pruned_at_run_time", partition),
@@ -802,8 +759,10 @@ impl DataSource for LightningScan {
             && self.eq.output_ordering().is_none()
         {
             let mut s = self.clone();
+            // Whole partitions too, so that the batches in partition order (as shared
+            // between partitions) run from the highest keys down.
+            s.partitions.reverse();
             s.partitions.iter_mut().for_each(|p| p.reverse());
-            s.descending = !s.descending;
             return Ok(SortOrderPushdownResult::Inexact {
                 inner: Arc::new(s) as Arc<dyn DataSource>,
             });
