@@ -424,32 +424,22 @@ fn sql(db: &Path, command: Option<String>, file: Option<PathBuf>) -> Res<()> {
 fn interactive(sh: &mut shell::Shell, history: &Path) -> Res<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
     let _ = rl.load_history(history);
-    let mut buf = String::new();
     loop {
-        let prompt = if buf.is_empty() {
-            "lightning> "
-        } else {
+        let prompt = if sh.pending() {
             "       ..> "
+        } else {
+            "lightning> "
         };
         match rl.readline(prompt) {
             Ok(line) => {
-                if buf.trim().is_empty() && shell::Shell::is_meta(&line) {
-                    buf.clear();
-                    let _ = rl.add_history_entry(line.trim());
-                    if sh.run(&line) == shell::Flow::Quit {
-                        break;
-                    }
-                    continue;
+                if !line.trim().is_empty() {
+                    let _ = rl.add_history_entry(line.trim_end());
                 }
-                buf.push_str(&line);
-                buf.push('\n');
-                if line.trim_end().ends_with(';') {
-                    let q = std::mem::take(&mut buf);
-                    let _ = rl.add_history_entry(q.trim());
-                    sh.run(&q);
+                if sh.line(&line) == shell::Flow::Quit {
+                    break;
                 }
             }
-            Err(rustyline::error::ReadlineError::Interrupted) => buf.clear(),
+            Err(rustyline::error::ReadlineError::Interrupted) => sh.discard(),
             Err(rustyline::error::ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         }

@@ -3,7 +3,7 @@
 //! prints its error and the shell goes on; the caller learns how many failed.
 
 use lightning_db::Database;
-use lightning_db::arrow::array::{Array, RecordBatch};
+use lightning_db::arrow::array::RecordBatch;
 use lightning_db::arrow::util::display::{ArrayFormatter, FormatOptions};
 use std::io::Write;
 use std::path::Path;
@@ -35,6 +35,8 @@ pub struct Shell {
     pub failed: usize,
     /// Nesting of `.read`, bounded so that a file reading itself stops.
     depth: usize,
+    /// The lines of a statement not yet ended with `;`.
+    buf: String,
 }
 
 const HELP: &str = "\
@@ -57,11 +59,12 @@ impl Shell {
             out: None,
             failed: 0,
             depth: 0,
+            buf: String::new(),
         }
     }
 
     /// Whether `line` (the first of an input) is a meta-command rather than SQL.
-    pub fn is_meta(line: &str) -> bool {
+    fn is_meta(line: &str) -> bool {
         let t = line.trim_start();
         t.starts_with('.') || t.starts_with('\\') || matches!(t.trim(), "quit" | "exit")
     }
@@ -110,31 +113,48 @@ impl Shell {
         Flow::Go
     }
 
-    /// Run every statement and meta-command of a script, going on past failures.
+    /// Take one input line: a meta-command (when no statement is pending) runs at
+    /// once, SQL is collected until a line ends with `;`.
+    pub fn line(&mut self, line: &str) -> Flow {
+        if self.buf.trim().is_empty() && Self::is_meta(line) {
+            self.buf.clear();
+            return self.run(line);
+        }
+        self.buf.push_str(line);
+        self.buf.push('\n');
+        if !line.trim_end().ends_with(';') {
+            return Flow::Go;
+        }
+        let q = std::mem::take(&mut self.buf);
+        self.run(&q)
+    }
+
+    /// Whether part of a statement has been typed (a continuation prompt is due).
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Forget a partly typed statement (Ctrl-C).
+    pub fn discard(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Run every statement and meta-command of a script, going on past failures; a last
+    /// statement without its `;` runs too.
     pub fn run_script(&mut self, text: &str) -> Flow {
-        let mut buf = String::new();
-        for line in text.lines() {
-            if buf.trim().is_empty() && Self::is_meta(line) {
-                buf.clear();
-                if self.run(line) == Flow::Quit {
-                    return Flow::Quit;
-                }
-                continue;
-            }
-            buf.push_str(line);
-            buf.push('\n');
-            if line.trim_end().ends_with(';') {
-                let q = std::mem::take(&mut buf);
-                if self.run(&q) == Flow::Quit {
-                    return Flow::Quit;
-                }
+        let outer = std::mem::take(&mut self.buf);
+        let mut flow = Flow::Go;
+        for l in text.lines() {
+            flow = self.line(l);
+            if flow == Flow::Quit {
+                break;
             }
         }
-        // A last statement without its ';'.
-        if !buf.trim().is_empty() {
-            return self.run(&buf);
+        let rest = std::mem::replace(&mut self.buf, outer);
+        if flow == Flow::Go && !rest.trim().is_empty() {
+            flow = self.run(&rest);
         }
-        Flow::Go
+        flow
     }
 
     fn meta(&mut self, line: &str) -> Result<Flow, String> {
@@ -221,10 +241,10 @@ impl Shell {
             "SELECT count(*) FROM \"{}\"",
             table.replace('"', "\"\"")
         ))?;
-        let n = rows
-            .first()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| cell(b.column(0).as_ref(), 0))
+        let n = cells(&rows)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| r.into_iter().next())
             .unwrap_or_default();
         let segments = self.db.columnar_segment_paths(table)?.len();
         let bytes = self.db.columnar_bytes(table)?;
@@ -239,15 +259,11 @@ impl Shell {
         }
         let schema = batches[0].schema();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let mut rows: Vec<Vec<String>> = Vec::new();
-        for b in batches {
-            for r in 0..b.num_rows() {
-                rows.push((0..b.num_columns()).map(|c| cell(b.column(c), r)).collect());
-            }
-        }
+        let rows = || cells(batches);
         let text = match self.mode {
             Mode::Table => {
                 let width = terminal_width(self.out.is_none());
+                let rows = rows()?;
                 let mut t = table(&names, &rows, width);
                 t += &format!(
                     "\n({} row{})",
@@ -256,11 +272,11 @@ impl Shell {
                 );
                 t
             }
-            Mode::Markdown => markdown(&names, &rows),
+            Mode::Markdown => markdown(&names, &rows()?),
             Mode::Line => {
                 let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
                 let mut s = Vec::new();
-                for r in &rows {
+                for r in &rows()? {
                     let rec: Vec<String> = names
                         .iter()
                         .zip(r)
@@ -300,13 +316,22 @@ impl Shell {
     }
 }
 
-/// One value as text (NULL for nulls).
-fn cell(col: &dyn Array, row: usize) -> String {
+/// Every value of `batches` as text (NULL for nulls), row by row.
+fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
     let opts = FormatOptions::default().with_null("NULL");
-    match ArrayFormatter::try_new(col, &opts) {
-        Ok(f) => f.value(row).to_string(),
-        Err(e) => format!("<{e}>"),
+    let mut rows = Vec::new();
+    for b in batches {
+        let cols = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for r in 0..b.num_rows() {
+            rows.push(cols.iter().map(|f| f.value(r).to_string()).collect());
+        }
     }
+    Ok(rows)
 }
 
 /// The terminal's width when writing to one (`COLUMNS`, else 120); otherwise no limit.
