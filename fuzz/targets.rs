@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by the libFuzzer binaries (`fuzz/fuzz_targets/`)
-//! and the corpus replay test (`tests/fuzz_corpora.rs`), which runs every committed
+//! and the corpus replay test (`tests/integration/fuzz_corpora.rs`), which runs every committed
 //! input on the stable toolchain in CI. Each takes arbitrary bytes and must return
 //! (an error is fine) without panicking or allocating by a length read from the input.
 

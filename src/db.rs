@@ -51,6 +51,7 @@ pub struct Database {
     pub(crate) tables: Option<Arc<crate::tables::Tables>>,
     path: PathBuf,
     config: LightningDbConfig,
+    read_only: bool,
     txns: Mutex<HashMap<TxId, Arc<Mutex<Option<OpenTxn>>>>>,
     next_txid: AtomicU64,
     last_sweep: Mutex<Instant>,
@@ -146,6 +147,26 @@ impl Database {
         Self::open_mode(path.as_ref(), config, OpenMode::OpenOrCreate)
     }
 
+    /// Open the existing database at `path` for reading only, e.g. to inspect it.
+    ///
+    /// Takes the directory lock shared: any number of read-only handles (in this or
+    /// other processes) may be open at once, but not together with a writer — opening
+    /// fails with [`Error::Locked`] while a read-write handle is open, and a read-write
+    /// open fails while a read-only one is. Nothing in the directory is written,
+    /// created or removed: the WAL is replayed into memory, no background thread
+    /// starts, and the column store is used as found (a table whose column segments
+    /// lag is served from the row store). Every write, DDL statement, flush, or
+    /// compaction fails with [`Error::ReadOnly`]; reads, SQL queries, read-only
+    /// transactions, `check` and backups work.
+    pub fn open_read_only(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        Self::open_mode(path.as_ref(), config, OpenMode::ReadOnly)
+    }
+
+    /// Whether this handle was opened with [`Database::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
         let opts = config.validate()?;
         #[cfg(feature = "sql")]
@@ -160,7 +181,12 @@ impl Database {
         engine.set_fast_validation(config.use_optimized_transactions);
         let engine = Arc::new(engine);
         #[cfg(feature = "sql")]
-        let tables = Some(crate::tables::Tables::open(engine.clone(), pin, &config)?);
+        let tables = Some(crate::tables::Tables::open(
+            engine.clone(),
+            pin,
+            &config,
+            mode == OpenMode::ReadOnly,
+        )?);
         #[cfg(not(feature = "sql"))]
         drop(pin);
         Ok(Database {
@@ -169,6 +195,7 @@ impl Database {
             tables,
             path: path.to_path_buf(),
             config,
+            read_only: mode == OpenMode::ReadOnly,
             txns: Mutex::new(HashMap::new()),
             next_txid: AtomicU64::new(1),
             last_sweep: Mutex::new(Instant::now()),

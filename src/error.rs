@@ -63,6 +63,10 @@ pub enum Error {
     /// The database was closed.
     #[error("database is closed")]
     Closed,
+    /// A write (or compaction, or DDL) on a database opened with
+    /// [`crate::Database::open_read_only`].
+    #[error("the database is open read-only")]
+    ReadOnly,
     /// An earlier WAL/fsync or background write failed; the instance no longer accepts
     /// writes (fail-stop). Reopen the database to recover from the last durable state.
     #[error("database stopped after a fatal error: {0}")]
@@ -115,8 +119,12 @@ impl From<datafusion::error::DataFusionError> for Error {
                     Some(Error::TransactionConflict(m.clone()))
                 }
                 lightning_rowstore::Error::Corruption { .. } => Some(Error::from(r.share())),
+                lightning_rowstore::Error::ReadOnly => Some(Error::ReadOnly),
                 _ => None,
             };
+            if let Some(Error::ReadOnly) = b.downcast_ref::<Error>() {
+                return Some(Error::ReadOnly);
+            }
             if let Some(r) = b.downcast_ref::<lightning_rowstore::Error>() {
                 return row(r);
             }
@@ -235,6 +243,7 @@ impl From<lightning_rowstore::Error> for Error {
             E::DirectoryNotEmpty { dir, found } => Error::DirectoryNotEmpty { dir, found },
             E::Locked(p) => Error::Locked(p),
             E::Closed => Error::Closed,
+            E::ReadOnly => Error::ReadOnly,
             E::Fatal(m) => Error::Fatal(m),
             E::TransactionConflict(m) => Error::TransactionConflict(m),
             E::TransactionNotFound(id) => Error::TransactionNotFound(id),

@@ -61,6 +61,9 @@ pub enum Error {
     /// The database was closed.
     #[error("database is closed")]
     Closed,
+    /// A write to a database opened read-only ([`crate::OpenMode::ReadOnly`]).
+    #[error("the database is open read-only")]
+    ReadOnly,
     /// A write or fsync of the WAL or a table file failed earlier. The instance stops
     /// accepting writes (fail-stop): retrying after a failed fsync could silently lose
     /// data, because the kernel may have dropped the dirty pages. Reopen to recover.
@@ -118,6 +121,7 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,
+            Error::ReadOnly => Error::ReadOnly,
             Error::Fatal(m) => Error::Fatal(m.clone()),
             e => Error::Fatal(e.to_string()),
         }

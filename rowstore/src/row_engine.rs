@@ -17,6 +17,12 @@ pub enum OpenMode {
     /// Open the database at the path, or create one if the directory is empty or
     /// missing.
     OpenOrCreate,
+    /// Open an existing database for reading only: a shared lock instead of the
+    /// exclusive one (any number of read-only handles, in any processes, at once; a
+    /// writer cannot open while one is held, nor one while a writer is), the WAL
+    /// replayed into memory, nothing in the directory written, created or removed, no
+    /// background thread. Writes fail with [`crate::Error::ReadOnly`].
+    ReadOnly,
 }
 
 /// Counters kept by the engine (monotonic since open).

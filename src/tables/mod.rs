@@ -73,6 +73,7 @@ impl Tables {
         engine: Arc<Engine>,
         pin: Option<Snapshot>,
         cfg: &LightningDbConfig,
+        read_only: bool,
     ) -> Result<Arc<Tables>> {
         let mut defs = BTreeMap::new();
         let kv = TableDef::kv();
@@ -97,6 +98,7 @@ impl Tables {
             batch_rows: cfg.columnar_batch_rows,
             cache_bytes: usize::try_from(cfg.columnar_cache_bytes).unwrap_or(usize::MAX),
             vfs: engine.options().vfs.clone(),
+            read_only,
             ..Default::default()
         };
         let store = Arc::new(ColumnStore::open(engine.dir(), &engine, pin, &list, opts)?);
@@ -115,10 +117,14 @@ impl Tables {
             sql: Mutex::new(None),
             columnar_kv: cfg.columnar_kv,
             next_id: AtomicU32::new(next_id),
-            reclaim_pending: AtomicBool::new(true),
-            background: cfg.columnar_background,
+            reclaim_pending: AtomicBool::new(!read_only),
+            background: cfg.columnar_background && !read_only,
             config: cfg.clone(),
         });
+        if read_only {
+            // Nothing is reclaimed or compacted; orphaned rows stay for a writer.
+            return Ok(t);
+        }
         if !orphans.is_empty() {
             // Rows under ids no table owns (a drop or a staged load cut short by a
             // crash): mark them for reclaiming.

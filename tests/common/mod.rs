@@ -25,3 +25,13 @@ pub fn key(i: u64) -> Vec<u8> {
 pub fn value(i: u64, version: u64) -> Vec<u8> {
     format!("value-{i}-{version}-{}", "x".repeat((i % 50) as usize)).into_bytes()
 }
+
+/// The name the test harness knows the test function `f` of the module at `module`
+/// (`module_path!()`) by, for a child process that runs only it (`--exact`): the
+/// module path without the crate, then `f`.
+pub fn test_name(module: &str, f: &str) -> String {
+    match module.split_once("::") {
+        Some((_, m)) => format!("{m}::{f}"),
+        None => f.to_string(),
+    }
+}

@@ -53,6 +53,11 @@ pub struct ColumnarOptions {
     pub cache_bytes: usize,
     /// The file system every file of the column store goes through.
     pub vfs: Arc<dyn Vfs>,
+    /// Open without writing anything (the database is open read-only): no state file,
+    /// no orphan removal, no rebuild (a table whose segments cannot be used is served
+    /// from the row store alone); every method that would write fails with
+    /// [`lightning_rowstore::Error::ReadOnly`].
+    pub read_only: bool,
 }
 
 impl Default for ColumnarOptions {
@@ -65,6 +70,7 @@ impl Default for ColumnarOptions {
             merge_when_small_segments: 4,
             cache_bytes: 512 << 20,
             vfs: vfs::std_vfs(),
+            read_only: false,
         }
     }
 }
@@ -217,6 +223,14 @@ fn row_key(def: &TableDef, key_cols: &[ArrayRef], i: usize, out: &mut Vec<u8>) {
 }
 
 impl ColumnStore {
+    /// Refuse a write when open read-only.
+    fn check_writable(&self) -> Result<()> {
+        match self.opts.read_only {
+            true => Err(lightning_rowstore::Error::ReadOnly.into()),
+            false => Ok(()),
+        }
+    }
+
     /// The lowest published watermark, read before the row store opens so it can pin it.
     pub fn pin_needed(vfs: &dyn Vfs, db_dir: &Path) -> Result<Option<Ts>> {
         Ok(ColumnarState::load(vfs, &db_dir.join("columnar"))?.and_then(|s| s.min_watermark()))
@@ -235,7 +249,9 @@ impl ColumnStore {
         let vfs = opts.vfs.clone();
         let dir = db_dir.join("columnar");
         // The directory's entry is made durable before anything is published in it.
-        vfs::create_dir_synced(&*vfs, &dir)?;
+        if !opts.read_only {
+            vfs::create_dir_synced(&*vfs, &dir)?;
+        }
         let mut state = ColumnarState::load(&*vfs, &dir)?.unwrap_or_default();
         let live: std::collections::HashSet<u32> = tables.iter().map(|t| t.id).collect();
         state.tables.retain(|id, _| live.contains(id));
@@ -251,6 +267,13 @@ impl ColumnStore {
                     // Nothing compacted yet: deletions before now need no marking, so
                     // the table can start from the current state of the row store.
                     ts.watermark = 0;
+                    pins.insert(t.id, engine.snapshot());
+                }
+                Err(_) if opts.read_only => {
+                    // No rebuild without writing: the row store alone serves the table
+                    // (every row counts as changed since watermark 0).
+                    ts.watermark = 0;
+                    ts.segments.clear();
                     pins.insert(t.id, engine.snapshot());
                 }
                 Err(_) => rebuild.push(t.id),
@@ -279,7 +302,10 @@ impl ColumnStore {
                 }),
             );
         }
-        state.store(&*vfs, &dir)?;
+        if !opts.read_only {
+            state.store(&*vfs, &dir)?;
+        }
+        let read_only = opts.read_only;
         let store = ColumnStore {
             dir,
             vfs,
@@ -290,7 +316,9 @@ impl ColumnStore {
             pins: Mutex::new(pins),
             round: Mutex::new(()),
         };
-        store.remove_orphans()?;
+        if !read_only {
+            store.remove_orphans()?;
+        }
         for id in rebuild {
             if let Some(t) = tables.iter().find(|t| t.id == id) {
                 tracing::warn!(table = %t.name, "column store lost its row-store pin; rebuilding");
@@ -495,6 +523,7 @@ impl ColumnStore {
 
     /// Register a new table (empty, watermark 0).
     pub fn add_table(&self, engine: &Engine, def: &TableDef) -> Result<()> {
+        self.check_writable()?;
         let _r = self.round.lock();
         let mut st = self.state.lock();
         st.tables.entry(def.id).or_default();
@@ -506,6 +535,7 @@ impl ColumnStore {
 
     /// Remove a dropped table's segments.
     pub fn drop_table(&self, table_id: u32) -> Result<()> {
+        self.check_writable()?;
         let _r = self.round.lock();
         let mut st = self.state.lock();
         st.tables.remove(&table_id);
@@ -526,6 +556,7 @@ impl ColumnStore {
     /// One compaction round for `def`: fold the changes committed since its watermark
     /// into segments and delete bitmaps, merge small segments, publish.
     pub fn compact(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
+        self.check_writable()?;
         let _r = self.round.lock();
         let _span = tracing::info_span!("columnar_compaction", table = %def.name).entered();
         let Some(view) = self.current_view(def)? else {
@@ -774,6 +805,7 @@ impl ColumnStore {
     /// `def` (the table altered in place) is the table's definition from now on: its
     /// segments are read as its columns. Segment files and the state do not change.
     pub fn alter_table(&self, def: &TableDef) -> Result<()> {
+        self.check_writable()?;
         let _r = self.round.lock();
         self.current_view(def)?;
         Ok(())
@@ -819,6 +851,7 @@ impl ColumnStore {
 
     /// Rebuild a table's segments from the row store's current state.
     pub fn rebuild(&self, engine: &Engine, def: &TableDef) -> Result<RoundStats> {
+        self.check_writable()?;
         let _r = self.round.lock();
         let Some(view) = self.current_view(def)? else {
             return Err(def.newer(self.view(def.id).schema_version));

@@ -64,6 +64,8 @@ struct Inner {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     opts: EngineOptions,
+    /// Opened with [`OpenMode::ReadOnly`]: every write fails, nothing is flushed.
+    read_only: bool,
     lock_file: Mutex<Option<Box<dyn crate::vfs::VfsLock>>>,
     sv: ArcSwap<SuperVersion>,
     state: Mutex<State>,
@@ -249,7 +251,8 @@ impl RowEngine for LsmEngine {
     /// Begin a transaction's snapshot: registered for GC and counted as an open
     /// transaction until the returned guard drops.
     fn begin_txn(&self) -> Result<TxnSnapshot> {
-        self.inner.check_writable()?;
+        // A read-only database still runs transactions that only read.
+        self.inner.check_healthy()?;
         self.inner.registry.begin_txn(&self.inner.visible_ts)
     }
 
@@ -416,6 +419,14 @@ impl Inner {
     }
 
     fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check_healthy()
+    }
+
+    /// Open and not stopped by a fatal error (reads may still be refused writes).
+    fn check_healthy(&self) -> Result<()> {
         self.check_open()?;
         if self.has_fatal.load(Ordering::Acquire) {
             return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
@@ -489,7 +500,7 @@ impl Inner {
         }
         // Final flush so the next open has no WAL to replay.
         let mut result = Ok(());
-        if !self.has_fatal.load(Ordering::Acquire) {
+        if !self.has_fatal.load(Ordering::Acquire) && !self.read_only {
             let sv = self.sv.load_full();
             if !sv.mem.is_empty() {
                 result = self.switch_memtable();

@@ -31,6 +31,29 @@ fn acquire_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock
     }
 }
 
+/// Take the directory lock shared (read-only), with the same retries; a `Vfs` without
+/// shared locks gives the exclusive one.
+fn acquire_shared_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock>> {
+    let lock_path = dir.join(files::LOCK);
+    let mut attempts = 0;
+    loop {
+        match vfs.lock_shared(&lock_path) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                return acquire_lock(vfs, dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked(dir.to_path_buf()));
+            }
+            Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
+        }
+    }
+}
+
 /// A short description of the names found: manifests and WAL segments first (they
 /// matter most for a repair), then the rest, then counts of what is left out.
 fn list_names(names: &[&String]) -> String {
@@ -75,6 +98,77 @@ fn is_garbage(
 
 use std::collections::{BTreeSet, HashSet};
 
+impl Inner {
+    /// The shared state of an engine just opened (no background thread yet).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn new(
+        dir: PathBuf,
+        vfs: Arc<dyn Vfs>,
+        opts: EngineOptions,
+        lock: Box<dyn crate::vfs::VfsLock>,
+        (manifest, mstate): (Option<Manifest>, ManifestState),
+        (mem, version): (Arc<MemTable>, Arc<Version>),
+        (next_file_id, foreign, last_ts): (AtomicU64, Arc<BTreeSet<u64>>, Ts),
+        (wal, cache, mmap): (
+            Option<LogWriter>,
+            Option<Arc<BlockCache>>,
+            Option<Arc<MmapBudget>>,
+        ),
+        read_only: bool,
+    ) -> Arc<Inner> {
+        let id_limit = mstate.next_file_id;
+        // A read-only handle starts no thread, not even the prefetcher's.
+        let prefetcher = match read_only {
+            false => opts.prefetch.map(|(w, _)| Prefetcher::start(w)),
+            true => None,
+        };
+        Arc::new(Inner {
+            sv: ArcSwap::from_pointee(SuperVersion {
+                mem,
+                imms: Vec::new(),
+                version: version.clone(),
+            }),
+            state: Mutex::new(State {
+                manifest,
+                mstate,
+                version,
+                busy_levels: [false; NUM_LEVELS],
+                compact_pointer: vec![None; NUM_LEVELS],
+            }),
+            next_file_id,
+            id_limit: AtomicU64::new(id_limit),
+            foreign_ids: foreign,
+            visible_ts: AtomicU64::new(last_ts),
+            last_ts: AtomicU64::new(last_ts),
+            queue: Mutex::new(CommitQueue::default()),
+            serial_commit: Mutex::new(()),
+            wal: Mutex::new(wal),
+            registry: Arc::new(SnapshotRegistry::default()),
+            cache,
+            mmap,
+            prefetcher,
+            bg: Mutex::new(()),
+            bg_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            has_fatal: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            stats: EngineStats::default(),
+            recent_commits: Mutex::new(BTreeMap::new()),
+            fast_validation: AtomicBool::new(true),
+            recent_ingests: Mutex::new(Vec::new()),
+            close_lock: Mutex::new(()),
+            bg_error: Mutex::new(None),
+            lock_file: Mutex::new(Some(lock)),
+            read_only,
+            vfs,
+            dir,
+            opts,
+        })
+    }
+}
+
 impl LsmEngine {
     /// Create or open the database in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: EngineOptions, mode: OpenMode) -> Result<LsmEngine> {
@@ -108,14 +202,20 @@ impl LsmEngine {
                 )));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if mode == OpenMode::Open {
+                if matches!(mode, OpenMode::Open | OpenMode::ReadOnly) {
                     return Err(Error::DatabaseNotFound(dir));
                 }
                 crate::vfs::create_dir_synced(&*vfs, &dir)?;
             }
             Err(e) => return Err(Error::io(format!("stat of {}", dir.display()), e)),
         }
-        let lock = acquire_lock(&*vfs, &dir)?;
+        // A read-only open decides first, so it never creates a LOCK file where there
+        // is no database, and locks (shared) only to read one.
+        let read_only = mode == OpenMode::ReadOnly;
+        let lock = match read_only {
+            false => Some(acquire_lock(&*vfs, &dir)?),
+            true => None,
+        };
 
         // Decide, under the lock, what is there.
         let names = crate::vfs::list(&*vfs, &dir)?;
@@ -134,7 +234,7 @@ impl LsmEngine {
                         found: list_names(&db_files),
                     });
                 }
-                if mode == OpenMode::Open {
+                if matches!(mode, OpenMode::Open | OpenMode::ReadOnly) {
                     return Err(Error::DatabaseNotFound(dir));
                 }
                 let others: Vec<&String> = names
@@ -148,6 +248,14 @@ impl LsmEngine {
                     });
                 }
                 true
+            }
+        };
+        let (lock, names) = match lock {
+            Some(l) => (l, names),
+            // No writer can change the directory from here on: list it again.
+            None => {
+                let l = acquire_shared_lock(&*vfs, &dir)?;
+                (l, crate::vfs::list(&*vfs, &dir)?)
             }
         };
 
@@ -243,12 +351,40 @@ impl LsmEngine {
             for (off, rec) in &c.records {
                 let (ts, batch) = WriteBatch::decode(rec)
                     .map_err(|why| Error::corruption(&p, *off, format!("bad WAL record: {why}")))?;
-                for op in batch.ops() {
-                    recovered.insert(op.key(), ts, op.value());
-                }
+                // One change-log chunk per commit, as the commit path makes them.
+                recovered.apply(batch.ops().iter().map(|op| (op.key(), ts, op.value())));
                 last_ts = last_ts.max(ts);
                 wal_records += 1;
             }
+        }
+        if read_only {
+            // The replayed WAL stays in memory as the memtable; nothing is written.
+            mstate.last_ts = last_ts;
+            tracing::info!(
+                wal_records,
+                tables = version.num_tables(),
+                last_ts,
+                "database opened read-only"
+            );
+            let inner = Inner::new(
+                dir,
+                vfs,
+                opts,
+                lock,
+                (None, mstate),
+                (Arc::new(recovered), Arc::new(version)),
+                (next_file_id, foreign, last_ts),
+                (None, cache, mmap),
+                true,
+            );
+            let pin = pin
+                .map(|ts| {
+                    inner
+                        .registry
+                        .register(At::Unchecked(ts.min(last_ts)), &inner.visible_ts)
+                })
+                .transpose()?;
+            return Ok((LsmEngine { inner }, pin));
         }
         if !recovered.is_empty() {
             let id = alloc();
@@ -329,51 +465,17 @@ impl LsmEngine {
         );
 
         let mem = Arc::new(MemTable::new(wal_id.unwrap_or(0)));
-        let version = Arc::new(version);
-        let prefetcher = opts.prefetch.map(|(w, _)| Prefetcher::start(w));
-        let inner = Arc::new(Inner {
-            sv: ArcSwap::from_pointee(SuperVersion {
-                mem,
-                imms: Vec::new(),
-                version: version.clone(),
-            }),
-            state: Mutex::new(State {
-                manifest,
-                mstate,
-                version,
-                busy_levels: [false; NUM_LEVELS],
-                compact_pointer: vec![None; NUM_LEVELS],
-            }),
-            next_file_id,
-            id_limit: AtomicU64::new(id_limit),
-            foreign_ids: foreign,
-            visible_ts: AtomicU64::new(last_ts),
-            last_ts: AtomicU64::new(last_ts),
-            queue: Mutex::new(CommitQueue::default()),
-            serial_commit: Mutex::new(()),
-            wal: Mutex::new(wal),
-            registry: Arc::new(SnapshotRegistry::default()),
-            cache,
-            mmap,
-            prefetcher,
-            bg: Mutex::new(()),
-            bg_cv: Condvar::new(),
-            shutdown: AtomicBool::new(false),
-            fatal: Mutex::new(None),
-            has_fatal: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
-            stats: EngineStats::default(),
-            recent_commits: Mutex::new(BTreeMap::new()),
-            fast_validation: AtomicBool::new(true),
-            recent_ingests: Mutex::new(Vec::new()),
-            close_lock: Mutex::new(()),
-            bg_error: Mutex::new(None),
-            lock_file: Mutex::new(Some(lock)),
-            vfs,
+        let inner = Inner::new(
             dir,
+            vfs,
             opts,
-        });
+            lock,
+            (Some(manifest), mstate),
+            (mem, Arc::new(version)),
+            (next_file_id, foreign, last_ts),
+            (wal, cache, mmap),
+            false,
+        );
         let pin = pin
             .map(|ts| {
                 inner

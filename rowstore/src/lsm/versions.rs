@@ -5,7 +5,8 @@
 use super::*;
 
 pub(super) struct State {
-    pub(super) manifest: Manifest,
+    /// The live manifest, appended to by every edit (`None` when read-only).
+    pub(super) manifest: Option<Manifest>,
     pub(super) mstate: ManifestState,
     pub(super) version: Arc<Version>,
     pub(super) busy_levels: [bool; NUM_LEVELS],
@@ -67,12 +68,13 @@ impl Inner {
     /// Append an edit to the manifest (durably) and to the in-memory manifest state,
     /// rotating the manifest when it grows large.
     pub(super) fn log_edit(&self, st: &mut State, edit: &VersionEdit) -> Result<()> {
-        st.manifest.log_edit(edit)?;
+        let m = st.manifest.as_mut().ok_or(Error::ReadOnly)?;
+        m.log_edit(edit)?;
+        let (size, old) = (m.size(), m.id());
         st.mstate.apply(edit);
-        if st.manifest.size() > MANIFEST_ROTATE_BYTES {
+        if size > MANIFEST_ROTATE_BYTES {
             let id = self.alloc_id_locked(st)?;
-            let old = st.manifest.id();
-            st.manifest = Manifest::create(&*self.vfs, &self.dir, id, &st.mstate)?;
+            st.manifest = Some(Manifest::create(&*self.vfs, &self.dir, id, &st.mstate)?);
             vfs::remove_file_if_exists(&*self.vfs, &manifest::manifest_path(&self.dir, old))?;
         }
         Ok(())
@@ -117,7 +119,10 @@ impl Inner {
             next_file_id: Some(limit),
             ..Default::default()
         };
-        st.manifest.log_edit(&edit)?;
+        st.manifest
+            .as_mut()
+            .ok_or(Error::ReadOnly)?
+            .log_edit(&edit)?;
         st.mstate.apply(&edit);
         self.id_limit.store(limit, Ordering::Release);
         Ok(())

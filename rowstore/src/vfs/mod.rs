@@ -67,6 +67,14 @@ pub trait Vfs: Send + Sync + Debug + 'static {
     /// `WouldBlock` if another process or handle holds it. Released when the guard
     /// drops.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>>;
+    /// Take a shared advisory lock on `path` without waiting: any number of shared
+    /// holders at once, `WouldBlock` while an exclusive one ([`Vfs::lock`]) is held, and
+    /// no exclusive lock granted while a shared one is. A `Vfs` without shared locks
+    /// returns `Unsupported` (callers then take the exclusive lock).
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        let _ = path;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Make `to` a second name of the file `from` (a hard link). A `Vfs` that cannot
     /// (another file system, an encrypting layer) returns `Unsupported` and callers copy.
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {

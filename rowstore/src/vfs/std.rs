@@ -93,6 +93,24 @@ impl Vfs for StdVfs {
         }
     }
 
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        // Opened for reading (a read-only holder needs no write access); created only
+        // if missing, which a database made by a writer never is.
+        let file = match File::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)?,
+            r => r?,
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Box::new(StdLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::hard_link(from, to)
     }

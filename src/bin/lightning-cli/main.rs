@@ -3,11 +3,13 @@
 //! non-zero exit.
 
 mod shell;
+mod split;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lightning_db::arrow::array::RecordBatch;
 use lightning_db::{Database, LightningDbConfig};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,12 +20,24 @@ use std::sync::Arc;
     version,
     about = "Lightning DB command-line tool"
 )]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    override_usage = "lightning-cli [OPTIONS] <DB>          (the SQL shell on DB, created if missing)\n       lightning-cli [OPTIONS] <COMMAND> ..."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Open the SQL shell on this database (created if missing), as `sql <db>` does.
-    db: Option<PathBuf>,
+    /// Open the database read-only, for inspection: a shared lock (other read-only
+    /// sessions may be open, a writer may not), nothing in the directory written, and
+    /// every write refused. The database must exist.
+    #[arg(long, global = true)]
+    read_only: bool,
+}
+
+/// Set once from `--read-only` before any command runs.
+static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn read_only() -> bool {
+    READ_ONLY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Subcommand)]
@@ -115,6 +129,9 @@ enum Cmd {
         #[arg(short = 'f', long = "file", conflicts_with = "command")]
         file: Option<PathBuf>,
     },
+    /// `lightning-cli <DB>`: the SQL shell on DB, as `sql <DB>` opens it.
+    #[command(external_subcommand)]
+    Shell(Vec<OsString>),
 }
 
 /// How a CSV file is read (types are inferred from its first 1,000 rows).
@@ -134,11 +151,18 @@ struct CsvOptions {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn open(p: &Path) -> Res<Database> {
-    Ok(Database::open(p, LightningDbConfig::default())?)
+    Ok(match read_only() {
+        true => Database::open_read_only(p, LightningDbConfig::default())?,
+        false => Database::open(p, LightningDbConfig::default())?,
+    })
 }
 
-/// Open the database at `p`, creating it (and saying so on stderr) when there is none.
+/// Open the database at `p`, creating it (and saying so on stderr) when there is none
+/// (unless `--read-only`).
 fn open_or_create(p: &Path) -> Res<Database> {
+    if read_only() {
+        return open(p);
+    }
     let new = !shell::exists(p);
     let db = Database::open_or_create(p, LightningDbConfig::default())?;
     if new {
@@ -444,21 +468,23 @@ fn interactive(sh: &mut shell::Shell, history: &Path) -> Res<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let _ = rl.save_history(history);
+    // A read-only session writes nothing into the database directory.
+    if !read_only() {
+        let _ = rl.save_history(history);
+    }
     // Errors were shown as they happened; leaving the shell is not a failure.
     sh.failed = 0;
     Ok(())
 }
 
 fn run(cli: Cli) -> Res<()> {
+    READ_ONLY.store(cli.read_only, std::sync::atomic::Ordering::Relaxed);
     let Some(cmd) = cli.cmd else {
-        return match cli.db {
-            Some(db) => sql(&db, None, None),
-            None => {
-                Err("give a database path (the SQL shell) or a command; --help lists them".into())
-            }
-        };
+        return Err("give a database path (the SQL shell) or a command; --help lists them".into());
     };
+    if cli.read_only && matches!(cmd, Cmd::Repair { .. } | Cmd::Restore { .. }) {
+        return Err("repair and restore write a database; they cannot run with --read-only".into());
+    }
     match cmd {
         Cmd::Check {
             db,
@@ -519,6 +545,22 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Sql { db, command, file } => sql(&db, command, file),
+        // (`lightning-cli DB --read-only`: flags after DB reach here unparsed.)
+        Cmd::Shell(args) => match args.as_slice() {
+            [db] => sql(Path::new(db), None, None),
+            [db, flag] if flag == "--read-only" => {
+                READ_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+                sql(Path::new(db), None, None)
+            }
+            _ => Err(format!(
+                "unknown command {:?}; give a database path alone for the SQL shell, or \
+                 a command (--help lists them)",
+                args.first()
+                    .map(|a| a.to_string_lossy())
+                    .unwrap_or_default()
+            )
+            .into()),
+        },
         Cmd::Repair { db, truncate_wal } => {
             let r = lightning_db::repair(&db, lightning_db::RepairOptions { truncate_wal })?;
             for n in &r.notes {

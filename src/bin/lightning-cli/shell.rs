@@ -1,4 +1,5 @@
-//! The SQL shell: statements (ending with `;` at the end of a line) and meta-commands
+//! The SQL shell: statements (ending with `;`, several to a line or one over many) and
+//! meta-commands
 //! (`.tables`, `.schema`, `.mode`, …, one line each), typed or piped. A failed statement
 //! prints its error and the shell goes on; the caller learns how many failed.
 
@@ -48,7 +49,7 @@ const HELP: &str = "\
 .read FILE              run the statements and meta-commands in FILE
 .help                   this text
 .quit | .exit | \\q      leave the shell
-Statements end with ';' at the end of a line and may span lines.";
+Statements end with ';' and may span lines.";
 
 impl Shell {
     pub fn new(db: Database) -> Shell {
@@ -95,8 +96,18 @@ impl Shell {
                 }
             };
         }
-        if input.trim().trim_end_matches(';').trim().is_empty() {
-            return Flow::Go;
+        let (mut stmts, rest) = crate::split::statements(input);
+        stmts.push(rest);
+        for s in stmts {
+            self.statement(s);
+        }
+        Flow::Go
+    }
+
+    /// Run one SQL statement and print its result.
+    fn statement(&mut self, input: &str) {
+        if crate::split::is_blank(input.trim().trim_end_matches(';')) {
+            return;
         }
         let started = std::time::Instant::now();
         match self.db.sql(input) {
@@ -110,11 +121,10 @@ impl Shell {
             }
             Err(e) => self.fail(e),
         }
-        Flow::Go
     }
 
     /// Take one input line: a meta-command (when no statement is pending) runs at
-    /// once, SQL is collected until a line ends with `;`.
+    /// once; SQL is collected, and each statement runs once its `;` has come.
     pub fn line(&mut self, line: &str) -> Flow {
         if self.buf.trim().is_empty() && Self::is_meta(line) {
             self.buf.clear();
@@ -122,11 +132,15 @@ impl Shell {
         }
         self.buf.push_str(line);
         self.buf.push('\n');
-        if !line.trim_end().ends_with(';') {
-            return Flow::Go;
+        let buf = std::mem::take(&mut self.buf);
+        let (stmts, rest) = crate::split::statements(&buf);
+        for s in stmts {
+            self.statement(s);
         }
-        let q = std::mem::take(&mut self.buf);
-        self.run(&q)
+        if !crate::split::is_blank(rest) {
+            self.buf = rest.trim_start().to_string();
+        }
+        Flow::Go
     }
 
     /// Whether part of a statement has been typed (a continuation prompt is due).

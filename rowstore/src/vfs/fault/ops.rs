@@ -169,6 +169,20 @@ impl FaultVfs {
         Ok(l)
     }
 
+    fn lock_shared_op(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        let mut st = self.state.lock();
+        let existed = self.inner.exists(path)?;
+        if !existed {
+            self.check(&mut st, FaultOp::Create, path)?;
+        }
+        let l = self.inner.lock_shared(path)?;
+        if !existed {
+            st.created.push(path.to_path_buf());
+            st.log_dir_op(DirOp::Created(path.to_path_buf()));
+        }
+        Ok(l)
+    }
+
     fn hard_link_op(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Create, to)?;
@@ -212,6 +226,9 @@ impl Vfs for FaultVfs {
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
         self.after(self.lock_op(path))
+    }
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        self.after(self.lock_shared_op(path))
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.after(self.hard_link_op(from, to))

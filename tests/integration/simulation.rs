@@ -3,7 +3,7 @@
 //! operations or in the middle of one (at the n-th write or sync of a file), a failing
 //! fsync, or a full disk for a while. Background work is off, so for a given seed the
 //! same operations reach the file system in the same order and a failing seed replays
-//! exactly: `LDB_SIM_SEED=<seed> cargo test --test simulation -- --nocapture`.
+//! exactly: `LDB_SIM_SEED=<seed> cargo test --test integration -- simulation:: --nocapture`.
 //!
 //! After the fault the database is reopened on what survived, and:
 //! - every acknowledged write is there (all writes are durable before they return), and
@@ -14,8 +14,6 @@
 //! - nothing panics.
 //!
 //! `LDB_SIM_SEEDS` sets how many seeds run (default 40; 400 with `integration_tests`).
-
-mod common;
 
 use lightning_db::arrow::array::{AsArray, Int64Array, RecordBatch};
 use lightning_db::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};

@@ -1,6 +1,6 @@
 //! The storage seam: every file of a database goes through its `Vfs`.
 
-mod common;
+use crate::common;
 
 use lightning_db::vfs::FaultVfs;
 use lightning_db::{Database, LightningDbConfig};

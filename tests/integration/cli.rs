@@ -2,7 +2,7 @@
 //! export, and backup/restore while another handle keeps writing. Also the
 //! `Database::checkpoint` API behind backups.
 
-mod common;
+use crate::common;
 
 use lightning_db::{Database, LightningDbConfig};
 use std::path::Path;

@@ -346,3 +346,134 @@ fn import_options_csv_dialects_and_replace() {
     let (_, out, _) = cli(&["sql", db, "-c", "SELECT column_2 FROM t WHERE column_1 = 1"]);
     assert!(out.contains("ALPHA"), "{out}");
 }
+
+#[test]
+fn statements_split_at_semicolons_outside_strings_and_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let db = db.to_str().unwrap();
+    // Several statements on one line (as `-c` takes them), a `;` inside a string, a
+    // quoted identifier and comments, and one statement over two lines.
+    let (ok, out, err) = cli(&[
+        "sql",
+        db,
+        "-c",
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, \"a;b\" VARCHAR); \
+         INSERT INTO t VALUES (1, 'x;y'), (2, 'it''s; -- not a comment'); -- done;\n\
+         /* ; */ SELECT count(*) AS n FROM t WHERE \"a;b\" LIKE '%;%'",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("| 2 "), "{out}");
+    let (ok, out, err) = cli_in(
+        &["sql", db],
+        "SELECT 'a;' AS s; SELECT\n  40 + 2 AS n;\nSELECT 3 AS three; SELEC oops;\n",
+    );
+    assert!(!ok && err.contains("1 statement failed"), "{out}{err}");
+    assert!(
+        out.contains("| a; ") && out.contains("| 42 ") && out.contains("| 3 "),
+        "{out}"
+    );
+}
+
+#[test]
+fn read_only_inspects_without_writing_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = path.to_str().unwrap();
+    let (ok, _, err) = cli(&[
+        "sql",
+        db,
+        "-c",
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR); INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+    ]);
+    assert!(ok, "{err}");
+    let listing = |p: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut stack = vec![p.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap().path();
+                if e.is_dir() {
+                    stack.push(e);
+                } else {
+                    v.push((e.display().to_string(), std::fs::read(&e).unwrap()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = listing(&path);
+    // The flag before the command, after it, and with the bare shell form.
+    let (ok, out, err) = cli(&[
+        "--read-only",
+        "sql",
+        db,
+        "-c",
+        "SELECT count(*) AS n FROM t",
+    ]);
+    assert!(ok && out.contains("| 2 "), "{out}{err}");
+    let (ok, out, err) = cli_in(
+        &[db, "--read-only"],
+        ".tables\nSELECT v FROM t WHERE id = 2;\n",
+    );
+    assert!(
+        ok && out.contains('t') && out.contains("| b "),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cli_in(
+        &["sql", db, "--read-only"],
+        "INSERT INTO t VALUES (3, 'c');\nDROP TABLE t;\nSELECT count(*) AS n FROM t;\n",
+    );
+    assert!(!ok && out.contains("| 2 "), "{out}{err}");
+    assert_eq!(
+        err.matches("the database is open read-only").count(),
+        2,
+        "{err}"
+    );
+    assert!(err.contains("2 statements failed"), "{err}");
+    let (ok, _, err) = cli(&["--read-only", "put", db, "k", "v"]);
+    assert!(!ok && err.contains("read-only"), "{err}");
+    // Never creates a database.
+    let missing = dir.path().join("missing");
+    let (ok, _, err) = cli(&[
+        "--read-only",
+        "sql",
+        missing.to_str().unwrap(),
+        "-c",
+        "SELECT 1",
+    ]);
+    assert!(!ok && err.contains("no database found"), "{err}");
+    assert!(!missing.exists());
+    assert_eq!(
+        listing(&path),
+        before,
+        "a read-only session changed the database"
+    );
+    // While a read-only session is open, a writer is refused (and the other way round).
+    let mut reader = Command::new(env!("CARGO_BIN_EXE_lightning-cli"))
+        .args(["--read-only", "sql", db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ok, _, err) = cli(&["put", db, "k", "v"]);
+    assert!(!ok && err.contains("locked"), "{err}");
+    let (ok, out, err) = cli(&[
+        "--read-only",
+        "sql",
+        db,
+        "-c",
+        "SELECT count(*) AS n FROM t",
+    ]);
+    assert!(
+        ok && out.contains("| 2 "),
+        "two readers at once: {out}{err}"
+    );
+    drop(reader.stdin.take());
+    reader.wait().unwrap();
+    let (ok, _, err) = cli(&["put", db, "k", "v"]);
+    assert!(ok, "{err}");
+}

@@ -4,7 +4,7 @@
 //! exact value and every batch is all-or-nothing. Repeated for many cycles on one
 //! database, so kills land during flushes, compactions and WAL rotation too.
 
-mod common;
+use crate::common;
 
 use lightning_db::arrow::array::AsArray;
 use lightning_db::arrow::datatypes::Int64Type;
@@ -125,7 +125,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
             .args([
-                "crash_child_writer",
+                common::test_name(module_path!(), "crash_child_writer").as_str(),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -232,7 +232,12 @@ fn run_and_kill(
     ms: std::ops::Range<u64>,
 ) -> Vec<(String, i64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            common::test_name(module_path!(), test).as_str(),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(env, path.display().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -2,7 +2,7 @@
 //! keyless tables, across a reopen and the column store, refused cleanly when it cannot
 //! apply, and with writers running (no committed write lost).
 
-mod common;
+use crate::common;
 
 use lightning_db::arrow::array::*;
 use lightning_db::arrow::datatypes::{DataType, Field, Int64Type};

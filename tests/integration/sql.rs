@@ -1,7 +1,7 @@
 //! SQL through DataFusion over Lightning tables: DDL, DML with constraints, freshness,
 //! pruning in EXPLAIN, external Parquet tables, COPY/export read by pyarrow and DuckDB.
 
-mod common;
+use crate::common;
 
 use lightning_db::arrow::array::*;
 use lightning_db::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};

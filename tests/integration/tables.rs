@@ -2,7 +2,7 @@
 //! compactor against the row store (property test), SIGKILL during compaction,
 //! corruption of a segment, and a standard Arrow reader (pyarrow) on a segment file.
 
-mod common;
+use crate::common;
 
 use lightning_db::arrow::array::*;
 use lightning_db::arrow::datatypes::*;
@@ -338,7 +338,7 @@ fn sigkill_during_compaction_leaves_a_consistent_column_store() {
     for cycle in 0..cycles {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
-                "columnar_child",
+                common::test_name(module_path!(), "columnar_child").as_str(),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

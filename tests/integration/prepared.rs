@@ -3,7 +3,7 @@
 //! general path, values that do not convert exactly too, and compiled statements
 //! follow catalog changes.
 
-mod common;
+use crate::common;
 
 use lightning_db::arrow::array::*;
 use lightning_db::arrow::datatypes::Int64Type;

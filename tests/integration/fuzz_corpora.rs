@@ -2,7 +2,7 @@
 //! target bodies cargo-fuzz runs (`fuzz/targets.rs`), on the stable toolchain: each
 //! must return without a panic. New fuzzing happens outside CI (fuzz/README.md).
 
-#[path = "../fuzz/targets.rs"]
+#[path = "../../fuzz/targets.rs"]
 mod targets;
 
 #[test]

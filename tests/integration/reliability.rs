@@ -2,7 +2,7 @@
 //! behaviour that was broken. Heavier repetitions run with the `integration_tests`
 //! feature.
 
-mod common;
+use crate::common;
 
 use lightning_db::{Database, Error, LightningDbConfig};
 
@@ -718,7 +718,7 @@ fn drop_table_is_one_commit_and_table_ids_are_never_reused() {
         }
         let mut child = std::process::Command::new(&exe)
             .args([
-                "drop_table_child",
+                common::test_name(module_path!(), "drop_table_child").as_str(),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

@@ -2,7 +2,7 @@
 //! takes fewer): every row is still read exactly once, whichever partition reads it,
 //! in every execution of a plan.
 
-mod common;
+use crate::common;
 
 use futures::StreamExt;
 use lightning_db::arrow::array::*;
