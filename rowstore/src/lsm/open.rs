@@ -99,6 +99,17 @@ fn is_garbage(
 use std::collections::{BTreeSet, HashSet};
 
 impl Inner {
+    /// Register the snapshot `open_pinned` was asked for (at most the newest commit),
+    /// before any background work can collect what it needs.
+    fn register_pin(&self, pin: Option<Ts>) -> Result<Option<Snapshot>> {
+        let last = self.last_ts.load(Ordering::Acquire);
+        pin.map(|ts| {
+            self.registry
+                .register(At::Unchecked(ts.min(last)), &self.visible_ts)
+        })
+        .transpose()
+    }
+
     /// The shared state of an engine just opened (no background thread yet).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn new(
@@ -377,13 +388,7 @@ impl LsmEngine {
                 (None, cache, mmap),
                 true,
             );
-            let pin = pin
-                .map(|ts| {
-                    inner
-                        .registry
-                        .register(At::Unchecked(ts.min(last_ts)), &inner.visible_ts)
-                })
-                .transpose()?;
+            let pin = inner.register_pin(pin)?;
             return Ok((LsmEngine { inner }, pin));
         }
         if !recovered.is_empty() {
@@ -476,13 +481,7 @@ impl LsmEngine {
             (wal, cache, mmap),
             false,
         );
-        let pin = pin
-            .map(|ts| {
-                inner
-                    .registry
-                    .register(At::Unchecked(ts.min(last_ts)), &inner.visible_ts)
-            })
-            .transpose()?;
+        let pin = inner.register_pin(pin)?;
         if inner.opts.background_compaction {
             let mut threads = inner.threads.lock();
             let i2 = inner.clone();
