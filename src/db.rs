@@ -51,7 +51,6 @@ pub struct Database {
     pub(crate) tables: Option<Arc<crate::tables::Tables>>,
     path: PathBuf,
     config: LightningDbConfig,
-    read_only: bool,
     txns: Mutex<HashMap<TxId, Arc<Mutex<Option<OpenTxn>>>>>,
     next_txid: AtomicU64,
     last_sweep: Mutex<Instant>,
@@ -164,7 +163,7 @@ impl Database {
 
     /// Whether this handle was opened with [`Database::open_read_only`].
     pub fn is_read_only(&self) -> bool {
-        self.read_only
+        self.engine.is_read_only()
     }
 
     fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
@@ -195,7 +194,6 @@ impl Database {
             tables,
             path: path.to_path_buf(),
             config,
-            read_only: mode == OpenMode::ReadOnly,
             txns: Mutex::new(HashMap::new()),
             next_txid: AtomicU64::new(1),
             last_sweep: Mutex::new(Instant::now()),

@@ -366,7 +366,9 @@ impl MetricsHandle {
         let mut issues = Vec::new();
         let e = &self.engine;
         let cfg = &self.config;
-        if e.options().background_compaction {
+        // A read-only handle starts no background thread by design.
+        let threads_expected = !e.is_read_only();
+        if e.options().background_compaction && threads_expected {
             let want = 1 + cfg.parallel_compaction_workers;
             let alive = e.background_threads();
             if alive < want {
@@ -379,6 +381,7 @@ impl MetricsHandle {
         #[cfg(feature = "sql")]
         if let Some(t) = &self.tables
             && cfg.columnar_background
+            && threads_expected
             && !t.worker_alive()
         {
             issues.push("the column-store compactor thread is not running".into());

@@ -208,6 +208,11 @@ impl Engine {
         self.as_lsm().map_or(0, |e| e.background_threads())
     }
 
+    /// Opened with [`OpenMode::ReadOnly`](crate::OpenMode::ReadOnly).
+    pub fn is_read_only(&self) -> bool {
+        self.as_lsm().is_some_and(|e| e.is_read_only())
+    }
+
     pub fn is_closed(&self) -> bool {
         each!(self, e => e.is_closed())
     }

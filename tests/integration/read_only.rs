@@ -89,6 +89,12 @@ fn a_read_only_handle_reads_every_committed_write_and_changes_no_byte() {
     let db = Database::open_read_only(&path, LightningDbConfig::default()).unwrap();
     assert!(db.is_read_only());
     assert_eq!(db.engine().background_threads(), 0);
+    let h = db.health_check().unwrap();
+    assert!(
+        h.is_healthy,
+        "a read-only handle is healthy: {:?}",
+        h.issues
+    );
     // Key-value reads, including the writes only the WAL held.
     assert_eq!(db.get(&key(0)).unwrap(), None);
     assert_eq!(db.get(&key(1)).unwrap(), Some(value(1, 0)));

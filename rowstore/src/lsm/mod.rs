@@ -154,6 +154,11 @@ impl LsmEngine {
     }
 
     /// Number of background threads running (flush, compaction, prefetch excluded).
+    /// Opened with [`OpenMode::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
     pub fn background_threads(&self) -> usize {
         self.inner
             .threads
