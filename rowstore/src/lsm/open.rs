@@ -10,38 +10,22 @@ use crate::files::{self, DbFile};
 /// can tell the engine's own leftovers from files it never numbered.
 pub(super) const ID_CHUNK: u64 = 64;
 
-/// Take the directory lock, retrying for up to a second: a process forked by this one
-/// (any `Command::spawn`) briefly shares every open file, and with it the lock, until it
-/// execs, so a lock that was just released may look held for a moment.
-fn acquire_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock>> {
+/// Take the directory lock (shared for a read-only open), retrying for up to a second:
+/// a process forked by this one (any `Command::spawn`) briefly shares every open file,
+/// and with it the lock, until it execs, so a lock that was just released may look held
+/// for a moment. A `Vfs` without shared locks gives the exclusive one.
+fn acquire_lock(vfs: &dyn Vfs, dir: &Path, shared: bool) -> Result<Box<dyn crate::vfs::VfsLock>> {
     let lock_path = dir.join(files::LOCK);
+    let mut shared = shared;
     let mut attempts = 0;
     loop {
-        match vfs.lock(&lock_path) {
+        let r = match shared {
+            true => vfs.lock_shared(&lock_path),
+            false => vfs.lock(&lock_path),
+        };
+        match r {
             Ok(l) => return Ok(l),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::Locked(dir.to_path_buf()));
-            }
-            Err(e) => return Err(Error::io(format!("locking {}", lock_path.display()), e)),
-        }
-    }
-}
-
-/// Take the directory lock shared (read-only), with the same retries; a `Vfs` without
-/// shared locks gives the exclusive one.
-fn acquire_shared_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn crate::vfs::VfsLock>> {
-    let lock_path = dir.join(files::LOCK);
-    let mut attempts = 0;
-    loop {
-        match vfs.lock_shared(&lock_path) {
-            Ok(l) => return Ok(l),
-            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                return acquire_lock(vfs, dir);
-            }
+            Err(e) if shared && e.kind() == std::io::ErrorKind::Unsupported => shared = false,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -224,7 +208,7 @@ impl LsmEngine {
         // is no database, and locks (shared) only to read one.
         let read_only = mode == OpenMode::ReadOnly;
         let lock = match read_only {
-            false => Some(acquire_lock(&*vfs, &dir)?),
+            false => Some(acquire_lock(&*vfs, &dir, false)?),
             true => None,
         };
 
@@ -265,7 +249,7 @@ impl LsmEngine {
             Some(l) => (l, names),
             // No writer can change the directory from here on: list it again.
             None => {
-                let l = acquire_shared_lock(&*vfs, &dir)?;
+                let l = acquire_lock(&*vfs, &dir, true)?;
                 (l, crate::vfs::list(&*vfs, &dir)?)
             }
         };
