@@ -57,6 +57,7 @@ if [[ $duckdb == 1 ]]; then
     fi
 fi
 
-cargo build --profile "$profile" -p lightning-bench --bin ldb-htap
-cargo run --profile "$profile" -q -p lightning-bench --bin ldb-htap -- \
+source scripts/lib/bench_bin.sh
+exe="$(bench_bin "$profile" ldb-htap)"
+"$exe" \
     --out "$out" --command "scripts/baseline_htap.sh${args_line:+ $args_line}" "${pass[@]}"

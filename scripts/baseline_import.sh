@@ -51,6 +51,7 @@ if [[ $duckdb == 1 ]]; then
     fi
 fi
 
-cargo build --profile "$profile" -p lightning-bench --features olap --bin ldb-import
-cargo run --profile "$profile" -q -p lightning-bench --features olap --bin ldb-import -- \
+source scripts/lib/bench_bin.sh
+exe="$(bench_bin "$profile" ldb-import)"
+"$exe" \
     --out "$out" --command "scripts/baseline_import.sh${args_line:+ $args_line}" "${pass[@]}"

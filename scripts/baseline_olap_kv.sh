@@ -50,6 +50,7 @@ if [[ $duckdb == 1 ]]; then
     fi
 fi
 
-cargo build --profile "$profile" -p lightning-bench --bin ldb-olap
-cargo run --profile "$profile" -q -p lightning-bench --bin ldb-olap -- \
+source scripts/lib/bench_bin.sh
+exe="$(bench_bin "$profile" ldb-olap)"
+"$exe" \
     --out "$out" --command "scripts/baseline_olap_kv.sh${args_line:+ $args_line}" "${pass[@]}"
