@@ -37,15 +37,10 @@ impl ColumnStore {
                 Ok(s) => {
                     pins.insert(t.id, s);
                 }
-                Err(_) if ts.segments.is_empty() => {
-                    // Nothing compacted yet: deletions before now need no marking, so
-                    // the table can start from the current state of the row store.
-                    ts.watermark = 0;
-                    pins.insert(t.id, engine.snapshot());
-                }
-                Err(_) if opts.read_only => {
-                    // No rebuild without writing: the row store alone serves the table
-                    // (every row counts as changed since watermark 0).
+                // Nothing compacted yet (deletions before now need no marking), or a
+                // read-only open, which cannot rebuild: the table starts from the current
+                // state of the row store (every row counts as changed since watermark 0).
+                Err(_) if ts.segments.is_empty() || opts.read_only => {
                     ts.watermark = 0;
                     ts.segments.clear();
                     pins.insert(t.id, engine.snapshot());

@@ -153,12 +153,12 @@ impl LsmEngine {
         self.inner.mmap.as_ref().map_or(0, |m| m.used())
     }
 
-    /// Number of background threads running (flush, compaction, prefetch excluded).
     /// Opened with [`OpenMode::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }
 
+    /// Number of background threads running (flush, compaction, prefetch excluded).
     pub fn background_threads(&self) -> usize {
         self.inner
             .threads

@@ -23,6 +23,34 @@ struct StdLock {
 
 impl VfsLock for StdLock {}
 
+/// Lock `path` (created if missing), exclusive or shared, without waiting. A shared
+/// holder (a read-only open) needs only read access to a file that exists.
+fn try_lock(path: &Path, shared: bool) -> io::Result<Box<dyn VfsLock>> {
+    let create = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+    };
+    let file = match shared {
+        true => File::open(path).or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => create(),
+            _ => Err(e),
+        })?,
+        false => create()?,
+    };
+    let locked = match shared {
+        true => file.try_lock_shared(),
+        false => file.try_lock(),
+    };
+    match locked {
+        Ok(()) => Ok(Box::new(StdLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl Vfs for StdVfs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let file = OpenOptions::new()
@@ -81,34 +109,11 @@ impl Vfs for StdVfs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(StdLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        try_lock(path, false)
     }
 
     fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        // Opened for reading (a read-only holder needs no write access); created only
-        // if missing, which a database made by a writer never is.
-        let file = match File::open(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)?,
-            r => r?,
-        };
-        match file.try_lock_shared() {
-            Ok(()) => Ok(Box::new(StdLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        try_lock(path, true)
     }
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {

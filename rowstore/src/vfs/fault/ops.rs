@@ -157,25 +157,14 @@ impl FaultVfs {
         Ok(())
     }
 
-    fn lock_op(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+    fn lock_op(&self, path: &Path, shared: bool) -> io::Result<Box<dyn VfsLock>> {
         let mut st = self.state.lock();
         self.check(&mut st, FaultOp::Create, path)?;
         let existed = self.inner.exists(path)?;
-        let l = self.inner.lock(path)?;
-        if !existed {
-            st.created.push(path.to_path_buf());
-            st.log_dir_op(DirOp::Created(path.to_path_buf()));
-        }
-        Ok(l)
-    }
-
-    fn lock_shared_op(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        let mut st = self.state.lock();
-        let existed = self.inner.exists(path)?;
-        if !existed {
-            self.check(&mut st, FaultOp::Create, path)?;
-        }
-        let l = self.inner.lock_shared(path)?;
+        let l = match shared {
+            true => self.inner.lock_shared(path)?,
+            false => self.inner.lock(path)?,
+        };
         if !existed {
             st.created.push(path.to_path_buf());
             st.log_dir_op(DirOp::Created(path.to_path_buf()));
@@ -225,10 +214,10 @@ impl Vfs for FaultVfs {
         self.after(self.sync_dir_op(dir))
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        self.after(self.lock_op(path))
+        self.after(self.lock_op(path, false))
     }
     fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        self.after(self.lock_shared_op(path))
+        self.after(self.lock_op(path, true))
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.after(self.hard_link_op(from, to))
