@@ -132,6 +132,16 @@ impl Shell {
         }
         self.buf.push_str(line);
         self.buf.push('\n');
+        // No statement ends on a line without a `;`: a long statement spanning many
+        // lines is scanned once, when its end comes, not once per line.
+        if !line.contains(';') {
+            // (Comments alone leave nothing pending; `is_blank` stops at the first
+            // character of a statement.)
+            if crate::split::is_blank(&self.buf) {
+                self.buf.clear();
+            }
+            return Flow::Go;
+        }
         let buf = std::mem::take(&mut self.buf);
         let (stmts, rest) = crate::split::statements(&buf);
         for s in stmts {
