@@ -180,6 +180,13 @@ pub struct LightningDbConfig {
     /// system's. Tests pass a [`crate::vfs::FaultVfs`] here to inject faults and
     /// simulate power loss.
     pub vfs: Option<Arc<dyn Vfs>>,
+    /// Encryption at rest: `None` (default) stores plaintext. With a key, every file
+    /// (WAL, tables, manifest, `CURRENT`, column segments, delete bitmaps, catalog,
+    /// checkpoints) is sealed block by block; see [`crate::encryption`]. Whether a
+    /// database is encrypted is fixed when it is created: opening an encrypted one
+    /// without its key, or a plaintext one with a key, fails with
+    /// [`crate::Error::WrongKey`].
+    pub encryption: Option<crate::encryption::EncryptionConfig>,
 }
 
 impl Default for LightningDbConfig {
@@ -226,6 +233,7 @@ impl Default for LightningDbConfig {
             analytics_nice: 10,
             sql_file_access: SqlFileAccess::Any,
             vfs: None,
+            encryption: None,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Database {
     next_txid: AtomicU64,
     last_sweep: Mutex<Instant>,
     pub(crate) stats: Arc<crate::metrics::FacadeStats>,
+    /// The keys of an encrypted database.
+    keys: Option<Arc<lightning_rowstore::crypto::KeyState>>,
 }
 
 type KvSource = Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>;
@@ -167,7 +169,8 @@ impl Database {
     }
 
     fn open_mode(path: &Path, config: LightningDbConfig, mode: OpenMode) -> Result<Database> {
-        let opts = config.validate()?;
+        let mut opts = config.validate()?;
+        let keys = Self::encryption(path, &config, &mut opts, mode)?;
         #[cfg(feature = "sql")]
         let pin = if mode != OpenMode::Create {
             lightning_columnar::ColumnStore::pin_needed(&*opts.vfs, path)?
@@ -198,7 +201,60 @@ impl Database {
             next_txid: AtomicU64::new(1),
             last_sweep: Mutex::new(Instant::now()),
             stats: Arc::new(crate::metrics::FacadeStats::default()),
+            keys,
         })
+    }
+
+    /// Check the key of an encrypted database (or that a plaintext one was not given a
+    /// key) before anything is opened, and route every file through the encrypting
+    /// file system.
+    fn encryption(
+        path: &Path,
+        config: &LightningDbConfig,
+        opts: &mut rowstore::EngineOptions,
+        mode: OpenMode,
+    ) -> Result<Option<Arc<lightning_rowstore::crypto::KeyState>>> {
+        use lightning_rowstore::crypto::{KeyState, is_encrypted_dir};
+        let Some(enc) = &config.encryption else {
+            if is_encrypted_dir(&*opts.vfs, path)? {
+                return Err(Error::WrongKey(format!(
+                    "the database at {} is encrypted; configure its key \
+                     (LightningDbConfig::encryption) to open it",
+                    path.display()
+                )));
+            }
+            return Ok(None);
+        };
+        let keys = Arc::new(KeyState::new(opts.vfs.clone(), path, enc));
+        keys.set_read_only(mode == OpenMode::ReadOnly);
+        keys.check()?;
+        opts.vfs = Arc::new(lightning_rowstore::vfs::EncryptedVfs::new(
+            opts.vfs.clone(),
+            keys.clone(),
+        ));
+        Ok(Some(keys))
+    }
+
+    /// Whether the database is encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Replace the master key of an encrypted database, online: the database key is
+    /// wrapped with the new key and the `ENCRYPTION` file replaced atomically (nothing
+    /// else is rewritten, so it takes milliseconds at any size). From then on only
+    /// `key` opens the database; the old key gets [`Error::WrongKey`]. Fails with
+    /// [`Error::InvalidArgument`] on a plaintext database.
+    pub fn rotate_key(&self, key: crate::encryption::KeyProvider) -> Result<()> {
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the database is not encrypted: there is no key to rotate".into())
+        })?;
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        keys.rotate(key)?;
+        tracing::info!(path = %self.path.display(), "encryption key rotated");
+        Ok(())
     }
 
     /// The directory of this database.

@@ -67,6 +67,11 @@ pub enum Error {
     /// [`crate::Database::open_read_only`].
     #[error("the database is open read-only")]
     ReadOnly,
+    /// An encrypted database opened without a key or with the wrong one (key,
+    /// passphrase or key store), or a plaintext database opened with a key. Nothing was
+    /// changed. The message never contains key material.
+    #[error("wrong encryption key: {0}")]
+    WrongKey(String),
     /// An earlier WAL/fsync or background write failed; the instance no longer accepts
     /// writes (fail-stop). Reopen the database to recover from the last durable state.
     #[error("database stopped after a fatal error: {0}")]
@@ -176,6 +181,18 @@ impl From<datafusion::error::DataFusionError> for Error {
     }
 }
 
+/// An I/O error, or the corruption an encrypted block that failed authentication is.
+fn io_error(context: String, source: std::io::Error) -> Error {
+    match lightning_rowstore::crypto::AuthFailure::find(&source) {
+        Some(a) => Error::Corruption {
+            file: a.path.clone(),
+            offset: a.offset,
+            reason: a.reason.clone(),
+        },
+        None => Error::Io { context, source },
+    }
+}
+
 #[cfg(feature = "sql")]
 impl From<lightning_columnar::Error> for Error {
     fn from(e: lightning_columnar::Error) -> Self {
@@ -183,7 +200,7 @@ impl From<lightning_columnar::Error> for Error {
         match e {
             E::Storage(e) => e.into(),
             E::Arrow(e) => Error::Arrow(e.to_string()),
-            E::Io { context, source } => Error::Io { context, source },
+            E::Io { context, source } => io_error(context, source),
             E::Corruption {
                 file,
                 offset,
@@ -222,7 +239,7 @@ impl From<lightning_rowstore::Error> for Error {
     fn from(e: lightning_rowstore::Error) -> Self {
         use lightning_rowstore::Error as E;
         match e {
-            E::Io { context, source } => Error::Io { context, source },
+            E::Io { context, source } => io_error(context, source),
             E::Corruption {
                 file,
                 offset,
@@ -244,6 +261,7 @@ impl From<lightning_rowstore::Error> for Error {
             E::Locked(p) => Error::Locked(p),
             E::Closed => Error::Closed,
             E::ReadOnly => Error::ReadOnly,
+            E::WrongKey(m) => Error::WrongKey(m),
             E::Fatal(m) => Error::Fatal(m),
             E::TransactionConflict(m) => Error::TransactionConflict(m),
             E::TransactionNotFound(id) => Error::TransactionNotFound(id),

@@ -25,6 +25,7 @@
 
 mod config;
 mod db;
+pub mod encryption;
 mod error;
 mod metrics;
 pub mod monitoring;

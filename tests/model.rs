@@ -53,8 +53,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn config(background: bool, codec: u8) -> LightningDbConfig {
+/// `encryption`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305.
+fn config(background: bool, codec: u8, encryption: u8) -> LightningDbConfig {
+    use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
+    let cipher = match encryption {
+        1 => Some(Cipher::Aes256Gcm),
+        2 => Some(Cipher::ChaCha20Poly1305),
+        _ => None,
+    };
     LightningDbConfig {
+        encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([encryption; 32]))),
         page_size: 512,
         write_buffer_size: 4096,
         level0_compaction_trigger: 2,
@@ -90,10 +98,10 @@ fn model_range(
         .collect()
 }
 
-fn run(ops: Vec<Op>, background: bool, codec: u8) {
+fn run(ops: Vec<Op>, background: bool, codec: u8, encryption: u8) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let cfg = config(background, codec);
+    let cfg = config(background, codec, encryption);
     let mut db = Database::create(&path, cfg.clone()).unwrap();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for (step, op) in ops.into_iter().enumerate() {
@@ -191,7 +199,8 @@ proptest! {
         ops in proptest::collection::vec(op_strategy(), 1..250),
         background in any::<bool>(),
         codec in 1u8..=3,
+        encryption in 0u8..=2,
     ) {
-        run(ops, background, codec);
+        run(ops, background, codec, encryption);
     }
 }

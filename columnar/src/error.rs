@@ -32,7 +32,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error; a read that failed authentication in an encrypted file is
+    /// corruption of that file instead.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if let Some(a) = lightning_rowstore::crypto::AuthFailure::find(&source) {
+            return Error::corruption(&a.path, a.offset, a.reason.clone());
+        }
         Error::Io {
             context: context.into(),
             source,

@@ -38,7 +38,7 @@ pub fn read_live_log(
     path: &Path,
     magic: &[u8; 8],
 ) -> Result<Option<(Vec<u8>, LogContents)>> {
-    match vfs.open(path) {
+    match vfs.open_log(path) {
         Ok(f) => read_live_file(&*f, path, magic).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
@@ -290,7 +290,7 @@ pub(crate) type PinnedSegment = (u64, PathBuf, Box<dyn vfs::VfsFile>);
 pub(crate) fn pin_wal_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<PinnedSegment>> {
     let mut out = Vec::new();
     for (id, p) in wal_segments(vfs, dir, 0)? {
-        match vfs.open(&p) {
+        match vfs.open_log(&p) {
             Ok(f) => out.push((id, p, f)),
             // Flushed and removed since it was listed: the manifest read after this
             // covers it.

@@ -64,6 +64,10 @@ pub enum Error {
     /// A write to a database opened read-only ([`crate::OpenMode::ReadOnly`]).
     #[error("the database is open read-only")]
     ReadOnly,
+    /// An encrypted database opened without its key or with another one, or a
+    /// plaintext database opened with a key. Nothing was changed.
+    #[error("wrong encryption key: {0}")]
+    WrongKey(String),
     /// A write or fsync of the WAL or a table file failed earlier. The instance stops
     /// accepting writes (fail-stop): retrying after a failed fsync could silently lose
     /// data, because the kernel may have dropped the dirty pages. Reopen to recover.
@@ -81,7 +85,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error; a read that failed authentication in an encrypted file
+    /// ([`crate::crypto::AuthFailure`]) is corruption of that file instead.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if let Some(a) = crate::crypto::AuthFailure::find(&source) {
+            return Error::corruption(&a.path, a.offset, a.reason.clone());
+        }
         Error::Io {
             context: context.into(),
             source,
@@ -122,6 +131,7 @@ impl Error {
             },
             Error::Closed => Error::Closed,
             Error::ReadOnly => Error::ReadOnly,
+            Error::WrongKey(m) => Error::WrongKey(m.clone()),
             Error::Fatal(m) => Error::Fatal(m.clone()),
             e => Error::Fatal(e.to_string()),
         }

@@ -22,6 +22,7 @@ pub mod check;
 pub mod coding;
 pub mod compression;
 pub mod counter;
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod files;

@@ -351,7 +351,7 @@ pub enum Scan {
 
 /// Read and validate a whole log. `magic` must match the header.
 pub fn read_log(vfs: &dyn Vfs, path: &Path, magic: &[u8; 8]) -> Result<LogContents> {
-    let data = vfs::read_file(vfs, path)?;
+    let data = vfs::read_log_file(vfs, path)?;
     read_log_bytes(path, &data, magic)
 }
 

@@ -149,7 +149,7 @@ fn repair_current(vfs: &dyn Vfs, dir: &Path, report: &mut RepairReport) -> Resul
             DbFile::Manifest(id) => max_id = max_id.max(id),
             DbFile::Wal(id) => {
                 max_id = max_id.max(id);
-                let bytes = vfs::read_file(vfs, &dir.join(n))?;
+                let bytes = vfs::read_log_file(vfs, &dir.join(n))?;
                 let has_records = match log::scan_log(&dir.join(n), &bytes, WAL_MAGIC) {
                     Ok(Scan::Ok(c)) => !c.records.is_empty() || !c.dropped.is_empty(),
                     _ => true,
@@ -209,7 +209,7 @@ fn repair_wal(
     // The first segment with damage recovery refuses, and where.
     let mut cut: Option<(usize, u64)> = None;
     for (i, (_, p)) in segments.iter().enumerate() {
-        let data = vfs::read_file(vfs, p)?;
+        let data = vfs::read_log_file(vfs, p)?;
         let (offset, why) = match log::scan_log(p, &data, WAL_MAGIC)? {
             Scan::Damaged { damage, .. } => (
                 damage.offset,
@@ -248,7 +248,7 @@ fn repair_wal(
     }
     for (i, (_, p)) in segments.iter().enumerate().skip(first) {
         let from = if i == first { offset } else { 0 };
-        let data = vfs::read_file(vfs, p)?;
+        let data = vfs::read_log_file(vfs, p)?;
         let dropped = &data[(from as usize).min(data.len())..];
         // What the dropped bytes held: the valid records among them.
         let records: Vec<(u64, Vec<u8>)> = match log::scan_log(p, &data, WAL_MAGIC)? {

@@ -13,6 +13,7 @@ mod alter;
 mod cli;
 mod cli_shell;
 mod crash;
+mod encryption;
 mod fuzz_corpora;
 mod ops;
 mod prepared;

@@ -84,6 +84,18 @@ fn config(rng: &mut StdRng, vfs: Option<&FaultVfs>) -> LightningDbConfig {
     }
 }
 
+/// Two seeds in three run encrypted (AES-256-GCM or ChaCha20-Poly1305), so faults
+/// also meet the encrypted files' torn blocks and rewritten tails.
+fn encryption(seed: u64) -> Option<lightning_db::encryption::EncryptionConfig> {
+    use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
+    let cipher = match seed % 3 {
+        1 => Cipher::Aes256Gcm,
+        2 => Cipher::ChaCha20Poly1305,
+        _ => return None,
+    };
+    Some(EncryptionConfig::new(cipher, KeyProvider::raw([seed as u8; 32])))
+}
+
 /// One random operation: applies it to the database and returns the model after it
 /// (what the database must hold if the operation took effect).
 fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning_db::Result<()>) {
@@ -194,7 +206,11 @@ fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning
             let target = db.path().with_file_name(format!("cp-{n}"));
             let r = db.checkpoint(&target);
             if r.is_ok() {
-                let copy = Database::open(&target, config(rng, None)).unwrap();
+                let cfg = LightningDbConfig {
+                    encryption: db.config().encryption.clone(),
+                    ..config(rng, None)
+                };
+                let copy = Database::open(&target, cfg).unwrap();
                 let got = read_model(&copy);
                 assert_eq!(got, next, "checkpoint {} differs", target.display());
                 drop(copy);
@@ -317,7 +333,10 @@ fn run_seed(seed: u64, base: &Path) {
     let path = dir.join("db");
     std::fs::create_dir_all(&dir).unwrap();
     let vfs = FaultVfs::new().with_seed(seed);
-    let cfg = config(&mut rng, Some(&vfs));
+    let cfg = LightningDbConfig {
+        encryption: encryption(seed),
+        ..config(&mut rng, Some(&vfs))
+    };
     let db = Database::create(&path, cfg.clone()).unwrap();
     db.create_table("t", schema(), &["id"]).unwrap();
     let mode = if rng.random_bool(0.5) {

@@ -35,7 +35,7 @@ impl LsmEngine {
             for (id, p) in backup::wal_segments(src, &inner.dir, state.log_number)? {
                 // An open handle keeps the bytes even if a flush removes the file.
                 let f = src
-                    .open(&p)
+                    .open_log(&p)
                     .map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
                 let len = live.as_ref().filter(|(lp, _)| *lp == p).map(|(_, l)| *l);
                 wals.push((id, p, f, len));

@@ -3,6 +3,8 @@
 //!
 //! - [`StdVfs`] is the operating system's file system (`pread`/`pwrite`, `fdatasync`,
 //!   `flock`, memory maps).
+//! - [`EncryptedVfs`] wraps another `Vfs` and seals every file's bytes (encryption at
+//!   rest, see [`crate::crypto`]).
 //! - [`FaultVfs`] wraps another `Vfs` for tests: it injects I/O errors, full disks and
 //!   torn writes on chosen operations, and simulates **power loss**: every byte, file
 //!   creation, removal and rename that no completed sync covered is undone.
@@ -26,10 +28,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod encrypted;
 pub mod fault;
 #[path = "std.rs"]
 mod std_vfs;
 
+pub use encrypted::EncryptedVfs;
 pub use fault::{FaultKind, FaultOp, FaultRule, FaultVfs, PowerLoss};
 pub use std_vfs::StdVfs;
 
@@ -47,6 +51,13 @@ pub trait Vfs: Send + Sync + Debug + 'static {
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
     /// Open an existing file read-only.
     fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    /// Open an existing log (WAL or manifest) read-only. Its end may be torn by a
+    /// crash; the log's framing finds where whole records end. An encrypting `Vfs`
+    /// ends such a file before a last block that fails authentication, where
+    /// [`Vfs::open`] reports it.
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.open(path)
+    }
     /// Open an existing file for reading and writing.
     fn open_rw(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
     /// Rename `from` to `to`, replacing `to` if it exists (atomically, as POSIX
@@ -213,6 +224,15 @@ pub fn read_all(f: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
     f.read_at(&mut buf, 0)
         .map_err(ctx(format!("reading {}", path.display())))?;
     Ok(buf)
+}
+
+/// Read a whole log file ([`Vfs::open_log`]: an encrypted log ends before a torn last
+/// block).
+pub fn read_log_file(vfs: &dyn Vfs, path: &Path) -> Result<Vec<u8>> {
+    let f = vfs
+        .open_log(path)
+        .map_err(ctx(format!("opening {}", path.display())))?;
+    read_all(&*f, path)
 }
 
 /// Read a whole file, or `None` if it does not exist.

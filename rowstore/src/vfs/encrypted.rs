@@ -1,0 +1,766 @@
+//! [`EncryptedVfs`]: a [`Vfs`] that seals every byte of every file it writes, over
+//! another `Vfs`.
+//!
+//! A file is a 4 KiB header followed by 4 KiB blocks (FORMAT.md, "Encrypted files"):
+//!
+//! ```text
+//! header  magic "LDBENCF1", version u16, cipher u8, reserved u8, file id [16],
+//!         nonce [12], data key sealed by the database key [32], tag [16],
+//!         CRC32C of the above; zeros to 4096
+//! block   nonce [12] | ciphertext of up to 4068 bytes | tag [16]
+//! ```
+//!
+//! Each file has its own random data key. A block's associated data is the file id and
+//! the block's index, so a block moved to another position or file fails to
+//! authenticate. The last block may be shorter; appending rewrites it (with a new
+//! nonce). A nonce is the writing handle's epoch and a per-handle counter
+//! ([`KeyState::next_nonce`]): the epoch is claimed durably before a handle writes, so
+//! no two writes under one data key share a nonce, also across crashes.
+//!
+//! Reads check every block they touch; one that fails is an `InvalidData` error
+//! carrying an [`AuthFailure`] (the row store reports it as corruption naming the file
+//! and offset). Memory maps are not offered: readers fall back to positioned reads,
+//! decrypted into the block cache.
+
+use super::{Metadata, Vfs, VfsFile, VfsLock};
+use crate::crypto::{Aead, AuthFailure, KEY_FILE, KEY_LEN, KeyState, NONCE_LEN, TAG_LEN};
+use parking_lot::Mutex;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes of header before the first block.
+pub const HEADER_LEN: u64 = 4096;
+/// Bytes of a block on disk.
+pub const BLOCK_PHYS: u64 = 4096;
+/// Bytes of a block's nonce and tag.
+const OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
+/// Bytes of plaintext a block holds.
+pub const BLOCK_DATA: u64 = BLOCK_PHYS - OVERHEAD;
+
+const MAGIC: &[u8; 8] = b"LDBENCF1";
+const VERSION: u16 = 1;
+
+/// The logical length of a file of `phys` bytes on disk (a trailing fragment too
+/// short to be a block counts as nothing).
+pub fn logical_len(phys: u64) -> u64 {
+    if phys <= HEADER_LEN {
+        return 0;
+    }
+    let body = phys - HEADER_LEN;
+    let rem = body % BLOCK_PHYS;
+    (body / BLOCK_PHYS) * BLOCK_DATA + rem.saturating_sub(OVERHEAD)
+}
+
+/// Bytes on disk of a file holding `len` bytes.
+fn physical_len(len: u64) -> u64 {
+    let rem = len % BLOCK_DATA;
+    HEADER_LEN + (len / BLOCK_DATA) * BLOCK_PHYS + if rem > 0 { rem + OVERHEAD } else { 0 }
+}
+
+/// The encrypting file system. The key file itself, the lock file and directories
+/// pass through to the inner `Vfs`.
+#[derive(Debug)]
+pub struct EncryptedVfs {
+    inner: Arc<dyn Vfs>,
+    keys: Arc<KeyState>,
+}
+
+impl EncryptedVfs {
+    pub fn new(inner: Arc<dyn Vfs>, keys: Arc<KeyState>) -> EncryptedVfs {
+        EncryptedVfs { inner, keys }
+    }
+
+    pub fn keys(&self) -> &Arc<KeyState> {
+        &self.keys
+    }
+
+    pub fn inner(&self) -> &Arc<dyn Vfs> {
+        &self.inner
+    }
+
+    fn key_err(e: crate::Error) -> io::Error {
+        match e {
+            crate::Error::Io { source, .. } => source,
+            e => io::Error::other(e.to_string()),
+        }
+    }
+
+    fn open_file(&self, path: &Path, mode: OpenAs) -> io::Result<Box<dyn VfsFile>> {
+        let inner = match mode {
+            OpenAs::Write => self.inner.open_rw(path)?,
+            _ => self.inner.open(path)?,
+        };
+        let phys = inner.len()?;
+        if phys == 0 {
+            // Created, but the header never reached the disk (a crash right after
+            // creation): an empty file, which gets a header when first written.
+            return Ok(Box::new(EncFile::new_empty(inner, path, &self.keys, mode)?));
+        }
+        let head = if mode == OpenAs::Write {
+            self.keys.writer_key()
+        } else {
+            self.keys.header_key()
+        }
+        .map_err(Self::key_err)?;
+        let f = EncFile::open(inner, path, &self.keys, &head, phys, mode)?;
+        Ok(Box::new(f))
+    }
+
+    fn is_key_file(path: &Path) -> bool {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n == KEY_FILE || n == "ENCRYPTION.tmp")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum OpenAs {
+    /// Reads; a block that fails authentication is an error.
+    Read,
+    /// Reads of a log: a last block that fails authentication is a torn write (the
+    /// file ends before it), as a torn record is to the log's own framing.
+    Log,
+    /// Reads and writes: a torn last block is cut off.
+    Write,
+}
+
+impl Vfs for EncryptedVfs {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let head = self.keys.writer_key().map_err(Self::key_err)?;
+        let inner = self.inner.create(path)?;
+        let f = EncFile::create(inner, path, &self.keys, &head)?;
+        Ok(Box::new(f))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.open_file(path, OpenAs::Read)
+    }
+
+    fn open_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.open_file(path, OpenAs::Log)
+    }
+
+    fn open_rw(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.open_file(path, OpenAs::Write)
+    }
+
+    /// A database directory renamed into place (a backup or checkpoint made in a
+    /// temporary directory) gets the key file first, so the copy is never without it.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let inner = &*self.inner;
+        if inner.metadata(from).is_ok_and(|m| m.is_dir)
+            && inner.exists(&crate::files::current_path(from))?
+            && !inner.exists(&from.join(KEY_FILE))?
+        {
+            self.keys
+                .write_key_file_into(inner, from)
+                .map_err(Self::key_err)?;
+        }
+        inner.rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+
+    /// The key file is not listed: to the engine it is not a database file.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = self.inner.list(dir)?;
+        names.retain(|n| !Self::is_key_file(Path::new(n)));
+        Ok(names)
+    }
+
+    /// Sizes are logical (what a reader of the file sees).
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        let m = self.inner.metadata(path)?;
+        Ok(if m.is_dir || Self::is_key_file(path) {
+            m
+        } else {
+            Metadata {
+                len: logical_len(m.len),
+                is_dir: false,
+            }
+        })
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        self.inner.lock(path)
+    }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
+        self.inner.lock_shared(path)
+    }
+
+    /// A link shares the file's bytes, header and data key, all sealed under the
+    /// same database key: it reads the same through this `Vfs`.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.hard_link(from, to)
+    }
+}
+
+/// The plaintext of the last, partial block, kept by a writer so appends do not read
+/// it back.
+struct Tail {
+    block: u64,
+    data: Vec<u8>,
+}
+
+struct EncFile {
+    inner: Box<dyn VfsFile>,
+    path: PathBuf,
+    keys: Arc<KeyState>,
+    /// Sealed by the data key; `None` for a headerless empty file until its first write.
+    aead: Mutex<Option<Arc<Aead>>>,
+    file_id: [u8; 16],
+    len: AtomicU64,
+    /// Whether `len` is the length (a writer, or a log that ends before a torn block);
+    /// else the file may be growing under another handle and its length is read from
+    /// the file, as a plaintext reader would see it.
+    fixed_len: std::sync::atomic::AtomicBool,
+    tail: Mutex<Option<Tail>>,
+}
+
+impl std::fmt::Debug for EncFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncFile")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header_bytes(
+    keys: &KeyState,
+    head: &Aead,
+    file_id: &[u8; 16],
+    data_key: &[u8; KEY_LEN],
+) -> Vec<u8> {
+    let mut h = vec![0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h[10] = keys.cipher().id();
+    h[12..28].copy_from_slice(file_id);
+    let nonce = keys.next_nonce();
+    h[28..40].copy_from_slice(&nonce);
+    let mut sealed = *data_key;
+    let aad = h[..28].to_vec();
+    let tag = head.seal(&nonce, &aad, &mut sealed);
+    h[40..72].copy_from_slice(&sealed);
+    h[72..88].copy_from_slice(&tag);
+    let crc = crc32c::crc32c(&h[..88]);
+    h[88..92].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+impl EncFile {
+    fn create(
+        inner: Box<dyn VfsFile>,
+        path: &Path,
+        keys: &Arc<KeyState>,
+        head: &Aead,
+    ) -> io::Result<EncFile> {
+        let f = EncFile {
+            inner,
+            path: path.to_path_buf(),
+            keys: keys.clone(),
+            aead: Mutex::new(None),
+            file_id: [0; 16],
+            len: AtomicU64::new(0),
+            fixed_len: std::sync::atomic::AtomicBool::new(true),
+            tail: Mutex::new(None),
+        };
+        f.write_header(head)
+    }
+
+    fn new_empty(
+        inner: Box<dyn VfsFile>,
+        path: &Path,
+        keys: &Arc<KeyState>,
+        mode: OpenAs,
+    ) -> io::Result<EncFile> {
+        let f = EncFile {
+            inner,
+            path: path.to_path_buf(),
+            keys: keys.clone(),
+            aead: Mutex::new(None),
+            file_id: [0; 16],
+            len: AtomicU64::new(0),
+            fixed_len: std::sync::atomic::AtomicBool::new(true),
+            tail: Mutex::new(None),
+        };
+        if mode == OpenAs::Write {
+            let head = keys
+                .writer_key()
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            return f.write_header(&head);
+        }
+        Ok(f)
+    }
+
+    /// Give the file a new data key and id, and write its header.
+    fn write_header(mut self, head: &Aead) -> io::Result<EncFile> {
+        let data_key = crate::crypto::random_key()?;
+        crate::crypto::random(&mut self.file_id)?;
+        let h = header_bytes(&self.keys, head, &self.file_id, &data_key);
+        self.inner.write_at(&h, 0)?;
+        *self.aead.get_mut() = Some(Arc::new(Aead::new(self.keys.cipher(), &data_key)));
+        Ok(self)
+    }
+
+    fn open(
+        inner: Box<dyn VfsFile>,
+        path: &Path,
+        keys: &Arc<KeyState>,
+        head: &Aead,
+        phys: u64,
+        mode: OpenAs,
+    ) -> io::Result<EncFile> {
+        let bad = |why: &str| AuthFailure::io(path, 0, why.to_string());
+        if phys < HEADER_LEN {
+            return Err(bad("encrypted file header is torn or missing"));
+        }
+        let mut h = vec![0u8; HEADER_LEN as usize];
+        inner.read_at(&mut h, 0)?;
+        if &h[..8] != MAGIC {
+            return Err(bad(
+                "not an encrypted file (written without encryption, or damaged)",
+            ));
+        }
+        if crc32c::crc32c(&h[..88]) != u32::from_le_bytes([h[88], h[89], h[90], h[91]]) {
+            return Err(bad("encrypted file header checksum mismatch"));
+        }
+        if h[92..].iter().any(|&b| b != 0) {
+            return Err(bad("encrypted file header padding was altered"));
+        }
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version != VERSION {
+            return Err(bad(&format!(
+                "unsupported encrypted file version {version}"
+            )));
+        }
+        let cipher = crate::crypto::Cipher::from_id(h[10]).ok_or_else(|| bad("unknown cipher"))?;
+        let mut file_id = [0u8; 16];
+        file_id.copy_from_slice(&h[12..28]);
+        let nonce: [u8; NONCE_LEN] = h[28..40].try_into().unwrap_or_default();
+        let tag: [u8; TAG_LEN] = h[72..88].try_into().unwrap_or_default();
+        let mut data_key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        data_key.copy_from_slice(&h[40..72]);
+        if !head.open(&nonce, &h[..28], &mut data_key[..], &tag) {
+            return Err(bad(
+                "the file's data key does not unwrap with the database key",
+            ));
+        }
+        let f = EncFile {
+            inner,
+            path: path.to_path_buf(),
+            keys: keys.clone(),
+            aead: Mutex::new(Some(Arc::new(Aead::new(cipher, &data_key)))),
+            file_id,
+            len: AtomicU64::new(logical_len(phys)),
+            fixed_len: std::sync::atomic::AtomicBool::new(mode == OpenAs::Write),
+            tail: Mutex::new(None),
+        };
+        if mode != OpenAs::Read {
+            f.check_tail(phys, mode)?;
+        }
+        Ok(f)
+    }
+
+    /// For logs and writers: a last block that does not authenticate was torn by a
+    /// crash; the file ends before it (a writer cuts it off, and any fragment after
+    /// the last whole block).
+    fn check_tail(&self, phys: u64, mode: OpenAs) -> io::Result<()> {
+        let len = self.len.load(Ordering::Acquire);
+        let mut keep = len;
+        if len > 0 {
+            let last = (len - 1) / BLOCK_DATA;
+            match self.read_block(last, len) {
+                Ok(data) => {
+                    if len % BLOCK_DATA != 0 {
+                        *self.tail.lock() = Some(Tail { block: last, data });
+                    }
+                }
+                Err(e) if AuthFailure::find(&e).is_some() => {
+                    tracing::warn!(path = %self.path.display(), block = last,
+                        "last encrypted block does not authenticate: a torn write; the file ends before it");
+                    keep = last * BLOCK_DATA;
+                    self.fixed_len.store(true, Ordering::Release);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.len.store(keep, Ordering::Release);
+        if mode == OpenAs::Write && physical_len(keep) != phys {
+            self.inner.set_len(physical_len(keep))?;
+        }
+        Ok(())
+    }
+
+    /// The current logical length.
+    fn current_len(&self) -> u64 {
+        if !self.fixed_len.load(Ordering::Acquire)
+            && let Ok(phys) = self.inner.len()
+        {
+            self.len.store(logical_len(phys), Ordering::Release);
+        }
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn aead(&self) -> io::Result<Arc<Aead>> {
+        self.aead
+            .lock()
+            .clone()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+
+    fn aad(&self, block: u64) -> [u8; 24] {
+        let mut a = [0u8; 24];
+        a[..16].copy_from_slice(&self.file_id);
+        a[16..].copy_from_slice(&block.to_le_bytes());
+        a
+    }
+
+    /// Bytes of plaintext in `block` of a file of `len` bytes.
+    fn block_len(block: u64, len: u64) -> u64 {
+        (len - block * BLOCK_DATA).min(BLOCK_DATA)
+    }
+
+    /// Open one sealed block in place (`raw` = nonce | ciphertext | tag); returns the
+    /// plaintext range of `raw`.
+    fn open_block(&self, aead: &Aead, block: u64, raw: &mut [u8]) -> io::Result<()> {
+        let n = raw.len() - TAG_LEN;
+        let nonce: [u8; NONCE_LEN] = raw[..NONCE_LEN].try_into().unwrap_or_default();
+        let tag: [u8; TAG_LEN] = raw[n..].try_into().unwrap_or_default();
+        if aead.open(&nonce, &self.aad(block), &mut raw[NONCE_LEN..n], &tag) {
+            Ok(())
+        } else {
+            Err(AuthFailure::io(
+                &self.path,
+                block * BLOCK_DATA,
+                format!(
+                    "encrypted block {block} failed authentication (damaged, torn, \
+                     moved, or written under another key)"
+                ),
+            ))
+        }
+    }
+
+    /// The plaintext of one block of a file of `len` bytes.
+    fn read_block(&self, block: u64, len: u64) -> io::Result<Vec<u8>> {
+        let aead = self.aead()?;
+        let n = Self::block_len(block, len);
+        let mut raw = vec![0u8; (n + OVERHEAD) as usize];
+        self.inner
+            .read_at(&mut raw, HEADER_LEN + block * BLOCK_PHYS)?;
+        self.open_block(&aead, block, &mut raw)?;
+        raw.truncate(NONCE_LEN + n as usize);
+        raw.drain(..NONCE_LEN);
+        Ok(raw)
+    }
+
+    fn read_range(&self, buf: &mut [u8], offset: u64, len: u64) -> io::Result<()> {
+        let aead = self.aead()?;
+        let end = offset + buf.len() as u64;
+        let (first, last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
+        let phys_start = HEADER_LEN + first * BLOCK_PHYS;
+        let phys_end = HEADER_LEN + last * BLOCK_PHYS + Self::block_len(last, len) + OVERHEAD;
+        let mut raw = vec![0u8; (phys_end - phys_start) as usize];
+        self.inner.read_at(&mut raw, phys_start)?;
+        for b in first..=last {
+            let n = Self::block_len(b, len);
+            let at = ((b - first) * BLOCK_PHYS) as usize;
+            let sealed = &mut raw[at..at + (n + OVERHEAD) as usize];
+            self.open_block(&aead, b, sealed)?;
+            let plain = &sealed[NONCE_LEN..NONCE_LEN + n as usize];
+            let bstart = b * BLOCK_DATA;
+            let from = offset.max(bstart);
+            let to = end.min(bstart + n);
+            buf[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&plain[(from - bstart) as usize..(to - bstart) as usize]);
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `offset` (at most the current length: callers fill gaps),
+    /// resealing every block it touches.
+    fn write_locked(&self, tail: &mut Option<Tail>, data: &[u8], offset: u64) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let aead = self.aead()?;
+        let len = self.len.load(Ordering::Acquire);
+        let end = offset + data.len() as u64;
+        let new_len = len.max(end);
+        let (first, last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
+        let mut out = Vec::with_capacity(((last - first + 1) * BLOCK_PHYS) as usize);
+        let tail_block = (new_len - 1) / BLOCK_DATA;
+        let mut new_tail = None;
+        for b in first..=last {
+            let bstart = b * BLOCK_DATA;
+            let old_n = if bstart < len { Self::block_len(b, len) } else { 0 };
+            let new_n = Self::block_len(b, new_len);
+            let from = offset.max(bstart);
+            let to = end.min(bstart + BLOCK_DATA);
+            // The block's old bytes, where the write does not cover them.
+            let mut plain = if old_n > 0 && (from > bstart || to < bstart + old_n) {
+                match tail.as_ref() {
+                    Some(t) if t.block == b => t.data.clone(),
+                    _ => self.read_block(b, len)?,
+                }
+            } else {
+                Vec::new()
+            };
+            plain.resize(new_n as usize, 0);
+            plain[(from - bstart) as usize..(to - bstart) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            let nonce = self.keys.next_nonce();
+            let at = out.len();
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&plain);
+            let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
+            out.extend_from_slice(&tag);
+            if b == tail_block {
+                new_tail = Some(plain);
+            }
+            // Blocks before the last are full: no padding to BLOCK_PHYS needed.
+        }
+        self.inner
+            .write_at(&out, HEADER_LEN + first * BLOCK_PHYS)?;
+        if new_len % BLOCK_DATA == 0 {
+            *tail = None;
+        } else if let Some(data) = new_tail {
+            *tail = Some(Tail {
+                block: tail_block,
+                data,
+            });
+        }
+        self.len.store(new_len, Ordering::Release);
+        Ok(())
+    }
+
+    fn ensure_header(&self) -> io::Result<()> {
+        if self.aead.lock().is_some() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "{}: encrypted file has no header",
+            self.path.display()
+        )))
+    }
+}
+
+impl VfsFile for EncFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // A writer in this process may be resealing the last block while it is read
+        // (a backup copying the live WAL): a failure there is retried with the new
+        // length before it is believed.
+        let mut tries = 0;
+        loop {
+            let len = self.current_len();
+            if offset + buf.len() as u64 > len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read past the end of {}", self.path.display()),
+                ));
+            }
+            match self.read_range(buf, offset, len) {
+                Err(e) if tries < 3 && AuthFailure::find(&e).is_some() => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.ensure_header()?;
+        let mut tail = self.tail.lock();
+        let len = self.len.load(Ordering::Acquire);
+        if offset > len {
+            let zeros = vec![0u8; (offset - len) as usize];
+            self.write_locked(&mut tail, &zeros, len)?;
+        }
+        self.write_locked(&mut tail, buf, offset)
+    }
+
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        self.ensure_header()?;
+        let mut tail = self.tail.lock();
+        let len = self.len.load(Ordering::Acquire);
+        self.write_locked(&mut tail, buf, len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+
+    fn set_len(&self, new: u64) -> io::Result<()> {
+        self.ensure_header()?;
+        let mut tail = self.tail.lock();
+        let len = self.len.load(Ordering::Acquire);
+        if new >= len {
+            let zeros = vec![0u8; (new - len) as usize];
+            return self.write_locked(&mut tail, &zeros, len);
+        }
+        let keep = new % BLOCK_DATA;
+        let block = new / BLOCK_DATA;
+        let mut last = None;
+        if keep > 0 {
+            let mut plain = match tail.as_ref() {
+                Some(t) if t.block == block => t.data.clone(),
+                _ => self.read_block(block, len)?,
+            };
+            plain.truncate(keep as usize);
+            last = Some(plain);
+        }
+        *tail = None;
+        self.inner.set_len(HEADER_LEN + block * BLOCK_PHYS)?;
+        self.len.store(block * BLOCK_DATA, Ordering::Release);
+        if let Some(plain) = last {
+            self.write_locked(&mut tail, &plain, block * BLOCK_DATA)?;
+        }
+        Ok(())
+    }
+
+    fn allocate(&self, _len: u64) -> io::Result<()> {
+        // Preallocated zeros would not authenticate; logs grow by appends.
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.current_len())
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        let first = offset / BLOCK_DATA;
+        let last = (offset + len).div_ceil(BLOCK_DATA);
+        self.inner.will_need(
+            HEADER_LEN + first * BLOCK_PHYS,
+            (last - first) * BLOCK_PHYS,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Cipher, EncryptionConfig, KeyProvider};
+    use crate::vfs::StdVfs;
+
+    fn vfs(dir: &Path, cipher: Cipher) -> EncryptedVfs {
+        let inner: Arc<dyn Vfs> = Arc::new(StdVfs);
+        let keys = Arc::new(KeyState::new(
+            inner.clone(),
+            dir,
+            &EncryptionConfig::new(cipher, KeyProvider::raw([9; 32])),
+        ));
+        EncryptedVfs::new(inner, keys)
+    }
+
+    #[test]
+    fn appends_writes_and_truncation_read_back() {
+        for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+            let d = tempfile::tempdir().unwrap();
+            let v = vfs(d.path(), cipher);
+            let p = d.path().join("f");
+            let f = v.create(&p).unwrap();
+            let mut model = Vec::new();
+            for i in 0..300u32 {
+                let chunk = vec![(i % 251) as u8; (i as usize * 37) % 700 + 1];
+                f.append(&chunk).unwrap();
+                model.extend_from_slice(&chunk);
+            }
+            f.write_at(b"overwritten", 5000).unwrap();
+            model[5000..5011].copy_from_slice(b"overwritten");
+            f.set_len(9000).unwrap();
+            model.truncate(9000);
+            f.write_at(b"past", 12000).unwrap();
+            model.resize(12000, 0);
+            model.extend_from_slice(b"past");
+            f.sync_data().unwrap();
+            drop(f);
+            let g = v.open(&p).unwrap();
+            assert_eq!(g.len().unwrap(), model.len() as u64);
+            let mut all = vec![0u8; model.len()];
+            g.read_at(&mut all, 0).unwrap();
+            assert_eq!(all, model);
+            let mut mid = vec![0u8; 5000];
+            g.read_at(&mut mid, 4000).unwrap();
+            assert_eq!(mid, &model[4000..9000]);
+            assert_eq!(v.metadata(&p).unwrap().len, model.len() as u64);
+            let raw = std::fs::read(&p).unwrap();
+            assert!(!raw.windows(11).any(|w| w == b"overwritten"));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_authentication_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vfs(d.path(), Cipher::Aes256Gcm);
+        let p = d.path().join("f");
+        let f = v.create(&p).unwrap();
+        f.append(&vec![1u8; 10_000]).unwrap();
+        drop(f);
+        let raw = std::fs::read(&p).unwrap();
+        for at in [0usize, 50, 4096, 4100, 8000, raw.len() - 1] {
+            let mut b = raw.clone();
+            b[at] ^= 0x20;
+            std::fs::write(&p, &b).unwrap();
+            let r = v.open(&p).and_then(|g| {
+                let mut buf = vec![0u8; 10_000];
+                g.read_at(&mut buf, 0)
+            });
+            let e = r.unwrap_err();
+            let a = AuthFailure::find(&e).unwrap_or_else(|| panic!("byte {at}: {e}"));
+            assert_eq!(a.path, p);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_block_ends_a_log() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vfs(d.path(), Cipher::Aes256Gcm);
+        let p = d.path().join("log");
+        let f = v.create(&p).unwrap();
+        f.append(&vec![3u8; 5000]).unwrap();
+        drop(f);
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        assert_eq!(v.open_log(&p).unwrap().len().unwrap(), BLOCK_DATA);
+        let w = v.open_rw(&p).unwrap();
+        assert_eq!(w.len().unwrap(), BLOCK_DATA);
+        w.append(b"more").unwrap();
+        drop(w);
+        let g = v.open(&p).unwrap();
+        let mut buf = vec![0u8; BLOCK_DATA as usize + 4];
+        g.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[BLOCK_DATA as usize..], b"more");
+    }
+
+    #[test]
+    fn lengths_map_both_ways() {
+        for len in [0, 1, 100, BLOCK_DATA - 1, BLOCK_DATA, BLOCK_DATA + 1, 10 * BLOCK_DATA + 7] {
+            assert_eq!(logical_len(physical_len(len)), len, "{len}");
+        }
+    }
+}
