@@ -247,7 +247,9 @@ impl Database {
     /// [`Error::InvalidArgument`] on a plaintext database.
     pub fn rotate_key(&self, key: crate::encryption::KeyProvider) -> Result<()> {
         let keys = self.keys.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("the database is not encrypted: there is no key to rotate".into())
+            Error::InvalidArgument(
+                "the database is not encrypted: there is no key to rotate".into(),
+            )
         })?;
         if self.is_read_only() {
             return Err(Error::ReadOnly);

@@ -29,3 +29,58 @@
 pub use lightning_rowstore::crypto::{
     Cipher, EncryptionConfig, KeyProvider, KeyStore, KeyStoreError,
 };
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The file system through which the files of the encrypted database in `dir` are
+/// read, for tools that read a database, open or not ([`crate::check_files_with`],
+/// [`crate::backup_files_with`]: the backup is written encrypted under the same keys).
+/// The key is checked first ([`Error::WrongKey`]); nothing in `dir` is written.
+pub fn vfs_for(dir: &Path, config: &EncryptionConfig) -> Result<Arc<dyn crate::vfs::Vfs>> {
+    vfs_with(dir, config, true)
+}
+
+/// [`vfs_for`] for a tool that rewrites files of a closed database
+/// ([`crate::repair_with`]): it claims a new nonce epoch in the key file before its
+/// first write, as an opened database does.
+pub fn vfs_for_writing(dir: &Path, config: &EncryptionConfig) -> Result<Arc<dyn crate::vfs::Vfs>> {
+    vfs_with(dir, config, false)
+}
+
+fn vfs_with(
+    dir: &Path,
+    config: &EncryptionConfig,
+    read_only: bool,
+) -> Result<Arc<dyn crate::vfs::Vfs>> {
+    let inner = crate::vfs::std_vfs();
+    if !lightning_rowstore::crypto::is_encrypted_dir(&*inner, dir)? {
+        return Err(Error::WrongKey(format!(
+            "the database at {} is not encrypted, but a key was given",
+            dir.display()
+        )));
+    }
+    let keys = Arc::new(lightning_rowstore::crypto::KeyState::new(
+        inner.clone(),
+        dir,
+        config,
+    ));
+    keys.set_read_only(read_only);
+    keys.check()?;
+    Ok(Arc::new(lightning_rowstore::vfs::EncryptedVfs::new(
+        inner, keys,
+    )))
+}
+
+/// [`Error::WrongKey`] if `dir` holds an encrypted database (for the tools that read
+/// files without a key).
+pub(crate) fn refuse_encrypted(dir: &Path) -> Result<()> {
+    if lightning_rowstore::crypto::is_encrypted_dir(&lightning_rowstore::vfs::StdVfs, dir)? {
+        return Err(Error::WrongKey(format!(
+            "the database at {} is encrypted; give its key (lightning_db::encryption::vfs_for)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}

@@ -93,6 +93,7 @@ pub fn check_files(
     percent: u8,
     progress: impl FnMut(&str),
 ) -> Result<CheckReport> {
+    encryption::refuse_encrypted(dir)?;
     check_files_with(&vfs::std_vfs(), dir, percent, progress)
 }
 
@@ -127,9 +128,19 @@ pub fn check_files_with(
 /// its last whole record. Nothing that existed before is removed. See
 /// [`Database::checkpoint`] for a copy taken by the process that has it open.
 pub fn backup_files(dir: &std::path::Path, target: &std::path::Path) -> Result<()> {
-    let vfs = vfs::StdVfs;
+    encryption::refuse_encrypted(dir)?;
+    backup_files_with(&vfs::std_vfs(), dir, target)
+}
+
+/// [`backup_files`] through a given [`vfs::Vfs`]; with [`encryption::vfs_for`] the
+/// backup of an encrypted database stays encrypted under the same keys.
+pub fn backup_files_with(
+    vfs: &std::sync::Arc<dyn vfs::Vfs>,
+    dir: &std::path::Path,
+    target: &std::path::Path,
+) -> Result<()> {
     Ok(lightning_rowstore::backup::backup_dir(
-        &vfs, dir, &vfs, target,
+        &**vfs, dir, &**vfs, target,
     )?)
 }
 
@@ -139,10 +150,18 @@ pub fn backup_files(dir: &std::path::Path, target: &std::path::Path) -> Result<(
 /// (the dropped bytes are saved beside the segment, and the report says what they
 /// held). Without `truncate_wal`, WAL damage is only reported.
 pub fn repair(dir: &std::path::Path, options: RepairOptions) -> Result<RepairReport> {
+    encryption::refuse_encrypted(dir)?;
+    repair_with(&vfs::std_vfs(), dir, options)
+}
+
+/// [`repair`] through a given [`vfs::Vfs`] (an encrypted database: [`encryption::vfs_for`]).
+pub fn repair_with(
+    vfs: &std::sync::Arc<dyn vfs::Vfs>,
+    dir: &std::path::Path,
+    options: RepairOptions,
+) -> Result<RepairReport> {
     Ok(lightning_rowstore::repair::repair_dir(
-        &vfs::StdVfs,
-        dir,
-        options,
+        &**vfs, dir, options,
     )?)
 }
 

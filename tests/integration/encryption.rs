@@ -45,8 +45,11 @@ fn count(db: &Database, sql: &str) -> i64 {
 /// in column segments, some only in the WAL.
 fn fill(db: &Database) {
     for i in 0..500 {
-        db.put(format!("k{i:05}").as_bytes(), format!("{MARKER}-kv-{i}").as_bytes())
-            .unwrap();
+        db.put(
+            format!("k{i:05}").as_bytes(),
+            format!("{MARKER}-kv-{i}").as_bytes(),
+        )
+        .unwrap();
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -113,7 +116,10 @@ fn no_plaintext_reaches_the_disk_and_everything_reads_back() {
             assert!(all.len() >= 5, "{all:?}");
             for f in &all {
                 let b = std::fs::read(f).unwrap();
-                assert!(!holds(&b, MARKER.as_bytes()), "{cipher:?}: {f:?} holds the marker");
+                assert!(
+                    !holds(&b, MARKER.as_bytes()),
+                    "{cipher:?}: {f:?} holds the marker"
+                );
                 assert!(!holds(&b, b"k00007"), "{f:?} holds a key");
             }
         }
@@ -153,7 +159,10 @@ fn wrong_or_missing_keys_are_refused_and_change_nothing() {
         "wrong key",
     );
     expect_wrong_key(
-        Database::open(&path, cfg(Cipher::Aes256Gcm, KeyProvider::passphrase("hunter2"))),
+        Database::open(
+            &path,
+            cfg(Cipher::Aes256Gcm, KeyProvider::passphrase("hunter2")),
+        ),
         "passphrase for a raw key",
     );
     expect_wrong_key(
@@ -221,7 +230,10 @@ fn key_providers_from_env_file_and_a_key_store() {
     // The same key through the environment.
     let db = Database::open(
         &path,
-        cfg(Cipher::Aes256Gcm, KeyProvider::env("LIGHTNING_TEST_ENCRYPTION_KEY_1")),
+        cfg(
+            Cipher::Aes256Gcm,
+            KeyProvider::env("LIGHTNING_TEST_ENCRYPTION_KEY_1"),
+        ),
     )
     .unwrap();
     assert_eq!(db.get(b"a").unwrap().unwrap(), b"1");
@@ -245,7 +257,11 @@ fn key_providers_from_env_file_and_a_key_store() {
         Database::open(&path, cfg(Cipher::Aes256Gcm, KeyProvider::custom(Xor(1)))),
         "another key store",
     );
-    let db = Database::open(&path, cfg(Cipher::Aes256Gcm, KeyProvider::custom(Xor(0x5a)))).unwrap();
+    let db = Database::open(
+        &path,
+        cfg(Cipher::Aes256Gcm, KeyProvider::custom(Xor(0x5a))),
+    )
+    .unwrap();
     assert_eq!(db.get(b"a").unwrap().unwrap(), b"1");
 }
 
@@ -348,7 +364,106 @@ fn copy_dir(from: &Path, to: &Path) {
 fn config_debug_never_shows_the_key() {
     let c = cfg(Cipher::Aes256Gcm, KeyProvider::raw([0xab; 32]));
     let s = format!("{c:?}");
-    assert!(!s.contains("171") && !s.to_lowercase().contains("abab"), "{s}");
+    assert!(
+        !s.contains("171") && !s.to_lowercase().contains("abab"),
+        "{s}"
+    );
     let c = cfg(Cipher::Aes256Gcm, KeyProvider::passphrase("hunter2"));
     assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lightning-cli"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("lightning-cli runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `lightning-cli` with `--key-file` / `--passphrase-env` on every command, and `rekey`.
+#[test]
+fn the_cli_takes_keys_for_every_command_and_rekeys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ks = db.to_str().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [5u8; 32]).unwrap();
+    let kf = key.to_str().unwrap();
+    let (ok, out, err) = cli(&["--key-file", kf, "put", ks, "secret-key", MARKER], &[]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(
+        &[
+            "--key-file",
+            kf,
+            "sql",
+            ks,
+            "-c",
+            &format!(
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, s VARCHAR); INSERT INTO t VALUES (1, '{MARKER}');"
+            ),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(&["--key-file", kf, "get", ks, "secret-key"], &[]);
+    assert!(ok && out.trim() == MARKER, "{out}{err}");
+    let (ok, out, err) = cli(&["--key-file", kf, "check", ks], &[]);
+    assert!(ok && out.contains("ok:"), "{out}{err}");
+    // Without the key, or with another: a clear error, not garbage.
+    let (ok, _, err) = cli(&["get", ks, "secret-key"], &[]);
+    assert!(!ok && err.contains("encrypt"), "{err}");
+    let (ok, _, err) = cli(&["check", ks], &[]);
+    assert!(!ok && err.contains("encrypt"), "{err}");
+    let (ok, _, err) = cli(
+        &["--passphrase-env", "LDB_PW", "get", ks, "secret-key"],
+        &[("LDB_PW", "nope")],
+    );
+    assert!(!ok && err.contains("wrong encryption key"), "{err}");
+    // A backup stays encrypted and opens with the same key.
+    let bk = dir.path().join("backup");
+    let (ok, out, err) = cli(&["--key-file", kf, "backup", ks, bk.to_str().unwrap()], &[]);
+    assert!(ok, "{out}{err}");
+    for f in files(&bk) {
+        assert!(
+            !holds(&std::fs::read(&f).unwrap(), MARKER.as_bytes()),
+            "{f:?}"
+        );
+    }
+    let (ok, out, err) = cli(
+        &["--key-file", kf, "get", bk.to_str().unwrap(), "secret-key"],
+        &[],
+    );
+    assert!(ok && out.trim() == MARKER, "{out}{err}");
+    // Rekey to a passphrase: the old key stops working.
+    let (ok, out, err) = cli(
+        &[
+            "--key-file",
+            kf,
+            "rekey",
+            ks,
+            "--new-passphrase-env",
+            "LDB_NEW",
+        ],
+        &[("LDB_NEW", "a new passphrase")],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = cli(&["--key-file", kf, "get", ks, "secret-key"], &[]);
+    assert!(!ok && err.contains("wrong encryption key"), "{err}");
+    let (ok, out, err) = cli(
+        &[
+            "--passphrase-env",
+            "LDB_NEW",
+            "sql",
+            ks,
+            "-c",
+            "SELECT s FROM t",
+        ],
+        &[("LDB_NEW", "a new passphrase")],
+    );
+    assert!(ok && out.contains(MARKER), "{out}{err}");
 }

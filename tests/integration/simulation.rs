@@ -93,7 +93,10 @@ fn encryption(seed: u64) -> Option<lightning_db::encryption::EncryptionConfig> {
         2 => Cipher::ChaCha20Poly1305,
         _ => return None,
     };
-    Some(EncryptionConfig::new(cipher, KeyProvider::raw([seed as u8; 32])))
+    Some(EncryptionConfig::new(
+        cipher,
+        KeyProvider::raw([seed as u8; 32]),
+    ))
 }
 
 /// One random operation: applies it to the database and returns the model after it

@@ -154,7 +154,8 @@ fn master_key(provider: &KeyProvider, f: &Fields) -> Result<Zeroizing<[u8; KEY_L
         Source::Passphrase(p) => {
             let params = argon2::Params::new(f.m_cost, f.t_cost, f.p_cost, Some(KEY_LEN))
                 .map_err(|e| Error::InvalidConfig(format!("argon2 parameters: {e}")))?;
-            let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let a =
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
             let mut k = Zeroizing::new([0u8; KEY_LEN]);
             a.hash_password_into(p.as_bytes(), &f.salt, &mut k[..])
                 .map_err(|e| Error::InvalidConfig(format!("argon2: {e}")))?;
@@ -376,8 +377,8 @@ impl KeyState {
                             self.root.display()
                         )));
                     }
-                    let db_key = super::random_key()
-                        .map_err(|e| Error::io("making a database key", e))?;
+                    let db_key =
+                        super::random_key().map_err(|e| Error::io("making a database key", e))?;
                     let fields = wrap(&inner.provider, self.cipher, &db_key, 0)?;
                     inner.resolved = Some(Resolved {
                         db_aead: Arc::new(Aead::new(self.cipher, &db_key)),
@@ -508,7 +509,9 @@ mod tests {
         assert!(d.path().join(KEY_FILE).exists());
         drop(s);
         state(d.path(), KeyProvider::raw([1; 32])).check().unwrap();
-        let e = state(d.path(), KeyProvider::raw([2; 32])).check().unwrap_err();
+        let e = state(d.path(), KeyProvider::raw([2; 32]))
+            .check()
+            .unwrap_err();
         assert!(matches!(e, Error::WrongKey(_)), "{e}");
         let e = state(d.path(), KeyProvider::passphrase("x"))
             .check()
@@ -553,7 +556,9 @@ mod tests {
         let mut b = std::fs::read(&p).unwrap();
         b[45] ^= 1; // the epoch
         std::fs::write(&p, &b).unwrap();
-        let e = state(d.path(), KeyProvider::raw([1; 32])).check().unwrap_err();
+        let e = state(d.path(), KeyProvider::raw([1; 32]))
+            .check()
+            .unwrap_err();
         assert!(e.is_corruption(), "{e}");
     }
 }

@@ -390,7 +390,7 @@ impl EncFile {
             let last = (len - 1) / BLOCK_DATA;
             match self.read_block(last, len) {
                 Ok(data) => {
-                    if len % BLOCK_DATA != 0 {
+                    if !len.is_multiple_of(BLOCK_DATA) {
                         *self.tail.lock() = Some(Tail { block: last, data });
                     }
                 }
@@ -511,7 +511,11 @@ impl EncFile {
         let mut new_tail = None;
         for b in first..=last {
             let bstart = b * BLOCK_DATA;
-            let old_n = if bstart < len { Self::block_len(b, len) } else { 0 };
+            let old_n = if bstart < len {
+                Self::block_len(b, len)
+            } else {
+                0
+            };
             let new_n = Self::block_len(b, new_len);
             let from = offset.max(bstart);
             let to = end.min(bstart + BLOCK_DATA);
@@ -538,9 +542,8 @@ impl EncFile {
             }
             // Blocks before the last are full: no padding to BLOCK_PHYS needed.
         }
-        self.inner
-            .write_at(&out, HEADER_LEN + first * BLOCK_PHYS)?;
-        if new_len % BLOCK_DATA == 0 {
+        self.inner.write_at(&out, HEADER_LEN + first * BLOCK_PHYS)?;
+        if new_len.is_multiple_of(BLOCK_DATA) {
             *tail = None;
         } else if let Some(data) = new_tail {
             *tail = Some(Tail {
@@ -652,10 +655,8 @@ impl VfsFile for EncFile {
     fn will_need(&self, offset: u64, len: u64) {
         let first = offset / BLOCK_DATA;
         let last = (offset + len).div_ceil(BLOCK_DATA);
-        self.inner.will_need(
-            HEADER_LEN + first * BLOCK_PHYS,
-            (last - first) * BLOCK_PHYS,
-        );
+        self.inner
+            .will_need(HEADER_LEN + first * BLOCK_PHYS, (last - first) * BLOCK_PHYS);
     }
 }
 
@@ -759,7 +760,15 @@ mod tests {
 
     #[test]
     fn lengths_map_both_ways() {
-        for len in [0, 1, 100, BLOCK_DATA - 1, BLOCK_DATA, BLOCK_DATA + 1, 10 * BLOCK_DATA + 7] {
+        for len in [
+            0,
+            1,
+            100,
+            BLOCK_DATA - 1,
+            BLOCK_DATA,
+            BLOCK_DATA + 1,
+            10 * BLOCK_DATA + 7,
+        ] {
             assert_eq!(logical_len(physical_len(len)), len, "{len}");
         }
     }

@@ -8,6 +8,7 @@ mod split;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lightning_db::arrow::array::RecordBatch;
+use lightning_db::encryption::{EncryptionConfig, KeyProvider};
 use lightning_db::{Database, LightningDbConfig};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,65 @@ struct Cli {
     /// every write refused. The database must exist.
     #[arg(long, global = true)]
     read_only: bool,
+    /// The database is encrypted with the key in this file (32 bytes, or 64 hex
+    /// digits). A new database is created encrypted.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "passphrase_env"
+    )]
+    key_file: Option<PathBuf>,
+    /// The database is encrypted with the passphrase in this environment variable
+    /// (stretched with Argon2id).
+    #[arg(long, global = true, value_name = "VAR")]
+    passphrase_env: Option<String>,
+    /// Cipher for a new encrypted database: aes-256-gcm (default) or
+    /// chacha20-poly1305.
+    #[arg(long, global = true, default_value = "aes-256-gcm")]
+    cipher: lightning_db::encryption::Cipher,
+}
+
+/// Set once from `--key-file` / `--passphrase-env` before any command runs.
+static ENCRYPTION: std::sync::OnceLock<Option<EncryptionConfig>> = std::sync::OnceLock::new();
+
+fn encryption() -> Option<EncryptionConfig> {
+    ENCRYPTION.get().cloned().flatten()
+}
+
+/// The configuration every command opens databases with.
+fn config() -> LightningDbConfig {
+    LightningDbConfig {
+        encryption: encryption(),
+        ..LightningDbConfig::default()
+    }
+}
+
+/// A key provider from a key file or a passphrase variable (`--passphrase-env`'s
+/// variable must be set and not empty).
+fn key_provider(file: Option<PathBuf>, env: Option<String>) -> Res<Option<KeyProvider>> {
+    Ok(match (file, env) {
+        (Some(f), _) => Some(KeyProvider::file(f)),
+        (None, Some(var)) => {
+            let p = std::env::var(&var)
+                .map_err(|_| format!("the environment variable {var} is not set"))?;
+            if p.is_empty() {
+                return Err(format!("the environment variable {var} is empty").into());
+            }
+            Some(KeyProvider::passphrase(p))
+        }
+        (None, None) => None,
+    })
+}
+
+/// The file system of a database for tools that read its files: the encrypting one
+/// when a key was given.
+fn tool_vfs(db: &Path, writing: bool) -> Res<Arc<dyn lightning_db::vfs::Vfs>> {
+    Ok(match encryption() {
+        Some(e) if writing => lightning_db::encryption::vfs_for_writing(db, &e)?,
+        Some(e) => lightning_db::encryption::vfs_for(db, &e)?,
+        None => lightning_db::vfs::std_vfs(),
+    })
 }
 
 /// Set once from `--read-only` before any command runs.
@@ -42,6 +102,17 @@ fn read_only() -> bool {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Replace the master key of an encrypted database (give the current one with
+    /// --key-file or --passphrase-env). Only the key file is rewritten, atomically.
+    Rekey {
+        db: PathBuf,
+        /// The new key, in a file (32 bytes, or 64 hex digits).
+        #[arg(long, value_name = "PATH", conflicts_with = "new_passphrase_env")]
+        new_key_file: Option<PathBuf>,
+        /// The new passphrase, in this environment variable.
+        #[arg(long, value_name = "VAR")]
+        new_passphrase_env: Option<String>,
+    },
     /// Verify checksums of the manifest, tables, WAL and column segments.
     Check {
         db: PathBuf,
@@ -152,8 +223,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn open(p: &Path) -> Res<Database> {
     Ok(match read_only() {
-        true => Database::open_read_only(p, LightningDbConfig::default())?,
-        false => Database::open(p, LightningDbConfig::default())?,
+        true => Database::open_read_only(p, config())?,
+        false => Database::open(p, config())?,
     })
 }
 
@@ -164,7 +235,7 @@ fn open_or_create(p: &Path) -> Res<Database> {
         return open(p);
     }
     let new = !shell::exists(p);
-    let db = Database::open_or_create(p, LightningDbConfig::default())?;
+    let db = Database::open_or_create(p, config())?;
     if new {
         eprintln!("created a new database at {}", p.display());
     }
@@ -196,7 +267,14 @@ fn check(db: &Path, percent: u8, verbose: bool) -> Res<()> {
             pb.suspend(|| println!("{m}"));
         }
     };
-    let r = lightning_db::check_files(db, percent, &mut say);
+    let vfs = tool_vfs(db, false);
+    let r: Res<_> = match (&vfs, encryption()) {
+        (_, None) => lightning_db::check_files(db, percent, &mut say).map_err(Into::into),
+        (Ok(vfs), Some(_)) => {
+            lightning_db::check_files_with(vfs, db, percent, &mut say).map_err(Into::into)
+        }
+        (Err(e), Some(_)) => Err(e.to_string().into()),
+    };
     pb.finish_and_clear();
     let r = r?;
     println!(
@@ -479,11 +557,20 @@ fn interactive(sh: &mut shell::Shell, history: &Path) -> Res<()> {
 
 fn run(cli: Cli) -> Res<()> {
     READ_ONLY.store(cli.read_only, std::sync::atomic::Ordering::Relaxed);
+    let key = key_provider(cli.key_file.clone(), cli.passphrase_env.clone())?;
+    let _ = ENCRYPTION.set(key.map(|k| EncryptionConfig::new(cli.cipher, k)));
     let Some(cmd) = cli.cmd else {
         return Err("give a database path (the SQL shell) or a command; --help lists them".into());
     };
-    if cli.read_only && matches!(cmd, Cmd::Repair { .. } | Cmd::Restore { .. }) {
-        return Err("repair and restore write a database; they cannot run with --read-only".into());
+    if cli.read_only
+        && matches!(
+            cmd,
+            Cmd::Repair { .. } | Cmd::Restore { .. } | Cmd::Rekey { .. }
+        )
+    {
+        return Err(
+            "repair, restore and rekey write a database; they cannot run with --read-only".into(),
+        );
     }
     match cmd {
         Cmd::Check {
@@ -538,13 +625,36 @@ fn run(cli: Cli) -> Res<()> {
             }
             let pb = spinner("backing up");
             pb.enable_steady_tick(std::time::Duration::from_millis(100));
-            let r = lightning_db::backup_files(&db, &dir);
+            let r = match encryption() {
+                None => lightning_db::backup_files(&db, &dir).map_err(Into::into),
+                Some(_) => tool_vfs(&db, false).and_then(|vfs| {
+                    lightning_db::backup_files_with(&vfs, &db, &dir).map_err(Into::into)
+                }),
+            };
             pb.finish_and_clear();
             r?;
             println!("backup written to {}", dir.display());
             Ok(())
         }
         Cmd::Sql { db, command, file } => sql(&db, command, file),
+        Cmd::Rekey {
+            db,
+            new_key_file,
+            new_passphrase_env,
+        } => {
+            if encryption().is_none() {
+                return Err(
+                    "rekey needs the current key: give --key-file or --passphrase-env".into(),
+                );
+            }
+            let new = key_provider(new_key_file, new_passphrase_env)?
+                .ok_or("give the new key with --new-key-file or --new-passphrase-env")?;
+            let d = open(&db)?;
+            d.rotate_key(new)?;
+            d.close()?;
+            println!("rekeyed {}: only the new key opens it now", db.display());
+            Ok(())
+        }
         // (`lightning-cli DB --read-only`: flags after DB reach here unparsed.)
         Cmd::Shell(args) => match args.as_slice() {
             [db] => sql(Path::new(db), None, None),
@@ -562,7 +672,11 @@ fn run(cli: Cli) -> Res<()> {
             .into()),
         },
         Cmd::Repair { db, truncate_wal } => {
-            let r = lightning_db::repair(&db, lightning_db::RepairOptions { truncate_wal })?;
+            let opts = lightning_db::RepairOptions { truncate_wal };
+            let r = match encryption() {
+                None => lightning_db::repair(&db, opts)?,
+                Some(_) => lightning_db::repair_with(&tool_vfs(&db, true)?, &db, opts)?,
+            };
             for n in &r.notes {
                 println!("{n}");
             }
@@ -581,7 +695,12 @@ fn run(cli: Cli) -> Res<()> {
                     format!("{} already exists; restore into a new path", db.display()).into(),
                 );
             }
-            lightning_db::backup_files(&backup, &db)?;
+            match encryption() {
+                None => lightning_db::backup_files(&backup, &db)?,
+                Some(_) => {
+                    lightning_db::backup_files_with(&tool_vfs(&backup, false)?, &backup, &db)?
+                }
+            }
             // Opening replays the copied WAL and proves the copy is usable.
             let d = open(&db)?;
             d.close()?;
