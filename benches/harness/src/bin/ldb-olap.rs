@@ -45,6 +45,10 @@ struct Args {
     /// Keep the Parquet export here instead of deleting it.
     #[arg(long)]
     keep_parquet: Option<PathBuf>,
+    /// Encrypt the database at rest with this cipher (aes-256-gcm or
+    /// chacha20-poly1305), to measure what encryption costs.
+    #[arg(long)]
+    encrypt: Option<lightning_db::encryption::Cipher>,
     /// A Python interpreter with the `duckdb` package: also time DuckDB over the Parquet.
     #[arg(long)]
     duckdb_python: Option<PathBuf>,
@@ -139,9 +143,18 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
             durability: Durability::Buffered,
             columnar_background: false,
             columnar_kv: true,
+            encryption: args.encrypt.map(|c| {
+                lightning_db::encryption::EncryptionConfig::new(
+                    c,
+                    lightning_db::encryption::KeyProvider::raw([0x5c; 32]),
+                )
+            }),
             ..Default::default()
         },
     )?;
+    if let Some(c) = args.encrypt {
+        eprintln!("encrypted at rest with {}", c.name());
+    }
 
     eprintln!("loading {} kv keys ...", args.kv_keys);
     let t = Instant::now();

@@ -51,7 +51,8 @@ struct Args {
     /// Where the databases are created (a fresh subdirectory per engine; removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Only these engines (comma separated: lightning,redb,fjall,rocksdb).
+    /// Only these engines (comma separated: lightning,redb,fjall,rocksdb; also
+    /// lightning-aes and lightning-chacha, Lightning DB encrypted at rest).
     #[arg(long, value_delimiter = ',')]
     engines: Option<Vec<String>>,
     /// The command line recorded with the results.
@@ -81,16 +82,27 @@ trait EngineKind {
 
 // ---- Lightning DB ------------------------------------------------------------------
 
-struct Lightning;
+/// Lightning DB, plaintext or encrypted at rest (`lightning-aes`, `lightning-chacha`:
+/// the cost of encryption, measured side by side; not in the default engine list).
+struct Lightning(Option<lightning_db::encryption::Cipher>);
 struct LightningKv(lightning_db::Database);
 
 impl EngineKind for Lightning {
     fn name(&self) -> &'static str {
-        "lightning"
+        use lightning_db::encryption::Cipher;
+        match self.0 {
+            None => "lightning",
+            Some(Cipher::Aes256Gcm) => "lightning-aes",
+            Some(Cipher::ChaCha20Poly1305) => "lightning-chacha",
+        }
     }
     fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+        use lightning_db::encryption::{EncryptionConfig, KeyProvider};
         let cfg = lightning_db::LightningDbConfig {
             cache_size: CACHE_BYTES,
+            encryption: self
+                .0
+                .map(|c| EncryptionConfig::new(c, KeyProvider::raw([0x5c; 32]))),
             ..Default::default()
         };
         Ok(Box::new(LightningKv(
@@ -593,10 +605,19 @@ fn bench_engine(
 
 fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
     #[allow(unused_mut)]
-    let mut all: Vec<Box<dyn EngineKind>> =
-        vec![Box::new(Lightning), Box::new(Redb), Box::new(Fjall)];
+    let mut all: Vec<Box<dyn EngineKind>> = vec![
+        Box::new(Lightning(None)),
+        Box::new(Redb),
+        Box::new(Fjall),
+    ];
     #[cfg(feature = "rocksdb")]
     all.push(Box::new(rocks::Rocks));
+    // Only when named.
+    if selected.is_some() {
+        use lightning_db::encryption::Cipher;
+        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm))));
+        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305))));
+    }
     all.into_iter()
         .filter(|e| {
             selected
