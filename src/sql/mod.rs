@@ -242,8 +242,19 @@ impl Tables {
             .execution
             .skip_partial_aggregation_probe_rows_threshold = 8192;
         // Aggregations grouped by a dictionary-stored column group by dictionary key.
+        // An encrypted database never has query data written in plaintext: no spill
+        // files (the memory pool is unbounded, so none are made anyway; this makes it
+        // a rule).
+        let mut env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if self.config.encryption.is_some() {
+            use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+            env = env.with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            );
+        }
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(cfg)
+            .with_runtime_env(Arc::new(env.build()?))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(lightning_query::DictionaryAggregation))
             .build();
