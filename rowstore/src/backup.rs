@@ -190,7 +190,10 @@ pub(crate) fn write_copy(
                 ));
             }
         }
-        vfs::create_new_synced(dst_vfs, &dst, &data)?;
+        let f = vfs::create_log(dst_vfs, &dst)?;
+        f.append(&data)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
     }
     let mut state = plan.state;
     let manifest_id = state.next_file_id.max(max_id + 1);

@@ -165,7 +165,7 @@ const PREALLOC_STEP: u64 = 4 << 20;
 impl LogWriter {
     /// Create a new log with its header; the header is fsynced and so is the directory.
     pub fn create(vfs: &dyn Vfs, path: &Path, magic: &[u8; 8], version: u32) -> Result<Self> {
-        let file = vfs::create_new(vfs, path)?;
+        let file = vfs::create_log(vfs, path)?;
         let framing = Framing {
             version,
             salt: if version >= 2 { new_salt() } else { 0 },

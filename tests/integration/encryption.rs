@@ -179,11 +179,8 @@ fn wrong_or_missing_keys_are_refused_and_change_nothing() {
         .collect();
     assert_eq!(before, after, "a refused open changed the directory");
     // A read-only handle with the key reads and writes nothing (no epoch claimed).
-    let ro = Database::open_read_only(
-        &path,
-        cfg(Cipher::Aes256Gcm, KeyProvider::raw([42; 32])),
-    )
-    .unwrap();
+    let ro = Database::open_read_only(&path, cfg(Cipher::Aes256Gcm, KeyProvider::raw([42; 32])))
+        .unwrap();
     assert_eq!(ro.get(b"a").unwrap().unwrap(), b"1");
     assert!(matches!(
         ro.rotate_key(KeyProvider::raw([1; 32])),

@@ -4,7 +4,7 @@
 //! A file is a 4 KiB header followed by 4 KiB blocks (FORMAT.md, "Encrypted files"):
 //!
 //! ```text
-//! header  magic "LDBENCF1", version u16, cipher u8, reserved u8, file id [16],
+//! header  magic "LDBENCF1", version u16, cipher u8, layout u8, file id [16],
 //!         nonce [12], data key sealed by the database key [32], tag [16],
 //!         CRC32C of the above; zeros to 4096
 //! block   nonce [12] | ciphertext of up to 4068 bytes | tag [16]
@@ -16,6 +16,9 @@
 //! nonce). A nonce is the writing handle's epoch and a per-handle counter
 //! ([`KeyState::next_nonce`]): the epoch is claimed durably before a handle writes, so
 //! no two writes under one data key share a nonce, also across crashes.
+//!
+//! Logs (created with [`Vfs::create_log`]) use an append-only chunk layout instead
+//! (`encrypted_log.rs`), so no byte that was synced is ever rewritten.
 //!
 //! Reads check every block they touch; one that fails is an `InvalidData` error
 //! carrying an [`AuthFailure`] (the row store reports it as corruption naming the file
@@ -38,6 +41,8 @@ pub const BLOCK_PHYS: u64 = 4096;
 const OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
 /// Bytes of plaintext a block holds.
 pub const BLOCK_DATA: u64 = BLOCK_PHYS - OVERHEAD;
+/// Bytes of a block's nonce and tag (also a log chunk's).
+pub(super) const SEAL_OVERHEAD: u64 = OVERHEAD;
 
 const MAGIC: &[u8; 8] = b"LDBENCF1";
 const VERSION: u16 = 1;
@@ -104,7 +109,18 @@ impl EncryptedVfs {
             self.keys.header_key()
         }
         .map_err(Self::key_err)?;
-        let f = EncFile::open(inner, path, &self.keys, &head, phys, mode)?;
+        let header = read_header(&*inner, path, &head, phys)?;
+        if header.layout == Layout::Chunks {
+            let f = super::encrypted_log::LogFile::open(
+                inner,
+                path,
+                &self.keys,
+                header,
+                mode == OpenAs::Write,
+            )?;
+            return Ok(Box::new(f));
+        }
+        let f = EncFile::open(inner, path, &self.keys, header, phys, mode)?;
         Ok(Box::new(f))
     }
 
@@ -140,6 +156,15 @@ impl Vfs for EncryptedVfs {
 
     fn open_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         self.open_file(path, OpenAs::Log)
+    }
+
+    /// Logs are written in append-only chunks, one per write, never rewriting a byte
+    /// that was synced (`encrypted_log.rs`).
+    fn create_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let head = self.keys.writer_key().map_err(Self::key_err)?;
+        let inner = self.inner.create(path)?;
+        let f = super::encrypted_log::LogFile::create(inner, path, &self.keys, &head)?;
+        Ok(Box::new(f))
     }
 
     fn open_rw(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
@@ -243,16 +268,27 @@ impl std::fmt::Debug for EncFile {
     }
 }
 
-fn header_bytes(
+/// How a file's bytes after the header are laid out (header byte 11).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Layout {
+    /// Fixed 4 KiB blocks: random access (tables, segments, everything not a log).
+    Blocks = 0,
+    /// Append-only chunks, one per write: logs (`encrypted_log.rs`).
+    Chunks = 1,
+}
+
+pub(super) fn header_bytes(
     keys: &KeyState,
     head: &Aead,
     file_id: &[u8; 16],
     data_key: &[u8; KEY_LEN],
+    layout: Layout,
 ) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
     h[10] = keys.cipher().id();
+    h[11] = layout as u8;
     h[12..28].copy_from_slice(file_id);
     let nonce = keys.next_nonce();
     h[28..40].copy_from_slice(&nonce);
@@ -264,6 +300,69 @@ fn header_bytes(
     let crc = crc32c::crc32c(&h[..88]);
     h[88..92].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// A file header, read and opened.
+pub(super) struct Header {
+    pub(super) layout: Layout,
+    pub(super) file_id: [u8; 16],
+    /// Keyed with the file's data key.
+    pub(super) aead: Arc<Aead>,
+}
+
+/// Read and check the header of the file `inner` (of `phys` bytes), unwrapping its
+/// data key with the database key `head`.
+pub(super) fn read_header(
+    inner: &dyn VfsFile,
+    path: &Path,
+    head: &Aead,
+    phys: u64,
+) -> io::Result<Header> {
+    let bad = |why: &str| AuthFailure::io(path, 0, why.to_string());
+    if phys < HEADER_LEN {
+        return Err(bad("encrypted file header is torn or missing"));
+    }
+    let mut h = vec![0u8; HEADER_LEN as usize];
+    inner.read_at(&mut h, 0)?;
+    if &h[..8] != MAGIC {
+        return Err(bad(
+            "not an encrypted file (written without encryption, or damaged)",
+        ));
+    }
+    if crc32c::crc32c(&h[..88]) != u32::from_le_bytes([h[88], h[89], h[90], h[91]]) {
+        return Err(bad("encrypted file header checksum mismatch"));
+    }
+    if h[92..].iter().any(|&b| b != 0) {
+        return Err(bad("encrypted file header padding was altered"));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != VERSION {
+        return Err(bad(&format!(
+            "unsupported encrypted file version {version}"
+        )));
+    }
+    let cipher = crate::crypto::Cipher::from_id(h[10]).ok_or_else(|| bad("unknown cipher"))?;
+    let layout = match h[11] {
+        0 => Layout::Blocks,
+        1 => Layout::Chunks,
+        _ => return Err(bad("unknown encrypted file layout")),
+    };
+    let mut file_id = [0u8; 16];
+    file_id.copy_from_slice(&h[12..28]);
+    let nonce: [u8; NONCE_LEN] = h[28..40].try_into().unwrap_or_default();
+    let tag: [u8; TAG_LEN] = h[72..88].try_into().unwrap_or_default();
+    let mut data_key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+    data_key.copy_from_slice(&h[40..72]);
+    if !head.open(&nonce, &h[..28], &mut data_key[..], &tag) {
+        return Err(bad(
+            "the file's data key does not unwrap with the database key",
+        ));
+    }
+    Ok(Header {
+        layout,
+        file_id,
+        aead: Arc::new(Aead::new(cipher, &data_key)),
+    })
 }
 
 impl EncFile {
@@ -315,7 +414,7 @@ impl EncFile {
     fn write_header(mut self, head: &Aead) -> io::Result<EncFile> {
         let data_key = crate::crypto::random_key()?;
         crate::crypto::random(&mut self.file_id)?;
-        let h = header_bytes(&self.keys, head, &self.file_id, &data_key);
+        let h = header_bytes(&self.keys, head, &self.file_id, &data_key, Layout::Blocks);
         self.inner.write_at(&h, 0)?;
         *self.aead.get_mut() = Some(Arc::new(Aead::new(self.keys.cipher(), &data_key)));
         Ok(self)
@@ -325,50 +424,16 @@ impl EncFile {
         inner: Box<dyn VfsFile>,
         path: &Path,
         keys: &Arc<KeyState>,
-        head: &Aead,
+        header: Header,
         phys: u64,
         mode: OpenAs,
     ) -> io::Result<EncFile> {
-        let bad = |why: &str| AuthFailure::io(path, 0, why.to_string());
-        if phys < HEADER_LEN {
-            return Err(bad("encrypted file header is torn or missing"));
-        }
-        let mut h = vec![0u8; HEADER_LEN as usize];
-        inner.read_at(&mut h, 0)?;
-        if &h[..8] != MAGIC {
-            return Err(bad(
-                "not an encrypted file (written without encryption, or damaged)",
-            ));
-        }
-        if crc32c::crc32c(&h[..88]) != u32::from_le_bytes([h[88], h[89], h[90], h[91]]) {
-            return Err(bad("encrypted file header checksum mismatch"));
-        }
-        if h[92..].iter().any(|&b| b != 0) {
-            return Err(bad("encrypted file header padding was altered"));
-        }
-        let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != VERSION {
-            return Err(bad(&format!(
-                "unsupported encrypted file version {version}"
-            )));
-        }
-        let cipher = crate::crypto::Cipher::from_id(h[10]).ok_or_else(|| bad("unknown cipher"))?;
-        let mut file_id = [0u8; 16];
-        file_id.copy_from_slice(&h[12..28]);
-        let nonce: [u8; NONCE_LEN] = h[28..40].try_into().unwrap_or_default();
-        let tag: [u8; TAG_LEN] = h[72..88].try_into().unwrap_or_default();
-        let mut data_key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-        data_key.copy_from_slice(&h[40..72]);
-        if !head.open(&nonce, &h[..28], &mut data_key[..], &tag) {
-            return Err(bad(
-                "the file's data key does not unwrap with the database key",
-            ));
-        }
+        let Header { aead, file_id, .. } = header;
         let f = EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
-            aead: Mutex::new(Some(Arc::new(Aead::new(cipher, &data_key)))),
+            aead: Mutex::new(Some(aead)),
             file_id,
             len: AtomicU64::new(logical_len(phys)),
             fixed_len: std::sync::atomic::AtomicBool::new(mode == OpenAs::Write),

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod encrypted;
+mod encrypted_log;
 pub mod fault;
 #[path = "std.rs"]
 mod std_vfs;
@@ -49,6 +50,11 @@ pub trait Vfs: Send + Sync + Debug + 'static {
     /// Create a new file for reading and writing; fails with `AlreadyExists` if the
     /// name is taken.
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    /// Create a new log file (WAL, manifest): like [`Vfs::create`], for a file only
+    /// ever appended to. An encrypting `Vfs` gives it an append-only layout.
+    fn create_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.create(path)
+    }
     /// Open an existing file read-only.
     fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
     /// Open an existing log (WAL or manifest) read-only. Its end may be torn by a
@@ -174,6 +180,12 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// Create a new file that must not exist yet.
 pub fn create_new(vfs: &dyn Vfs, path: &Path) -> Result<Box<dyn VfsFile>> {
     vfs.create(path)
+        .map_err(ctx(format!("creating {}", path.display())))
+}
+
+/// Create a new log file that must not exist yet ([`Vfs::create_log`]).
+pub fn create_log(vfs: &dyn Vfs, path: &Path) -> Result<Box<dyn VfsFile>> {
+    vfs.create_log(path)
         .map_err(ctx(format!("creating {}", path.display())))
 }
 

@@ -605,11 +605,8 @@ fn bench_engine(
 
 fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
     #[allow(unused_mut)]
-    let mut all: Vec<Box<dyn EngineKind>> = vec![
-        Box::new(Lightning(None)),
-        Box::new(Redb),
-        Box::new(Fjall),
-    ];
+    let mut all: Vec<Box<dyn EngineKind>> =
+        vec![Box::new(Lightning(None)), Box::new(Redb), Box::new(Fjall)];
     #[cfg(feature = "rocksdb")]
     all.push(Box::new(rocks::Rocks));
     // Only when named.
