@@ -236,6 +236,9 @@ impl Vfs for EncryptedVfs {
 struct Tail {
     block: u64,
     data: Vec<u8>,
+    /// Not yet on disk: sequential appends seal a block once, when it is full, and a
+    /// partial last block at `sync_data` (or a read, a truncation, or drop).
+    pending: bool,
 }
 
 struct EncFile {
@@ -450,7 +453,11 @@ impl EncFile {
             match self.read_block(last, len) {
                 Ok(data) => {
                     if !len.is_multiple_of(BLOCK_DATA) {
-                        *self.tail.lock() = Some(Tail { block: last, data });
+                        *self.tail.lock() = Some(Tail {
+                            block: last,
+                            data,
+                            pending: false,
+                        });
                     }
                 }
                 Err(e) if AuthFailure::find(&e).is_some() => {
@@ -469,9 +476,11 @@ impl EncFile {
         Ok(())
     }
 
-    /// The current logical length.
-    fn current_len(&self) -> u64 {
+    /// The current logical length; `need`: a length that makes asking the file
+    /// unnecessary (reads of an immutable file then make no `fstat` each).
+    fn current_len(&self, need: u64) -> u64 {
         if !self.fixed_len.load(Ordering::Acquire)
+            && self.len.load(Ordering::Acquire) < need.max(1)
             && let Ok(phys) = self.inner.len()
         {
             self.len.store(logical_len(phys), Ordering::Release);
@@ -608,9 +617,74 @@ impl EncFile {
             *tail = Some(Tail {
                 block: tail_block,
                 data,
+                pending: false,
             });
         }
         self.len.store(new_len, Ordering::Release);
+        Ok(())
+    }
+
+    /// Append `data` at the end, sealing only blocks it fills; the partial rest stays
+    /// in `tail`, pending.
+    fn append_buffered(&self, tail: &mut Option<Tail>, data: &[u8]) -> io::Result<()> {
+        let len = self.len.load(Ordering::Acquire);
+        let tb = len / BLOCK_DATA;
+        let partial = (len % BLOCK_DATA) as usize;
+        let cached = tail
+            .as_ref()
+            .is_some_and(|t| t.block == tb && t.data.len() == partial);
+        if partial > 0 && !cached {
+            self.flush_tail(tail)?;
+            return self.write_locked(tail, data, len);
+        }
+        let aead = self.aead()?;
+        let mut cur = match tail.take() {
+            Some(t) if t.block == tb => t.data,
+            _ => Vec::new(),
+        };
+        cur.extend_from_slice(data);
+        let full = cur.len() / BLOCK_DATA as usize;
+        if full > 0 {
+            let mut out = Vec::with_capacity(full * BLOCK_PHYS as usize);
+            for (i, plain) in cur[..full * BLOCK_DATA as usize]
+                .chunks(BLOCK_DATA as usize)
+                .enumerate()
+            {
+                let b = tb + i as u64;
+                let nonce = self.keys.next_nonce();
+                let at = out.len();
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(plain);
+                let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
+                out.extend_from_slice(&tag);
+            }
+            self.inner.write_at(&out, HEADER_LEN + tb * BLOCK_PHYS)?;
+        }
+        let rest = cur.split_off(full * BLOCK_DATA as usize);
+        *tail = (!rest.is_empty()).then(|| Tail {
+            block: tb + full as u64,
+            data: rest,
+            pending: true,
+        });
+        self.len.store(len + data.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Write a pending last block.
+    fn flush_tail(&self, tail: &mut Option<Tail>) -> io::Result<()> {
+        let Some(t) = tail.as_mut().filter(|t| t.pending) else {
+            return Ok(());
+        };
+        let aead = self.aead()?;
+        let nonce = self.keys.next_nonce();
+        let mut out = Vec::with_capacity(t.data.len() + OVERHEAD as usize);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&t.data);
+        let tag = aead.seal(&nonce, &self.aad(t.block), &mut out[NONCE_LEN..]);
+        out.extend_from_slice(&tag);
+        self.inner
+            .write_at(&out, HEADER_LEN + t.block * BLOCK_PHYS)?;
+        t.pending = false;
         Ok(())
     }
 
@@ -625,17 +699,38 @@ impl EncFile {
     }
 }
 
+impl Drop for EncFile {
+    /// A pending last block reaches the file (as a plaintext write would have);
+    /// durability still needs `sync_data`, which reports errors.
+    fn drop(&mut self) {
+        let mut tail = self.tail.get_mut().take();
+        if let Err(e) = self.flush_tail(&mut tail) {
+            tracing::warn!(path = %self.path.display(), error = %e, "writing the last encrypted block on close failed");
+        }
+    }
+}
+
 impl VfsFile for EncFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
+        }
+        {
+            let mut tail = self.tail.lock();
+            if tail.as_ref().is_some_and(|t| t.pending) {
+                self.flush_tail(&mut tail)?;
+            }
         }
         // A writer in this process may be resealing the last block while it is read
         // (a backup copying the live WAL): a failure there is retried with the new
         // length before it is believed.
         let mut tries = 0;
         loop {
-            let len = self.current_len();
+            let len = self.current_len(if tries == 0 {
+                offset + buf.len() as u64
+            } else {
+                u64::MAX
+            });
             if offset + buf.len() as u64 > len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -656,6 +751,10 @@ impl VfsFile for EncFile {
         self.ensure_header()?;
         let mut tail = self.tail.lock();
         let len = self.len.load(Ordering::Acquire);
+        if offset == len {
+            return self.append_buffered(&mut tail, buf);
+        }
+        self.flush_tail(&mut tail)?;
         if offset > len {
             let zeros = vec![0u8; (offset - len) as usize];
             self.write_locked(&mut tail, &zeros, len)?;
@@ -666,17 +765,18 @@ impl VfsFile for EncFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         self.ensure_header()?;
         let mut tail = self.tail.lock();
-        let len = self.len.load(Ordering::Acquire);
-        self.write_locked(&mut tail, buf, len)
+        self.append_buffered(&mut tail, buf)
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.flush_tail(&mut self.tail.lock())?;
         self.inner.sync_data()
     }
 
     fn set_len(&self, new: u64) -> io::Result<()> {
         self.ensure_header()?;
         let mut tail = self.tail.lock();
+        self.flush_tail(&mut tail)?;
         let len = self.len.load(Ordering::Acquire);
         if new >= len {
             let zeros = vec![0u8; (new - len) as usize];
@@ -708,7 +808,7 @@ impl VfsFile for EncFile {
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.current_len())
+        Ok(self.current_len(u64::MAX))
     }
 
     fn will_need(&self, offset: u64, len: u64) {
