@@ -365,13 +365,9 @@ pub(super) fn read_header(
 }
 
 impl EncFile {
-    fn create(
-        inner: Box<dyn VfsFile>,
-        path: &Path,
-        keys: &Arc<KeyState>,
-        head: &Aead,
-    ) -> io::Result<EncFile> {
-        let f = EncFile {
+    /// An empty file without a data key yet.
+    fn blank(inner: Box<dyn VfsFile>, path: &Path, keys: &Arc<KeyState>) -> EncFile {
+        EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
@@ -381,7 +377,16 @@ impl EncFile {
             fixed_len: std::sync::atomic::AtomicBool::new(true),
             tail: Mutex::new(None),
             last_read: Mutex::new(None),
-        };
+        }
+    }
+
+    fn create(
+        inner: Box<dyn VfsFile>,
+        path: &Path,
+        keys: &Arc<KeyState>,
+        head: &Aead,
+    ) -> io::Result<EncFile> {
+        let f = EncFile::blank(inner, path, keys);
         f.write_header(head)
     }
 
@@ -391,17 +396,7 @@ impl EncFile {
         keys: &Arc<KeyState>,
         mode: OpenAs,
     ) -> io::Result<EncFile> {
-        let f = EncFile {
-            inner,
-            path: path.to_path_buf(),
-            keys: keys.clone(),
-            aead: Mutex::new(None),
-            file_id: [0; 16],
-            len: AtomicU64::new(0),
-            fixed_len: std::sync::atomic::AtomicBool::new(true),
-            tail: Mutex::new(None),
-            last_read: Mutex::new(None),
-        };
+        let f = EncFile::blank(inner, path, keys);
         if mode == OpenAs::Write {
             let head = keys
                 .writer_key()
