@@ -47,6 +47,15 @@ pub(super) const SEAL_OVERHEAD: u64 = OVERHEAD;
 const MAGIC: &[u8; 8] = b"LDBENCF1";
 const VERSION: u16 = 1;
 
+/// Size of the per-thread buffer blocks are sealed into and read through.
+const SCRATCH_BYTES: usize = 256 << 10;
+
+thread_local! {
+    /// Reused for every read and sequential write of this thread: large reads and
+    /// writes go through it in pieces, so they touch no fresh pages.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The logical length of a file of `phys` bytes on disk (a trailing fragment too
 /// short to be a block counts as nothing).
 pub fn logical_len(phys: u64) -> u64 {
@@ -575,32 +584,42 @@ impl EncFile {
                 }
             }
         }
-        let phys_start = HEADER_LEN + first * BLOCK_PHYS;
-        let phys_end = HEADER_LEN + last * BLOCK_PHYS + Self::block_len(last, len) + OVERHEAD;
-        let mut raw = vec![0u8; (phys_end - phys_start) as usize];
-        self.inner.read_at(&mut raw, phys_start)?;
-        for b in first..=last {
-            let n = Self::block_len(b, len);
-            let at = ((b - first) * BLOCK_PHYS) as usize;
-            let sealed = &mut raw[at..at + (n + OVERHEAD) as usize];
-            self.open_block(&aead, b, sealed)?;
-            let plain = &sealed[NONCE_LEN..NONCE_LEN + n as usize];
-            Self::copy_part(buf, offset, b * BLOCK_DATA, plain);
-            if b == last
-                && !self.fixed_len.load(Ordering::Relaxed)
-                && let Some(mut cache) = self.last_read.try_lock()
-            {
-                match cache.as_mut() {
-                    Some((cb, v)) => {
-                        *cb = b;
-                        v.clear();
-                        v.extend_from_slice(plain);
+        // Read and open the blocks in pieces through one reused buffer.
+        const PIECE_BLOCKS: u64 = (SCRATCH_BYTES as u64) / BLOCK_PHYS;
+        let cache = !self.fixed_len.load(Ordering::Relaxed);
+        SCRATCH.with_borrow_mut(|raw| -> io::Result<()> {
+            let mut lo = first;
+            while lo <= last {
+                let hi = last.min(lo + PIECE_BLOCKS - 1);
+                let phys_start = HEADER_LEN + lo * BLOCK_PHYS;
+                let phys_end = HEADER_LEN + hi * BLOCK_PHYS + Self::block_len(hi, len) + OVERHEAD;
+                raw.resize((phys_end - phys_start) as usize, 0);
+                self.inner.read_at(raw, phys_start)?;
+                for b in lo..=hi {
+                    let n = Self::block_len(b, len);
+                    let at = ((b - lo) * BLOCK_PHYS) as usize;
+                    let sealed = &mut raw[at..at + (n + OVERHEAD) as usize];
+                    self.open_block(&aead, b, sealed)?;
+                    let plain = &sealed[NONCE_LEN..NONCE_LEN + n as usize];
+                    Self::copy_part(buf, offset, b * BLOCK_DATA, plain);
+                    if b == last
+                        && cache
+                        && let Some(mut c) = self.last_read.try_lock()
+                    {
+                        match c.as_mut() {
+                            Some((cb, v)) => {
+                                *cb = b;
+                                v.clear();
+                                v.extend_from_slice(plain);
+                            }
+                            None => *c = Some((b, plain.to_vec())),
+                        }
                     }
-                    None => *cache = Some((b, plain.to_vec())),
                 }
+                lo = hi + 1;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Write `data` at `offset` (at most the current length: callers fill gaps),
@@ -678,32 +697,64 @@ impl EncFile {
             return self.write_locked(tail, data, len);
         }
         let aead = self.aead()?;
-        let mut cur = match tail.take() {
+        let mut head = match tail.take() {
             Some(t) if t.block == tb => t.data,
             _ => Vec::new(),
         };
-        cur.extend_from_slice(data);
-        let full = cur.len() / BLOCK_DATA as usize;
-        if full > 0 {
-            let mut out = Vec::with_capacity(full * BLOCK_PHYS as usize);
-            for (i, plain) in cur[..full * BLOCK_DATA as usize]
-                .chunks(BLOCK_DATA as usize)
-                .enumerate()
-            {
-                let b = tb + i as u64;
+        let mut rest = data;
+        let mut block = tb;
+        if !head.is_empty() {
+            let need = BLOCK_DATA as usize - head.len();
+            if rest.len() < need {
+                head.extend_from_slice(rest);
+                *tail = Some(Tail {
+                    block,
+                    data: head,
+                    pending: true,
+                });
+                self.len.store(len + data.len() as u64, Ordering::Release);
+                return Ok(());
+            }
+            head.extend_from_slice(&rest[..need]);
+            rest = &rest[need..];
+        }
+        // Seal whole blocks straight from `data`, written in pieces through one
+        // reused buffer (no copy of the whole write, no fresh pages per call).
+        SCRATCH.with_borrow_mut(|out| -> io::Result<()> {
+            out.clear();
+            let mut at_phys = HEADER_LEN + tb * BLOCK_PHYS;
+            let seal = |out: &mut Vec<u8>, plain: &[u8], b: u64| {
                 let nonce = self.keys.next_nonce();
                 let at = out.len();
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(plain);
                 let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
                 out.extend_from_slice(&tag);
+            };
+            if !head.is_empty() {
+                seal(out, &head, block);
+                block += 1;
             }
-            self.inner.write_at(&out, HEADER_LEN + tb * BLOCK_PHYS)?;
-        }
-        let rest = cur.split_off(full * BLOCK_DATA as usize);
+            while rest.len() >= BLOCK_DATA as usize {
+                let (piece, more) = rest.split_at(BLOCK_DATA as usize);
+                seal(out, piece, block);
+                block += 1;
+                rest = more;
+                if out.len() >= SCRATCH_BYTES {
+                    self.inner.write_at(out, at_phys)?;
+                    at_phys += out.len() as u64;
+                    out.clear();
+                }
+            }
+            if !out.is_empty() {
+                self.inner.write_at(out, at_phys)?;
+                out.clear();
+            }
+            Ok(())
+        })?;
         *tail = (!rest.is_empty()).then(|| Tail {
-            block: tb + full as u64,
-            data: rest,
+            block,
+            data: rest.to_vec(),
             pending: true,
         });
         self.len.store(len + data.len() as u64, Ordering::Release);
@@ -888,12 +939,20 @@ mod tests {
                 f.append(&chunk).unwrap();
                 model.extend_from_slice(&chunk);
             }
+            // A write larger than the scratch buffer, from a partial block on.
+            let big: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+            f.append(&big).unwrap();
+            model.extend_from_slice(&big);
+            let mut back = vec![0u8; big.len()];
+            f.read_at(&mut back, (model.len() - big.len()) as u64)
+                .unwrap();
+            assert_eq!(back, big);
             f.write_at(b"overwritten", 5000).unwrap();
             model[5000..5011].copy_from_slice(b"overwritten");
-            f.set_len(9000).unwrap();
-            model.truncate(9000);
-            f.write_at(b"past", 12000).unwrap();
-            model.resize(12000, 0);
+            f.set_len(9000 + 600_000).unwrap();
+            model.truncate(9000 + 600_000);
+            f.write_at(b"past", 612_000).unwrap();
+            model.resize(612_000, 0);
             model.extend_from_slice(b"past");
             f.sync_data().unwrap();
             drop(f);
