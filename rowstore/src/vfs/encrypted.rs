@@ -25,8 +25,9 @@
 //! and offset). Memory maps are not offered: readers fall back to positioned reads,
 //! decrypted into the block cache.
 
+use super::encrypted_header::{Header, Layout, header_bytes, read_header};
 use super::{Metadata, Vfs, VfsFile, VfsLock};
-use crate::crypto::{Aead, AuthFailure, KEY_FILE, KEY_LEN, KeyState, NONCE_LEN, TAG_LEN};
+use crate::crypto::{Aead, AuthFailure, KEY_FILE, KeyState, NONCE_LEN, TAG_LEN};
 use parking_lot::Mutex;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,9 +44,6 @@ const OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
 pub const BLOCK_DATA: u64 = BLOCK_PHYS - OVERHEAD;
 /// Bytes of a block's nonce and tag (also a log chunk's).
 pub(super) const SEAL_OVERHEAD: u64 = OVERHEAD;
-
-const MAGIC: &[u8; 8] = b"LDBENCF1";
-const VERSION: u16 = 1;
 
 /// Size of the per-thread buffer blocks are sealed into and read through.
 const SCRATCH_BYTES: usize = 256 << 10;
@@ -274,103 +272,6 @@ impl std::fmt::Debug for EncFile {
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
-}
-
-/// How a file's bytes after the header are laid out (header byte 11).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Layout {
-    /// Fixed 4 KiB blocks: random access (tables, segments, everything not a log).
-    Blocks = 0,
-    /// Append-only chunks, one per write: logs (`encrypted_log.rs`).
-    Chunks = 1,
-}
-
-pub(super) fn header_bytes(
-    keys: &KeyState,
-    head: &Aead,
-    file_id: &[u8; 16],
-    data_key: &[u8; KEY_LEN],
-    layout: Layout,
-) -> Vec<u8> {
-    let mut h = vec![0u8; HEADER_LEN as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
-    h[10] = keys.cipher().id();
-    h[11] = layout as u8;
-    h[12..28].copy_from_slice(file_id);
-    let nonce = keys.next_nonce();
-    h[28..40].copy_from_slice(&nonce);
-    let mut sealed = *data_key;
-    let aad = h[..28].to_vec();
-    let tag = head.seal(&nonce, &aad, &mut sealed);
-    h[40..72].copy_from_slice(&sealed);
-    h[72..88].copy_from_slice(&tag);
-    let crc = crc32c::crc32c(&h[..88]);
-    h[88..92].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-/// A file header, read and opened.
-pub(super) struct Header {
-    pub(super) layout: Layout,
-    pub(super) file_id: [u8; 16],
-    /// Keyed with the file's data key.
-    pub(super) aead: Arc<Aead>,
-}
-
-/// Read and check the header of the file `inner` (of `phys` bytes), unwrapping its
-/// data key with the database key `head`.
-pub(super) fn read_header(
-    inner: &dyn VfsFile,
-    path: &Path,
-    head: &Aead,
-    phys: u64,
-) -> io::Result<Header> {
-    let bad = |why: &str| AuthFailure::io(path, 0, why.to_string());
-    if phys < HEADER_LEN {
-        return Err(bad("encrypted file header is torn or missing"));
-    }
-    let mut h = vec![0u8; HEADER_LEN as usize];
-    inner.read_at(&mut h, 0)?;
-    if &h[..8] != MAGIC {
-        return Err(bad(
-            "not an encrypted file (written without encryption, or damaged)",
-        ));
-    }
-    if crc32c::crc32c(&h[..88]) != u32::from_le_bytes([h[88], h[89], h[90], h[91]]) {
-        return Err(bad("encrypted file header checksum mismatch"));
-    }
-    if h[92..].iter().any(|&b| b != 0) {
-        return Err(bad("encrypted file header padding was altered"));
-    }
-    let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != VERSION {
-        return Err(bad(&format!(
-            "unsupported encrypted file version {version}"
-        )));
-    }
-    let cipher = crate::crypto::Cipher::from_id(h[10]).ok_or_else(|| bad("unknown cipher"))?;
-    let layout = match h[11] {
-        0 => Layout::Blocks,
-        1 => Layout::Chunks,
-        _ => return Err(bad("unknown encrypted file layout")),
-    };
-    let mut file_id = [0u8; 16];
-    file_id.copy_from_slice(&h[12..28]);
-    let nonce: [u8; NONCE_LEN] = h[28..40].try_into().unwrap_or_default();
-    let tag: [u8; TAG_LEN] = h[72..88].try_into().unwrap_or_default();
-    let mut data_key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-    data_key.copy_from_slice(&h[40..72]);
-    if !head.open(&nonce, &h[..28], &mut data_key[..], &tag) {
-        return Err(bad(
-            "the file's data key does not unwrap with the database key",
-        ));
-    }
-    Ok(Header {
-        layout,
-        file_id,
-        aead: Arc::new(Aead::new(cipher, &data_key)),
-    })
 }
 
 impl EncFile {
@@ -911,139 +812,5 @@ impl VfsFile for EncFile {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::{Cipher, EncryptionConfig, KeyProvider};
-    use crate::vfs::StdVfs;
-
-    fn vfs(dir: &Path, cipher: Cipher) -> EncryptedVfs {
-        let inner: Arc<dyn Vfs> = Arc::new(StdVfs);
-        let keys = Arc::new(KeyState::new(
-            inner.clone(),
-            dir,
-            &EncryptionConfig::new(cipher, KeyProvider::raw([9; 32])),
-        ));
-        EncryptedVfs::new(inner, keys)
-    }
-
-    #[test]
-    fn appends_writes_and_truncation_read_back() {
-        for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
-            let d = tempfile::tempdir().unwrap();
-            let v = vfs(d.path(), cipher);
-            let p = d.path().join("f");
-            let f = v.create(&p).unwrap();
-            let mut model = Vec::new();
-            for i in 0..300u32 {
-                let chunk = vec![(i % 251) as u8; (i as usize * 37) % 700 + 1];
-                f.append(&chunk).unwrap();
-                model.extend_from_slice(&chunk);
-            }
-            // A write larger than the scratch buffer, from a partial block on.
-            let big: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
-            f.append(&big).unwrap();
-            model.extend_from_slice(&big);
-            let mut back = vec![0u8; big.len()];
-            f.read_at(&mut back, (model.len() - big.len()) as u64)
-                .unwrap();
-            assert_eq!(back, big);
-            f.write_at(b"overwritten", 5000).unwrap();
-            model[5000..5011].copy_from_slice(b"overwritten");
-            f.set_len(9000 + 600_000).unwrap();
-            model.truncate(9000 + 600_000);
-            f.write_at(b"past", 612_000).unwrap();
-            model.resize(612_000, 0);
-            model.extend_from_slice(b"past");
-            f.sync_data().unwrap();
-            drop(f);
-            let g = v.open(&p).unwrap();
-            assert_eq!(g.len().unwrap(), model.len() as u64);
-            let mut all = vec![0u8; model.len()];
-            g.read_at(&mut all, 0).unwrap();
-            assert_eq!(all, model);
-            let mut mid = vec![0u8; 5000];
-            g.read_at(&mut mid, 4000).unwrap();
-            assert_eq!(mid, &model[4000..9000]);
-            // Sequential reads (the last block read is reused), forwards and back.
-            for step in [4096usize, 1000, 7] {
-                let mut got = Vec::new();
-                let mut at = 0;
-                while at < model.len() {
-                    let mut b = vec![0u8; step.min(model.len() - at)];
-                    g.read_at(&mut b, at as u64).unwrap();
-                    got.extend_from_slice(&b);
-                    at += b.len();
-                }
-                assert_eq!(got, model, "step {step}");
-            }
-            for at in (0..model.len() - 100).rev().step_by(997) {
-                let mut b = vec![0u8; 100];
-                g.read_at(&mut b, at as u64).unwrap();
-                assert_eq!(b, &model[at..at + 100]);
-            }
-            let raw = std::fs::read(&p).unwrap();
-            assert!(!raw.windows(11).any(|w| w == b"overwritten"));
-        }
-    }
-
-    #[test]
-    fn a_flipped_byte_fails_authentication_naming_the_file() {
-        let d = tempfile::tempdir().unwrap();
-        let v = vfs(d.path(), Cipher::Aes256Gcm);
-        let p = d.path().join("f");
-        let f = v.create(&p).unwrap();
-        f.append(&vec![1u8; 10_000]).unwrap();
-        drop(f);
-        let raw = std::fs::read(&p).unwrap();
-        for at in [0usize, 50, 4096, 4100, 8000, raw.len() - 1] {
-            let mut b = raw.clone();
-            b[at] ^= 0x20;
-            std::fs::write(&p, &b).unwrap();
-            let r = v.open(&p).and_then(|g| {
-                let mut buf = vec![0u8; 10_000];
-                g.read_at(&mut buf, 0)
-            });
-            let e = r.unwrap_err();
-            let a = AuthFailure::find(&e).unwrap_or_else(|| panic!("byte {at}: {e}"));
-            assert_eq!(a.path, p);
-        }
-    }
-
-    #[test]
-    fn a_torn_last_block_ends_a_log() {
-        let d = tempfile::tempdir().unwrap();
-        let v = vfs(d.path(), Cipher::Aes256Gcm);
-        let p = d.path().join("log");
-        let f = v.create(&p).unwrap();
-        f.append(&vec![3u8; 5000]).unwrap();
-        drop(f);
-        let mut b = std::fs::read(&p).unwrap();
-        let n = b.len();
-        b[n - 3] ^= 1;
-        std::fs::write(&p, &b).unwrap();
-        assert_eq!(v.open_log(&p).unwrap().len().unwrap(), BLOCK_DATA);
-        let w = v.open_rw(&p).unwrap();
-        assert_eq!(w.len().unwrap(), BLOCK_DATA);
-        w.append(b"more").unwrap();
-        drop(w);
-        let g = v.open(&p).unwrap();
-        let mut buf = vec![0u8; BLOCK_DATA as usize + 4];
-        g.read_at(&mut buf, 0).unwrap();
-        assert_eq!(&buf[BLOCK_DATA as usize..], b"more");
-    }
-
-    #[test]
-    fn lengths_map_both_ways() {
-        for len in [
-            0,
-            1,
-            100,
-            BLOCK_DATA - 1,
-            BLOCK_DATA,
-            BLOCK_DATA + 1,
-            10 * BLOCK_DATA + 7,
-        ] {
-            assert_eq!(logical_len(physical_len(len)), len, "{len}");
-        }
-    }
-}
+#[path = "encrypted_tests.rs"]
+mod tests;

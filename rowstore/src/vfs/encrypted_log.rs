@@ -18,7 +18,8 @@
 //! records (an error), exactly as without encryption.
 
 use super::VfsFile;
-use super::encrypted::{HEADER_LEN, Header, Layout, SEAL_OVERHEAD, header_bytes};
+use super::encrypted::{HEADER_LEN, SEAL_OVERHEAD};
+use super::encrypted_header::{Header, Layout, header_bytes};
 use crate::crypto::{Aead, AuthFailure, KeyState, NONCE_LEN, TAG_LEN};
 use parking_lot::Mutex;
 use std::io;

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod encrypted;
+mod encrypted_header;
 mod encrypted_log;
 pub mod fault;
 #[path = "std.rs"]

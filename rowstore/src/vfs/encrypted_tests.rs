@@ -1,0 +1,136 @@
+//! Tests of the encrypted block layout.
+
+use super::*;
+use crate::crypto::{Cipher, EncryptionConfig, KeyProvider};
+use crate::vfs::StdVfs;
+
+fn vfs(dir: &Path, cipher: Cipher) -> EncryptedVfs {
+    let inner: Arc<dyn Vfs> = Arc::new(StdVfs);
+    let keys = Arc::new(KeyState::new(
+        inner.clone(),
+        dir,
+        &EncryptionConfig::new(cipher, KeyProvider::raw([9; 32])),
+    ));
+    EncryptedVfs::new(inner, keys)
+}
+
+#[test]
+fn appends_writes_and_truncation_read_back() {
+    for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+        let d = tempfile::tempdir().unwrap();
+        let v = vfs(d.path(), cipher);
+        let p = d.path().join("f");
+        let f = v.create(&p).unwrap();
+        let mut model = Vec::new();
+        for i in 0..300u32 {
+            let chunk = vec![(i % 251) as u8; (i as usize * 37) % 700 + 1];
+            f.append(&chunk).unwrap();
+            model.extend_from_slice(&chunk);
+        }
+        // A write larger than the scratch buffer, from a partial block on.
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        f.append(&big).unwrap();
+        model.extend_from_slice(&big);
+        let mut back = vec![0u8; big.len()];
+        f.read_at(&mut back, (model.len() - big.len()) as u64)
+            .unwrap();
+        assert_eq!(back, big);
+        f.write_at(b"overwritten", 5000).unwrap();
+        model[5000..5011].copy_from_slice(b"overwritten");
+        f.set_len(9000 + 600_000).unwrap();
+        model.truncate(9000 + 600_000);
+        f.write_at(b"past", 612_000).unwrap();
+        model.resize(612_000, 0);
+        model.extend_from_slice(b"past");
+        f.sync_data().unwrap();
+        drop(f);
+        let g = v.open(&p).unwrap();
+        assert_eq!(g.len().unwrap(), model.len() as u64);
+        let mut all = vec![0u8; model.len()];
+        g.read_at(&mut all, 0).unwrap();
+        assert_eq!(all, model);
+        let mut mid = vec![0u8; 5000];
+        g.read_at(&mut mid, 4000).unwrap();
+        assert_eq!(mid, &model[4000..9000]);
+        // Sequential reads (the last block read is reused), forwards and back.
+        for step in [4096usize, 1000, 7] {
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < model.len() {
+                let mut b = vec![0u8; step.min(model.len() - at)];
+                g.read_at(&mut b, at as u64).unwrap();
+                got.extend_from_slice(&b);
+                at += b.len();
+            }
+            assert_eq!(got, model, "step {step}");
+        }
+        for at in (0..model.len() - 100).rev().step_by(997) {
+            let mut b = vec![0u8; 100];
+            g.read_at(&mut b, at as u64).unwrap();
+            assert_eq!(b, &model[at..at + 100]);
+        }
+        let raw = std::fs::read(&p).unwrap();
+        assert!(!raw.windows(11).any(|w| w == b"overwritten"));
+    }
+}
+
+#[test]
+fn a_flipped_byte_fails_authentication_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let v = vfs(d.path(), Cipher::Aes256Gcm);
+    let p = d.path().join("f");
+    let f = v.create(&p).unwrap();
+    f.append(&vec![1u8; 10_000]).unwrap();
+    drop(f);
+    let raw = std::fs::read(&p).unwrap();
+    for at in [0usize, 50, 4096, 4100, 8000, raw.len() - 1] {
+        let mut b = raw.clone();
+        b[at] ^= 0x20;
+        std::fs::write(&p, &b).unwrap();
+        let r = v.open(&p).and_then(|g| {
+            let mut buf = vec![0u8; 10_000];
+            g.read_at(&mut buf, 0)
+        });
+        let e = r.unwrap_err();
+        let a = AuthFailure::find(&e).unwrap_or_else(|| panic!("byte {at}: {e}"));
+        assert_eq!(a.path, p);
+    }
+}
+
+#[test]
+fn a_torn_last_block_ends_a_log() {
+    let d = tempfile::tempdir().unwrap();
+    let v = vfs(d.path(), Cipher::Aes256Gcm);
+    let p = d.path().join("log");
+    let f = v.create(&p).unwrap();
+    f.append(&vec![3u8; 5000]).unwrap();
+    drop(f);
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    assert_eq!(v.open_log(&p).unwrap().len().unwrap(), BLOCK_DATA);
+    let w = v.open_rw(&p).unwrap();
+    assert_eq!(w.len().unwrap(), BLOCK_DATA);
+    w.append(b"more").unwrap();
+    drop(w);
+    let g = v.open(&p).unwrap();
+    let mut buf = vec![0u8; BLOCK_DATA as usize + 4];
+    g.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[BLOCK_DATA as usize..], b"more");
+}
+
+#[test]
+fn lengths_map_both_ways() {
+    for len in [
+        0,
+        1,
+        100,
+        BLOCK_DATA - 1,
+        BLOCK_DATA,
+        BLOCK_DATA + 1,
+        10 * BLOCK_DATA + 7,
+    ] {
+        assert_eq!(logical_len(physical_len(len)), len, "{len}");
+    }
+}
