@@ -289,6 +289,18 @@ struct Resolved {
     claimed: bool,
 }
 
+impl Resolved {
+    fn new(db_key: Zeroizing<[u8; KEY_LEN]>, fields: Fields, persisted: bool) -> Resolved {
+        Resolved {
+            db_aead: Arc::new(Aead::new(fields.cipher, &db_key)),
+            db_key,
+            fields,
+            persisted,
+            claimed: false,
+        }
+    }
+}
+
 struct Inner {
     provider: KeyProvider,
     resolved: Option<Resolved>,
@@ -361,13 +373,7 @@ impl KeyState {
                 Some(bytes) => {
                     let fields = Fields::decode(&path, &bytes)?;
                     let db_key = unwrap(&path, &inner.provider, &fields)?;
-                    inner.resolved = Some(Resolved {
-                        db_aead: Arc::new(Aead::new(fields.cipher, &db_key)),
-                        db_key,
-                        fields,
-                        persisted: true,
-                        claimed: false,
-                    });
+                    inner.resolved = Some(Resolved::new(db_key, fields, true));
                 }
                 None if !stale => {
                     if vfs::exists(&*self.vfs, &crate::files::current_path(&self.root))? {
@@ -380,13 +386,7 @@ impl KeyState {
                     let db_key =
                         super::random_key().map_err(|e| Error::io("making a database key", e))?;
                     let fields = wrap(&inner.provider, self.cipher, &db_key, 0)?;
-                    inner.resolved = Some(Resolved {
-                        db_aead: Arc::new(Aead::new(self.cipher, &db_key)),
-                        db_key,
-                        fields,
-                        persisted: false,
-                        claimed: false,
-                    });
+                    inner.resolved = Some(Resolved::new(db_key, fields, false));
                 }
                 None => {}
             }

@@ -403,32 +403,3 @@ mod tests {
         assert!(parse_hex_key("zz").is_none());
     }
 }
-
-#[cfg(test)]
-mod throughput {
-    use super::*;
-
-    /// Cipher speed on this machine: `cargo test --release -p lightning-rowstore --lib
-    /// -- --ignored cipher_throughput --nocapture`.
-    #[test]
-    #[ignore]
-    fn cipher_throughput() {
-        for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
-            let a = Aead::new(cipher, &[3u8; 32]);
-            let mut buf = vec![7u8; 4068];
-            let n = 100_000;
-            let t = std::time::Instant::now();
-            for i in 0..n {
-                let mut nonce = [0u8; 12];
-                nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                std::hint::black_box(a.seal(&nonce, b"aad-aad-aad", &mut buf));
-            }
-            let s = t.elapsed().as_secs_f64();
-            println!(
-                "{}: {:.2} GB/s sealing 4 KiB blocks",
-                cipher.name(),
-                n as f64 * 4068.0 / s / 1e9
-            );
-        }
-    }
-}

@@ -253,7 +253,7 @@ struct EncFile {
     path: PathBuf,
     keys: Arc<KeyState>,
     /// Sealed by the data key; `None` for a headerless empty file until its first write.
-    aead: Mutex<Option<Arc<Aead>>>,
+    aead: std::sync::OnceLock<Arc<Aead>>,
     file_id: [u8; 16],
     len: AtomicU64,
     /// Whether `len` is the length (a writer, or a log that ends before a torn block);
@@ -281,7 +281,7 @@ impl EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
-            aead: Mutex::new(None),
+            aead: std::sync::OnceLock::new(),
             file_id: [0; 16],
             len: AtomicU64::new(0),
             fixed_len: std::sync::atomic::AtomicBool::new(true),
@@ -322,7 +322,9 @@ impl EncFile {
         crate::crypto::random(&mut self.file_id)?;
         let h = header_bytes(&self.keys, head, &self.file_id, &data_key, Layout::Blocks);
         self.inner.write_at(&h, 0)?;
-        *self.aead.get_mut() = Some(Arc::new(Aead::new(self.keys.cipher(), &data_key)));
+        let _ = self
+            .aead
+            .set(Arc::new(Aead::new(self.keys.cipher(), &data_key)));
         Ok(self)
     }
 
@@ -339,7 +341,7 @@ impl EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
-            aead: Mutex::new(Some(aead)),
+            aead: std::sync::OnceLock::from(aead),
             file_id,
             len: AtomicU64::new(logical_len(phys)),
             fixed_len: std::sync::atomic::AtomicBool::new(mode == OpenAs::Write),
@@ -398,11 +400,22 @@ impl EncFile {
         self.len.load(Ordering::Acquire)
     }
 
-    fn aead(&self) -> io::Result<Arc<Aead>> {
+    /// The data key (a headerless empty file has none: nothing to read).
+    fn aead(&self) -> io::Result<&Aead> {
         self.aead
-            .lock()
-            .clone()
+            .get()
+            .map(|a| &**a)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+
+    /// Seal `plain` as block `b` onto the end of `out` (nonce | ciphertext | tag).
+    fn seal_block(&self, aead: &Aead, out: &mut Vec<u8>, plain: &[u8], b: u64) {
+        let nonce = self.keys.next_nonce();
+        let at = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
+        out.extend_from_slice(&tag);
     }
 
     fn aad(&self, block: u64) -> [u8; 24] {
@@ -444,7 +457,7 @@ impl EncFile {
         let mut raw = vec![0u8; (n + OVERHEAD) as usize];
         self.inner
             .read_at(&mut raw, HEADER_LEN + block * BLOCK_PHYS)?;
-        self.open_block(&aead, block, &mut raw)?;
+        self.open_block(aead, block, &mut raw)?;
         raw.truncate(NONCE_LEN + n as usize);
         raw.drain(..NONCE_LEN);
         Ok(raw)
@@ -500,7 +513,7 @@ impl EncFile {
                     let n = Self::block_len(b, len);
                     let at = ((b - lo) * BLOCK_PHYS) as usize;
                     let sealed = &mut raw[at..at + (n + OVERHEAD) as usize];
-                    self.open_block(&aead, b, sealed)?;
+                    self.open_block(aead, b, sealed)?;
                     let plain = &sealed[NONCE_LEN..NONCE_LEN + n as usize];
                     Self::copy_part(buf, offset, b * BLOCK_DATA, plain);
                     if b == last
@@ -559,12 +572,7 @@ impl EncFile {
             plain.resize(new_n as usize, 0);
             plain[(from - bstart) as usize..(to - bstart) as usize]
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
-            let nonce = self.keys.next_nonce();
-            let at = out.len();
-            out.extend_from_slice(&nonce);
-            out.extend_from_slice(&plain);
-            let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
-            out.extend_from_slice(&tag);
+            self.seal_block(aead, &mut out, &plain, b);
             if b == tail_block {
                 new_tail = Some(plain);
             }
@@ -624,21 +632,13 @@ impl EncFile {
         SCRATCH.with_borrow_mut(|out| -> io::Result<()> {
             out.clear();
             let mut at_phys = HEADER_LEN + tb * BLOCK_PHYS;
-            let seal = |out: &mut Vec<u8>, plain: &[u8], b: u64| {
-                let nonce = self.keys.next_nonce();
-                let at = out.len();
-                out.extend_from_slice(&nonce);
-                out.extend_from_slice(plain);
-                let tag = aead.seal(&nonce, &self.aad(b), &mut out[at + NONCE_LEN..]);
-                out.extend_from_slice(&tag);
-            };
             if !head.is_empty() {
-                seal(out, &head, block);
+                self.seal_block(aead, out, &head, block);
                 block += 1;
             }
             while rest.len() >= BLOCK_DATA as usize {
                 let (piece, more) = rest.split_at(BLOCK_DATA as usize);
-                seal(out, piece, block);
+                self.seal_block(aead, out, piece, block);
                 block += 1;
                 rest = more;
                 if out.len() >= SCRATCH_BYTES {
@@ -667,13 +667,8 @@ impl EncFile {
         let Some(t) = tail.as_mut().filter(|t| t.pending) else {
             return Ok(());
         };
-        let aead = self.aead()?;
-        let nonce = self.keys.next_nonce();
         let mut out = Vec::with_capacity(t.data.len() + OVERHEAD as usize);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&t.data);
-        let tag = aead.seal(&nonce, &self.aad(t.block), &mut out[NONCE_LEN..]);
-        out.extend_from_slice(&tag);
+        self.seal_block(self.aead()?, &mut out, &t.data, t.block);
         self.inner
             .write_at(&out, HEADER_LEN + t.block * BLOCK_PHYS)?;
         t.pending = false;
@@ -681,7 +676,7 @@ impl EncFile {
     }
 
     fn ensure_header(&self) -> io::Result<()> {
-        if self.aead.lock().is_some() {
+        if self.aead.get().is_some() {
             return Ok(());
         }
         Err(io::Error::other(format!(
@@ -707,7 +702,8 @@ impl VfsFile for EncFile {
         if buf.is_empty() {
             return Ok(());
         }
-        {
+        // Only a writer handle (`fixed_len`) can hold a pending last block.
+        if self.fixed_len.load(Ordering::Relaxed) {
             let mut tail = self.tail.lock();
             if tail.as_ref().is_some_and(|t| t.pending) {
                 self.flush_tail(&mut tail)?;
