@@ -263,6 +263,9 @@ struct EncFile {
     tail: Mutex<Option<Tail>>,
     /// Read handles: the plaintext of the last block read.
     last_read: Mutex<Option<(u64, Vec<u8>)>>,
+    /// An immutable file's stored (sealed) bytes, mapped ([`VfsFile::map_stored`]):
+    /// reads copy blocks from memory instead of making a `pread` each.
+    stored: std::sync::OnceLock<memmap2::Mmap>,
 }
 
 impl std::fmt::Debug for EncFile {
@@ -287,6 +290,7 @@ impl EncFile {
             fixed_len: std::sync::atomic::AtomicBool::new(true),
             tail: Mutex::new(None),
             last_read: Mutex::new(None),
+            stored: std::sync::OnceLock::new(),
         }
     }
 
@@ -347,6 +351,7 @@ impl EncFile {
             fixed_len: std::sync::atomic::AtomicBool::new(mode == OpenAs::Write),
             tail: Mutex::new(None),
             last_read: Mutex::new(None),
+            stored: std::sync::OnceLock::new(),
         };
         if mode != OpenAs::Read {
             f.check_tail(phys, mode)?;
@@ -479,7 +484,8 @@ impl EncFile {
         let (mut first, mut last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
         // A block shared with the previous read (sequential reads of 4 KiB table blocks
         // straddle two encrypted blocks each) is decrypted once, not twice.
-        if !self.fixed_len.load(Ordering::Relaxed)
+        let cache = self.is_reader();
+        if cache
             && let Some(cache) = self.last_read.try_lock()
             && let Some((cb, plain)) = cache.as_ref()
             && (*cb == first || *cb == last)
@@ -500,7 +506,6 @@ impl EncFile {
         }
         // Read and open the blocks in pieces through one reused buffer.
         const PIECE_BLOCKS: u64 = (SCRATCH_BYTES as u64) / BLOCK_PHYS;
-        let cache = !self.fixed_len.load(Ordering::Relaxed);
         SCRATCH.with_borrow_mut(|raw| -> io::Result<()> {
             let mut lo = first;
             while lo <= last {
@@ -508,7 +513,7 @@ impl EncFile {
                 let phys_start = HEADER_LEN + lo * BLOCK_PHYS;
                 let phys_end = HEADER_LEN + hi * BLOCK_PHYS + Self::block_len(hi, len) + OVERHEAD;
                 raw.resize((phys_end - phys_start) as usize, 0);
-                self.inner.read_at(raw, phys_start)?;
+                self.read_stored(raw, phys_start)?;
                 for b in lo..=hi {
                     let n = Self::block_len(b, len);
                     let at = ((b - lo) * BLOCK_PHYS) as usize;
@@ -534,6 +539,30 @@ impl EncFile {
             }
             Ok(())
         })
+    }
+
+    /// A read handle (of a file that may grow under another handle, or a mapped
+    /// immutable file): keeps the last block it decrypted for the next read.
+    fn is_reader(&self) -> bool {
+        !self.fixed_len.load(Ordering::Relaxed) || self.stored.get().is_some()
+    }
+
+    /// Stored bytes at `phys`, from the map if the file has one.
+    fn read_stored(&self, raw: &mut [u8], phys: u64) -> io::Result<()> {
+        let Some(map) = self.stored.get() else {
+            return self.inner.read_at(raw, phys);
+        };
+        let at = phys as usize;
+        match map.get(at..at + raw.len()) {
+            Some(src) => {
+                raw.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read past the end of {}", self.path.display()),
+            )),
+        }
     }
 
     /// Write `data` at `offset` (at most the current length: callers fill gaps),
@@ -702,8 +731,8 @@ impl VfsFile for EncFile {
         if buf.is_empty() {
             return Ok(());
         }
-        // Only a writer handle (`fixed_len`) can hold a pending last block.
-        if self.fixed_len.load(Ordering::Relaxed) {
+        // Only a writer handle (`fixed_len`, not mapped) can hold a pending last block.
+        if self.fixed_len.load(Ordering::Relaxed) && self.stored.get().is_none() {
             let mut tail = self.tail.lock();
             if tail.as_ref().is_some_and(|t| t.pending) {
                 self.flush_tail(&mut tail)?;
@@ -797,6 +826,25 @@ impl VfsFile for EncFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.current_len(u64::MAX))
+    }
+
+    fn map_stored(&self) -> io::Result<bool> {
+        if self.stored.get().is_some() {
+            return Ok(true);
+        }
+        // Only a read handle maps; a writer's blocks change under it.
+        if self.fixed_len.load(Ordering::Acquire) || self.aead.get().is_none() {
+            return Ok(false);
+        }
+        let Some(map) = self.inner.map()? else {
+            return Ok(false);
+        };
+        // The caller promises the file no longer changes: its length is final.
+        self.len
+            .store(logical_len(map.len() as u64), Ordering::Release);
+        self.fixed_len.store(true, Ordering::Release);
+        let _ = self.stored.set(map);
+        Ok(true)
     }
 
     fn will_need(&self, offset: u64, len: u64) {

@@ -134,3 +134,43 @@ fn lengths_map_both_ways() {
         assert_eq!(logical_len(physical_len(len)), len, "{len}");
     }
 }
+
+#[test]
+fn mapped_stored_bytes_read_back_and_still_authenticate() {
+    let d = tempfile::tempdir().unwrap();
+    let v = vfs(d.path(), Cipher::Aes256Gcm);
+    let p = d.path().join("t");
+    let model: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
+    let f = v.create(&p).unwrap();
+    f.append(&model).unwrap();
+    f.sync_data().unwrap();
+    // A writer's blocks may still change: it never maps.
+    assert!(!f.map_stored().unwrap());
+    drop(f);
+    let g = v.open(&p).unwrap();
+    assert!(g.map_stored().unwrap());
+    assert_eq!(g.len().unwrap(), model.len() as u64);
+    for (off, n) in [
+        (0usize, 50_000usize),
+        (4000, 5000),
+        (49_990, 10),
+        (8136, 4068),
+    ] {
+        let mut b = vec![0u8; n];
+        g.read_at(&mut b, off as u64).unwrap();
+        assert_eq!(b, &model[off..off + n], "{off}+{n}");
+    }
+    let mut past = vec![0u8; 11];
+    assert!(g.read_at(&mut past, 49_990).is_err());
+    drop(g);
+    // A damaged stored byte is found through the map too.
+    let mut raw = std::fs::read(&p).unwrap();
+    raw[HEADER_LEN as usize + BLOCK_PHYS as usize + 100] ^= 1;
+    std::fs::write(&p, &raw).unwrap();
+    let g = v.open(&p).unwrap();
+    assert!(g.map_stored().unwrap());
+    let mut b = vec![0u8; 100];
+    g.read_at(&mut b, 0).unwrap();
+    let e = g.read_at(&mut b, BLOCK_DATA + 10).unwrap_err();
+    assert!(AuthFailure::find(&e).is_some(), "{e}");
+}

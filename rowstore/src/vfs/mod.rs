@@ -144,6 +144,13 @@ pub trait VfsFile: Send + Sync + Debug {
     fn map(&self) -> io::Result<Option<memmap2::Mmap>> {
         Ok(None)
     }
+    /// For a file whose bytes change on the way in (an encrypted file), which cannot
+    /// hand out a map of its contents: map the *stored* bytes for this handle's own
+    /// `read_at` calls, which then make no system call. `Ok(true)` if it did. The same
+    /// promise as [`VfsFile::map`]: the file is immutable while mapped.
+    fn map_stored(&self) -> io::Result<bool> {
+        Ok(false)
+    }
     /// Hint that a byte range will be read soon.
     fn will_need(&self, offset: u64, len: u64) {
         let _ = (offset, len);
@@ -396,7 +403,9 @@ enum Backing {
         map: memmap2::Mmap,
         budget: Arc<MmapBudget>,
     },
-    File,
+    /// Positioned reads; `budget` is held when the file mapped its stored bytes
+    /// itself ([`VfsFile::map_stored`]).
+    File { budget: Option<Arc<MmapBudget>> },
 }
 
 /// A read-only immutable file: memory-mapped if the `Vfs` can map and the budget
@@ -432,12 +441,15 @@ impl RandomAccessFile {
                     map,
                     budget: b.clone(),
                 },
+                _ if matches!(file.map_stored(), Ok(true)) => Backing::File {
+                    budget: Some(b.clone()),
+                },
                 _ => {
                     b.release(len);
-                    Backing::File
+                    Backing::File { budget: None }
                 }
             },
-            _ => Backing::File,
+            _ => Backing::File { budget: None },
         };
         Ok(RandomAccessFile {
             path: path.to_path_buf(),
@@ -479,11 +491,12 @@ impl RandomAccessFile {
                 let o = offset as usize;
                 Ok(map[o..o + len].to_vec())
             }
-            Backing::File => {
+            Backing::File { .. } => {
                 let mut buf = vec![0u8; len];
-                self.file
-                    .read_at(&mut buf, offset)
-                    .map_err(ctx(format!("reading {} at {offset}", self.path.display())))?;
+                // The message is built only on failure: this is every block read's path.
+                self.file.read_at(&mut buf, offset).map_err(|e| {
+                    Error::io(format!("reading {} at {offset}", self.path.display()), e)
+                })?;
                 Ok(buf)
             }
         }
@@ -491,7 +504,7 @@ impl RandomAccessFile {
 
     /// Hint that a byte range will be read soon.
     pub fn will_need(&self, offset: u64, len: u64) {
-        if let Backing::File = &self.backing {
+        if let Backing::File { .. } = &self.backing {
             self.file.will_need(offset, len);
         }
     }
@@ -499,7 +512,11 @@ impl RandomAccessFile {
 
 impl Drop for RandomAccessFile {
     fn drop(&mut self) {
-        if let Backing::Mmap { budget, .. } = &self.backing {
+        if let Backing::Mmap { budget, .. }
+        | Backing::File {
+            budget: Some(budget),
+        } = &self.backing
+        {
             budget.release(self.len);
         }
     }
