@@ -30,6 +30,13 @@ pub use lightning_rowstore::crypto::{
     Cipher, EncryptionConfig, KeyProvider, KeyStore, KeyStoreError,
 };
 
+#[cfg(feature = "sql")]
+mod parquet;
+#[cfg(feature = "sql")]
+pub(crate) use parquet::file_encryption;
+#[cfg(feature = "sql")]
+pub use parquet::{parquet_decryption, read_encrypted_parquet};
+
 use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;

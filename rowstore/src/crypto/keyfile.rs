@@ -148,6 +148,29 @@ impl Fields {
     }
 }
 
+/// `key` wrapped for `provider` in the key file's record format (the same bytes an
+/// `ENCRYPTION` file holds, with epoch 0): for keys kept outside a database directory,
+/// such as the key of an encrypted Parquet export, stored in the file's key metadata.
+pub fn wrap_key_record(
+    provider: &KeyProvider,
+    cipher: Cipher,
+    key: &[u8; KEY_LEN],
+) -> Result<Vec<u8>> {
+    Ok(wrap(provider, cipher, key, 0)?.encode())
+}
+
+/// The key in a record made by [`wrap_key_record`], if `provider` unlocks it
+/// ([`Error::WrongKey`] if not; [`Error::Corruption`] naming `what` if the record is
+/// damaged).
+pub fn unwrap_key_record(
+    what: &Path,
+    provider: &KeyProvider,
+    record: &[u8],
+) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+    let f = Fields::decode(what, record)?;
+    unwrap(what, provider, &f)
+}
+
 /// The master key of a provider, for the key file's KDF parameters.
 fn master_key(provider: &KeyProvider, f: &Fields) -> Result<Zeroizing<[u8; KEY_LEN]>> {
     match &provider.0 {

@@ -18,7 +18,9 @@
 
 mod keyfile;
 
-pub use keyfile::{KEY_FILE, KeyState, is_encrypted_dir, read_key_file_cipher};
+pub use keyfile::{
+    KEY_FILE, KeyState, is_encrypted_dir, read_key_file_cipher, unwrap_key_record, wrap_key_record,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -172,7 +174,7 @@ pub(crate) fn random(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 /// A new random key.
-pub(crate) fn random_key() -> std::io::Result<Zeroizing<[u8; KEY_LEN]>> {
+pub fn random_key() -> std::io::Result<Zeroizing<[u8; KEY_LEN]>> {
     let mut k = Zeroizing::new([0u8; KEY_LEN]);
     random(&mut k[..])?;
     Ok(k)

@@ -172,6 +172,13 @@ enum Cmd {
         db: PathBuf,
         table: String,
         out: PathBuf,
+        /// Encrypt the file (Parquet modular encryption, AES-GCM) under a key in this
+        /// file (32 bytes, or 64 hex digits); it is plaintext otherwise.
+        #[arg(long, value_name = "PATH", conflicts_with = "encrypt_passphrase_env")]
+        encrypt_key_file: Option<PathBuf>,
+        /// Encrypt the file under the passphrase in this environment variable.
+        #[arg(long, value_name = "VAR")]
+        encrypt_passphrase_env: Option<String>,
     },
     /// Flush and fully compact the database.
     Compact { db: PathBuf },
@@ -609,7 +616,23 @@ fn run(cli: Cli) -> Res<()> {
             replace,
             csv,
         } => import(&db, &file, &table, key, replace, &csv),
-        Cmd::Export { db, table, out } => export(&db, &table, &out),
+        Cmd::Export {
+            db,
+            table,
+            out,
+            encrypt_key_file,
+            encrypt_passphrase_env,
+        } => match key_provider(encrypt_key_file, encrypt_passphrase_env)? {
+            None => export(&db, &table, &out),
+            Some(key) => {
+                let n = open(&db)?.export_parquet_encrypted(&table, &out, &key)?;
+                println!(
+                    "exported {n} rows of {table} to {} (encrypted)",
+                    out.display()
+                );
+                Ok(())
+            }
+        },
         Cmd::Compact { db } => {
             let db = open(&db)?;
             let pb = spinner("compacting");
