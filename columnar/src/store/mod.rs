@@ -522,8 +522,6 @@ impl ColumnStore {
             return Ok(Vec::new());
         }
         let index = s.encoded_keys(def)?;
-        let keys = &index.keys;
-        let n = keys.len();
         let mut out = Vec::new();
         // Both sides are sorted: each search gallops from where the previous one ended,
         // so a key costs the log of the distance to its row, not of the segment.
@@ -535,8 +533,8 @@ impl ColumnStore {
             if !index.may_contain(k) {
                 continue;
             }
-            let a = gallop(from, n, |i| keys.get(i) < k);
-            if a < n && keys.get(a) == k && !s.deletes.contains(a as u32) {
+            let (a, found) = index.seek(from, k);
+            if found && !s.deletes.contains(a as u32) {
                 out.push(a as u32);
             }
             from = a;
