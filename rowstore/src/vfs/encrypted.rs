@@ -22,8 +22,9 @@
 //!
 //! Reads check every block they touch; one that fails is an `InvalidData` error
 //! carrying an [`AuthFailure`] (the row store reports it as corruption naming the file
-//! and offset). Memory maps are not offered: readers fall back to positioned reads,
-//! decrypted into the block cache.
+//! and offset). The plaintext cannot be memory-mapped (`map` is `None`), so reads
+//! decrypt into the block cache; an immutable file's sealed bytes may be mapped for its
+//! own reads ([`VfsFile::map_stored`]), which then copy blocks from memory.
 
 use super::encrypted_header::{Header, Layout, header_bytes, read_header};
 use super::{Metadata, Vfs, VfsFile, VfsLock};
@@ -484,7 +485,7 @@ impl EncFile {
         let (mut first, mut last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
         // A block shared with the previous read (sequential reads of 4 KiB table blocks
         // straddle two encrypted blocks each) is decrypted once, not twice.
-        let cache = self.is_reader();
+        let cache = !self.fixed_len.load(Ordering::Relaxed);
         if cache
             && let Some(cache) = self.last_read.try_lock()
             && let Some((cb, plain)) = cache.as_ref()
@@ -539,12 +540,6 @@ impl EncFile {
             }
             Ok(())
         })
-    }
-
-    /// A read handle (of a file that may grow under another handle, or a mapped
-    /// immutable file): keeps the last block it decrypted for the next read.
-    fn is_reader(&self) -> bool {
-        !self.fixed_len.load(Ordering::Relaxed) || self.stored.get().is_some()
     }
 
     /// Stored bytes at `phys`, from the map if the file has one.
@@ -731,8 +726,8 @@ impl VfsFile for EncFile {
         if buf.is_empty() {
             return Ok(());
         }
-        // Only a writer handle (`fixed_len`, not mapped) can hold a pending last block.
-        if self.fixed_len.load(Ordering::Relaxed) && self.stored.get().is_none() {
+        // Only a writer handle (`fixed_len`) can hold a pending last block.
+        if self.fixed_len.load(Ordering::Relaxed) {
             let mut tail = self.tail.lock();
             if tail.as_ref().is_some_and(|t| t.pending) {
                 self.flush_tail(&mut tail)?;
@@ -836,13 +831,11 @@ impl VfsFile for EncFile {
         if self.fixed_len.load(Ordering::Acquire) || self.aead.get().is_none() {
             return Ok(false);
         }
+        // A read handle's length is the file's when it opened; the caller promises the
+        // file no longer changes, so the map holds exactly those bytes.
         let Some(map) = self.inner.map()? else {
             return Ok(false);
         };
-        // The caller promises the file no longer changes: its length is final.
-        self.len
-            .store(logical_len(map.len() as u64), Ordering::Release);
-        self.fixed_len.store(true, Ordering::Release);
         let _ = self.stored.set(map);
         Ok(true)
     }
