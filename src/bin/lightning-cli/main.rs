@@ -481,25 +481,22 @@ fn import(
     Ok(())
 }
 
-fn export(db: &Path, table: &str, out: &Path) -> Res<()> {
+/// One path for plaintext and encrypted exports: the database's own streaming writer.
+fn export(db: &Path, table: &str, out: &Path, encrypt: Option<KeyProvider>) -> Res<()> {
     let db = open(db)?;
-    let schema = db.table_schema(table)?;
-    let f =
-        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))?;
     let pb = spinner("exporting rows");
-    let mut n = 0;
-    for b in db.scan_table(table, 65536)? {
-        n += b.num_rows();
-        pb.inc(b.num_rows() as u64);
-        w.write(&b)?;
-    }
-    w.close()?;
+    pb.enable_steady_tick(std::time::Duration::from_millis(100));
+    let n = match &encrypt {
+        None => db.export_parquet(table, out)?,
+        Some(key) => db.export_parquet_encrypted(table, out, key)?,
+    };
     pb.finish_and_clear();
-    println!("exported {n} rows of {table} to {}", out.display());
+    let how = if encrypt.is_some() {
+        " (encrypted)"
+    } else {
+        ""
+    };
+    println!("exported {n} rows of {table} to {}{how}", out.display());
     Ok(())
 }
 
@@ -622,17 +619,12 @@ fn run(cli: Cli) -> Res<()> {
             out,
             encrypt_key_file,
             encrypt_passphrase_env,
-        } => match key_provider(encrypt_key_file, encrypt_passphrase_env)? {
-            None => export(&db, &table, &out),
-            Some(key) => {
-                let n = open(&db)?.export_parquet_encrypted(&table, &out, &key)?;
-                println!(
-                    "exported {n} rows of {table} to {} (encrypted)",
-                    out.display()
-                );
-                Ok(())
-            }
-        },
+        } => export(
+            &db,
+            &table,
+            &out,
+            key_provider(encrypt_key_file, encrypt_passphrase_env)?,
+        ),
         Cmd::Compact { db } => {
             let db = open(&db)?;
             let pb = spinner("compacting");
