@@ -14,6 +14,16 @@ fn vfs(dir: &Path, cipher: Cipher) -> EncryptedVfs {
     EncryptedVfs::new(inner, keys)
 }
 
+/// An AES-GCM encrypted file `name` in `dir` holding `data`, written and closed.
+fn written(dir: &Path, name: &str, data: &[u8]) -> (EncryptedVfs, PathBuf) {
+    let v = vfs(dir, Cipher::Aes256Gcm);
+    let p = dir.join(name);
+    let f = v.create(&p).unwrap();
+    f.append(data).unwrap();
+    drop(f);
+    (v, p)
+}
+
 #[test]
 fn appends_writes_and_truncation_read_back() {
     for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
@@ -77,11 +87,7 @@ fn appends_writes_and_truncation_read_back() {
 #[test]
 fn a_flipped_byte_fails_authentication_naming_the_file() {
     let d = tempfile::tempdir().unwrap();
-    let v = vfs(d.path(), Cipher::Aes256Gcm);
-    let p = d.path().join("f");
-    let f = v.create(&p).unwrap();
-    f.append(&vec![1u8; 10_000]).unwrap();
-    drop(f);
+    let (v, p) = written(d.path(), "f", &[1u8; 10_000]);
     let raw = std::fs::read(&p).unwrap();
     for at in [0usize, 50, 4096, 4100, 8000, raw.len() - 1] {
         let mut b = raw.clone();
@@ -100,11 +106,7 @@ fn a_flipped_byte_fails_authentication_naming_the_file() {
 #[test]
 fn a_torn_last_block_ends_a_log() {
     let d = tempfile::tempdir().unwrap();
-    let v = vfs(d.path(), Cipher::Aes256Gcm);
-    let p = d.path().join("log");
-    let f = v.create(&p).unwrap();
-    f.append(&vec![3u8; 5000]).unwrap();
-    drop(f);
+    let (v, p) = written(d.path(), "log", &[3u8; 5000]);
     let mut b = std::fs::read(&p).unwrap();
     let n = b.len();
     b[n - 3] ^= 1;
