@@ -1,0 +1,618 @@
+//! The native half of the `lightning_db` Python package (`lightning_db._lightning_db`).
+//!
+//! Everything here is a thin layer over the Rust [`lightning_db::Database`]; the Python
+//! half (`python/lightning_db/__init__.py`) adds the pyarrow conversions. Three rules:
+//!
+//! - **No copies of query results.** `sql` hands its record batches to Python through
+//!   the Arrow C stream interface (a PyCapsule named `arrow_array_stream`, the Arrow
+//!   PyCapsule protocol): pyarrow, Polars and DuckDB import the buffers Rust allocated.
+//!   Data coming in (`insert`) arrives the same way.
+//! - **The GIL is released** for every call that can do I/O or run a query, so other
+//!   Python threads run meanwhile (the database is safe to share between threads).
+//! - **Errors keep their kind**: each Rust error becomes an exception class named after
+//!   it (`TransactionConflict`, `Corruption`, `WrongKey`, ...), all subclasses of
+//!   `LightningError`.
+
+use arrow::datatypes::SchemaRef;
+use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+use arrow::record_batch::{RecordBatch, RecordBatchIterator, RecordBatchReader};
+use lightning_db::{Database, Durability, Error, KvIter, LightningDbConfig, TxId};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod errors {
+    use pyo3::create_exception;
+    use pyo3::exceptions::PyException;
+    create_exception!(
+        _lightning_db,
+        LightningError,
+        PyException,
+        "Any Lightning DB error."
+    );
+    create_exception!(
+        _lightning_db,
+        IoError,
+        LightningError,
+        "An operating-system I/O error."
+    );
+    create_exception!(
+        _lightning_db,
+        Corruption,
+        LightningError,
+        "Damaged bytes on disk."
+    );
+    create_exception!(
+        _lightning_db,
+        WrongKey,
+        LightningError,
+        "A wrong or missing encryption key."
+    );
+    create_exception!(
+        _lightning_db,
+        TransactionConflict,
+        LightningError,
+        "A transaction lost a write conflict; retry it."
+    );
+    create_exception!(
+        _lightning_db,
+        TransactionNotFound,
+        LightningError,
+        "The transaction is finished or unknown."
+    );
+    create_exception!(
+        _lightning_db,
+        InvalidArgument,
+        LightningError,
+        "A bad argument, key, value or configuration."
+    );
+    create_exception!(
+        _lightning_db,
+        DatabaseNotFound,
+        LightningError,
+        "No database at the path."
+    );
+    create_exception!(
+        _lightning_db,
+        DatabaseExists,
+        LightningError,
+        "A database already exists at the path."
+    );
+    create_exception!(
+        _lightning_db,
+        Locked,
+        LightningError,
+        "Another process holds the database open."
+    );
+    create_exception!(
+        _lightning_db,
+        Closed,
+        LightningError,
+        "The database is closed."
+    );
+    create_exception!(
+        _lightning_db,
+        ReadOnly,
+        LightningError,
+        "The database is open read-only."
+    );
+    create_exception!(
+        _lightning_db,
+        TableNotFound,
+        LightningError,
+        "No such table."
+    );
+    create_exception!(
+        _lightning_db,
+        TableExists,
+        LightningError,
+        "The table already exists."
+    );
+    create_exception!(
+        _lightning_db,
+        SchemaError,
+        LightningError,
+        "Data that does not match a table's schema."
+    );
+    create_exception!(
+        _lightning_db,
+        SqlError,
+        LightningError,
+        "An SQL statement that failed to parse, plan or run."
+    );
+    create_exception!(
+        _lightning_db,
+        ConstraintViolation,
+        LightningError,
+        "A row that breaks a table constraint."
+    );
+    create_exception!(
+        _lightning_db,
+        Fatal,
+        LightningError,
+        "The database stopped after an unrecoverable I/O error."
+    );
+}
+use errors::*;
+
+/// A Rust error as the Python exception of its kind.
+fn py_err(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Io { .. } => IoError::new_err(msg),
+        Error::Corruption { .. } | Error::MissingCurrent { .. } => Corruption::new_err(msg),
+        Error::WrongKey(_) => WrongKey::new_err(msg),
+        Error::TransactionConflict(_) => TransactionConflict::new_err(msg),
+        Error::TransactionNotFound(_) => TransactionNotFound::new_err(msg),
+        Error::KeyTooLarge { .. }
+        | Error::ValueTooLarge { .. }
+        | Error::BatchTooLarge { .. }
+        | Error::InvalidConfig(_)
+        | Error::InvalidArgument(_)
+        | Error::TooManyTransactions { .. }
+        | Error::DirectoryNotEmpty { .. } => InvalidArgument::new_err(msg),
+        Error::DatabaseNotFound(_) => DatabaseNotFound::new_err(msg),
+        Error::DatabaseExists(_) => DatabaseExists::new_err(msg),
+        Error::Locked(_) => Locked::new_err(msg),
+        Error::Closed => Closed::new_err(msg),
+        Error::ReadOnly => ReadOnly::new_err(msg),
+        Error::TableNotFound(_) => TableNotFound::new_err(msg),
+        Error::TableExists(_) => TableExists::new_err(msg),
+        Error::Schema(_) | Error::Arrow(_) => SchemaError::new_err(msg),
+        Error::Sql(_) => SqlError::new_err(msg),
+        Error::Constraint(_) => ConstraintViolation::new_err(msg),
+        Error::Fatal(_) => Fatal::new_err(msg),
+        _ => LightningError::new_err(msg),
+    }
+}
+
+fn arrow_err(e: arrow::error::ArrowError) -> PyErr {
+    SchemaError::new_err(e.to_string())
+}
+
+/// The configuration from keyword arguments: the `LightningDbConfig` fields a Python
+/// user sets, by the same names. An unknown name is a `TypeError`.
+fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
+    let mut c = LightningDbConfig::default();
+    let Some(kw) = kwargs else { return Ok(c) };
+    for (k, v) in kw.iter() {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            "durability" => {
+                let s: String = v.extract()?;
+                c.durability = match s.as_str() {
+                    "sync" => Durability::Sync,
+                    "buffered" => Durability::Buffered,
+                    other => match other.strip_prefix("group_commit:") {
+                        Some(us) => Durability::GroupCommit {
+                            max_delay: Duration::from_micros(us.parse().map_err(|_| {
+                                InvalidArgument::new_err(format!("bad durability {other:?}"))
+                            })?),
+                        },
+                        None => {
+                            return Err(InvalidArgument::new_err(format!(
+                                "durability must be \"sync\", \"buffered\" or \"group_commit:<microseconds>\", got {other:?}"
+                            )));
+                        }
+                    },
+                };
+            }
+            "cache_size" => c.cache_size = v.extract()?,
+            "write_buffer_size" => c.write_buffer_size = v.extract()?,
+            "compression_enabled" => c.compression_enabled = v.extract()?,
+            "max_active_transactions" => c.max_active_transactions = v.extract()?,
+            "background_compaction" => c.background_compaction = v.extract()?,
+            "columnar_background" => c.columnar_background = v.extract()?,
+            "columnar_compaction_interval_ms" => {
+                c.columnar_compaction_interval = Duration::from_millis(v.extract()?)
+            }
+            "sql_threads" => c.sql_threads = v.extract()?,
+            "analytics_nice" => c.analytics_nice = v.extract()?,
+            "sql_max_statement_bytes" => c.sql_max_statement_bytes = v.extract()?,
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "unknown configuration field {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(c)
+}
+
+fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, b)
+}
+
+/// A Lightning DB database. Safe to share between Python threads.
+#[pyclass(module = "lightning_db._lightning_db", frozen)]
+struct NativeDatabase {
+    db: Mutex<Option<Arc<Database>>>,
+}
+
+impl NativeDatabase {
+    fn db(&self) -> PyResult<Arc<Database>> {
+        self.db.lock().clone().ok_or_else(|| py_err(Error::Closed))
+    }
+
+    fn opened(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        how: fn(std::path::PathBuf, LightningDbConfig) -> lightning_db::Result<Database>,
+    ) -> PyResult<Self> {
+        let cfg = config(kwargs)?;
+        let db = py.detach(|| how(path, cfg)).map_err(py_err)?;
+        Ok(NativeDatabase {
+            db: Mutex::new(Some(Arc::new(db))),
+        })
+    }
+}
+
+#[pymethods]
+impl NativeDatabase {
+    #[staticmethod]
+    #[pyo3(signature = (path, **kwargs))]
+    fn create(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Self::opened(py, path, kwargs, Database::create)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, **kwargs))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Self::opened(py, path, kwargs, Database::open)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, **kwargs))]
+    fn open_or_create(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Self::opened(py, path, kwargs, Database::open_or_create)
+    }
+
+    fn put(&self, py: Python<'_>, key: &[u8], value: &[u8]) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.put(key, value)).map_err(py_err)
+    }
+
+    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let db = self.db()?;
+        let v = py.detach(|| db.get(key)).map_err(py_err)?;
+        Ok(v.map(|v| bytes(py, &v)))
+    }
+
+    fn delete(&self, py: Python<'_>, key: &[u8]) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.delete(key)).map_err(py_err)
+    }
+
+    /// Entries with `start <= key < end` (either bound may be None), in key order.
+    #[pyo3(signature = (start=None, end=None))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        start: Option<Vec<u8>>,
+        end: Option<Vec<u8>>,
+    ) -> PyResult<ScanIter> {
+        let db = self.db()?;
+        let it = py
+            .detach(|| db.scan(start.as_deref(), end.as_deref()))
+            .map_err(py_err)?;
+        Ok(ScanIter {
+            it: Mutex::new(Some(it)),
+            _db: db,
+        })
+    }
+
+    /// Begin a transaction (snapshot isolation); see the Python `Transaction` wrapper.
+    fn begin(&self) -> PyResult<NativeTransaction> {
+        let db = self.db()?;
+        let id = db.begin_transaction().map_err(py_err)?;
+        Ok(NativeTransaction {
+            db,
+            id: Mutex::new(Some(id)),
+        })
+    }
+
+    /// Run `query`; the result as an Arrow C stream (no copy of the batches).
+    fn sql(&self, py: Python<'_>, query: &str) -> PyResult<ArrowStream> {
+        let db = self.db()?;
+        let batches = py.detach(|| db.sql(query)).map_err(py_err)?;
+        // A statement without rows (DDL, or an empty result) still has a schema when
+        // DataFusion gives one batch; with none, the stream has an empty schema.
+        let schema: SchemaRef = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        Ok(ArrowStream {
+            batches: Mutex::new(Some((schema, batches))),
+        })
+    }
+
+    /// Insert (or replace by primary key) every row of an Arrow C stream capsule into
+    /// `table`, atomically; columns are matched by name and cast to the table's types.
+    /// Returns the rows written.
+    fn insert_stream(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        capsule: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
+        let db = self.db()?;
+        let reader = import_stream(capsule)?;
+        let target = db.table_schema(table).map_err(py_err)?;
+        // Streamed without the GIL: a producer that needs it (pyarrow over a Python
+        // iterator) takes it in its own C callbacks.
+        py.detach(|| {
+            let batches = reader.map(|b| {
+                let b = b.map_err(|e| Error::Arrow(e.to_string()))?;
+                conform(&b, &target)
+            });
+            db.insert_batches(table, batches)
+        })
+        .map_err(py_err)
+    }
+
+    /// Write a table or a query's result to a Parquet file; returns the rows written.
+    fn export_parquet(
+        &self,
+        py: Python<'_>,
+        table_or_query: &str,
+        path: std::path::PathBuf,
+    ) -> PyResult<u64> {
+        let db = self.db()?;
+        py.detach(|| db.export_parquet(table_or_query, &path))
+            .map_err(py_err)
+    }
+
+    fn list_tables(&self) -> PyResult<Vec<String>> {
+        self.db()?.list_tables().map_err(py_err)
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.flush()).map_err(py_err)
+    }
+
+    fn checkpoint(&self, py: Python<'_>, dir: std::path::PathBuf) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.checkpoint(&dir)).map_err(py_err)
+    }
+
+    #[getter]
+    fn path(&self) -> PyResult<std::path::PathBuf> {
+        Ok(self.db()?.path().to_path_buf())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.db.lock().is_none()
+    }
+
+    /// Flush and release the directory lock. Idempotent. Iterators and transactions
+    /// still open fail with `Closed` afterwards.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(db) = self.db.lock().take() else {
+            return Ok(());
+        };
+        py.detach(|| db.close()).map_err(py_err)
+    }
+}
+
+/// The rows of a stream, cast by column name to the table's schema.
+fn conform(b: &RecordBatch, target: &SchemaRef) -> lightning_db::Result<RecordBatch> {
+    let mut cols = Vec::with_capacity(target.fields().len());
+    for f in target.fields() {
+        let Some(c) = b.column_by_name(f.name()) else {
+            return Err(Error::Schema(format!(
+                "the data has no column {:?}",
+                f.name()
+            )));
+        };
+        cols.push(if c.data_type() == f.data_type() {
+            c.clone()
+        } else {
+            // `safe: false`: a value that does not convert is an error, not a NULL.
+            let opts = arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            arrow::compute::cast_with_options(c, f.data_type(), &opts)
+                .map_err(|e| Error::Schema(format!("column {:?}: {e}", f.name())))?
+        });
+    }
+    if b.num_columns() != cols.len() {
+        return Err(Error::Schema(format!(
+            "the data has {} columns, the table {}",
+            b.num_columns(),
+            cols.len()
+        )));
+    }
+    RecordBatch::try_new(target.clone(), cols).map_err(|e| Error::Schema(e.to_string()))
+}
+
+/// Take the stream out of an `arrow_array_stream` capsule (the capsule is left with a
+/// released stream, as the protocol asks of a consumer).
+fn import_stream(capsule: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader> {
+    let capsule = capsule
+        .cast::<PyCapsule>()
+        .map_err(|_| PyTypeError::new_err("expected an arrow_array_stream PyCapsule"))?;
+    let ptr = capsule
+        .pointer_checked(Some(c"arrow_array_stream"))
+        .map_err(|_| PyTypeError::new_err("expected a PyCapsule named arrow_array_stream"))?;
+    // SAFETY: a capsule named `arrow_array_stream` holds an `ArrowArrayStream` (the
+    // Arrow PyCapsule protocol); `from_raw` moves it out and leaves it released.
+    unsafe { ArrowArrayStreamReader::from_raw(ptr.as_ptr().cast::<FFI_ArrowArrayStream>()) }
+        .map_err(arrow_err)
+}
+
+/// Iterator of `(key, value)` over a key range.
+#[pyclass(module = "lightning_db._lightning_db", frozen)]
+struct ScanIter {
+    it: Mutex<Option<KvIter>>,
+    _db: Arc<Database>,
+}
+
+#[pymethods]
+impl ScanIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let next = py.detach(|| self.it.lock().as_mut().and_then(Iterator::next));
+        match next {
+            None => {
+                self.it.lock().take();
+                Ok(None)
+            }
+            Some(Err(e)) => Err(py_err(e)),
+            Some(Ok((k, v))) => Ok(Some(PyTuple::new(py, [bytes(py, &k), bytes(py, &v)])?)),
+        }
+    }
+}
+
+/// An open transaction; the Python `Transaction` wrapper adds the context manager.
+#[pyclass(module = "lightning_db._lightning_db", frozen)]
+struct NativeTransaction {
+    db: Arc<Database>,
+    id: Mutex<Option<TxId>>,
+}
+
+impl NativeTransaction {
+    fn id(&self) -> PyResult<TxId> {
+        self.id
+            .lock()
+            .ok_or_else(|| TransactionNotFound::new_err("the transaction is finished"))
+    }
+}
+
+#[pymethods]
+impl NativeTransaction {
+    fn put(&self, py: Python<'_>, key: &[u8], value: &[u8]) -> PyResult<()> {
+        let id = self.id()?;
+        py.detach(|| self.db.put_tx(id, key, value)).map_err(py_err)
+    }
+
+    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let id = self.id()?;
+        let v = py.detach(|| self.db.get_tx(id, key)).map_err(py_err)?;
+        Ok(v.map(|v| bytes(py, &v)))
+    }
+
+    fn delete(&self, py: Python<'_>, key: &[u8]) -> PyResult<()> {
+        let id = self.id()?;
+        py.detach(|| self.db.delete_tx(id, key)).map_err(py_err)
+    }
+
+    #[pyo3(signature = (start=None, end=None))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        start: Option<Vec<u8>>,
+        end: Option<Vec<u8>>,
+    ) -> PyResult<ScanIter> {
+        let id = self.id()?;
+        let it = py
+            .detach(|| self.db.scan_tx(id, start.as_deref(), end.as_deref()))
+            .map_err(py_err)?;
+        Ok(ScanIter {
+            it: Mutex::new(Some(it)),
+            _db: self.db.clone(),
+        })
+    }
+
+    /// Commit; `TransactionConflict` when another transaction wrote the same keys first.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(id) = self.id.lock().take() else {
+            return Err(TransactionNotFound::new_err("the transaction is finished"));
+        };
+        py.detach(|| self.db.commit_transaction(id)).map_err(py_err)
+    }
+
+    /// Discard the transaction's writes. Idempotent.
+    fn abort(&self) -> PyResult<()> {
+        match self.id.lock().take() {
+            Some(id) => self.db.abort_transaction(id).map_err(py_err),
+            None => Ok(()),
+        }
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.id.lock().is_none()
+    }
+}
+
+/// Query results, exported once through the Arrow PyCapsule stream protocol.
+#[pyclass(module = "lightning_db._lightning_db", frozen)]
+struct ArrowStream {
+    batches: Mutex<Option<(SchemaRef, Vec<RecordBatch>)>>,
+}
+
+#[pymethods]
+impl ArrowStream {
+    /// The batches as an `arrow_array_stream` capsule; the buffers are shared, not
+    /// copied. A requested schema is ignored (the result has the query's types).
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema;
+        let (schema, batches) = self
+            .batches
+            .lock()
+            .take()
+            .ok_or_else(|| PyException::new_err("the result stream was already consumed"))?;
+        let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
+            batches.into_iter().map(Ok),
+            schema,
+        ));
+        // The capsule owns the stream; its destructor releases it unless a consumer
+        // moved it out (which leaves `release` null).
+        PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(reader), c"arrow_array_stream")
+    }
+}
+
+#[pymodule]
+fn _lightning_db(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<NativeDatabase>()?;
+    m.add_class::<NativeTransaction>()?;
+    m.add_class::<ScanIter>()?;
+    m.add_class::<ArrowStream>()?;
+    m.add("LightningError", py.get_type::<LightningError>())?;
+    m.add("IoError", py.get_type::<IoError>())?;
+    m.add("Corruption", py.get_type::<Corruption>())?;
+    m.add("WrongKey", py.get_type::<WrongKey>())?;
+    m.add("TransactionConflict", py.get_type::<TransactionConflict>())?;
+    m.add("TransactionNotFound", py.get_type::<TransactionNotFound>())?;
+    m.add("InvalidArgument", py.get_type::<InvalidArgument>())?;
+    m.add("DatabaseNotFound", py.get_type::<DatabaseNotFound>())?;
+    m.add("DatabaseExists", py.get_type::<DatabaseExists>())?;
+    m.add("Locked", py.get_type::<Locked>())?;
+    m.add("Closed", py.get_type::<Closed>())?;
+    m.add("ReadOnly", py.get_type::<ReadOnly>())?;
+    m.add("TableNotFound", py.get_type::<TableNotFound>())?;
+    m.add("TableExists", py.get_type::<TableExists>())?;
+    m.add("SchemaError", py.get_type::<SchemaError>())?;
+    m.add("SqlError", py.get_type::<SqlError>())?;
+    m.add("ConstraintViolation", py.get_type::<ConstraintViolation>())?;
+    m.add("Fatal", py.get_type::<Fatal>())?;
+    Ok(())
+}
