@@ -16,11 +16,14 @@
 use arrow::datatypes::SchemaRef;
 use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow::record_batch::{RecordBatch, RecordBatchIterator, RecordBatchReader};
-use lightning_db::{Database, Durability, Error, KvIter, LightningDbConfig, TxId};
+use lightning_db::datafusion::scalar::ScalarValue;
+use lightning_db::{
+    Database, Durability, Error, KvIter, LightningDbConfig, PreparedStatement, TxId,
+};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule, PyDict, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -331,15 +334,18 @@ impl NativeDatabase {
     fn sql(&self, py: Python<'_>, query: &str) -> PyResult<ArrowStream> {
         let db = self.db()?;
         let batches = py.detach(|| db.sql(query)).map_err(py_err)?;
-        // A statement without rows (DDL, or an empty result) still has a schema when
-        // DataFusion gives one batch; with none, the stream has an empty schema.
-        let schema: SchemaRef = batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-        Ok(ArrowStream {
-            batches: Mutex::new(Some((schema, batches))),
-        })
+        Ok(ArrowStream::of(batches))
+    }
+
+    /// Prepare one statement with positional parameters `$1`, `$2`, ...
+    fn prepare(&self, py: Python<'_>, query: &str) -> PyResult<NativeStatement> {
+        let db = self.db()?;
+        let stmt = py.detach(|| db.prepare(query)).map_err(py_err)?;
+        // SAFETY: the statement borrows the `Database` inside `db`'s allocation, which
+        // does not move and lives as long as the `Arc` the `NativeStatement` keeps;
+        // `stmt` is declared before `_db`, so it is dropped first.
+        let stmt: PreparedStatement<'static> = unsafe { std::mem::transmute(stmt) };
+        Ok(NativeStatement { stmt, _db: db })
     }
 
     /// Insert (or replace by primary key) every row of an Arrow C stream capsule into
@@ -459,6 +465,69 @@ fn import_stream(capsule: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader>
         .map_err(arrow_err)
 }
 
+/// A prepared statement; `execute` binds Python values to `$1`, `$2`, ...
+#[pyclass(module = "lightning_db._lightning_db", frozen)]
+struct NativeStatement {
+    // Declared first: dropped before the database it borrows.
+    stmt: PreparedStatement<'static>,
+    _db: Arc<Database>,
+}
+
+/// A Python value as an SQL parameter: None, bool, int, float, str or bytes.
+fn scalar(v: &Bound<'_, PyAny>) -> PyResult<ScalarValue> {
+    if v.is_none() {
+        return Ok(ScalarValue::Null);
+    }
+    // bool before int: Python's bool is an int.
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(ScalarValue::Boolean(Some(b.is_true())));
+    }
+    if let Ok(i) = v.extract::<i64>() {
+        return Ok(ScalarValue::Int64(Some(i)));
+    }
+    if let Ok(f) = v.extract::<f64>() {
+        return Ok(ScalarValue::Float64(Some(f)));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(ScalarValue::Utf8(Some(s)));
+    }
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(ScalarValue::Binary(Some(b.as_bytes().to_vec())));
+    }
+    Err(PyTypeError::new_err(format!(
+        "unsupported SQL parameter type {}",
+        v.get_type().name()?
+    )))
+}
+
+#[pymethods]
+impl NativeStatement {
+    #[pyo3(signature = (params=None))]
+    fn execute(
+        &self,
+        py: Python<'_>,
+        params: Option<Vec<Bound<'_, PyAny>>>,
+    ) -> PyResult<ArrowStream> {
+        let values = params
+            .unwrap_or_default()
+            .iter()
+            .map(scalar)
+            .collect::<PyResult<Vec<_>>>()?;
+        let batches = py.detach(|| self.stmt.execute(values)).map_err(py_err)?;
+        Ok(ArrowStream::of(batches))
+    }
+
+    #[getter]
+    fn sql(&self) -> String {
+        self.stmt.sql().to_string()
+    }
+
+    #[getter]
+    fn is_fast_path(&self) -> bool {
+        self.stmt.is_fast_path()
+    }
+}
+
 /// Iterator of `(key, value)` over a key range.
 #[pyclass(module = "lightning_db._lightning_db", frozen)]
 struct ScanIter {
@@ -563,6 +632,19 @@ struct ArrowStream {
     batches: Mutex<Option<(SchemaRef, Vec<RecordBatch>)>>,
 }
 
+impl ArrowStream {
+    fn of(batches: Vec<RecordBatch>) -> ArrowStream {
+        // A result without batches (DDL, or no rows and no batch) has an empty schema.
+        let schema: SchemaRef = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        ArrowStream {
+            batches: Mutex::new(Some((schema, batches))),
+        }
+    }
+}
+
 #[pymethods]
 impl ArrowStream {
     /// The batches as an `arrow_array_stream` capsule; the buffers are shared, not
@@ -596,6 +678,7 @@ fn _lightning_db(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeTransaction>()?;
     m.add_class::<ScanIter>()?;
     m.add_class::<ArrowStream>()?;
+    m.add_class::<NativeStatement>()?;
     m.add("LightningError", py.get_type::<LightningError>())?;
     m.add("IoError", py.get_type::<IoError>())?;
     m.add("Corruption", py.get_type::<Corruption>())?;

@@ -123,6 +123,31 @@ def test_sql_returns_arrow_and_insert_accepts_arrow(db):
     assert "events" in db.list_tables()
 
 
+def test_prepared_statements(db):
+    db.sql("CREATE TABLE orders (id BIGINT PRIMARY KEY, customer BIGINT, status VARCHAR, paid BOOLEAN, note BYTEA)")
+    ins = db.prepare("INSERT INTO orders VALUES ($1, $2, $3, $4, $5)")
+    assert ins.is_fast_path
+    for i in range(20):
+        out = ins.execute([i, i % 3, "paid" if i % 2 else "new", bool(i % 2), b"n%d" % i])
+        assert out.column("count").to_pylist() == [1]
+    ins.execute((100, None, None, None, None))
+    get = db.prepare("SELECT customer, status, paid, note FROM orders WHERE id = $1")
+    assert get.is_fast_path
+    row = get.execute([7]).to_pylist()
+    assert row == [{"customer": 1, "status": "paid", "paid": True, "note": b"n7"}]
+    assert get.execute([100]).to_pylist() == [{"customer": None, "status": None, "paid": None, "note": None}]
+    assert get.execute([999]).num_rows == 0
+    upd = db.prepare("UPDATE orders SET status = $2 WHERE id = $1")
+    assert upd.execute([3, "shipped"]).column(0).to_pylist() == [1]
+    agg = db.prepare("SELECT count(*) AS n FROM orders WHERE customer = $1 AND status = $2")
+    assert not agg.is_fast_path
+    assert agg.execute([1, "new"]).column(0).to_pylist() == [sum(1 for i in range(20) if i % 3 == 1 and i % 2 == 0)]
+    with pytest.raises(TypeError):
+        get.execute([object()])
+    with pytest.raises(lightning_db.SqlError):
+        db.prepare("SELECT * FROM orders WHERE id = $1 AND")
+
+
 def test_insert_errors_write_nothing(db):
     db.sql("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
     with pytest.raises(lightning_db.TableNotFound):

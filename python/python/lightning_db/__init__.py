@@ -19,7 +19,7 @@ The GIL is released while the database works, so threads may share one `Database
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -47,6 +47,7 @@ from ._lightning_db import (  # noqa: F401  (re-exported exception classes)
 
 __all__ = [
     "Database",
+    "PreparedStatement",
     "Transaction",
     "LightningError",
     "Closed",
@@ -133,6 +134,28 @@ class Transaction:
         return False
 
 
+class PreparedStatement:
+    """One SQL statement planned once, run many times with `$1`, `$2`, ... bound to
+    Python values (None, bool, int, float, str, bytes). Single-row `INSERT`, and
+    `UPDATE`/`DELETE`/`SELECT` by the full primary key, run straight on the row store."""
+
+    def __init__(self, native: "_native.NativeStatement") -> None:
+        self._st = native
+
+    def execute(self, params: "Optional[Sequence[Any]]" = None) -> pa.Table:
+        """Run with `params`; the rows as a pyarrow Table (for INSERT, UPDATE and
+        DELETE one row: `count`, the rows affected)."""
+        return pa.table(self._st.execute(list(params) if params is not None else None))
+
+    @property
+    def sql(self) -> str:
+        return self._st.sql
+
+    @property
+    def is_fast_path(self) -> bool:
+        return self._st.is_fast_path
+
+
 class Database:
     """A Lightning DB database directory, open in this process.
 
@@ -181,6 +204,10 @@ class Database:
         """Run one SQL statement; its result as a pyarrow Table that shares the
         database's result buffers (no copy)."""
         return pa.table(self._db.sql(query))
+
+    def prepare(self, query: str) -> PreparedStatement:
+        """Prepare `query` (positional parameters `$1`, `$2`, ...)."""
+        return PreparedStatement(self._db.prepare(query))
 
     def sql_stream(self, query: str):
         """The result as an object with `__arrow_c_stream__`, for Polars
