@@ -188,6 +188,39 @@ unsafe fn give(v: Vec<u8>, out: *mut *mut u8, out_len: *mut usize) {
     }
 }
 
+/// A lookup's result to the caller: the value (freed by `ldb_free_bytes`) and `LDB_OK`,
+/// or null and `LDB_NOT_FOUND`.
+unsafe fn deliver(
+    found: Option<Vec<u8>>,
+    value: *mut *mut u8,
+    value_len: *mut usize,
+) -> Result<LdbStatus, Fail> {
+    if value.is_null() || value_len.is_null() {
+        return Err(null("value"));
+    }
+    match found {
+        Some(v) => {
+            unsafe { give(v, value, value_len) };
+            Ok(LDB_OK)
+        }
+        None => {
+            // SAFETY: both checked non-null above.
+            unsafe {
+                *value = std::ptr::null_mut();
+                *value_len = 0;
+            }
+            Ok(LDB_NOT_FOUND)
+        }
+    }
+}
+
+/// A new handle to the caller through `out` (checked non-null by the caller).
+unsafe fn hand_out<T>(out: *mut *mut T, h: T) -> Result<LdbStatus, Fail> {
+    // SAFETY: `out` is a writable, non-null out-pointer.
+    unsafe { *out = Box::into_raw(Box::new(h)) };
+    Ok(LDB_OK)
+}
+
 /// The message of the calling thread's last error ("" if none). Valid until the next
 /// failing call on this thread; do not free it.
 #[unsafe(no_mangle)]
@@ -221,9 +254,7 @@ pub unsafe extern "C" fn ldb_open(
                 ));
             }
         }?;
-        let h = Box::new(LdbDatabase { db: Arc::new(db) });
-        unsafe { *out = Box::into_raw(h) };
-        Ok(LDB_OK)
+        unsafe { hand_out(out, LdbDatabase { db: Arc::new(db) }) }
     })
 }
 
@@ -277,23 +308,8 @@ pub unsafe extern "C" fn ldb_get(
 ) -> LdbStatus {
     guard(|| {
         let h = unsafe { handle(db, "db") }?;
-        if value.is_null() || value_len.is_null() {
-            return Err(null("value"));
-        }
         let k = unsafe { slice(key, key_len, "key") }?;
-        match h.db.get(k)? {
-            Some(v) => {
-                unsafe { give(v, value, value_len) };
-                Ok(LDB_OK)
-            }
-            None => {
-                unsafe {
-                    *value = std::ptr::null_mut();
-                    *value_len = 0;
-                }
-                Ok(LDB_NOT_FOUND)
-            }
-        }
+        unsafe { deliver(h.db.get(k)?, value, value_len) }
     })
 }
 
@@ -329,11 +345,8 @@ pub unsafe extern "C" fn ldb_batch_new(out: *mut *mut LdbBatch) -> LdbStatus {
         if out.is_null() {
             return Err(null("out"));
         }
-        let b = Box::new(LdbBatch {
-            batch: KvBatch::new(),
-        });
-        unsafe { *out = Box::into_raw(b) };
-        Ok(LDB_OK)
+        let batch = KvBatch::new();
+        unsafe { hand_out(out, LdbBatch { batch }) }
     })
 }
 
@@ -416,13 +429,17 @@ pub unsafe extern "C" fn ldb_scan(
         let s = (!start.is_null()).then(|| unsafe { std::slice::from_raw_parts(start, start_len) });
         let e = (!end.is_null()).then(|| unsafe { std::slice::from_raw_parts(end, end_len) });
         let it = h.db.scan(s, e)?;
-        let b = Box::new(LdbIterator {
-            it,
-            current: None,
-            _db: h.db.clone(),
-        });
-        unsafe { *out = Box::into_raw(b) };
-        Ok(LDB_OK)
+        let _db = h.db.clone();
+        unsafe {
+            hand_out(
+                out,
+                LdbIterator {
+                    it,
+                    current: None,
+                    _db,
+                },
+            )
+        }
     })
 }
 
@@ -481,12 +498,8 @@ pub unsafe extern "C" fn ldb_txn_begin(
             return Err(null("out"));
         }
         let id = h.db.begin_transaction()?;
-        let t = Box::new(LdbTransaction {
-            db: h.db.clone(),
-            id: Some(id),
-        });
-        unsafe { *out = Box::into_raw(t) };
-        Ok(LDB_OK)
+        let db = h.db.clone();
+        unsafe { hand_out(out, LdbTransaction { db, id: Some(id) }) }
     })
 }
 
@@ -531,23 +544,8 @@ pub unsafe extern "C" fn ldb_txn_get(
 ) -> LdbStatus {
     guard(|| {
         let t = unsafe { handle(txn, "txn") }?;
-        if value.is_null() || value_len.is_null() {
-            return Err(null("value"));
-        }
         let k = unsafe { slice(key, key_len, "key") }?;
-        match t.db.get_tx(open_id(t)?, k)? {
-            Some(v) => {
-                unsafe { give(v, value, value_len) };
-                Ok(LDB_OK)
-            }
-            None => {
-                unsafe {
-                    *value = std::ptr::null_mut();
-                    *value_len = 0;
-                }
-                Ok(LDB_NOT_FOUND)
-            }
-        }
+        unsafe { deliver(t.db.get_tx(open_id(t)?, k)?, value, value_len) }
     })
 }
 
