@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow::record_batch::{RecordBatch, RecordBatchIterator, RecordBatchReader};
 use lightning_db::datafusion::scalar::ScalarValue;
+use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
 use lightning_db::{
     Database, Durability, Error, KvIter, LightningDbConfig, PreparedStatement, TxId,
 };
@@ -181,6 +182,7 @@ fn arrow_err(e: arrow::error::ArrowError) -> PyErr {
 fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
     let mut c = LightningDbConfig::default();
     let Some(kw) = kwargs else { return Ok(c) };
+    let (mut cipher, mut master) = (Cipher::Aes256Gcm, None);
     for (k, v) in kw.iter() {
         let key: String = k.extract()?;
         match key.as_str() {
@@ -215,6 +217,35 @@ fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
             "sql_threads" => c.sql_threads = v.extract()?,
             "analytics_nice" => c.analytics_nice = v.extract()?,
             "sql_max_statement_bytes" => c.sql_max_statement_bytes = v.extract()?,
+            // Encryption at rest: a 32-byte key or a passphrase (Argon2id), and the cipher.
+            "encryption_key" => {
+                let mut b: Vec<u8> = v.extract()?;
+                let raw: Option<[u8; 32]> = b.as_slice().try_into().ok();
+                let len = b.len();
+                // Our copy of the key is wiped (the provider keeps its own, zeroized).
+                for x in b.iter_mut() {
+                    // SAFETY: a valid, aligned byte of `b`.
+                    unsafe { std::ptr::write_volatile(x, 0) };
+                }
+                let raw = raw.ok_or_else(|| {
+                    InvalidArgument::new_err(format!("encryption_key must be 32 bytes, got {len}"))
+                })?;
+                master = Some(KeyProvider::raw(raw));
+            }
+            "encryption_passphrase" => {
+                master = Some(KeyProvider::passphrase(v.extract::<String>()?));
+            }
+            "cipher" => {
+                cipher = match v.extract::<String>()?.as_str() {
+                    "aes-256-gcm" => Cipher::Aes256Gcm,
+                    "chacha20-poly1305" => Cipher::ChaCha20Poly1305,
+                    other => {
+                        return Err(InvalidArgument::new_err(format!(
+                            "cipher must be \"aes-256-gcm\" or \"chacha20-poly1305\", got {other:?}"
+                        )));
+                    }
+                }
+            }
             other => {
                 return Err(PyTypeError::new_err(format!(
                     "unknown configuration field {other:?}"
@@ -222,6 +253,7 @@ fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
             }
         }
     }
+    c.encryption = master.map(|k| EncryptionConfig::new(cipher, k));
     Ok(c)
 }
 

@@ -51,6 +51,30 @@ def test_create_open_and_config(tmp_path):
         lightning_db.Database.open(p, durability="sometimes")
 
 
+def test_encrypted_database_and_wrong_key(tmp_path):
+    p = tmp_path / "enc"
+    with lightning_db.Database.create(p, encryption_passphrase="correct horse battery") as d:
+        d.put(b"secret", b"value")
+        d.flush()
+    with pytest.raises(lightning_db.WrongKey):
+        lightning_db.Database.open(p, encryption_passphrase="wrong")
+    with pytest.raises(lightning_db.WrongKey):
+        lightning_db.Database.open(p)  # no key for an encrypted database
+    with lightning_db.Database.open(p, encryption_passphrase="correct horse battery") as d:
+        assert d.get(b"secret") == b"value"
+    # Raw 32-byte keys and the other cipher.
+    q = tmp_path / "enc2"
+    key = bytes(range(32))
+    with lightning_db.Database.create(q, encryption_key=key, cipher="chacha20-poly1305") as d:
+        d.put(b"a", b"b")
+    with pytest.raises(lightning_db.WrongKey):
+        lightning_db.Database.open(q, encryption_key=bytes(32))
+    with lightning_db.Database.open(q, encryption_key=key, cipher="chacha20-poly1305") as d:
+        assert d.get(b"a") == b"b"
+    with pytest.raises(lightning_db.InvalidArgument):
+        lightning_db.Database.open(q, encryption_key=b"short")
+
+
 def test_close_releases_lock_and_later_calls_fail(tmp_path):
     p = tmp_path / "db"
     d = lightning_db.Database.create(p)
