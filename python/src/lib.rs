@@ -346,10 +346,7 @@ impl NativeDatabase {
         let it = py
             .detach(|| db.scan(start.as_deref(), end.as_deref()))
             .map_err(py_err)?;
-        Ok(ScanIter {
-            it: Mutex::new(Some(it)),
-            _db: db,
-        })
+        Ok(ScanIter::new(it, db))
     }
 
     /// Begin a transaction (snapshot isolation); see the Python `Transaction` wrapper.
@@ -563,8 +560,32 @@ impl NativeStatement {
 /// Iterator of `(key, value)` over a key range.
 #[pyclass(module = "lightning_db._lightning_db", frozen)]
 struct ScanIter {
-    it: Mutex<Option<KvIter>>,
+    state: Mutex<Scan>,
     _db: Arc<Database>,
+}
+
+/// The entries pulled from the iterator and not yet returned, and what ended it.
+struct Scan {
+    it: Option<KvIter>,
+    ready: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    failed: Option<Error>,
+}
+
+/// Entries pulled per release of the GIL: one release per entry would cost more than
+/// reading most entries.
+const SCAN_CHUNK: usize = 256;
+
+impl ScanIter {
+    fn new(it: KvIter, db: Arc<Database>) -> ScanIter {
+        ScanIter {
+            state: Mutex::new(Scan {
+                it: Some(it),
+                ready: Default::default(),
+                failed: None,
+            }),
+            _db: db,
+        }
+    }
 }
 
 #[pymethods]
@@ -574,14 +595,28 @@ impl ScanIter {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let next = py.detach(|| self.it.lock().as_mut().and_then(Iterator::next));
-        match next {
-            None => {
-                self.it.lock().take();
-                Ok(None)
-            }
-            Some(Err(e)) => Err(py_err(e)),
-            Some(Ok((k, v))) => Ok(Some(PyTuple::new(py, [bytes(py, &k), bytes(py, &v)])?)),
+        let mut g = self.state.lock();
+        if g.ready.is_empty() && g.it.is_some() {
+            let s = &mut *g;
+            py.detach(|| {
+                while s.ready.len() < SCAN_CHUNK {
+                    match s.it.as_mut().and_then(Iterator::next) {
+                        Some(Ok(kv)) => s.ready.push_back(kv),
+                        Some(Err(e)) => {
+                            s.failed = Some(e);
+                            s.it = None;
+                        }
+                        None => s.it = None,
+                    }
+                    if s.it.is_none() {
+                        break;
+                    }
+                }
+            });
+        }
+        match g.ready.pop_front() {
+            Some((k, v)) => Ok(Some(PyTuple::new(py, [bytes(py, &k), bytes(py, &v)])?)),
+            None => g.failed.take().map_or(Ok(None), |e| Err(py_err(e))),
         }
     }
 }
@@ -630,10 +665,7 @@ impl NativeTransaction {
         let it = py
             .detach(|| self.db.scan_tx(id, start.as_deref(), end.as_deref()))
             .map_err(py_err)?;
-        Ok(ScanIter {
-            it: Mutex::new(Some(it)),
-            _db: self.db.clone(),
-        })
+        Ok(ScanIter::new(it, self.db.clone()))
     }
 
     /// Commit; `TransactionConflict` when another transaction wrote the same keys first.
