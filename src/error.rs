@@ -106,6 +106,10 @@ pub enum Error {
     /// changed.
     #[error("{0}")]
     Constraint(String),
+    /// A statement went past a limit it ran under (its memory budget or its deadline,
+    /// see `QueryLimits`) and was stopped. Nothing was changed.
+    #[error("query limit: {0}")]
+    QueryLimit(String),
 }
 
 #[cfg(feature = "sql")]
@@ -167,6 +171,9 @@ impl From<datafusion::error::DataFusionError> for Error {
             None => {
                 // DataFusion's SQL errors carry their own "SQL error: " prefix; ours
                 // adds it once.
+                if let D::ResourcesExhausted(m) = &e {
+                    return Error::QueryLimit(m.clone());
+                }
                 let msg = match &e {
                     D::SQL(p, _) => p.to_string(),
                     e => e.strip_backtrace(),

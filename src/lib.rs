@@ -29,6 +29,8 @@ pub mod encryption;
 mod error;
 mod metrics;
 pub mod monitoring;
+#[cfg(feature = "flight")]
+pub mod flight;
 #[cfg(feature = "sql")]
 mod sql;
 #[cfg(feature = "sql")]
@@ -44,7 +46,7 @@ pub use datafusion;
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 #[cfg(feature = "sql")]
-pub use sql::{Params, PreparedStatement};
+pub use sql::{Params, PreparedStatement, QueryLimits};
 #[cfg(feature = "sql")]
 pub use tables::to_table_types;
 

@@ -12,9 +12,11 @@ mod alter;
 mod catalog;
 mod fast;
 mod guard;
+mod limits;
 mod prepared;
 mod shape;
 
+pub use limits::QueryLimits;
 pub use prepared::{Params, PreparedStatement};
 
 use crate::db::Database;
@@ -442,14 +444,19 @@ fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize
 }
 
 /// Plan and run one statement (on a SQL runtime thread).
-async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>> {
+async fn run_sql(
+    tables: Arc<Tables>,
+    query: String,
+    exec: Option<SessionContext>,
+) -> Result<Vec<RecordBatch>> {
     let st = tables.sql_state()?;
+    let exec = exec.unwrap_or_else(|| st.ctx.clone());
     let epoch = st.epoch();
     let known = st.remembered(&query);
     if let Some(p) = known.as_ref().and_then(|c| c.optimized.clone()) {
         st.plan_cache_hits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return run_optimized(&st, p).await;
+        return run_optimized(&st, &exec, p).await;
     }
     let plan = match known.as_ref().and_then(|c| c.plan.clone()) {
         Some(p) => {
@@ -479,7 +486,7 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
                 && let Some(optimized) = shaped_plan(&st, epoch, shape).await
                 && let Ok(bound) =
                     optimized.with_param_values(datafusion::common::ParamValues::from(values))
-                && let Ok(out) = run_optimized(&st, bound).await
+                && let Ok(out) = run_optimized(&st, &exec, bound).await
             {
                 return Ok(out);
             }
@@ -504,13 +511,13 @@ async fn run_sql(tables: Arc<Tables>, query: String) -> Result<Vec<RecordBatch>>
                     },
                 );
                 if let Some(p) = optimized {
-                    return run_optimized(&st, p).await;
+                    return run_optimized(&st, &exec, p).await;
                 }
             }
             plan
         }
     };
-    run_plan(&tables, &st, plan).await
+    run_plan(&tables, &st, &exec, plan).await
 }
 
 /// Where the plans of query shapes are remembered (see [`shape`]): no statement text
@@ -555,11 +562,15 @@ async fn shaped_plan(st: &SqlState, epoch: u64, shape: DFStatement) -> Option<Lo
     optimized
 }
 
-/// Run an optimized query plan (the logical optimizer already ran).
-async fn run_optimized(st: &SqlState, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+/// Run an optimized query plan (the logical optimizer already ran) in session `exec`.
+async fn run_optimized(
+    st: &SqlState,
+    exec: &SessionContext,
+    plan: LogicalPlan,
+) -> Result<Vec<RecordBatch>> {
     st.planned_statements
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let state = st.ctx.state();
+    let state = exec.state();
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let physical = state
         .query_planner()
@@ -579,10 +590,12 @@ fn named(out: Vec<RecordBatch>, schema: SchemaRef) -> Vec<RecordBatch> {
 }
 
 /// Run a planned statement: DDL on Lightning tables goes to the table catalog, the
-/// rest to DataFusion.
+/// rest to DataFusion, executed in session `exec` (the shared one, or one with a
+/// query's own memory limit).
 async fn run_plan(
     tables: &Arc<Tables>,
     st: &SqlState,
+    exec: &SessionContext,
     plan: LogicalPlan,
 ) -> Result<Vec<RecordBatch>> {
     st.planned_statements
@@ -592,7 +605,7 @@ async fn run_plan(
         // remembered plans were optimized with.
         st.catalog_changed();
     }
-    let ctx = st.ctx.clone();
+    let ctx = exec.clone();
     match &plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
             let name = c.name.table().to_string();
@@ -709,7 +722,7 @@ impl Database {
             return Ok(out);
         }
         let q = query.to_string();
-        self.block_on(traced(run_sql(t, q), sql_span(query)))
+        self.block_on(traced(run_sql(t, q, None), sql_span(query)))
     }
 
     /// [`Database::sql`] for async callers. The statement runs on the database's SQL
@@ -718,7 +731,7 @@ impl Database {
         let (t, st) = self.sql_tables()?;
         let mut task = AbortOnDrop(
             st.runtime()
-                .spawn(traced(run_sql(t, query.to_string()), sql_span(query))),
+                .spawn(traced(run_sql(t, query.to_string(), None), sql_span(query))),
         );
         joined((&mut task.0).await)
     }

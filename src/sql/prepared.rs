@@ -1,11 +1,13 @@
 //! Prepared statements: parsed, checked and planned once, run many times with `$1`,
 //! `$2`, … bound to new values.
 
-use super::{Compiled, SqlState, fast, run_plan};
+use super::limits::{QueryLimits, run_plan_limited};
+use super::{Compiled, SqlState, fast};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::tables::Tables;
 use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use parking_lot::RwLock;
@@ -102,8 +104,12 @@ impl Database {
     /// Single-row `INSERT … VALUES`, and `UPDATE`, `DELETE` and `SELECT` whose `WHERE`
     /// gives every primary-key column with `=`, run straight on the row store without
     /// DataFusion; everything else runs its cached DataFusion plan.
+    ///
+    /// `?` placeholders (the DB-API's and JDBC's style) are taken too: the first `?` is
+    /// `$1`, the next `$2`, and so on (a statement uses one style or the other).
     pub fn prepare(&self, sql: &str) -> Result<PreparedStatement<'_>> {
         let (tables, st) = self.sql_tables()?;
+        let sql = &numbered_placeholders(sql);
         let compiled = self.compile(&tables, &st, sql)?;
         Ok(PreparedStatement {
             db: self,
@@ -163,6 +169,15 @@ impl PreparedStatement<'_> {
     /// Run the statement with `params` bound to `$1`, `$2`, … and return its rows (for
     /// `INSERT`, `UPDATE` and `DELETE`, one row: `count`, the rows affected).
     pub fn execute(&self, params: impl Params) -> Result<Vec<RecordBatch>> {
+        self.execute_limited(params, &QueryLimits::none())
+    }
+
+    /// [`PreparedStatement::execute`] under `limits` (see [`QueryLimits`]).
+    pub fn execute_limited(
+        &self,
+        params: impl Params,
+        limits: &QueryLimits,
+    ) -> Result<Vec<RecordBatch>> {
         let params = params.into_values();
         let c = self.current()?;
         if let Some(f) = &c.fast
@@ -180,8 +195,89 @@ impl PreparedStatement<'_> {
         let plan = bind(plan, params)?;
         let (t, s) = (self.tables.clone(), self.st.clone());
         self.db
-            .block_on(async move { run_plan(&t, &s, plan).await })
+            .block_on(run_plan_limited(t, s, plan, limits.clone()))
     }
+
+    /// The types DataFusion inferred for the statement's parameters, in order
+    /// (`None` where the statement leaves one open, and none at all for a statement
+    /// only the single-row path understands).
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let c = self.current()?;
+        let Some(plan) = &c.plan else {
+            return Ok(Vec::new());
+        };
+        let mut types: Vec<(usize, Option<DataType>)> = plan
+            .get_parameter_types()?
+            .into_iter()
+            .filter_map(|(k, t)| Some((k.strip_prefix('$')?.parse().ok()?, t)))
+            .collect();
+        types.sort_by_key(|(i, _)| *i);
+        Ok(types.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// The columns the statement returns (for `INSERT`, `UPDATE` and `DELETE`: `count`).
+    pub fn schema(&self) -> Result<SchemaRef> {
+        let c = self.current()?;
+        match &c.plan {
+            Some(plan) => Ok(Arc::new(plan.schema().as_arrow().clone())),
+            None => Ok(Arc::new(Schema::empty())),
+        }
+    }
+}
+
+/// `sql` with each `?` placeholder (outside string literals, quoted identifiers and
+/// comments) numbered in order: `$1`, `$2`, ... Text without one is returned as is.
+fn numbered_placeholders(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('?') {
+        return sql.into();
+    }
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let (mut i, mut from, mut n) = (0, 0, 0);
+    while i < b.len() {
+        match b[i] {
+            // '…' and "…": a doubled quote stays inside.
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == q {
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'?' => {
+                n += 1;
+                out.push_str(&sql[from..i]);
+                out.push_str(&format!("${n}"));
+                i += 1;
+                from = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if n == 0 {
+        return sql.into();
+    }
+    out.push_str(&sql[from.min(sql.len())..]);
+    out.into()
 }
 
 /// `plan` with its placeholders replaced by `params`, each cast to the type DataFusion
@@ -208,4 +304,26 @@ fn bind(plan: LogicalPlan, mut params: Vec<ScalarValue>) -> Result<LogicalPlan> 
         )));
     }
     Ok(plan.with_param_values(ParamValues::from(params))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_placeholders as n;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(n("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            n("SELECT * FROM t WHERE a = ? AND b > ?"),
+            "SELECT * FROM t WHERE a = $1 AND b > $2"
+        );
+        assert_eq!(
+            n("SELECT '?', \"a?\", 'it''s ?' FROM t WHERE x = ? -- why?\n AND y = ?"),
+            "SELECT '?', \"a?\", 'it''s ?' FROM t WHERE x = $1 -- why?\n AND y = $2"
+        );
+        assert_eq!(n("SELECT /* ? */ ?"), "SELECT /* ? */ $1");
+        // Unterminated quotes and comments end the text without a panic.
+        assert_eq!(n("SELECT 'abc?"), "SELECT 'abc?");
+        assert_eq!(n("SELECT ? /* x"), "SELECT $1 /* x");
+    }
 }

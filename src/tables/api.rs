@@ -112,6 +112,31 @@ impl Database {
         Ok(n)
     }
 
+    /// [`Database::load_table`], except that a table already named `name` is replaced:
+    /// readers see the old table until the one commit that publishes the new one with
+    /// all its rows. A failure part-way leaves the old table as it was.
+    pub fn replace_table<I>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        batches: I,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
+        let t = self.tables()?;
+        let mut load = t.begin_load_as(name, schema, primary_key, true, Default::default())?;
+        let mut n = 0;
+        for b in batches {
+            let b = b?;
+            n += b.num_rows() as u64;
+            load.insert(&b)?;
+        }
+        load.commit_replacing()?;
+        Ok(n)
+    }
+
     /// Insert or replace the rows of every batch into an existing table in one atomic
     /// commit, at any size: all or nothing, also across a crash. The batches are read one
     /// at a time; past `sql_insert_run_bytes` of rows they are staged as sorted runs and

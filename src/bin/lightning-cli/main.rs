@@ -2,6 +2,7 @@
 //! database, and a SQL shell (`lightning-cli <db>`). Errors are one line on stderr and a
 //! non-zero exit.
 
+mod serve;
 mod shell;
 mod split;
 
@@ -207,6 +208,11 @@ enum Cmd {
         #[arg(short = 'f', long = "file", conflicts_with = "command")]
         file: Option<PathBuf>,
     },
+    /// Serve the database (created if missing) to Arrow Flight SQL clients (ADBC, JDBC,
+    /// ...): queries, prepared statements, DML, bulk ingestion and catalog metadata,
+    /// with optional bearer-token auth and TLS, and per-statement limits. Runs until
+    /// Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
     /// `lightning-cli <DB>`: the SQL shell on DB, as `sql <DB>` opens it.
     #[command(external_subcommand)]
     Shell(Vec<OsString>),
@@ -652,6 +658,10 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Sql { db, command, file } => sql(&db, command, file),
+        Cmd::Serve(a) => {
+            let db = open_or_create(a.db())?;
+            serve::serve(a, db)
+        }
         Cmd::Rekey {
             db,
             new_key_file,
