@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Python package (python/, PyO3 + maturin, abi3) into a virtual environment
 # and runs its pytest suite: the API, zero-copy results, the GIL, and interop with
-# Polars, DuckDB and pandas.
+# Polars, DuckDB and pandas; then executes notebooks/python_package.ipynb with it.
 #
 #   scripts/python_tests.sh            # debug build of the extension (what CI runs)
 #   scripts/python_tests.sh --release  # optimized build, as `pip install ./python` makes
@@ -25,7 +25,7 @@ venv=python/.venv
 py="$venv/bin/python"
 "$py" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$py" -m pip install --quiet --disable-pip-version-check \
-    maturin pyarrow pytest polars duckdb pandas
+    maturin pyarrow pytest polars duckdb pandas nbconvert ipykernel matplotlib numpy
 
 # maturin's PEP 517 backend takes cargo arguments from MATURIN_PEP517_ARGS.
 MATURIN_PEP517_ARGS="--profile $profile" \
@@ -33,5 +33,10 @@ MATURIN_PEP517_ARGS="--profile $profile" \
 
 # Run from python/tests so `import lightning_db` finds the installed package, not the
 # source tree's (which has no compiled extension).
-cd python/tests
-"../.venv/bin/python" -m pytest -q .
+(cd python/tests && "../.venv/bin/python" -m pytest -q .)
+
+# The notebook that uses the package (load, query, plot) runs in the same environment.
+out="$(mktemp -d)"
+LDB_PLOTS="$out/plots" "$py" -m nbconvert --to notebook --execute \
+    notebooks/python_package.ipynb --output-dir "$out"
+ls "$out/plots"

@@ -27,10 +27,10 @@ mod config;
 mod db;
 pub mod encryption;
 mod error;
-mod metrics;
-pub mod monitoring;
 #[cfg(feature = "flight")]
 pub mod flight;
+mod metrics;
+pub mod monitoring;
 #[cfg(feature = "sql")]
 mod sql;
 #[cfg(feature = "sql")]

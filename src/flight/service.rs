@@ -238,7 +238,12 @@ fn plain(b: &RecordBatch) -> Result<RecordBatch> {
         DataType::BinaryView => Some(DataType::Binary),
         _ => None,
     };
-    if !b.schema().fields().iter().any(|f| to(f.data_type()).is_some()) {
+    if !b
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| to(f.data_type()).is_some())
+    {
         return Ok(b.clone());
     }
     let mut fields = Vec::new();
@@ -262,10 +267,8 @@ fn plain(b: &RecordBatch) -> Result<RecordBatch> {
 fn decoded(
     request: Request<PeekableFlightDataStream>,
 ) -> impl Stream<Item = Result<RecordBatch, Status>> {
-    FlightRecordBatchStream::new_from_flight_data(
-        request.into_inner().map_err(FlightError::from),
-    )
-    .map_err(Status::from)
+    FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from))
+        .map_err(Status::from)
 }
 
 /// Every row of the parameter batches a `DoPut` carries.
@@ -296,7 +299,12 @@ fn affected(batches: &[RecordBatch]) -> i64 {
         .filter_map(|b| {
             let c = arrow::compute::cast(b.column(0), &DataType::UInt64).ok()?;
             let c = c.as_primitive::<UInt64Type>();
-            Some((0..c.len()).filter(|&i| c.is_valid(i)).map(|i| c.value(i)).sum::<u64>())
+            Some(
+                (0..c.len())
+                    .filter(|&i| c.is_valid(i))
+                    .map(|i| c.value(i))
+                    .sum::<u64>(),
+            )
         })
         .sum::<u64>() as i64
 }
@@ -309,9 +317,9 @@ fn conform(b: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
     };
     let mut cols = Vec::with_capacity(target.fields().len());
     for f in target.fields() {
-        let c = b.column_by_name(f.name()).ok_or_else(|| {
-            Error::Schema(format!("the data has no column {:?}", f.name()))
-        })?;
+        let c = b
+            .column_by_name(f.name())
+            .ok_or_else(|| Error::Schema(format!("the data has no column {:?}", f.name())))?;
         cols.push(
             arrow::compute::cast_with_options(c, f.data_type(), &opts)
                 .map_err(|e| Error::Schema(format!("column {:?}: {e}", f.name())))?,
@@ -554,7 +562,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 

@@ -181,9 +181,7 @@ pub(super) fn status(e: Error) -> Status {
         Error::TableExists(_) => Status::already_exists(msg),
         Error::Constraint(_) | Error::ReadOnly => Status::failed_precondition(msg),
         Error::TransactionConflict(_) => Status::aborted(msg),
-        Error::QueryLimit(_) | Error::TooManyTransactions { .. } => {
-            Status::resource_exhausted(msg)
-        }
+        Error::QueryLimit(_) | Error::TooManyTransactions { .. } => Status::resource_exhausted(msg),
         Error::Closed => Status::unavailable(msg),
         _ => Status::internal(msg),
     }

@@ -61,7 +61,8 @@ fn parse_size(s: &str) -> Result<usize, String> {
         "gib" => 1 << 30,
         u => return Err(format!("unknown size unit {u:?} (use B, KiB, MiB, GiB)")),
     };
-    n.checked_mul(mul).ok_or_else(|| format!("size too large: {s:?}"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 pub fn serve(a: ServeArgs, db: lightning_db::Database) -> super::Res<()> {
@@ -75,9 +76,8 @@ pub fn serve(a: ServeArgs, db: lightning_db::Database) -> super::Res<()> {
     };
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
-            };
+            let read =
+                |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
             Some((read(c)?, read(k)?))
         }
         _ => None,
