@@ -156,7 +156,11 @@ impl From<datafusion::error::DataFusionError> for Error {
         }
         fn find(e: &D) -> Option<Error> {
             match e {
-                D::External(b) => ours(b.as_ref()),
+                D::ResourcesExhausted(m) => Some(Error::QueryLimit(m.clone())),
+                D::External(b) => match b.downcast_ref::<D>() {
+                    Some(inner) => find(inner),
+                    None => ours(b.as_ref()),
+                },
                 D::ArrowError(a, _) => match a.as_ref() {
                     arrow::error::ArrowError::ExternalError(b) => ours(b.as_ref()),
                     _ => None,
@@ -171,15 +175,15 @@ impl From<datafusion::error::DataFusionError> for Error {
             None => {
                 // DataFusion's SQL errors carry their own "SQL error: " prefix; ours
                 // adds it once.
-                if let D::ResourcesExhausted(m) = &e {
-                    return Error::QueryLimit(m.clone());
-                }
                 let msg = match &e {
                     D::SQL(p, _) => p.to_string(),
                     e => e.strip_backtrace(),
                 };
                 if msg.contains("transaction conflict") {
                     Error::TransactionConflict(msg)
+                } else if msg.starts_with("Resources exhausted") {
+                    // Exhausted memory wrapped where the structure above does not see it.
+                    Error::QueryLimit(msg)
                 } else {
                     Error::Sql(msg)
                 }

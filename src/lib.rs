@@ -46,7 +46,7 @@ pub use datafusion;
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 #[cfg(feature = "sql")]
-pub use sql::{Params, PreparedStatement, QueryLimits};
+pub use sql::{Params, PreparedStatement, QueryLimits, SqlStream};
 #[cfg(feature = "sql")]
 pub use tables::to_table_types;
 

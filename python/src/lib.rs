@@ -19,7 +19,8 @@ use arrow::record_batch::{RecordBatch, RecordBatchIterator, RecordBatchReader};
 use lightning_db::datafusion::scalar::ScalarValue;
 use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
 use lightning_db::{
-    Database, Durability, Error, KvIter, LightningDbConfig, PreparedStatement, TxId,
+    Database, Durability, Error, KvIter, LightningDbConfig, PreparedStatement, QueryLimits,
+    SqlStream, TxId,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyTypeError};
@@ -135,6 +136,12 @@ mod errors {
     );
     create_exception!(
         _lightning_db,
+        QueryLimitExceeded,
+        LightningError,
+        "A statement went past its memory or time limit and was stopped."
+    );
+    create_exception!(
+        _lightning_db,
         Fatal,
         LightningError,
         "The database stopped after an unrecoverable I/O error."
@@ -168,6 +175,7 @@ fn py_err(e: Error) -> PyErr {
         Error::Schema(_) | Error::Arrow(_) => SchemaError::new_err(msg),
         Error::Sql(_) => SqlError::new_err(msg),
         Error::Constraint(_) => ConstraintViolation::new_err(msg),
+        Error::QueryLimit(_) => QueryLimitExceeded::new_err(msg),
         Error::Fatal(_) => Fatal::new_err(msg),
         _ => LightningError::new_err(msg),
     }
@@ -364,6 +372,16 @@ impl NativeDatabase {
         let db = self.db()?;
         let batches = py.detach(|| db.sql(query)).map_err(py_err)?;
         Ok(ArrowStream::of(batches))
+    }
+
+    /// Run one statement and stream its answer: a query's batches are made as they
+    /// are read (memory holds a couple of them).
+    fn sql_stream(&self, py: Python<'_>, query: &str) -> PyResult<ArrowStream> {
+        let db = self.db()?;
+        let rows = py
+            .detach(|| db.sql_stream(query, &QueryLimits::none()))
+            .map_err(py_err)?;
+        Ok(ArrowStream::streaming(rows))
     }
 
     /// Prepare one statement with positional parameters `$1`, `$2`, ...
@@ -693,8 +711,11 @@ impl NativeTransaction {
 /// Query results, exported once through the Arrow PyCapsule stream protocol.
 #[pyclass(module = "lightning_db._lightning_db", frozen)]
 struct ArrowStream {
-    batches: Mutex<Option<(SchemaRef, Vec<RecordBatch>)>>,
+    batches: Mutex<Option<(SchemaRef, Batches)>>,
 }
+
+/// The batches an [`ArrowStream`] hands out.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
 impl ArrowStream {
     fn of(batches: Vec<RecordBatch>) -> ArrowStream {
@@ -704,7 +725,19 @@ impl ArrowStream {
             .map(|b| b.schema())
             .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
         ArrowStream {
-            batches: Mutex::new(Some((schema, batches))),
+            batches: Mutex::new(Some((schema, Box::new(batches.into_iter().map(Ok))))),
+        }
+    }
+
+    /// A running query's batches, made as the consumer reads them.
+    fn streaming(mut rows: SqlStream) -> ArrowStream {
+        let schema = rows.schema();
+        let next = std::iter::from_fn(move || {
+            rows.next_blocking()
+                .map(|r| r.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))))
+        });
+        ArrowStream {
+            batches: Mutex::new(Some((schema, Box::new(next)))),
         }
     }
 }
@@ -725,10 +758,8 @@ impl ArrowStream {
             .lock()
             .take()
             .ok_or_else(|| PyException::new_err("the result stream was already consumed"))?;
-        let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
-            batches.into_iter().map(Ok),
-            schema,
-        ));
+        let reader: Box<dyn RecordBatchReader + Send> =
+            Box::new(RecordBatchIterator::new(batches, schema));
         // The capsule owns the stream; its destructor releases it unless a consumer
         // moved it out (which leaves `release` null).
         PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(reader), c"arrow_array_stream")
@@ -760,6 +791,7 @@ fn _lightning_db(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SchemaError", py.get_type::<SchemaError>())?;
     m.add("SqlError", py.get_type::<SqlError>())?;
     m.add("ConstraintViolation", py.get_type::<ConstraintViolation>())?;
+    m.add("QueryLimitExceeded", py.get_type::<QueryLimitExceeded>())?;
     m.add("Fatal", py.get_type::<Fatal>())?;
     Ok(())
 }

@@ -265,3 +265,17 @@ def test_threads_share_one_database(db):
         t.join()
     assert not errors
     assert len(list(db.scan())) == 800
+
+
+def test_sql_stream_makes_batches_as_they_are_read(db):
+    # A result far larger than what is read: only the batches read are ever made.
+    huge = "SELECT value AS v FROM generate_series(1, 100000000000)"
+    reader = pa.RecordBatchReader.from_stream(db.sql_stream(huge))
+    assert reader.schema.names == ["v"]
+    first = reader.read_next_batch()
+    assert first.num_rows > 0 and first.column(0)[0].as_py() == 1
+    reader.close()  # cancels the query
+    small = pa.RecordBatchReader.from_stream(db.sql_stream("SELECT value AS v FROM generate_series(1, 100000)"))
+    assert small.read_all().num_rows == 100000
+    with pytest.raises(lightning_db.SqlError):
+        db.sql_stream("SELECT * FROM no_such_table")

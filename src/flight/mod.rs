@@ -6,9 +6,11 @@
 //! (a handshake with HTTP Basic, any user and the token as password, returns it too).
 //! Each statement runs under the server's [`QueryLimits`] and at most
 //! `max_concurrent_queries` run at once; the rest wait their turn (as long as their
-//! deadline allows). A query runs when the client asks for its `FlightInfo`; its
-//! result waits, under a ticket, until the client fetches it with `DoGet` (streamed as
-//! Arrow IPC messages) or `result_ttl` passes.
+//! deadline allows). A query is planned and started when the client asks for its
+//! `FlightInfo`, and its rows are made as the client reads them with `DoGet` (Arrow
+//! IPC messages; the query holds its turn until then, or until `result_ttl` passes
+//! and it is cancelled). Other statements (DDL, DML) and prepared statements run to
+//! their end first, and their answer waits under the ticket.
 
 mod metadata;
 mod service;
@@ -97,6 +99,7 @@ impl FlightSqlServer {
         let auth = service::Auth::new(self.config.token.clone());
         let tls = self.config.tls.clone();
         let svc = service::Service::new(self.db, self.config);
+        svc.start_sweeper();
         let svc = FlightServiceServer::new(svc)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

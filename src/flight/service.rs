@@ -3,10 +3,10 @@
 
 use super::FlightConfig;
 use super::metadata;
-use super::state::{PreparedStatements, Results, off_runtime, status};
+use super::state::{Answer, PreparedStatements, Results, off_runtime, status};
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::sql::QueryLimits;
+use crate::sql::{QueryLimits, SqlStream};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -29,7 +29,7 @@ use arrow_flight::{
 };
 use base64::Engine;
 use datafusion::common::ScalarValue;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub(super) struct Service {
     db: Arc<Database>,
     config: FlightConfig,
     turns: Arc<Semaphore>,
-    results: Results,
+    results: Arc<Results>,
     prepared: PreparedStatements,
     sql_info: SqlInfoData,
 }
@@ -106,12 +106,31 @@ impl Service {
         let sql_info = metadata::sql_info(&db, &config);
         Service {
             turns: Arc::new(Semaphore::new(config.max_concurrent_queries)),
-            results: Results::new(config.result_ttl, config.max_pending_result_bytes),
+            results: Arc::new(Results::new(
+                config.result_ttl,
+                config.max_pending_result_bytes,
+            )),
             prepared: PreparedStatements::default(),
             db,
             config,
             sql_info,
         }
+    }
+
+    /// Drops unfetched results past their time, every few seconds, until the server
+    /// is gone.
+    pub fn start_sweeper(&self) {
+        let results = Arc::downgrade(&self.results);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                match results.upgrade() {
+                    Some(r) => r.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 
     fn limits(&self) -> &QueryLimits {
@@ -185,20 +204,10 @@ impl Service {
             .unwrap_or_else(|| Arc::new(Schema::empty()));
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-        let handle = self.results.put(schema.clone(), batches)?;
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.into(),
-        };
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?
-            .with_endpoint(endpoint)
-            .with_descriptor(descriptor)
+        let handle = self.results.put(schema.clone(), Answer::Ready(batches))?;
+        let info = ticket_info(&schema, handle, descriptor)?
             .with_total_records(rows as i64)
-            .with_total_bytes(bytes as i64)
-            .with_ordered(true);
+            .with_total_bytes(bytes as i64);
         Ok(Response::new(info))
     }
 
@@ -219,6 +228,43 @@ impl Service {
             .with_descriptor(descriptor);
         Ok(Response::new(info))
     }
+}
+
+/// A `FlightInfo` for the result under `handle`, fetched with one `DoGet`.
+fn ticket_info(
+    schema: &Schema,
+    handle: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
+    let ticket = TicketStatementQuery {
+        statement_handle: handle.into(),
+    };
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?
+        .with_endpoint(endpoint)
+        .with_descriptor(descriptor)
+        .with_ordered(true))
+}
+
+/// A running query's batches as one `DoGet` stream of Arrow IPC messages; `turn` is
+/// given back when the stream ends or is dropped.
+fn live_stream(
+    schema: SchemaRef,
+    rows: SqlStream,
+    turn: OwnedSemaphorePermit,
+) -> Response<DoGetStream> {
+    let batches = rows.map(move |b| {
+        let _turn = &turn;
+        b.and_then(|b| plain(&b))
+            .map_err(|e| FlightError::Tonic(Box::new(status(e))))
+    });
+    let s = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from);
+    Response::new(Box::pin(s))
 }
 
 /// `batches` as one `DoGet` stream of Arrow IPC messages.
@@ -372,8 +418,20 @@ impl FlightSqlService for Service {
         if query.transaction_id.is_some() {
             return Err(Status::unimplemented("Flight SQL transactions"));
         }
-        let batches = self.run_sql(&query.query).await?;
-        self.ticketed(batches, request.into_inner())
+        // The query starts now; its rows are made as the client reads them.
+        let turn = self.turn().await?;
+        let rows = self
+            .db
+            .sql_stream_async(&query.query, self.limits())
+            .await
+            .map_err(status)?;
+        let schema = Arc::new(metadata::plain_schema(&rows.schema()));
+        let handle = self.results.put(schema.clone(), Answer::Live(rows, turn))?;
+        Ok(Response::new(ticket_info(
+            &schema,
+            handle,
+            request.into_inner(),
+        )?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -395,7 +453,10 @@ impl FlightSqlService for Service {
         let p = self.results.take(&ticket.statement_handle).ok_or_else(|| {
             Status::not_found("no result under this ticket (fetched already, or expired)")
         })?;
-        Ok(stream(p.schema, p.batches))
+        Ok(match p.answer {
+            Answer::Ready(batches) => stream(p.schema, batches),
+            Answer::Live(rows, turn) => live_stream(p.schema, rows, turn),
+        })
     }
 
     async fn do_get_prepared_statement(

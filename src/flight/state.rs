@@ -4,7 +4,7 @@
 
 use crate::db::Database;
 use crate::error::Error;
-use crate::sql::PreparedStatement;
+use crate::sql::{PreparedStatement, SqlStream};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -14,6 +14,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 /// A new opaque handle: unique within the process and not guessable from another.
@@ -30,10 +31,17 @@ pub(super) fn new_handle() -> Vec<u8> {
     out
 }
 
+/// A statement's answer: its rows, or a running query that makes them as they are
+/// read (holding its turn until then).
+pub(super) enum Answer {
+    Ready(Vec<RecordBatch>),
+    Live(SqlStream, OwnedSemaphorePermit),
+}
+
 /// A query result waiting for its `DoGet`.
 pub(super) struct Pending {
     pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+    pub answer: Answer,
     bytes: usize,
     at: Instant,
 }
@@ -55,19 +63,37 @@ impl Results {
         }
     }
 
+    /// Drop the results nobody fetched in time (a running query among them is
+    /// cancelled, and its turn given back).
+    pub fn sweep(&self) {
+        let expired: Vec<Pending> = {
+            let mut g = self.map.lock();
+            let (map, total) = &mut *g;
+            let now = Instant::now();
+            let old: Vec<Vec<u8>> = map
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.at) >= self.ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            old.iter()
+                .filter_map(|k| map.remove(k))
+                .inspect(|p| *total -= p.bytes)
+                .collect()
+        };
+        // Dropped outside the lock.
+        drop(expired);
+    }
+
     /// Keep a result; returns its ticket handle.
-    pub fn put(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<u8>, Status> {
-        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    pub fn put(&self, schema: SchemaRef, answer: Answer) -> Result<Vec<u8>, Status> {
+        let bytes: usize = match &answer {
+            Answer::Ready(batches) => batches.iter().map(|b| b.get_array_memory_size()).sum(),
+            Answer::Live(..) => 0,
+        };
+        self.sweep();
         let mut g = self.map.lock();
         let (map, total) = &mut *g;
         let now = Instant::now();
-        map.retain(|_, p| {
-            let keep = now.duration_since(p.at) < self.ttl;
-            if !keep {
-                *total -= p.bytes;
-            }
-            keep
-        });
         if *total + bytes > self.max_bytes {
             return Err(Status::resource_exhausted(format!(
                 "results waiting to be fetched would take {} bytes, over the server's limit \
@@ -82,7 +108,7 @@ impl Results {
             handle.clone(),
             Pending {
                 schema,
-                batches,
+                answer,
                 bytes,
                 at: now,
             },

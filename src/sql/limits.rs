@@ -121,3 +121,65 @@ pub(crate) async fn run_plan_limited(
         .deadline(async { run_plan(&tables, &st, &exec, plan).await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Database, Error, LightningDbConfig, QueryLimits};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn limits_stop_a_statement_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db"), LightningDbConfig::default()).unwrap();
+        let join = "SELECT count(*) AS n FROM generate_series(1, 300000) a \
+                    JOIN generate_series(1, 300000) b ON a.value = b.value";
+        let memory = QueryLimits {
+            memory: Some(1 << 20),
+            ..QueryLimits::none()
+        };
+        let r = db.sql_limited(join, &memory);
+        assert!(matches!(r, Err(Error::QueryLimit(_))), "{r:?}");
+        // Without the limit (and with a roomy one) the same statement runs.
+        let roomy = QueryLimits {
+            memory: Some(1 << 30),
+            ..QueryLimits::none()
+        };
+        assert_eq!(db.sql_limited(join, &roomy).unwrap()[0].num_rows(), 1);
+
+        let deadline = QueryLimits {
+            timeout: Some(Duration::from_millis(200)),
+            ..QueryLimits::none()
+        };
+        let t0 = Instant::now();
+        let r = db.sql_limited(
+            "SELECT sum(value % 7) FROM generate_series(1, 100000000000)",
+            &deadline,
+        );
+        assert!(matches!(r, Err(Error::QueryLimit(_))), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        // A write cut off by its deadline writes nothing.
+        db.sql("CREATE TABLE t (id BIGINT PRIMARY KEY)").unwrap();
+        let r = db.sql_limited(
+            "INSERT INTO t SELECT value FROM generate_series(1, 100000000000)",
+            &deadline,
+        );
+        assert!(matches!(r, Err(Error::QueryLimit(_))), "{r:?}");
+        let n = db.sql("SELECT count(*) AS n FROM t").unwrap();
+        assert_eq!(
+            n[0].column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .value(0),
+            0
+        );
+        // Prepared statements take the same limits.
+        let p = db.prepare(join).unwrap();
+        assert!(matches!(
+            p.execute_limited((), &memory),
+            Err(Error::QueryLimit(_))
+        ));
+        assert!(p.execute_limited((), &roomy).is_ok());
+        db.close().unwrap();
+    }
+}

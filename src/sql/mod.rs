@@ -15,9 +15,11 @@ mod guard;
 mod limits;
 mod prepared;
 mod shape;
+mod stream;
 
 pub use limits::QueryLimits;
 pub use prepared::{Params, PreparedStatement};
+pub use stream::SqlStream;
 
 use crate::db::Database;
 use crate::error::{Error, Result};

@@ -176,10 +176,12 @@ def test_memory_limit_stops_a_statement_not_the_server(serve):
     s = serve("--query-memory-limit", "1MiB")
     with s.connect() as conn, conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.Error, match="(?i)resource|memory|limit"):
+            # A query starts at execute; a failure while it runs comes with its rows.
             cur.execute(
                 "SELECT count(*) FROM generate_series(1, 2000000) a "
                 "JOIN generate_series(1, 2000000) b ON a.value = b.value"
             )
+            cur.fetchall()
         cur.execute("SELECT count(*) FROM generate_series(1, 1000)")
         assert cur.fetchone() == (1000,)
 
@@ -190,6 +192,7 @@ def test_time_limit_cancels_a_statement(serve):
         t0 = time.monotonic()
         with pytest.raises(adbc_driver_manager.Error, match="(?i)time limit"):
             cur.execute(SLOW)
+            cur.fetchall()
         assert time.monotonic() - t0 < 20
         cur.execute("SELECT 2 AS two")
         assert cur.fetchone() == (2,)
@@ -205,6 +208,7 @@ def test_concurrent_statement_cap(serve):
         with s.connect() as conn, conn.cursor() as cur:
             try:
                 cur.execute(SLOW)
+                cur.fetchall()
             except adbc_driver_manager.Error as e:
                 slow_err.append(str(e))
 

@@ -35,6 +35,7 @@ from ._lightning_db import (  # noqa: F401  (re-exported exception classes)
     IoError,
     LightningError,
     Locked,
+    QueryLimitExceeded,
     ReadOnly,
     SchemaError,
     SqlError,
@@ -52,6 +53,7 @@ __all__ = [
     "LightningError",
     "Closed",
     "ConstraintViolation",
+    "QueryLimitExceeded",
     "Corruption",
     "DatabaseExists",
     "DatabaseNotFound",
@@ -213,8 +215,10 @@ class Database:
 
     def sql_stream(self, query: str):
         """The result as an object with `__arrow_c_stream__`, for Polars
-        (`pl.from_arrow`), DuckDB or any other Arrow PyCapsule consumer; one use."""
-        return self._db.sql(query)
+        (`pl.from_arrow`), DuckDB, `pa.RecordBatchReader.from_stream` or any other
+        Arrow PyCapsule consumer; one use. A query's batches are made as the consumer
+        reads them, so memory holds a couple of batches however large the result."""
+        return self._db.sql_stream(query)
 
     def insert(self, table: str, data: Any) -> int:
         """Insert (or replace by primary key) every row of `data` into `table`,
