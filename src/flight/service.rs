@@ -80,9 +80,14 @@ fn presented_secret(header: &str) -> Option<Vec<u8>> {
     match scheme.to_ascii_lowercase().as_str() {
         "bearer" => Some(rest.trim().as_bytes().to_vec()),
         "basic" => {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(rest.trim())
-                .ok()?;
+            // Padded or not (Go's Flight client sends it unpadded).
+            use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+            let engine = GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+            );
+            let raw = engine.decode(rest.trim()).ok()?;
             let colon = raw.iter().position(|&b| b == b':')?;
             Some(raw[colon + 1..].to_vec())
         }
@@ -713,6 +718,25 @@ impl FlightSqlService for Service {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presented_secret as secret;
+
+    #[test]
+    fn bearer_and_basic_credentials() {
+        assert_eq!(secret("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(secret("bearer  abc "), Some(b"abc".to_vec()));
+        // base64("user:s3cret"), padded and unpadded.
+        assert_eq!(secret("Basic dXNlcjpzM2NyZXQ="), Some(b"s3cret".to_vec()));
+        assert_eq!(secret("Basic dXNlcjpzM2NyZXQ"), Some(b"s3cret".to_vec()));
+        // A password may hold colons; the user may not.
+        assert_eq!(secret("Basic dTphOmI="), Some(b"a:b".to_vec()));
+        assert_eq!(secret("Basic !!!"), None);
+        assert_eq!(secret("Digest abc"), None);
+        assert_eq!(secret("Bearer"), None);
+    }
 }
 
 /// What a bulk ingestion does with its table.

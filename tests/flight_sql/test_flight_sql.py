@@ -170,6 +170,13 @@ def test_wrong_or_missing_token_is_refused(serve):
     with s.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 AS one")
         assert cur.fetchone() == (1,)
+    # A Basic handshake (any user, the token as password) is answered with the token.
+    with s.connect(token=None, username="analyst", password=s.token) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 2 AS two")
+        assert cur.fetchone() == (2,)
+    with pytest.raises(adbc_driver_manager.Error, match="(?i)unauthenticated"):
+        with s.connect(token=None, username="analyst", password="guess") as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
 
 
 def test_memory_limit_stops_a_statement_not_the_server(serve):
