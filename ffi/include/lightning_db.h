@@ -277,7 +277,9 @@ void ldb_txn_free(LdbTransaction *txn);
 
 /**
  * Run one SQL statement and write its result, as an Arrow C stream, into the
- * caller-allocated `*out` (the batches are handed over, not copied). The caller
+ * caller-allocated `*out` (the batches are handed over, not copied). A query runs as
+ * it is read: `get_next` waits for its next batch, so memory holds a couple of
+ * batches however large the result; releasing the stream early cancels the query. The caller
  * consumes it with `get_schema`/`get_next` and must call `out->release(out)` once done.
  * On error `*out` is left untouched.
  */

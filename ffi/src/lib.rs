@@ -21,7 +21,6 @@
 #![allow(clippy::missing_safety_doc)] // Each function's safety rules are in its docs.
 
 use arrow::ffi_stream::FFI_ArrowArrayStream;
-use arrow::record_batch::{RecordBatchIterator, RecordBatchReader};
 use lightning_db::{Database, Error, KvBatch, KvIter, LightningDbConfig, TxId};
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -602,7 +601,9 @@ pub unsafe extern "C" fn ldb_txn_free(txn: *mut LdbTransaction) {
 }
 
 /// Run one SQL statement and write its result, as an Arrow C stream, into the
-/// caller-allocated `*out` (the batches are handed over, not copied). The caller
+/// caller-allocated `*out` (the batches are handed over, not copied). A query runs as
+/// it is read: `get_next` waits for its next batch, so memory holds a couple of
+/// batches however large the result; releasing the stream early cancels the query. The caller
 /// consumes it with `get_schema`/`get_next` and must call `out->release(out)` once done.
 /// On error `*out` is left untouched.
 #[unsafe(no_mangle)]
@@ -617,15 +618,10 @@ pub unsafe extern "C" fn ldb_sql(
         if out.is_null() {
             return Err(null("out"));
         }
-        let batches = h.db.sql(q)?;
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-        let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
-            batches.into_iter().map(Ok),
-            schema,
-        ));
+        // A query's batches are made as the caller reads them.
+        let reader =
+            h.db.sql_stream(q, &lightning_db::QueryLimits::none())?
+                .into_reader();
         // SAFETY: `out` is writable memory for one stream struct; whatever it held is
         // not read or released (it is the caller's uninitialized space).
         unsafe { std::ptr::write(out, FFI_ArrowArrayStream::new(reader)) };

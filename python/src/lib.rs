@@ -711,11 +711,8 @@ impl NativeTransaction {
 /// Query results, exported once through the Arrow PyCapsule stream protocol.
 #[pyclass(module = "lightning_db._lightning_db", frozen)]
 struct ArrowStream {
-    batches: Mutex<Option<(SchemaRef, Batches)>>,
+    reader: Mutex<Option<Box<dyn RecordBatchReader + Send>>>,
 }
-
-/// The batches an [`ArrowStream`] hands out.
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
 impl ArrowStream {
     fn of(batches: Vec<RecordBatch>) -> ArrowStream {
@@ -724,20 +721,16 @@ impl ArrowStream {
             .first()
             .map(|b| b.schema())
             .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
         ArrowStream {
-            batches: Mutex::new(Some((schema, Box::new(batches.into_iter().map(Ok))))),
+            reader: Mutex::new(Some(Box::new(reader))),
         }
     }
 
     /// A running query's batches, made as the consumer reads them.
-    fn streaming(mut rows: SqlStream) -> ArrowStream {
-        let schema = rows.schema();
-        let next = std::iter::from_fn(move || {
-            rows.next_blocking()
-                .map(|r| r.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))))
-        });
+    fn streaming(rows: SqlStream) -> ArrowStream {
         ArrowStream {
-            batches: Mutex::new(Some((schema, Box::new(next)))),
+            reader: Mutex::new(Some(rows.into_reader())),
         }
     }
 }
@@ -753,13 +746,11 @@ impl ArrowStream {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema;
-        let (schema, batches) = self
-            .batches
+        let reader = self
+            .reader
             .lock()
             .take()
             .ok_or_else(|| PyException::new_err("the result stream was already consumed"))?;
-        let reader: Box<dyn RecordBatchReader + Send> =
-            Box::new(RecordBatchIterator::new(batches, schema));
         // The capsule owns the stream; its destructor releases it unless a consumer
         // moved it out (which leaves `release` null).
         PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(reader), c"arrow_array_stream")

@@ -720,6 +720,13 @@ impl FlightSqlService for Service {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
+/// What a bulk ingestion does with its table.
+enum Ingest {
+    Append,
+    Create,
+    Replace,
+}
+
 #[cfg(test)]
 mod tests {
     use super::presented_secret as secret;
@@ -737,11 +744,4 @@ mod tests {
         assert_eq!(secret("Digest abc"), None);
         assert_eq!(secret("Bearer"), None);
     }
-}
-
-/// What a bulk ingestion does with its table.
-enum Ingest {
-    Append,
-    Create,
-    Replace,
 }

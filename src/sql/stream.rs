@@ -15,6 +15,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -28,6 +29,11 @@ const IN_FLIGHT: usize = 2;
 pub struct SqlStream {
     schema: SchemaRef,
     rx: mpsc::Receiver<Result<RecordBatch>>,
+    /// Set by the statement when it has sent its last batch: a channel closed before
+    /// that is a statement cut short (its task panicked or was stopped), reported as
+    /// an error rather than as a quiet end.
+    finished: Arc<AtomicBool>,
+    reported: bool,
     _task: AbortOnDrop<()>,
 }
 
@@ -44,13 +50,42 @@ impl SqlStream {
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+
+    /// The stream as an Arrow [`RecordBatchReader`](arrow::record_batch::RecordBatchReader)
+    /// that waits for each batch (for readers outside async code: the Arrow C stream
+    /// interface, Python). An error arrives as an `ArrowError::ExternalError` holding
+    /// the [`Error`].
+    pub fn into_reader(mut self) -> Box<dyn arrow::record_batch::RecordBatchReader + Send> {
+        let schema = self.schema();
+        let batches = std::iter::from_fn(move || {
+            self.next_blocking()
+                .map(|r| r.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))))
+        });
+        Box::new(arrow::record_batch::RecordBatchIterator::new(
+            batches, schema,
+        ))
+    }
+
+    /// What a closed channel means: the end, or (once) an error.
+    fn closed(&mut self) -> Option<Result<RecordBatch>> {
+        if self.finished.load(Ordering::Acquire) || self.reported {
+            return None;
+        }
+        self.reported = true;
+        Some(Err(Error::Sql(
+            "the statement stopped before its end (an internal error)".into(),
+        )))
+    }
 }
 
 impl futures::Stream for SqlStream {
     type Item = Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => Poll::Ready(self.closed()),
+            p => p,
+        }
     }
 }
 
@@ -63,7 +98,10 @@ impl SqlStream {
                 "blocking read of an SqlStream inside an async runtime; poll it as a Stream".into(),
             )));
         }
-        self.rx.blocking_recv()
+        match self.rx.blocking_recv() {
+            None => self.closed(),
+            some => some,
+        }
     }
 }
 
@@ -129,6 +167,8 @@ impl Database {
         let exec = limits.session(&st)?;
         let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
         let (q, limits) = (query.to_string(), limits.clone());
         let run = async move {
             let mut head_tx = Some(head_tx);
@@ -155,6 +195,7 @@ impl Database {
                     }
                 }
             }
+            done.store(true, Ordering::Release);
         };
         let task = AbortOnDrop(st.runtime().spawn(traced(run, sql_span(query))));
         let schema = head_rx
@@ -163,6 +204,8 @@ impl Database {
         Ok(SqlStream {
             schema,
             rx,
+            finished,
+            reported: false,
             _task: task,
         })
     }
