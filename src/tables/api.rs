@@ -100,16 +100,7 @@ impl Database {
     where
         I: IntoIterator<Item = Result<RecordBatch>>,
     {
-        let t = self.tables()?;
-        let mut load = t.begin_load(name, schema, primary_key)?;
-        let mut n = 0;
-        for b in batches {
-            let b = b?;
-            n += b.num_rows() as u64;
-            load.insert(&b)?;
-        }
-        load.commit()?;
-        Ok(n)
+        self.load_as(name, schema, primary_key, false, batches)
     }
 
     /// [`Database::load_table`], except that a table already named `name` is replaced:
@@ -125,15 +116,32 @@ impl Database {
     where
         I: IntoIterator<Item = Result<RecordBatch>>,
     {
+        self.load_as(name, schema, primary_key, true, batches)
+    }
+
+    fn load_as<I>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        replacing: bool,
+        batches: I,
+    ) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
         let t = self.tables()?;
-        let mut load = t.begin_load_as(name, schema, primary_key, true, Default::default())?;
+        let mut load = t.begin_load_as(name, schema, primary_key, replacing, Default::default())?;
         let mut n = 0;
         for b in batches {
             let b = b?;
             n += b.num_rows() as u64;
             load.insert(&b)?;
         }
-        load.commit_replacing()?;
+        match replacing {
+            true => load.commit_replacing()?,
+            false => load.commit()?,
+        };
         Ok(n)
     }
 

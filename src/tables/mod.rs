@@ -385,17 +385,9 @@ impl Tables {
     /// [`TableLoad::commit`] publishes its definition in one commit. Memory stays
     /// bounded (rows go to the row store in chunks), and a load that fails or is cut
     /// short by a crash leaves only unreachable rows, which are reclaimed.
-    pub(crate) fn begin_load(
-        self: &Arc<Self>,
-        name: &str,
-        schema: SchemaRef,
-        primary_key: &[&str],
-    ) -> Result<TableLoad> {
-        self.begin_load_as(name, schema, primary_key, false, Default::default())
-    }
-
-    /// [`Tables::begin_load`]; with `replacing`, a table of that name may exist (the
-    /// load will replace it: [`TableLoad::commit_replacing`]).
+    ///
+    /// With `replacing`, a table of that name may exist (the load will replace it:
+    /// [`TableLoad::commit_replacing`]).
     pub(crate) fn begin_load_as(
         self: &Arc<Self>,
         name: &str,
