@@ -154,15 +154,19 @@ impl From<datafusion::error::DataFusionError> for Error {
                 _ => None,
             }
         }
+        // A boxed error: one of ours, or a DataFusion error wrapped once more.
+        fn external(b: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<Error> {
+            match b.downcast_ref::<D>() {
+                Some(inner) => find(inner),
+                None => ours(b),
+            }
+        }
         fn find(e: &D) -> Option<Error> {
             match e {
                 D::ResourcesExhausted(m) => Some(Error::QueryLimit(m.clone())),
-                D::External(b) => match b.downcast_ref::<D>() {
-                    Some(inner) => find(inner),
-                    None => ours(b.as_ref()),
-                },
+                D::External(b) => external(b.as_ref()),
                 D::ArrowError(a, _) => match a.as_ref() {
-                    arrow::error::ArrowError::ExternalError(b) => ours(b.as_ref()),
+                    arrow::error::ArrowError::ExternalError(b) => external(b.as_ref()),
                     _ => None,
                 },
                 D::Context(_, inner) => find(inner),
@@ -181,9 +185,6 @@ impl From<datafusion::error::DataFusionError> for Error {
                 };
                 if msg.contains("transaction conflict") {
                     Error::TransactionConflict(msg)
-                } else if msg.starts_with("Resources exhausted") {
-                    // Exhausted memory wrapped where the structure above does not see it.
-                    Error::QueryLimit(msg)
                 } else {
                     Error::Sql(msg)
                 }

@@ -79,7 +79,8 @@ impl Database {
     /// nothing.
     pub fn sql_limited(&self, query: &str, limits: &QueryLimits) -> Result<Vec<RecordBatch>> {
         let (t, st) = self.sql_tables()?;
-        // A single-row statement by primary key is bounded by itself.
+        // Single-row statements by primary key run here, straight on the row store
+        // (each is bounded by itself).
         if let Some(plan) = st.fast_plan(&t, query)
             && let Some(out) = super::fast::run(&t, &plan, &[])?
         {
@@ -89,7 +90,7 @@ impl Database {
         }
         let exec = limits.session(&st)?;
         let (q, limits) = (query.to_string(), limits.clone());
-        let run = async move { limits.deadline(run_sql(t, q, Some(exec))).await };
+        let run = async move { limits.deadline(run_sql(t, q, exec)).await };
         self.block_on(traced(run, sql_span(query)))
     }
 
@@ -103,7 +104,7 @@ impl Database {
         let (t, st) = self.sql_tables()?;
         let exec = limits.session(&st)?;
         let (q, limits) = (query.to_string(), limits.clone());
-        let run = async move { limits.deadline(run_sql(t, q, Some(exec))).await };
+        let run = async move { limits.deadline(run_sql(t, q, exec)).await };
         let mut task = AbortOnDrop(st.runtime().spawn(traced(run, sql_span(query))));
         joined((&mut task.0).await)
     }

@@ -445,14 +445,14 @@ fn set_operation_depth(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize
     deepest
 }
 
-/// Plan and run one statement (on a SQL runtime thread).
+/// Plan and run one statement (on a SQL runtime thread), executing it in session
+/// `exec` (see [`QueryLimits::session`]).
 async fn run_sql(
     tables: Arc<Tables>,
     query: String,
-    exec: Option<SessionContext>,
+    exec: SessionContext,
 ) -> Result<Vec<RecordBatch>> {
     let st = tables.sql_state()?;
-    let exec = exec.unwrap_or_else(|| st.ctx.clone());
     let epoch = st.epoch();
     let known = st.remembered(&query);
     if let Some(p) = known.as_ref().and_then(|c| c.optimized.clone()) {
@@ -714,28 +714,13 @@ impl Database {
     /// and written only as `sql_file_access` allows, and never inside a database
     /// directory.
     pub fn sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
-        let (t, st) = self.sql_tables()?;
-        // Single-row statements by primary key run here, straight on the row store.
-        if let Some(plan) = st.fast_plan(&t, query)
-            && let Some(out) = fast::run(&t, &plan, &[])?
-        {
-            st.fast_statements
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(out);
-        }
-        let q = query.to_string();
-        self.block_on(traced(run_sql(t, q, None), sql_span(query)))
+        self.sql_limited(query, &QueryLimits::none())
     }
 
     /// [`Database::sql`] for async callers. The statement runs on the database's SQL
     /// runtime; dropping the returned future cancels it.
     pub async fn sql_async(&self, query: &str) -> Result<Vec<RecordBatch>> {
-        let (t, st) = self.sql_tables()?;
-        let mut task = AbortOnDrop(
-            st.runtime()
-                .spawn(traced(run_sql(t, query.to_string(), None), sql_span(query))),
-        );
-        joined((&mut task.0).await)
+        self.sql_async_limited(query, &QueryLimits::none()).await
     }
 
     /// A DataFusion session with every table (and `kv`) registered, for the DataFrame

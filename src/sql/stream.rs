@@ -133,7 +133,7 @@ async fn open(
             return Ok((schema, stream));
         }
     }
-    let out = run_sql(tables, query, Some(exec)).await?;
+    let out = run_sql(tables, query, exec).await?;
     let schema = match out.first() {
         Some(b) => b.schema(),
         None => Arc::new(Schema::empty()),
