@@ -111,7 +111,7 @@ pub(super) async fn tables(db: &Database, query: CommandGetTables) -> Result<Rec
                     TableType::View => "VIEW",
                     TableType::Temporary => "LOCAL TEMPORARY",
                 };
-                let table_schema = plain_schema(&p.schema());
+                let table_schema = crate::sql::plain_schema(&p.schema());
                 let sch = if with_schema { &table_schema } else { &empty };
                 b.append(&c, &s, &t, kind, sch).map_err(arrow_error)?;
             }
@@ -127,20 +127,4 @@ pub(super) fn table_types() -> Result<RecordBatch> {
     ]));
     let types = arrow::array::StringArray::from(vec!["LOCAL TEMPORARY", "TABLE", "VIEW"]);
     RecordBatch::try_new(schema, vec![Arc::new(types)]).map_err(arrow_error)
-}
-
-/// `s` with string and binary views as plain strings and binaries (as results are
-/// sent).
-pub(super) fn plain_schema(s: &arrow::datatypes::Schema) -> arrow::datatypes::Schema {
-    use arrow::datatypes::{DataType, Field};
-    let fields: Vec<Field> = s
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
-            DataType::BinaryView => Field::new(f.name(), DataType::Binary, f.is_nullable()),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    arrow::datatypes::Schema::new(fields)
 }

@@ -6,7 +6,7 @@ use super::metadata;
 use super::state::{Answer, PreparedStatements, Results, off_runtime, status};
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::sql::{QueryLimits, SqlStream};
+use crate::sql::{QueryLimits, SqlStream, plain_schema};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -224,14 +224,8 @@ impl Service {
         command: impl ProstMessageExt,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(schema)
-            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?
-            .with_endpoint(endpoint)
-            .with_descriptor(descriptor);
-        Ok(Response::new(info))
+        let ticket = Ticket::new(command.as_any().encode_to_vec());
+        Ok(Response::new(flight_info(schema, ticket, descriptor)?))
     }
 }
 
@@ -244,13 +238,21 @@ fn ticket_info(
     let ticket = TicketStatementQuery {
         statement_handle: handle.into(),
     };
-    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+    let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+    Ok(flight_info(schema, ticket, descriptor)?.with_ordered(true))
+}
+
+/// A `FlightInfo` with one endpoint: `ticket`, fetched from this server.
+fn flight_info(
+    schema: &Schema,
+    ticket: Ticket,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
     Ok(FlightInfo::new()
         .try_with_schema(schema)
         .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?
-        .with_endpoint(endpoint)
-        .with_descriptor(descriptor)
-        .with_ordered(true))
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor))
 }
 
 /// A running query's batches as one `DoGet` stream of Arrow IPC messages; `turn` is
@@ -281,37 +283,13 @@ pub(super) fn stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> Response<D
     Response::new(Box::pin(s))
 }
 
-/// `b` with string and binary views as plain strings and binaries: the types every
-/// Flight SQL client (JDBC, ODBC, older Arrow libraries) reads.
+/// `b` in the types of [`plain_schema`].
 fn plain(b: &RecordBatch) -> Result<RecordBatch> {
-    let to = |t: &DataType| match t {
-        DataType::Utf8View => Some(DataType::Utf8),
-        DataType::BinaryView => Some(DataType::Binary),
-        _ => None,
-    };
-    if !b
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| to(f.data_type()).is_some())
-    {
+    let schema = Arc::new(plain_schema(&b.schema()));
+    if schema == b.schema() {
         return Ok(b.clone());
     }
-    let mut fields = Vec::new();
-    let mut cols = Vec::new();
-    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
-        match to(f.data_type()) {
-            Some(t) => {
-                cols.push(arrow::compute::cast(c, &t)?);
-                fields.push(Field::new(f.name(), t, f.is_nullable()));
-            }
-            None => {
-                cols.push(c.clone());
-                fields.push(f.as_ref().clone());
-            }
-        }
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    Ok(lightning_query::cast_batch(b, &schema)?)
 }
 
 /// The rows a `DoPut` carries, decoded.
@@ -430,7 +408,7 @@ impl FlightSqlService for Service {
             .sql_stream_async(&query.query, self.limits())
             .await
             .map_err(status)?;
-        let schema = Arc::new(metadata::plain_schema(&rows.schema()));
+        let schema = Arc::new(plain_schema(&rows.schema()));
         let handle = self.results.put(schema.clone(), Answer::Live(rows, turn))?;
         Ok(Response::new(ticket_info(
             &schema,
@@ -606,7 +584,7 @@ impl FlightSqlService for Service {
                 .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?;
             Ok(bytes)
         };
-        let plain_dataset = metadata::plain_schema(&dataset);
+        let plain_dataset = plain_schema(&dataset);
         Ok(ActionCreatePreparedStatementResult {
             dataset_schema: ipc(&plain_dataset)?,
             parameter_schema: ipc(&params)?,

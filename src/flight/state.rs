@@ -84,13 +84,13 @@ impl Results {
         drop(expired);
     }
 
-    /// Keep a result; returns its ticket handle.
+    /// Keep a result; returns its ticket handle. (Expired ones are dropped by the
+    /// server's sweeper, every few seconds.)
     pub fn put(&self, schema: SchemaRef, answer: Answer) -> Result<Vec<u8>, Status> {
         let bytes: usize = match &answer {
             Answer::Ready(batches) => batches.iter().map(|b| b.get_array_memory_size()).sum(),
             Answer::Live(..) => 0,
         };
-        self.sweep();
         let mut g = self.map.lock();
         let (map, total) = &mut *g;
         let now = Instant::now();

@@ -582,6 +582,23 @@ async fn run_optimized(
     Ok(named(out, schema))
 }
 
+/// `s` with string and binary views as plain strings and binaries: the types every
+/// Parquet reader and every Flight SQL client (JDBC, older Arrow libraries) reads.
+pub(crate) fn plain_schema(s: &Schema) -> Schema {
+    let plain = |t: &DataType| match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        t => t.clone(),
+    };
+    Schema::new_with_metadata(
+        s.fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
+            .collect::<Vec<_>>(),
+        s.metadata().clone(),
+    )
+}
+
 /// An empty answer still names its columns (as the fast path's does), however many
 /// batches the plan's operators happened to emit.
 fn named(out: Vec<RecordBatch>, schema: SchemaRef) -> Vec<RecordBatch> {
@@ -774,20 +791,7 @@ impl Database {
             let df = ctx.sql(&q).await?;
             // SQL reads strings as Utf8View; the file holds plain UTF-8 strings, the
             // type every Parquet reader maps to its string type.
-            let plain = |t: &DataType| match t {
-                DataType::Utf8View => DataType::Utf8,
-                DataType::BinaryView => DataType::Binary,
-                t => t.clone(),
-            };
-            let schema = Arc::new(Schema::new_with_metadata(
-                df.schema()
-                    .as_arrow()
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
-                    .collect::<Vec<_>>(),
-                df.schema().as_arrow().metadata().clone(),
-            ));
+            let schema = Arc::new(plain_schema(df.schema().as_arrow()));
             let mut stream = df.execute_stream().await?;
             let f = std::fs::File::create(&path).map_err(|e| Error::Io {
                 context: format!("creating {}", path.display()),
