@@ -6,10 +6,12 @@
 //! one published view therefore build on each other: a scan at snapshot `S` starts
 //! from what the last scan of the same view found at `S' <= S` and reads only the
 //! changes committed in `(S', S]`, so a change is looked up once per view, not once per
-//! query. The changed rows are kept in two layers: a base, decoded once and shared, and
-//! the few keys changed since, which hide the base's older rows; the two are folded into
-//! a new base when the top grows past a quarter of it. A query then copies and decodes
-//! only what changed since the base, not every change since the watermark. A new view
+//! query. The changed rows are kept in layers: a base, decoded once and shared, and
+//! newer runs (one per scan that found changes, merged while a run is at least half the
+//! size of the one before it, so there are few), each of which hides the older layers'
+//! rows of its keys; the runs are folded into a new base when they pass a quarter of
+//! it. A query then looks up, copies and decodes only what changed since the last scan,
+//! not every change since the base or the watermark. A new view
 //! (a compaction round published) reads the changes after its watermark again, but the
 //! segment masks of the old view carry over to the segments both hold.
 
@@ -34,15 +36,14 @@ pub(crate) struct Fresh {
     view: Arc<TableView>,
     /// The snapshot these figures are at.
     at: Ts,
-    /// The changes after the watermark up to some earlier scan, folded into one sorted
-    /// run and decoded once: shared by the `Fresh` values built on it, so a query on
-    /// changing data copies and decodes only what changed since, not every change
-    /// since the watermark.
-    base: Arc<Layer>,
-    /// Keys changed after `base`, sorted, with their newest row (`None`: deleted).
-    top: Vec<(Bytes, Option<Bytes>)>,
-    /// Which rows of `base` are still current (`None`: all): those `top` does not hold.
-    current: Option<BooleanBuffer>,
+    /// The changes after the watermark, oldest first: a base (the changes up to some
+    /// earlier scan, folded into one sorted run) and the runs of later scans. Each is
+    /// decoded once and shared by the `Fresh` values built on it, so a query on
+    /// changing data copies and decodes only what changed since the last scan.
+    layers: Vec<Arc<Layer>>,
+    /// Per layer: which of its rows are still current (`None`: all), i.e. not changed
+    /// again in a newer layer.
+    current: Vec<Option<BooleanBuffer>>,
     /// The rows decoded, once: scans at the same snapshot or with no newer change share
     /// them.
     decoded: OnceLock<Vec<RecordBatch>>,
@@ -62,8 +63,8 @@ struct Layer {
     decoded: OnceLock<Vec<RecordBatch>>,
 }
 
-/// `top` may grow to this many keys, or a quarter of its base's, before the two are
-/// folded into a new base.
+/// The runs above the base may hold this many keys, or a quarter of the base's, before
+/// they are folded into a new base.
 const FOLD_KEYS: usize = 4096;
 
 impl Layer {
@@ -78,14 +79,22 @@ impl Layer {
         }
     }
 
-    /// `self` with `top` (newer, sorted) applied.
-    fn fold(&self, top: &[(Bytes, Option<Bytes>)]) -> Layer {
-        let keys: Vec<Bytes> = top.iter().map(|(k, _)| k.clone()).collect();
+    /// `self` with `newer` applied: the newest row of every key either changed.
+    fn fold(&self, newer: &Layer) -> Layer {
         Layer {
-            changed: merge_sorted(&self.changed, &keys),
-            rows: overlay(&self.rows, top.iter().cloned(), |v| v),
+            changed: merge_sorted(&self.changed, &newer.changed),
+            rows: overlay(&self.rows, newer.changes(), |v| v),
             decoded: OnceLock::new(),
         }
+    }
+
+    /// Every changed key with its newest row (`None`: deleted), in key order.
+    fn changes(&self) -> impl Iterator<Item = (Bytes, Option<Bytes>)> + '_ {
+        let mut rows = self.rows.iter().peekable();
+        self.changed.iter().map(move |k| {
+            let v = rows.next_if(|(r, _)| r == k).map(|(_, v)| v.clone());
+            (k.clone(), v)
+        })
     }
 
     fn batches(&self, def: &TableDef) -> lightning_columnar::Result<&Vec<RecordBatch>> {
@@ -283,22 +292,19 @@ impl FreshCache {
         // every segment is searched for every changed key, below.)
         let new_keys = match &prior {
             Some(p) => {
-                let keys = difference(delta.iter().map(|(k, _)| k), &p.base.changed, |k| k);
-                difference(keys.iter(), &p.top, |(k, _)| k)
+                let mut keys: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
+                for l in &p.layers {
+                    keys = difference(keys.iter(), &l.changed, |k| k);
+                }
+                keys
             }
             None => Vec::new(),
         };
-        let (layer, top) = match &base {
-            Some(b) => {
-                let top = overlay(&b.top, delta, Some);
-                if top.len() > FOLD_KEYS.max(b.base.rows.len() / 4) {
-                    (Arc::new(b.base.fold(&top)), Vec::new())
-                } else {
-                    (b.base.clone(), top)
-                }
-            }
-            None => (Arc::new(Layer::new(delta)), Vec::new()),
+        let (layers, current) = match &base {
+            Some(b) => with_run(&b.layers, &b.current, Layer::new(delta)),
+            None => (vec![Arc::new(Layer::new(delta))], vec![None]),
         };
+        let all = &layers[0].changed;
         let mut masks = match &prior {
             Some(p) => p.masks.lock().clone(),
             None => HashMap::new(),
@@ -329,8 +335,7 @@ impl FreshCache {
                         .collect()
                 })
                 .unwrap_or_default();
-            // A new layer: its keys are every change after the watermark.
-            let all = &layer.changed;
+            // A new base: its keys are every change after the watermark.
             for s in &view.segments {
                 let id = s.state.info.id;
                 let kept = held
@@ -363,12 +368,10 @@ impl FreshCache {
                 }
             }
         }
-        let current = superseded_in(&layer.rows, &top);
         let fresh = Arc::new(Fresh {
             view: view.clone(),
             at: snap.ts(),
-            base: layer,
-            top,
+            layers,
             current,
             decoded: Default::default(),
             masks: Mutex::new(masks),
@@ -423,24 +426,74 @@ fn overlay<V: Clone, W>(
     out
 }
 
-/// Which of `rows` (sorted) are still current once `top` (sorted, newer) applies;
-/// `None` when all are.
-fn superseded_in(rows: &[(Bytes, Bytes)], top: &[(Bytes, Option<Bytes>)]) -> Option<BooleanBuffer> {
-    let mut current: Option<BooleanBufferBuilder> = None;
+/// `current` (which of `rows` are current; `None`: all) with the rows of `keys` (sorted,
+/// changed again) no longer current. Shared, unchanged, when no key is among `rows`.
+fn supersede(
+    rows: &[(Bytes, Bytes)],
+    current: &Option<BooleanBuffer>,
+    keys: &[Bytes],
+) -> Option<BooleanBuffer> {
+    let mut out: Option<BooleanBufferBuilder> = None;
     let mut j = 0;
-    for (k, _) in top {
+    for k in keys {
         j = gallop(j, rows.len(), |i| rows[i].0 < *k);
         if rows.get(j).is_some_and(|(x, _)| x == k) {
-            current
-                .get_or_insert_with(|| {
-                    let mut b = BooleanBufferBuilder::new(rows.len());
-                    b.append_n(rows.len(), true);
-                    b
-                })
-                .set_bit(j, false);
+            out.get_or_insert_with(|| {
+                let mut b = BooleanBufferBuilder::new(rows.len());
+                match current {
+                    Some(c) => b.append_buffer(c),
+                    None => b.append_n(rows.len(), true),
+                }
+                b
+            })
+            .set_bit(j, false);
         }
     }
-    current.map(|mut b| b.finish())
+    match out {
+        Some(mut b) => Some(b.finish()),
+        None => current.clone(),
+    }
+}
+
+/// `layers` (with which rows of each are `current`) and `run`, newer than all, on top:
+/// the older layers' rows of its keys stop being current, and runs are merged while the
+/// newest is at least half the size of the one below it (so there are about log2 of
+/// their keys), or all folded into a new base once they pass a quarter of it.
+fn with_run(
+    layers: &[Arc<Layer>],
+    current: &[Option<BooleanBuffer>],
+    run: Layer,
+) -> (Vec<Arc<Layer>>, Vec<Option<BooleanBuffer>>) {
+    let mut current: Vec<_> = layers
+        .iter()
+        .zip(current)
+        .map(|(l, c)| supersede(&l.rows, c, &run.changed))
+        .collect();
+    let mut layers = layers.to_vec();
+    layers.push(Arc::new(run));
+    current.push(None);
+    while layers.len() > 2 {
+        let n = layers.len();
+        if layers[n - 1].changed.len() * 2 < layers[n - 2].changed.len() {
+            break;
+        }
+        // The newest run has no newer layer: all its rows are current, and so are
+        // those of the merge.
+        let newer = layers.pop().expect("two runs");
+        let older = layers.pop().expect("two runs");
+        current.truncate(layers.len());
+        layers.push(Arc::new(older.fold(&newer)));
+        current.push(None);
+    }
+    let runs: usize = layers[1..].iter().map(|l| l.changed.len()).sum();
+    if runs > FOLD_KEYS.max(layers[0].rows.len() / 4) {
+        let mut base = layers[0].fold(&layers[1]);
+        for l in &layers[2..] {
+            base = base.fold(l);
+        }
+        return (vec![Arc::new(base)], vec![None]);
+    }
+    (layers, current)
 }
 
 /// The union of two sorted key lists.
@@ -483,8 +536,8 @@ impl Fresh {
         def: &TableDef,
         sorted: bool,
     ) -> lightning_columnar::Result<Vec<RecordBatch>> {
-        if self.top.is_empty() {
-            return Ok(self.base.batches(def)?.clone());
+        if self.layers.len() == 1 {
+            return Ok(self.layers[0].batches(def)?.clone());
         }
         if sorted {
             return self.sorted(def);
@@ -493,31 +546,34 @@ impl Fresh {
             return Ok(b.clone());
         }
         let mut out = Vec::new();
-        let mut at = 0;
-        for b in self.base.batches(def)? {
-            let n = b.num_rows();
-            let keep = self.current.as_ref().map(|c| c.slice(at, n));
-            at += n;
-            match keep {
-                Some(k) if k.count_set_bits() < n => {
-                    let b = arrow::compute::filter_record_batch(b, &BooleanArray::new(k, None))
-                        .map_err(lightning_columnar::Error::from)?;
-                    if b.num_rows() > 0 {
-                        out.push(b);
+        for (layer, current) in self.layers.iter().zip(&self.current) {
+            let mut at = 0;
+            for b in layer.batches(def)? {
+                let n = b.num_rows();
+                let keep = current.as_ref().map(|c| c.slice(at, n));
+                at += n;
+                match keep {
+                    Some(k) if k.count_set_bits() < n => {
+                        let b = arrow::compute::filter_record_batch(b, &BooleanArray::new(k, None))
+                            .map_err(lightning_columnar::Error::from)?;
+                        if b.num_rows() > 0 {
+                            out.push(b);
+                        }
                     }
+                    _ => out.push(b.clone()),
                 }
-                _ => out.push(b.clone()),
             }
         }
-        let top = self.top.iter().filter_map(|(k, v)| Some((k, v.as_ref()?)));
-        out.extend(decode(def, top)?);
         Ok(self.decoded.get_or_init(|| out).clone())
     }
 
-    /// The fresh rows decoded in key order: the base overlaid with the newer changes,
-    /// as a fold would make it.
+    /// The fresh rows decoded in key order: the layers folded, as a fold into a new
+    /// base would make them.
     fn sorted(&self, def: &TableDef) -> lightning_columnar::Result<Vec<RecordBatch>> {
-        let rows = overlay(&self.base.rows, self.top.iter().cloned(), |v| v);
+        let mut rows = self.layers[0].rows.clone();
+        for l in &self.layers[1..] {
+            rows = overlay(&rows, l.changes(), |v| v);
+        }
         decode(def, rows.iter().map(|(k, v)| (k, v)))
     }
 }
@@ -531,7 +587,8 @@ mod tests {
         Bytes::from(&i.to_be_bytes()[..])
     }
 
-    /// Layers built from random change sets agree with a map of the newest values.
+    /// Layers built from random change sets agree with a map of the newest values,
+    /// both as the current rows of every layer and folded in key order, and stay few.
     #[test]
     fn layers_fold_and_hide_like_a_map_of_newest_rows() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -541,59 +598,70 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for _ in 0..50 {
+        for round in 0..50 {
+            // Few keys (changed again and again) or many (mostly new).
+            let space = if round % 2 == 0 { 3000 } else { 50_000 };
             let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
-            let mut changes = |model: &mut BTreeMap<u64, Option<u64>>| {
+            let mut changes = |model: &mut BTreeMap<u64, Option<u64>>, n: u64| {
                 let mut c: BTreeMap<u64, Option<u64>> = BTreeMap::new();
-                for _ in 0..next() % 200 {
+                for _ in 0..n {
                     let v = next();
-                    c.insert(next() % 300, (v % 3 != 0).then_some(v));
+                    c.insert(next() % space, (v % 3 != 0).then_some(v));
                 }
                 model.extend(c.iter().map(|(k, v)| (*k, *v)));
                 c.into_iter()
                     .map(|(k, v)| (key(k), v.map(key)))
                     .collect::<Vec<_>>()
             };
-            let base = Layer::new(changes(&mut model));
-            let mut top = Vec::new();
-            for _ in 0..3 {
-                let delta = changes(&mut model);
-                let keys: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
-                let new = difference(
-                    difference(keys.iter(), &base.changed, |k| k).iter(),
-                    &top,
-                    |(k, _): &(Bytes, Option<Bytes>)| k,
-                );
+            let base = changes(&mut model, 2000);
+            let (mut layers, mut current) = (vec![Arc::new(Layer::new(base))], vec![None]);
+            let (mut folds, mut most) = (0, 0);
+            for _ in 0..40 {
+                let delta = changes(&mut model, 1 + round % 7 * 20);
+                // Keys no layer knew: exactly those not in the model before.
+                let mut new: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
+                for l in &layers {
+                    new = difference(new.iter(), &l.changed, |k| k);
+                }
                 assert!(
                     new.iter()
-                        .all(|k| !base.changed.contains(k) && !top.iter().any(|(t, _)| t == k))
+                        .all(|k| layers.iter().all(|l| !l.changed.contains(k)))
                 );
-                top = overlay(&top, delta, Some);
+                let before = layers[0].clone();
+                (layers, current) = with_run(&layers, &current, Layer::new(delta));
+                folds += !Arc::ptr_eq(&before, &layers[0]) as usize;
+                most = most.max(layers.len());
             }
             let want_changed: Vec<Bytes> = model.keys().map(|&k| key(k)).collect();
             let want_rows: Vec<(Bytes, Bytes)> = model
                 .iter()
                 .filter_map(|(&k, v)| Some((key(k), key((*v)?))))
                 .collect();
-            // Folded: exactly the newest rows.
-            let folded = base.fold(&top);
-            assert_eq!(folded.changed, want_changed);
-            assert_eq!(folded.rows, want_rows);
-            // Layered: the base's current rows plus the top's live ones.
-            let current = superseded_in(&base.rows, &top);
-            let mut got: Vec<(Bytes, Bytes)> = base
-                .rows
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| current.as_ref().is_none_or(|c| c.value(*i)))
-                .map(|(_, r)| r.clone())
-                .chain(
-                    top.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
-                )
-                .collect();
+            // Layered: every layer's current rows.
+            let mut got: Vec<(Bytes, Bytes)> = Vec::new();
+            for (l, c) in layers.iter().zip(&current) {
+                assert_eq!(c.as_ref().map_or(l.rows.len(), |c| c.len()), l.rows.len());
+                got.extend(
+                    l.rows
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| c.as_ref().is_none_or(|c| c.value(*i)))
+                        .map(|(_, r)| r.clone()),
+                );
+            }
             got.sort();
             assert_eq!(got, want_rows);
+            // Folded: exactly the newest rows and every key changed.
+            let mut folded = Layer::new(Vec::new()).fold(&layers[0]);
+            for l in &layers[1..] {
+                folded = folded.fold(l);
+            }
+            assert_eq!(folded.changed, want_changed);
+            assert_eq!(folded.rows, want_rows);
+            assert!(most <= 12, "{most} layers");
+            if round % 7 == 6 && space > 3000 {
+                assert!(folds > 0, "runs of 121 new keys never folded into the base");
+            }
         }
     }
 }
