@@ -1,12 +1,15 @@
-//! Grouping by dictionary code: an aggregation grouped by one column that every segment
-//! the scan reads stores as a dictionary is computed from the dictionary keys instead of
-//! the decoded values.
+//! Grouping by dictionary code: an aggregation grouped by columns that every segment the
+//! scan reads stores as dictionaries is computed from the dictionary keys instead of the
+//! decoded values.
 //!
 //! DataFusion's hash aggregation hashes every row's group value (for a string column,
 //! every row's bytes) and compares it with the groups seen so far. A dictionary-encoded
 //! segment batch already says which rows share a value: its few distinct values are
 //! interned once per segment dictionary, and each row's group is then a table lookup by
-//! its key. The accumulators are DataFusion's own `GroupsAccumulator`s, fed exactly the
+//! its key. Grouped by several such columns, a row's keys combine into one index of a
+//! table of the combinations met so far (each interned when first met), as long as the
+//! dictionaries are small enough for that table; TPC-H q1 groups by two one-letter
+//! flags. The accumulators are DataFusion's own `GroupsAccumulator`s, fed exactly the
 //! group indices and argument arrays the hash aggregation would give them, so results
 //! and partial-aggregate states are the same. Fresh rows (decoded, not dictionaries) are
 //! interned row by row like DataFusion does.
@@ -49,8 +52,8 @@ use datafusion::physical_plan::{
 };
 use std::sync::{Arc, OnceLock};
 
-/// Replaces aggregations grouped by one dictionary-stored column of a Lightning scan
-/// with a [`DictionaryAggregateExec`]. Runs after DataFusion's own rules.
+/// Replaces aggregations grouped by dictionary-stored columns of a Lightning scan with a
+/// [`DictionaryAggregateExec`]. Runs after DataFusion's own rules.
 #[derive(Debug, Default)]
 pub struct DictionaryAggregation;
 
@@ -87,36 +90,45 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         _ => return None,
     };
     let by = agg.group_expr();
-    if !by.is_single() || by.expr().len() != 1 {
+    if !by.is_single() || by.expr().is_empty() || by.expr().len() > MAX_GROUP_COLUMNS {
         return None;
     }
-    let col = by.expr()[0].0.downcast_ref::<Column>()?;
+    let group = by
+        .expr()
+        .iter()
+        .map(|(e, _)| Some(e.downcast_ref::<Column>()?.index()))
+        .collect::<Option<Vec<usize>>>()?;
+    if group.iter().any(|&c| c >= 64) || (1..group.len()).any(|i| group[..i].contains(&group[i])) {
+        return None;
+    }
     if agg.limit_options().is_some()
         || *agg.input_order_mode() != InputOrderMode::Linear
         || agg.filter_expr().iter().any(Option::is_some)
     {
         return None;
     }
-    // Arguments over the group column would see its dictionary, not its values.
+    // Arguments over a group column would see its dictionary, not its values.
     let plain = |a: &Arc<AggregateFunctionExpr>| {
         !a.is_distinct()
             && a.order_bys().is_empty()
             && a.groups_accumulator_supported()
-            && a.expressions()
-                .iter()
-                .all(|e| collect_columns(e).iter().all(|c| c.index() != col.index()))
+            && a.expressions().iter().all(|e| {
+                collect_columns(e)
+                    .iter()
+                    .all(|c| !group.contains(&c.index()))
+            })
     };
     if !agg.aggr_expr().iter().all(plain) {
         return None;
     }
     let scan = lightning_scan(agg.input())?;
-    if !scan.dictionary_column(col.index()) {
+    if !group.iter().all(|&c| scan.dictionary_column(c)) {
         return None;
     }
     Some(Arc::new(DictionaryAggregateExec {
         agg: Arc::new(agg.clone()),
         input: agg.input().clone(),
-        group: col.index(),
+        group: group.into(),
         finish,
         shared: Arc::new(OnceLock::new()),
         metrics: ExecutionPlanMetricsSet::new(),
@@ -132,7 +144,15 @@ enum Finish {
     Evaluate,
 }
 
-/// A `Partial` or `Single` aggregation grouped by column `group` of a Lightning scan,
+/// Group columns an aggregation may have to be grouped by dictionary key.
+const MAX_GROUP_COLUMNS: usize = 4;
+
+/// Combinations of several group columns' dictionary keys (NULL counting as one more
+/// key each) a batch may have for its rows to be grouped through a table of them;
+/// beyond, its columns are decoded and hashed as DataFusion does.
+const MAX_COMBINATIONS: usize = 1 << 16;
+
+/// A `Partial` or `Single` aggregation grouped by columns `group` of a Lightning scan,
 /// grouping dictionary-encoded batches by key (see the module docs). Same output schema,
 /// partitioning and results as the `AggregateExec` it replaces.
 #[derive(Debug)]
@@ -140,7 +160,7 @@ pub struct DictionaryAggregateExec {
     agg: Arc<AggregateExec>,
     /// The scan (a `DataSourceExec` over a [`LightningScan`]).
     input: Arc<dyn ExecutionPlan>,
-    group: usize,
+    group: Arc<[usize]>,
     finish: Finish,
     /// The batches its partitions share in one execution (as `DataSourceExec` keeps
     /// for the scan it replaces); made by the first partition opened.
@@ -170,12 +190,19 @@ impl DictionaryAggregateExec {
 
 impl DisplayAs for DictionaryAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let by = &self.agg.group_expr().expr()[0].1;
+        let by: Vec<&str> = self
+            .agg
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect();
         let aggr: Vec<&str> = self.agg.aggr_expr().iter().map(|a| a.name()).collect();
         write!(
             f,
-            "DictionaryAggregateExec: mode={:?}, gby=[{by}] by dictionary key, aggr=[{}]",
+            "DictionaryAggregateExec: mode={:?}, gby=[{}] by dictionary key, aggr=[{}]",
             self.agg.mode(),
+            by.join(", "),
             aggr.join(", ")
         )
     }
@@ -232,7 +259,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
         Ok(Arc::new(DictionaryAggregateExec {
             agg: self.agg.clone(),
             input: self.input.clone(),
-            group: self.group,
+            group: self.group.clone(),
             finish: self.finish,
             shared: Arc::new(OnceLock::new()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -249,9 +276,10 @@ impl ExecutionPlan for DictionaryAggregateExec {
             .shared
             .get_or_init(|| scan.sibling_state(context.session_config().options()))
             .clone();
-        let batches = scan.open_coded(partition, self.group, shared)?;
+        let batches = scan.open_coded(partition, &self.group, shared)?;
         let schema = self.agg.schema();
-        let group_type = schema.field(0).data_type().clone();
+        let k = self.group.len();
+        let group_fields: Vec<_> = schema.fields()[..k].to_vec();
         let mut accs = self
             .agg
             .aggr_expr()
@@ -260,24 +288,26 @@ impl ExecutionPlan for DictionaryAggregateExec {
             .collect::<Result<Vec<_>>>()?;
         let mut groups = Grouper {
             values: new_group_values(
-                Arc::new(arrow::datatypes::Schema::new(vec![schema.field(0).clone()])),
+                Arc::new(arrow::datatypes::Schema::new(group_fields.clone())),
                 &GroupOrdering::None,
             )?,
-            group_type,
+            types: group_fields.iter().map(|f| f.data_type().clone()).collect(),
             dictionary: None,
             null_group: None,
+            combined: None,
             ids: Vec::new(),
         };
         let memory = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
             .register(context.memory_pool());
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let (g, finish, out_schema) = (self.group, self.finish, schema.clone());
+        let (g, finish, out_schema) = (self.group.clone(), self.finish, schema.clone());
         let stream = futures::stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
             for b in batches {
                 let b = b?;
                 let n = b.num_rows();
-                groups.assign(b.column(g))?;
+                let cols: Vec<&ArrayRef> = g.iter().map(|&c| b.column(c)).collect();
+                groups.assign(&cols)?;
                 let total = groups.values.len();
                 let mut size = groups.values.size();
                 for (args, acc) in &mut accs {
@@ -325,24 +355,130 @@ impl ExecutionPlan for DictionaryAggregateExec {
 /// Assigns each row of a batch its group.
 struct Grouper {
     values: Box<dyn GroupValues>,
-    group_type: DataType,
-    /// The last dictionary seen (its values array) and the group of each of its values:
-    /// a segment's batches share one dictionary, interned once.
+    /// The group columns' types (as the aggregation outputs them).
+    types: Vec<DataType>,
+    /// One group column: the last dictionary seen (its values array) and the group of
+    /// each of its values: a segment's batches share one dictionary, interned once.
     dictionary: Option<(ArrayRef, Vec<usize>)>,
     null_group: Option<usize>,
+    /// Several group columns: the groups of the key combinations met so far.
+    combined: Option<Combined>,
     /// The group of each row of the last batch.
     ids: Vec<usize>,
 }
 
+/// The groups of the combinations of several dictionaries' keys (a segment's batches
+/// share their dictionaries, so the table lives as long as the segment is read).
+struct Combined {
+    /// Each column's dictionary values.
+    dictionaries: Vec<ArrayRef>,
+    /// A combination's index is the sum of each column's key times its stride (a NULL
+    /// counts as the key one past the dictionary's last).
+    strides: Vec<usize>,
+    /// Per combination: its group plus one, or 0 before it is met.
+    table: Vec<u32>,
+}
+
 impl Grouper {
-    fn assign(&mut self, col: &ArrayRef) -> Result<()> {
+    fn assign(&mut self, cols: &[&ArrayRef]) -> Result<()> {
         self.ids.clear();
+        if let [col] = cols {
+            return self.assign_one(col);
+        }
+        let dictionaries: Option<Vec<_>> = cols.iter().map(|c| c.as_any_dictionary_opt()).collect();
+        let combinations = dictionaries.as_ref().and_then(|d| {
+            d.iter()
+                .try_fold(1usize, |n, d| n.checked_mul(d.values().len() + 1))
+                .filter(|&n| n <= MAX_COMBINATIONS)
+        });
+        let (Some(dictionaries), Some(combinations)) = (dictionaries, combinations) else {
+            // Decoded (fresh rows), or too many combinations for a table.
+            let plain = cols
+                .iter()
+                .zip(&self.types)
+                .map(|(c, t)| lightning_columnar::segment::to_type(c, t))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            return self.values.intern(&plain, &mut self.ids);
+        };
+        let same = matches!(&self.combined, Some(c) if c
+            .dictionaries
+            .iter()
+            .zip(&dictionaries)
+            .all(|(a, d)| Arc::ptr_eq(a, d.values())));
+        if !same {
+            let mut strides = Vec::with_capacity(cols.len());
+            let mut stride = 1;
+            for d in &dictionaries {
+                strides.push(stride);
+                stride *= d.values().len() + 1;
+            }
+            self.combined = Some(Combined {
+                dictionaries: dictionaries.iter().map(|d| d.values().clone()).collect(),
+                strides,
+                table: vec![0; combinations],
+            });
+        }
+        let Grouper {
+            values,
+            types,
+            combined,
+            ids,
+            ..
+        } = self;
+        let combined = combined.as_mut().expect("set above");
+        let mut index = vec![0usize; cols[0].len()];
+        for (d, &stride) in dictionaries.iter().zip(&combined.strides) {
+            let (size, keys) = (d.values().len(), d.keys());
+            let ok = downcast_integer_array!(
+                keys => add_keys(keys, size, stride, &mut index),
+                _ => false
+            );
+            if !ok {
+                return Err(DataFusionError::Execution(format!(
+                    "dictionary keys of type {} out of range of its {size} values",
+                    keys.data_type(),
+                )));
+            }
+        }
+        let mut one = Vec::with_capacity(1);
+        for x in index {
+            let g = combined.table[x];
+            if g != 0 {
+                ids.push(g as usize - 1);
+                continue;
+            }
+            // First met: intern the combination's values.
+            let row = combined
+                .dictionaries
+                .iter()
+                .zip(&combined.strides)
+                .zip(types.iter())
+                .map(|((v, &stride), t)| {
+                    let key = x / stride % (v.len() + 1);
+                    if key == v.len() {
+                        return Ok(new_null_array(t, 1));
+                    }
+                    Ok(lightning_columnar::segment::to_type(&v.slice(key, 1), t)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            one.clear();
+            values.intern(&row, &mut one)?;
+            let g = one[0];
+            combined.table[x] = u32::try_from(g + 1)
+                .map_err(|_| DataFusionError::Execution("more than 2^32 groups".into()))?;
+            ids.push(g);
+        }
+        Ok(())
+    }
+
+    fn assign_one(&mut self, col: &ArrayRef) -> Result<()> {
+        let group_type = &self.types[0];
         let Some(d) = col.as_any_dictionary_opt() else {
-            let c = lightning_columnar::segment::to_type(col, &self.group_type)?;
+            let c = lightning_columnar::segment::to_type(col, group_type)?;
             return self.values.intern(&[c], &mut self.ids);
         };
         if !matches!(&self.dictionary, Some((v, _)) if Arc::ptr_eq(v, d.values())) {
-            let v = lightning_columnar::segment::to_type(d.values(), &self.group_type)?;
+            let v = lightning_columnar::segment::to_type(d.values(), group_type)?;
             let mut codes = Vec::new();
             self.values.intern(&[v], &mut codes)?;
             self.dictionary = Some((d.values().clone(), codes));
@@ -354,7 +490,7 @@ impl Grouper {
             (true, None) => {
                 let mut g = Vec::new();
                 self.values
-                    .intern(&[new_null_array(&self.group_type, 1)], &mut g)?;
+                    .intern(&[new_null_array(group_type, 1)], &mut g)?;
                 self.null_group = Some(g[0]);
                 Some(g[0])
             }
@@ -373,6 +509,37 @@ impl Grouper {
         }
         Ok(())
     }
+}
+
+/// Add each row's key of one dictionary column (`size` values; a NULL counts as key
+/// `size`) times `stride` to its combination `index`; false if a key is out of range.
+fn add_keys<K: ArrowPrimitiveType>(
+    keys: &PrimitiveArray<K>,
+    size: usize,
+    stride: usize,
+    index: &mut [usize],
+) -> bool {
+    let mut ok = true;
+    let mut key = |k: K::Native| match k.to_usize().filter(|&k| k < size) {
+        Some(k) => k,
+        None => {
+            ok = false;
+            0
+        }
+    };
+    match keys.nulls() {
+        Some(valid) => {
+            for ((x, &k), v) in index.iter_mut().zip(keys.values()).zip(valid.iter()) {
+                *x += if v { key(k) } else { size } * stride;
+            }
+        }
+        None => {
+            for (x, &k) in index.iter_mut().zip(keys.values()) {
+                *x += key(k) * stride;
+            }
+        }
+    }
+    ok
 }
 
 /// Push the group of each key (`null` for a NULL key) onto `out`; false if a key is

@@ -401,8 +401,9 @@ struct PartitionIter {
     ready: VecDeque<RecordBatch>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     selection: Selection,
-    /// The column a segment batch keeps as stored when that is a dictionary.
-    coded: Option<usize>,
+    /// The columns (bit `i`: column `i`) a segment batch keeps as stored when that is a
+    /// dictionary.
+    coded: u64,
     /// Rows still to emit when the scan has a fetch limit.
     left: Option<usize>,
     batches_pruned: Count,
@@ -544,23 +545,24 @@ impl LightningScan {
             })
     }
 
-    /// Partition `partition`'s batches, as `open` yields them except that output
-    /// column `coded` of a segment batch stays a dictionary when stored as one (that
-    /// batch's schema says so; fresh rows come decoded).
+    /// Partition `partition`'s batches, as `open` yields them except that the output
+    /// columns `coded` (each below 64) of a segment batch stay dictionaries where
+    /// stored as such (that batch's schema says so; fresh rows come decoded).
     /// `shared`: the execution's sibling state ([`Self::sibling_state`]).
     pub(crate) fn open_coded(
         &self,
         partition: usize,
-        coded: usize,
+        coded: &[usize],
         shared: Option<Arc<SharedUnits>>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
-        self.partition_iter(partition, Some(coded), shared)
+        let coded = coded.iter().filter(|&&c| c < 64).fold(0, |m, c| m | 1 << c);
+        self.partition_iter(partition, coded, shared)
     }
 
     fn partition_iter(
         &self,
         partition: usize,
-        coded: Option<usize>,
+        coded: u64,
         shared: Option<Arc<SharedUnits>>,
     ) -> Result<PartitionIter> {
         let units: &[Unit] = match self.partitions.get(partition) {
@@ -618,7 +620,7 @@ impl DataSource for LightningScan {
         let shared = args
             .sibling_state
             .and_then(|s| s.downcast::<SharedUnits>().ok());
-        let it = self.partition_iter(args.partition, None, shared)?;
+        let it = self.partition_iter(args.partition, 0, shared)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(it),

@@ -198,7 +198,7 @@ impl Selection {
         rows: usize,
         live: Option<Arc<Kept>>,
         schema: &SchemaRef,
-        coded: Option<usize>,
+        coded: u64,
     ) -> Result<Option<RecordBatch>> {
         // The batch's ready filter of its live rows, built only where it is used.
         let ready = || live.as_deref().map(|k| k.filter());
@@ -207,7 +207,7 @@ impl Selection {
         }
         let Ok(keep) = self.select(&stored, rows, live.as_deref(), schema) else {
             // Exactly what a FilterExec over the live rows would do, errors included.
-            let b = self.filter(&decode(&stored, rows, ready(), schema, None)?)?;
+            let b = self.filter(&decode(&stored, rows, ready(), schema, 0)?)?;
             return Ok((b.num_rows() > 0).then_some(b));
         };
         match keep.count_set_bits() {
@@ -361,14 +361,14 @@ fn truth(a: &BooleanArray) -> BooleanBuffer {
 
 /// The rows `keep` selects (all when `None`) of `stored`, each column filtered as
 /// stored (a dictionary's narrow keys, not its decoded strings) and then decoded into
-/// `schema`. Column `coded`, if stored as a dictionary, stays one (its keys filtered),
-/// and the batch's schema says so.
+/// `schema`. Each column `i` with bit `i` of `coded` set, if stored as a dictionary,
+/// stays one (its keys filtered), and the batch's schema says so.
 fn decode(
     stored: &[ArrayRef],
     rows: usize,
     keep: Option<&FilterPredicate>,
     schema: &SchemaRef,
-    coded: Option<usize>,
+    coded: u64,
 ) -> Result<RecordBatch> {
     let mut out = schema.clone();
     let cols = stored
@@ -380,8 +380,11 @@ fn decode(
                 Some(f) => f.filter(c.as_ref())?,
                 None => c.clone(),
             };
-            if coded == Some(i) && matches!(c.data_type(), DataType::Dictionary(_, _)) {
-                let mut fields = schema.fields().to_vec();
+            if i < 64
+                && coded & (1 << i) != 0
+                && matches!(c.data_type(), DataType::Dictionary(_, _))
+            {
+                let mut fields = out.fields().to_vec();
                 fields[i] = Arc::new(field.as_ref().clone().with_data_type(c.data_type().clone()));
                 out = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
                 return Ok(c);

@@ -967,12 +967,20 @@ fn grouping_by_a_dictionary_column_matches_datafusion() {
             "SELECT s, max(s), count(*) FROM t GROUP BY s",
             "SELECT s, count(DISTINCT v) FROM t GROUP BY s",
             "SELECT s, sum(v) FILTER (WHERE v > 10) FROM t GROUP BY s",
+            // Grouped by both dictionary columns: by combinations of keys.
             "SELECT s, g, count(*) FROM t GROUP BY s, g",
+            "SELECT g, s, count(*), count(v), sum(v), min(v), max(v), avg(v) FROM t GROUP BY g, s",
+            "SELECT s, g, sum(v) FROM t WHERE v > 1000 GROUP BY s, g HAVING count(*) > 3",
+            "SELECT s, g, max(s), count(*) FROM t GROUP BY s, g",
         ];
         same_answers_as_datafusion(&db, &queries, &format!("threads {threads}"));
         let plan = explain(&db, "SELECT g, avg(v) FROM t WHERE v > 10 GROUP BY g");
         assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
         let plan = explain(&db, "SELECT s, count(DISTINCT v) FROM t GROUP BY s");
+        assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
+        let plan = explain(&db, "SELECT s, g, avg(v) FROM t GROUP BY s, g");
+        assert!(plan.contains("gby=[s, g] by dictionary key"), "{plan}");
+        let plan = explain(&db, "SELECT s, id, count(*) FROM t GROUP BY s, id");
         assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
     }
 }
