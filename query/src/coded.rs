@@ -44,6 +44,7 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
@@ -98,7 +99,7 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         .iter()
         .map(|(e, _)| Some(e.downcast_ref::<Column>()?.index()))
         .collect::<Option<Vec<usize>>>()?;
-    if group.iter().any(|&c| c >= 64) || (1..group.len()).any(|i| group[..i].contains(&group[i])) {
+    if (1..group.len()).any(|i| group[..i].contains(&group[i])) {
         return None;
     }
     if agg.limit_options().is_some()
@@ -121,14 +122,37 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     if !agg.aggr_expr().iter().all(plain) {
         return None;
     }
-    let scan = lightning_scan(agg.input())?;
-    if !group.iter().all(|&c| scan.dictionary_column(c)) {
+    let (scan, projection) = lightning_input(agg.input())?;
+    // The scan columns grouped by: through a projection (DataFusion puts one below the
+    // aggregation for subexpressions its arguments share, as in q1) only as columns
+    // passed through, and none of its computed columns may read them.
+    let coded = match projection {
+        Some(p) => {
+            let coded = group
+                .iter()
+                .map(|&g| Some(p.expr()[g].expr.downcast_ref::<Column>()?.index()))
+                .collect::<Option<Vec<usize>>>()?;
+            let reads_coded = p.expr().iter().enumerate().any(|(i, e)| {
+                !group.contains(&i)
+                    && collect_columns(&e.expr)
+                        .iter()
+                        .any(|c| coded.contains(&c.index()))
+            });
+            if reads_coded {
+                return None;
+            }
+            coded
+        }
+        None => group.clone(),
+    };
+    if !coded.iter().all(|&c| c < 64 && scan.dictionary_column(c)) {
         return None;
     }
     Some(Arc::new(DictionaryAggregateExec {
         agg: Arc::new(agg.clone()),
         input: agg.input().clone(),
         group: group.into(),
+        coded: coded.into(),
         finish,
         shared: Arc::new(OnceLock::new()),
         metrics: ExecutionPlanMetricsSet::new(),
@@ -158,9 +182,12 @@ const MAX_COMBINATIONS: usize = 1 << 16;
 #[derive(Debug)]
 pub struct DictionaryAggregateExec {
     agg: Arc<AggregateExec>,
-    /// The scan (a `DataSourceExec` over a [`LightningScan`]).
+    /// The scan (a `DataSourceExec` over a [`LightningScan`]), or a projection of it.
     input: Arc<dyn ExecutionPlan>,
+    /// The group columns, as the aggregation's input numbers them.
     group: Arc<[usize]>,
+    /// The same columns as the scan numbers them (read as dictionary keys).
+    coded: Arc<[usize]>,
     finish: Finish,
     /// The batches its partitions share in one execution (as `DataSourceExec` keeps
     /// for the scan it replaces); made by the first partition opened.
@@ -180,9 +207,19 @@ fn lightning_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&LightningScan> {
         .downcast_ref::<LightningScan>()
 }
 
+/// The Lightning scan `plan` is, or projects, and the projection if there is one.
+fn lightning_input(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<(&LightningScan, Option<&ProjectionExec>)> {
+    match plan.downcast_ref::<ProjectionExec>() {
+        Some(p) => Some((lightning_scan(p.input())?, Some(p))),
+        None => Some((lightning_scan(plan)?, None)),
+    }
+}
+
 impl DictionaryAggregateExec {
-    fn scan(&self) -> Result<&LightningScan> {
-        lightning_scan(&self.input).ok_or_else(|| {
+    fn scan(&self) -> Result<(&LightningScan, Option<&ProjectionExec>)> {
+        lightning_input(&self.input).ok_or_else(|| {
             DataFusionError::Internal("dictionary aggregation over a non-Lightning scan".into())
         })
     }
@@ -260,6 +297,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
             agg: self.agg.clone(),
             input: self.input.clone(),
             group: self.group.clone(),
+            coded: self.coded.clone(),
             finish: self.finish,
             shared: Arc::new(OnceLock::new()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -271,12 +309,14 @@ impl ExecutionPlan for DictionaryAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let scan = self.scan()?;
+        let (scan, projection) = self.scan()?;
+        let projection: Option<Vec<Arc<dyn PhysicalExpr>>> =
+            projection.map(|p| p.expr().iter().map(|e| e.expr.clone()).collect());
         let shared = self
             .shared
             .get_or_init(|| scan.sibling_state(context.session_config().options()))
             .clone();
-        let batches = scan.open_coded(partition, &self.group, shared)?;
+        let batches = scan.open_coded(partition, &self.coded, shared)?;
         let schema = self.agg.schema();
         let k = self.group.len();
         let group_fields: Vec<_> = schema.fields()[..k].to_vec();
@@ -300,14 +340,21 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let memory = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
             .register(context.memory_pool());
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let (g, finish, out_schema) = (self.group.clone(), self.finish, schema.clone());
+        let (group, coded) = (self.group.clone(), self.coded.clone());
+        let (finish, out_schema) = (self.finish, schema.clone());
         let stream = futures::stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
             for b in batches {
                 let b = b?;
                 let n = b.num_rows();
-                let cols: Vec<&ArrayRef> = g.iter().map(|&c| b.column(c)).collect();
+                let cols: Vec<&ArrayRef> = coded.iter().map(|&c| b.column(c)).collect();
                 groups.assign(&cols)?;
+                // The arguments read the projection's columns; the group columns among
+                // them (which no argument reads) pass through as dictionaries.
+                let b = match &projection {
+                    Some(exprs) => project(&b, exprs, &group, &coded)?,
+                    None => b,
+                };
                 let total = groups.values.len();
                 let mut size = groups.values.size();
                 for (args, acc) in &mut accs {
@@ -350,6 +397,35 @@ impl ExecutionPlan for DictionaryAggregateExec {
     fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
         self.agg.child_stats_requests(partition)
     }
+}
+
+/// `exprs` evaluated over `b`, except that output column `group[i]` is `b`'s column
+/// `coded[i]` as it is (a dictionary the projection's schema does not say).
+fn project(
+    b: &RecordBatch,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    group: &[usize],
+    coded: &[usize],
+) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let cols = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match group.iter().position(|&g| g == i) {
+            Some(j) => Ok(b.column(coded[j]).clone()),
+            None => e.evaluate(b)?.into_array(n),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fields: Vec<arrow::datatypes::Field> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }
 
 /// Assigns each row of a batch its group.
