@@ -984,7 +984,10 @@ fn grouping_by_a_dictionary_column_matches_datafusion() {
         assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
         let plan = explain(&db, "SELECT s, g, avg(v) FROM t GROUP BY s, g");
         assert!(plan.contains("gby=[s, g] by dictionary key"), "{plan}");
-        let plan = explain(&db, "SELECT s, g, sum(v * 2), sum(v * 2 + id) FROM t GROUP BY s, g");
+        let plan = explain(
+            &db,
+            "SELECT s, g, sum(v * 2), sum(v * 2 + id) FROM t GROUP BY s, g",
+        );
         assert!(plan.contains("__common_expr"), "{plan}");
         assert!(plan.contains("gby=[s, g] by dictionary key"), "{plan}");
         let plan = explain(&db, "SELECT s, id, count(*) FROM t GROUP BY s, id");
