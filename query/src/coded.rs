@@ -173,7 +173,8 @@ const MAX_GROUP_COLUMNS: usize = 4;
 
 /// Combinations of several group columns' dictionary keys (NULL counting as one more
 /// key each) a batch may have for its rows to be grouped through a table of them;
-/// beyond, its columns are decoded and hashed as DataFusion does.
+/// beyond, its columns are decoded and hashed as DataFusion does. (One column's table
+/// is as long as its dictionary, whatever that is.)
 const MAX_COMBINATIONS: usize = 1 << 16;
 
 /// A `Partial` or `Single` aggregation grouped by columns `group` of a Lightning scan,
@@ -332,9 +333,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
                 &GroupOrdering::None,
             )?,
             types: group_fields.iter().map(|f| f.data_type().clone()).collect(),
-            dictionary: None,
-            null_group: None,
-            combined: None,
+            table: None,
             ids: Vec::new(),
         };
         let memory = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
@@ -433,39 +432,39 @@ struct Grouper {
     values: Box<dyn GroupValues>,
     /// The group columns' types (as the aggregation outputs them).
     types: Vec<DataType>,
-    /// One group column: the last dictionary seen (its values array) and the group of
-    /// each of its values: a segment's batches share one dictionary, interned once.
-    dictionary: Option<(ArrayRef, Vec<usize>)>,
-    null_group: Option<usize>,
-    /// Several group columns: the groups of the key combinations met so far.
-    combined: Option<Combined>,
+    /// The groups of the key combinations of the last dictionaries seen.
+    table: Option<KeyTable>,
     /// The group of each row of the last batch.
     ids: Vec<usize>,
 }
 
-/// The groups of the combinations of several dictionaries' keys (a segment's batches
-/// share their dictionaries, so the table lives as long as the segment is read).
-struct Combined {
+/// The group of each combination of the group columns' dictionary keys (a segment's
+/// batches share their dictionaries, so the table lives as long as the segment is
+/// read). A combination's index is the sum of each column's key times its stride, a
+/// NULL counting as the key one past the dictionary's last. One column's values are
+/// all interned at once when the table is made; combinations of several, and NULLs,
+/// when first met.
+struct KeyTable {
     /// Each column's dictionary values.
     dictionaries: Vec<ArrayRef>,
-    /// A combination's index is the sum of each column's key times its stride (a NULL
-    /// counts as the key one past the dictionary's last).
     strides: Vec<usize>,
-    /// Per combination: its group plus one, or 0 before it is met.
-    table: Vec<u32>,
+    /// Per combination: its group, or [`UNMET`].
+    groups: Vec<usize>,
 }
+
+/// A combination no row has had yet.
+const UNMET: usize = usize::MAX;
 
 impl Grouper {
     fn assign(&mut self, cols: &[&ArrayRef]) -> Result<()> {
         self.ids.clear();
-        if let [col] = cols {
-            return self.assign_one(col);
-        }
         let dictionaries: Option<Vec<_>> = cols.iter().map(|c| c.as_any_dictionary_opt()).collect();
+        // One column's table is as long as its dictionary; several columns' only up to
+        // a bound.
         let combinations = dictionaries.as_ref().and_then(|d| {
             d.iter()
                 .try_fold(1usize, |n, d| n.checked_mul(d.values().len() + 1))
-                .filter(|&n| n <= MAX_COMBINATIONS)
+                .filter(|&n| cols.len() == 1 || n <= MAX_COMBINATIONS)
         });
         let (Some(dictionaries), Some(combinations)) = (dictionaries, combinations) else {
             // Decoded (fresh rows), or too many combinations for a table.
@@ -476,7 +475,7 @@ impl Grouper {
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             return self.values.intern(&plain, &mut self.ids);
         };
-        let same = matches!(&self.combined, Some(c) if c
+        let same = matches!(&self.table, Some(t) if t
             .dictionaries
             .iter()
             .zip(&dictionaries)
@@ -488,22 +487,28 @@ impl Grouper {
                 strides.push(stride);
                 stride *= d.values().len() + 1;
             }
-            self.combined = Some(Combined {
+            let mut groups = vec![UNMET; combinations];
+            if let [d] = dictionaries[..] {
+                let v = lightning_columnar::segment::to_type(d.values(), &self.types[0])?;
+                let mut codes = Vec::with_capacity(v.len());
+                self.values.intern(&[v], &mut codes)?;
+                groups[..codes.len()].copy_from_slice(&codes);
+            }
+            self.table = Some(KeyTable {
                 dictionaries: dictionaries.iter().map(|d| d.values().clone()).collect(),
                 strides,
-                table: vec![0; combinations],
+                groups,
             });
         }
         let Grouper {
             values,
             types,
-            combined,
+            table,
             ids,
-            ..
         } = self;
-        let combined = combined.as_mut().expect("set above");
+        let table = table.as_mut().expect("set above");
         let mut index = vec![0usize; cols[0].len()];
-        for (d, &stride) in dictionaries.iter().zip(&combined.strides) {
+        for (d, &stride) in dictionaries.iter().zip(&table.strides) {
             let (size, keys) = (d.values().len(), d.keys());
             let ok = downcast_integer_array!(
                 keys => add_keys(keys, size, stride, &mut index),
@@ -518,70 +523,26 @@ impl Grouper {
         }
         let mut one = Vec::with_capacity(1);
         for x in index {
-            let g = combined.table[x];
-            if g != 0 {
-                ids.push(g as usize - 1);
-                continue;
+            if table.groups[x] == UNMET {
+                // First met: intern the combination's values.
+                let row = table
+                    .dictionaries
+                    .iter()
+                    .zip(&table.strides)
+                    .zip(types.iter())
+                    .map(|((v, &stride), t)| {
+                        let key = x / stride % (v.len() + 1);
+                        if key == v.len() {
+                            return Ok(new_null_array(t, 1));
+                        }
+                        Ok(lightning_columnar::segment::to_type(&v.slice(key, 1), t)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                one.clear();
+                values.intern(&row, &mut one)?;
+                table.groups[x] = one[0];
             }
-            // First met: intern the combination's values.
-            let row = combined
-                .dictionaries
-                .iter()
-                .zip(&combined.strides)
-                .zip(types.iter())
-                .map(|((v, &stride), t)| {
-                    let key = x / stride % (v.len() + 1);
-                    if key == v.len() {
-                        return Ok(new_null_array(t, 1));
-                    }
-                    Ok(lightning_columnar::segment::to_type(&v.slice(key, 1), t)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            one.clear();
-            values.intern(&row, &mut one)?;
-            let g = one[0];
-            combined.table[x] = u32::try_from(g + 1)
-                .map_err(|_| DataFusionError::Execution("more than 2^32 groups".into()))?;
-            ids.push(g);
-        }
-        Ok(())
-    }
-
-    fn assign_one(&mut self, col: &ArrayRef) -> Result<()> {
-        let group_type = &self.types[0];
-        let Some(d) = col.as_any_dictionary_opt() else {
-            let c = lightning_columnar::segment::to_type(col, group_type)?;
-            return self.values.intern(&[c], &mut self.ids);
-        };
-        if !matches!(&self.dictionary, Some((v, _)) if Arc::ptr_eq(v, d.values())) {
-            let v = lightning_columnar::segment::to_type(d.values(), group_type)?;
-            let mut codes = Vec::new();
-            self.values.intern(&[v], &mut codes)?;
-            self.dictionary = Some((d.values().clone(), codes));
-        }
-        let keys = d.keys();
-        let null = match (keys.null_count() > 0, self.null_group) {
-            (false, _) => None,
-            (true, Some(g)) => Some(g),
-            (true, None) => {
-                let mut g = Vec::new();
-                self.values
-                    .intern(&[new_null_array(group_type, 1)], &mut g)?;
-                self.null_group = Some(g[0]);
-                Some(g[0])
-            }
-        };
-        let codes = &self.dictionary.as_ref().expect("set above").1;
-        let ok = downcast_integer_array!(
-            keys => gather(keys, codes, null, &mut self.ids),
-            _ => false
-        );
-        if !ok {
-            return Err(DataFusionError::Execution(format!(
-                "dictionary keys of type {} out of range of its {} values",
-                keys.data_type(),
-                codes.len()
-            )));
+            ids.push(table.groups[x]);
         }
         Ok(())
     }
@@ -614,34 +575,6 @@ fn add_keys<K: ArrowPrimitiveType>(
                 *x += key(k) * stride;
             }
         }
-    }
-    ok
-}
-
-/// Push the group of each key (`null` for a NULL key) onto `out`; false if a key is
-/// outside `codes`.
-fn gather<K: ArrowPrimitiveType>(
-    keys: &PrimitiveArray<K>,
-    codes: &[usize],
-    null: Option<usize>,
-    out: &mut Vec<usize>,
-) -> bool {
-    let mut ok = true;
-    let mut group = |k: K::Native| match k.to_usize().and_then(|k| codes.get(k)) {
-        Some(&g) => g,
-        None => {
-            ok = false;
-            0
-        }
-    };
-    match (null, keys.nulls()) {
-        (Some(null), Some(valid)) => out.extend(
-            keys.values()
-                .iter()
-                .zip(valid.iter())
-                .map(|(&k, v)| if v { group(k) } else { null }),
-        ),
-        _ => out.extend(keys.values().iter().map(|&k| group(k))),
     }
     ok
 }
