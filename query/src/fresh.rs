@@ -291,13 +291,7 @@ impl FreshCache {
         // mask; a key changed again supersedes nothing new. (Without prior figures
         // every segment is searched for every changed key, below.)
         let new_keys = match &prior {
-            Some(p) => {
-                let mut keys: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
-                for l in &p.layers {
-                    keys = difference(keys.iter(), &l.changed, |k| k);
-                }
-                keys
-            }
+            Some(p) => unknown(&delta, &p.layers),
             None => Vec::new(),
         };
         let (layers, current) = match &base {
@@ -386,19 +380,22 @@ impl FreshCache {
     }
 }
 
-/// The keys of `keys` (sorted) not in `known` (sorted by `key`), in one pass over both.
-fn difference<'a, T>(
-    keys: impl Iterator<Item = &'a Bytes>,
-    known: &[T],
-    key: impl Fn(&T) -> &Bytes,
-) -> Vec<Bytes> {
-    let mut j = 0;
-    keys.filter(|&k| {
-        j = gallop(j, known.len(), |i| key(&known[i]) < k);
-        known.get(j).map(&key) != Some(k)
-    })
-    .cloned()
-    .collect()
+/// The keys of `changes` (sorted) that no layer changed, in one pass over each layer.
+fn unknown<V>(changes: &[(Bytes, V)], layers: &[Arc<Layer>]) -> Vec<Bytes> {
+    let mut known = vec![false; changes.len()];
+    for l in layers {
+        let mut j = 0;
+        for ((k, _), known) in changes.iter().zip(&mut known) {
+            j = gallop(j, l.changed.len(), |i| l.changed[i] < *k);
+            *known |= l.changed.get(j) == Some(k);
+        }
+    }
+    changes
+        .iter()
+        .zip(known)
+        .filter(|(_, known)| !known)
+        .map(|((k, _), _)| k.clone())
+        .collect()
 }
 
 /// `old` (sorted) overlaid with `new` (sorted, newer): one entry per key, `new`'s where
@@ -487,11 +484,12 @@ fn with_run(
     }
     let runs: usize = layers[1..].iter().map(|l| l.changed.len()).sum();
     if runs > FOLD_KEYS.max(layers[0].rows.len() / 4) {
-        let mut base = layers[0].fold(&layers[1]);
-        for l in &layers[2..] {
-            base = base.fold(l);
+        // The runs merged first (newest into older), so the base is copied once.
+        let mut top = layers.pop().expect("a run");
+        while layers.len() > 1 {
+            top = Arc::new(layers.pop().expect("a run").fold(&top));
         }
-        return (vec![Arc::new(base)], vec![None]);
+        return (vec![Arc::new(layers[0].fold(&top))], vec![None]);
     }
     (layers, current)
 }
@@ -619,14 +617,16 @@ mod tests {
             for _ in 0..40 {
                 let delta = changes(&mut model, 1 + round % 7 * 20);
                 // Keys no layer knew: exactly those not in the model before.
-                let mut new: Vec<Bytes> = delta.iter().map(|(k, _)| k.clone()).collect();
-                for l in &layers {
-                    new = difference(new.iter(), &l.changed, |k| k);
-                }
+                let new = unknown(&delta, &layers);
                 assert!(
                     new.iter()
                         .all(|k| layers.iter().all(|l| !l.changed.contains(k)))
                 );
+                let all_new = delta
+                    .iter()
+                    .filter(|(k, _)| layers.iter().all(|l| !l.changed.contains(k)))
+                    .count();
+                assert_eq!(new.len(), all_new);
                 let before = layers[0].clone();
                 (layers, current) = with_run(&layers, &current, Layer::new(delta));
                 folds += !Arc::ptr_eq(&before, &layers[0]) as usize;
