@@ -46,6 +46,9 @@ pub(super) struct CommitQueue {
     pub(super) concurrency: usize,
     /// Duration of the last WAL sync; the most worth waiting to fill a group.
     pub(super) last_sync: Duration,
+    /// While a leader gathers its group: the number of queued requests it waits for.
+    /// The writer whose request reaches it wakes the leader through `gathered`.
+    pub(super) gather_target: Option<usize>,
 }
 
 impl Inner {
@@ -105,6 +108,10 @@ impl Inner {
             }
             q.pending.push(req.clone());
             if q.leader_active {
+                if q.gather_target.is_some_and(|t| q.pending.len() >= t) {
+                    q.gather_target = None;
+                    self.gathered.notify_one();
+                }
                 false
             } else {
                 q.leader_active = true;
@@ -187,13 +194,17 @@ impl Inner {
         if target <= 1 {
             return;
         }
+        // Sleep rather than spin: a spinning leader takes a core from every other
+        // thread (queries among them) for up to the whole budget, to save one wakeup.
         let deadline = Instant::now() + budget;
-        loop {
-            if self.queue.lock().pending.len() >= target || Instant::now() >= deadline {
-                return;
+        let mut q = self.queue.lock();
+        while q.pending.len() < target {
+            q.gather_target = Some(target);
+            if self.gathered.wait_until(&mut q, deadline).timed_out() {
+                break;
             }
-            std::thread::yield_now();
         }
+        q.gather_target = None;
     }
 
     /// Write a group of batches: one WAL write, at most one sync, then the memtable.

@@ -77,6 +77,8 @@ struct Inner {
     visible_ts: AtomicU64,
     last_ts: AtomicU64,
     queue: Mutex<CommitQueue>,
+    /// Wakes a commit leader gathering its group (see `Inner::gather`).
+    gathered: Condvar,
     serial_commit: Mutex<()>,
     wal: Mutex<Option<LogWriter>>,
     registry: Arc<SnapshotRegistry>,

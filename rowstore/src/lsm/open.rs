@@ -136,6 +136,7 @@ impl Inner {
             visible_ts: AtomicU64::new(last_ts),
             last_ts: AtomicU64::new(last_ts),
             queue: Mutex::new(CommitQueue::default()),
+            gathered: Condvar::new(),
             serial_commit: Mutex::new(()),
             wal: Mutex::new(wal),
             registry: Arc::new(SnapshotRegistry::default()),
