@@ -158,7 +158,9 @@ pub struct LightningDbConfig {
     pub sql_max_expression_depth: usize,
     /// Worker threads of the SQL runtime, which is also how many partitions DataFusion
     /// splits a query into: how much of the machine one query may use. 0 = one per
-    /// core. Default 0.
+    /// core less one (at least one), so one core is always left to the commit path and
+    /// queries keep their speed while transactions run; an analytics-only database can
+    /// set it to the core count. Default 0.
     pub sql_threads: usize,
     /// An SQL `INSERT` (`INSERT … SELECT`, `INSERT … VALUES`) larger than this many
     /// bytes of encoded rows stops collecting one write batch and stages its rows as
@@ -239,10 +241,12 @@ impl Default for LightningDbConfig {
 }
 
 impl LightningDbConfig {
-    /// The SQL runtime's worker threads: `sql_threads`, or one per core.
+    /// The SQL runtime's worker threads: `sql_threads`, or one per core less one.
     pub fn sql_worker_threads(&self) -> usize {
         match self.sql_threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
             n => n,
         }
     }

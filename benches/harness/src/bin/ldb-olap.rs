@@ -143,6 +143,8 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
             durability: Durability::Buffered,
             columnar_background: false,
             columnar_kv: true,
+            // Every core, as DuckDB and DataFusion get in the same run.
+            sql_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             encryption: args.encrypt.map(|c| {
                 lightning_db::encryption::EncryptionConfig::new(
                     c,
