@@ -19,7 +19,7 @@ use crate::fresh::SegmentMask;
 use crate::select::Selection;
 use crate::zones::{ZoneStats, scalar_of};
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -106,6 +106,9 @@ pub struct LightningScan {
     delta_pending: Selection,
     /// Most rows each partition emits.
     fetch: Option<usize>,
+    /// Nothing above reads a column (`count(*)`, with or without a filter the scan
+    /// applies): batches carry only their row counts, and no column is decoded for them.
+    count_only: bool,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -206,6 +209,7 @@ impl LightningScan {
             selection: Selection::default(),
             delta_pending: Selection::default(),
             fetch: None,
+            count_only: false,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -406,6 +410,8 @@ struct PartitionIter {
     coded: u64,
     /// Rows still to emit when the scan has a fetch limit.
     left: Option<usize>,
+    /// Emit row counts only (see `LightningScan::count_only`).
+    count_only: bool,
     batches_pruned: Count,
     errors: Count,
 }
@@ -413,6 +419,21 @@ struct PartitionIter {
 impl PartitionIter {
     fn next_unit(&mut self, u: Unit) -> Result<()> {
         let p = &self.parts[u.part];
+        let selection = match u.passes {
+            true => &Selection::default(),
+            false => &self.selection,
+        };
+        if self.count_only && selection.is_empty() {
+            // Counted from the batch's delete mask alone: nothing read.
+            let range = p.segment.segment.batch_range(u.batch);
+            let n = p
+                .mask
+                .keep(u.batch, range.clone())
+                .map_or(range.len(), |k| k.count);
+            self.ready
+                .extend((n > 0).then(|| crate::select::rows_only(n)));
+            return Ok(());
+        }
         if self.reader.as_ref().is_none_or(|(i, _)| *i != u.part) {
             let r = p
                 .segment
@@ -425,11 +446,13 @@ impl PartitionIter {
         let stored = r.read_stored(u.batch).map_err(ext)?;
         let range = r.segment().batch_range(u.batch);
         let live = p.mask.keep(u.batch, range.clone());
-        let selection = match u.passes {
-            true => &Selection::default(),
-            false => &self.selection,
-        };
-        if let Some(b) = selection.apply(stored, range.len(), live, r.schema(), self.coded)? {
+        if self.count_only {
+            let n = selection.count(stored, range.len(), live, r.schema())?;
+            self.ready
+                .extend((n > 0).then(|| crate::select::rows_only(n)));
+        } else if let Some(b) =
+            selection.apply(stored, range.len(), live, r.schema(), self.coded)?
+        {
             self.ready.push_back(b);
         }
         Ok(())
@@ -527,6 +550,43 @@ impl Iterator for PartitionIter {
 }
 
 impl LightningScan {
+    /// The statistics of partition `partition` (of all when `None`), every column's
+    /// included.
+    fn statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let Some(p) = partition else {
+            let stats = self.stats(self.partitions.iter().flatten(), true);
+            let Some(fetch) = self.fetch else {
+                return Ok(Arc::new(stats));
+            };
+            // The fetch limits each partition: the rows are the sum of what each yields.
+            let rows: usize = (0..self.num_partitions())
+                .map(|p| self.partition_rows(p).min(fetch))
+                .sum();
+            if Precision::Exact(rows) == stats.num_rows {
+                return Ok(Arc::new(stats));
+            }
+            let mut cut = stats.to_inexact();
+            cut.num_rows = Precision::Exact(rows);
+            return Ok(Arc::new(cut));
+        };
+        // Shared batches: which partition reads which is known only at run time.
+        if self.shares() {
+            let all = self.stats(self.partitions.iter().flatten(), true);
+            return Ok(Arc::new(all.to_inexact()));
+        }
+        let stats = if p == self.delta_part && p == self.partitions.len() {
+            self.stats([].iter(), true)
+        } else {
+            match self.partitions.get(p) {
+                Some(units) => self.stats(units.iter(), p == self.delta_part),
+                None => {
+                    return Err(DataFusionError::Internal(format!("no partition {p}")));
+                }
+            }
+        };
+        Ok(Arc::new(stats.with_fetch(self.fetch, 0, 1)?))
+    }
+
     /// Whether every segment the scan reads stores output column `col` as a dictionary.
     pub(crate) fn dictionary_column(&self, col: usize) -> bool {
         let c = match &self.projection {
@@ -577,7 +637,13 @@ impl LightningScan {
         let ready = if partition == self.delta_part {
             self.delta
                 .iter()
-                .map(|b| self.delta_pending.filter(b))
+                .map(|b| {
+                    let b = self.delta_pending.filter(b)?;
+                    Ok(match self.count_only {
+                        true => crate::select::rows_only(b.num_rows()),
+                        false => b,
+                    })
+                })
                 .collect::<Result<_>>()?
         } else {
             VecDeque::new()
@@ -593,6 +659,7 @@ impl LightningScan {
             selection: self.selection.clone(),
             coded,
             left: self.fetch,
+            count_only: self.count_only,
             batches_pruned: MetricBuilder::new(&self.metrics)
                 .counter("batches_pruned_at_run_time", partition),
             errors: MetricBuilder::new(&self.metrics)
@@ -622,7 +689,7 @@ impl DataSource for LightningScan {
             .and_then(|s| s.downcast::<SharedUnits>().ok());
         let it = self.partition_iter(args.partition, 0, shared)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.eq.schema().clone(),
             futures::stream::iter(it),
         )))
     }
@@ -643,6 +710,9 @@ impl DataSource for LightningScan {
         if let Some(n) = self.fetch {
             write!(f, ", fetch={n}")?;
         }
+        if self.count_only {
+            write!(f, ", rows counted only")?;
+        }
         if !self.filters.is_empty() && !matches!(t, DisplayFormatType::TreeRender) {
             let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", pruning filters=[{}]", shown.join(", "))?;
@@ -659,38 +729,14 @@ impl DataSource for LightningScan {
     }
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
-        let Some(p) = partition else {
-            let stats = self.stats(self.partitions.iter().flatten(), true);
-            let Some(fetch) = self.fetch else {
-                return Ok(Arc::new(stats));
-            };
-            // The fetch limits each partition: the rows are the sum of what each yields.
-            let rows: usize = (0..self.num_partitions())
-                .map(|p| self.partition_rows(p).min(fetch))
-                .sum();
-            if Precision::Exact(rows) == stats.num_rows {
-                return Ok(Arc::new(stats));
-            }
-            let mut cut = stats.to_inexact();
-            cut.num_rows = Precision::Exact(rows);
-            return Ok(Arc::new(cut));
-        };
-        // Shared batches: which partition reads which is known only at run time.
-        if self.shares() {
-            let all = self.stats(self.partitions.iter().flatten(), true);
-            return Ok(Arc::new(all.to_inexact()));
+        let stats = self.statistics(partition)?;
+        if !self.count_only {
+            return Ok(stats);
         }
-        let stats = if p == self.delta_part && p == self.partitions.len() {
-            self.stats([].iter(), true)
-        } else {
-            match self.partitions.get(p) {
-                Some(units) => self.stats(units.iter(), p == self.delta_part),
-                None => {
-                    return Err(DataFusionError::Internal(format!("no partition {p}")));
-                }
-            }
-        };
-        Ok(Arc::new(stats.with_fetch(self.fetch, 0, 1)?))
+        let mut rows = Arc::unwrap_or_clone(stats);
+        rows.column_statistics.clear();
+        rows.total_byte_size = Precision::Absent;
+        Ok(Arc::new(rows))
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
@@ -709,10 +755,17 @@ impl DataSource for LightningScan {
 
     fn try_swapping_with_projection(
         &self,
-        _projection: &ProjectionExprs,
+        projection: &ProjectionExprs,
     ) -> Result<Option<Arc<dyn DataSource>>> {
-        // Projections are pushed into the scan through the provider already.
-        Ok(None)
+        // Column projections are pushed into the scan through the provider already.
+        // One that keeps no column leaves the scan counting rows.
+        if projection.iter().next().is_some() || self.count_only {
+            return Ok(None);
+        }
+        let mut s = self.clone();
+        s.count_only = true;
+        s.eq = EquivalenceProperties::new(Arc::new(Schema::empty()));
+        Ok(Some(Arc::new(s)))
     }
 
     fn apply_expressions(
@@ -734,7 +787,8 @@ impl DataSource for LightningScan {
         // Whether `order` is a prefix of the key columns, all ascending or all descending
         // (key columns hold no NULLs, so where NULLs would sort does not matter).
         let prefix_of = |key: &[PhysicalSortExpr], descending: bool| {
-            !order.is_empty()
+            !self.count_only
+                && !order.is_empty()
                 && order.len() <= key.len()
                 && order.iter().zip(key).all(|(o, k)| {
                     o.options.descending == descending && o.expr.as_ref() == k.expr.as_ref()
@@ -781,9 +835,10 @@ impl DataSource for LightningScan {
         // applies itself (see `select`) and reports applied; the others (dynamic filters
         // of joins and TopK, volatile ones) the operator above still evaluates. Never
         // below a fetch limit, which counts rows before any filter.
-        if filters.is_empty() {
+        // A count-only scan has no column a filter could read.
+        if filters.is_empty() || self.count_only {
             return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
-                vec![],
+                vec![PushedDown::No; filters.len()],
             ));
         }
         let mut s = self.clone();
@@ -828,31 +883,5 @@ impl DataSource for LightningScan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_keeps_order_and_balances_rows() {
-        let u = |part, batch, live| Unit {
-            part,
-            batch,
-            live,
-            passes: false,
-        };
-        let units = vec![
-            u(0, 0, 10),
-            u(0, 1, 10),
-            u(1, 0, 10),
-            u(1, 1, 10),
-            u(2, 0, 5),
-        ];
-        let g = spread(units.clone(), 2);
-        assert_eq!(g.len(), 2);
-        assert_eq!(g[0].len() + g[1].len(), 5);
-        assert_eq!((g[0][0].part, g[0][0].batch), (0, 0));
-        assert_eq!(spread(units.clone(), 1).len(), 1);
-        assert_eq!(spread(units, 16).len(), 5);
-        // No units still gives one partition (for the fresh rows).
-        assert_eq!(spread(Vec::new(), 4).len(), 1);
-    }
-}
+#[path = "scan_tests.rs"]
+mod tests;

@@ -225,6 +225,25 @@ impl Selection {
         }
     }
 
+    /// How many rows [`Selection::apply`] would yield, without decoding any.
+    pub fn count(
+        &self,
+        stored: Vec<ArrayRef>,
+        rows: usize,
+        live: Option<Arc<Kept>>,
+        schema: &SchemaRef,
+    ) -> Result<usize> {
+        if self.conjuncts.is_empty() {
+            return Ok(live.map_or(rows, |k| k.count));
+        }
+        match self.select(&stored, rows, live.as_deref(), schema) {
+            Ok(keep) => Ok(keep.count_set_bits()),
+            Err(_) => Ok(self
+                .apply(stored, rows, live, schema, 0)?
+                .map_or(0, |b| b.num_rows())),
+        }
+    }
+
     /// The rows `live` keeps (all when `None`) that every conjunct keeps; the caller
     /// checked there is a conjunct.
     fn select(
@@ -397,4 +416,14 @@ fn decode(
         cols,
         &RecordBatchOptions::new().with_row_count(Some(keep.map_or(rows, |f| f.count()))),
     )?)
+}
+
+/// A batch of `n` rows and no columns.
+pub(crate) fn rows_only(n: usize) -> RecordBatch {
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
+    .expect("a batch without columns")
 }
