@@ -500,6 +500,32 @@ impl Grouper {
                 groups,
             });
         }
+        // One column: every value's group is known since the table was made, so the
+        // rows' groups are read by key (NULL's interned when first met).
+        if let [d] = dictionaries[..] {
+            let Grouper {
+                values,
+                types,
+                table,
+                ids,
+            } = &mut *self;
+            let t = table.as_mut().expect("set above");
+            let (size, keys) = (d.values().len(), d.keys());
+            if keys.null_count() > 0 && t.groups[size] == UNMET {
+                let mut one = Vec::with_capacity(1);
+                values.intern(&[new_null_array(&types[0], 1)], &mut one)?;
+                t.groups[size] = one[0];
+            }
+            let ok = downcast_integer_array!(
+                keys => keys_to_groups(keys, &t.groups, size, ids),
+                _ => false
+            );
+            if ok {
+                return Ok(());
+            }
+            // A key out of range: reported below.
+            ids.clear();
+        }
         let Grouper {
             values,
             types,
@@ -522,7 +548,10 @@ impl Grouper {
             }
         }
         let mut one = Vec::with_capacity(1);
-        for x in index {
+        // Combinations met for the first time are interned first (rarely: once per
+        // query at most), so the rows' groups are then one gather.
+        let unmet = index.iter().any(|&x| table.groups[x] == UNMET);
+        for &x in index.iter().filter(|_| unmet) {
             if table.groups[x] == UNMET {
                 // First met: intern the combination's values.
                 let row = table
@@ -542,10 +571,38 @@ impl Grouper {
                 values.intern(&row, &mut one)?;
                 table.groups[x] = one[0];
             }
-            ids.push(table.groups[x]);
         }
+        let groups: &[usize] = &table.groups;
+        ids.extend(index.iter().map(|&x| groups[x]));
         Ok(())
     }
+}
+
+/// Each row's group, `groups[key]` (a NULL's at `groups[size]`), appended to `ids`;
+/// false if a key is out of range.
+fn keys_to_groups<K: ArrowPrimitiveType>(
+    keys: &PrimitiveArray<K>,
+    groups: &[usize],
+    size: usize,
+    ids: &mut Vec<usize>,
+) -> bool {
+    let mut ok = true;
+    let mut group = |k: K::Native| match k.to_usize().filter(|&k| k < size) {
+        Some(k) => groups[k],
+        None => {
+            ok = false;
+            0
+        }
+    };
+    match keys.nulls() {
+        Some(valid) => {
+            let null = groups[size];
+            let rows = keys.values().iter().zip(valid.iter());
+            ids.extend(rows.map(|(&k, v)| if v { group(k) } else { null }));
+        }
+        None => ids.extend(keys.values().iter().map(|&k| group(k))),
+    }
+    ok
 }
 
 /// Add each row's key of one dictionary column (`size` values; a NULL counts as key
