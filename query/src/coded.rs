@@ -551,25 +551,27 @@ impl Grouper {
         // Combinations met for the first time are interned first (rarely: once per
         // query at most), so the rows' groups are then one gather.
         let unmet = index.iter().any(|&x| table.groups[x] == UNMET);
-        for &x in index.iter().filter(|_| unmet) {
-            if table.groups[x] == UNMET {
-                // First met: intern the combination's values.
-                let row = table
-                    .dictionaries
-                    .iter()
-                    .zip(&table.strides)
-                    .zip(types.iter())
-                    .map(|((v, &stride), t)| {
-                        let key = x / stride % (v.len() + 1);
-                        if key == v.len() {
-                            return Ok(new_null_array(t, 1));
-                        }
-                        Ok(lightning_columnar::segment::to_type(&v.slice(key, 1), t)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                one.clear();
-                values.intern(&row, &mut one)?;
-                table.groups[x] = one[0];
+        if unmet {
+            for &x in &index {
+                if table.groups[x] == UNMET {
+                    // First met: intern the combination's values.
+                    let row = table
+                        .dictionaries
+                        .iter()
+                        .zip(&table.strides)
+                        .zip(types.iter())
+                        .map(|((v, &stride), t)| {
+                            let key = x / stride % (v.len() + 1);
+                            if key == v.len() {
+                                return Ok(new_null_array(t, 1));
+                            }
+                            Ok(lightning_columnar::segment::to_type(&v.slice(key, 1), t)?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    one.clear();
+                    values.intern(&row, &mut one)?;
+                    table.groups[x] = one[0];
+                }
             }
         }
         let groups: &[usize] = &table.groups;

@@ -424,14 +424,8 @@ impl PartitionIter {
             false => &self.selection,
         };
         if self.count_only && selection.is_empty() {
-            // Counted from the batch's delete mask alone: nothing read.
-            let range = p.segment.segment.batch_range(u.batch);
-            let n = p
-                .mask
-                .keep(u.batch, range.clone())
-                .map_or(range.len(), |k| k.count);
-            self.ready
-                .extend((n > 0).then(|| crate::select::rows_only(n)));
+            // The batch's live rows, known since planning: nothing read.
+            self.ready.push_back(crate::select::rows_only(u.live));
             return Ok(());
         }
         if self.reader.as_ref().is_none_or(|(i, _)| *i != u.part) {
