@@ -441,9 +441,9 @@ struct Grouper {
 /// The group of each combination of the group columns' dictionary keys (a segment's
 /// batches share their dictionaries, so the table lives as long as the segment is
 /// read). A combination's index is the sum of each column's key times its stride, a
-/// NULL counting as the key one past the dictionary's last. One column's values are
-/// all interned at once when the table is made; combinations of several, and NULLs,
-/// when first met.
+/// NULL counting as the key one past the dictionary's last. A combination is interned
+/// when a row first has it: a dictionary may hold values that no row the scan keeps has
+/// (deleted or filtered out), and those must not become groups.
 struct KeyTable {
     /// Each column's dictionary values.
     dictionaries: Vec<ArrayRef>,
@@ -487,21 +487,15 @@ impl Grouper {
                 strides.push(stride);
                 stride *= d.values().len() + 1;
             }
-            let mut groups = vec![UNMET; combinations];
-            if let [d] = dictionaries[..] {
-                let v = lightning_columnar::segment::to_type(d.values(), &self.types[0])?;
-                let mut codes = Vec::with_capacity(v.len());
-                self.values.intern(&[v], &mut codes)?;
-                groups[..codes.len()].copy_from_slice(&codes);
-            }
+            let groups = vec![UNMET; combinations];
             self.table = Some(KeyTable {
                 dictionaries: dictionaries.iter().map(|d| d.values().clone()).collect(),
                 strides,
                 groups,
             });
         }
-        // One column: every value's group is known since the table was made, so the
-        // rows' groups are read by key (NULL's interned when first met).
+        // One column: the rows' groups are read by key; a value (or NULL) no row had
+        // before is interned first, so no group is made for a value no row has.
         if let [d] = dictionaries[..] {
             let Grouper {
                 values,
@@ -511,20 +505,42 @@ impl Grouper {
             } = &mut *self;
             let t = table.as_mut().expect("set above");
             let (size, keys) = (d.values().len(), d.keys());
-            if keys.null_count() > 0 && t.groups[size] == UNMET {
-                let mut one = Vec::with_capacity(1);
-                values.intern(&[new_null_array(&types[0], 1)], &mut one)?;
-                t.groups[size] = one[0];
-            }
-            let ok = downcast_integer_array!(
+            let gathered = downcast_integer_array!(
                 keys => keys_to_groups(keys, &t.groups, size, ids),
-                _ => false
+                _ => Gathered::OutOfRange
             );
-            if ok {
-                return Ok(());
+            match gathered {
+                Gathered::All => return Ok(()),
+                Gathered::Unmet => {
+                    // Rarely: once per value per segment at most.
+                    let mut one = Vec::with_capacity(1);
+                    for at in 0..ids.len() {
+                        if ids[at] != UNMET {
+                            continue;
+                        }
+                        let key = match keys.is_null(at) {
+                            true => size,
+                            false => key_at(keys, at).expect("gathered in range"),
+                        };
+                        if t.groups[key] == UNMET {
+                            let v = match key == size {
+                                true => new_null_array(&types[0], 1),
+                                false => lightning_columnar::segment::to_type(
+                                    &d.values().slice(key, 1),
+                                    &types[0],
+                                )?,
+                            };
+                            one.clear();
+                            values.intern(&[v], &mut one)?;
+                            t.groups[key] = one[0];
+                        }
+                        ids[at] = t.groups[key];
+                    }
+                    return Ok(());
+                }
+                // Reported below.
+                Gathered::OutOfRange => ids.clear(),
             }
-            // A key out of range: reported below.
-            ids.clear();
         }
         let Grouper {
             values,
@@ -580,14 +596,23 @@ impl Grouper {
     }
 }
 
-/// Each row's group, `groups[key]` (a NULL's at `groups[size]`), appended to `ids`;
-/// false if a key is out of range.
+/// What [`keys_to_groups`] found.
+enum Gathered {
+    /// Every row's group.
+    All,
+    /// Some rows' values had no group yet (their ids are [`UNMET`]).
+    Unmet,
+    /// A key out of range.
+    OutOfRange,
+}
+
+/// Each row's group, `groups[key]` (a NULL's at `groups[size]`), appended to `ids`.
 fn keys_to_groups<K: ArrowPrimitiveType>(
     keys: &PrimitiveArray<K>,
     groups: &[usize],
     size: usize,
     ids: &mut Vec<usize>,
-) -> bool {
+) -> Gathered {
     let mut ok = true;
     let mut group = |k: K::Native| match k.to_usize().filter(|&k| k < size) {
         Some(k) => groups[k],
@@ -596,6 +621,7 @@ fn keys_to_groups<K: ArrowPrimitiveType>(
             0
         }
     };
+    let from = ids.len();
     match keys.nulls() {
         Some(valid) => {
             let null = groups[size];
@@ -604,7 +630,25 @@ fn keys_to_groups<K: ArrowPrimitiveType>(
         }
         None => ids.extend(keys.values().iter().map(|&k| group(k))),
     }
-    ok
+    if !ok {
+        return Gathered::OutOfRange;
+    }
+    // One more pass over the ids (cheaper than a branch per row above).
+    match ids[from..]
+        .iter()
+        .fold(0, |m, &g| m | usize::from(g == UNMET))
+    {
+        0 => Gathered::All,
+        _ => Gathered::Unmet,
+    }
+}
+
+/// Key `at` of a dictionary's integer `keys`, as an index.
+fn key_at(keys: &dyn Array, at: usize) -> Option<usize> {
+    downcast_integer_array!(
+        keys => keys.value(at).to_usize(),
+        _ => None
+    )
 }
 
 /// Add each row's key of one dictionary column (`size` values; a NULL counts as key
