@@ -36,6 +36,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
@@ -325,8 +326,11 @@ impl ExecutionPlan for DictionaryAggregateExec {
             .agg
             .aggr_expr()
             .iter()
-            .map(|a| Ok((a.expressions(), a.create_groups_accumulator()?)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|a| {
+                let args = a.expressions().into_iter().map(Argument::new).collect();
+                Ok((args, a.create_groups_accumulator()?))
+            })
+            .collect::<Result<Vec<(Vec<Argument>, _)>>>()?;
         let mut groups = Grouper {
             values: new_group_values(
                 Arc::new(arrow::datatypes::Schema::new(group_fields.clone())),
@@ -345,7 +349,6 @@ impl ExecutionPlan for DictionaryAggregateExec {
             let timer = baseline.elapsed_compute().timer();
             for b in batches {
                 let b = b?;
-                let n = b.num_rows();
                 let cols: Vec<&ArrayRef> = coded.iter().map(|&c| b.column(c)).collect();
                 groups.assign(&cols)?;
                 // The arguments read the projection's columns; the group columns among
@@ -358,8 +361,8 @@ impl ExecutionPlan for DictionaryAggregateExec {
                 let mut size = groups.values.size();
                 for (args, acc) in &mut accs {
                     let values = args
-                        .iter()
-                        .map(|e| e.evaluate(&b)?.into_array(n))
+                        .iter_mut()
+                        .map(|a| a.evaluate(&b))
                         .collect::<Result<Vec<_>>>()?;
                     acc.update_batch(&values, &groups.ids, None, total)?;
                     size += acc.size();
@@ -395,6 +398,40 @@ impl ExecutionPlan for DictionaryAggregateExec {
 
     fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
         self.agg.child_stats_requests(partition)
+    }
+}
+
+/// An aggregate function's argument. One that reads no column (`count(*)`'s `1`) is the
+/// same for every row of every batch: its array is made once and sliced.
+struct Argument {
+    expr: Arc<dyn PhysicalExpr>,
+    constant: bool,
+    made: Option<ArrayRef>,
+}
+
+impl Argument {
+    fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
+        let constant = collect_columns(&expr).is_empty() && !is_volatile(&expr);
+        Argument {
+            expr,
+            constant,
+            made: None,
+        }
+    }
+
+    /// Its values for the rows of `b`.
+    fn evaluate(&mut self, b: &RecordBatch) -> Result<ArrayRef> {
+        let n = b.num_rows();
+        match &self.made {
+            Some(a) if a.len() >= n => Ok(a.slice(0, n)),
+            _ => {
+                let a = self.expr.evaluate(b)?.into_array(n)?;
+                if self.constant {
+                    self.made = Some(a.clone());
+                }
+                Ok(a)
+            }
+        }
     }
 }
 
@@ -438,9 +475,8 @@ struct Grouper {
     ids: Vec<usize>,
 }
 
-/// The group of each combination of the group columns' dictionary keys (a segment's
-/// batches share their dictionaries, so the table lives as long as the segment is
-/// read). A combination's index is the sum of each column's key times its stride, a
+/// The group of each combination of the group columns' dictionary keys (kept while
+/// the batches read have the same dictionaries). A combination's index is the sum of each column's key times its stride, a
 /// NULL counting as the key one past the dictionary's last. A combination is interned
 /// when a row first has it: a dictionary may hold values that no row the scan keeps has
 /// (deleted or filtered out), and those must not become groups.
@@ -475,11 +511,13 @@ impl Grouper {
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             return self.values.intern(&plain, &mut self.ids);
         };
+        // Segments encode each batch's dictionary on its own, so a table is kept while
+        // the dictionaries hold the same values (compared when they are small).
         let same = matches!(&self.table, Some(t) if t
             .dictionaries
             .iter()
             .zip(&dictionaries)
-            .all(|(a, d)| Arc::ptr_eq(a, d.values())));
+            .all(|(a, d)| same_values(a, d.values())));
         if !same {
             let mut strides = Vec::with_capacity(cols.len());
             let mut stride = 1;
@@ -512,31 +550,39 @@ impl Grouper {
             match gathered {
                 Gathered::All => return Ok(()),
                 Gathered::Unmet => {
-                    // Rarely: once per value per segment at most.
+                    // Rarely (once per value per segment at most): the values some row
+                    // has that have no group yet are interned, then the rows gathered
+                    // again.
+                    let mut met = vec![false; size + 1];
+                    downcast_integer_array!(
+                        keys => mark_met(keys, ids, size, &mut met),
+                        _ => {}
+                    );
                     let mut one = Vec::with_capacity(1);
-                    for at in 0..ids.len() {
-                        if ids[at] != UNMET {
+                    for key in 0..=size {
+                        if !met[key] || t.groups[key] != UNMET {
                             continue;
                         }
-                        let key = match keys.is_null(at) {
-                            true => size,
-                            false => key_at(keys, at).expect("gathered in range"),
+                        let v = match key == size {
+                            true => new_null_array(&types[0], 1),
+                            false => lightning_columnar::segment::to_type(
+                                &d.values().slice(key, 1),
+                                &types[0],
+                            )?,
                         };
-                        if t.groups[key] == UNMET {
-                            let v = match key == size {
-                                true => new_null_array(&types[0], 1),
-                                false => lightning_columnar::segment::to_type(
-                                    &d.values().slice(key, 1),
-                                    &types[0],
-                                )?,
-                            };
-                            one.clear();
-                            values.intern(&[v], &mut one)?;
-                            t.groups[key] = one[0];
-                        }
-                        ids[at] = t.groups[key];
+                        one.clear();
+                        values.intern(&[v], &mut one)?;
+                        t.groups[key] = one[0];
                     }
-                    return Ok(());
+                    ids.clear();
+                    let again = downcast_integer_array!(
+                        keys => keys_to_groups(keys, &t.groups, size, ids),
+                        _ => Gathered::OutOfRange
+                    );
+                    if matches!(again, Gathered::All) {
+                        return Ok(());
+                    }
+                    ids.clear();
                 }
                 // Reported below.
                 Gathered::OutOfRange => ids.clear(),
@@ -622,13 +668,23 @@ fn keys_to_groups<K: ArrowPrimitiveType>(
         }
     };
     let from = ids.len();
-    match keys.nulls() {
+    match keys.nulls().filter(|n| n.null_count() > 0) {
         Some(valid) => {
             let null = groups[size];
             let rows = keys.values().iter().zip(valid.iter());
             ids.extend(rows.map(|(&k, v)| if v { group(k) } else { null }));
         }
-        None => ids.extend(keys.values().iter().map(|&k| group(k))),
+        None => {
+            // Range-checked in one pass first (a negative key wraps to a large one), so
+            // the gather is a plain lookup.
+            let keys = keys.values();
+            let max = keys.iter().fold(0, |m, k| m.max(k.as_usize()));
+            if !keys.is_empty() && max >= size {
+                return Gathered::OutOfRange;
+            }
+            let groups = &groups[..size];
+            ids.extend(keys.iter().map(|k| groups[k.as_usize()]));
+        }
     }
     if !ok {
         return Gathered::OutOfRange;
@@ -643,12 +699,31 @@ fn keys_to_groups<K: ArrowPrimitiveType>(
     }
 }
 
-/// Key `at` of a dictionary's integer `keys`, as an index.
-fn key_at(keys: &dyn Array, at: usize) -> Option<usize> {
-    downcast_integer_array!(
-        keys => keys.value(at).to_usize(),
-        _ => None
-    )
+/// Dictionaries longer than this are compared by identity only.
+const COMPARED_DICTIONARY: usize = 256;
+
+/// Whether dictionary values `a` and `b` are the same: the same buffers, or equal and
+/// short.
+fn same_values(a: &ArrayRef, b: &ArrayRef) -> bool {
+    a.to_data().ptr_eq(&b.to_data())
+        || (a.len() == b.len() && a.len() <= COMPARED_DICTIONARY && a.as_ref() == b.as_ref())
+}
+
+/// Marks in `met` the key (`size` for NULL) of each row whose id is [`UNMET`]; the
+/// keys are in range (gathered before).
+fn mark_met<K: ArrowPrimitiveType>(
+    keys: &PrimitiveArray<K>,
+    ids: &[usize],
+    size: usize,
+    met: &mut [bool],
+) {
+    for (at, _) in ids.iter().enumerate().filter(|(_, g)| **g == UNMET) {
+        let key = match keys.is_null(at) {
+            true => size,
+            false => keys.value(at).to_usize().unwrap_or(size),
+        };
+        met[key] = true;
+    }
 }
 
 /// Add each row's key of one dictionary column (`size` values; a NULL counts as key
