@@ -21,9 +21,11 @@
 
 use crate::scan::{LightningScan, SharedUnits};
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
     downcast_integer_array, new_null_array,
 };
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{FilterBuilder, filter_record_batch};
 use arrow::datatypes::{ArrowNativeType, DataType};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -322,15 +324,15 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let schema = self.agg.schema();
         let k = self.group.len();
         let group_fields: Vec<_> = schema.fields()[..k].to_vec();
-        let mut accs = self
-            .agg
-            .aggr_expr()
+        let aggr = self.agg.aggr_expr();
+        let mut args: Vec<Vec<Argument>> = aggr
             .iter()
-            .map(|a| {
-                let args = a.expressions().into_iter().map(Argument::new).collect();
-                Ok((args, a.create_groups_accumulator()?))
-            })
-            .collect::<Result<Vec<(Vec<Argument>, _)>>>()?;
+            .map(|a| a.expressions().into_iter().map(Argument::new).collect())
+            .collect();
+        let mut accs = aggr
+            .iter()
+            .map(|a| a.create_groups_accumulator())
+            .collect::<Result<Vec<_>>>()?;
         let mut groups = Grouper {
             values: new_group_values(
                 Arc::new(arrow::datatypes::Schema::new(group_fields.clone())),
@@ -348,29 +350,33 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let stream = futures::stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
             for b in batches {
-                let b = b?;
-                let cols: Vec<&ArrayRef> = coded.iter().map(|&c| b.column(c)).collect();
-                groups.assign(&cols)?;
-                // The arguments read the projection's columns; the group columns among
-                // them (which no argument reads) pass through as dictionaries.
-                let b = match &projection {
-                    Some(exprs) => project(&b, exprs, &group, &coded)?,
-                    None => b,
+                let (b, mask) = b?;
+                // The arguments' values first, computed for every row of a masked
+                // batch: one that fails on a row the mask drops must not fail the
+                // query, so the batch is then taken without those rows.
+                let (b, mask, values) = match arguments(&b, &projection, &group, &coded, &mut args)
+                {
+                    Ok(values) => (b, mask, values),
+                    Err(e) => {
+                        let Some(m) = mask else { return Err(e) };
+                        let b = filter_record_batch(&b, &BooleanArray::new(m, None))?;
+                        let values = arguments(&b, &projection, &group, &coded, &mut args)?;
+                        (b, None, values)
+                    }
                 };
+                let cols: Vec<&ArrayRef> = coded.iter().map(|&c| b.column(c)).collect();
+                groups.assign(&cols, mask.as_ref())?;
+                let mask = mask.map(|m| BooleanArray::new(m, None));
                 let total = groups.values.len();
                 let mut size = groups.values.size();
-                for (args, acc) in &mut accs {
-                    let values = args
-                        .iter_mut()
-                        .map(|a| a.evaluate(&b))
-                        .collect::<Result<Vec<_>>>()?;
-                    acc.update_batch(&values, &groups.ids, None, total)?;
+                for (acc, values) in accs.iter_mut().zip(values) {
+                    acc.update_batch(&values, &groups.ids, mask.as_ref(), total)?;
                     size += acc.size();
                 }
                 memory.try_resize(size)?;
             }
             let mut cols = groups.values.emit(EmitTo::All)?;
-            for (_, acc) in &mut accs {
+            for acc in &mut accs {
                 match finish {
                     Finish::State => cols.extend(acc.state(EmitTo::All)?),
                     Finish::Evaluate => cols.push(acc.evaluate(EmitTo::All)?),
@@ -435,6 +441,30 @@ impl Argument {
     }
 }
 
+/// Each aggregate function's argument values over the rows of scan batch `b` (through
+/// the projection, if there is one).
+fn arguments(
+    b: &RecordBatch,
+    projection: &Option<Vec<Arc<dyn PhysicalExpr>>>,
+    group: &[usize],
+    coded: &[usize],
+    args: &mut [Vec<Argument>],
+) -> Result<Vec<Vec<ArrayRef>>> {
+    // The arguments read the projection's columns; the group columns among them (which
+    // no argument reads) pass through as dictionaries.
+    let projected;
+    let b = match projection {
+        Some(exprs) => {
+            projected = project(b, exprs, group, coded)?;
+            &projected
+        }
+        None => b,
+    };
+    args.iter_mut()
+        .map(|a| a.iter_mut().map(|a| a.evaluate(b)).collect())
+        .collect()
+}
+
 /// `exprs` evaluated over `b`, except that output column `group[i]` is `b`'s column
 /// `coded[i]` as it is (a dictionary the projection's schema does not say).
 fn project(
@@ -492,7 +522,9 @@ struct KeyTable {
 const UNMET: usize = usize::MAX;
 
 impl Grouper {
-    fn assign(&mut self, cols: &[&ArrayRef]) -> Result<()> {
+    /// Each row's group into `ids`. With a `mask`, only the rows it keeps are grouped:
+    /// a row it drops gets some group (the accumulators skip it) and makes none.
+    fn assign(&mut self, cols: &[&ArrayRef], mask: Option<&BooleanBuffer>) -> Result<()> {
         self.ids.clear();
         let dictionaries: Option<Vec<_>> = cols.iter().map(|c| c.as_any_dictionary_opt()).collect();
         // One column's table is as long as its dictionary; several columns' only up to
@@ -509,7 +541,23 @@ impl Grouper {
                 .zip(&self.types)
                 .map(|(c, t)| lightning_columnar::segment::to_type(c, t))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            return self.values.intern(&plain, &mut self.ids);
+            let Some(mask) = mask else {
+                return self.values.intern(&plain, &mut self.ids);
+            };
+            let f = FilterBuilder::new(&BooleanArray::new(mask.clone(), None)).build();
+            let kept = plain
+                .iter()
+                .map(|c| f.filter(c))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let mut kept_ids = Vec::with_capacity(f.count());
+            self.values.intern(&kept, &mut kept_ids)?;
+            let mut kept_ids = kept_ids.into_iter();
+            let ids = mask.iter().map(|k| match k {
+                true => kept_ids.next().unwrap_or(0),
+                false => 0,
+            });
+            self.ids.extend(ids);
+            return Ok(());
         };
         // Segments encode each batch's dictionary on its own, so a table is kept while
         // the dictionaries hold the same values (compared when they are small).
@@ -555,12 +603,13 @@ impl Grouper {
                     // again.
                     let mut met = vec![false; size + 1];
                     downcast_integer_array!(
-                        keys => mark_met(keys, ids, size, &mut met),
+                        keys => mark_met(keys, ids, mask, size, &mut met),
                         _ => {}
                     );
                     let mut one = Vec::with_capacity(1);
-                    for key in 0..=size {
-                        if !met[key] || t.groups[key] != UNMET {
+                    let first = met.iter().enumerate().filter(|(_, m)| **m).map(|(k, _)| k);
+                    for key in first {
+                        if t.groups[key] != UNMET {
                             continue;
                         }
                         let v = match key == size {
@@ -579,10 +628,15 @@ impl Grouper {
                         keys => keys_to_groups(keys, &t.groups, size, ids),
                         _ => Gathered::OutOfRange
                     );
-                    if matches!(again, Gathered::All) {
-                        return Ok(());
+                    match again {
+                        Gathered::All => return Ok(()),
+                        // Rows the mask drops, whose values no kept row has.
+                        Gathered::Unmet => {
+                            unmet_to_any(ids);
+                            return Ok(());
+                        }
+                        Gathered::OutOfRange => ids.clear(),
                     }
-                    ids.clear();
                 }
                 // Reported below.
                 Gathered::OutOfRange => ids.clear(),
@@ -614,8 +668,8 @@ impl Grouper {
         // query at most), so the rows' groups are then one gather.
         let unmet = index.iter().any(|&x| table.groups[x] == UNMET);
         if unmet {
-            for &x in &index {
-                if table.groups[x] == UNMET {
+            for (at, &x) in index.iter().enumerate() {
+                if table.groups[x] == UNMET && mask.is_none_or(|m| m.value(at)) {
                     // First met: intern the combination's values.
                     let row = table
                         .dictionaries
@@ -638,6 +692,9 @@ impl Grouper {
         }
         let groups: &[usize] = &table.groups;
         ids.extend(index.iter().map(|&x| groups[x]));
+        if unmet && mask.is_some() {
+            unmet_to_any(ids);
+        }
         Ok(())
     }
 }
@@ -709,15 +766,25 @@ fn same_values(a: &ArrayRef, b: &ArrayRef) -> bool {
         || (a.len() == b.len() && a.len() <= COMPARED_DICTIONARY && a.as_ref() == b.as_ref())
 }
 
-/// Marks in `met` the key (`size` for NULL) of each row whose id is [`UNMET`]; the
-/// keys are in range (gathered before).
+/// Rows still [`UNMET`] (only rows a mask drops are) put in group 0, which exists:
+/// a masked batch has a row kept, so a group.
+fn unmet_to_any(ids: &mut [usize]) {
+    for id in ids.iter_mut().filter(|id| **id == UNMET) {
+        *id = 0;
+    }
+}
+
+/// Marks in `met` the key (`size` for NULL) of each row `mask` keeps (every row
+/// without one) whose id is [`UNMET`]; the keys are in range (gathered before).
 fn mark_met<K: ArrowPrimitiveType>(
     keys: &PrimitiveArray<K>,
     ids: &[usize],
+    mask: Option<&BooleanBuffer>,
     size: usize,
     met: &mut [bool],
 ) {
-    for (at, _) in ids.iter().enumerate().filter(|(_, g)| **g == UNMET) {
+    let unmet = ids.iter().enumerate().filter(|(_, g)| **g == UNMET);
+    for (at, _) in unmet.filter(|(at, _)| mask.is_none_or(|m| m.value(*at))) {
         let key = match keys.is_null(at) {
             true => size,
             false => keys.value(at).to_usize().unwrap_or(size),

@@ -14,6 +14,7 @@
 mod coded;
 mod dml;
 mod fresh;
+mod partition;
 mod provider;
 mod scan;
 mod select;

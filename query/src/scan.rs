@@ -16,9 +16,11 @@
 //! one batch, not for the slowest share.
 
 use crate::fresh::SegmentMask;
+use crate::partition::PartitionIter;
 use crate::select::Selection;
-use crate::zones::{ZoneStats, scalar_of};
+use crate::zones::scalar_of;
 use arrow::array::RecordBatch;
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
@@ -29,20 +31,15 @@ use datafusion::datasource::source::OpenArgs;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::projection::ProjectionExprs;
-use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_expr_common::physical_expr::{
-    snapshot_generation, snapshot_physical_expr,
-};
-use datafusion::physical_optimizer::pruning::build_pruning_predicate;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
-use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayFormatType, Partitioning, SendableRecordBatchStream, SortOrderPushdownResult,
 };
 use datafusion::scalar::ScalarValue;
-use lightning_columnar::segment::{SegmentReader, ZoneMap};
+use lightning_columnar::segment::ZoneMap;
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
 use parking_lot::Mutex;
@@ -114,7 +111,7 @@ pub struct LightningScan {
 
 /// The batches a partition has still to read: its own, or those not yet taken by any
 /// partition of one execution (see the module docs), in the order they are handed out.
-pub struct SharedUnits(Mutex<Pending>);
+pub struct SharedUnits(pub(crate) Mutex<Pending>);
 
 impl std::fmt::Debug for SharedUnits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,14 +119,14 @@ impl std::fmt::Debug for SharedUnits {
     }
 }
 
-struct Pending {
-    units: VecDeque<Unit>,
+pub(crate) struct Pending {
+    pub units: VecDeque<Unit>,
     /// Snapshot generation of the filters `units` were last pruned with.
-    pruned_at: Option<u64>,
+    pub pruned_at: Option<u64>,
 }
 
 impl SharedUnits {
-    fn new(units: impl IntoIterator<Item = Unit>) -> Arc<SharedUnits> {
+    pub(crate) fn new(units: impl IntoIterator<Item = Unit>) -> Arc<SharedUnits> {
         Arc::new(SharedUnits(Mutex::new(Pending {
             units: units.into_iter().collect(),
             pruned_at: None,
@@ -388,159 +385,8 @@ impl LightningScan {
     }
 }
 
-fn ext(e: lightning_columnar::Error) -> DataFusionError {
+pub(crate) fn ext(e: lightning_columnar::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// Yields one partition's batches: the fresh rows (if it is their partition), then every
-/// unit's segment batch, decoded when asked for and masked. Before each batch it re-prunes
-/// the remaining ones if a pushed-down filter changed (a join's build side finished, a
-/// TopK heap tightened).
-struct PartitionIter {
-    schema: SchemaRef,
-    parts: Vec<Arc<SegmentPart>>,
-    projection: Option<Vec<usize>>,
-    units: Arc<SharedUnits>,
-    reader: Option<(usize, SegmentReader)>,
-    ready: VecDeque<RecordBatch>,
-    filters: Vec<Arc<dyn PhysicalExpr>>,
-    selection: Selection,
-    /// The columns (bit `i`: column `i`) a segment batch keeps as stored when that is a
-    /// dictionary.
-    coded: u64,
-    /// Rows still to emit when the scan has a fetch limit.
-    left: Option<usize>,
-    /// Emit row counts only (see `LightningScan::count_only`).
-    count_only: bool,
-    batches_pruned: Count,
-    errors: Count,
-}
-
-impl PartitionIter {
-    fn next_unit(&mut self, u: Unit) -> Result<()> {
-        let p = &self.parts[u.part];
-        let selection = match u.passes {
-            true => &Selection::default(),
-            false => &self.selection,
-        };
-        if self.count_only && selection.is_empty() {
-            // The batch's live rows, known since planning: nothing read.
-            self.ready.push_back(crate::select::rows_only(u.live));
-            return Ok(());
-        }
-        if self.reader.as_ref().is_none_or(|(i, _)| *i != u.part) {
-            let r = p
-                .segment
-                .segment
-                .reader_as(self.projection.as_deref(), self.schema.clone())
-                .map_err(ext)?;
-            self.reader = Some((u.part, r));
-        }
-        let (_, r) = self.reader.as_ref().expect("reader set above");
-        let stored = r.read_stored(u.batch).map_err(ext)?;
-        let range = r.segment().batch_range(u.batch);
-        let live = p.mask.keep(u.batch, range.clone());
-        if self.count_only {
-            let n = selection.count(stored, range.len(), live, r.schema())?;
-            self.ready
-                .extend((n > 0).then(|| crate::select::rows_only(n)));
-        } else if let Some(b) =
-            selection.apply(stored, range.len(), live, r.schema(), self.coded)?
-        {
-            self.ready.push_back(b);
-        }
-        Ok(())
-    }
-
-    /// Drop the remaining units whose zone maps rule out the current filters.
-    fn prune(&self) -> Result<()> {
-        if self.filters.is_empty() {
-            return Ok(());
-        }
-        let generation = self
-            .filters
-            .iter()
-            .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
-        let mut pending = self.units.0.lock();
-        if pending.units.is_empty() || pending.pruned_at == Some(generation) {
-            return Ok(());
-        }
-        pending.pruned_at = Some(generation);
-        self.prune_units(&mut pending.units)
-    }
-
-    fn prune_units(&self, units: &mut VecDeque<Unit>) -> Result<()> {
-        let exprs = self
-            .filters
-            .iter()
-            .map(|f| snapshot_physical_expr(f.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        // Pruning only saves work: a predicate it cannot build from (counted in
-        // `pruning_predicate_errors`) prunes nothing, like a trivially true one.
-        let Some(p) = build_pruning_predicate(conjunction(exprs), &self.schema, &self.errors)
-        else {
-            return Ok(());
-        };
-        let containers = units.iter().map(|u| {
-            let seg = &self.parts[u.part].segment.segment;
-            let rows = seg.batch_range(u.batch).len() as u64;
-            (seg.batch_zone_maps(u.batch), rows)
-        });
-        let stats = ZoneStats {
-            schema: &self.schema,
-            projection: self.projection.as_deref(),
-            containers: containers.collect(),
-        };
-        let keep = p.prune(&stats)?;
-        let before = units.len();
-        let mut k = keep.into_iter();
-        units.retain(|_| k.next().unwrap_or(true));
-        self.batches_pruned.add(before - units.len());
-        Ok(())
-    }
-
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        loop {
-            if let Some(b) = self.ready.pop_front() {
-                return Ok(Some(b));
-            }
-            self.prune()?;
-            let Some(u) = self.units.0.lock().units.pop_front() else {
-                return Ok(None);
-            };
-            self.next_unit(u)?;
-        }
-    }
-}
-
-impl Iterator for PartitionIter {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == Some(0) {
-            return None;
-        }
-        match self.next_batch() {
-            Ok(Some(b)) => {
-                let b = match &mut self.left {
-                    Some(left) => {
-                        let b = b.slice(0, b.num_rows().min(*left));
-                        *left -= b.num_rows();
-                        b
-                    }
-                    None => b,
-                };
-                Some(Ok(b))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                // This partition stops (the query fails as a whole).
-                self.units = SharedUnits::new([]);
-                self.ready.clear();
-                Some(Err(e))
-            }
-        }
-    }
 }
 
 impl LightningScan {
@@ -599,18 +445,28 @@ impl LightningScan {
             })
     }
 
-    /// Partition `partition`'s batches, as `open` yields them except that the output
-    /// columns `coded` (each below 64) of a segment batch stay dictionaries where
-    /// stored as such (that batch's schema says so; fresh rows come decoded).
-    /// `shared`: the execution's sibling state ([`Self::sibling_state`]).
+    /// Partition `partition`'s batches, for an aggregation: as `open` yields them except
+    /// that the output columns `coded` (each below 64) of a segment batch stay
+    /// dictionaries where stored as such (that batch's schema says so; fresh rows come
+    /// decoded), and that a segment batch most of whose rows are kept (live and
+    /// selected) may come whole with the kept rows as a mask, to aggregate as a
+    /// `FILTER` does rather than be copied without the others. `shared`: the
+    /// execution's sibling state ([`Self::sibling_state`]).
     pub(crate) fn open_coded(
         &self,
         partition: usize,
         coded: &[usize],
         shared: Option<Arc<SharedUnits>>,
-    ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
+    ) -> Result<impl Iterator<Item = Result<(RecordBatch, Option<BooleanBuffer>)>> + Send + use<>>
+    {
         let coded = coded.iter().filter(|&&c| c < 64).fold(0, |m, c| m | 1 << c);
-        self.partition_iter(partition, coded, shared)
+        let mut it = self.partition_iter(partition, coded, shared)?;
+        it.masked = self.fetch.is_none() && !self.count_only;
+        Ok(std::iter::from_fn(move || match it.masked {
+            // A fetch limit: as `open` does.
+            false => it.next().map(|b| b.map(|b| (b, None))),
+            true => it.next_masked(),
+        }))
     }
 
     fn partition_iter(
@@ -634,8 +490,8 @@ impl LightningScan {
                 .map(|b| {
                     let b = self.delta_pending.filter(b)?;
                     Ok(match self.count_only {
-                        true => crate::select::rows_only(b.num_rows()),
-                        false => b,
+                        true => (crate::select::rows_only(b.num_rows()), None),
+                        false => (b, None),
                     })
                 })
                 .collect::<Result<_>>()?
@@ -654,6 +510,7 @@ impl LightningScan {
             coded,
             left: self.fetch,
             count_only: self.count_only,
+            masked: false,
             batches_pruned: MetricBuilder::new(&self.metrics)
                 .counter("batches_pruned_at_run_time", partition),
             errors: MetricBuilder::new(&self.metrics)

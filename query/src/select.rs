@@ -225,6 +225,57 @@ impl Selection {
         }
     }
 
+    /// As [`Selection::apply`], for an aggregation that can skip rows by a mask: when
+    /// most of the batch's rows are kept, the batch comes whole (decoded, not copied
+    /// without the others) with the kept rows as its mask; `None` as the mask when
+    /// every row is kept or the kept ones were taken out.
+    pub fn apply_masked(
+        &self,
+        stored: Vec<ArrayRef>,
+        rows: usize,
+        live: Option<Arc<Kept>>,
+        schema: &SchemaRef,
+        coded: u64,
+    ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
+        let keep = match (&live, self.conjuncts.is_empty()) {
+            (None, true) => {
+                return decode(&stored, rows, None, schema, coded).map(|b| Some((b, None)));
+            }
+            (Some(k), true) => k.bits.clone(),
+            (_, false) => match self.select(&stored, rows, live.as_deref(), schema) {
+                Ok(keep) => keep,
+                // Exactly what a FilterExec over the live rows would do, errors included.
+                Err(_) => {
+                    return Ok(self
+                        .apply(stored, rows, live, schema, coded)?
+                        .map(|b| (b, None)));
+                }
+            },
+        };
+        let kept = keep.count_set_bits();
+        if kept == 0 {
+            return Ok(None);
+        }
+        if kept == rows {
+            return decode(&stored, rows, None, schema, coded).map(|b| Some((b, None)));
+        }
+        // Copying out the few rows dropped costs more than skipping them while
+        // aggregating; copying out most is cheaper than reading them all.
+        if kept * 4 >= rows * 3 {
+            return decode(&stored, rows, None, schema, coded).map(|b| Some((b, Some(keep))));
+        }
+        let f = match (&live, self.conjuncts.is_empty()) {
+            (Some(k), true) => {
+                return decode(&stored, rows, Some(k.filter()), schema, coded)
+                    .map(|b| Some((b, None)));
+            }
+            _ => FilterBuilder::new(&BooleanArray::new(keep, None))
+                .optimize()
+                .build(),
+        };
+        decode(&stored, rows, Some(&f), schema, coded).map(|b| Some((b, None)))
+    }
+
     /// How many rows [`Selection::apply`] would yield, without decoding any.
     pub fn count(
         &self,
@@ -357,9 +408,19 @@ where
     K::Native: ArrowNativeType,
 {
     let k = keys.values();
-    BooleanBuffer::collect_bool(k.len(), |i| {
-        table.get(k[i].as_usize()).copied().unwrap_or(false)
-    })
+    // The common `column = 'value'`: one value selected, a comparison of the keys with
+    // its key (no lookup per row).
+    let mut selected = table.iter().enumerate().filter(|(_, t)| **t);
+    match (selected.next(), selected.next()) {
+        (None, _) => BooleanBuffer::new_unset(k.len()),
+        (Some((key, _)), None) => match K::Native::from_usize(key) {
+            Some(key) => BooleanBuffer::collect_bool(k.len(), |i| k[i] == key),
+            None => BooleanBuffer::new_unset(k.len()),
+        },
+        _ => BooleanBuffer::collect_bool(k.len(), |i| {
+            table.get(k[i].as_usize()).copied().unwrap_or(false)
+        }),
+    }
 }
 
 fn internal(why: String) -> datafusion::error::DataFusionError {
