@@ -341,6 +341,12 @@ impl ExecutionPlan for DictionaryAggregateExec {
             types: group_fields.iter().map(|f| f.data_type().clone()).collect(),
             table: None,
             ids: Vec::new(),
+            known: new_group_values(
+                Arc::new(arrow::datatypes::Schema::new(group_fields[..1].to_vec())),
+                &GroupOrdering::None,
+            )?,
+            known_groups: Vec::new(),
+            null_group: UNMET,
         };
         let memory = MemoryConsumer::new(format!("DictionaryAggregateExec[{partition}]"))
             .register(context.memory_pool());
@@ -349,6 +355,7 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let (finish, out_schema) = (self.finish, schema.clone());
         let stream = futures::stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
+            let mut updated = false;
             for b in batches {
                 let (b, mask) = b?;
                 // The arguments' values first, computed for every row of a masked
@@ -366,17 +373,22 @@ impl ExecutionPlan for DictionaryAggregateExec {
                 };
                 let cols: Vec<&ArrayRef> = coded.iter().map(|&c| b.column(c)).collect();
                 groups.assign(&cols, mask.as_ref())?;
-                let mask = mask.map(|m| BooleanArray::new(m, None));
-                let total = groups.values.len();
+                let total = groups.values.len() + 1;
                 let mut size = groups.values.size();
                 for (acc, values) in accs.iter_mut().zip(values) {
-                    acc.update_batch(&values, &groups.ids, mask.as_ref(), total)?;
+                    acc.update_batch(&values, &groups.ids, None, total)?;
                     size += acc.size();
                 }
+                updated = true;
                 memory.try_resize(size)?;
             }
             let mut cols = groups.values.emit(EmitTo::All)?;
             for acc in &mut accs {
+                // The dropped rows' group goes first, unseen and not evaluated (its
+                // state taken as it is: an average of no row would divide by zero).
+                if updated {
+                    acc.state(EmitTo::First(1))?;
+                }
                 match finish {
                     Finish::State => cols.extend(acc.state(EmitTo::All)?),
                     Finish::Evaluate => cols.push(acc.evaluate(EmitTo::All)?),
@@ -503,6 +515,14 @@ struct Grouper {
     table: Option<KeyTable>,
     /// The group of each row of the last batch.
     ids: Vec<usize>,
+    /// One column: every dictionary value seen (met by a kept row or not), so a batch
+    /// whose dictionary differs from the last (its values in another order, one more)
+    /// finds its values' groups by interning its few values here, not its rows.
+    known: Box<dyn GroupValues>,
+    /// Per value of `known`: its group, or [`UNMET`].
+    known_groups: Vec<usize>,
+    /// NULL's group, or [`UNMET`].
+    null_group: usize,
 }
 
 /// The group of each combination of the group columns' dictionary keys (kept while
@@ -516,16 +536,38 @@ struct KeyTable {
     strides: Vec<usize>,
     /// Per combination: its group, or [`UNMET`].
     groups: Vec<usize>,
+    /// One column: each key's value in [`Grouper::known`].
+    known: Vec<usize>,
 }
+
+/// Dictionaries longer than this are not interned into [`Grouper::known`] (their rows'
+/// groups are found by the values they hold).
+const KNOWN_VALUES: usize = 1024;
 
 /// A combination no row has had yet.
 const UNMET: usize = usize::MAX;
 
+/// The accumulators' group of the rows a mask drops: aggregated like the others (no
+/// filter to test per row, no copy of the batch without them), and never emitted.
+const DROPPED: usize = 0;
+
 impl Grouper {
-    /// Each row's group into `ids`. With a `mask`, only the rows it keeps are grouped:
-    /// a row it drops gets some group (the accumulators skip it) and makes none.
+    /// Each row's group into `ids`, numbered as the accumulators number them: group
+    /// `g` of `values` is `g + 1`, and [`DROPPED`] holds the rows a `mask` drops (they
+    /// make no group).
     fn assign(&mut self, cols: &[&ArrayRef], mask: Option<&BooleanBuffer>) -> Result<()> {
         self.ids.clear();
+        self.group_rows(cols, mask)?;
+        if let Some(mask) = mask {
+            for at in (!mask).set_indices() {
+                self.ids[at] = DROPPED;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Grouper::assign`] but for the rows `mask` drops, which may have any id.
+    fn group_rows(&mut self, cols: &[&ArrayRef], mask: Option<&BooleanBuffer>) -> Result<()> {
         let dictionaries: Option<Vec<_>> = cols.iter().map(|c| c.as_any_dictionary_opt()).collect();
         // One column's table is as long as its dictionary; several columns' only up to
         // a bound.
@@ -542,7 +584,9 @@ impl Grouper {
                 .map(|(c, t)| lightning_columnar::segment::to_type(c, t))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let Some(mask) = mask else {
-                return self.values.intern(&plain, &mut self.ids);
+                self.values.intern(&plain, &mut self.ids)?;
+                self.ids.iter_mut().for_each(|g| *g += 1);
+                return Ok(());
             };
             let f = FilterBuilder::new(&BooleanArray::new(mask.clone(), None)).build();
             let kept = plain
@@ -553,8 +597,8 @@ impl Grouper {
             self.values.intern(&kept, &mut kept_ids)?;
             let mut kept_ids = kept_ids.into_iter();
             let ids = mask.iter().map(|k| match k {
-                true => kept_ids.next().unwrap_or(0),
-                false => 0,
+                true => kept_ids.next().map_or(DROPPED, |g| g + 1),
+                false => DROPPED,
             });
             self.ids.extend(ids);
             return Ok(());
@@ -573,11 +617,24 @@ impl Grouper {
                 strides.push(stride);
                 stride *= d.values().len() + 1;
             }
-            let groups = vec![UNMET; combinations];
+            let mut groups = vec![UNMET; combinations];
+            let mut known = Vec::new();
+            if let [d] = dictionaries[..]
+                && d.values().len() <= KNOWN_VALUES
+            {
+                let v = lightning_columnar::segment::to_type(d.values(), &self.types[0])?;
+                self.known.intern(&[v], &mut known)?;
+                self.known_groups.resize(self.known.len(), UNMET);
+                for (g, &k) in groups.iter_mut().zip(&known) {
+                    *g = self.known_groups[k];
+                }
+                groups[known.len()] = self.null_group;
+            }
             self.table = Some(KeyTable {
                 dictionaries: dictionaries.iter().map(|d| d.values().clone()).collect(),
                 strides,
                 groups,
+                known,
             });
         }
         // One column: the rows' groups are read by key; a value (or NULL) no row had
@@ -588,6 +645,9 @@ impl Grouper {
                 types,
                 table,
                 ids,
+                known_groups,
+                null_group,
+                ..
             } = &mut *self;
             let t = table.as_mut().expect("set above");
             let (size, keys) = (d.values().len(), d.keys());
@@ -621,7 +681,12 @@ impl Grouper {
                         };
                         one.clear();
                         values.intern(&[v], &mut one)?;
-                        t.groups[key] = one[0];
+                        t.groups[key] = one[0] + 1;
+                        if key == size {
+                            *null_group = one[0] + 1;
+                        } else if let Some(&k) = t.known.get(key) {
+                            known_groups[k] = one[0] + 1;
+                        }
                     }
                     ids.clear();
                     let again = downcast_integer_array!(
@@ -629,12 +694,8 @@ impl Grouper {
                         _ => Gathered::OutOfRange
                     );
                     match again {
-                        Gathered::All => return Ok(()),
-                        // Rows the mask drops, whose values no kept row has.
-                        Gathered::Unmet => {
-                            unmet_to_any(ids);
-                            return Ok(());
-                        }
+                        // Unmet: rows the mask drops, whose values no kept row has.
+                        Gathered::All | Gathered::Unmet => return Ok(()),
                         Gathered::OutOfRange => ids.clear(),
                     }
                 }
@@ -647,6 +708,7 @@ impl Grouper {
             types,
             table,
             ids,
+            ..
         } = self;
         let table = table.as_mut().expect("set above");
         let mut index = vec![0usize; cols[0].len()];
@@ -686,15 +748,12 @@ impl Grouper {
                         .collect::<Result<Vec<_>>>()?;
                     one.clear();
                     values.intern(&row, &mut one)?;
-                    table.groups[x] = one[0];
+                    table.groups[x] = one[0] + 1;
                 }
             }
         }
         let groups: &[usize] = &table.groups;
         ids.extend(index.iter().map(|&x| groups[x]));
-        if unmet && mask.is_some() {
-            unmet_to_any(ids);
-        }
         Ok(())
     }
 }
@@ -764,14 +823,6 @@ const COMPARED_DICTIONARY: usize = 256;
 fn same_values(a: &ArrayRef, b: &ArrayRef) -> bool {
     a.to_data().ptr_eq(&b.to_data())
         || (a.len() == b.len() && a.len() <= COMPARED_DICTIONARY && a.as_ref() == b.as_ref())
-}
-
-/// Rows still [`UNMET`] (only rows a mask drops are) put in group 0, which exists:
-/// a masked batch has a row kept, so a group.
-fn unmet_to_any(ids: &mut [usize]) {
-    for id in ids.iter_mut().filter(|id| **id == UNMET) {
-        *id = 0;
-    }
 }
 
 /// Marks in `met` the key (`size` for NULL) of each row `mask` keeps (every row

@@ -449,8 +449,8 @@ impl LightningScan {
     /// that the output columns `coded` (each below 64) of a segment batch stay
     /// dictionaries where stored as such (that batch's schema says so; fresh rows come
     /// decoded), and that a segment batch most of whose rows are kept (live and
-    /// selected) may come whole with the kept rows as a mask, to aggregate as a
-    /// `FILTER` does rather than be copied without the others. `shared`: the
+    /// selected) may come whole with the kept rows as a mask, for the aggregation to
+    /// set the others aside rather than have the batch copied without them. `shared`: the
     /// execution's sibling state ([`Self::sibling_state`]).
     pub(crate) fn open_coded(
         &self,
