@@ -805,7 +805,15 @@ fn keys_to_groups<K: ArrowPrimitiveType>(
     if !ok {
         return Gathered::OutOfRange;
     }
-    // One more pass over the ids (cheaper than a branch per row above).
+    // One more pass over the ids (cheaper than a branch per row above), unless every
+    // key has its group.
+    let looked_up = match keys.null_count() {
+        0 => &groups[..size],
+        _ => &groups[..=size],
+    };
+    if !looked_up.contains(&UNMET) {
+        return Gathered::All;
+    }
     match ids[from..]
         .iter()
         .fold(0, |m, &g| m | usize::from(g == UNMET))

@@ -259,9 +259,10 @@ impl Selection {
         if kept == rows {
             return decode(&stored, rows, None, schema, coded).map(|b| Some((b, None)));
         }
-        // Copying out the few rows dropped costs more than skipping them while
-        // aggregating; copying out most is cheaper than reading them all.
-        if kept * 4 >= rows * 3 {
+        // Copying the kept rows out from between dropped ones costs more than
+        // aggregating the dropped ones into a group set aside, while they are at most
+        // half; copying out a few is cheaper than aggregating many.
+        if kept * 2 >= rows {
             return decode(&stored, rows, None, schema, coded).map(|b| Some((b, Some(keep))));
         }
         let f = match (&live, self.conjuncts.is_empty()) {
