@@ -200,35 +200,13 @@ impl Selection {
         schema: &SchemaRef,
         coded: u64,
     ) -> Result<Option<RecordBatch>> {
-        // The batch's ready filter of its live rows, built only where it is used.
-        let ready = || live.as_deref().map(|k| k.filter());
-        if self.conjuncts.is_empty() {
-            return decode(&stored, rows, ready(), schema, coded).map(Some);
-        }
-        let Ok(keep) = self.select(&stored, rows, live.as_deref(), schema) else {
-            // Exactly what a FilterExec over the live rows would do, errors included.
-            let b = self.filter(&decode(&stored, rows, ready(), schema, 0)?)?;
-            return Ok((b.num_rows() > 0).then_some(b));
-        };
-        match keep.count_set_bits() {
-            0 => Ok(None),
-            // The predicate dropped no live row: the batch's ready filter applies.
-            n if n == live.as_deref().map_or(rows, |k| k.count) => {
-                decode(&stored, rows, ready(), schema, coded).map(Some)
-            }
-            _ => {
-                let f = FilterBuilder::new(&BooleanArray::new(keep, None))
-                    .optimize()
-                    .build();
-                decode(&stored, rows, Some(&f), schema, coded).map(Some)
-            }
-        }
+        let b = self.apply_as(stored, rows, live, schema, coded, false)?;
+        Ok(b.map(|(b, _)| b))
     }
 
-    /// As [`Selection::apply`], for an aggregation that can skip rows by a mask: when
-    /// most of the batch's rows are kept, the batch comes whole (decoded, not copied
-    /// without the others) with the kept rows as its mask; `None` as the mask when
-    /// every row is kept or the kept ones were taken out.
+    /// As [`Selection::apply`], for an aggregation that can set rows aside by a mask:
+    /// when at least half of the batch's rows are kept (not all), the batch comes whole
+    /// (decoded, not copied without the others) with the kept rows as its mask.
     pub fn apply_masked(
         &self,
         stored: Vec<ArrayRef>,
@@ -237,44 +215,64 @@ impl Selection {
         schema: &SchemaRef,
         coded: u64,
     ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
-        let keep = match (&live, self.conjuncts.is_empty()) {
-            (None, true) => {
-                return decode(&stored, rows, None, schema, coded).map(|b| Some((b, None)));
-            }
-            (Some(k), true) => k.bits.clone(),
-            (_, false) => match self.select(&stored, rows, live.as_deref(), schema) {
-                Ok(keep) => keep,
-                // Exactly what a FilterExec over the live rows would do, errors included.
+        self.apply_as(stored, rows, live, schema, coded, true)
+    }
+
+    fn apply_as(
+        &self,
+        stored: Vec<ArrayRef>,
+        rows: usize,
+        live: Option<Arc<Kept>>,
+        schema: &SchemaRef,
+        coded: u64,
+        may_mask: bool,
+    ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
+        // The batch's ready filter of its live rows, built only where it is used.
+        let ready = || live.as_deref().map(|k| k.filter());
+        let live_rows = live.as_deref().map_or(rows, |k| k.count);
+        // The rows the predicate keeps, when there is one.
+        let selected = match self.conjuncts.is_empty() {
+            true => None,
+            false => match self.select(&stored, rows, live.as_deref(), schema) {
+                Ok(keep) => Some(keep),
                 Err(_) => {
-                    return Ok(self
-                        .apply(stored, rows, live, schema, coded)?
-                        .map(|b| (b, None)));
+                    // Exactly what a FilterExec over the live rows would do, errors
+                    // included.
+                    let b = self.filter(&decode(&stored, rows, ready(), schema, 0)?)?;
+                    return Ok((b.num_rows() > 0).then_some((b, None)));
                 }
             },
         };
-        let kept = keep.count_set_bits();
-        if kept == 0 {
+        let kept = selected.as_ref().map_or(live_rows, |k| k.count_set_bits());
+        if selected.is_some() && kept == 0 {
             return Ok(None);
-        }
-        if kept == rows {
-            return decode(&stored, rows, None, schema, coded).map(|b| Some((b, None)));
         }
         // Copying the kept rows out from between dropped ones costs more than
         // aggregating the dropped ones into a group set aside, while they are at most
         // half; copying out a few is cheaper than aggregating many.
-        if kept * 2 >= rows {
-            return decode(&stored, rows, None, schema, coded).map(|b| Some((b, Some(keep))));
+        if may_mask && kept < rows && kept * 2 >= rows {
+            let mask = match selected {
+                Some(keep) => keep,
+                None => live
+                    .as_deref()
+                    .expect("rows dropped, so a live mask")
+                    .bits
+                    .clone(),
+            };
+            let b = decode(&stored, rows, None, schema, coded)?;
+            return Ok(Some((b, Some(mask))));
         }
-        let f = match (&live, self.conjuncts.is_empty()) {
-            (Some(k), true) => {
-                return decode(&stored, rows, Some(k.filter()), schema, coded)
-                    .map(|b| Some((b, None)));
+        // When the predicate dropped no live row, the batch's ready filter applies.
+        let b = match selected {
+            Some(keep) if kept != live_rows => {
+                let f = FilterBuilder::new(&BooleanArray::new(keep, None))
+                    .optimize()
+                    .build();
+                decode(&stored, rows, Some(&f), schema, coded)?
             }
-            _ => FilterBuilder::new(&BooleanArray::new(keep, None))
-                .optimize()
-                .build(),
+            _ => decode(&stored, rows, ready(), schema, coded)?,
         };
-        decode(&stored, rows, Some(&f), schema, coded).map(|b| Some((b, None)))
+        Ok(Some((b, None)))
     }
 
     /// How many rows [`Selection::apply`] would yield, without decoding any.
