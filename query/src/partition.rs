@@ -150,7 +150,7 @@ impl PartitionIter {
 }
 
 impl PartitionIter {
-    /// The next batch and its mask (no fetch limit to apply).
+    /// The next batch and its mask (none unless `masked`), with no fetch limit applied.
     pub(crate) fn next_masked(&mut self) -> Option<Result<(RecordBatch, Option<BooleanBuffer>)>> {
         match self.next_batch() {
             Ok(b) => b.map(Ok),
@@ -171,25 +171,17 @@ impl Iterator for PartitionIter {
         if self.left == Some(0) {
             return None;
         }
-        match self.next_batch() {
-            Ok(Some((b, _))) => {
-                let b = match &mut self.left {
-                    Some(left) => {
-                        let b = b.slice(0, b.num_rows().min(*left));
-                        *left -= b.num_rows();
-                        b
-                    }
-                    None => b,
-                };
-                Some(Ok(b))
+        let b = match self.next_masked()? {
+            Ok((b, _)) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(match &mut self.left {
+            Some(left) => {
+                let b = b.slice(0, b.num_rows().min(*left));
+                *left -= b.num_rows();
+                b
             }
-            Ok(None) => None,
-            Err(e) => {
-                // This partition stops (the query fails as a whole).
-                self.units = SharedUnits::new([]);
-                self.ready.clear();
-                Some(Err(e))
-            }
-        }
+            None => b,
+        }))
     }
 }
