@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
-"""DuckDB over a Parquet export, for the OLAP baseline (scripts/baseline_olap_kv.sh).
+"""DuckDB over Parquet files, for the OLAP baseline (scripts/baseline_olap_kv.sh).
 
 usage: olap_duckdb.py SPEC.json OUT.json
 
-SPEC: {"parquet_dir": DIR, "tables": [name, ...], "runs": N,
+SPEC: {"tables": {name: PARQUET_FILE, ...}, "threads": N, "runs": N,
        "queries": [{"name": ..., "sql": ...}, ...]}
 OUT:  {query name: median time of N runs (after a warm-up run) in ms}
 """
 import json
-import os
 import sys
 import time
 
@@ -20,8 +19,9 @@ def main() -> int:
     with open(spec_path) as f:
         spec = json.load(f)
     con = duckdb.connect()
-    for t in spec["tables"]:
-        path = os.path.join(spec["parquet_dir"], f"{t}.parquet")
+    if spec.get("threads"):
+        con.execute(f"SET threads = {int(spec['threads'])}")
+    for t, path in spec["tables"].items():
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{path}')")
     times = {}
     for q in spec["queries"]:

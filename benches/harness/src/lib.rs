@@ -221,3 +221,43 @@ pub fn run_in_scratch<E: std::fmt::Display>(
         }
     }
 }
+
+/// Imports the Parquet file `path` into a new table `table` the way the README tells
+/// users to: `CREATE EXTERNAL TABLE ext_<table> … STORED AS PARQUET`, the table created
+/// with the file's columns and primary key `pk` (empty: keyless), then one
+/// `INSERT INTO <table> SELECT * FROM ext_<table>`. `before_insert` runs right before
+/// that statement (to start a clock or a memory probe). Returns the rows it inserted.
+#[cfg(feature = "olap")]
+pub fn sql_import(
+    db: &lightning_db::Database,
+    table: &str,
+    pk: &[&str],
+    path: &Path,
+    before_insert: &mut dyn FnMut(),
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    db.sql(&format!(
+        "CREATE EXTERNAL TABLE ext_{table} STORED AS PARQUET LOCATION '{}'",
+        path.display()
+    ))?;
+    let first = db.sql(&format!("SELECT * FROM ext_{table} LIMIT 1"))?;
+    let schema = lightning_db::to_table_types(first.first().ok_or("empty Parquet file")?)?.schema();
+    db.create_table(table, schema, pk)?;
+    before_insert();
+    count(&db.sql(&format!("INSERT INTO {table} SELECT * FROM ext_{table}"))?)
+}
+
+/// The single count a statement returned (`SELECT count(*)`, or the rows an `INSERT`
+/// wrote), whatever its integer type.
+#[cfg(feature = "olap")]
+pub fn count(
+    b: &[lightning_db::arrow::array::RecordBatch],
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use lightning_db::arrow::{array::UInt64Array, compute::cast, datatypes::DataType};
+    let c = b.first().ok_or("no count returned")?.column(0);
+    let c = cast(c, &DataType::UInt64)?;
+    let c = c
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or("count type")?;
+    Ok(if c.is_empty() { 0 } else { c.value(0) })
+}

@@ -122,33 +122,20 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
                 continue;
             }
             let path = pq.join(format!("{t}.parquet"));
-            db.sql(&format!(
-                "CREATE EXTERNAL TABLE ext_{t} STORED AS PARQUET LOCATION '{}'",
-                path.display()
-            ))?;
-            let first = db.sql(&format!("SELECT * FROM ext_{t} LIMIT 1"))?;
-            let schema =
-                lightning_db::to_table_types(first.first().ok_or("empty Parquet file")?)?.schema();
-            db.create_table(t, schema, if keyed { pk } else { &[] })?;
-            reset_peak_rss();
-            let before = rss();
-            let start = Instant::now();
-            let out = db.sql(&format!("INSERT INTO {t} SELECT * FROM ext_{t}"))?;
+            let mut before = 0;
+            let mut start = Instant::now();
+            let rows = lightning_bench::sql_import(
+                &db,
+                t,
+                if keyed { pk } else { &[] },
+                &path,
+                &mut || {
+                    reset_peak_rss();
+                    before = rss();
+                    start = Instant::now();
+                },
+            )?;
             let secs = start.elapsed().as_secs_f64();
-            let rows = out
-                .first()
-                .and_then(|b| {
-                    lightning_db::arrow::compute::cast(
-                        b.column(0),
-                        &lightning_db::arrow::datatypes::DataType::UInt64,
-                    )
-                    .ok()
-                })
-                .map_or(0, |c| {
-                    c.as_any()
-                        .downcast_ref::<lightning_db::arrow::array::UInt64Array>()
-                        .map_or(0, |a| a.value(0))
-                });
             // What the statement added to the process's resident memory at its peak.
             let peak = peak_rss().saturating_sub(before);
             eprintln!(
@@ -165,15 +152,8 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
         }
         // Every row is visible through SQL.
         for f in &figures {
-            let n = db.sql(&format!("SELECT count(*) FROM {}", f.table))?;
-            let got = lightning_db::arrow::compute::cast(
-                n[0].column(0),
-                &lightning_db::arrow::datatypes::DataType::UInt64,
-            )?;
-            let got = got
-                .as_any()
-                .downcast_ref::<lightning_db::arrow::array::UInt64Array>()
-                .map_or(0, |a| a.value(0));
+            let got =
+                lightning_bench::count(&db.sql(&format!("SELECT count(*) FROM {}", f.table))?)?;
             if got != f.rows {
                 return Err(format!("{}: {} rows imported, {got} counted", f.table, f.rows).into());
             }

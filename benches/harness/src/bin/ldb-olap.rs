@@ -1,8 +1,18 @@
 //! The OLAP harness: analytic SQL over the `kv` table and the 22 TPC-H queries through
 //! our `TableProvider` (column segments + fresh rows), and the same queries through
-//! DataFusion over our own Parquet export of the same tables and, when a Python with the
-//! `duckdb` package is given, DuckDB over that Parquet. Writes `<out>/olap.json` and
-//! `<out>/olap.md` with per-query times and ratios.
+//! DataFusion and, when a Python with the `duckdb` package is given, DuckDB over the same
+//! Parquet files, every engine limited to the same thread count. Writes
+//! `<out>/olap.json` and `<out>/olap.md` with per-query times and ratios.
+//!
+//! TPC-H is loaded the way the README tells users to (`--load sql`, the default): the
+//! generator's Parquet files imported through SQL (`CREATE EXTERNAL TABLE`, the table
+//! with its primary key, `INSERT … SELECT`), `compact_columnar` on every table, on a
+//! durable database with background compaction; the peers read those same files.
+//! `--load api` is the old path (table API, then a full row-store compaction; the peers
+//! read our Parquet export). Then, with `--mixed-writers N` (default 2), the 22 queries
+//! run again while N threads commit single-row durable transactions (updates of
+//! `orders`, inserts of new `lineitem` rows); after every run a probe checks that the
+//! rows committed before it are counted.
 //!
 //! `scripts/baseline_olap_kv.sh` builds and runs it; by hand:
 //! `cargo run --release -p lightning-bench --bin ldb-olap -- --sf 1 --out /tmp/r`
@@ -10,10 +20,12 @@
 use clap::Parser;
 use lightning_bench::{Machine, write_results};
 use lightning_datasets::tpch;
-use lightning_db::datafusion::prelude::{ParquetReadOptions, SessionContext};
+use lightning_db::arrow::array::{Array, Int64Array, RecordBatch};
+use lightning_db::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use lightning_db::{Database, Durability, LightningDbConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -42,6 +54,38 @@ struct Args {
     /// Where the database and the Parquet export are created (removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// How TPC-H gets into the database: `sql` (Parquet imported through SQL, as the
+    /// README tells users) or `api` (the table API, then a full row-store compaction).
+    #[arg(long, value_enum, default_value_t = Load::Sql)]
+    load: Load,
+    /// The generated TPC-H Parquet files (`<table>.parquet`; generated there when
+    /// missing, kept). Default: a scratch directory removed after the run.
+    #[arg(long)]
+    parquet_dir: Option<PathBuf>,
+    /// Threads every engine may use (our `sql_threads`, DataFusion's target partitions,
+    /// DuckDB's `threads`). Default: the number of cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Writer threads committing during a second run of the TPC-H queries (0: no
+    /// mixed run).
+    #[arg(long, default_value_t = 2)]
+    mixed_writers: usize,
+    /// Cap the mixed run's writers at this many commits per second in total (0: as
+    /// fast as they can commit).
+    #[arg(long, default_value_t = 0)]
+    writer_rate: u64,
+    /// Our `analytics_nice` (the SQL runtime's and compactor's nice value; default:
+    /// the config's default).
+    #[arg(long)]
+    analytics_nice: Option<i32>,
+    /// Run only these queries (comma-separated names, e.g. `q18,kv_key_range`; for
+    /// profiling).
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<String>,
+    /// Print `EXPLAIN ANALYZE` of this query (e.g. `q7`) after the quiet runs and after
+    /// its runs while writers commit (for profiling).
+    #[arg(long)]
+    explain: Option<String>,
     /// Keep the Parquet export here instead of deleting it.
     #[arg(long)]
     keep_parquet: Option<PathBuf>,
@@ -79,6 +123,12 @@ const KV_QUERIES: [(&str, &str); 4] = [
          ORDER BY len DESC, key LIMIT 10",
     ),
 ];
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Debug)]
+enum Load {
+    Sql,
+    Api,
+}
 
 fn kv_key(i: u64) -> Vec<u8> {
     format!("user:{i:010}").into_bytes()
@@ -136,15 +186,28 @@ fn main() -> std::process::ExitCode {
 
 fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     let machine = Machine::describe(base);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let api = args.load == Load::Api;
     let db = Database::create(
         scratch.join("db"),
         LightningDbConfig {
-            // One bulk job: no fsync per commit; segments are compacted explicitly below.
-            durability: Durability::Buffered,
-            columnar_background: false,
+            // The table-API path is one bulk job: no fsync per commit, segments compacted
+            // explicitly. The SQL path keeps the defaults a user gets (durable commits,
+            // background compaction).
+            durability: if api {
+                Durability::Buffered
+            } else {
+                LightningDbConfig::default().durability
+            },
+            columnar_background: !api,
             columnar_kv: true,
-            // Every core, as DuckDB and DataFusion get in the same run.
-            sql_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sql_threads: threads,
+            analytics_nice: args
+                .analytics_nice
+                .unwrap_or(LightningDbConfig::default().analytics_nice),
             encryption: args.encrypt.map(|c| {
                 lightning_db::encryption::EncryptionConfig::new(
                     c,
@@ -170,36 +233,57 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     db.compact_columnar("kv")?;
     let kv_load_secs = t.elapsed().as_secs_f64();
 
-    eprintln!("generating TPC-H SF {} ...", args.sf);
-    let stats = tpch::load(&db, args.sf, 65_536, &mut |_, _| {})?;
+    // Parquet files the peers read: the generator's own (SQL load) or our export.
+    let export = match &args.keep_parquet {
+        Some(d) => d.clone(),
+        None => scratch.join("parquet"),
+    };
+    std::fs::create_dir_all(&export)?;
+    let generated = args
+        .parquet_dir
+        .clone()
+        .unwrap_or_else(|| scratch.join("tpch-parquet"));
+    let stats = if api {
+        eprintln!("generating TPC-H SF {} into the table API ...", args.sf);
+        let stats = tpch::load(&db, args.sf, 65_536, &mut |_, _| {})?;
+        // Settle the row store (flush, one full compaction) so no background compaction
+        // of the freshly loaded rows competes with the timed queries of either engine.
+        let t = Instant::now();
+        db.compact()?;
+        eprintln!(
+            "  row store compacted in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        stats
+    } else {
+        sql_load(&db, args.sf, &generated)?
+    };
     let tpch_rows: u64 = stats.rows.iter().map(|(_, n)| n).sum();
     eprintln!(
         "  {tpch_rows} rows loaded in {:.1} s, compacted in {:.1} s",
         stats.load_secs, stats.compact_secs
     );
 
-    // Settle the row store (flush, one full compaction) so no background compaction
-    // of the freshly loaded rows competes with the timed queries of either engine.
     let t = Instant::now();
-    db.compact()?;
-    eprintln!(
-        "  row store compacted in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let pq = match &args.keep_parquet {
-        Some(d) => d.clone(),
-        None => scratch.join("parquet"),
-    };
-    std::fs::create_dir_all(&pq)?;
-    let t = Instant::now();
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
     let rt = tokio::runtime::Runtime::new()?;
-    let mut tables: Vec<&str> = tpch::TABLES.iter().map(|(t, _)| *t).collect();
-    tables.push("kv");
-    for t in &tables {
-        let f = pq.join(format!("{t}.parquet"));
-        db.export_parquet(t, &f)?;
+    let mut files = Vec::new();
+    for (t, _) in tpch::TABLES {
+        files.push((
+            t,
+            if api {
+                export.clone()
+            } else {
+                generated.clone()
+            },
+        ));
+    }
+    files.push(("kv", export.clone()));
+    for (t, dir) in &files {
+        let f = dir.join(format!("{t}.parquet"));
+        if dir == &export {
+            db.export_parquet(t, &f)?;
+        }
         rt.block_on(ctx.register_parquet(
             *t,
             f.to_string_lossy().as_ref(),
@@ -216,9 +300,14 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
         let q = tpch::query(n).ok_or("missing TPC-H query")?;
         queries.push(("tpch", format!("q{n}"), q.to_string()));
     }
+    if !args.queries.is_empty() {
+        queries.retain(|(_, name, _)| args.queries.contains(name));
+    }
 
     let duck = match &args.duckdb_python {
-        Some(py) => Some(run_duckdb(py, &pq, &tables, &queries, args.runs, scratch)?),
+        Some(py) => Some(run_duckdb(
+            py, &files, &queries, args.runs, threads, scratch,
+        )?),
         None => None,
     };
 
@@ -260,17 +349,60 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
             duckdb_ms,
         });
     }
+    // The mixed run needs the background compaction the table-API path turns off.
+    if let Some(q) = &args.explain {
+        let sql = &queries.iter().find(|x| &x.1 == q).ok_or("no such query")?.2;
+        let p = db.sql(&format!("EXPLAIN ANALYZE {sql}"))?;
+        eprintln!(
+            "{}",
+            lightning_db::arrow::util::pretty::pretty_format_batches(&p)?
+        );
+    }
+    let mixed = if args.mixed_writers > 0 && !api {
+        let tpch: Vec<_> = queries.iter().filter(|q| q.0 == "tpch").cloned().collect();
+        Some(mixed_run(
+            &db,
+            args.mixed_writers,
+            args.writer_rate,
+            &tpch,
+            args.runs,
+            args.explain.as_deref(),
+        )?)
+    } else {
+        None
+    };
     db.close()?;
 
-    let md = markdown(
-        args,
-        &machine,
-        &figures,
+    let load = LoadFigures {
         tpch_rows,
-        &stats,
+        stats,
         kv_load_secs,
         export_secs,
-    );
+    };
+    let md = markdown(args, &machine, &figures, &load, threads, mixed.as_ref());
+    let quiet_ms = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.query == name)
+            .map_or(0.0, |f| f.ours_ms)
+    };
+    let mixed_json = mixed.as_ref().map(|m| {
+        let (quiet, during): (f64, f64) = m
+            .times
+            .iter()
+            .map(|(q, ms)| (quiet_ms(q), *ms))
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        json!({
+            "writers": m.writers,
+            "writer_rate_cap": m.rate,
+            "commits": m.commits,
+            "commits_per_sec": m.commits as f64 / m.secs.max(1e-9),
+            "probes": m.probes,
+            "stale_probes": m.stale,
+            "totals_ms": {"quiet": quiet, "mixed": during, "ratio": during / quiet.max(1e-9)},
+            "results": m.times.iter().map(|(q, ms)| json!({"query": q, "quiet_ms": quiet_ms(q), "mixed_ms": ms})).collect::<Vec<_>>(),
+        })
+    });
     let total = |suite: &str, f: &dyn Fn(&QueryFigure) -> Option<f64>| -> Option<f64> {
         figures
             .iter()
@@ -287,13 +419,17 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
         "scale_factor": args.sf,
         "kv_keys": args.kv_keys,
         "runs": args.runs,
+        "threads": threads,
+        "analytics_nice": args.analytics_nice.unwrap_or(LightningDbConfig::default().analytics_nice),
         "load": {
-            "tpch_rows": tpch_rows,
-            "tpch_load_secs": stats.load_secs,
-            "tpch_compact_secs": stats.compact_secs,
-            "kv_load_and_compact_secs": kv_load_secs,
-            "parquet_export_secs": export_secs,
+            "mode": format!("{:?}", args.load).to_lowercase(),
+            "tpch_rows": load.tpch_rows,
+            "tpch_load_secs": load.stats.load_secs,
+            "tpch_compact_secs": load.stats.compact_secs,
+            "kv_load_and_compact_secs": load.kv_load_secs,
+            "parquet_export_secs": load.export_secs,
         },
+        "mixed": mixed_json,
         "totals_ms": {
             "tpch": {
                 "ours": total("tpch", &|q| Some(q.ours_ms)),
@@ -312,14 +448,203 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     Ok(())
 }
 
-/// Runs `scripts/olap_duckdb.py` with `python`: DuckDB over the Parquet files, median of
-/// `runs` per query after a warm-up run. Returns `{query name: ms}`.
-fn run_duckdb(
-    python: &Path,
-    pq: &Path,
-    tables: &[&str],
+/// TPC-H the way the README tells users to load it: the generator's Parquet files
+/// (written to `dir` unless there already) imported through SQL into tables with their
+/// primary keys, then `compact_columnar` on every table.
+fn sql_load(db: &Database, sf: f64, dir: &Path) -> Res<tpch::LoadStats> {
+    if tpch::TABLES
+        .iter()
+        .any(|(t, _)| !dir.join(format!("{t}.parquet")).exists())
+    {
+        eprintln!(
+            "generating TPC-H SF {sf} Parquet into {} ...",
+            dir.display()
+        );
+        let t = Instant::now();
+        tpch::write_parquet(dir, sf)?;
+        eprintln!("  generated in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    eprintln!("importing TPC-H through SQL ...");
+    let mut stats = tpch::LoadStats::default();
+    let t = Instant::now();
+    for (table, pk) in tpch::TABLES {
+        let path = dir.join(format!("{table}.parquet"));
+        let rows = lightning_bench::sql_import(db, table, pk, &path, &mut || {})?;
+        stats.rows.push((table.to_string(), rows));
+    }
+    stats.load_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for (table, _) in tpch::TABLES {
+        db.compact_columnar(table)?;
+    }
+    stats.compact_secs = t.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// New `lineitem` rows written during the mixed run have order keys from here up, far
+/// above any generated order key, so a probe can count exactly them.
+const NEW_ORDER_KEYS: i64 = 1 << 40;
+
+/// Per query `(name, median ms)`, probes run, stale probes.
+type MixedTimes = (Vec<(String, f64)>, u64, u64);
+
+/// The TPC-H queries run again while writers commit.
+struct Mixed {
+    writers: usize,
+    /// The cap on commits/s in total (0: none).
+    rate: u64,
+    /// `(query, median ms)` in query order.
+    times: Vec<(String, f64)>,
+    commits: u64,
+    secs: f64,
+    /// Probes run after each query run, and how many of them missed a committed row.
+    probes: u64,
+    stale: u64,
+}
+
+/// Runs `queries` (warm-up + `runs` timed each, median) while `writers` threads commit
+/// single-row durable transactions, alternating an `UPDATE` of a random existing order
+/// (prepared statement) and the insert of a new `lineitem` row (table API). After every
+/// run a probe counts the new `lineitem` rows: it must see every insert that committed
+/// before it started.
+fn mixed_run(
+    db: &Database,
+    writers: usize,
+    rate: u64,
     queries: &[(&'static str, String, String)],
     runs: usize,
+    explain: Option<&str>,
+) -> Res<Mixed> {
+    eprintln!("TPC-H again while {writers} writers commit ...");
+    let keys: Vec<i64> = db
+        .sql("SELECT o_orderkey FROM orders")?
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_any().downcast_ref::<Int64Array>();
+            c.map(|c| c.values().to_vec()).unwrap_or_default()
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("orders has no Int64 keys to update".into());
+    }
+    let template = lightning_db::to_table_types(
+        db.sql("SELECT * FROM lineitem LIMIT 1")?
+            .first()
+            .ok_or("lineitem is empty")?,
+    )?;
+    let update = db.prepare("UPDATE orders SET o_comment = $2 WHERE o_orderkey = $1")?;
+    let (stop, inserted, commits) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
+    let next_key = AtomicU64::new(0);
+    let probe = format!("SELECT count(*) FROM lineitem WHERE l_orderkey >= {NEW_ORDER_KEYS}");
+    let began = Instant::now();
+    let result = std::thread::scope(|s| -> Res<MixedTimes> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (update, template, keys) = (&update, &template, &keys);
+                let (stop, inserted, commits, next_key) = (&stop, &inserted, &commits, &next_key);
+                s.spawn(move || -> Res<()> {
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
+                    let mut i = 0u64;
+                    let per_writer = rate as f64 / writers as f64;
+                    let began = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if per_writer > 0.0 {
+                            let due = began + Duration::from_secs_f64(i as f64 / per_writer);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                                continue;
+                            }
+                        }
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if i.is_multiple_of(2) {
+                            let k = keys[(x % keys.len() as u64) as usize];
+                            update.execute((k, format!("updated by writer {w} ({i})")))?;
+                        } else {
+                            let key =
+                                NEW_ORDER_KEYS + next_key.fetch_add(1, Ordering::Relaxed) as i64;
+                            db.insert("lineitem", &with_order_key(template, key)?)?;
+                            inserted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        commits.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let run = || -> Res<MixedTimes> {
+            let (mut times, mut probes, mut stale) = (Vec::new(), 0, 0);
+            for (_, name, sql) in queries {
+                let mut ms = Vec::new();
+                for r in 0..=runs.max(1) {
+                    let t = Instant::now();
+                    db.sql(sql).map_err(|e| format!("{name} (mixed): {e}"))?;
+                    if r > 0 {
+                        ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    let committed = inserted.load(Ordering::SeqCst);
+                    let seen = lightning_bench::count(&db.sql(&probe)?)?;
+                    probes += 1;
+                    if seen < committed {
+                        stale += 1;
+                    }
+                }
+                if explain == Some(name.as_str()) {
+                    let p = db.sql(&format!("EXPLAIN ANALYZE {sql}"))?;
+                    eprintln!(
+                        "{}",
+                        lightning_db::arrow::util::pretty::pretty_format_batches(&p)?
+                    );
+                }
+                ms.sort_by(f64::total_cmp);
+                eprintln!(
+                    "  {name:<20} ours {:>9.1} ms while writing",
+                    ms[ms.len() / 2]
+                );
+                times.push((name.clone(), ms[ms.len() / 2]));
+            }
+            Ok((times, probes, stale))
+        };
+        let out = run();
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().map_err(|_| "writer panicked")??;
+        }
+        out
+    })?;
+    let secs = began.elapsed().as_secs_f64();
+    Ok(Mixed {
+        writers,
+        rate,
+        times: result.0,
+        commits: commits.load(Ordering::Relaxed),
+        secs,
+        probes: result.1,
+        stale: result.2,
+    })
+}
+
+/// `template` (one `lineitem` row) with its order key set to `key`.
+fn with_order_key(template: &RecordBatch, key: i64) -> Res<RecordBatch> {
+    let mut cols = template.columns().to_vec();
+    cols[0] = lightning_db::arrow::compute::cast(
+        &Int64Array::from(vec![key]),
+        template.schema().field(0).data_type(),
+    )?;
+    Ok(RecordBatch::try_new(template.schema(), cols)?)
+}
+
+/// Runs `scripts/olap_duckdb.py` with `python`: DuckDB over the Parquet files (`<dir>/
+/// <table>.parquet` per table) with `threads` threads, median of `runs` per query after
+/// a warm-up run. Returns `{query name: ms}`.
+fn run_duckdb(
+    python: &Path,
+    files: &[(&str, PathBuf)],
+    queries: &[(&'static str, String, String)],
+    runs: usize,
+    threads: usize,
     scratch: &Path,
 ) -> Res<serde_json::Map<String, serde_json::Value>> {
     let spec = scratch.join("duckdb_queries.json");
@@ -327,14 +652,17 @@ fn run_duckdb(
     std::fs::write(
         &spec,
         serde_json::to_string(&json!({
-            "parquet_dir": pq,
-            "tables": tables,
+            "tables": files
+                .iter()
+                .map(|(t, dir)| (t.to_string(), json!(dir.join(format!("{t}.parquet")))))
+                .collect::<serde_json::Map<_, _>>(),
+            "threads": threads,
             "runs": runs,
             "queries": queries.iter().map(|(_, n, q)| json!({"name": n, "sql": q})).collect::<Vec<_>>(),
         }))?,
     )?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/olap_duckdb.py");
-    eprintln!("running DuckDB over the Parquet export ...");
+    eprintln!("running DuckDB over the same Parquet files ...");
     let status = std::process::Command::new(python)
         .arg(&script)
         .arg(&spec)
@@ -350,14 +678,21 @@ fn run_duckdb(
     }
 }
 
+/// How the data got in, for the report.
+struct LoadFigures {
+    tpch_rows: u64,
+    stats: tpch::LoadStats,
+    kv_load_secs: f64,
+    export_secs: f64,
+}
+
 fn markdown(
     args: &Args,
     machine: &Machine,
     figures: &[QueryFigure],
-    tpch_rows: u64,
-    stats: &tpch::LoadStats,
-    kv_load_secs: f64,
-    export_secs: f64,
+    load: &LoadFigures,
+    threads: usize,
+    mixed: Option<&Mixed>,
 ) -> String {
     let duck = figures.iter().any(|f| f.duckdb_ms.is_some());
     let mut md = format!(
@@ -370,21 +705,32 @@ fn markdown(
         },
         machine.markdown()
     );
+    let (how, peers) = if args.load == Load::Api {
+        (
+            "generated and inserted through the table API in {load} s, column store \
+             compacted in {compact} s, then the row store fully compacted, on a \
+             buffered-durability database without background compaction",
+            "DataFusion and DuckDB read our Parquet export (zstd) of the same tables",
+        )
+    } else {
+        (
+            "the generator's Parquet files imported through SQL (`CREATE EXTERNAL TABLE`, \
+             the table with its primary key, `INSERT … SELECT`) in {load} s, then \
+             `compact_columnar` on every table in {compact} s, on a database with the \
+             default config (durable commits, background compaction)",
+            "DataFusion and DuckDB read the same Parquet files the import read",
+        )
+    };
+    let how = how
+        .replace("{load}", &format!("{:.1}", load.stats.load_secs))
+        .replace("{compact}", &format!("{:.1}", load.stats.compact_secs));
     md.push_str(&format!(
-        "\nTPC-H SF {} ({tpch_rows} rows: generated and inserted in {:.1} s, column store \
-         compacted in {:.1} s); {} kv keys (loaded and compacted in {:.1} s); Parquet \
-         export (zstd) of every table in {:.1} s. The row store is fully compacted before \
-         any query runs, so no background work overlaps the timings. Median of {} runs (after a warm-up run) per \
-         query. Ours = SQL \
-         through our TableProvider over column segments + not-yet-compacted rows; \
-         DataFusion and DuckDB read our Parquet export.\n",
-        args.sf,
-        stats.load_secs,
-        stats.compact_secs,
-        args.kv_keys,
-        kv_load_secs,
-        export_secs,
-        args.runs
+        "\nTPC-H SF {} ({} rows): {how}. {} kv keys (loaded and compacted in {:.1} s; \
+         exported to Parquet for the peers). Parquet registered/exported in {:.1} s. \
+         Every engine limited to {threads} threads. Median of {} runs (after a warm-up \
+         run) per query. Ours = SQL through our TableProvider over column segments + \
+         not-yet-compacted rows; {peers}.\n",
+        args.sf, load.tpch_rows, args.kv_keys, load.kv_load_secs, load.export_secs, args.runs
     ));
     if let Some(c) = &args.command {
         md.push_str(&format!("Command: `{c}`\n"));
@@ -418,6 +764,49 @@ fn markdown(
         md.push_str(&row("**total**", None, o, d, k, duck));
     }
     md.push_str("\nRatios are peer time / our time: above 1 means Lightning DB is faster.\n");
+    if let Some(m) = mixed {
+        md.push_str(&format!(
+            "\n## TPC-H while {} writers commit\n\nThe 22 queries again (warm-up + {} runs, \
+             median) while {} threads commit single-row durable transactions, alternating an \
+             `UPDATE orders SET o_comment = … WHERE o_orderkey = …` (prepared) and the insert \
+             of a new `lineitem` row{}: {} commits in {:.1} s = {:.0} commits/s. Our SQL \
+             threads run at nice {} (`analytics_nice`). After every \
+             run a probe counted the new `lineitem` rows: {} of {} probes saw every insert \
+             committed before them.\n\n| query | quiet (ms) | while writing (ms) | ratio |\n|---|---:|---:|---:|\n",
+            m.writers,
+            args.runs,
+            m.writers,
+            if m.rate > 0 {
+                format!(", capped at {} commits/s in total", m.rate)
+            } else {
+                ", as fast as they can".to_string()
+            },
+            m.commits,
+            m.secs,
+            m.commits as f64 / m.secs.max(1e-9),
+            args.analytics_nice
+                .unwrap_or(LightningDbConfig::default().analytics_nice),
+            m.probes - m.stale,
+            m.probes
+        ));
+        let (mut q, mut w) = (0.0, 0.0);
+        for (name, ms) in &m.times {
+            let quiet = figures
+                .iter()
+                .find(|f| &f.query == name)
+                .map_or(0.0, |f| f.ours_ms);
+            q += quiet;
+            w += ms;
+            md.push_str(&format!(
+                "| {name} | {quiet:.1} | {ms:.1} | {:.2}x |\n",
+                ms / quiet.max(1e-9)
+            ));
+        }
+        md.push_str(&format!(
+            "| **total** | {q:.1} | {w:.1} | {:.2}x |\n\nratio = time while writing / quiet time.\n",
+            w / q.max(1e-9)
+        ));
+    }
     md
 }
 
