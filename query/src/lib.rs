@@ -18,9 +18,11 @@ mod partition;
 mod provider;
 mod scan;
 mod select;
+mod semijoin;
 mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
 pub use dml::{ConstraintViolation, InsertOptions, RowWriter, SPILL_BYTES, write_rows};
 pub use provider::{LightningTableProvider, cast_batch, default_sql, sql_schema};
 pub use scan::LightningScan;
+pub use semijoin::PushSemiJoinDown;

@@ -476,7 +476,10 @@ fn ids(db: &Database, q: &str) -> Vec<i64> {
 }
 
 /// The statistics the planner gets from the table scan (the leaf) of `q`'s plan.
-fn scan_statistics(db: &Database, q: &str) -> Arc<lightning_db::datafusion::common::Statistics> {
+pub(crate) fn scan_statistics(
+    db: &Database,
+    q: &str,
+) -> Arc<lightning_db::datafusion::common::Statistics> {
     use lightning_db::datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
