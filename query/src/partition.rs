@@ -77,13 +77,10 @@ impl PartitionIter {
             let n = selection.count(stored, range.len(), live, r.schema())?;
             self.ready
                 .extend((n > 0).then(|| (crate::select::rows_only(n), None)));
-        } else if self.masked {
-            let b = selection.apply_masked(stored, range.len(), live, r.schema(), self.coded)?;
+        } else {
+            let (rows, schema) = (range.len(), r.schema());
+            let b = selection.apply(stored, rows, live, schema, self.coded, self.masked)?;
             self.ready.extend(b);
-        } else if let Some(b) =
-            selection.apply(stored, range.len(), live, r.schema(), self.coded)?
-        {
-            self.ready.push_back((b, None));
         }
         Ok(())
     }

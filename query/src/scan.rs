@@ -19,7 +19,7 @@ use crate::fresh::SegmentMask;
 use crate::partition::PartitionIter;
 use crate::select::Selection;
 use crate::zones::scalar_of;
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -45,7 +45,7 @@ use lightning_rowstore::Snapshot;
 use parking_lot::Mutex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One segment to read: its rows minus `mask`.
 pub(crate) struct SegmentPart {
@@ -82,6 +82,9 @@ pub struct LightningScan {
     /// Units of each output partition, in key order within a partition.
     partitions: Vec<Vec<Unit>>,
     delta: Vec<RecordBatch>,
+    /// Per output column, the bounds of `delta` (see [`delta_bounds`]), worked out once
+    /// per `delta` when the planner first asks for statistics.
+    delta_bounds: Arc<OnceLock<Vec<DeltaBounds>>>,
     /// The partition that emits the fresh rows (first); `partitions.len()` when they
     /// have a partition of their own.
     delta_part: usize,
@@ -196,6 +199,7 @@ impl LightningScan {
             parts: parts.into_iter().map(Arc::new).collect(),
             partitions,
             delta,
+            delta_bounds: Default::default(),
             delta_part,
             pruning,
             watermark,
@@ -347,8 +351,29 @@ impl LightningScan {
             rows += n;
             exact &= n == 0;
             rows_exact &= n == 0 || self.delta_pending.is_empty();
-            // Fresh rows have no zone maps: bounds are unknown once there are any.
-            fold(None, n);
+            // Fresh rows have no zone maps: their bounds come from the rows themselves
+            // (a few thousand while writers run, read once per plan). Without them every
+            // bound of a table being written to is unknown, and DataFusion's join
+            // planning, which estimates join sizes from the key columns' bounds, turns
+            // blind: TPC-H q7 built one single-threaded hash table over 1.8M joined rows
+            // instead of partitioning the join (290 -> 640 ms while 2 writers ran).
+            if n > 0 {
+                let bounds = self.delta_bounds.get_or_init(|| delta_bounds(&self.delta));
+                for (c, b) in bounds.iter().enumerate() {
+                    nulls[c] = nulls[c].map(|k| k + b.nulls);
+                    match &b.range {
+                        Some((min, max)) if !min.is_null() => {
+                            fold_bound(&mut lo[c], Some(min.clone()), std::cmp::Ordering::Less);
+                            fold_bound(&mut hi[c], Some(max.clone()), std::cmp::Ordering::Greater);
+                        }
+                        Some(_) => {} // every fresh value NULL
+                        None => {
+                            lo[c] = Bound::Unknown;
+                            hi[c] = Bound::Unknown;
+                        }
+                    }
+                }
+            }
         }
         // Rows the scan's own filters drop may have held the bounds and NULLs.
         let exact = exact && rows_exact;
@@ -383,6 +408,47 @@ impl LightningScan {
             column_statistics,
         }
     }
+}
+
+/// What the fresh rows add to one column's statistics.
+#[derive(Debug)]
+struct DeltaBounds {
+    nulls: usize,
+    /// The smallest and largest value (NULL when every value is); `None`: unknown (a
+    /// float column, where NaN orders differently in SQL, or a type the min/max
+    /// accumulators do not handle).
+    range: Option<(ScalarValue, ScalarValue)>,
+}
+
+/// Per column of `delta`'s batches, their NULLs and bounds.
+fn delta_bounds(delta: &[RecordBatch]) -> Vec<DeltaBounds> {
+    use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+    use datafusion::logical_expr::Accumulator;
+    let Some(first) = delta.first() else {
+        return Vec::new();
+    };
+    (0..first.num_columns())
+        .map(|c| {
+            let cols: Vec<&ArrayRef> = delta.iter().map(|b| b.column(c)).collect();
+            let dt = first.column(c).data_type();
+            let range = (|| {
+                if dt.is_floating() {
+                    return None;
+                }
+                let mut min = MinAccumulator::try_new(dt).ok()?;
+                let mut max = MaxAccumulator::try_new(dt).ok()?;
+                for col in &cols {
+                    min.update_batch(std::slice::from_ref(*col)).ok()?;
+                    max.update_batch(std::slice::from_ref(*col)).ok()?;
+                }
+                Some((min.evaluate().ok()?, max.evaluate().ok()?))
+            })();
+            DeltaBounds {
+                nulls: cols.iter().map(|c| c.null_count()).sum(),
+                range,
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn ext(e: lightning_columnar::Error) -> DataFusionError {
@@ -713,7 +779,10 @@ impl DataSource for LightningScan {
                 false => Err(DataFusionError::Internal("filters pending".into())),
             };
             match filtered {
-                Ok(d) => s.delta = d,
+                Ok(d) => {
+                    s.delta = d;
+                    s.delta_bounds = Default::default();
+                }
                 Err(_) => s.delta_pending.and(&new),
             }
         }

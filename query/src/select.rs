@@ -191,34 +191,11 @@ impl Selection {
 
     /// One stored batch (`stored`, the projected columns as the segment holds them) into
     /// the output `schema`: the rows `live` keeps (all when `None`) that the predicate
-    /// keeps, decoded. `None` when no row is left.
+    /// keeps, decoded, with no mask; `None` when no row is left. With `may_mask` (an
+    /// aggregation that can set rows aside by a mask), when at least half of the rows
+    /// are kept (not all), the batch comes whole (decoded, not copied without the
+    /// others) with the kept rows as its mask.
     pub fn apply(
-        &self,
-        stored: Vec<ArrayRef>,
-        rows: usize,
-        live: Option<Arc<Kept>>,
-        schema: &SchemaRef,
-        coded: u64,
-    ) -> Result<Option<RecordBatch>> {
-        let b = self.apply_as(stored, rows, live, schema, coded, false)?;
-        Ok(b.map(|(b, _)| b))
-    }
-
-    /// As [`Selection::apply`], for an aggregation that can set rows aside by a mask:
-    /// when at least half of the batch's rows are kept (not all), the batch comes whole
-    /// (decoded, not copied without the others) with the kept rows as its mask.
-    pub fn apply_masked(
-        &self,
-        stored: Vec<ArrayRef>,
-        rows: usize,
-        live: Option<Arc<Kept>>,
-        schema: &SchemaRef,
-        coded: u64,
-    ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
-        self.apply_as(stored, rows, live, schema, coded, true)
-    }
-
-    fn apply_as(
         &self,
         stored: Vec<ArrayRef>,
         rows: usize,
@@ -289,8 +266,8 @@ impl Selection {
         match self.select(&stored, rows, live.as_deref(), schema) {
             Ok(keep) => Ok(keep.count_set_bits()),
             Err(_) => Ok(self
-                .apply(stored, rows, live, schema, 0)?
-                .map_or(0, |b| b.num_rows())),
+                .apply(stored, rows, live, schema, 0, false)?
+                .map_or(0, |(b, _)| b.num_rows())),
         }
     }
 
