@@ -16,6 +16,7 @@ mod dml;
 mod fresh;
 mod partition;
 mod provider;
+mod runtime_filter;
 mod scan;
 mod select;
 mod semijoin;

@@ -1,7 +1,9 @@
 //! One partition's batches of a [`LightningScan`](crate::scan::LightningScan): the
 //! fresh rows (if it is their partition), then each segment batch it takes from the
-//! queue, re-pruned by zone maps when a pushed-down filter changed, decoded and masked.
+//! queue, re-pruned by zone maps when a pushed-down filter changed, decoded, masked and
+//! filtered by the dynamic filters' current state (see [`RuntimeFilter`]).
 
+use crate::runtime_filter::RuntimeFilter;
 use crate::scan::{SegmentPart, SharedUnits, Unit, ext};
 use crate::select::Selection;
 use crate::zones::ZoneStats;
@@ -44,6 +46,8 @@ pub(crate) struct PartitionIter {
     /// Segment batches may come whole with the rows kept as a mask (see
     /// [`LightningScan::open_coded`]).
     pub(crate) masked: bool,
+    /// The dynamic filters, evaluated on each decoded batch while they drop rows.
+    pub(crate) runtime: RuntimeFilter,
     pub(crate) batches_pruned: Count,
     pub(crate) errors: Count,
 }
@@ -79,8 +83,13 @@ impl PartitionIter {
                 .extend((n > 0).then(|| (crate::select::rows_only(n), None)));
         } else {
             let (rows, schema) = (range.len(), r.schema());
-            let b = selection.apply(stored, rows, live, schema, self.coded, self.masked)?;
-            self.ready.extend(b);
+            match selection.apply(stored, rows, live, schema, self.coded, self.masked)? {
+                Some((b, None)) => {
+                    let b = self.runtime.apply(b)?;
+                    self.ready.extend((b.num_rows() > 0).then_some((b, None)));
+                }
+                b => self.ready.extend(b),
+            }
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 
 use crate::fresh::SegmentMask;
 use crate::partition::PartitionIter;
+use crate::runtime_filter::RuntimeFilter;
 use crate::select::Selection;
 use crate::zones::scalar_of;
 use arrow::array::{ArrayRef, RecordBatch};
@@ -577,6 +578,10 @@ impl LightningScan {
             left: self.fetch,
             count_only: self.count_only,
             masked: false,
+            runtime: RuntimeFilter::new(
+                &self.filters,
+                MetricBuilder::new(&self.metrics).counter("rows_filtered_at_run_time", partition),
+            ),
             batches_pruned: MetricBuilder::new(&self.metrics)
                 .counter("batches_pruned_at_run_time", partition),
             errors: MetricBuilder::new(&self.metrics)
