@@ -113,7 +113,12 @@ impl Selection {
         for c in split_conjunction(filter) {
             let mut cols: Vec<usize> = collect_columns(c).iter().map(Column::index).collect();
             cols.sort_unstable();
-            let fields: Vec<_> = cols.iter().map(|&i| schema.field(i).clone()).collect();
+            // Nullable whatever the column says: a dictionary column's values are
+            // evaluated with one NULL slot appended (see `Conjunct::evaluate`).
+            let fields: Vec<_> = cols
+                .iter()
+                .map(|&i| schema.field(i).clone().with_nullable(true))
+                .collect();
             let expr = Arc::clone(c)
                 .transform(|e| {
                     Ok(match e.downcast_ref::<Column>() {
@@ -463,4 +468,32 @@ pub(crate) fn rows_only(n: usize) -> RecordBatch {
         &RecordBatchOptions::new().with_row_count(Some(n)),
     )
     .expect("a batch without columns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, Int8Array, StringArray};
+    use arrow::datatypes::{Field, Int8Type};
+    use datafusion::physical_expr::expressions::lit;
+
+    /// A NOT NULL dictionary column (TPC-H's flags and dates after an SQL import) is
+    /// evaluated once per value like any other, not by the fallback over decoded rows.
+    #[test]
+    fn a_not_null_dictionary_column_is_selected_by_key() {
+        let schema = Arc::new(Schema::new(vec![Field::new("f", DataType::Utf8, false)]));
+        let f = Arc::new(Column::new("f", 0)) as Arc<dyn PhysicalExpr>;
+        let filter = Arc::new(BinaryExpr::new(f, Operator::Eq, lit("A"))) as _;
+        let mut s = Selection::default();
+        s.add(&filter, &schema).unwrap();
+        let keys = Int8Array::from(vec![0, 1, 1, 0, 2]);
+        let values = StringArray::from(vec!["A", "N", "R"]);
+        let dict = DictionaryArray::<Int8Type>::try_new(keys, Arc::new(values)).unwrap();
+        let stored: Vec<ArrayRef> = vec![Arc::new(dict)];
+        let keep = s.select(&stored, 5, None, &schema).unwrap();
+        assert_eq!(
+            keep.iter().collect::<Vec<_>>(),
+            [true, false, false, true, false]
+        );
+    }
 }
