@@ -83,13 +83,9 @@ impl PartitionIter {
                 .extend((n > 0).then(|| (crate::select::rows_only(n), None)));
         } else {
             let (rows, schema) = (range.len(), r.schema());
-            match selection.apply(stored, rows, live, schema, self.coded, self.masked)? {
-                Some((b, None)) => {
-                    let b = self.runtime.apply(b)?;
-                    self.ready.extend((b.num_rows() > 0).then_some((b, None)));
-                }
-                b => self.ready.extend(b),
-            }
+            let extra = self.runtime.keep(&stored, rows, schema)?;
+            let b = selection.apply(stored, rows, live, schema, self.coded, self.masked, extra)?;
+            self.ready.extend(b);
         }
         Ok(())
     }

@@ -5,17 +5,19 @@
 //! the bound of its heap. Zone maps prune whole batches with them, but a selective join
 //! key is spread over every batch (q17: parts of one brand and container match 0.1% of
 //! lineitem, in every batch), so the scan would still hand the join every row to hash and
-//! drop. [`RuntimeFilter`] evaluates the filters' current state on each decoded batch and
-//! passes on only the rows that can still match, as Parquet's `pushdown_filters` does.
+//! drop. [`RuntimeFilter`] evaluates the filters' current state on each stored batch's
+//! filter columns first; the scan then decodes only the rows that can still match of
+//! the other columns (late materialization), as Parquet's `pushdown_filters` does.
 //!
 //! The filters stay unapplied for DataFusion (the join still checks every row), so
 //! evaluating them here only ever saves work, and it stops as soon as it does not: after
-//! [`TRIAL_ROWS`] rows of which more than [`KEEP_LIMIT`] pass, the filter is left to the
-//! operator above until it changes again (a TopK heap tightening).
+//! [`TRIAL_ROWS`] rows of which more than [`KEEP_LIMIT`] tenths pass, the filter is left
+//! to the operator above until it changes again (a TopK heap tightening).
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::DataType;
+use crate::select::{own_columns, truth};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -25,12 +27,21 @@ use datafusion::physical_expr_common::physical_expr::{
 };
 use datafusion::physical_plan::metrics::Count;
 use datafusion::scalar::ScalarValue;
+use lightning_columnar::segment::to_type;
 use std::sync::Arc;
 
 /// Rows a filter is tried on before it is judged.
 pub(crate) const TRIAL_ROWS: usize = 1 << 16;
 /// The share of rows (in tenths) a filter may keep and still be worth evaluating.
 pub(crate) const KEEP_LIMIT: usize = 8;
+
+/// The filters' state at one generation, over a batch of just its columns.
+struct Current {
+    /// Its columns' positions in the scan's output schema.
+    cols: Vec<usize>,
+    schema: SchemaRef,
+    expr: Arc<dyn PhysicalExpr>,
+}
 
 /// The pushed-down dynamic filters of one partition, evaluated on its batches while they
 /// pay for themselves.
@@ -40,7 +51,7 @@ pub(crate) struct RuntimeFilter {
     /// The generation of `exprs` that `current` was taken at.
     generation: Option<u64>,
     /// The filters' state at `generation`, `None` when it keeps every row.
-    current: Option<Arc<dyn PhysicalExpr>>,
+    current: Option<Current>,
     /// Rows evaluated and rows kept since `generation`.
     seen: usize,
     kept: usize,
@@ -68,10 +79,17 @@ impl RuntimeFilter {
         }
     }
 
-    /// `b` without the rows the filters' current state rules out.
-    pub(crate) fn apply(&mut self, b: RecordBatch) -> Result<RecordBatch> {
-        if self.exprs.is_empty() || b.num_rows() == 0 {
-            return Ok(b);
+    /// The rows of one stored batch (`stored`: the scan's output columns as the segment
+    /// holds them, `rows` long, decoded into `schema`) that the filters' current state
+    /// may keep; `None` when it keeps every row or is not evaluated.
+    pub(crate) fn keep(
+        &mut self,
+        stored: &[ArrayRef],
+        rows: usize,
+        schema: &SchemaRef,
+    ) -> Result<Option<BooleanBuffer>> {
+        if self.exprs.is_empty() || rows == 0 {
+            return Ok(None);
         }
         let generation = self
             .exprs
@@ -87,30 +105,49 @@ impl RuntimeFilter {
                     parts.push(e);
                 }
             }
-            self.current = (!parts.is_empty()).then(|| conjunction(parts));
+            self.current = match parts.is_empty() {
+                true => None,
+                false => {
+                    let (cols, schema, expr) = own_columns(&conjunction(parts), schema)?;
+                    Some(Current { cols, schema, expr })
+                }
+            };
         }
-        let Some(expr) = self.current.as_ref().filter(|_| !self.off) else {
-            return Ok(b);
+        let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
+            return Ok(None);
         };
-        // A filter the batch cannot be evaluated against (a dictionary column where the
-        // expression expects plain values, say) is left to the operator above.
-        let mask = match expr.evaluate(&b).and_then(|v| v.into_array(b.num_rows())) {
-            Ok(m) if m.data_type() == &DataType::Boolean => m,
-            _ => {
-                self.off = true;
-                return Ok(b);
-            }
+        // A filter the batch cannot be evaluated against is left to the operator above.
+        let Some(bits) = evaluate(c, stored, rows, schema) else {
+            self.off = true;
+            return Ok(None);
         };
-        let kept = filter_record_batch(&b, mask.as_boolean())?;
-        let rows = b.num_rows();
+        let kept = bits.count_set_bits();
         self.seen += rows;
-        self.kept += kept.num_rows();
-        self.dropped.add(rows - kept.num_rows());
+        self.kept += kept;
+        self.dropped.add(rows - kept);
         if self.seen >= TRIAL_ROWS && self.kept * 10 > self.seen * KEEP_LIMIT {
             self.off = true;
         }
-        Ok(kept)
+        Ok(Some(bits))
     }
+}
+
+/// The rows `c` is true for (NULL counts as false), `None` if it cannot be evaluated.
+fn evaluate(
+    c: &Current,
+    stored: &[ArrayRef],
+    rows: usize,
+    schema: &SchemaRef,
+) -> Option<BooleanBuffer> {
+    let cols = c
+        .cols
+        .iter()
+        .map(|&i| to_type(stored.get(i)?, schema.field(i).data_type()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    let b = RecordBatch::try_new_with_options(c.schema.clone(), cols, &options).ok()?;
+    let answers = c.expr.evaluate(&b).ok()?.into_array(rows).ok()?;
+    Some(truth(answers.as_boolean_opt()?))
 }
 
 fn always_true(e: &Arc<dyn PhysicalExpr>) -> bool {
@@ -121,17 +158,23 @@ fn always_true(e: &Arc<dyn PhysicalExpr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{
         BinaryExpr, Column, DynamicFilterPhysicalExpr, lit,
     };
 
-    fn batch(from: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
-        let a = Int64Array::from_iter_values(from..from + 1000);
-        RecordBatch::try_new(schema, vec![Arc::new(a)]).unwrap()
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]))
+    }
+
+    /// Rows of a stored batch `0..1000` (stored narrower than its type) `f` keeps.
+    fn keeps(f: &mut RuntimeFilter) -> usize {
+        let a = arrow::array::Int16Array::from_iter_values(0..1000);
+        let stored: Vec<ArrayRef> = vec![Arc::new(a)];
+        f.keep(&stored, 1000, &schema())
+            .unwrap()
+            .map_or(1000, |k| k.count_set_bits())
     }
 
     fn below(n: i64) -> Arc<dyn PhysicalExpr> {
@@ -149,30 +192,28 @@ mod tests {
         let mut f = RuntimeFilter::new(&filters, dropped.clone());
         assert_eq!(f.exprs.len(), 1);
         // Still `true` (the join's build side is not done): every row passes.
-        assert_eq!(f.apply(batch(0)).unwrap().num_rows(), 1000);
+        assert_eq!(keeps(&mut f), 1000);
         assert_eq!(dropped.value(), 0);
         // Selective: evaluated on every batch.
         dynamic.update(below(10)).unwrap();
         for _ in 0..100 {
-            assert_eq!(f.apply(batch(0)).unwrap().num_rows(), 10);
+            assert_eq!(keeps(&mut f), 10);
         }
         assert_eq!(dropped.value(), 99_000);
         // Keeping 95% of rows does not pay: after the trial rows, batches pass whole.
         dynamic.update(below(950)).unwrap();
-        let kept: Vec<usize> = (0..100)
-            .map(|_| f.apply(batch(0)).unwrap().num_rows())
-            .collect();
+        let kept: Vec<usize> = (0..100).map(|_| keeps(&mut f)).collect();
         let trial = TRIAL_ROWS.div_ceil(1000);
         assert!(kept[..trial].iter().all(|&n| n == 950), "{kept:?}");
         assert!(kept[trial..].iter().all(|&n| n == 1000), "{kept:?}");
         // A new state is tried again.
         dynamic.update(below(5)).unwrap();
-        assert_eq!(f.apply(batch(0)).unwrap().num_rows(), 5);
+        assert_eq!(keeps(&mut f), 5);
         // A batch the filter cannot be evaluated against passes whole.
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
         let strings = arrow::array::StringArray::from(vec!["x"; 10]);
-        let b = RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap();
+        let stored: Vec<ArrayRef> = vec![Arc::new(strings)];
         dynamic.update(below(7)).unwrap();
-        assert_eq!(f.apply(b).unwrap().num_rows(), 10);
+        let utf8 = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
+        assert_eq!(f.keep(&stored, 10, &utf8).unwrap(), None);
     }
 }

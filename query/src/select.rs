@@ -77,6 +77,34 @@ fn comparison(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, Operator, ScalarVa
     (cmp && !lit.value().is_null()).then(|| (col.index(), op, lit.value().clone()))
 }
 
+/// `expr` (over `schema`) rewritten over a batch of just its columns: their positions
+/// in `schema` (ascending), that batch's schema, and the rewritten expression. The
+/// fields are nullable whatever the columns say: a dictionary column's values are
+/// evaluated with one NULL slot appended (see `Conjunct::evaluate`).
+pub(crate) fn own_columns(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Result<(Vec<usize>, SchemaRef, Arc<dyn PhysicalExpr>)> {
+    let mut cols: Vec<usize> = collect_columns(expr).iter().map(Column::index).collect();
+    cols.sort_unstable();
+    let fields: Vec<_> = cols
+        .iter()
+        .map(|&i| schema.field(i).clone().with_nullable(true))
+        .collect();
+    let expr = Arc::clone(expr)
+        .transform(|e| {
+            Ok(match e.downcast_ref::<Column>() {
+                Some(col) => {
+                    let at = cols.binary_search(&col.index()).expect("collected");
+                    Transformed::yes(Arc::new(Column::new(col.name(), at)) as _)
+                }
+                None => Transformed::no(e),
+            })
+        })?
+        .data;
+    Ok((cols, Arc::new(Schema::new(fields)), expr))
+}
+
 /// The pushed-down predicate a scan applies (the conjunction of its conjuncts).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Selection {
@@ -111,28 +139,10 @@ impl Selection {
     /// [`Selection::can_apply`].
     pub fn add(&mut self, filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Result<()> {
         for c in split_conjunction(filter) {
-            let mut cols: Vec<usize> = collect_columns(c).iter().map(Column::index).collect();
-            cols.sort_unstable();
-            // Nullable whatever the column says: a dictionary column's values are
-            // evaluated with one NULL slot appended (see `Conjunct::evaluate`).
-            let fields: Vec<_> = cols
-                .iter()
-                .map(|&i| schema.field(i).clone().with_nullable(true))
-                .collect();
-            let expr = Arc::clone(c)
-                .transform(|e| {
-                    Ok(match e.downcast_ref::<Column>() {
-                        Some(col) => {
-                            let at = cols.binary_search(&col.index()).expect("collected");
-                            Transformed::yes(Arc::new(Column::new(col.name(), at)) as _)
-                        }
-                        None => Transformed::no(e),
-                    })
-                })?
-                .data;
+            let (cols, schema, expr) = own_columns(c, schema)?;
             self.conjuncts.push(Arc::new(Conjunct {
                 cols,
-                schema: Arc::new(Schema::new(fields)),
+                schema,
                 expr,
                 bound: comparison(c),
             }));
@@ -199,7 +209,9 @@ impl Selection {
     /// keeps, decoded, with no mask; `None` when no row is left. With `may_mask` (an
     /// aggregation that can set rows aside by a mask), when at least half of the rows
     /// are kept (not all), the batch comes whole (decoded, not copied without the
-    /// others) with the kept rows as its mask.
+    /// others) with the kept rows as its mask. `extra`, when given, is a further set of
+    /// rows to keep (those a dynamic filter passes, see `RuntimeFilter`).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         stored: Vec<ArrayRef>,
@@ -208,6 +220,7 @@ impl Selection {
         schema: &SchemaRef,
         coded: u64,
         may_mask: bool,
+        extra: Option<BooleanBuffer>,
     ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
         // The batch's ready filter of its live rows, built only where it is used.
         let ready = || live.as_deref().map(|k| k.filter());
@@ -224,6 +237,14 @@ impl Selection {
                     return Ok((b.num_rows() > 0).then_some((b, None)));
                 }
             },
+        };
+        let selected = match (selected, extra) {
+            (s, None) => s,
+            (Some(s), Some(e)) => Some(&s & &e),
+            (None, Some(e)) => Some(match live.as_deref() {
+                Some(k) => &k.bits & &e,
+                None => e,
+            }),
         };
         let kept = selected.as_ref().map_or(live_rows, |k| k.count_set_bits());
         if selected.is_some() && kept == 0 {
@@ -271,7 +292,7 @@ impl Selection {
         match self.select(&stored, rows, live.as_deref(), schema) {
             Ok(keep) => Ok(keep.count_set_bits()),
             Err(_) => Ok(self
-                .apply(stored, rows, live, schema, 0, false)?
+                .apply(stored, rows, live, schema, 0, false, None)?
                 .map_or(0, |(b, _)| b.num_rows())),
         }
     }
@@ -413,7 +434,7 @@ fn not_boolean() -> datafusion::error::DataFusionError {
 }
 
 /// True where `a` is true and not NULL.
-fn truth(a: &BooleanArray) -> BooleanBuffer {
+pub(crate) fn truth(a: &BooleanArray) -> BooleanBuffer {
     match a.null_count() {
         0 => a.values().clone(),
         _ => prep_null_mask_filter(a).values().clone(),
