@@ -83,8 +83,9 @@ impl PartitionIter {
                 .extend((n > 0).then(|| (crate::select::rows_only(n), None)));
         } else {
             let (rows, schema) = (range.len(), r.schema());
-            let extra = self.runtime.keep(&stored, rows, schema)?;
-            let b = selection.apply(stored, rows, live, schema, self.coded, self.masked, extra)?;
+            let runtime = Some(&mut self.runtime);
+            let b =
+                selection.apply(stored, rows, live, schema, self.coded, self.masked, runtime)?;
             self.ready.extend(b);
         }
         Ok(())

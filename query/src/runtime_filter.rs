@@ -15,8 +15,11 @@
 //! to the operator above until it changes again (a TopK heap tightening).
 
 use crate::select::{own_columns, truth};
-use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions,
+};
 use arrow::buffer::BooleanBuffer;
+use arrow::compute::FilterBuilder;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
@@ -80,13 +83,15 @@ impl RuntimeFilter {
     }
 
     /// The rows of one stored batch (`stored`: the scan's output columns as the segment
-    /// holds them, `rows` long, decoded into `schema`) that the filters' current state
-    /// may keep; `None` when it keeps every row or is not evaluated.
+    /// holds them, `rows` long, decoded into `schema`) among `within` (all when `None`)
+    /// that the filters' current state may keep; `None` when it is not evaluated. Only
+    /// the rows `within` are evaluated (those the scan's own filters keep).
     pub(crate) fn keep(
         &mut self,
         stored: &[ArrayRef],
         rows: usize,
         schema: &SchemaRef,
+        within: Option<&BooleanBuffer>,
     ) -> Result<Option<BooleanBuffer>> {
         if self.exprs.is_empty() || rows == 0 {
             return Ok(None);
@@ -116,15 +121,19 @@ impl RuntimeFilter {
         let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
             return Ok(None);
         };
+        let candidates = within.map_or(rows, |w| w.count_set_bits());
+        if candidates == 0 {
+            return Ok(None);
+        }
         // A filter the batch cannot be evaluated against is left to the operator above.
-        let Some(bits) = evaluate(c, stored, rows, schema) else {
+        let Some(bits) = evaluate(c, stored, rows, schema, within) else {
             self.off = true;
             return Ok(None);
         };
         let kept = bits.count_set_bits();
-        self.seen += rows;
+        self.seen += candidates;
         self.kept += kept;
-        self.dropped.add(rows - kept);
+        self.dropped.add(candidates - kept);
         if self.seen >= TRIAL_ROWS && self.kept * 10 > self.seen * KEEP_LIMIT {
             self.off = true;
         }
@@ -132,22 +141,46 @@ impl RuntimeFilter {
     }
 }
 
-/// The rows `c` is true for (NULL counts as false), `None` if it cannot be evaluated.
+/// The rows among `within` (all when `None`) that `c` is true for (NULL counts as
+/// false), `None` if it cannot be evaluated. Only the rows `within` are decoded and
+/// evaluated; the answers are spread back to their rows.
 fn evaluate(
     c: &Current,
     stored: &[ArrayRef],
     rows: usize,
     schema: &SchemaRef,
+    within: Option<&BooleanBuffer>,
 ) -> Option<BooleanBuffer> {
+    let within = within.filter(|w| w.count_set_bits() < rows);
+    let filter = within.map(|w| FilterBuilder::new(&BooleanArray::new(w.clone(), None)).build());
+    let n = filter.as_ref().map_or(rows, |f| f.count());
     let cols = c
         .cols
         .iter()
-        .map(|&i| to_type(stored.get(i)?, schema.field(i).data_type()).ok())
+        .map(|&i| {
+            let col = stored.get(i)?;
+            let col = match &filter {
+                Some(f) => f.filter(col.as_ref()).ok()?,
+                None => col.clone(),
+            };
+            to_type(&col, schema.field(i).data_type()).ok()
+        })
         .collect::<Option<Vec<_>>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
     let b = RecordBatch::try_new_with_options(c.schema.clone(), cols, &options).ok()?;
-    let answers = c.expr.evaluate(&b).ok()?.into_array(rows).ok()?;
-    Some(truth(answers.as_boolean_opt()?))
+    let answers = c.expr.evaluate(&b).ok()?.into_array(n).ok()?;
+    let answers = truth(answers.as_boolean_opt()?);
+    let Some(w) = within else {
+        return Some(answers);
+    };
+    let mut out = BooleanBufferBuilder::new(rows);
+    out.append_n(rows, false);
+    for (row, keep) in w.set_indices().zip(answers.iter()) {
+        if keep {
+            out.set_bit(row, true);
+        }
+    }
+    Some(out.finish())
 }
 
 fn always_true(e: &Arc<dyn PhysicalExpr>) -> bool {
@@ -172,7 +205,7 @@ mod tests {
     fn keeps(f: &mut RuntimeFilter) -> usize {
         let a = arrow::array::Int16Array::from_iter_values(0..1000);
         let stored: Vec<ArrayRef> = vec![Arc::new(a)];
-        f.keep(&stored, 1000, &schema())
+        f.keep(&stored, 1000, &schema(), None)
             .unwrap()
             .map_or(1000, |k| k.count_set_bits())
     }
@@ -209,11 +242,18 @@ mod tests {
         // A new state is tried again.
         dynamic.update(below(5)).unwrap();
         assert_eq!(keeps(&mut f), 5);
+        // Only the rows the scan's own filters keep are evaluated, and stay in place.
+        let a = arrow::array::Int16Array::from_iter_values(0..1000);
+        let stored: Vec<ArrayRef> = vec![Arc::new(a)];
+        let within = BooleanBuffer::collect_bool(1000, |i| i % 2 == 1);
+        let k = f.keep(&stored, 1000, &schema(), Some(&within)).unwrap();
+        let rows: Vec<usize> = k.unwrap().set_indices().collect();
+        assert_eq!(rows, [1, 3]);
         // A batch the filter cannot be evaluated against passes whole.
         let strings = arrow::array::StringArray::from(vec!["x"; 10]);
         let stored: Vec<ArrayRef> = vec![Arc::new(strings)];
         dynamic.update(below(7)).unwrap();
         let utf8 = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
-        assert_eq!(f.keep(&stored, 10, &utf8).unwrap(), None);
+        assert_eq!(f.keep(&stored, 10, &utf8, None).unwrap(), None);
     }
 }

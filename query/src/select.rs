@@ -16,6 +16,7 @@
 //! what the `FilterExec` did: the whole predicate on the live, decoded rows.
 
 use crate::fresh::Kept;
+use crate::runtime_filter::RuntimeFilter;
 use crate::zones::scalar_of;
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
@@ -209,8 +210,8 @@ impl Selection {
     /// keeps, decoded, with no mask; `None` when no row is left. With `may_mask` (an
     /// aggregation that can set rows aside by a mask), when at least half of the rows
     /// are kept (not all), the batch comes whole (decoded, not copied without the
-    /// others) with the kept rows as its mask. `extra`, when given, is a further set of
-    /// rows to keep (those a dynamic filter passes, see `RuntimeFilter`).
+    /// others) with the kept rows as its mask. `runtime`, when given, further drops the
+    /// kept rows its dynamic filters rule out (evaluated on those rows only).
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
@@ -220,7 +221,7 @@ impl Selection {
         schema: &SchemaRef,
         coded: u64,
         may_mask: bool,
-        extra: Option<BooleanBuffer>,
+        runtime: Option<&mut RuntimeFilter>,
     ) -> Result<Option<(RecordBatch, Option<BooleanBuffer>)>> {
         // The batch's ready filter of its live rows, built only where it is used.
         let ready = || live.as_deref().map(|k| k.filter());
@@ -238,13 +239,12 @@ impl Selection {
                 }
             },
         };
-        let selected = match (selected, extra) {
-            (s, None) => s,
-            (Some(s), Some(e)) => Some(&s & &e),
-            (None, Some(e)) => Some(match live.as_deref() {
-                Some(k) => &k.bits & &e,
-                None => e,
-            }),
+        let selected = match runtime {
+            Some(r) => {
+                let within = selected.as_ref().or(live.as_deref().map(|k| &k.bits));
+                r.keep(&stored, rows, schema, within)?.or(selected)
+            }
+            None => selected,
         };
         let kept = selected.as_ref().map_or(live_rows, |k| k.count_set_bits());
         if selected.is_some() && kept == 0 {
