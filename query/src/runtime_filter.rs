@@ -20,7 +20,7 @@ use arrow::array::{
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::FilterBuilder;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Int32Type, SchemaRef};
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -151,6 +151,12 @@ fn evaluate(
     schema: &SchemaRef,
     within: Option<&BooleanBuffer>,
 ) -> Option<BooleanBuffer> {
+    if let Some(bits) = evaluate_runs(c, stored, rows, schema) {
+        return Some(match within {
+            Some(w) => &bits & w,
+            None => bits,
+        });
+    }
     let within = within.filter(|w| w.count_set_bits() < rows);
     let filter = within.map(|w| FilterBuilder::new(&BooleanArray::new(w.clone(), None)).build());
     let n = filter.as_ref().map_or(rows, |f| f.count());
@@ -180,6 +186,40 @@ fn evaluate(
             out.set_bit(row, true);
         }
     }
+    Some(out.finish())
+}
+
+/// A filter of one column stored run-end encoded (a key prefix in key order: TPC-H's
+/// `l_orderkey` repeats for each of an order's lines) evaluated once per run, each
+/// answer then given to the run's rows; `None` for any other filter or layout.
+fn evaluate_runs(
+    c: &Current,
+    stored: &[ArrayRef],
+    rows: usize,
+    schema: &SchemaRef,
+) -> Option<BooleanBuffer> {
+    let [col] = c.cols[..] else {
+        return None;
+    };
+    let runs = stored.get(col)?.as_run_opt::<Int32Type>()?;
+    let ends = runs.run_ends();
+    if ends.offset() != 0 || ends.len() != rows {
+        return None;
+    }
+    let n = runs.values().len();
+    let values = to_type(runs.values(), schema.field(col).data_type()).ok()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    let b = RecordBatch::try_new_with_options(c.schema.clone(), vec![values], &options).ok()?;
+    let answers = c.expr.evaluate(&b).ok()?.into_array(n).ok()?;
+    let answers = truth(answers.as_boolean_opt()?);
+    let mut out = BooleanBufferBuilder::new(rows);
+    let mut start = 0usize;
+    for (&end, keep) in ends.values().iter().zip(answers.iter()) {
+        let end = (end as usize).min(rows);
+        out.append_n(end.saturating_sub(start), keep);
+        start = start.max(end);
+    }
+    out.append_n(rows - start, false);
     Some(out.finish())
 }
 
@@ -249,6 +289,25 @@ mod tests {
         let k = f.keep(&stored, 1000, &schema(), Some(&within)).unwrap();
         let rows: Vec<usize> = k.unwrap().set_indices().collect();
         assert_eq!(rows, [1, 3]);
+        // Run-end encoded (a key prefix): evaluated once per run.
+        let ends = arrow::array::Int32Array::from(vec![2, 3, 6]);
+        let values = arrow::array::Int64Array::from(vec![4, 7, 2]);
+        let runs = arrow::array::RunArray::<Int32Type>::try_new(&ends, &values).unwrap();
+        let stored: Vec<ArrayRef> = vec![Arc::new(runs)];
+        let k = f.keep(&stored, 6, &schema(), None).unwrap().unwrap();
+        assert_eq!(
+            k.iter().collect::<Vec<_>>(),
+            [true, true, false, true, true, true]
+        );
+        let within = BooleanBuffer::collect_bool(6, |i| i != 0);
+        let k = f
+            .keep(&stored, 6, &schema(), Some(&within))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            k.iter().collect::<Vec<_>>(),
+            [false, true, false, true, true, true]
+        );
         // A batch the filter cannot be evaluated against passes whole.
         let strings = arrow::array::StringArray::from(vec!["x"; 10]);
         let stored: Vec<ArrayRef> = vec![Arc::new(strings)];
