@@ -52,19 +52,29 @@ fn join_lines(plan: &[String]) -> (usize, usize) {
     )
 }
 
+/// A database in `dir` with the column store compacted only when a test says so, two SQL
+/// threads, and `cfg`'s column-store layout (segment and batch rows).
+fn database(dir: &tempfile::TempDir, cfg: LightningDbConfig) -> Database {
+    let cfg = LightningDbConfig {
+        columnar_background: false,
+        columnar_segment_rows: cfg.columnar_segment_rows,
+        columnar_batch_rows: cfg.columnar_batch_rows,
+        sql_threads: 2,
+        ..common::small_config()
+    };
+    Database::create(dir.path().join("db"), cfg).unwrap()
+}
+
 #[test]
 fn semi_and_anti_joins_below_inner_joins_answer_as_datafusion() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
+    let db = database(
+        &dir,
         LightningDbConfig {
-            columnar_background: false,
             columnar_segment_rows: 1000,
-            sql_threads: 2,
-            ..common::small_config()
+            ..Default::default()
         },
-    )
-    .unwrap();
+    );
     db.sql("CREATE TABLE c (ck BIGINT, name VARCHAR, PRIMARY KEY (ck))")
         .unwrap();
     db.sql("CREATE TABLE o (ok BIGINT, ck BIGINT, status VARCHAR, price BIGINT, PRIMARY KEY (ok))")
@@ -181,15 +191,7 @@ fn fresh_rows_keep_column_bounds_in_the_scan_statistics() {
     use lightning_db::datafusion::common::stats::Precision;
     use lightning_db::datafusion::scalar::ScalarValue;
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
-        LightningDbConfig {
-            columnar_background: false,
-            sql_threads: 2,
-            ..common::small_config()
-        },
-    )
-    .unwrap();
+    let db = database(&dir, LightningDbConfig::default());
     db.sql("CREATE TABLE t (id BIGINT, v BIGINT, f DOUBLE, PRIMARY KEY (id))")
         .unwrap();
     let rows: Vec<String> = (0..3000)
@@ -223,16 +225,13 @@ fn fresh_rows_keep_column_bounds_in_the_scan_statistics() {
 #[test]
 fn dynamic_join_filters_drop_probe_rows_in_the_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(
-        dir.path().join("db"),
+    let db = database(
+        &dir,
         LightningDbConfig {
-            columnar_background: false,
             columnar_batch_rows: 1000,
-            sql_threads: 2,
-            ..common::small_config()
+            ..Default::default()
         },
-    )
-    .unwrap();
+    );
     db.sql("CREATE TABLE big (id BIGINT, k BIGINT, v BIGINT, PRIMARY KEY (id))")
         .unwrap();
     for chunk in 0..4 {
