@@ -13,9 +13,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::utils::conjunction;
-use datafusion::physical_expr_common::physical_expr::{
-    snapshot_generation, snapshot_physical_expr,
-};
+use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
 use datafusion::physical_optimizer::pruning::build_pruning_predicate;
 use datafusion::physical_plan::metrics::Count;
 use lightning_columnar::segment::SegmentReader;
@@ -96,10 +94,7 @@ impl PartitionIter {
         if self.filters.is_empty() {
             return Ok(());
         }
-        let generation = self
-            .filters
-            .iter()
-            .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
+        let generation = crate::runtime_filter::generation(&self.filters);
         let mut pending = self.units.0.lock();
         if pending.units.is_empty() || pending.pruned_at == Some(generation) {
             return Ok(());

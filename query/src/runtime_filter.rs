@@ -14,13 +14,10 @@
 //! [`TRIAL_ROWS`] rows of which more than [`KEEP_LIMIT`] tenths pass, the filter is left
 //! to the operator above until it changes again (a TopK heap tightening).
 
-use crate::select::{own_columns, truth};
-use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions,
-};
+use crate::select::Conjunct;
+use arrow::array::ArrayRef;
 use arrow::buffer::BooleanBuffer;
-use arrow::compute::FilterBuilder;
-use arrow::datatypes::{Int32Type, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -30,21 +27,12 @@ use datafusion::physical_expr_common::physical_expr::{
 };
 use datafusion::physical_plan::metrics::Count;
 use datafusion::scalar::ScalarValue;
-use lightning_columnar::segment::to_type;
 use std::sync::Arc;
 
 /// Rows a filter is tried on before it is judged.
 pub(crate) const TRIAL_ROWS: usize = 1 << 16;
 /// The share of rows (in tenths) a filter may keep and still be worth evaluating.
 pub(crate) const KEEP_LIMIT: usize = 8;
-
-/// The filters' state at one generation, over a batch of just its columns.
-struct Current {
-    /// Its columns' positions in the scan's output schema.
-    cols: Vec<usize>,
-    schema: SchemaRef,
-    expr: Arc<dyn PhysicalExpr>,
-}
 
 /// The pushed-down dynamic filters of one partition, evaluated on its batches while they
 /// pay for themselves.
@@ -54,7 +42,7 @@ pub(crate) struct RuntimeFilter {
     /// The generation of `exprs` that `current` was taken at.
     generation: Option<u64>,
     /// The filters' state at `generation`, `None` when it keeps every row.
-    current: Option<Current>,
+    current: Option<Conjunct>,
     /// Rows evaluated and rows kept since `generation`.
     seen: usize,
     kept: usize,
@@ -96,10 +84,7 @@ impl RuntimeFilter {
         if self.exprs.is_empty() || rows == 0 {
             return Ok(None);
         }
-        let generation = self
-            .exprs
-            .iter()
-            .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)));
+        let generation = generation(&self.exprs);
         if self.generation != Some(generation) {
             self.generation = Some(generation);
             (self.seen, self.kept, self.off) = (0, 0, false);
@@ -112,10 +97,7 @@ impl RuntimeFilter {
             }
             self.current = match parts.is_empty() {
                 true => None,
-                false => {
-                    let (cols, schema, expr) = own_columns(&conjunction(parts), schema)?;
-                    Some(Current { cols, schema, expr })
-                }
+                false => Some(Conjunct::new(&conjunction(parts), schema)?),
             };
         }
         let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
@@ -126,7 +108,7 @@ impl RuntimeFilter {
             return Ok(None);
         }
         // A filter the batch cannot be evaluated against is left to the operator above.
-        let Some(bits) = evaluate(c, stored, rows, schema, within) else {
+        let Ok(bits) = c.evaluate(stored, rows, schema, within) else {
             self.off = true;
             return Ok(None);
         };
@@ -141,86 +123,12 @@ impl RuntimeFilter {
     }
 }
 
-/// The rows among `within` (all when `None`) that `c` is true for (NULL counts as
-/// false), `None` if it cannot be evaluated. Only the rows `within` are decoded and
-/// evaluated; the answers are spread back to their rows.
-fn evaluate(
-    c: &Current,
-    stored: &[ArrayRef],
-    rows: usize,
-    schema: &SchemaRef,
-    within: Option<&BooleanBuffer>,
-) -> Option<BooleanBuffer> {
-    if let Some(bits) = evaluate_runs(c, stored, rows, schema) {
-        return Some(match within {
-            Some(w) => &bits & w,
-            None => bits,
-        });
-    }
-    let within = within.filter(|w| w.count_set_bits() < rows);
-    let filter = within.map(|w| FilterBuilder::new(&BooleanArray::new(w.clone(), None)).build());
-    let n = filter.as_ref().map_or(rows, |f| f.count());
-    let cols = c
-        .cols
+/// The generation of `filters`' current state, which changes whenever one of them does
+/// (a join's build side finished, a TopK heap tightened).
+pub(crate) fn generation(filters: &[Arc<dyn PhysicalExpr>]) -> u64 {
+    filters
         .iter()
-        .map(|&i| {
-            let col = stored.get(i)?;
-            let col = match &filter {
-                Some(f) => f.filter(col.as_ref()).ok()?,
-                None => col.clone(),
-            };
-            to_type(&col, schema.field(i).data_type()).ok()
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(n));
-    let b = RecordBatch::try_new_with_options(c.schema.clone(), cols, &options).ok()?;
-    let answers = c.expr.evaluate(&b).ok()?.into_array(n).ok()?;
-    let answers = truth(answers.as_boolean_opt()?);
-    let Some(w) = within else {
-        return Some(answers);
-    };
-    let mut out = BooleanBufferBuilder::new(rows);
-    out.append_n(rows, false);
-    for (row, keep) in w.set_indices().zip(answers.iter()) {
-        if keep {
-            out.set_bit(row, true);
-        }
-    }
-    Some(out.finish())
-}
-
-/// A filter of one column stored run-end encoded (a key prefix in key order: TPC-H's
-/// `l_orderkey` repeats for each of an order's lines) evaluated once per run, each
-/// answer then given to the run's rows; `None` for any other filter or layout.
-fn evaluate_runs(
-    c: &Current,
-    stored: &[ArrayRef],
-    rows: usize,
-    schema: &SchemaRef,
-) -> Option<BooleanBuffer> {
-    let [col] = c.cols[..] else {
-        return None;
-    };
-    let runs = stored.get(col)?.as_run_opt::<Int32Type>()?;
-    let ends = runs.run_ends();
-    if ends.offset() != 0 || ends.len() != rows {
-        return None;
-    }
-    let n = runs.values().len();
-    let values = to_type(runs.values(), schema.field(col).data_type()).ok()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(n));
-    let b = RecordBatch::try_new_with_options(c.schema.clone(), vec![values], &options).ok()?;
-    let answers = c.expr.evaluate(&b).ok()?.into_array(n).ok()?;
-    let answers = truth(answers.as_boolean_opt()?);
-    let mut out = BooleanBufferBuilder::new(rows);
-    let mut start = 0usize;
-    for (&end, keep) in ends.values().iter().zip(answers.iter()) {
-        let end = (end as usize).min(rows);
-        out.append_n(end.saturating_sub(start), keep);
-        start = start.max(end);
-    }
-    out.append_n(rows - start, false);
-    Some(out.finish())
+        .fold(0u64, |g, f| g.wrapping_add(snapshot_generation(f)))
 }
 
 fn always_true(e: &Arc<dyn PhysicalExpr>) -> bool {
@@ -231,7 +139,7 @@ fn always_true(e: &Arc<dyn PhysicalExpr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{
         BinaryExpr, Column, DynamicFilterPhysicalExpr, lit,

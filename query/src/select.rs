@@ -19,14 +19,14 @@ use crate::fresh::Kept;
 use crate::runtime_filter::RuntimeFilter;
 use crate::zones::scalar_of;
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
-    RecordBatchOptions, downcast_integer_array, new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, BooleanBufferBuilder,
+    PrimitiveArray, RecordBatch, RecordBatchOptions, downcast_integer_array, new_null_array,
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{
     FilterBuilder, FilterPredicate, concat, filter_record_batch, prep_null_mask_filter,
 };
-use arrow::datatypes::{ArrowNativeType, DataType};
+use arrow::datatypes::{ArrowNativeType, DataType, Int32Type};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 /// One conjunct, rewritten over a batch of just its columns.
 #[derive(Debug)]
-struct Conjunct {
+pub(crate) struct Conjunct {
     /// Its columns' positions in the scan's output schema.
     cols: Vec<usize>,
     schema: SchemaRef,
@@ -76,34 +76,6 @@ fn comparison(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, Operator, ScalarVa
             | Operator::GtEq
     );
     (cmp && !lit.value().is_null()).then(|| (col.index(), op, lit.value().clone()))
-}
-
-/// `expr` (over `schema`) rewritten over a batch of just its columns: their positions
-/// in `schema` (ascending), that batch's schema, and the rewritten expression. The
-/// fields are nullable whatever the columns say: a dictionary column's values are
-/// evaluated with one NULL slot appended (see `Conjunct::evaluate`).
-pub(crate) fn own_columns(
-    expr: &Arc<dyn PhysicalExpr>,
-    schema: &SchemaRef,
-) -> Result<(Vec<usize>, SchemaRef, Arc<dyn PhysicalExpr>)> {
-    let mut cols: Vec<usize> = collect_columns(expr).iter().map(Column::index).collect();
-    cols.sort_unstable();
-    let fields: Vec<_> = cols
-        .iter()
-        .map(|&i| schema.field(i).clone().with_nullable(true))
-        .collect();
-    let expr = Arc::clone(expr)
-        .transform(|e| {
-            Ok(match e.downcast_ref::<Column>() {
-                Some(col) => {
-                    let at = cols.binary_search(&col.index()).expect("collected");
-                    Transformed::yes(Arc::new(Column::new(col.name(), at)) as _)
-                }
-                None => Transformed::no(e),
-            })
-        })?
-        .data;
-    Ok((cols, Arc::new(Schema::new(fields)), expr))
 }
 
 /// The pushed-down predicate a scan applies (the conjunction of its conjuncts).
@@ -140,13 +112,7 @@ impl Selection {
     /// [`Selection::can_apply`].
     pub fn add(&mut self, filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Result<()> {
         for c in split_conjunction(filter) {
-            let (cols, schema, expr) = own_columns(c, schema)?;
-            self.conjuncts.push(Arc::new(Conjunct {
-                cols,
-                schema,
-                expr,
-                bound: comparison(c),
-            }));
+            self.conjuncts.push(Arc::new(Conjunct::new(c, schema)?));
         }
         let all: Vec<_> = self.whole.iter().cloned().chain([filter.clone()]).collect();
         self.whole = Some(conjunction(all));
@@ -308,7 +274,7 @@ impl Selection {
     ) -> Result<BooleanBuffer> {
         let mut keep = live.map(|k| k.bits.clone());
         for c in &self.conjuncts {
-            let bits = c.evaluate(stored, rows, schema)?;
+            let bits = c.evaluate(stored, rows, schema, None)?;
             keep = Some(match keep {
                 Some(k) => &k & &bits,
                 None => bits,
@@ -319,51 +285,152 @@ impl Selection {
 }
 
 impl Conjunct {
-    /// The rows this conjunct is true for (NULL counts as false).
-    fn evaluate(
+    /// `expr` (over `schema`, the scan's output) rewritten over a batch of just its
+    /// columns. The batch's fields are nullable whatever the columns say: a dictionary
+    /// column's values are evaluated with one NULL slot appended.
+    pub(crate) fn new(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Result<Conjunct> {
+        let mut cols: Vec<usize> = collect_columns(expr).iter().map(Column::index).collect();
+        cols.sort_unstable();
+        let fields: Vec<_> = cols
+            .iter()
+            .map(|&i| schema.field(i).clone().with_nullable(true))
+            .collect();
+        let rewritten = Arc::clone(expr)
+            .transform(|e| {
+                Ok(match e.downcast_ref::<Column>() {
+                    Some(col) => {
+                        let at = cols.binary_search(&col.index()).expect("collected");
+                        Transformed::yes(Arc::new(Column::new(col.name(), at)) as _)
+                    }
+                    None => Transformed::no(e),
+                })
+            })?
+            .data;
+        Ok(Conjunct {
+            cols,
+            schema: Arc::new(Schema::new(fields)),
+            expr: rewritten,
+            bound: comparison(expr),
+        })
+    }
+
+    /// The rows among `within` (all when `None`) this conjunct is true for (NULL counts
+    /// as false), of a stored batch (`stored`: the scan's output columns as the segment
+    /// holds them, `rows` long, decoded into `schema`). A column stored as a dictionary
+    /// or in runs (a key prefix) is evaluated once per value or run; otherwise only the
+    /// rows `within` are decoded and evaluated.
+    pub(crate) fn evaluate(
         &self,
         stored: &[ArrayRef],
         rows: usize,
         schema: &SchemaRef,
+        within: Option<&BooleanBuffer>,
     ) -> Result<BooleanBuffer> {
-        if let [col] = self.cols[..]
-            && let Some(dict) = stored[col].as_any_dictionary_opt()
-        {
-            // Once per distinct value, plus once for NULL at index `n`.
-            let t = schema.field(col).data_type();
+        let bits = match self.per_value(stored, rows, schema)? {
+            Some(bits) => bits,
+            None => match self.narrow_comparison(stored, schema)? {
+                Some(bits) => bits,
+                None => return self.decoded(stored, rows, schema, within),
+            },
+        };
+        Ok(match within {
+            Some(w) => &bits & w,
+            None => bits,
+        })
+    }
+
+    /// A one-column conjunct over a dictionary (once per distinct value, plus once for
+    /// NULL) or run-end-encoded column (once per run); `None` for any other.
+    fn per_value(
+        &self,
+        stored: &[ArrayRef],
+        rows: usize,
+        schema: &SchemaRef,
+    ) -> Result<Option<BooleanBuffer>> {
+        let [col] = self.cols[..] else {
+            return Ok(None);
+        };
+        let t = schema.field(col).data_type();
+        if let Some(dict) = stored[col].as_any_dictionary_opt() {
+            // The NULL slot is at index `n`.
             let values = to_type(dict.values(), t)?;
             let n = values.len();
             let values = concat(&[values.as_ref(), new_null_array(t, 1).as_ref()])?;
-            let one = RecordBatch::try_new(self.schema.clone(), vec![values])?;
-            let answers = self.expr.evaluate(&one)?.into_array(n + 1)?;
-            let answers = truth(answers.as_boolean_opt().ok_or_else(not_boolean)?);
-            let table: Vec<bool> = answers.iter().collect();
+            let table: Vec<bool> = self.answers(vec![values], n + 1)?.iter().collect();
             let keys = dict.keys();
             let bits = downcast_integer_array!(
                 keys => by_key(keys, &table),
                 t => return Err(internal(format!("dictionary keys of type {t}")))
             );
             // NULL keys take NULL's answer (whatever their slots hold).
-            return Ok(match keys.nulls() {
+            return Ok(Some(match keys.nulls() {
                 Some(valid) if table[n] => &bits | &!valid.inner(),
                 Some(valid) => &bits & valid.inner(),
                 None => bits,
-            });
+            }));
         }
-        if let Some(bits) = self.narrow_comparison(stored, schema)? {
-            return Ok(bits);
+        let Some(runs) = stored[col].as_run_opt::<Int32Type>() else {
+            return Ok(None);
+        };
+        let ends = runs.run_ends();
+        if ends.offset() != 0 || ends.len() != rows {
+            return Ok(None);
         }
+        let answers = self.answers(vec![to_type(runs.values(), t)?], runs.values().len())?;
+        let mut out = BooleanBufferBuilder::new(rows);
+        let mut start = 0usize;
+        for (&end, keep) in ends.values().iter().zip(answers.iter()) {
+            let end = (end as usize).min(rows);
+            out.append_n(end.saturating_sub(start), keep);
+            start = start.max(end);
+        }
+        out.append_n(rows - start, false);
+        Ok(Some(out.finish()))
+    }
+
+    /// The conjunct over its columns decoded, only the rows `within` when that leaves
+    /// some out (the answers spread back to their rows).
+    fn decoded(
+        &self,
+        stored: &[ArrayRef],
+        rows: usize,
+        schema: &SchemaRef,
+        within: Option<&BooleanBuffer>,
+    ) -> Result<BooleanBuffer> {
+        let within = within.filter(|w| w.count_set_bits() < rows);
+        let filter =
+            within.map(|w| FilterBuilder::new(&BooleanArray::new(w.clone(), None)).build());
+        let n = filter.as_ref().map_or(rows, |f| f.count());
         let cols = self
             .cols
             .iter()
-            .map(|&c| Ok(to_type(&stored[c], schema.field(c).data_type())?))
+            .map(|&c| {
+                let col = match &filter {
+                    Some(f) => f.filter(stored[c].as_ref())?,
+                    None => stored[c].clone(),
+                };
+                Ok(to_type(&col, schema.field(c).data_type())?)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let b = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )?;
-        let answers = self.expr.evaluate(&b)?.into_array(rows)?;
+        let answers = self.answers(cols, n)?;
+        let Some(w) = within else {
+            return Ok(answers);
+        };
+        let mut out = BooleanBufferBuilder::new(rows);
+        out.append_n(rows, false);
+        for (row, keep) in w.set_indices().zip(answers.iter()) {
+            if keep {
+                out.set_bit(row, true);
+            }
+        }
+        Ok(out.finish())
+    }
+
+    /// The conjunct over `cols` (its columns, `n` rows), NULL counting as false.
+    fn answers(&self, cols: Vec<ArrayRef>, n: usize) -> Result<BooleanBuffer> {
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let b = RecordBatch::try_new_with_options(self.schema.clone(), cols, &options)?;
+        let answers = self.expr.evaluate(&b)?.into_array(n)?;
         Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
     }
 
@@ -434,7 +501,7 @@ fn not_boolean() -> datafusion::error::DataFusionError {
 }
 
 /// True where `a` is true and not NULL.
-pub(crate) fn truth(a: &BooleanArray) -> BooleanBuffer {
+fn truth(a: &BooleanArray) -> BooleanBuffer {
     match a.null_count() {
         0 => a.values().clone(),
         _ => prep_null_mask_filter(a).values().clone(),
@@ -516,5 +583,22 @@ mod tests {
             keep.iter().collect::<Vec<_>>(),
             [true, false, false, true, false]
         );
+    }
+
+    /// A key prefix stored in runs is selected once per run.
+    #[test]
+    fn a_run_end_encoded_column_is_selected_by_run() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let k = Arc::new(Column::new("k", 0)) as Arc<dyn PhysicalExpr>;
+        let filter = Arc::new(BinaryExpr::new(k, Operator::Gt, lit(3i64))) as _;
+        let mut s = Selection::default();
+        s.add(&filter, &schema).unwrap();
+        let ends = arrow::array::Int32Array::from(vec![2, 3, 6]);
+        let values = arrow::array::Int64Array::from(vec![4, 1, 9]);
+        let runs = arrow::array::RunArray::<Int32Type>::try_new(&ends, &values).unwrap();
+        let stored: Vec<ArrayRef> = vec![Arc::new(runs)];
+        let keep = s.select(&stored, 6, None, &schema).unwrap();
+        let want = [true, true, false, true, true, true];
+        assert_eq!(keep.iter().collect::<Vec<_>>(), want);
     }
 }
