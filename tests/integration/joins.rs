@@ -52,16 +52,17 @@ fn join_lines(plan: &[String]) -> (usize, usize) {
     )
 }
 
-/// A database in `dir` with the column store compacted only when a test says so, two SQL
-/// threads, and `cfg`'s column-store layout (segment and batch rows).
-fn database(dir: &tempfile::TempDir, cfg: LightningDbConfig) -> Database {
-    let cfg = LightningDbConfig {
+/// The joins' tests' config: the column store compacted only when a test says so, two
+/// SQL threads, small row-store files.
+fn config() -> LightningDbConfig {
+    LightningDbConfig {
         columnar_background: false,
-        columnar_segment_rows: cfg.columnar_segment_rows,
-        columnar_batch_rows: cfg.columnar_batch_rows,
         sql_threads: 2,
         ..common::small_config()
-    };
+    }
+}
+
+fn database(dir: &tempfile::TempDir, cfg: LightningDbConfig) -> Database {
     Database::create(dir.path().join("db"), cfg).unwrap()
 }
 
@@ -72,7 +73,7 @@ fn semi_and_anti_joins_below_inner_joins_answer_as_datafusion() {
         &dir,
         LightningDbConfig {
             columnar_segment_rows: 1000,
-            ..Default::default()
+            ..config()
         },
     );
     db.sql("CREATE TABLE c (ck BIGINT, name VARCHAR, PRIMARY KEY (ck))")
@@ -191,7 +192,7 @@ fn fresh_rows_keep_column_bounds_in_the_scan_statistics() {
     use lightning_db::datafusion::common::stats::Precision;
     use lightning_db::datafusion::scalar::ScalarValue;
     let dir = tempfile::tempdir().unwrap();
-    let db = database(&dir, LightningDbConfig::default());
+    let db = database(&dir, config());
     db.sql("CREATE TABLE t (id BIGINT, v BIGINT, f DOUBLE, PRIMARY KEY (id))")
         .unwrap();
     let rows: Vec<String> = (0..3000)
@@ -229,7 +230,7 @@ fn dynamic_join_filters_drop_probe_rows_in_the_scan() {
         &dir,
         LightningDbConfig {
             columnar_batch_rows: 1000,
-            ..Default::default()
+            ..config()
         },
     );
     db.sql("CREATE TABLE big (id BIGINT, k BIGINT, v BIGINT, PRIMARY KEY (id))")
