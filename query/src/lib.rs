@@ -14,6 +14,7 @@
 mod coded;
 mod dml;
 mod fresh;
+mod kernels;
 mod partition;
 mod provider;
 mod runtime_filter;

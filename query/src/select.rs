@@ -16,6 +16,7 @@
 //! what the `FilterExec` did: the whole predicate on the live, decoded rows.
 
 use crate::fresh::Kept;
+use crate::kernels::pack;
 use crate::runtime_filter::RuntimeFilter;
 use crate::zones::scalar_of;
 use arrow::array::{
@@ -328,7 +329,7 @@ impl Conjunct {
     ) -> Result<BooleanBuffer> {
         let bits = match self.per_value(stored, rows, schema)? {
             Some(bits) => bits,
-            None => match self.narrow_comparison(stored, schema)? {
+            None => match self.stored_comparison(stored)? {
                 Some(bits) => bits,
                 None => return self.decoded(stored, rows, schema, within),
             },
@@ -434,40 +435,14 @@ impl Conjunct {
         Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
     }
 
-    /// `column op literal` on an integer column stored narrower than its type (small
-    /// values held as Int16, say), compared as stored with the literal narrowed when it
-    /// fits exactly: no widening of every value first.
-    fn narrow_comparison(
-        &self,
-        stored: &[ArrayRef],
-        schema: &SchemaRef,
-    ) -> Result<Option<BooleanBuffer>> {
+    /// `column op literal` on an integer-like column compared as stored (narrower than
+    /// its type, say), with the literal converted when it has an exact equal there: no
+    /// widening of every value first, and a vectorized kernel (see [`crate::kernels`]).
+    fn stored_comparison(&self, stored: &[ArrayRef]) -> Result<Option<BooleanBuffer>> {
         let Some((col, op, lit)) = &self.bound else {
             return Ok(None);
         };
-        let a = &stored[*col];
-        let (st, t) = (a.data_type(), schema.field(*col).data_type());
-        if st == t || !st.is_integer() || !t.is_integer() {
-            return Ok(None);
-        }
-        let Ok(narrow) = lit.cast_to(st) else {
-            return Ok(None);
-        };
-        if narrow.is_null() || narrow.cast_to(t).ok().as_ref() != Some(lit) {
-            return Ok(None);
-        }
-        let l = narrow.to_scalar()?;
-        use arrow::compute::kernels::cmp;
-        let r = match op {
-            Operator::Eq => cmp::eq(a, &l),
-            Operator::NotEq => cmp::neq(a, &l),
-            Operator::Lt => cmp::lt(a, &l),
-            Operator::LtEq => cmp::lt_eq(a, &l),
-            Operator::Gt => cmp::gt(a, &l),
-            Operator::GtEq => cmp::gt_eq(a, &l),
-            _ => return Ok(None),
-        }?;
-        Ok(Some(truth(&r)))
+        crate::kernels::compare(stored[*col].as_ref(), *op, lit)
     }
 }
 
@@ -483,12 +458,10 @@ where
     match (selected.next(), selected.next()) {
         (None, _) => BooleanBuffer::new_unset(k.len()),
         (Some((key, _)), None) => match K::Native::from_usize(key) {
-            Some(key) => BooleanBuffer::collect_bool(k.len(), |i| k[i] == key),
+            Some(key) => pack(k, |x| x == key),
             None => BooleanBuffer::new_unset(k.len()),
         },
-        _ => BooleanBuffer::collect_bool(k.len(), |i| {
-            table.get(k[i].as_usize()).copied().unwrap_or(false)
-        }),
+        _ => pack(k, |x| table.get(x.as_usize()).copied().unwrap_or(false)),
     }
 }
 
