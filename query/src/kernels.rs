@@ -56,11 +56,7 @@ unsafe fn pack_avx2<T: Copy>(values: &[T], f: impl Fn(T) -> bool) -> BooleanBuff
         words.push(half(0) | half(32) << 32);
     }
     if !rest.is_empty() {
-        let mut w = 0u64;
-        for (j, &v) in rest.iter().enumerate() {
-            w |= (f(v) as u64) << j;
-        }
-        words.push(w);
+        words.push(word(rest, &f));
     }
     BooleanBuffer::new(Buffer::from_vec(words), 0, values.len())
 }
@@ -73,20 +69,35 @@ fn pack_portable<T: Copy>(values: &[T], f: impl Fn(T) -> bool) -> BooleanBuffer 
     let chunks = values.chunks_exact(64);
     let rest = chunks.remainder();
     for chunk in chunks {
-        let mut w = 0u64;
-        for (j, &v) in chunk.iter().enumerate() {
-            w |= (f(v) as u64) << j;
-        }
-        words.push(w);
+        words.push(word(chunk, &f));
     }
     if !rest.is_empty() {
-        let mut w = 0u64;
-        for (j, &v) in rest.iter().enumerate() {
-            w |= (f(v) as u64) << j;
-        }
-        words.push(w);
+        words.push(word(rest, &f));
     }
     BooleanBuffer::new(Buffer::from_vec(words), 0, values.len())
+}
+
+/// Up to 64 answers in one word, bit `j` for `values[j]`.
+#[inline(always)]
+fn word<T: Copy>(values: &[T], f: &impl Fn(T) -> bool) -> u64 {
+    let mut w = 0u64;
+    for (j, &v) in values.iter().enumerate() {
+        w |= (f(v) as u64) << j;
+    }
+    w
+}
+
+/// Whether `op` is one of the six comparisons [`compare`] evaluates.
+pub(crate) fn is_comparison(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+    )
 }
 
 /// `stored op lit` for each row of a primitive integer-like array (NULL rows false), with
@@ -99,16 +110,7 @@ pub(crate) fn compare(
     lit: &ScalarValue,
 ) -> Result<Option<BooleanBuffer>> {
     let t = stored.data_type();
-    if !matches!(
-        op,
-        Operator::Eq
-            | Operator::NotEq
-            | Operator::Lt
-            | Operator::LtEq
-            | Operator::Gt
-            | Operator::GtEq
-    ) || lit.is_null()
-    {
+    if !is_comparison(op) || lit.is_null() {
         return Ok(None);
     }
     let Ok(l) = lit.cast_to(t) else {

@@ -67,16 +67,8 @@ fn comparison(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, Operator, ScalarVa
             b.left().downcast_ref::<Literal>()?,
         ),
     };
-    let cmp = matches!(
-        op,
-        Operator::Eq
-            | Operator::NotEq
-            | Operator::Lt
-            | Operator::LtEq
-            | Operator::Gt
-            | Operator::GtEq
-    );
-    (cmp && !lit.value().is_null()).then(|| (col.index(), op, lit.value().clone()))
+    (crate::kernels::is_comparison(op) && !lit.value().is_null())
+        .then(|| (col.index(), op, lit.value().clone()))
 }
 
 /// The pushed-down predicate a scan applies (the conjunction of its conjuncts).
