@@ -171,6 +171,66 @@ where
     })
 }
 
+/// A set of integers as a bitmap over their span: membership in one load, whatever
+/// the set's size (what a hash join's build keys become in the probe scan).
+#[derive(Debug)]
+pub(crate) struct IntSet {
+    min: i64,
+    span: u64,
+    bits: Vec<u64>,
+}
+
+impl IntSet {
+    /// The set of `values`; `None` when empty or spread too thin for a bitmap (a span
+    /// over 2^26 values, or over 2^20 — 128 KiB — and 64 per member).
+    pub(crate) fn new(values: &[i64]) -> Option<IntSet> {
+        let (&min, &max) = (values.iter().min()?, values.iter().max()?);
+        let span = (max as i128 - min as i128 + 1) as u128;
+        if span > 1 << 26 || (span > 1 << 20 && span > 64 * values.len() as u128) {
+            return None;
+        }
+        let span = span as u64;
+        let mut bits = vec![0u64; span.div_ceil(64) as usize];
+        for &v in values {
+            let o = v.wrapping_sub(min) as u64;
+            bits[(o >> 6) as usize] |= 1 << (o & 63);
+        }
+        Some(IntSet { min, span, bits })
+    }
+
+    #[inline(always)]
+    fn contains(&self, v: i64) -> bool {
+        let o = v.wrapping_sub(self.min) as u64;
+        o < self.span && (self.bits[(o >> 6) as usize] >> (o & 63)) & 1 == 1
+    }
+
+    /// For each row of an integer array, whether its value is in the set (NULL rows
+    /// false); `None` for an array of another type.
+    pub(crate) fn members(&self, stored: &dyn Array) -> Option<BooleanBuffer> {
+        macro_rules! go {
+            ($p:ty) => {
+                pack(stored.as_primitive::<$p>().values(), |x| {
+                    self.contains(x as i64)
+                })
+            };
+        }
+        let bits = match stored.data_type() {
+            DataType::Int8 => go!(Int8Type),
+            DataType::Int16 => go!(Int16Type),
+            DataType::Int32 => go!(Int32Type),
+            DataType::Int64 => go!(Int64Type),
+            DataType::UInt8 => go!(UInt8Type),
+            DataType::UInt16 => go!(UInt16Type),
+            DataType::UInt32 => go!(UInt32Type),
+            _ => return None,
+        };
+        Some(match stored.logical_nulls() {
+            Some(valid) => &bits & valid.inner(),
+            None => bits,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +321,29 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_integer_set_answers_membership_of_any_integer_width() {
+        let set = IntSet::new(&[-3, 7, 64, 65, 1000]).unwrap();
+        let vals: Vec<Option<i64>> = (-10..1100)
+            .map(|i| (i % 13 != 0).then_some(i as i64))
+            .collect();
+        let want: Vec<bool> = vals
+            .iter()
+            .map(|v| v.is_some_and(|v| [-3, 7, 64, 65, 1000].contains(&v)))
+            .collect();
+        let wide: ArrayRef = Arc::new(Int64Array::from(vals.clone()));
+        let narrow: ArrayRef = Arc::new(Int16Array::from(
+            vals.iter().map(|v| v.map(|v| v as i16)).collect::<Vec<_>>(),
+        ));
+        for a in [&wide, &narrow] {
+            let got = set.members(a.as_ref()).unwrap();
+            assert_eq!(got.iter().collect::<Vec<_>>(), want);
+        }
+        // Too thin a spread for a bitmap.
+        assert!(IntSet::new(&[0, 1 << 30]).is_none());
+        assert!(IntSet::new(&[]).is_none());
     }
 
     #[test]

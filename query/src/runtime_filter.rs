@@ -21,7 +21,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::utils::conjunction;
+use datafusion::physical_expr::utils::{conjunction, split_conjunction};
 use datafusion::physical_expr_common::physical_expr::{
     is_volatile, snapshot_generation, snapshot_physical_expr,
 };
@@ -42,7 +42,7 @@ pub(crate) struct RuntimeFilter {
     /// The generation of `exprs` that `current` was taken at.
     generation: Option<u64>,
     /// The filters' state at `generation`, `None` when it keeps every row.
-    current: Option<Conjunct>,
+    current: Vec<Conjunct>,
     /// Rows evaluated and rows kept since `generation`.
     seen: usize,
     kept: usize,
@@ -62,7 +62,7 @@ impl RuntimeFilter {
         RuntimeFilter {
             exprs,
             generation: None,
-            current: None,
+            current: Vec::new(),
             seen: 0,
             kept: 0,
             off: false,
@@ -95,23 +95,41 @@ impl RuntimeFilter {
                     parts.push(e);
                 }
             }
-            self.current = match parts.is_empty() {
-                true => None,
-                false => Some(Conjunct::new(&conjunction(parts), schema)?),
+            // A join's integer key list is evaluated by its own bitmap, so it is one
+            // conjunct, the bounds others (the comparison kernels), each later one
+            // seeing only the rows the earlier kept. Otherwise the filters stay one
+            // conjunct: a key stored in runs or as a dictionary then takes one
+            // evaluation per run or value for all of them, not one per part.
+            let split: Vec<Conjunct> = parts
+                .iter()
+                .flat_map(split_conjunction)
+                .map(|e| Conjunct::new(e, schema))
+                .collect::<Result<_>>()?;
+            self.current = match split.iter().any(Conjunct::is_int_set) {
+                true => split,
+                false if parts.is_empty() => Vec::new(),
+                false => vec![Conjunct::new(&conjunction(parts), schema)?],
             };
         }
-        let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
+        if self.current.is_empty() || self.off {
             return Ok(None);
-        };
+        }
         let candidates = within.map_or(rows, |w| w.count_set_bits());
         if candidates == 0 {
             return Ok(None);
         }
         // A filter the batch cannot be evaluated against is left to the operator above.
-        let Ok(bits) = c.evaluate(stored, rows, schema, within) else {
-            self.off = true;
-            return Ok(None);
-        };
+        let mut bits: Option<BooleanBuffer> = None;
+        for c in &self.current {
+            match c.evaluate(stored, rows, schema, bits.as_ref().or(within)) {
+                Ok(b) => bits = Some(b),
+                Err(_) => {
+                    self.off = true;
+                    return Ok(None);
+                }
+            }
+        }
+        let bits = bits.expect("a conjunct");
         let kept = bits.count_set_bits();
         self.seen += candidates;
         self.kept += kept;
@@ -142,7 +160,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{
-        BinaryExpr, Column, DynamicFilterPhysicalExpr, lit,
+        BinaryExpr, Column, DynamicFilterPhysicalExpr, InListExpr, lit,
     };
 
     fn schema() -> SchemaRef {
@@ -222,5 +240,45 @@ mod tests {
         dynamic.update(below(7)).unwrap();
         let utf8 = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
         assert_eq!(f.keep(&stored, 10, &utf8, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_join_key_list_with_bounds_keeps_its_members_within_the_scans_rows() {
+        // What a hash join with a small build side pushes: bounds and the key list.
+        let a = Arc::new(Column::new("a", 0)) as Arc<dyn PhysicalExpr>;
+        let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![a.clone()], lit(true)));
+        let list = Arc::new(
+            InListExpr::try_new(
+                a.clone(),
+                vec![lit(10i64), lit(200i64), lit(500i64)],
+                false,
+                &schema(),
+            )
+            .unwrap(),
+        );
+        let bounds = Arc::new(BinaryExpr::new(
+            Arc::new(BinaryExpr::new(a.clone(), Operator::GtEq, lit(10i64))),
+            Operator::And,
+            Arc::new(BinaryExpr::new(a, Operator::LtEq, lit(500i64))),
+        ));
+        dynamic
+            .update(Arc::new(BinaryExpr::new(bounds, Operator::And, list)))
+            .unwrap();
+        let filters = [dynamic as Arc<dyn PhysicalExpr>];
+        let mut f = RuntimeFilter::new(&filters, Count::new());
+        // Stored narrower than the column (Int16 for Int64): compared as stored.
+        let a = arrow::array::Int16Array::from_iter_values(0..1000);
+        let stored: Vec<ArrayRef> = vec![Arc::new(a)];
+        let k = f.keep(&stored, 1000, &schema(), None).unwrap().unwrap();
+        assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 200, 500]);
+        // Three conjuncts, the list by its bitmap.
+        assert_eq!(f.current.len(), 3);
+        assert!(f.current[2].is_int_set());
+        let within = BooleanBuffer::collect_bool(1000, |i| i != 200);
+        let k = f
+            .keep(&stored, 1000, &schema(), Some(&within))
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 500]);
     }
 }

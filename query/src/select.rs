@@ -16,7 +16,7 @@
 //! what the `FilterExec` did: the whole predicate on the live, decoded rows.
 
 use crate::fresh::Kept;
-use crate::kernels::pack;
+use crate::kernels::{IntSet, pack};
 use crate::runtime_filter::RuntimeFilter;
 use crate::zones::scalar_of;
 use arrow::array::{
@@ -33,7 +33,7 @@ use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, InListExpr, Literal};
 use datafusion::physical_expr::utils::{collect_columns, conjunction, split_conjunction};
 use datafusion::physical_expr_common::physical_expr::{is_volatile, snapshot_generation};
 use datafusion::scalar::ScalarValue;
@@ -51,6 +51,8 @@ pub(crate) struct Conjunct {
     /// `column op literal` (column position in the output schema), when it is a
     /// comparison a batch's zone map can prove true for every row.
     bound: Option<(usize, Operator, ScalarValue)>,
+    /// `column IN (integers…)` (column position in the output schema), as a bitmap.
+    set: Option<(usize, IntSet)>,
 }
 
 /// `column op literal` (either way round) of `expr`, a comparison with a non-NULL literal.
@@ -69,6 +71,31 @@ fn comparison(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, Operator, ScalarVa
     };
     (crate::kernels::is_comparison(op) && !lit.value().is_null())
         .then(|| (col.index(), op, lit.value().clone()))
+}
+
+/// `column IN (list)` of `expr`, not negated, its list integer literals (NULLs, which
+/// never match, left out), as a set when a bitmap holds it.
+fn int_set(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, IntSet)> {
+    let e = expr.downcast_ref::<InListExpr>()?;
+    let col = e.expr().downcast_ref::<Column>()?;
+    if e.negated() {
+        return None;
+    }
+    let mut values = Vec::with_capacity(e.list().len());
+    for item in e.list() {
+        let v = match item.downcast_ref::<Literal>()?.value() {
+            ScalarValue::Int8(v) => v.map(i64::from),
+            ScalarValue::Int16(v) => v.map(i64::from),
+            ScalarValue::Int32(v) => v.map(i64::from),
+            ScalarValue::Int64(v) => *v,
+            ScalarValue::UInt8(v) => v.map(i64::from),
+            ScalarValue::UInt16(v) => v.map(i64::from),
+            ScalarValue::UInt32(v) => v.map(i64::from),
+            _ => return None,
+        };
+        values.extend(v);
+    }
+    Some((col.index(), IntSet::new(&values)?))
 }
 
 /// The pushed-down predicate a scan applies (the conjunction of its conjuncts).
@@ -304,6 +331,7 @@ impl Conjunct {
             schema: Arc::new(Schema::new(fields)),
             expr: rewritten,
             bound: comparison(expr),
+            set: int_set(expr),
         })
     }
 
@@ -321,7 +349,10 @@ impl Conjunct {
     ) -> Result<BooleanBuffer> {
         let bits = match self.per_value(stored, rows, schema)? {
             Some(bits) => bits,
-            None => match self.stored_comparison(stored)? {
+            None => match self
+                .set_membership(stored)
+                .map_or_else(|| self.stored_comparison(stored), |b| Ok(Some(b)))?
+            {
                 Some(bits) => bits,
                 None => return self.decoded(stored, rows, schema, within),
             },
@@ -425,6 +456,17 @@ impl Conjunct {
         let b = RecordBatch::try_new_with_options(self.schema.clone(), cols, &options)?;
         let answers = self.expr.evaluate(&b)?.into_array(n)?;
         Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
+    }
+
+    /// Whether this is a `column IN (integers…)` evaluated by a bitmap.
+    pub(crate) fn is_int_set(&self) -> bool {
+        self.set.is_some()
+    }
+
+    /// `column IN (integers…)` on an integer column, by the set's bitmap.
+    fn set_membership(&self, stored: &[ArrayRef]) -> Option<BooleanBuffer> {
+        let (col, set) = self.set.as_ref()?;
+        set.members(stored[*col].as_ref())
     }
 
     /// `column op literal` on an integer-like column compared as stored (narrower than
