@@ -144,10 +144,15 @@ pub(crate) fn compare(
         DataType::Decimal128(_, _) => go!(Decimal128Type),
         _ => return Ok(None),
     }?;
-    Ok(Some(match stored.logical_nulls() {
+    Ok(Some(valid_only(stored, bits)))
+}
+
+/// `bits` false where `stored` is NULL.
+fn valid_only(stored: &dyn Array, bits: BooleanBuffer) -> BooleanBuffer {
+    match stored.logical_nulls() {
         Some(valid) => &bits & valid.inner(),
         None => bits,
-    }))
+    }
 }
 
 fn typed<P: ArrowPrimitiveType>(
@@ -224,10 +229,7 @@ impl IntSet {
             DataType::UInt32 => go!(UInt32Type),
             _ => return None,
         };
-        Some(match stored.logical_nulls() {
-            Some(valid) => &bits & valid.inner(),
-            None => bits,
-        })
+        Some(valid_only(stored, bits))
     }
 }
 

@@ -21,7 +21,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::utils::{conjunction, split_conjunction};
+use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr_common::physical_expr::{
     is_volatile, snapshot_generation, snapshot_physical_expr,
 };
@@ -42,7 +42,7 @@ pub(crate) struct RuntimeFilter {
     /// The generation of `exprs` that `current` was taken at.
     generation: Option<u64>,
     /// The filters' state at `generation`, `None` when it keeps every row.
-    current: Vec<Conjunct>,
+    current: Option<Conjunct>,
     /// Rows evaluated and rows kept since `generation`.
     seen: usize,
     kept: usize,
@@ -62,7 +62,7 @@ impl RuntimeFilter {
         RuntimeFilter {
             exprs,
             generation: None,
-            current: Vec::new(),
+            current: None,
             seen: 0,
             kept: 0,
             off: false,
@@ -95,41 +95,26 @@ impl RuntimeFilter {
                     parts.push(e);
                 }
             }
-            // A join's integer key list is evaluated by its own bitmap, so it is one
-            // conjunct, the bounds others (the comparison kernels), each later one
-            // seeing only the rows the earlier kept. Otherwise the filters stay one
-            // conjunct: a key stored in runs or as a dictionary then takes one
-            // evaluation per run or value for all of them, not one per part.
-            let split: Vec<Conjunct> = parts
-                .iter()
-                .flat_map(split_conjunction)
-                .map(|e| Conjunct::new(e, schema))
-                .collect::<Result<_>>()?;
-            self.current = match split.iter().any(Conjunct::is_int_set) {
-                true => split,
-                false if parts.is_empty() => Vec::new(),
-                false => vec![Conjunct::new(&conjunction(parts), schema)?],
+            // One conjunct: a key stored in runs or as a dictionary takes one
+            // evaluation per run or value for all the filters; key bounds and an integer
+            // key list otherwise go to the kernels (the list as a bitmap).
+            self.current = match parts.is_empty() {
+                true => None,
+                false => Some(Conjunct::new(&conjunction(parts), schema)?),
             };
         }
-        if self.current.is_empty() || self.off {
+        let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
             return Ok(None);
-        }
+        };
         let candidates = within.map_or(rows, |w| w.count_set_bits());
         if candidates == 0 {
             return Ok(None);
         }
         // A filter the batch cannot be evaluated against is left to the operator above.
-        let mut bits: Option<BooleanBuffer> = None;
-        for c in &self.current {
-            match c.evaluate(stored, rows, schema, bits.as_ref().or(within)) {
-                Ok(b) => bits = Some(b),
-                Err(_) => {
-                    self.off = true;
-                    return Ok(None);
-                }
-            }
-        }
-        let bits = bits.expect("a conjunct");
+        let Ok(bits) = c.evaluate(stored, rows, schema, within) else {
+            self.off = true;
+            return Ok(None);
+        };
         let kept = bits.count_set_bits();
         self.seen += candidates;
         self.kept += kept;
@@ -271,9 +256,8 @@ mod tests {
         let stored: Vec<ArrayRef> = vec![Arc::new(a)];
         let k = f.keep(&stored, 1000, &schema(), None).unwrap().unwrap();
         assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 200, 500]);
-        // Three conjuncts, the list by its bitmap.
-        assert_eq!(f.current.len(), 3);
-        assert!(f.current[2].is_int_set());
+        // Three parts by the kernels, the list by its bitmap.
+        assert_eq!(f.current.as_ref().unwrap().kernel_parts(), (3, true));
         let within = BooleanBuffer::collect_bool(1000, |i| i != 200);
         let k = f
             .keep(&stored, 1000, &schema(), Some(&within))

@@ -48,11 +48,47 @@ pub(crate) struct Conjunct {
     cols: Vec<usize>,
     schema: SchemaRef,
     expr: Arc<dyn PhysicalExpr>,
-    /// `column op literal` (column position in the output schema), when it is a
-    /// comparison a batch's zone map can prove true for every row.
-    bound: Option<(usize, Operator, ScalarValue)>,
-    /// `column IN (integers…)` (column position in the output schema), as a bitmap.
-    set: Option<(usize, IntSet)>,
+    /// The conjunct as parts the kernels evaluate on stored columns, when every part of
+    /// it is one (else empty): `column op literal` (which a batch's zone map can also
+    /// prove) and `column IN (integers…)`, e.g. a join's dynamic filter of key bounds
+    /// and key list.
+    kernels: Vec<Kernel>,
+}
+
+/// A part of a conjunct evaluated by [`crate::kernels`] (column positions in the output
+/// schema).
+#[derive(Debug)]
+enum Kernel {
+    Compare(usize, Operator, ScalarValue),
+    Set(usize, IntSet),
+}
+
+impl Kernel {
+    /// The parts of `expr`, if every one is a kernel's.
+    fn all_of(expr: &Arc<dyn PhysicalExpr>) -> Vec<Kernel> {
+        let mut out = Vec::new();
+        for part in split_conjunction(expr) {
+            match comparison(part) {
+                Some((col, op, lit)) => out.push(Kernel::Compare(col, op, lit)),
+                None => match int_set(part) {
+                    Some((col, set)) => out.push(Kernel::Set(col, set)),
+                    None => return Vec::new(),
+                },
+            }
+        }
+        out
+    }
+
+    /// The rows (NULL false) of a stored batch it is true for; `None` when the stored
+    /// column is of a type (or the literal has no exact equal there) it does not handle.
+    fn evaluate(&self, stored: &[ArrayRef]) -> Result<Option<BooleanBuffer>> {
+        match self {
+            Kernel::Compare(col, op, lit) => {
+                crate::kernels::compare(stored[*col].as_ref(), *op, lit)
+            }
+            Kernel::Set(col, set) => Ok(set.members(stored[*col].as_ref())),
+        }
+    }
 }
 
 /// `column op literal` (either way round) of `expr`, a comparison with a non-NULL literal.
@@ -151,7 +187,7 @@ impl Selection {
     ) -> bool {
         !self.conjuncts.is_empty()
             && self.conjuncts.iter().all(|c| {
-                let Some((col, op, lit)) = &c.bound else {
+                let [Kernel::Compare(col, op, lit)] = &c.kernels[..] else {
                     return false;
                 };
                 let dt = schema.field(*col).data_type();
@@ -330,8 +366,7 @@ impl Conjunct {
             cols,
             schema: Arc::new(Schema::new(fields)),
             expr: rewritten,
-            bound: comparison(expr),
-            set: int_set(expr),
+            kernels: Kernel::all_of(expr),
         })
     }
 
@@ -349,10 +384,7 @@ impl Conjunct {
     ) -> Result<BooleanBuffer> {
         let bits = match self.per_value(stored, rows, schema)? {
             Some(bits) => bits,
-            None => match self
-                .set_membership(stored)
-                .map_or_else(|| self.stored_comparison(stored), |b| Ok(Some(b)))?
-            {
+            None => match self.by_kernels(stored)? {
                 Some(bits) => bits,
                 None => return self.decoded(stored, rows, schema, within),
             },
@@ -458,25 +490,28 @@ impl Conjunct {
         Ok(truth(answers.as_boolean_opt().ok_or_else(not_boolean)?))
     }
 
-    /// Whether this is a `column IN (integers…)` evaluated by a bitmap.
-    pub(crate) fn is_int_set(&self) -> bool {
-        self.set.is_some()
+    /// The conjunct's parts by the kernels, compared as stored (narrower than the
+    /// column, say) with no widening of every value first; `None` when it has a part
+    /// they do not evaluate, or a batch's column they do not handle.
+    fn by_kernels(&self, stored: &[ArrayRef]) -> Result<Option<BooleanBuffer>> {
+        let mut bits: Option<BooleanBuffer> = None;
+        for k in &self.kernels {
+            let Some(b) = k.evaluate(stored)? else {
+                return Ok(None);
+            };
+            bits = Some(match bits {
+                Some(a) => &a & &b,
+                None => b,
+            });
+        }
+        Ok(bits)
     }
 
-    /// `column IN (integers…)` on an integer column, by the set's bitmap.
-    fn set_membership(&self, stored: &[ArrayRef]) -> Option<BooleanBuffer> {
-        let (col, set) = self.set.as_ref()?;
-        set.members(stored[*col].as_ref())
-    }
-
-    /// `column op literal` on an integer-like column compared as stored (narrower than
-    /// its type, say), with the literal converted when it has an exact equal there: no
-    /// widening of every value first, and a vectorized kernel (see [`crate::kernels`]).
-    fn stored_comparison(&self, stored: &[ArrayRef]) -> Result<Option<BooleanBuffer>> {
-        let Some((col, op, lit)) = &self.bound else {
-            return Ok(None);
-        };
-        crate::kernels::compare(stored[*col].as_ref(), *op, lit)
+    /// How many kernel parts, and whether one is an integer set (for tests).
+    #[cfg(test)]
+    pub(crate) fn kernel_parts(&self) -> (usize, bool) {
+        let sets = self.kernels.iter().any(|k| matches!(k, Kernel::Set(..)));
+        (self.kernels.len(), sets)
     }
 }
 
