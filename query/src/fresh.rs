@@ -60,7 +60,51 @@ struct Layer {
     changed: Vec<Bytes>,
     /// The newest row of each changed key that still exists (value bytes), sorted.
     rows: Vec<(Bytes, Bytes)>,
+    /// `changed` and the keys of `rows` as integers, when every key is 8 bytes: each
+    /// new change is searched for in every layer, and a search over machine words
+    /// touches a few cache lines where one through a pointer per key touches a line
+    /// per step.
+    changed_ints: Option<Vec<u64>>,
+    row_ints: Option<Vec<u64>>,
     decoded: OnceLock<Vec<RecordBatch>>,
+}
+
+/// Sorted keys as big-endian integers (the same order), if every one is 8 bytes.
+fn as_ints<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<Vec<u64>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        out.push(u64::from_be_bytes(k.try_into().ok()?));
+    }
+    Some(out)
+}
+
+/// Calls `hit(i, j)` for each of `needles` (sorted; `i` its position) found in `hay`
+/// (sorted, `n` keys; `j` the position), galloping from the last position found: as
+/// integers when both sides have them.
+fn find_sorted<'a>(
+    n: usize,
+    hay: impl Fn(usize) -> &'a [u8],
+    hay_ints: Option<&[u64]>,
+    needles: &[Bytes],
+    needle_ints: Option<&[u64]>,
+    mut hit: impl FnMut(usize, usize),
+) {
+    let mut j = 0;
+    if let (Some(h), Some(ks)) = (hay_ints, needle_ints) {
+        for (i, &k) in ks.iter().enumerate() {
+            j = gallop(j, n, |x| h[x] < k);
+            if h.get(j) == Some(&k) {
+                hit(i, j);
+            }
+        }
+        return;
+    }
+    for (i, k) in needles.iter().enumerate() {
+        j = gallop(j, n, |x| hay(x) < &k[..]);
+        if j < n && hay(j) == &k[..] {
+            hit(i, j);
+        }
+    }
 }
 
 /// The runs above the base may hold this many keys, or a quarter of the base's, before
@@ -69,23 +113,31 @@ const FOLD_KEYS: usize = 4096;
 
 impl Layer {
     fn new(changes: Vec<(Bytes, Option<Bytes>)>) -> Layer {
-        Layer {
-            changed: changes.iter().map(|(k, _)| k.clone()).collect(),
-            rows: changes
+        Layer::of(
+            changes.iter().map(|(k, _)| k.clone()).collect(),
+            changes
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect(),
+        )
+    }
+
+    fn of(changed: Vec<Bytes>, rows: Vec<(Bytes, Bytes)>) -> Layer {
+        Layer {
+            changed_ints: as_ints(changed.iter().map(|k| &k[..])),
+            row_ints: as_ints(rows.iter().map(|(k, _)| &k[..])),
+            changed,
+            rows,
             decoded: OnceLock::new(),
         }
     }
 
     /// `self` with `newer` applied: the newest row of every key either changed.
     fn fold(&self, newer: &Layer) -> Layer {
-        Layer {
-            changed: merge_sorted(&self.changed, &newer.changed),
-            rows: overlay(&self.rows, newer.changes(), |v| v),
-            decoded: OnceLock::new(),
-        }
+        Layer::of(
+            merge_sorted(&self.changed, &newer.changed),
+            overlay(&self.rows, newer.changes(), |v| v),
+        )
     }
 
     /// Every changed key with its newest row (`None`: deleted), in key order.
@@ -382,19 +434,23 @@ impl FreshCache {
 
 /// The keys of `changes` (sorted) that no layer changed, in one pass over each layer.
 fn unknown<V>(changes: &[(Bytes, V)], layers: &[Arc<Layer>]) -> Vec<Bytes> {
-    let mut known = vec![false; changes.len()];
+    let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
+    let ints = as_ints(keys.iter().map(|k| &k[..]));
+    let mut known = vec![false; keys.len()];
     for l in layers {
-        let mut j = 0;
-        for ((k, _), known) in changes.iter().zip(&mut known) {
-            j = gallop(j, l.changed.len(), |i| l.changed[i] < *k);
-            *known |= l.changed.get(j) == Some(k);
-        }
+        find_sorted(
+            l.changed.len(),
+            |x| &l.changed[x][..],
+            l.changed_ints.as_deref(),
+            &keys,
+            ints.as_deref(),
+            |i, _| known[i] = true,
+        );
     }
-    changes
-        .iter()
+    keys.into_iter()
         .zip(known)
         .filter(|(_, known)| !known)
-        .map(|((k, _), _)| k.clone())
+        .map(|(k, _)| k)
         .collect()
 }
 
@@ -423,18 +479,23 @@ fn overlay<V: Clone, W>(
     out
 }
 
-/// `current` (which of `rows` are current; `None`: all) with the rows of `keys` (sorted,
-/// changed again) no longer current. Shared, unchanged, when no key is among `rows`.
+/// `current` (which of `layer`'s rows are current; `None`: all) with the rows of
+/// `newer`'s keys (changed again) no longer current. Shared, unchanged, when no key is
+/// among the rows.
 fn supersede(
-    rows: &[(Bytes, Bytes)],
+    layer: &Layer,
     current: &Option<BooleanBuffer>,
-    keys: &[Bytes],
+    newer: &Layer,
 ) -> Option<BooleanBuffer> {
+    let rows = &layer.rows;
     let mut out: Option<BooleanBufferBuilder> = None;
-    let mut j = 0;
-    for k in keys {
-        j = gallop(j, rows.len(), |i| rows[i].0 < *k);
-        if rows.get(j).is_some_and(|(x, _)| x == k) {
+    find_sorted(
+        rows.len(),
+        |x| &rows[x].0[..],
+        layer.row_ints.as_deref(),
+        &newer.changed,
+        newer.changed_ints.as_deref(),
+        |_, j| {
             out.get_or_insert_with(|| {
                 let mut b = BooleanBufferBuilder::new(rows.len());
                 match current {
@@ -443,9 +504,9 @@ fn supersede(
                 }
                 b
             })
-            .set_bit(j, false);
-        }
-    }
+            .set_bit(j, false)
+        },
+    );
     match out {
         Some(mut b) => Some(b.finish()),
         None => current.clone(),
@@ -464,7 +525,7 @@ fn with_run(
     let mut current: Vec<_> = layers
         .iter()
         .zip(current)
-        .map(|(l, c)| supersede(&l.rows, c, &run.changed))
+        .map(|(l, c)| supersede(l, c, &run))
         .collect();
     let mut layers = layers.to_vec();
     layers.push(Arc::new(run));
@@ -585,6 +646,15 @@ mod tests {
         Bytes::from(&i.to_be_bytes()[..])
     }
 
+    /// `i` in as few bytes as it needs after its length: ordered as `i`, 1 to 9 bytes.
+    fn var_key(i: u64) -> Bytes {
+        let b = i.to_be_bytes();
+        let skip = b.iter().take_while(|&&x| x == 0).count();
+        let mut out = vec![(8 - skip) as u8];
+        out.extend_from_slice(&b[skip..]);
+        Bytes::from(out)
+    }
+
     /// Layers built from random change sets agree with a map of the newest values,
     /// both as the current rows of every layer and folded in key order, and stay few.
     #[test]
@@ -599,6 +669,9 @@ mod tests {
         for round in 0..50 {
             // Few keys (changed again and again) or many (mostly new).
             let space = if round % 2 == 0 { 3000 } else { 50_000 };
+            // Every third round, keys of varying length (searched as bytes); else
+            // 8-byte keys (searched as integers).
+            let kf = |i: u64| if round % 3 == 2 { var_key(i) } else { key(i) };
             let mut model: BTreeMap<u64, Option<u64>> = BTreeMap::new();
             let mut changes = |model: &mut BTreeMap<u64, Option<u64>>, n: u64| {
                 let mut c: BTreeMap<u64, Option<u64>> = BTreeMap::new();
@@ -608,7 +681,7 @@ mod tests {
                 }
                 model.extend(c.iter().map(|(k, v)| (*k, *v)));
                 c.into_iter()
-                    .map(|(k, v)| (key(k), v.map(key)))
+                    .map(|(k, v)| (kf(k), v.map(kf)))
                     .collect::<Vec<_>>()
             };
             let base = changes(&mut model, 2000);
@@ -632,10 +705,10 @@ mod tests {
                 folds += !Arc::ptr_eq(&before, &layers[0]) as usize;
                 most = most.max(layers.len());
             }
-            let want_changed: Vec<Bytes> = model.keys().map(|&k| key(k)).collect();
+            let want_changed: Vec<Bytes> = model.keys().map(|&k| kf(k)).collect();
             let want_rows: Vec<(Bytes, Bytes)> = model
                 .iter()
-                .filter_map(|(&k, v)| Some((key(k), key((*v)?))))
+                .filter_map(|(&k, v)| Some((kf(k), kf((*v)?))))
                 .collect();
             // Layered: every layer's current rows.
             let mut got: Vec<(Bytes, Bytes)> = Vec::new();
@@ -659,6 +732,11 @@ mod tests {
             assert_eq!(folded.changed, want_changed);
             assert_eq!(folded.rows, want_rows);
             assert!(most <= 12, "{most} layers");
+            assert_eq!(
+                layers.iter().all(|l| l.changed_ints.is_some()),
+                round % 3 != 2,
+                "keys searched as integers exactly when all are 8 bytes"
+            );
             if round % 7 == 6 && space > 3000 {
                 assert!(folds > 0, "runs of 121 new keys never folded into the base");
             }
