@@ -20,5 +20,5 @@ pub mod table;
 
 pub use error::{Error, Result};
 pub use segment::SegmentCompression;
-pub use store::{ColumnStore, ColumnarOptions, RoundStats, gallop};
+pub use store::{ColumnStore, ColumnarOptions, RoundStats, be_u64s, gallop};
 pub use table::TableDef;

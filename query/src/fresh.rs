@@ -21,7 +21,7 @@ use arrow::compute::{FilterBuilder, FilterPredicate};
 use lightning_columnar::codec::RowDecoder;
 use lightning_columnar::store::{LoadedSegment, TableView};
 use lightning_columnar::table::{table_end, table_prefix};
-use lightning_columnar::{ColumnStore, TableDef, gallop};
+use lightning_columnar::{ColumnStore, TableDef, be_u64s, gallop};
 use lightning_rowstore::{Engine, Snapshot, Ts};
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
@@ -67,15 +67,6 @@ struct Layer {
     changed_ints: Option<Vec<u64>>,
     row_ints: Option<Vec<u64>>,
     decoded: OnceLock<Vec<RecordBatch>>,
-}
-
-/// Sorted keys as big-endian integers (the same order), if every one is 8 bytes.
-fn as_ints<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<Vec<u64>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        out.push(u64::from_be_bytes(k.try_into().ok()?));
-    }
-    Some(out)
 }
 
 /// Calls `hit(i, j)` for each of `needles` (sorted; `i` its position) found in `hay`
@@ -124,8 +115,8 @@ impl Layer {
 
     fn of(changed: Vec<Bytes>, rows: Vec<(Bytes, Bytes)>) -> Layer {
         Layer {
-            changed_ints: as_ints(changed.iter().map(|k| &k[..])),
-            row_ints: as_ints(rows.iter().map(|(k, _)| &k[..])),
+            changed_ints: be_u64s(changed.iter().map(|k| &k[..])),
+            row_ints: be_u64s(rows.iter().map(|(k, _)| &k[..])),
             changed,
             rows,
             decoded: OnceLock::new(),
@@ -342,13 +333,14 @@ impl FreshCache {
         // Keys the prior figures did not know supersede segment rows they did not
         // mask; a key changed again supersedes nothing new. (Without prior figures
         // every segment is searched for every changed key, below.)
+        let run = Layer::new(delta);
         let new_keys = match &prior {
-            Some(p) => unknown(&delta, &p.layers),
+            Some(p) => unknown(&run, &p.layers),
             None => Vec::new(),
         };
         let (layers, current) = match &base {
-            Some(b) => with_run(&b.layers, &b.current, Layer::new(delta)),
-            None => (vec![Arc::new(Layer::new(delta))], vec![None]),
+            Some(b) => with_run(&b.layers, &b.current, run),
+            None => (vec![Arc::new(run)], vec![None]),
         };
         let all = &layers[0].changed;
         let mut masks = match &prior {
@@ -432,25 +424,24 @@ impl FreshCache {
     }
 }
 
-/// The keys of `changes` (sorted) that no layer changed, in one pass over each layer.
-fn unknown<V>(changes: &[(Bytes, V)], layers: &[Arc<Layer>]) -> Vec<Bytes> {
-    let keys: Vec<Bytes> = changes.iter().map(|(k, _)| k.clone()).collect();
-    let ints = as_ints(keys.iter().map(|k| &k[..]));
-    let mut known = vec![false; keys.len()];
+/// The keys `run` changed that no layer of `layers` changed, in one pass over each.
+fn unknown(run: &Layer, layers: &[Arc<Layer>]) -> Vec<Bytes> {
+    let mut known = vec![false; run.changed.len()];
     for l in layers {
         find_sorted(
             l.changed.len(),
             |x| &l.changed[x][..],
             l.changed_ints.as_deref(),
-            &keys,
-            ints.as_deref(),
+            &run.changed,
+            run.changed_ints.as_deref(),
             |i, _| known[i] = true,
         );
     }
-    keys.into_iter()
+    run.changed
+        .iter()
         .zip(known)
         .filter(|(_, known)| !known)
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.clone())
         .collect()
 }
 
@@ -690,18 +681,20 @@ mod tests {
             for _ in 0..40 {
                 let delta = changes(&mut model, 1 + round % 7 * 20);
                 // Keys no layer knew: exactly those not in the model before.
-                let new = unknown(&delta, &layers);
+                let run = Layer::new(delta);
+                let new = unknown(&run, &layers);
                 assert!(
                     new.iter()
                         .all(|k| layers.iter().all(|l| !l.changed.contains(k)))
                 );
-                let all_new = delta
+                let all_new = run
+                    .changed
                     .iter()
-                    .filter(|(k, _)| layers.iter().all(|l| !l.changed.contains(k)))
+                    .filter(|k| layers.iter().all(|l| !l.changed.contains(k)))
                     .count();
                 assert_eq!(new.len(), all_new);
                 let before = layers[0].clone();
-                (layers, current) = with_run(&layers, &current, Layer::new(delta));
+                (layers, current) = with_run(&layers, &current, run);
                 folds += !Arc::ptr_eq(&before, &layers[0]) as usize;
                 most = most.max(layers.len());
             }

@@ -82,15 +82,12 @@ impl KeyIndex {
                 *w |= Self::bit(h, s);
             }
         }
-        let fixed = (0..n).all(|i| keys.get(i).len() == 8);
-        let keys = if fixed && n > 0 {
-            let v: Vec<u64> = (0..n)
-                .map(|i| u64::from_be_bytes(keys.get(i).try_into().unwrap_or_default()))
-                .collect();
-            let samples = Samples::of(&v);
-            Keys::Fixed8(v, samples)
-        } else {
-            Keys::Packed(keys)
+        let keys = match super::be_u64s((0..n).map(|i| keys.get(i))) {
+            Some(v) if n > 0 => {
+                let samples = Samples::of(&v);
+                Keys::Fixed8(v, samples)
+            }
+            _ => Keys::Packed(keys),
         };
         KeyIndex { keys, blocks }
     }

@@ -148,6 +148,17 @@ pub struct ColumnStore {
     round: Mutex<()>,
 }
 
+/// Sorted byte keys as big-endian integers (which keep their order), if every one is
+/// 8 bytes (a single integer key column): searched as machine words, not through a
+/// pointer or offset per key.
+pub fn be_u64s<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<Vec<u64>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        out.push(u64::from_be_bytes(k.try_into().ok()?));
+    }
+    Some(out)
+}
+
 /// The first `i` in `from..n` for which `before(i)` is false (`before` is true, then
 /// false), or `n`. Gallops from `from` (steps 1, 2, 4, …) before bisecting, so a search
 /// costs the log of the distance to the answer: walking sorted probes through a sorted
