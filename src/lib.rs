@@ -50,7 +50,9 @@ pub use sql::{Params, PreparedStatement, QueryLimits, SqlStream};
 #[cfg(feature = "sql")]
 pub use tables::to_table_types;
 
-pub use config::{ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess};
+pub use config::{
+    ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess, default_columnar_cache_bytes,
+};
 pub use db::{Database, KvIter, Tx, TxId};
 pub use error::{Error, Result};
 /// A batch of key-value puts and deletes, applied atomically by
