@@ -250,9 +250,13 @@ impl Default for LightningDbConfig {
 /// the cache holds decompresses and decodes the rest on every run. At TPC-H SF 10 the
 /// columns the 22 queries read are several GiB; with a fixed 512 MiB most of them were
 /// decoded again per query.
+///
+/// Computed once per process: `LightningDbConfig::default()` is called for every
+/// `..Default::default()`, and memory does not change under a running process.
 pub fn default_columnar_cache_bytes() -> u64 {
     const FLOOR: u64 = 512 << 20;
-    available_memory().map_or(FLOOR, |m| (m / 4).max(FLOOR))
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| available_memory().map_or(FLOOR, |m| (m / 4).max(FLOOR)))
 }
 
 /// Bytes of memory this process may use: `MemTotal`, capped by a cgroup v2 limit.

@@ -797,8 +797,9 @@ fn markdown(
         .replace("{load}", &format!("{:.1}", load.stats.load_secs))
         .replace("{compact}", &format!("{:.1}", load.stats.compact_secs));
     let how = format!(
-        "{how}; the row store's background work on the loaded rows then finished in \
-         {:.1} s before any query ran. Decoded-column cache (`columnar_cache_bytes`): \
+        "{how}; no query ran until the process was idle (under 5% of a core over a \
+         2-s check: the row store's background work on the loaded rows done), {:.1} s \
+         later. Decoded-column cache (`columnar_cache_bytes`): \
          {:.0} of {:.0} MiB held after the quiet runs",
         load.settle_secs, load.cache_used_mb, load.cache_limit_mb
     );
