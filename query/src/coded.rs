@@ -353,7 +353,9 @@ impl ExecutionPlan for DictionaryAggregateExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let (group, coded) = (self.group.clone(), self.coded.clone());
         let (finish, out_schema) = (self.finish, schema.clone());
+        let ready = scan.join_filters_ready();
         let stream = futures::stream::once(async move {
+            ready.await;
             let timer = baseline.elapsed_compute().timer();
             let mut updated = false;
             for b in batches {

@@ -14,6 +14,7 @@
 mod coded;
 mod dml;
 mod fresh;
+mod join_wait;
 mod kernels;
 mod partition;
 mod provider;
@@ -25,6 +26,7 @@ mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
 pub use dml::{ConstraintViolation, InsertOptions, RowWriter, SPILL_BYTES, write_rows};
+pub use join_wait::WaitForJoinFilters;
 pub use provider::{LightningTableProvider, cast_batch, default_sql, sql_schema};
 pub use scan::LightningScan;
 pub use semijoin::PushSemiJoinDown;

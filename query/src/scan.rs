@@ -31,6 +31,7 @@ use datafusion::datasource::source::DataSource;
 use datafusion::datasource::source::OpenArgs;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
@@ -40,6 +41,7 @@ use datafusion::physical_plan::{
     DisplayFormatType, Partitioning, SendableRecordBatchStream, SortOrderPushdownResult,
 };
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use lightning_columnar::segment::ZoneMap;
 use lightning_columnar::store::LoadedSegment;
 use lightning_rowstore::Snapshot;
@@ -100,6 +102,9 @@ pub struct LightningScan {
     /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
     /// used to skip batches by their zone maps at run time, never trusted to filter.
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// The hash joins' dynamic filters among `filters`: each partition waits for them
+    /// to be complete before it reads (see [`crate::WaitForJoinFilters`]).
+    join_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// The pushed-down filters the scan applies itself (reported applied).
     selection: Selection,
     /// Those of them not yet applied to `delta` (could not be evaluated while planning:
@@ -208,11 +213,38 @@ impl LightningScan {
             eq,
             key_exprs,
             filters: Vec::new(),
+            join_filters: Vec::new(),
             selection: Selection::default(),
             delta_pending: Selection::default(),
             fetch: None,
             count_only: false,
             metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The filters pushed down into this scan (static, or dynamic ones of joins and TopK).
+    pub(crate) fn pushed_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.filters
+    }
+
+    /// This scan, its partitions waiting for `filters` (hash joins' dynamic filters
+    /// among its own) to be complete before they read.
+    pub(crate) fn waiting_for(&self, filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        let mut s = self.clone();
+        s.join_filters = filters;
+        s
+    }
+
+    /// Ready once every hash-join filter this scan waits for is complete (at once when
+    /// there is none).
+    pub(crate) fn join_filters_ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let filters = self.join_filters.clone();
+        async move {
+            for f in filters {
+                if let Some(d) = f.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                    d.wait_complete().await;
+                }
+            }
         }
     }
 
@@ -610,9 +642,15 @@ impl DataSource for LightningScan {
             .sibling_state
             .and_then(|s| s.downcast::<SharedUnits>().ok());
         let it = self.partition_iter(args.partition, 0, shared)?;
+        let ready = self.join_filters_ready();
+        let stream = futures::stream::once(async move {
+            ready.await;
+            futures::stream::iter(it)
+        })
+        .flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.eq.schema().clone(),
-            futures::stream::iter(it),
+            stream,
         )))
     }
 
@@ -634,6 +672,11 @@ impl DataSource for LightningScan {
         }
         if self.count_only {
             write!(f, ", rows counted only")?;
+        }
+        match self.join_filters.len() {
+            0 => {}
+            1 => write!(f, ", waits for 1 join filter")?,
+            n => write!(f, ", waits for {n} join filters")?,
         }
         if !self.filters.is_empty() && !matches!(t, DisplayFormatType::TreeRender) {
             let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();

@@ -261,6 +261,8 @@ impl Tables {
             .with_runtime_env(Arc::new(env.build()?))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(lightning_query::DictionaryAggregation))
+            // Scans read once the hash joins above them have their filters complete.
+            .with_physical_optimizer_rule(Arc::new(lightning_query::WaitForJoinFilters))
             // Semi/anti joins below the inner joins they would otherwise wait for.
             .with_optimizer_rule(Arc::new(lightning_query::PushSemiJoinDown))
             .build();
