@@ -12,7 +12,9 @@
 //! The filters stay unapplied for DataFusion (the join still checks every row), so
 //! evaluating them here only ever saves work, and it stops as soon as it does not: after
 //! [`TRIAL_ROWS`] rows of which more than [`KEEP_LIMIT`] tenths pass, the filter is left
-//! to the operator above until it changes again (a TopK heap tightening).
+//! to the operator above until it changes again (a TopK heap tightening). Filters over
+//! different columns are judged, and ordered, each on its own: the one that kept the
+//! smallest share of its rows so far runs first, and the others only on what it kept.
 
 use crate::select::Conjunct;
 use arrow::array::ArrayRef;
@@ -21,7 +23,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::utils::conjunction;
+use datafusion::physical_expr::utils::{collect_columns, conjunction};
 use datafusion::physical_expr_common::physical_expr::{
     is_volatile, snapshot_generation, snapshot_physical_expr,
 };
@@ -41,15 +43,30 @@ pub(crate) struct RuntimeFilter {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// The generation of `exprs` that `current` was taken at.
     generation: Option<u64>,
-    /// The filters' state at `generation`, `None` when it keeps every row.
-    current: Option<Conjunct>,
-    /// Rows evaluated and rows kept since `generation`.
-    seen: usize,
-    kept: usize,
-    /// The filter at `generation` keeps too many rows, or cannot be evaluated here.
-    off: bool,
+    /// The filters' state at `generation`, one part per set of columns read; empty when
+    /// it keeps every row.
+    current: Vec<Part>,
     /// Rows dropped (`rows_filtered_at_run_time`).
     dropped: Count,
+}
+
+/// The filters over one set of columns, and how they did since `generation`.
+struct Part {
+    conjunct: Conjunct,
+    /// Rows evaluated and rows kept.
+    seen: usize,
+    kept: usize,
+    /// Keeps too many rows, or cannot be evaluated here.
+    off: bool,
+}
+
+impl Part {
+    /// Whether this part kept a smaller share of its rows than `other` (one not yet
+    /// tried counts as keeping none, so it is tried first).
+    fn keeps_less(&self, other: &Part) -> std::cmp::Ordering {
+        let share = |p: &Part| p.kept as f64 / p.seen.max(1) as f64;
+        share(self).total_cmp(&share(other))
+    }
 }
 
 impl RuntimeFilter {
@@ -62,10 +79,7 @@ impl RuntimeFilter {
         RuntimeFilter {
             exprs,
             generation: None,
-            current: None,
-            seen: 0,
-            kept: 0,
-            off: false,
+            current: Vec::new(),
             dropped,
         }
     }
@@ -74,6 +88,12 @@ impl RuntimeFilter {
     /// holds them, `rows` long, decoded into `schema`) among `within` (all when `None`)
     /// that the filters' current state may keep; `None` when it is not evaluated. Only
     /// the rows `within` are evaluated (those the scan's own filters keep).
+    ///
+    /// Filters over different columns (q21's lineitem: the orders join's `l_orderkey`
+    /// set of 7 M keys, the supplier join's `l_suppkey` set of 4 K) are evaluated one
+    /// after the other, each on the rows the ones before kept, the one that kept the
+    /// smallest share so far first: the cheap, selective lookup then spares the large
+    /// one most of its rows.
     pub(crate) fn keep(
         &mut self,
         stored: &[ArrayRef],
@@ -87,43 +107,74 @@ impl RuntimeFilter {
         let generation = generation(&self.exprs);
         if self.generation != Some(generation) {
             self.generation = Some(generation);
-            (self.seen, self.kept, self.off) = (0, 0, false);
-            let mut parts = Vec::with_capacity(self.exprs.len());
-            for f in &self.exprs {
-                let e = snapshot_physical_expr(f.clone())?;
-                if !always_true(&e) {
-                    parts.push(e);
-                }
-            }
-            // One conjunct: a key stored in runs or as a dictionary takes one
-            // evaluation per run or value for all the filters; key bounds and an integer
-            // key list otherwise go to the kernels (the list as a bitmap).
-            self.current = match parts.is_empty() {
-                true => None,
-                false => Some(Conjunct::new(&conjunction(parts), schema)?),
-            };
+            self.current = parts(&self.exprs, schema)?;
         }
-        let Some(c) = self.current.as_ref().filter(|_| !self.off) else {
-            return Ok(None);
-        };
+        self.current.sort_by(Part::keeps_less);
         let candidates = within.map_or(rows, |w| w.count_set_bits());
-        if candidates == 0 {
+        if candidates == 0 || self.current.iter().all(|p| p.off) {
             return Ok(None);
         }
-        // A filter the batch cannot be evaluated against is left to the operator above.
-        let Ok(bits) = c.evaluate(stored, rows, schema, within) else {
-            self.off = true;
-            return Ok(None);
-        };
-        let kept = bits.count_set_bits();
-        self.seen += candidates;
-        self.kept += kept;
-        self.dropped.add(candidates - kept);
-        if self.seen >= TRIAL_ROWS && self.kept * 10 > self.seen * KEEP_LIMIT {
-            self.off = true;
+        let mut kept: Option<BooleanBuffer> = None;
+        for part in self.current.iter_mut().filter(|p| !p.off) {
+            let rows_in = kept
+                .as_ref()
+                .or(within)
+                .map_or(rows, |w| w.count_set_bits());
+            if rows_in == 0 {
+                break;
+            }
+            // A filter the batch cannot be evaluated against is left to the operator above.
+            let Ok(bits) = part
+                .conjunct
+                .evaluate(stored, rows, schema, kept.as_ref().or(within))
+            else {
+                part.off = true;
+                continue;
+            };
+            part.seen += rows_in;
+            part.kept += bits.count_set_bits();
+            if part.seen >= TRIAL_ROWS && part.kept * 10 > part.seen * KEEP_LIMIT {
+                part.off = true;
+            }
+            kept = Some(bits);
         }
-        Ok(Some(bits))
+        if let Some(k) = &kept {
+            self.dropped.add(candidates - k.count_set_bits());
+        }
+        Ok(kept)
     }
+}
+
+/// The current state of `exprs` as parts, one per set of columns the filters read: a
+/// key stored in runs or as a dictionary then takes one evaluation per run or value
+/// for all the filters on it; key bounds and an integer key list otherwise go to the
+/// kernels (the list as a bitmap).
+fn parts(exprs: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Result<Vec<Part>> {
+    let mut by_columns: Vec<(Vec<usize>, Vec<Arc<dyn PhysicalExpr>>)> = Vec::new();
+    for f in exprs {
+        let e = snapshot_physical_expr(f.clone())?;
+        if always_true(&e) {
+            continue;
+        }
+        let mut cols: Vec<usize> = collect_columns(&e).iter().map(|c| c.index()).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        match by_columns.iter_mut().find(|(c, _)| *c == cols) {
+            Some((_, group)) => group.push(e),
+            None => by_columns.push((cols, vec![e])),
+        }
+    }
+    by_columns
+        .into_iter()
+        .map(|(_, group)| {
+            Ok(Part {
+                conjunct: Conjunct::new(&conjunction(group), schema)?,
+                seen: 0,
+                kept: 0,
+                off: false,
+            })
+        })
+        .collect()
 }
 
 /// The generation of `filters`' current state, which changes whenever one of them does
@@ -219,6 +270,13 @@ mod tests {
             k.iter().collect::<Vec<_>>(),
             [false, true, false, true, true, true]
         );
+        // Fewer rows to evaluate than runs: row by row.
+        let within = BooleanBuffer::collect_bool(6, |i| i == 3);
+        let k = f.keep(&stored, 6, &schema(), Some(&within));
+        assert_eq!(
+            k.unwrap().unwrap().iter().collect::<Vec<_>>(),
+            [false, false, false, true, false, false]
+        );
         // A batch the filter cannot be evaluated against passes whole.
         let strings = arrow::array::StringArray::from(vec!["x"; 10]);
         let stored: Vec<ArrayRef> = vec![Arc::new(strings)];
@@ -257,12 +315,46 @@ mod tests {
         let k = f.keep(&stored, 1000, &schema(), None).unwrap().unwrap();
         assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 200, 500]);
         // Three parts by the kernels, the list by its bitmap.
-        assert_eq!(f.current.as_ref().unwrap().kernel_parts(), (3, true));
+        assert_eq!(f.current[0].conjunct.kernel_parts(), (3, true));
         let within = BooleanBuffer::collect_bool(1000, |i| i != 200);
         let k = f
             .keep(&stored, 1000, &schema(), Some(&within))
             .unwrap()
             .unwrap();
         assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 500]);
+    }
+
+    #[test]
+    fn filters_on_different_columns_run_the_most_selective_first() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let col = |n: &str, i| Arc::new(Column::new(n, i)) as Arc<dyn PhysicalExpr>;
+        let lt = |c, n: i64| Arc::new(BinaryExpr::new(c, Operator::Lt, lit(n))) as Arc<_>;
+        let on_a = Arc::new(DynamicFilterPhysicalExpr::new(vec![col("a", 0)], lit(true)));
+        let on_b = Arc::new(DynamicFilterPhysicalExpr::new(vec![col("b", 1)], lit(true)));
+        on_a.update(lt(col("a", 0), 900)).unwrap();
+        on_b.update(lt(col("b", 1), 10)).unwrap();
+        let filters = [on_a as Arc<dyn PhysicalExpr>, on_b as Arc<dyn PhysicalExpr>];
+        let dropped = Count::new();
+        let mut f = RuntimeFilter::new(&filters, dropped.clone());
+        // `a` keeps 90% of the rows, `b` 1%, on rows of their own.
+        let a = arrow::array::Int64Array::from_iter_values(0..1000);
+        let b = arrow::array::Int64Array::from_iter_values((0..1000).map(|i| i * 7 % 1000));
+        let stored: Vec<ArrayRef> = vec![Arc::new(a), Arc::new(b)];
+        let want: Vec<usize> = (0..1000)
+            .filter(|&i| i < 900 && i * 7 % 1000 < 10)
+            .collect();
+        for _ in 0..20 {
+            let k = f.keep(&stored, 1000, &schema, None).unwrap().unwrap();
+            assert_eq!(k.set_indices().collect::<Vec<_>>(), want);
+        }
+        assert_eq!(dropped.value(), 20 * (1000 - want.len()));
+        // The first batch in the order given (`a`, then `b` on its 900 rows); from the
+        // second on, `b` first on every row and `a` on the 10 that `b` keeps.
+        assert_eq!(f.current.len(), 2);
+        assert_eq!(f.current[0].seen, 900 + 19 * 1000);
+        assert_eq!(f.current[1].seen, 1000 + 19 * 10);
     }
 }

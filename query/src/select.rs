@@ -382,7 +382,7 @@ impl Conjunct {
         schema: &SchemaRef,
         within: Option<&BooleanBuffer>,
     ) -> Result<BooleanBuffer> {
-        let bits = match self.per_value(stored, rows, schema)? {
+        let bits = match self.per_value(stored, rows, schema, within)? {
             Some(bits) => bits,
             None => match self.by_kernels(stored)? {
                 Some(bits) => bits,
@@ -396,12 +396,14 @@ impl Conjunct {
     }
 
     /// A one-column conjunct over a dictionary (once per distinct value, plus once for
-    /// NULL) or run-end-encoded column (once per run); `None` for any other.
+    /// NULL) or run-end-encoded column (once per run); `None` for any other, and for
+    /// runs outnumbering the rows `within` (evaluated row by row for less).
     fn per_value(
         &self,
         stored: &[ArrayRef],
         rows: usize,
         schema: &SchemaRef,
+        within: Option<&BooleanBuffer>,
     ) -> Result<Option<BooleanBuffer>> {
         let [col] = self.cols[..] else {
             return Ok(None);
@@ -430,6 +432,9 @@ impl Conjunct {
         };
         let ends = runs.run_ends();
         if ends.offset() != 0 || ends.len() != rows {
+            return Ok(None);
+        }
+        if within.is_some_and(|w| w.count_set_bits() < runs.values().len()) {
             return Ok(None);
         }
         let answers = self.answers(vec![to_type(runs.values(), t)?], runs.values().len())?;
