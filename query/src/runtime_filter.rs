@@ -150,7 +150,9 @@ impl RuntimeFilter {
 /// for all the filters on it; key bounds and an integer key list otherwise go to the
 /// kernels (the list as a bitmap).
 fn parts(exprs: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Result<Vec<Part>> {
-    let mut by_columns: Vec<(Vec<usize>, Vec<Arc<dyn PhysicalExpr>>)> = Vec::new();
+    // (the columns read, the filters reading exactly them)
+    type Group = (Vec<usize>, Vec<Arc<dyn PhysicalExpr>>);
+    let mut by_columns: Vec<Group> = Vec::new();
     for f in exprs {
         let e = snapshot_physical_expr(f.clone())?;
         if always_true(&e) {
