@@ -110,17 +110,12 @@ impl RuntimeFilter {
             self.current = parts(&self.exprs, schema)?;
         }
         self.current.sort_by(Part::keeps_less);
+        // The rows still in: those `within`, then those each part kept.
         let candidates = within.map_or(rows, |w| w.count_set_bits());
-        if candidates == 0 || self.current.iter().all(|p| p.off) {
-            return Ok(None);
-        }
+        let mut left = candidates;
         let mut kept: Option<BooleanBuffer> = None;
         for part in self.current.iter_mut().filter(|p| !p.off) {
-            let rows_in = kept
-                .as_ref()
-                .or(within)
-                .map_or(rows, |w| w.count_set_bits());
-            if rows_in == 0 {
+            if left == 0 {
                 break;
             }
             // A filter the batch cannot be evaluated against is left to the operator above.
@@ -131,15 +126,16 @@ impl RuntimeFilter {
                 part.off = true;
                 continue;
             };
-            part.seen += rows_in;
-            part.kept += bits.count_set_bits();
+            let n = bits.count_set_bits();
+            part.seen += left;
+            part.kept += n;
             if part.seen >= TRIAL_ROWS && part.kept * 10 > part.seen * KEEP_LIMIT {
                 part.off = true;
             }
-            kept = Some(bits);
+            (left, kept) = (n, Some(bits));
         }
-        if let Some(k) = &kept {
-            self.dropped.add(candidates - k.count_set_bits());
+        if kept.is_some() {
+            self.dropped.add(candidates - left);
         }
         Ok(kept)
     }
