@@ -115,6 +115,8 @@ pub struct LightningScan {
     /// Nothing above reads a column (`count(*)`, with or without a filter the scan
     /// applies): batches carry only their row counts, and no column is decoded for them.
     count_only: bool,
+    /// The partitions read from the highest keys down (for a descending TopK).
+    reversed: bool,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -218,6 +220,7 @@ impl LightningScan {
             delta_pending: Selection::default(),
             fetch: None,
             count_only: false,
+            reversed: false,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -249,10 +252,33 @@ impl LightningScan {
     }
 
     /// Whether the partitions of an execution may share their batches: there are
-    /// several, no order is declared (each partition's batches would then have to
-    /// follow the key) and no fetch limit (whose row counts assume fixed shares).
+    /// several and no fetch limit (whose row counts assume fixed shares). A declared
+    /// order holds either way: the shared batches are handed out in key order, so
+    /// each partition's still follow the key (the fresh rows, which do not, have a
+    /// partition of their own then).
     fn shares(&self) -> bool {
-        self.partitions.len() > 1 && self.eq.output_ordering().is_none() && self.fetch.is_none()
+        self.partitions.len() > 1 && self.fetch.is_none()
+    }
+
+    /// This scan declaring the key order its partitions already yield their rows in
+    /// (segments are disjoint and read in key order), the fresh rows moved to a
+    /// partition of their own: for an aggregation grouped by a key prefix to run on
+    /// sorted input. `None` when there is no key order to declare or one is declared.
+    pub(crate) fn ordered_by_key(&self) -> Option<Self> {
+        let key = self.key_exprs.clone()?;
+        if self.count_only
+            || self.reversed
+            || self.fetch.is_some()
+            || self.eq.output_ordering().is_some()
+        {
+            return None;
+        }
+        let mut s = self.clone();
+        if self.delta.iter().any(|b| b.num_rows() > 0) {
+            s.delta_part = s.partitions.len();
+        }
+        s.eq = EquivalenceProperties::new_with_orderings(self.schema.clone(), [key]);
+        Some(s)
     }
 
     /// The state the partitions of one execution share, when they do (`None`: each
@@ -284,6 +310,7 @@ impl LightningScan {
     /// disjoint and the fresh rows, if any, have a partition of their own.
     fn sorted_by_key(&self) -> bool {
         self.key_exprs.is_some()
+            && !self.reversed
             && (self.delta_part == self.partitions.len()
                 || self.delta.iter().all(|b| b.num_rows() == 0))
     }
@@ -601,7 +628,11 @@ impl LightningScan {
             schema: self.schema.clone(),
             parts: self.parts.clone(),
             projection: self.projection.clone(),
-            units: shared.unwrap_or_else(|| SharedUnits::new(units.iter().copied())),
+            // The fresh rows' own partition reads no segment batch, shared or not.
+            units: match shared {
+                Some(s) if partition < self.partitions.len() => s,
+                _ => SharedUnits::new(units.iter().copied()),
+            },
             reader: None,
             ready,
             filters: self.filters.clone(),
@@ -780,6 +811,7 @@ impl DataSource for LightningScan {
             && self.eq.output_ordering().is_none()
         {
             let mut s = self.clone();
+            s.reversed = true;
             // Whole partitions too, so that the batches in partition order (as shared
             // between partitions) run from the highest keys down.
             s.partitions.reverse();

@@ -261,6 +261,8 @@ impl Tables {
             .with_runtime_env(Arc::new(env.build()?))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(lightning_query::DictionaryAggregation))
+            // Partial aggregations grouped by a key prefix run on the scans' key order.
+            .with_physical_optimizer_rule(Arc::new(lightning_query::OrderedPartialAggregation))
             // Scans read once the hash joins above them have their filters complete.
             .with_physical_optimizer_rule(Arc::new(lightning_query::WaitForJoinFilters))
             // Semi/anti joins below the inner joins they would otherwise wait for.

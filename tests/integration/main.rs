@@ -15,6 +15,7 @@ mod cli_shell;
 mod crash;
 mod encryption;
 mod fuzz_corpora;
+mod grouped_by_key;
 mod joins;
 mod ops;
 mod prepared;
