@@ -203,6 +203,25 @@ impl IntSet {
         Some(IntSet { min, span, bits })
     }
 
+    /// The set of `values` (each within `lo..=hi`) as a bitmap over `lo..=hi`,
+    /// however thinly they are spread: for a table of a filter's answers over a
+    /// domain (the caller bounds the span).
+    pub(crate) fn spanning(lo: i64, hi: i64, values: &[i64]) -> IntSet {
+        let span = (hi as i128 - lo as i128 + 1).max(0) as u64;
+        let mut bits = vec![0u64; span.div_ceil(64) as usize];
+        for &v in values {
+            let o = v.wrapping_sub(lo) as u64;
+            if o < span {
+                bits[(o >> 6) as usize] |= 1 << (o & 63);
+            }
+        }
+        IntSet {
+            min: lo,
+            span,
+            bits,
+        }
+    }
+
     #[inline(always)]
     fn contains(&self, v: i64) -> bool {
         let o = v.wrapping_sub(self.min) as u64;
@@ -231,6 +250,29 @@ impl IntSet {
         };
         Some(valid_only(stored, bits))
     }
+}
+
+/// The smallest and largest value of an integer array (NULLs left out); `None` for an
+/// array of another type or with no value.
+pub(crate) fn int_bounds(stored: &dyn Array) -> Option<(i64, i64)> {
+    macro_rules! go {
+        ($p:ty) => {{
+            let a = stored.as_primitive::<$p>();
+            let lo = arrow::compute::min(a)?;
+            let hi = arrow::compute::max(a)?;
+            (lo as i64, hi as i64)
+        }};
+    }
+    Some(match stored.data_type() {
+        DataType::Int8 => go!(Int8Type),
+        DataType::Int16 => go!(Int16Type),
+        DataType::Int32 => go!(Int32Type),
+        DataType::Int64 => go!(Int64Type),
+        DataType::UInt8 => go!(UInt8Type),
+        DataType::UInt16 => go!(UInt16Type),
+        DataType::UInt32 => go!(UInt32Type),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,13 @@ struct Part {
     kept: usize,
     /// Keeps too many rows, or cannot be evaluated here.
     off: bool,
+    /// Whether it may be tabulated over its column's values (see
+    /// [`Conjunct::tabulated`]); the bounds of the values it was evaluated on, those of
+    /// its table, and the rows evaluated without the table since it was made.
+    tabulable: bool,
+    bounds: Option<(i64, i64)>,
+    table: Option<(i64, i64)>,
+    slow: usize,
 }
 
 impl Part {
@@ -66,6 +73,58 @@ impl Part {
     fn keeps_less(&self, other: &Part) -> std::cmp::Ordering {
         let share = |p: &Part| p.kept as f64 / p.seen.max(1) as f64;
         share(self).total_cmp(&share(other))
+    }
+}
+
+impl Part {
+    fn new(conjunct: Conjunct) -> Part {
+        Part {
+            tabulable: conjunct.tabulable(),
+            conjunct,
+            seen: 0,
+            kept: 0,
+            off: false,
+            bounds: None,
+            table: None,
+            slow: 0,
+        }
+    }
+
+    /// Widens the bounds of the values evaluated by those of this batch's column;
+    /// whether its table answers for the batch. A batch with no bounds (not plain
+    /// integers: runs and dictionaries are evaluated once per run or value already)
+    /// ends tabulation.
+    fn widen(&mut self, stored: &[ArrayRef]) -> bool {
+        let Some((a, b)) = self.conjunct.int_bounds(stored) else {
+            self.tabulable = false;
+            return false;
+        };
+        self.bounds = Some(match self.bounds {
+            Some((lo, hi)) => (a.min(lo), b.max(hi)),
+            None => (a, b),
+        });
+        self.table.is_some_and(|(lo, hi)| lo <= a && b <= hi)
+    }
+
+    /// Once it was evaluated without a table on as many rows as the values seen span,
+    /// this part tabulated over them (a cost paid at most once more, as in renting
+    /// skis until their price is spent): the rows after are answered from the table,
+    /// except in batches with values outside it, which count towards a wider one.
+    fn tabulate_if_due(&mut self) {
+        let Some((lo, hi)) = self.bounds else {
+            return;
+        };
+        if (self.slow as i128) < hi as i128 - lo as i128 + 1 {
+            return;
+        }
+        match self.conjunct.tabulated(lo, hi) {
+            Ok(Some(table)) => {
+                self.conjunct = table;
+                self.table = Some((lo, hi));
+                self.slow = 0;
+            }
+            _ => self.tabulable = false,
+        }
     }
 }
 
@@ -118,6 +177,7 @@ impl RuntimeFilter {
             if left == 0 {
                 break;
             }
+            let tabled = part.tabulable && part.widen(stored);
             // A filter the batch cannot be evaluated against is left to the operator above.
             let Ok(bits) = part
                 .conjunct
@@ -131,6 +191,10 @@ impl RuntimeFilter {
             part.kept += n;
             if part.seen >= TRIAL_ROWS && part.kept * 10 > part.seen * KEEP_LIMIT {
                 part.off = true;
+            }
+            if part.tabulable && !tabled {
+                part.slow += left;
+                part.tabulate_if_due();
             }
             (left, kept) = (n, Some(bits));
         }
@@ -164,14 +228,7 @@ fn parts(exprs: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Result<Vec<Part
     }
     by_columns
         .into_iter()
-        .map(|(_, group)| {
-            Ok(Part {
-                conjunct: Conjunct::new(&conjunction(group), schema)?,
-                seen: 0,
-                kept: 0,
-                off: false,
-            })
-        })
+        .map(|(_, group)| Ok(Part::new(Conjunct::new(&conjunction(group), schema)?)))
         .collect()
 }
 
@@ -320,6 +377,77 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(k.set_indices().collect::<Vec<_>>(), [10, 500]);
+    }
+
+    #[test]
+    fn a_filter_looked_up_per_row_is_tabulated_over_its_columns_values_once_that_pays() {
+        // `a % 97 = 3` stands for a join's hash-table lookup: no kernel evaluates it.
+        let a = Arc::new(Column::new("a", 0)) as Arc<dyn PhysicalExpr>;
+        let lookup = |a: Arc<dyn PhysicalExpr>| {
+            let m = Arc::new(BinaryExpr::new(a, Operator::Modulo, lit(97i64)));
+            Arc::new(BinaryExpr::new(m, Operator::Eq, lit(3i64))) as Arc<dyn PhysicalExpr>
+        };
+        let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![a.clone()], lit(true)));
+        dynamic.update(lookup(a.clone())).unwrap();
+        let filters = [dynamic.clone() as Arc<dyn PhysicalExpr>];
+        let mut f = RuntimeFilter::new(&filters, Count::new());
+        let batch = |from: i64, n: i64, nulls: bool| -> Vec<ArrayRef> {
+            let v = (from..from + n).map(|x| (!nulls || x % 5 != 0).then_some(x as i32));
+            vec![Arc::new(arrow::array::Int32Array::from_iter(v))]
+        };
+        let want = |from: i64, n: i64, nulls: bool| -> Vec<usize> {
+            (0..n)
+                .filter(|i| (from + i) % 97 == 3 && (!nulls || (from + i) % 5 != 0))
+                .map(|i| i as usize)
+                .collect()
+        };
+        // Values 0..4000 in batches of 1000 in key order: tabulated over the first
+        // batch's 1000 values once it was evaluated on 1000 rows; the next batches lie
+        // outside, and once 3000 more rows were evaluated without it (the span seen),
+        // tabulated over 0..4000.
+        let mut tables = Vec::new();
+        for round in 0..3 {
+            for from in [0, 1000, 2000, 3000] {
+                let k = f.keep(&batch(from, 1000, round == 2), 1000, &schema(), None);
+                let k = k.unwrap().unwrap();
+                assert_eq!(
+                    k.set_indices().collect::<Vec<_>>(),
+                    want(from, 1000, round == 2)
+                );
+                assert!(f.current[0].conjunct.is_table());
+                tables.push(f.current[0].table.unwrap());
+            }
+        }
+        assert_eq!(tables[..5], [(0, 999); 5]);
+        assert_eq!(tables[5..], [(0, 3999); 7]);
+        // A batch with values outside the table: evaluated as before, still right.
+        let k = f.keep(&batch(3500, 1000, false), 1000, &schema(), None);
+        assert_eq!(
+            k.unwrap().unwrap().set_indices().collect::<Vec<_>>(),
+            want(3500, 1000, false)
+        );
+        // Only the rows `within`.
+        let within = BooleanBuffer::collect_bool(1000, |i| i < 500);
+        let k = f.keep(&batch(0, 1000, false), 1000, &schema(), Some(&within));
+        assert_eq!(
+            k.unwrap().unwrap().set_indices().collect::<Vec<_>>(),
+            want(0, 500, false)
+        );
+
+        // True for NULL: never tabulated (the table holds values only).
+        let or_null = Arc::new(BinaryExpr::new(
+            lookup(a.clone()),
+            Operator::Or,
+            Arc::new(datafusion::physical_expr::expressions::IsNullExpr::new(a)),
+        ));
+        dynamic.update(or_null).unwrap();
+        for _ in 0..10 {
+            let k = f.keep(&batch(0, 1000, true), 1000, &schema(), None);
+            let k = k.unwrap().unwrap();
+            let nulls = (0..1000).filter(|i| i % 5 == 0 || i % 97 == 3).count();
+            assert_eq!(k.count_set_bits(), nulls);
+        }
+        assert!(!f.current[0].conjunct.is_table());
     }
 
     #[test]

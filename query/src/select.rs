@@ -61,6 +61,15 @@ pub(crate) struct Conjunct {
 enum Kernel {
     Compare(usize, Operator, ScalarValue),
     Set(usize, IntSet),
+    /// A conjunct over one integer column tabulated over the values `lo..=hi` (see
+    /// [`Conjunct::tabulated`]): the members it is true for (none: `None`). A batch
+    /// holding a value outside `lo..=hi` is not evaluated by it.
+    Table {
+        col: usize,
+        lo: i64,
+        hi: i64,
+        set: Option<IntSet>,
+    },
 }
 
 impl Kernel {
@@ -87,6 +96,17 @@ impl Kernel {
                 crate::kernels::compare(stored[*col].as_ref(), *op, lit)
             }
             Kernel::Set(col, set) => Ok(set.members(stored[*col].as_ref())),
+            Kernel::Table { col, lo, hi, set } => {
+                let stored = stored[*col].as_ref();
+                match crate::kernels::int_bounds(stored) {
+                    Some((a, b)) if a >= *lo && b <= *hi => Ok(match set {
+                        Some(set) => set.members(stored),
+                        None => Some(BooleanBuffer::new_unset(stored.len())),
+                    }),
+                    // Values outside the table (or none, or not integers stored).
+                    _ => Ok(None),
+                }
+            }
         }
     }
 }
@@ -510,6 +530,86 @@ impl Conjunct {
             });
         }
         Ok(bits)
+    }
+
+    /// The values `lo..=hi` of this conjunct's one integer column, when evaluating it
+    /// on each of them once beats evaluating it on every row: a join's dynamic filter
+    /// looked up in its hash table per row (q17: lineitem's 60 M `l_partkey`s against
+    /// 2 K parts, from a domain of 2 M keys). The result answers in one bitmap load per
+    /// row, for batches whose values all lie in `lo..=hi` (the others are evaluated as
+    /// before). `None` when the conjunct is not over one integer column, already goes to
+    /// the kernels (other than by such a table), is true for NULL, or the span is over
+    /// 2^24 values.
+    pub(crate) fn tabulated(&self, lo: i64, hi: i64) -> Result<Option<Conjunct>> {
+        const MAX_SPAN: i128 = 1 << 24;
+        const CHUNK: i64 = 1 << 16;
+        if !self.tabulable() || lo > hi || hi as i128 - lo as i128 >= MAX_SPAN {
+            return Ok(None);
+        }
+        let t = self.schema.field(0).data_type();
+        if self.answers(vec![new_null_array(t, 1)], 1)?.value(0) {
+            return Ok(None);
+        }
+        let mut members = Vec::new();
+        let mut from = lo;
+        loop {
+            let to = from.saturating_add(CHUNK - 1).min(hi);
+            let values: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(from..=to));
+            let n = values.len();
+            let values = arrow::compute::cast(&values, t)?;
+            let answers = self.answers(vec![values], n)?;
+            members.extend(answers.set_indices().map(|i| from + i as i64));
+            if to == hi {
+                break;
+            }
+            from = to + 1;
+        }
+        let set = (!members.is_empty()).then(|| IntSet::spanning(lo, hi, &members));
+        Ok(Some(Conjunct {
+            cols: self.cols.clone(),
+            schema: self.schema.clone(),
+            expr: self.expr.clone(),
+            kernels: vec![Kernel::Table {
+                col: self.cols[0],
+                lo,
+                hi,
+                set,
+            }],
+        }))
+    }
+
+    /// Whether [`Self::tabulated`] may answer: a conjunct over one integer column that
+    /// the kernels do not evaluate (or only from such a table, to be made wider).
+    pub(crate) fn tabulable(&self) -> bool {
+        let integer = |t: &DataType| {
+            matches!(
+                t,
+                DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+            )
+        };
+        let table = matches!(self.kernels[..], [] | [Kernel::Table { .. }]);
+        self.cols.len() == 1 && table && integer(self.schema.field(0).data_type())
+    }
+
+    /// The bounds of the values of this conjunct's one column in a stored batch, when it
+    /// is a plain integer array (what [`Self::tabulated`] can answer for).
+    pub(crate) fn int_bounds(&self, stored: &[ArrayRef]) -> Option<(i64, i64)> {
+        let [col] = self.cols[..] else {
+            return None;
+        };
+        crate::kernels::int_bounds(stored[col].as_ref())
+    }
+
+    /// Whether it answers from a table of its column's values (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_table(&self) -> bool {
+        matches!(self.kernels[..], [Kernel::Table { .. }])
     }
 
     /// How many kernel parts, and whether one is an integer set (for tests).
