@@ -12,6 +12,7 @@
 //! only through row-store transactions.
 
 mod coded;
+mod decimal;
 mod dml;
 mod fresh;
 mod join_wait;
@@ -26,6 +27,7 @@ mod semijoin;
 mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
+pub use decimal::{DecimalArithmetic, FastDecimalArithmetics};
 pub use dml::{ConstraintViolation, InsertOptions, RowWriter, SPILL_BYTES, write_rows};
 pub use join_wait::WaitForJoinFilters;
 pub use ordered_agg::OrderedPartialAggregation;

@@ -260,6 +260,9 @@ impl Tables {
             .with_config(cfg)
             .with_runtime_env(Arc::new(env.build()?))
             .with_default_features()
+            // Decimal arithmetic of small values unchecked (before the rules
+            // that wrap aggregations).
+            .with_physical_optimizer_rule(Arc::new(lightning_query::FastDecimalArithmetics))
             .with_physical_optimizer_rule(Arc::new(lightning_query::DictionaryAggregation))
             // Partial aggregations grouped by a key prefix run on the scans' key order.
             .with_physical_optimizer_rule(Arc::new(lightning_query::OrderedPartialAggregation))
