@@ -176,6 +176,23 @@ where
     })
 }
 
+/// `$go!(ArrowType)` for a data type `$t` among the integer types an `i64` holds,
+/// `$other` for any other.
+macro_rules! by_int_type {
+    ($t:expr, $go:ident, $other:expr) => {
+        match $t {
+            DataType::Int8 => $go!(Int8Type),
+            DataType::Int16 => $go!(Int16Type),
+            DataType::Int32 => $go!(Int32Type),
+            DataType::Int64 => $go!(Int64Type),
+            DataType::UInt8 => $go!(UInt8Type),
+            DataType::UInt16 => $go!(UInt16Type),
+            DataType::UInt32 => $go!(UInt32Type),
+            _ => $other,
+        }
+    };
+}
+
 /// A set of integers as a bitmap over their span: membership in one load, whatever
 /// the set's size (what a hash join's build keys become in the probe scan).
 #[derive(Debug)]
@@ -238,16 +255,7 @@ impl IntSet {
                 })
             };
         }
-        let bits = match stored.data_type() {
-            DataType::Int8 => go!(Int8Type),
-            DataType::Int16 => go!(Int16Type),
-            DataType::Int32 => go!(Int32Type),
-            DataType::Int64 => go!(Int64Type),
-            DataType::UInt8 => go!(UInt8Type),
-            DataType::UInt16 => go!(UInt16Type),
-            DataType::UInt32 => go!(UInt32Type),
-            _ => return None,
-        };
+        let bits = by_int_type!(stored.data_type(), go, return None);
         Some(valid_only(stored, bits))
     }
 }
@@ -263,16 +271,18 @@ pub(crate) fn int_bounds(stored: &dyn Array) -> Option<(i64, i64)> {
             (lo as i64, hi as i64)
         }};
     }
-    Some(match stored.data_type() {
-        DataType::Int8 => go!(Int8Type),
-        DataType::Int16 => go!(Int16Type),
-        DataType::Int32 => go!(Int32Type),
-        DataType::Int64 => go!(Int64Type),
-        DataType::UInt8 => go!(UInt8Type),
-        DataType::UInt16 => go!(UInt16Type),
-        DataType::UInt32 => go!(UInt32Type),
-        _ => return None,
-    })
+    Some(by_int_type!(stored.data_type(), go, return None))
+}
+
+/// Whether `t` is one of the integer types [`IntSet`] and [`int_bounds`] handle (those
+/// whose every value an `i64` holds).
+pub(crate) fn is_int(t: &DataType) -> bool {
+    macro_rules! yes {
+        ($p:ty) => {
+            true
+        };
+    }
+    by_int_type!(t, yes, false)
 }
 
 #[cfg(test)]

@@ -581,20 +581,8 @@ impl Conjunct {
     /// Whether [`Self::tabulated`] may answer: a conjunct over one integer column that
     /// the kernels do not evaluate (or only from such a table, to be made wider).
     pub(crate) fn tabulable(&self) -> bool {
-        let integer = |t: &DataType| {
-            matches!(
-                t,
-                DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-            )
-        };
         let table = matches!(self.kernels[..], [] | [Kernel::Table { .. }]);
-        self.cols.len() == 1 && table && integer(self.schema.field(0).data_type())
+        self.cols.len() == 1 && table && crate::kernels::is_int(self.schema.field(0).data_type())
     }
 
     /// The bounds of the values of this conjunct's one column in a stored batch, when it
