@@ -318,8 +318,9 @@ fn projection(p: &ProjectionExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
 }
 
 fn filter(f: &FilterExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    // (One that also projects keeps its products: rare, and rebuilt differently.)
-    if f.projection().is_some() {
+    // (One that also projects or stops at a fetch limit keeps Arrow's kernels: rare,
+    // and rebuilt differently.)
+    if f.projection().is_some() || f.fetch().is_some() {
         return Ok(None);
     }
     let t = rewrite(f.predicate(), &f.input().schema())?;

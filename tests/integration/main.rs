@@ -13,6 +13,7 @@ mod alter;
 mod cli;
 mod cli_shell;
 mod crash;
+mod decimals;
 mod encryption;
 mod fuzz_corpora;
 mod grouped_by_key;
