@@ -578,6 +578,21 @@ impl Segment {
         })
     }
 
+    /// The projected columns (indexes into the table schema; `None` = all) of batch `i`
+    /// (rows [`Segment::batch_range`]`(i)`), decoded to the table's own types.
+    pub fn read_one(&self, projection: Option<&[usize]>, i: usize) -> Result<RecordBatch> {
+        if i >= self.num_batches() {
+            return Err(Error::Schema(format!(
+                "batch {i} of a segment of {}",
+                self.num_batches()
+            )));
+        }
+        let proj = self.projection(projection)?;
+        let dec = self.decoder(&proj)?;
+        let out_schema = Arc::new(self.table_schema.project(&proj)?);
+        self.decode(&dec, &proj, i, &out_schema)
+    }
+
     /// Read the projected columns (indexes into the table schema; `None` = all) of every
     /// row, decoded to the table's own types.
     pub fn read(&self, projection: Option<&[usize]>) -> Result<RecordBatch> {

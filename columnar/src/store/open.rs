@@ -120,13 +120,24 @@ impl ColumnStore {
         })
     }
 
+    /// The first and last key a segment holds (deleted rows included). Rows are in key
+    /// order, so only the first and the last batch that hold rows are decoded (every
+    /// key of every segment was, at each open: at TPC-H SF 10 a quarter of opening's
+    /// 2.5 s).
     fn edge_keys(seg: &Segment, def: &TableDef) -> Result<(Vec<u8>, Vec<u8>)> {
-        let b = seg.read(Some(&def.key_cols))?;
         let (mut first, mut last) = (Vec::new(), Vec::new());
-        if b.num_rows() > 0 {
-            row_key(def, b.columns(), 0, &mut first);
-            row_key(def, b.columns(), b.num_rows() - 1, &mut last);
-        }
+        let mut with_rows = (0..seg.num_batches()).filter(|&i| !seg.batch_range(i).is_empty());
+        let Some(a) = with_rows.next() else {
+            return Ok((first, last));
+        };
+        let z = with_rows.next_back().unwrap_or(a);
+        let b = seg.read_one(Some(&def.key_cols), a)?;
+        row_key(def, b.columns(), 0, &mut first);
+        let b = match z == a {
+            true => b,
+            false => seg.read_one(Some(&def.key_cols), z)?,
+        };
+        row_key(def, b.columns(), b.num_rows() - 1, &mut last);
         Ok((first, last))
     }
 
