@@ -3,29 +3,12 @@
 //! the same rows: in projections, filters and aggregate arguments, with NULLs, mixed
 //! scales, values past 64 bits, and an overflow that fails the same way.
 
+use crate::answers::lines;
 use crate::common;
-use lightning_db::arrow::util::display::array_value_to_string;
 use lightning_db::datafusion::datasource::MemTable;
 use lightning_db::datafusion::prelude::SessionContext;
 use lightning_db::{Database, LightningDbConfig};
 use std::sync::Arc;
-
-fn lines(batches: &[lightning_db::arrow::array::RecordBatch]) -> Vec<String> {
-    let mut out: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                b.columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 #[test]
 fn decimal_arithmetic_answers_as_datafusion() {

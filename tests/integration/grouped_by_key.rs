@@ -4,26 +4,11 @@
 //! updates and deletes since the last compaction included.
 
 use crate::common;
-use lightning_db::arrow::util::display::array_value_to_string;
 use lightning_db::{Database, LightningDbConfig};
 use std::collections::BTreeMap;
 
 fn lines(db: &Database, q: &str) -> Vec<String> {
-    let batches = db.sql(q).unwrap();
-    let mut out: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                b.columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-        })
-        .collect();
-    out.sort();
-    out
+    crate::answers::lines(&db.sql(q).unwrap())
 }
 
 fn explain(db: &Database, q: &str) -> String {

@@ -3,29 +3,12 @@
 //! answers as plain DataFusion over the same rows, and the plan changes only where the
 //! rule says it may.
 
+use crate::answers::lines;
 use crate::common;
-use lightning_db::arrow::util::display::array_value_to_string;
 use lightning_db::datafusion::datasource::MemTable;
 use lightning_db::datafusion::prelude::SessionContext;
 use lightning_db::{Database, LightningDbConfig};
 use std::sync::Arc;
-
-fn lines(batches: &[lightning_db::arrow::array::RecordBatch]) -> Vec<String> {
-    let mut out: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |r| {
-                b.columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 fn logical_plan(db: &Database, q: &str) -> Vec<String> {
     let plan = db.sql(&format!("EXPLAIN {q}")).unwrap();

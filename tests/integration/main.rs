@@ -10,6 +10,7 @@
 mod common;
 
 mod alter;
+mod answers;
 mod cli;
 mod cli_shell;
 mod crash;
