@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod batch;
+pub mod btree;
 pub mod check;
 pub mod coding;
 pub mod compression;

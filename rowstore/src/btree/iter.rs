@@ -1,0 +1,229 @@
+//! [`TreeIter`]: the versions of a key range of one [`TreeVersion`], forward or
+//! backward, in the shape of the row store's other sources (`current` / `advance`), so
+//! the merging iterators can take it beside memtables.
+//!
+//! The tree has no sibling links (a copy-on-write tree cannot keep them without
+//! rewriting every neighbour), so the iterator keeps the path from the root: moving
+//! past the end of a leaf climbs to the first ancestor with a next child and descends
+//! along its left edge (right edge going backward).
+
+use super::node::{Extent, Kind, Val};
+use super::{NodeBuf, TreeVersion};
+use crate::error::Result;
+use crate::key::{EntryRef, MAX_TS, Ts};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Delete,
+    /// Bytes `[offset, offset + len)` of the current leaf.
+    Inline(usize, usize),
+    /// In `TreeIter::overflow`.
+    Overflow,
+}
+
+struct Level {
+    x: Extent,
+    buf: NodeBuf,
+    idx: usize,
+    len: usize,
+}
+
+/// Versions in a user-key range of one published tree.
+pub struct TreeIter {
+    v: Arc<TreeVersion>,
+    path: Vec<Level>,
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    reverse: bool,
+    valid: bool,
+    key: Vec<u8>,
+    ts: Ts,
+    value: Value,
+    overflow: Vec<u8>,
+}
+
+impl TreeIter {
+    /// Versions with user keys in `[start, end)`; forward from the first at or after
+    /// `(start, seek_ts)`, or backward from the last before `end`.
+    pub fn new(
+        v: Arc<TreeVersion>,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+        seek_ts: Ts,
+    ) -> Result<TreeIter> {
+        let mut it = TreeIter {
+            v,
+            path: Vec::new(),
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+            reverse,
+            valid: false,
+            key: Vec::new(),
+            ts: 0,
+            value: Value::Delete,
+            overflow: Vec::new(),
+        };
+        let Some(root) = it.v.meta.root else {
+            return Ok(it);
+        };
+        let target = if reverse { end } else { start };
+        let ts = if reverse { MAX_TS } else { seek_ts };
+        let mut x = root;
+        loop {
+            let buf = it.v.load(x)?;
+            let n = it.v.view(x, it.v.bytes(&buf))?;
+            let leaf = n.kind() == Kind::Leaf;
+            let idx = match (target, leaf) {
+                (None, _) if reverse => n.len().saturating_sub(usize::from(!leaf)),
+                (None, _) => 0,
+                // The child holding `k`'s versions (a key never spans leaves).
+                (Some(k), false) => n.route(k, 0).map_err(|e| it.v.corrupt(x, e.0))?,
+                (Some(k), true) => n.lower_bound(k, ts).map_err(|e| it.v.corrupt(x, e.0))?,
+            };
+            let len = n.len();
+            let child = if leaf {
+                None
+            } else {
+                Some(n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?)
+            };
+            it.path.push(Level { x, buf, idx, len });
+            if it.path.len() > it.v.meta.height as usize {
+                return Err(it.v.corrupt(x, "tree deeper than its recorded height"));
+            }
+            match child {
+                Some(c) => x = c,
+                None => break,
+            }
+        }
+        if reverse {
+            // The entry before the first one at or after `end`.
+            let leaf = it.path.last_mut().expect("a path ends in a leaf");
+            if leaf.idx == 0 {
+                it.step(false)?;
+            } else {
+                leaf.idx -= 1;
+                it.valid = true;
+            }
+        } else {
+            it.valid = true;
+            if it.path.last().is_some_and(|l| l.idx >= l.len) {
+                it.step(true)?;
+            }
+        }
+        it.settle().map(|()| it)
+    }
+
+    /// Move the leaf position to the next (or previous) leaf's first (or last) entry.
+    fn step(&mut self, forward: bool) -> Result<()> {
+        self.path.pop();
+        loop {
+            let Some(top) = self.path.last_mut() else {
+                self.valid = false;
+                return Ok(());
+            };
+            if forward && top.idx + 1 < top.len {
+                top.idx += 1;
+                break;
+            }
+            if !forward && top.idx > 0 {
+                top.idx -= 1;
+                break;
+            }
+            self.path.pop();
+        }
+        loop {
+            let top = self.path.last().expect("checked above");
+            let n = self.v.view(top.x, self.v.bytes(&top.buf))?;
+            if n.kind() == Kind::Leaf {
+                self.valid = true;
+                return Ok(());
+            }
+            let x = n.child(top.idx).map_err(|e| self.v.corrupt(top.x, e.0))?;
+            let buf = self.v.load(x)?;
+            let c = self.v.view(x, self.v.bytes(&buf))?;
+            let len = c.len();
+            let idx = if forward { 0 } else { len - 1 };
+            self.path.push(Level { x, buf, idx, len });
+            if self.path.len() > self.v.meta.height as usize {
+                return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
+            }
+        }
+    }
+
+    /// Decode the entry at the leaf position; end iteration outside the range.
+    fn settle(&mut self) -> Result<()> {
+        if !self.valid {
+            return Ok(());
+        }
+        let v = self.v.clone();
+        let leaf = self.path.last().expect("a valid iterator has a leaf");
+        let bytes = v.bytes(&leaf.buf);
+        let n = v.view(leaf.x, bytes)?;
+        if n.kind() != Kind::Leaf {
+            return Err(v.corrupt(leaf.x, "expected a leaf"));
+        }
+        let (suffix, ts) = n.key(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))?;
+        self.key.clear();
+        self.key.extend_from_slice(n.prefix());
+        self.key.extend_from_slice(suffix);
+        self.ts = ts;
+        let out_of_range = if self.reverse {
+            self.start
+                .as_deref()
+                .is_some_and(|s| self.key.as_slice() < s)
+        } else {
+            self.end
+                .as_deref()
+                .is_some_and(|e| self.key.as_slice() >= e)
+        };
+        if out_of_range {
+            self.valid = false;
+            return Ok(());
+        }
+        self.value = match n.value(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))? {
+            Val::Delete => Value::Delete,
+            Val::Inline(s) => Value::Inline(s.as_ptr() as usize - bytes.as_ptr() as usize, s.len()),
+            Val::Overflow(x, len) => {
+                self.overflow = v.overflow(x, len)?;
+                Value::Overflow
+            }
+        };
+        Ok(())
+    }
+
+    /// The version at the position: user key, commit timestamp, value (`None`: a
+    /// tombstone).
+    pub fn current(&self) -> Option<EntryRef<'_>> {
+        if !self.valid {
+            return None;
+        }
+        let value = match self.value {
+            Value::Delete => None,
+            Value::Inline(at, len) => {
+                let leaf = self.path.last()?;
+                Some(&self.v.bytes(&leaf.buf)[at..at + len])
+            }
+            Value::Overflow => Some(self.overflow.as_slice()),
+        };
+        Some((self.key.as_slice(), self.ts, value))
+    }
+
+    /// Move to the next version (the previous one when reversed).
+    pub fn advance(&mut self) -> Result<()> {
+        if !self.valid {
+            return Ok(());
+        }
+        let forward = !self.reverse;
+        let leaf = self.path.last_mut().expect("a valid iterator has a leaf");
+        if forward && leaf.idx + 1 < leaf.len {
+            leaf.idx += 1;
+        } else if !forward && leaf.idx > 0 {
+            leaf.idx -= 1;
+        } else {
+            self.step(forward)?;
+        }
+        self.settle()
+    }
+}

@@ -1,0 +1,421 @@
+//! The tree against a model (an ordered map of every version), across reopen, with
+//! large keys and values, under simulated power loss at every write, and on damaged
+//! pages.
+
+use super::*;
+use crate::vfs::StdVfs;
+use crate::vfs::fault::{FaultKind, FaultOp, FaultRule, FaultVfs, PowerLoss};
+use std::collections::BTreeMap;
+
+type Model = BTreeMap<(Vec<u8>, std::cmp::Reverse<Ts>), Option<Vec<u8>>>;
+
+/// The newest version of `key` at or below `snap` in the model (a tombstone at the
+/// bottom of the tree reads as no version at all, and may be dropped as one).
+fn model_get(m: &Model, key: &[u8], snap: Ts) -> Option<Vec<u8>> {
+    let from = (key.to_vec(), std::cmp::Reverse(snap));
+    match m.range(from..).next() {
+        Some(((k, _), v)) if k == key => v.clone(),
+        _ => None,
+    }
+}
+
+fn get(v: &Arc<TreeVersion>, key: &[u8], snap: Ts) -> Option<Vec<u8>> {
+    match v.get(key, snap).unwrap() {
+        Found::Value(v) => Some(v),
+        Found::Absent | Found::Deleted => None,
+    }
+}
+
+/// Visible (key, value) pairs at `snap` in `[start, end)` from versions in order.
+fn visible(
+    versions: Vec<(Vec<u8>, Ts, Option<Vec<u8>>)>,
+    snap: Ts,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut seen: Option<Vec<u8>> = None;
+    let mut vs = versions;
+    if reverse {
+        vs.reverse();
+    }
+    for (k, ts, v) in vs {
+        if ts > snap || seen.as_ref() == Some(&k) {
+            continue;
+        }
+        seen = Some(k.clone());
+        if let Some(v) = v {
+            out.push((k, v));
+        }
+    }
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+fn tree_versions(
+    t: &BTree,
+    start: Option<&[u8]>,
+    end: Option<&[u8]>,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Ts, Option<Vec<u8>>)> {
+    let mut it = t.current().versions(start, end, reverse).unwrap();
+    let mut out = Vec::new();
+    while let Some((k, ts, v)) = it.current() {
+        out.push((k.to_vec(), ts, v.map(<[u8]>::to_vec)));
+        it.advance().unwrap();
+    }
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key:{i:06}").into_bytes()
+}
+
+/// A batch of changes at timestamps after `ts`, sorted, one version per key.
+fn batch(
+    rng: &mut Rng,
+    ts: &mut Ts,
+    keys: u64,
+    n: usize,
+    big: bool,
+) -> Vec<(Vec<u8>, Ts, Option<Vec<u8>>)> {
+    let mut b = BTreeMap::new();
+    for _ in 0..n {
+        *ts += 1;
+        let k = key(rng.below(keys));
+        let v = match rng.below(10) {
+            0 => None,
+            1 if big => Some(vec![b'x'; 2000 + rng.below(9000) as usize]),
+            _ => Some(format!("v{}", *ts).into_bytes()),
+        };
+        b.insert(k, (*ts, v));
+    }
+    let mut out: Vec<_> = b.into_iter().map(|(k, (t, v))| (k, t, v)).collect();
+    out.sort_by(|a, b| cmp_internal(&a.0, a.1, &b.0, b.1));
+    out
+}
+
+fn check(t: &BTree, m: &Model, horizon: Ts, latest: Ts, keys: u64, rng: &mut Rng) {
+    let v = t.current();
+    for i in 0..keys {
+        for snap in [horizon, latest, horizon + rng.below(latest - horizon + 1)] {
+            assert_eq!(
+                get(&v, &key(i), snap),
+                model_get(m, &key(i), snap),
+                "key {i} at {snap}"
+            );
+        }
+    }
+    let all: Vec<_> = m
+        .iter()
+        .map(|((k, ts), v)| (k.clone(), ts.0, v.clone()))
+        .collect();
+    for _ in 0..4 {
+        let (a, b) = (rng.below(keys + 2), rng.below(keys + 2));
+        let (s, e) = (key(a.min(b)), key(a.max(b)));
+        let snap = horizon + rng.below(latest - horizon + 1);
+        for reverse in [false, true] {
+            let want: Vec<_> = all
+                .iter()
+                .filter(|(k, _, _)| k >= &s && k < &e)
+                .cloned()
+                .collect();
+            let got = visible(tree_versions(t, Some(&s), Some(&e), reverse), snap, false);
+            let want = visible(want, snap, false);
+            let at = got.iter().zip(&want).position(|(g, w)| g != w);
+            assert!(
+                at.is_none() && got.len() == want.len(),
+                "range {a}..{b} at {snap} reverse {reverse}: {} vs {} entries, first difference at {at:?}: {:?}",
+                got.len(),
+                want.len(),
+                at.map(|i| (
+                    String::from_utf8_lossy(&got[i].0).to_string(),
+                    String::from_utf8_lossy(&want[i].0).to_string()
+                ))
+            );
+        }
+    }
+    let got = tree_versions(t, None, None, false);
+    assert_eq!(
+        visible(got, latest, false),
+        visible(all.clone(), latest, false)
+    );
+    let got = tree_versions(t, None, None, true);
+    assert_eq!(visible(got, latest, false), visible(all, latest, false));
+}
+
+fn run_model(map: bool, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let mut t = BTree::create(&StdVfs, &path).unwrap();
+    if !map {
+        t = BTree::open(&StdVfs, &path, false).unwrap();
+    }
+    let mut rng = Rng(seed);
+    let mut m = Model::new();
+    let (mut ts, mut horizon) = (0, 0);
+    let keys = 3000;
+    for round in 0..40 {
+        let n = [1, 10, 300, 2000][rng.below(4) as usize];
+        let b = batch(&mut rng, &mut ts, keys, n, round % 3 == 0);
+        for (k, t, v) in &b {
+            m.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
+        }
+        // The horizon moves forward, sometimes to the newest commit.
+        horizon = if rng.below(3) == 0 {
+            ts
+        } else {
+            horizon.max(ts.saturating_sub(rng.below(3000)))
+        };
+        t.apply(b, horizon, ts).unwrap();
+        // What a snapshot at or above the horizon reads never changes; prune the model
+        // the same way only for comparing versions at or above it.
+        check(&t, &m, horizon, ts, keys, &mut rng);
+        if round % 10 == 9 {
+            drop(t);
+            t = BTree::open(&StdVfs, &path, map).unwrap();
+            assert_eq!(t.current().meta.applied, ts);
+            check(&t, &m, horizon, ts, keys, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn reads_match_the_model_through_the_map() {
+    run_model(true, 0x1234_5678);
+}
+
+#[test]
+fn reads_match_the_model_through_positioned_reads() {
+    run_model(false, 0x8765_4321);
+}
+
+#[test]
+fn rewriting_the_same_keys_reuses_pages_instead_of_growing_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let t = BTree::create(&StdVfs, &path).unwrap();
+    let mut ts = 0;
+    let mut sizes = Vec::new();
+    for round in 0..30 {
+        let b: Vec<_> = (0..5000u64)
+            .map(|i| {
+                ts += 1;
+                (key(i), ts, Some(vec![round as u8; 100]))
+            })
+            .collect();
+        t.apply(b, ts, ts).unwrap();
+        sizes.push(t.current().meta.end);
+    }
+    // Old versions go at the horizon and their pages come back: the tree stays at
+    // about two copies of itself (the live one and the one being replaced).
+    assert!(sizes[29] <= sizes[4] * 3 / 2, "pages used grew: {sizes:?}");
+    let v = t.current();
+    assert_eq!(tree_versions(&t, None, None, false).len(), 5000);
+    assert_eq!(v.meta.entries, 5000);
+    assert_eq!(v.get(&key(17), ts).unwrap(), Found::Value(vec![29; 100]));
+}
+
+#[test]
+fn deleting_everything_leaves_an_empty_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let t = BTree::create(&StdVfs, &path).unwrap();
+    let puts: Vec<_> = (0..4000u64)
+        .map(|i| (key(i), 1, Some(vec![1; 50])))
+        .collect();
+    t.apply(puts, 1, 1).unwrap();
+    assert!(t.current().meta.height >= 2);
+    let dels: Vec<_> = (0..4000u64).map(|i| (key(i), 2, None)).collect();
+    t.apply(dels, 2, 2).unwrap();
+    let v = t.current();
+    assert_eq!((v.meta.root, v.meta.entries), (None, 0));
+    assert_eq!(v.get(&key(5), 2).unwrap(), Found::Absent);
+}
+
+#[test]
+fn large_keys_and_values_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let t = BTree::create(&StdVfs, &path).unwrap();
+    let big_key = |i: u8| vec![i; crate::MAX_KEY_LEN];
+    let mut b: Vec<_> = (0..5u8)
+        .map(|i| (big_key(i), 1, Some(vec![i; 200_000])))
+        .collect();
+    b.push((b"small".to_vec(), 1, Some(b"v".to_vec())));
+    t.apply(b, 1, 1).unwrap();
+    drop(t);
+    let t = BTree::open(&StdVfs, &path, true).unwrap();
+    let v = t.current();
+    for i in 0..5u8 {
+        assert_eq!(
+            v.get(&big_key(i), 1).unwrap(),
+            Found::Value(vec![i; 200_000])
+        );
+    }
+    assert_eq!(tree_versions(&t, None, None, true).len(), 6);
+}
+
+#[test]
+fn a_damaged_page_is_a_corruption_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let t = BTree::create(&StdVfs, &path).unwrap();
+    let puts: Vec<_> = (0..2000u64)
+        .map(|i| (key(i), 1, Some(vec![7; 60])))
+        .collect();
+    t.apply(puts, 1, 1).unwrap();
+    drop(t);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Flip a byte inside every data page (the meta pages are left alone).
+    for p in (2..bytes.len() / PAGE).step_by(1) {
+        bytes[p * PAGE + 100] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for map in [true, false] {
+        match BTree::open(&StdVfs, &path, map) {
+            Err(e) => assert!(e.is_corruption(), "{e}"),
+            Ok(t) => {
+                let e = t.current().get(&key(3), 1).unwrap_err();
+                assert!(e.is_corruption(), "{e}");
+                assert!(t.current().versions(None, None, false).is_err());
+            }
+        }
+    }
+}
+
+/// Power goes out at every write and sync of an apply in turn; the tree reopened after
+/// holds exactly the last published state, before or after the apply.
+#[test]
+fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let mut rng = Rng(99);
+    let mut ts = 0;
+    let first = batch(&mut rng, &mut ts, 500, 800, true);
+    let second = batch(&mut rng, &mut ts, 500, 800, true);
+    let mid = first
+        .last()
+        .map(|b| b.1)
+        .unwrap_or(0)
+        .max(first.iter().map(|b| b.1).max().unwrap());
+    let mut before = Model::new();
+    for (k, t, v) in &first {
+        before.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
+    }
+    let mut after = before.clone();
+    for (k, t, v) in &second {
+        after.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
+    }
+    let mut outcomes = [0usize; 2];
+    for crash_at in 0.. {
+        let _ = std::fs::remove_file(&path);
+        let vfs = FaultVfs::new().with_seed(crash_at);
+        let t = BTree::create(&vfs, &path).unwrap();
+        t.apply(first.clone(), 0, mid).unwrap();
+        vfs.inject(
+            FaultRule::new(
+                FaultOp::Any,
+                FaultKind::PowerLoss(PowerLoss::Torn { seed: crash_at }),
+            )
+            .on("tree")
+            .after(crash_at),
+        );
+        let done = t.apply(second.clone(), 0, ts).is_ok();
+        drop(t);
+        if !vfs.is_dead() {
+            vfs.power_loss(PowerLoss::Torn { seed: crash_at }).unwrap();
+        }
+        vfs.revive();
+        vfs.clear_faults();
+        let t = BTree::open(&vfs, &path, true).unwrap();
+        let v = t.current();
+        let want = if v.meta.applied == ts {
+            &after
+        } else {
+            &before
+        };
+        assert!(v.meta.applied == ts || v.meta.applied == mid);
+        outcomes[usize::from(v.meta.applied == ts)] += 1;
+        for i in 0..500 {
+            assert_eq!(
+                get(&v, &key(i), ts),
+                model_get(want, &key(i), ts),
+                "crash at {crash_at}"
+            );
+        }
+        let all: Vec<_> = want
+            .iter()
+            .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
+            .collect();
+        assert_eq!(
+            visible(tree_versions(&t, None, None, false), ts, false),
+            visible(all, ts, false)
+        );
+        if done {
+            break;
+        }
+    }
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}
+
+/// A reader keeps the tree it started on, intact, while later versions free and reuse
+/// pages; the pages it holds come back only once it lets go.
+#[test]
+fn a_held_version_reads_the_same_while_later_ones_reuse_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree");
+    let t = BTree::create(&StdVfs, &path).unwrap();
+    let mut ts = 0;
+    let mut round = |t: &BTree, r: u8| {
+        let b: Vec<_> = (0..3000u64)
+            .map(|i| {
+                ts += 1;
+                (key(i), ts, Some(vec![r; 80]))
+            })
+            .collect();
+        t.apply(b, ts, ts).unwrap();
+    };
+    round(&t, 1);
+    let held = t.current();
+    let before: Vec<_> = {
+        let mut it = held.versions(None, None, false).unwrap();
+        let mut out = Vec::new();
+        while let Some((k, ts, v)) = it.current() {
+            out.push((k.to_vec(), ts, v.map(<[u8]>::to_vec)));
+            it.advance().unwrap();
+        }
+        out
+    };
+    for r in 2..8 {
+        round(&t, r);
+    }
+    assert_eq!(t.free_pages(), 0, "the held version's pages are not free");
+    let mut it = held.versions(None, None, false).unwrap();
+    for want in &before {
+        let (k, ts, v) = it.current().unwrap();
+        assert_eq!((k, ts, v), (want.0.as_slice(), want.1, want.2.as_deref()));
+        it.advance().unwrap();
+    }
+    drop(it);
+    drop(held);
+    round(&t, 8);
+    assert!(t.free_pages() > 0, "released pages are free again");
+}
