@@ -163,6 +163,7 @@ impl TreeVersion {
     }
 
     /// The bytes of extent `x`, checked (header, checksum, own page number).
+    #[inline]
     pub(crate) fn load(&self, x: Extent) -> Result<NodeBuf> {
         let (offset, len) = (x.offset() as usize, x.bytes());
         if let Some(map) = &self.map
@@ -196,6 +197,7 @@ impl TreeVersion {
     }
 
     /// View loaded bytes as a node.
+    #[inline]
     pub(crate) fn view<'a>(&self, x: Extent, bytes: &'a [u8]) -> Result<NodeView<'a>> {
         let (kind, used) = node::verify_trusted(bytes).map_err(|e| self.corrupt(x, e.0))?;
         NodeView::new(kind, used).map_err(|e| self.corrupt(x, e.0))

@@ -129,6 +129,7 @@ pub fn verify(buf: &[u8], page: u64) -> NResult<(Kind, &[u8])> {
 
 /// An extent's kind and used bytes, its checksum already checked by [`verify`] (only
 /// the header is read again).
+#[inline]
 pub fn verify_trusted(buf: &[u8]) -> NResult<(Kind, &[u8])> {
     if buf.len() < HEADER || buf[0] != MAGIC {
         return bad("bad extent header");
@@ -176,19 +177,34 @@ pub struct NodeView<'a> {
     offsets: usize,
 }
 
+#[inline]
 fn u32_at(b: &[u8], at: usize) -> NResult<u32> {
     b.get(at..at + 4)
         .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
         .ok_or_else(|| NodeError("node truncated".into()))
 }
 
+#[inline]
 fn u64_at(b: &[u8], at: usize) -> NResult<u64> {
     b.get(at..at + 8)
         .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
         .ok_or_else(|| NodeError("node truncated".into()))
 }
 
+#[inline]
 fn varint_at(b: &[u8], at: &mut usize) -> NResult<u64> {
+    // Key suffixes and small values: one byte.
+    if let Some(&byte) = b.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Ok(u64::from(byte));
+    }
+    varint_slow(b, at)
+}
+
+#[cold]
+fn varint_slow(b: &[u8], at: &mut usize) -> NResult<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b
