@@ -42,6 +42,10 @@ fn main() {
         bytes as f64 / n as f64,
         v.meta.height
     );
+    println!(
+        "levels (nodes, entries), root first: {:?}",
+        v.shape().expect("shape")
+    );
     let mut x = 0x1234_5678u64;
     let mut rnd = || {
         x ^= x << 13;
@@ -53,13 +57,18 @@ fn main() {
     let started = Instant::now();
     let mut found = 0;
     for _ in 0..gets {
-        if let lightning_rowstore::btree::Found::Value(_) = v.get(&key(rnd() % n), ts).expect("get") {
+        if let lightning_rowstore::btree::Found::Value(_) = v.get(&key(rnd() % n), ts).expect("get")
+        {
             found += 1;
         }
     }
     let el = started.elapsed();
     assert_eq!(found, gets);
-    println!("get: {:.0} gets/s ({:.2} us each)", gets as f64 / el.as_secs_f64(), el.as_secs_f64() * 1e6 / gets as f64);
+    println!(
+        "get: {:.0} gets/s ({:.2} us each)",
+        gets as f64 / el.as_secs_f64(),
+        el.as_secs_f64() * 1e6 / gets as f64
+    );
     let scans = 100_000u64;
     let started = Instant::now();
     let mut entries = 0u64;

@@ -79,7 +79,7 @@ impl TreeIter {
                 (None, _) if reverse => n.len().saturating_sub(usize::from(!leaf)),
                 (None, _) => 0,
                 // The child holding `k`'s versions (a key never spans leaves).
-                (Some(k), false) => n.route(k, 0).map_err(|e| it.v.corrupt(x, e.0))?,
+                (Some(k), false) => n.route(k).map_err(|e| it.v.corrupt(x, e.0))?,
                 (Some(k), true) => n.lower_bound(k, ts).map_err(|e| it.v.corrupt(x, e.0))?,
             };
             let len = n.len();

@@ -228,7 +228,7 @@ impl TreeVersion {
             }
             // The child holding the key's versions: the last whose first user key is
             // at or before it (a key never spans leaves).
-            let i = n.route(key, 0).map_err(|e| self.corrupt(x, e.0))?;
+            let i = n.route(key).map_err(|e| self.corrupt(x, e.0))?;
             x = n.child(i).map_err(|e| self.corrupt(x, e.0))?;
         }
         let b = self.load(x)?;
@@ -250,6 +250,31 @@ impl TreeVersion {
             Val::Inline(v) => Ok(Found::Value(v.to_vec())),
             Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
         }
+    }
+
+    /// Nodes and entries per level, root first: walks every internal node (and reads
+    /// every leaf's header), checking each extent's checksum.
+    pub fn shape(&self) -> Result<Vec<(u64, u64)>> {
+        let mut levels = vec![(0u64, 0u64); self.meta.height as usize];
+        let Some(root) = self.meta.root else {
+            return Ok(Vec::new());
+        };
+        let mut stack = vec![(root, 0usize)];
+        while let Some((x, depth)) = stack.pop() {
+            let b = self.load(x)?;
+            let n = self.view(x, self.bytes(&b))?;
+            let Some(l) = levels.get_mut(depth) else {
+                return Err(self.corrupt(x, "tree deeper than its recorded height"));
+            };
+            l.0 += 1;
+            l.1 += n.len() as u64;
+            if n.kind() == Kind::Internal {
+                for i in 0..n.len() {
+                    stack.push((n.child(i).map_err(|e| self.corrupt(x, e.0))?, depth + 1));
+                }
+            }
+        }
+        Ok(levels)
     }
 
     /// Every version in `[start, end)` (by user key), in internal-key order or reversed.
@@ -557,7 +582,7 @@ impl Build<'_> {
             }
         };
         while level.len() > 1 {
-            level = self.pack(level, Kind::Internal)?;
+            level = self.pack(level, Kind::Internal, None)?;
             height += 1;
         }
         let Some(top) = level.pop() else {
@@ -587,8 +612,14 @@ impl Build<'_> {
             return self.merge_leaves(kids, changes);
         }
         let mut out = Vec::with_capacity(kids.len() + 1);
+        // The children of a run of rewritten nodes are packed together, so rewrites
+        // leave full nodes rather than a full one and a sliver each.
+        let mut run: Vec<Entry> = Vec::new();
         for (kid, part) in split(kids, changes) {
             if part.is_empty() {
+                if !run.is_empty() {
+                    out.extend(self.pack(std::mem::take(&mut run), Kind::Internal, None)?);
+                }
                 out.push(kid.clone());
                 continue;
             }
@@ -597,8 +628,10 @@ impl Build<'_> {
             };
             let grand = self.children(x)?;
             self.freed.push(x);
-            let merged = self.merge(&grand, height - 1, part)?;
-            out.extend(self.pack(merged, Kind::Internal)?);
+            run.extend(self.merge(&grand, height - 1, part)?);
+        }
+        if !run.is_empty() {
+            out.extend(self.pack(run, Kind::Internal, None)?);
         }
         Ok(out)
     }
@@ -608,7 +641,7 @@ impl Build<'_> {
     fn merge_leaves(&mut self, kids: &[Entry], changes: &[Entry]) -> Result<Vec<Entry>> {
         if kids.is_empty() {
             let merged = self.collect(changes.to_vec());
-            return self.pack(merged, Kind::Leaf);
+            return self.pack(merged, Kind::Leaf, None);
         }
         let parts = split(kids, changes);
         let mut out = Vec::with_capacity(kids.len() + 1);
@@ -621,6 +654,7 @@ impl Build<'_> {
             }
             let mut old = Vec::new();
             let mut new: Vec<Entry> = Vec::new();
+            let old_sep = kids[i].key.clone();
             loop {
                 let OwnedVal::Child(x) = kids[i].val else {
                     unreachable!("leaf pointers")
@@ -636,7 +670,10 @@ impl Build<'_> {
                 }
             }
             let merged = self.collect(merge_sorted(old, new));
-            out.extend(self.pack(merged, Kind::Leaf)?);
+            // The run's old separator still divides it from the leaf before (it only
+            // took keys at or above it), and is shorter than a whole key.
+            let first_sep = merged.first().map(|e| old_sep.min(e.key.clone()));
+            out.extend(self.pack(merged, Kind::Leaf, first_sep)?);
         }
         Ok(out)
     }
@@ -717,10 +754,20 @@ impl Build<'_> {
 
     /// Pack entries into nodes of about a page (a leaf holds all of a key's versions);
     /// returns the new nodes as child entries.
-    fn pack(&mut self, entries: Vec<Entry>, kind: Kind) -> Result<Vec<Entry>> {
+    fn pack(
+        &mut self,
+        entries: Vec<Entry>,
+        kind: Kind,
+        first_sep: Option<Vec<u8>>,
+    ) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         let mut p = Packer::default();
-        let mut first: Option<(Vec<u8>, Ts)> = None;
+        // The parent's key for the node being filled: `first_sep` for the first; for a
+        // leaf after another leaf of this run, the shortest separator between them;
+        // otherwise the first key (a leaf's first user key, an internal node's first
+        // separator).
+        let mut sep: Option<Vec<u8>> = first_sep;
+        let mut prev_last: Option<Vec<u8>> = None;
         for e in entries {
             // A leaf keeps all of a key's versions (however many the horizon keeps);
             // an internal node takes at least two children, so each level up is at
@@ -730,30 +777,28 @@ impl Build<'_> {
                 _ => p.len() >= 2 && p.would_overflow(&e, PAGE),
             };
             if full {
-                out.push(self.emit(&mut p, &mut first, kind)?);
+                prev_last = p.last_key().cloned();
+                out.push(self.emit(&mut p, sep.take(), kind)?);
             }
-            if first.is_none() {
-                first = Some((e.key.clone(), e.ts));
+            if sep.is_none() {
+                sep = Some(match (&prev_last, kind) {
+                    (Some(last), Kind::Leaf) => node::separator(last, &e.key),
+                    _ => e.key.clone(),
+                });
             }
             p.push(e);
         }
         if !p.is_empty() {
-            out.push(self.emit(&mut p, &mut first, kind)?);
+            out.push(self.emit(&mut p, sep.take(), kind)?);
         }
         Ok(out)
     }
 
-    fn emit(
-        &mut self,
-        p: &mut Packer,
-        first: &mut Option<(Vec<u8>, Ts)>,
-        kind: Kind,
-    ) -> Result<Entry> {
-        let (key, ts) = first.take().unwrap_or_default();
+    fn emit(&mut self, p: &mut Packer, sep: Option<Vec<u8>>, kind: Kind) -> Result<Entry> {
         let x = self.put(p.take(), kind)?;
         Ok(Entry {
-            key,
-            ts,
+            key: sep.unwrap_or_default(),
+            ts: 0,
             val: OwnedVal::Child(x),
         })
     }

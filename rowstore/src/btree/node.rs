@@ -31,6 +31,9 @@ pub const HEADER: usize = 20;
 const MAGIC: u8 = 0xB7;
 /// The node format version written; decoding refuses others.
 pub const FORMAT: u8 = 1;
+/// Bytes of an entry's slot: its offset, and the first four bytes of its key suffix
+/// (most binary-search steps compare these and never touch the entry).
+const SLOT: usize = 8;
 /// A value longer than this (with its key) goes to a value extent of its own.
 pub const INLINE_MAX: usize = PAGE / 4;
 
@@ -231,7 +234,7 @@ impl<'a> NodeView<'a> {
             .get(HEADER + 8..HEADER + 8 + plen)
             .ok_or_else(|| NodeError("node prefix out of range".into()))?;
         let offsets = HEADER + 8 + plen;
-        if n == 0 || offsets + 4 * n > buf.len() {
+        if n == 0 || offsets + SLOT * n > buf.len() {
             return bad("node entry table out of range");
         }
         Ok(NodeView {
@@ -259,12 +262,16 @@ impl<'a> NodeView<'a> {
     /// Entry `i`: its key suffix, timestamp, and the offset of what follows.
     #[inline]
     fn entry(&self, i: usize) -> NResult<(&'a [u8], Ts, usize)> {
-        let mut at = u32_at(self.buf, self.offsets + 4 * i)? as usize;
+        let mut at = u32_at(self.buf, self.offsets + SLOT * i)? as usize;
         let slen = varint_at(self.buf, &mut at)? as usize;
         let suffix = self
             .buf
             .get(at..at + slen)
             .ok_or_else(|| NodeError("key suffix out of range".into()))?;
+        if self.kind == Kind::Internal {
+            // Separators are user keys: no timestamp.
+            return Ok((suffix, 0, at + slen));
+        }
         let ts = u64_at(self.buf, at + slen)?;
         Ok((suffix, ts, at + slen + 8))
     }
@@ -300,16 +307,48 @@ impl<'a> NodeView<'a> {
 
     /// The first entry at or after `(key, ts)` (`len()` if none).
     pub fn lower_bound(&self, key: &[u8], ts: Ts) -> NResult<usize> {
+        let rest = match self.past_prefix(key) {
+            Ok(rest) => rest,
+            Err(Ordering::Less) => return Ok(self.n),
+            Err(_) => return Ok(0),
+        };
+        let h = head(rest);
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.cmp(mid, key, ts)? == Ordering::Less {
+            let below = match self.slot_head(mid)?.cmp(&h) {
+                Ordering::Equal => {
+                    let (suffix, ets) = self.key(mid)?;
+                    cmp_internal(suffix, ets, rest, ts) == Ordering::Less
+                }
+                o => o == Ordering::Less,
+            };
+            if below {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         Ok(lo)
+    }
+
+    /// `key` past the node's prefix, or how every entry compares with `key` when the
+    /// prefix alone decides it (`Less`: all entries sort before it).
+    #[inline]
+    fn past_prefix<'k>(&self, key: &'k [u8]) -> Result<&'k [u8], Ordering> {
+        let p = self.prefix.len();
+        match self.prefix.cmp(&key[..p.min(key.len())]) {
+            Ordering::Equal if key.len() >= p => Ok(&key[p..]),
+            // `key` is a proper prefix of the node's prefix: every entry sorts after it.
+            Ordering::Equal => Err(Ordering::Greater),
+            o => Err(o),
+        }
+    }
+
+    /// The first four bytes of entry `i`'s key suffix, from its slot.
+    #[inline]
+    fn slot_head(&self, i: usize) -> NResult<u32> {
+        u32_at(self.buf, self.offsets + SLOT * i + 4)
     }
 
     /// Leaf entry `i`'s value.
@@ -349,16 +388,50 @@ impl<'a> NodeView<'a> {
         })
     }
 
-    /// The child of an internal node to descend into for `(key, ts)`: the last whose
-    /// first key is at or before it (the first child if none is).
-    pub fn route(&self, key: &[u8], ts: Ts) -> NResult<usize> {
-        // lower_bound finds the first child whose first key is >= (key, ts).
-        let i = self.lower_bound(key, ts)?;
-        if i < self.n && self.cmp(i, key, ts)? == Ordering::Equal {
-            return Ok(i);
+    /// The child of an internal node holding `key`'s versions: the last whose
+    /// separator is at or before `key` (the first child if none is). Separators are
+    /// user keys, each above every key of the child before it and at or below every
+    /// key of its own child; a key's versions never span two leaves.
+    pub fn route(&self, key: &[u8]) -> NResult<usize> {
+        let rest = match self.past_prefix(key) {
+            Ok(rest) => rest,
+            Err(Ordering::Less) => return Ok(self.n - 1),
+            Err(_) => return Ok(0),
+        };
+        let h = head(rest);
+        // The first separator above `key`, minus one.
+        let (mut lo, mut hi) = (0, self.n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let at_or_below = match self.slot_head(mid)?.cmp(&h) {
+                Ordering::Equal => self.key(mid)?.0 <= rest,
+                o => o == Ordering::Less,
+            };
+            if at_or_below {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
         }
-        Ok(i.saturating_sub(1))
+        Ok(lo.saturating_sub(1))
     }
+}
+
+/// The shortest key above `last` and at or below `first` (`last < first`): the
+/// separator an internal node stores for the child that starts at `first`.
+pub fn separator(last: &[u8], first: &[u8]) -> Vec<u8> {
+    let same = common_prefix(last, first);
+    first[..(same + 1).min(first.len())].to_vec()
+}
+
+/// The first four bytes of `suffix`, zero-padded, as a number that orders like the
+/// bytes: if two heads differ, so do the suffixes, the same way.
+#[inline]
+fn head(suffix: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = suffix.len().min(4);
+    b[..n].copy_from_slice(&suffix[..n]);
+    u32::from_be_bytes(b)
 }
 
 /// An owned entry, while nodes are rebuilt.
@@ -420,12 +493,16 @@ impl Packer {
         };
         let key_bytes = self.key_bytes + e.key.len();
         let rest = self.rest_bytes + Self::rest_len(e);
-        // varint lengths of suffixes: bounded above by 3 bytes each for keys < 2 MiB.
-        HEADER + 8 + prefix + 4 * n + (key_bytes - n * prefix) + rest
+        HEADER + 8 + prefix + SLOT * n + (key_bytes - n * prefix) + rest
     }
 
     fn rest_len(e: &Entry) -> usize {
-        3 + 8 + e.val.encoded_len()
+        let ts = if matches!(e.val, OwnedVal::Child(_)) {
+            0
+        } else {
+            8
+        };
+        3 + ts + e.val.encoded_len()
     }
 
     pub fn len(&self) -> usize {
@@ -475,14 +552,18 @@ fn encode_node(entries: &[Entry], plen: usize) -> Vec<u8> {
     put_u32(&mut buf, plen as u32);
     buf.extend_from_slice(&entries[0].key[..plen]);
     let table = buf.len();
-    buf.resize(table + 4 * entries.len(), 0);
+    buf.resize(table + SLOT * entries.len(), 0);
     for (i, e) in entries.iter().enumerate() {
         let at = buf.len() as u32;
-        buf[table + 4 * i..table + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
         let suffix = &e.key[plen..];
+        let slot = table + SLOT * i;
+        buf[slot..slot + 4].copy_from_slice(&at.to_le_bytes());
+        buf[slot + 4..slot + 8].copy_from_slice(&head(suffix).to_le_bytes());
         put_varint(&mut buf, suffix.len() as u64);
         buf.extend_from_slice(suffix);
-        put_u64(&mut buf, e.ts);
+        if !matches!(e.val, OwnedVal::Child(_)) {
+            put_u64(&mut buf, e.ts);
+        }
         match &e.val {
             OwnedVal::Delete => buf.push(V_DELETE),
             OwnedVal::Inline(v) => {
