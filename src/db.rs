@@ -235,6 +235,35 @@ impl Database {
         Ok(Some(keys))
     }
 
+    /// The storage engine the database at `path` was created with, or `None` if there
+    /// is no database there. Tools that open databases they did not create use it to
+    /// configure [`LightningDbConfig::storage_engine`]. Reads only (an encrypted
+    /// database needs `config`'s key).
+    pub fn recorded_storage_engine(
+        path: impl AsRef<Path>,
+        config: &LightningDbConfig,
+    ) -> Result<Option<crate::StorageEngine>> {
+        let path = path.as_ref();
+        let mut config = config.clone();
+        config.storage_engine = crate::StorageEngine::Lsm;
+        let mut opts = config.validate()?;
+        if !lightning_rowstore::vfs::exists(&*opts.vfs, &path.join("CURRENT"))? {
+            return Ok(None);
+        }
+        Self::encryption(path, &config, &mut opts, OpenMode::ReadOnly)?;
+        Ok(
+            rowstore::manifest::recorded_storage(&*opts.vfs, path)?.map(|k| match k {
+                rowstore::StorageKind::Lsm => crate::StorageEngine::Lsm,
+                rowstore::StorageKind::BTree => crate::StorageEngine::BTree,
+            }),
+        )
+    }
+
+    /// The storage engine this database runs on.
+    pub fn storage_engine(&self) -> crate::StorageEngine {
+        self.config.storage_engine
+    }
+
     /// Whether the database is encrypted at rest.
     pub fn is_encrypted(&self) -> bool {
         self.keys.is_some()

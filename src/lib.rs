@@ -51,7 +51,8 @@ pub use sql::{Params, PreparedStatement, QueryLimits, SqlStream};
 pub use tables::to_table_types;
 
 pub use config::{
-    ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess, default_columnar_cache_bytes,
+    ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess, StorageEngine,
+    default_columnar_cache_bytes,
 };
 pub use db::{Database, KvIter, Tx, TxId};
 pub use error::{Error, Result};
@@ -80,6 +81,8 @@ pub struct CheckReport {
     pub blocks_total: u64,
     pub wal_records_checked: u64,
     pub wal_torn_tails: u64,
+    /// The B+Tree engine: extents of the tree checked (every one it reaches).
+    pub tree_extents_checked: u64,
     pub segments_checked: u64,
     pub segments_total: u64,
 }
@@ -120,6 +123,7 @@ pub fn check_files_with(
         blocks_total: r.blocks_total,
         wal_records_checked: r.wal_records_checked,
         wal_torn_tails: r.wal_torn_tails,
+        tree_extents_checked: r.tree_extents_checked,
         segments_checked,
         segments_total,
     })

@@ -14,6 +14,8 @@ pub use lightning_rowstore::counter::{LatencyHistogram, LatencySummary};
 pub struct DiskUsage {
     pub wal_bytes: u64,
     pub sst_bytes: u64,
+    /// The B+Tree engine's tree file (free pages included).
+    pub tree_bytes: u64,
     pub manifest_bytes: u64,
     pub columnar_bytes: u64,
     pub total_bytes: u64,
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub memtable_bytes: u64,
     pub cache_bytes: u64,
     pub tables_per_level: Vec<usize>,
+    /// The row store's structure: `lsm` or `btree`.
+    pub storage_engine: &'static str,
     pub disk: DiskUsage,
     /// Column-store segments over all tables.
     pub columnar_segments: u64,
@@ -200,12 +204,13 @@ pub(crate) fn disk_usage(vfs: &dyn lightning_rowstore::vfs::Vfs, dir: &Path) -> 
                 DbFile::Columnar if m.is_dir => u.columnar_bytes += walk(vfs, &p),
                 DbFile::Wal(_) => u.wal_bytes += m.len,
                 DbFile::Table(_) => u.sst_bytes += m.len,
+                DbFile::Tree => u.tree_bytes += m.len,
                 DbFile::Manifest(_) | DbFile::Current => u.manifest_bytes += m.len,
                 _ => {}
             }
         }
     }
-    u.total_bytes = u.wal_bytes + u.sst_bytes + u.manifest_bytes + u.columnar_bytes;
+    u.total_bytes = u.wal_bytes + u.sst_bytes + u.tree_bytes + u.manifest_bytes + u.columnar_bytes;
     u
 }
 
@@ -355,6 +360,7 @@ impl MetricsHandle {
             memtable_bytes: sizes.memtable_bytes,
             cache_bytes: sizes.cache_bytes,
             tables_per_level: sizes.tables_per_level.clone(),
+            storage_engine: self.config.storage_engine.name(),
             disk: disk_usage(&*e.options().vfs, &self.path),
             columnar_segments: segments,
             columnar_watermark_lag: lag,

@@ -127,6 +127,14 @@ pub(crate) struct CopyPlan {
     pub(crate) tables: Vec<(u64, TableSource)>,
     /// WAL segments: id and the bytes to copy.
     pub(crate) wals: Vec<(u64, WalSource)>,
+    /// The B+Tree engine's tree: a version pinned in this process, or the live file
+    /// of another (copied with [`crate::btree::BTree::copy_live`]).
+    pub(crate) tree: Option<TreeSource>,
+}
+
+pub(crate) enum TreeSource {
+    Pinned(std::sync::Arc<crate::btree::TreeVersion>),
+    Live,
 }
 
 pub(crate) enum TableSource {
@@ -156,6 +164,19 @@ pub(crate) fn write_copy(
     same_vfs: bool,
 ) -> Result<()> {
     let mut max_id = 0;
+    match plan.tree {
+        Some(TreeSource::Pinned(v)) => v.copy_to(dst_vfs, &files::tree_path(tmp))?,
+        Some(TreeSource::Live) => {
+            let (src, dst) = (files::tree_path(src_dir), files::tree_path(tmp));
+            if !crate::btree::BTree::copy_live(src_vfs, &src, dst_vfs, &dst)? {
+                return Err(Error::io(
+                    "copying the tree",
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the tree moved on"),
+                ));
+            }
+        }
+        None => {}
+    }
     for (id, source) in plan.tables {
         max_id = max_id.max(id);
         let (src, dst) = (files::table_path(src_dir, id), files::table_path(tmp, id));
@@ -353,10 +374,12 @@ fn try_backup(src_vfs: &dyn Vfs, dir: &Path, dst_vfs: &dyn Vfs, tmp: &Path, same
                 wals.push((id, WalSource::Bytes(data)));
             }
         }
+        let tree = (state.engine == crate::options::StorageKind::BTree).then_some(TreeSource::Live);
         Ok(Some(CopyPlan {
             state,
             tables,
             wals,
+            tree,
         }))
     })();
     match r {

@@ -16,6 +16,8 @@ pub const CURRENT: &str = "CURRENT";
 pub const CURRENT_TMP: &str = "CURRENT.tmp";
 pub const LOCK: &str = "LOCK";
 pub const COLUMNAR_DIR: &str = "columnar";
+/// The B+Tree engine's tree file.
+pub const TREE: &str = "TREE";
 
 /// What a name in the database directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub enum DbFile {
     CurrentTmp,
     Lock,
     Columnar,
+    Tree,
     /// Anything else: never touched by the engine.
     Other,
 }
@@ -53,6 +56,7 @@ pub fn classify(name: &str) -> DbFile {
             CURRENT_TMP => DbFile::CurrentTmp,
             LOCK => DbFile::Lock,
             COLUMNAR_DIR => DbFile::Columnar,
+            TREE => DbFile::Tree,
             _ => DbFile::Other,
         }
     }
@@ -75,6 +79,10 @@ pub fn table_path(dir: &Path, id: u64) -> PathBuf {
 
 pub fn manifest_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("MANIFEST-{id:06}"))
+}
+
+pub fn tree_path(dir: &Path) -> PathBuf {
+    dir.join(TREE)
 }
 
 pub fn current_path(dir: &Path) -> PathBuf {

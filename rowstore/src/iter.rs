@@ -89,6 +89,7 @@ pub enum Source {
     Mem(MemTableIter),
     Table(TableIter),
     Level(LevelIter),
+    Tree(crate::btree::TreeIter),
 }
 
 impl Source {
@@ -98,6 +99,7 @@ impl Source {
             Source::Mem(m) => m.current(),
             Source::Table(t) => t.current(),
             Source::Level(l) => l.current(),
+            Source::Tree(t) => t.current(),
         }
     }
 
@@ -109,6 +111,7 @@ impl Source {
             }
             Source::Table(t) => t.advance(),
             Source::Level(l) => l.advance(),
+            Source::Tree(t) => t.advance(),
         }
     }
 }
@@ -217,6 +220,13 @@ impl MergeIter {
                     prefetch.clone(),
                 )?));
             }
+        }
+        // The B+Tree engine's tree: the oldest source. It holds versions up to its
+        // mark, so none newer than `newer_than` when the mark is not above it.
+        if let Some(t) = &v.tree
+            && newer_than.is_none_or(|lo| t.meta.applied > lo)
+        {
+            sources.push(Source::Tree(t.versions(start, end, reverse)?));
         }
         Ok(())
     }

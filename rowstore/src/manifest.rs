@@ -21,6 +21,8 @@ const TAG_DELETE: u8 = 5;
 const TAG_FOREIGN: u8 = 6;
 /// A table added with a global commit timestamp (an ingested file): level, meta, ts.
 const TAG_ADD_INGESTED: u8 = 7;
+/// The storage structure the database was created with (`StorageKind` code).
+const TAG_ENGINE: u8 = 8;
 
 /// One atomic change to the set of live tables and counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct VersionEdit {
     /// Numbered files found in the directory that this database did not create: never
     /// deleted, and their numbers never used.
     pub foreign: Vec<u64>,
+    /// The storage structure (written at creation; absent means the LSM).
+    pub engine: Option<u8>,
 }
 
 impl VersionEdit {
@@ -74,6 +78,10 @@ impl VersionEdit {
             coding::put_u8(&mut b, TAG_FOREIGN);
             coding::put_u64(&mut b, *id);
         }
+        if let Some(k) = self.engine {
+            coding::put_u8(&mut b, TAG_ENGINE);
+            coding::put_u8(&mut b, k);
+        }
         b
     }
 
@@ -105,6 +113,13 @@ impl VersionEdit {
                     e.added.push((level, m));
                 }
                 TAG_FOREIGN => e.foreign.push(d.u64().map_err(|e| e.0)?),
+                TAG_ENGINE => {
+                    let k = d.u8().map_err(|e| e.0)?;
+                    if crate::options::StorageKind::from_code(k).is_none() {
+                        return Err("unknown storage engine");
+                    }
+                    e.engine = Some(k);
+                }
                 _ => return Err("unknown manifest tag"),
             }
         }
@@ -122,6 +137,8 @@ pub struct ManifestState {
     pub levels: Vec<BTreeMap<u64, TableMeta>>,
     /// Numbers of files this database did not create (see [`VersionEdit::foreign`]).
     pub foreign: std::collections::BTreeSet<u64>,
+    /// The storage structure the database was created with.
+    pub engine: crate::options::StorageKind,
 }
 
 impl ManifestState {
@@ -132,6 +149,7 @@ impl ManifestState {
             log_number: 0,
             levels: vec![BTreeMap::new(); NUM_LEVELS],
             foreign: Default::default(),
+            engine: Default::default(),
         }
     }
 
@@ -152,6 +170,9 @@ impl ManifestState {
             self.levels[*level].insert(m.id, m.clone());
         }
         self.foreign.extend(e.foreign.iter().copied());
+        if let Some(k) = e.engine.and_then(crate::options::StorageKind::from_code) {
+            self.engine = k;
+        }
     }
 
     /// One edit that recreates this whole state (the first record of a new manifest).
@@ -168,6 +189,7 @@ impl ManifestState {
                 .collect(),
             deleted: Vec::new(),
             foreign: self.foreign.iter().copied().collect(),
+            engine: (self.engine != crate::options::StorageKind::Lsm).then(|| self.engine.code()),
         }
     }
 }
@@ -177,6 +199,16 @@ pub use crate::files::{current_path, manifest_path};
 fn current_contents(id: u64) -> String {
     let body = format!("{CURRENT_TAG} MANIFEST-{id:06}");
     format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()))
+}
+
+/// The storage structure the database in `dir` records, or `None` where there is no
+/// database (no `CURRENT`).
+pub fn recorded_storage(vfs: &dyn Vfs, dir: &Path) -> Result<Option<crate::options::StorageKind>> {
+    if !vfs::exists(vfs, &current_path(dir))? {
+        return Ok(None);
+    }
+    let id = read_current(vfs, dir)?;
+    Ok(Some(replay(vfs, dir, id)?.engine))
 }
 
 /// Point `CURRENT` at manifest `id` (atomically, durably).

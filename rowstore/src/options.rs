@@ -24,8 +24,45 @@ pub enum Durability {
     Buffered,
 }
 
+/// The on-disk structure under the WAL and memtables, chosen when a database is created
+/// and recorded in its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageKind {
+    /// Levels of sorted tables, merged by background compaction: the fastest writes.
+    #[default]
+    Lsm,
+    /// One copy-on-write B+Tree file ([`crate::btree`]) that flushes merge into: one
+    /// structure to read, the fastest point reads and scans.
+    BTree,
+}
+
+impl StorageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageKind::Lsm => "lsm",
+            StorageKind::BTree => "btree",
+        }
+    }
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            StorageKind::Lsm => 0,
+            StorageKind::BTree => 1,
+        }
+    }
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(StorageKind::Lsm),
+            1 => Some(StorageKind::BTree),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// The storage structure a new database gets; an existing one must match what it
+    /// recorded.
+    pub storage: StorageKind,
     /// Target size of an uncompressed SST data block.
     pub block_size: usize,
     /// Bytes of decompressed blocks kept in the block cache (0 disables the cache).
@@ -68,6 +105,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
+            storage: StorageKind::Lsm,
             block_size: 4096,
             cache_size: 256 << 20,
             sharded_cache: true,

@@ -13,12 +13,16 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Version {
     pub levels: Vec<Vec<Arc<Table>>>,
+    /// The B+Tree engine's published tree: the oldest source, below every table and
+    /// memtable (`None` on the LSM).
+    pub tree: Option<Arc<crate::btree::TreeVersion>>,
 }
 
 impl Default for Version {
     fn default() -> Self {
         Version {
             levels: vec![Vec::new(); NUM_LEVELS],
+            tree: None,
         }
     }
 }

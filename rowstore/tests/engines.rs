@@ -5,7 +5,7 @@
 //! full compactions and reopens of the LSM engine.
 
 use lightning_rowstore::{
-    CommitCheck, Engine, EngineOptions, OpenMode, Snapshot, TxnSnapshot, WriteBatch,
+    CommitCheck, Engine, EngineOptions, OpenMode, Snapshot, StorageKind, TxnSnapshot, WriteBatch,
 };
 use proptest::prelude::*;
 
@@ -63,8 +63,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn opts() -> EngineOptions {
+fn opts(storage: StorageKind) -> EngineOptions {
     EngineOptions {
+        storage,
         block_size: 512,
         write_buffer_size: 4096,
         level0_compaction_trigger: 2,
@@ -83,9 +84,10 @@ fn collect(
     it.map(|r| r.unwrap()).collect()
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, storage: StorageKind) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
+    let opts = || opts(storage);
     let mut lsm = Engine::open(&path, opts(), OpenMode::Create).unwrap();
     let mem = Engine::memory(opts());
     // Held snapshots: (lsm, memory), oldest first. Commit timestamps differ between
@@ -273,6 +275,11 @@ proptest! {
     })]
     #[test]
     fn the_lsm_engine_keeps_the_contract_of_the_memory_engine(ops in proptest::collection::vec(op(), 1..120)) {
-        run(ops);
+        run(ops, StorageKind::Lsm);
+    }
+
+    #[test]
+    fn the_btree_engine_keeps_the_contract_of_the_memory_engine(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops, StorageKind::BTree);
     }
 }

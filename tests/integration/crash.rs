@@ -19,15 +19,20 @@ use std::time::Duration;
 const BATCH: u64 = 8;
 const ENV: &str = "LDB_CRASH_CHILD";
 
-/// `enc`: 0 plaintext, else encrypted at rest (1 AES-256-GCM, 2 ChaCha20-Poly1305).
+/// `enc`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305 at rest, `BTREE` plaintext
+/// on the B+Tree engine.
 fn config(cycle: u64, enc: u8) -> LightningDbConfig {
     use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
     let cipher = match enc {
-        0 => None,
         1 => Some(Cipher::Aes256Gcm),
-        _ => Some(Cipher::ChaCha20Poly1305),
+        2 => Some(Cipher::ChaCha20Poly1305),
+        _ => None,
     };
     LightningDbConfig {
+        storage_engine: match enc {
+            BTREE => lightning_db::StorageEngine::BTree,
+            _ => lightning_db::StorageEngine::Lsm,
+        },
         encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([3; 32]))),
         page_size: 1024,
         write_buffer_size: 32 * 1024,
@@ -140,6 +145,20 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write_encrypted() {
     sigkill_cycles(cycles, 1);
     sigkill_cycles(cycles / 2, 2);
 }
+
+/// The same on the B+Tree engine: a kill during a flush leaves the tree file with pages
+/// written after its last published root.
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_write_btree() {
+    let cycles = if cfg!(feature = "integration_tests") {
+        40
+    } else {
+        12
+    };
+    sigkill_cycles(cycles, BTREE);
+}
+
+const BTREE: u8 = 9;
 
 fn sigkill_cycles(cycles: u64, enc: u8) {
     if std::env::var(ENV).is_ok() {

@@ -11,6 +11,7 @@ mod common;
 
 mod alter;
 mod answers;
+mod btree_engine;
 mod cli;
 mod cli_shell;
 mod crash;

@@ -99,6 +99,15 @@ fn encryption(seed: u64) -> Option<lightning_db::encryption::EncryptionConfig> {
     ))
 }
 
+/// Half of the plaintext seeds run on the B+Tree engine (3, 9, 15, ...), so power loss
+/// and faults also meet flushes that publish a new tree.
+fn storage(seed: u64) -> lightning_db::StorageEngine {
+    match seed % 6 {
+        3 => lightning_db::StorageEngine::BTree,
+        _ => lightning_db::StorageEngine::Lsm,
+    }
+}
+
 /// One random operation: applies it to the database and returns the model after it
 /// (what the database must hold if the operation took effect).
 fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning_db::Result<()>) {
@@ -211,6 +220,7 @@ fn step(db: &Database, rng: &mut StdRng, m: &Model) -> (String, Model, lightning
             if r.is_ok() {
                 let cfg = LightningDbConfig {
                     encryption: db.config().encryption.clone(),
+                    storage_engine: db.storage_engine(),
                     ..config(rng, None)
                 };
                 let copy = Database::open(&target, cfg).unwrap();
@@ -338,6 +348,7 @@ fn run_seed(seed: u64, base: &Path) {
     let vfs = FaultVfs::new().with_seed(seed);
     let cfg = LightningDbConfig {
         encryption: encryption(seed),
+        storage_engine: storage(seed),
         ..config(&mut rng, Some(&vfs))
     };
     let db = Database::create(&path, cfg.clone()).unwrap();

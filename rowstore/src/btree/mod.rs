@@ -215,10 +215,10 @@ impl TreeVersion {
         }
     }
 
-    /// The newest version of `key` at or below `snap`.
-    pub fn get(self: &Arc<Self>, key: &[u8], snap: Ts) -> Result<Found> {
+    /// The leaf that holds `key`'s versions if the tree has any.
+    fn leaf_for(&self, key: &[u8]) -> Result<Option<(Extent, NodeBuf)>> {
         let Some(mut x) = self.meta.root else {
-            return Ok(Found::Absent);
+            return Ok(None);
         };
         for _ in 1..self.meta.height {
             let b = self.load(x)?;
@@ -226,29 +226,56 @@ impl TreeVersion {
             if n.kind() != Kind::Internal {
                 return Err(self.corrupt(x, "expected an internal node"));
             }
-            // The child holding the key's versions: the last whose first user key is
-            // at or before it (a key never spans leaves).
+            // The child holding the key's versions: the last whose separator is at or
+            // before it (a key never spans leaves).
             let i = n.route(key).map_err(|e| self.corrupt(x, e.0))?;
             x = n.child(i).map_err(|e| self.corrupt(x, e.0))?;
         }
         let b = self.load(x)?;
-        let n = self.view(x, self.bytes(&b))?;
-        if n.kind() != Kind::Leaf {
+        if self.view(x, self.bytes(&b))?.kind() != Kind::Leaf {
             return Err(self.corrupt(x, "expected a leaf"));
         }
+        Ok(Some((x, b)))
+    }
+
+    /// In leaf `n`, the first version of `key` at or below `snap`, if any.
+    fn find(&self, x: Extent, n: &NodeView<'_>, key: &[u8], snap: Ts) -> Result<Option<usize>> {
         let i = n.lower_bound(key, snap).map_err(|e| self.corrupt(x, e.0))?;
         if i == n.len() {
-            return Ok(Found::Absent);
+            return Ok(None);
         }
         let (suffix, _) = n.key(i).map_err(|e| self.corrupt(x, e.0))?;
         let p = n.prefix();
-        if key.len() != p.len() + suffix.len() || !key.starts_with(p) || &key[p.len()..] != suffix {
+        let hit =
+            key.len() == p.len() + suffix.len() && key.starts_with(p) && &key[p.len()..] == suffix;
+        Ok(hit.then_some(i))
+    }
+
+    /// The newest version of `key` at or below `snap`.
+    pub fn get(&self, key: &[u8], snap: Ts) -> Result<Found> {
+        let Some((x, b)) = self.leaf_for(key)? else {
             return Ok(Found::Absent);
-        }
+        };
+        let n = self.view(x, self.bytes(&b))?;
+        let Some(i) = self.find(x, &n, key, snap)? else {
+            return Ok(Found::Absent);
+        };
         match n.value(i).map_err(|e| self.corrupt(x, e.0))? {
             Val::Delete => Ok(Found::Deleted),
             Val::Inline(v) => Ok(Found::Value(v.to_vec())),
             Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
+        }
+    }
+
+    /// The commit timestamp of `key`'s newest version in the tree.
+    pub fn latest_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
+        let Some((x, b)) = self.leaf_for(key)? else {
+            return Ok(None);
+        };
+        let n = self.view(x, self.bytes(&b))?;
+        match self.find(x, &n, key, crate::key::MAX_TS)? {
+            Some(i) => Ok(Some(n.key(i).map_err(|e| self.corrupt(x, e.0))?.1)),
+            None => Ok(None),
         }
     }
 
@@ -275,6 +302,96 @@ impl TreeVersion {
             }
         }
         Ok(levels)
+    }
+
+    /// Copy this version of the tree into a new file `dst` on `dst_vfs`: the file's
+    /// pages (those this version reaches cannot change while it is held), then this
+    /// version's meta in both slots, synced; the copy is opened and verified.
+    pub fn copy_to(&self, dst_vfs: &dyn Vfs, dst: &Path) -> Result<()> {
+        let out = crate::vfs::create_new(dst_vfs, dst)?;
+        let ctx = || format!("copying {} to {}", self.path.display(), dst.display());
+        let total = self.meta.end * PAGE as u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 2 * PAGE as u64;
+        while at < total {
+            let n = (total - at).min(buf.len() as u64) as usize;
+            self.file.read_at(&mut buf[..n], at).ctx(ctx)?;
+            out.write_at(&buf[..n], at).ctx(ctx)?;
+            at += n as u64;
+        }
+        let meta = self.meta.encode();
+        out.write_at(&meta, 0).ctx(ctx)?;
+        out.write_at(&meta, PAGE as u64).ctx(ctx)?;
+        out.sync_data().ctx(ctx)?;
+        drop(out);
+        BTree::open(dst_vfs, dst, false, false)?
+            .current()
+            .verify_all()
+            .map(|_| ())
+    }
+
+    /// Read and check every extent the tree reaches: nodes, value extents and the free
+    /// list (each checksum, each node's structure, key order across every leaf).
+    /// Returns the number of extents checked.
+    pub fn verify_all(self: &Arc<Self>) -> Result<u64> {
+        let mut n = 0u64;
+        if let Some(x) = self.meta.free_list {
+            let b = self.load(x)?;
+            node::decode_free_list(self.bytes(&b)).map_err(|e| self.corrupt(x, e.0))?;
+            n += 1;
+        }
+        let Some(root) = self.meta.root else {
+            return Ok(n);
+        };
+        let mut stack = vec![(root, 1u32)];
+        while let Some((x, depth)) = stack.pop() {
+            let b = self.load(x)?;
+            let v = self.view(x, self.bytes(&b))?;
+            n += 1;
+            let leaf = depth == self.meta.height;
+            if leaf != (v.kind() == Kind::Leaf) {
+                return Err(self.corrupt(x, "node kind does not match its depth"));
+            }
+            for i in 0..v.len() {
+                if leaf {
+                    if let Val::Overflow(vx, len) = v.value(i).map_err(|e| self.corrupt(x, e.0))? {
+                        self.overflow(vx, len)?;
+                        n += 1;
+                    }
+                } else {
+                    stack.push((v.child(i).map_err(|e| self.corrupt(x, e.0))?, depth + 1));
+                }
+            }
+        }
+        // Every version, in order, across every leaf.
+        let mut it = self.versions(None, None, false)?;
+        let mut last: Option<(Vec<u8>, Ts)> = None;
+        let mut count = 0u64;
+        while let Some((k, ts, _)) = it.current() {
+            if let Some((lk, lts)) = &last
+                && cmp_internal(lk, *lts, k, ts) != Ordering::Less
+            {
+                return Err(Error::corruption(
+                    &self.path,
+                    0,
+                    "tree entries out of order",
+                ));
+            }
+            last = Some((k.to_vec(), ts));
+            count += 1;
+            it.advance()?;
+        }
+        if count != self.meta.entries {
+            return Err(Error::corruption(
+                &self.path,
+                0,
+                format!(
+                    "the tree holds {count} versions, its meta page says {}",
+                    self.meta.entries
+                ),
+            ));
+        }
+        Ok(n)
     }
 
     /// Every version in `[start, end)` (by user key), in internal-key order or reversed.
@@ -318,17 +435,21 @@ impl BTree {
         file.sync_data().ctx(ctx)?;
         crate::vfs::sync_dir(vfs, crate::vfs::parent_dir(path))?;
         drop(file);
-        Self::open(vfs, path, true)
+        Self::open(vfs, path, true, true)
     }
 
     /// Open the tree in the file at `path`: the valid meta page with the highest
     /// generation says what is published. `map`: read through a memory map where the
-    /// `Vfs` can map (else positioned reads).
-    pub fn open(vfs: &dyn Vfs, path: &Path, map: bool) -> Result<BTree> {
-        let file: Arc<dyn VfsFile> = vfs
-            .open_rw(path)
-            .ctx(|| format!("opening {}", path.display()))?
-            .into();
+    /// `Vfs` can map (else positioned reads). Not `writable`: the file is opened for
+    /// reading only, and [`BTree::apply`] fails.
+    pub fn open(vfs: &dyn Vfs, path: &Path, map: bool, writable: bool) -> Result<BTree> {
+        let file: Arc<dyn VfsFile> = if writable {
+            vfs.open_rw(path)
+        } else {
+            vfs.open(path)
+        }
+        .ctx(|| format!("opening {}", path.display()))?
+        .into();
         let len = file.len().ctx(|| format!("stat of {}", path.display()))?;
         let mut best: Option<Meta> = None;
         for slot in 0..2u64 {
@@ -395,6 +516,30 @@ impl BTree {
         &self.path
     }
 
+    /// Copy the tree in `src`, which another process may be writing, into a new file
+    /// `dst`. `Ok(false)` if the tree moved on far enough while it was copied that
+    /// pages of the copied version may have been reused (the copy is removed; try
+    /// again).
+    pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
+        let v = BTree::open(src_vfs, src, false, false)?.current();
+        let r = v.copy_to(dst_vfs, dst);
+        // Pages of generation g are reused only by the build of g + 2, which starts
+        // after g + 1 is published: the copy holds g intact if g is still the newest.
+        let now = BTree::open(src_vfs, src, false, false)?
+            .current()
+            .meta
+            .generation;
+        if now != v.meta.generation || r.as_ref().is_err_and(Error::is_corruption) {
+            let _ = dst_vfs.remove(dst);
+            return if now != v.meta.generation {
+                Ok(false)
+            } else {
+                r.map(|()| true)
+            };
+        }
+        r.map(|()| true)
+    }
+
     /// The published tree, for reading.
     pub fn current(&self) -> Arc<TreeVersion> {
         self.current.read().clone()
@@ -455,7 +600,7 @@ impl BTree {
             end: b.alloc.end,
             free_list: Some(x),
             entries: b.entries.max(0) as u64,
-            applied,
+            applied: applied.max(old.meta.applied),
         };
         let (freed, written) = (std::mem::take(&mut b.freed), std::mem::take(&mut b.written));
         self.publish(&old, meta, &written)?;

@@ -166,7 +166,7 @@ fn run_model(map: bool, seed: u64) {
     let path = dir.path().join("tree");
     let mut t = BTree::create(&StdVfs, &path).unwrap();
     if !map {
-        t = BTree::open(&StdVfs, &path, false).unwrap();
+        t = BTree::open(&StdVfs, &path, false, true).unwrap();
     }
     let mut rng = Rng(seed);
     let mut m = Model::new();
@@ -190,7 +190,7 @@ fn run_model(map: bool, seed: u64) {
         check(&t, &m, horizon, ts, keys, &mut rng);
         if round % 10 == 9 {
             drop(t);
-            t = BTree::open(&StdVfs, &path, map).unwrap();
+            t = BTree::open(&StdVfs, &path, map, true).unwrap();
             assert_eq!(t.current().meta.applied, ts);
             check(&t, &m, horizon, ts, keys, &mut rng);
         }
@@ -262,7 +262,7 @@ fn large_keys_and_values_round_trip() {
     b.push((b"small".to_vec(), 1, Some(b"v".to_vec())));
     t.apply(b, 1, 1).unwrap();
     drop(t);
-    let t = BTree::open(&StdVfs, &path, true).unwrap();
+    let t = BTree::open(&StdVfs, &path, true, true).unwrap();
     let v = t.current();
     for i in 0..5u8 {
         assert_eq!(
@@ -290,7 +290,7 @@ fn a_damaged_page_is_a_corruption_error() {
     }
     std::fs::write(&path, &bytes).unwrap();
     for map in [true, false] {
-        match BTree::open(&StdVfs, &path, map) {
+        match BTree::open(&StdVfs, &path, map, true) {
             Err(e) => assert!(e.is_corruption(), "{e}"),
             Ok(t) => {
                 let e = t.current().get(&key(3), 1).unwrap_err();
@@ -345,7 +345,7 @@ fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
         }
         vfs.revive();
         vfs.clear_faults();
-        let t = BTree::open(&vfs, &path, true).unwrap();
+        let t = BTree::open(&vfs, &path, true, true).unwrap();
         let v = t.current();
         let want = if v.meta.applied == ts {
             &after

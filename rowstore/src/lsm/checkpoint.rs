@@ -1,7 +1,7 @@
 //! In-process checkpoints: a consistent copy of the database taken while writers run.
 
 use super::*;
-use crate::backup::{self, CopyPlan, TableSource, WalSource};
+use crate::backup::{self, CopyPlan, TableSource, TreeSource, WalSource};
 
 impl LsmEngine {
     /// Write a consistent copy of the database into `target` (which must not exist),
@@ -63,10 +63,12 @@ impl LsmEngine {
             .iter()
             .flat_map(|l| l.iter().map(|t| (t.id(), TableSource::Path)))
             .collect();
+        let tree = version.tree.clone().map(TreeSource::Pinned);
         let mut plan = Some(CopyPlan {
             state,
             tables,
             wals: sources,
+            tree,
         });
         let r = backup::into_new_dir(dst, target, |tmp| {
             let plan = plan

@@ -39,29 +39,32 @@ impl Inner {
         let _span = tracing::info_span!("flush", entries = imm.len()).entered();
         let started = Instant::now();
         let horizon = self.gc_horizon();
-        let mut out = OutputSink::new(self, horizon, false, None);
-        let mut res = Ok(());
-        imm.for_each(|k, ts, v| {
-            if res.is_ok() {
-                res = out.add(k, ts, v);
+        let (added, bytes) = match &self.tree {
+            Some(tree) => {
+                // The B+Tree engine: merge the memtable into the tree and publish it.
+                let mut changes = Vec::with_capacity(imm.len());
+                imm.for_each(|k, ts, v| changes.push((k.to_vec(), ts, v.map(<[u8]>::to_vec))));
+                let bytes: u64 = changes
+                    .iter()
+                    .map(|(k, _, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+                    .sum();
+                tree.apply(changes, horizon, imm.max_ts())?;
+                (Vec::new(), bytes)
             }
-        });
-        // A table that cannot be written (a full disk, say) is removed; the memtable
-        // stays and the flush is tried again later.
-        let outputs = match res {
-            Ok(()) => out.finish(),
-            Err(e) => {
-                out.abandon();
-                Err(e)
+            None => {
+                let outputs = self.flush_to_table(&imm, horizon)?;
+                let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
+                (
+                    outputs.into_iter().map(|t| (0, t)).collect::<Vec<_>>(),
+                    bytes,
+                )
             }
-        }?;
-        let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
+        };
         let edit = VersionEdit {
             last_ts: Some(imm.max_ts()),
             log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
             ..Default::default()
         };
-        let added: Vec<_> = outputs.into_iter().map(|t| (0, t)).collect();
         self.install(edit, &[], &added, Some(&imm))?;
         if self.opts.wal_enabled {
             // Every segment up to this memtable's is now in tables.
@@ -82,6 +85,26 @@ impl Inner {
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.notify();
         Ok(true)
+    }
+
+    /// Write `imm` to level-0 tables (the LSM's flush).
+    fn flush_to_table(&self, imm: &MemTable, horizon: Ts) -> Result<Vec<Arc<Table>>> {
+        let mut out = OutputSink::new(self, horizon, false, None);
+        let mut res = Ok(());
+        imm.for_each(|k, ts, v| {
+            if res.is_ok() {
+                res = out.add(k, ts, v);
+            }
+        });
+        // A table that cannot be written (a full disk, say) is removed; the memtable
+        // stays and the flush is tried again later.
+        match res {
+            Ok(()) => out.finish(),
+            Err(e) => {
+                out.abandon();
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn flush_loop(self: Arc<Self>) {

@@ -277,6 +277,9 @@ impl Inner {
     /// Run an ingestion; called by the commit leader with no write in flight (see the
     /// module docs).
     pub(super) fn ingest_now(&self, job: IngestJob) -> Result<Ts> {
+        if let Some(tree) = &self.tree {
+            return self.ingest_into_tree(tree, job);
+        }
         // Every version in memory of a key the runs hold must be in tables first (they
         // are older than the runs, and readers look in memory before tables). Memtables
         // with nothing in the runs' key range stay: their keys never meet the runs'.
@@ -376,6 +379,60 @@ impl Inner {
                 .sum(),
             Ordering::Relaxed,
         );
+        self.notify();
+        Ok(last)
+    }
+
+    /// The B+Tree engine's ingestion: every commit so far goes into the tree first (the
+    /// tree's mark says which commits it holds, and the runs' timestamps follow them),
+    /// then the runs are merged into the tree at their commit timestamps and published
+    /// with it, durably, before the commit is visible. Writers wait meanwhile.
+    fn ingest_into_tree(&self, tree: &crate::btree::BTree, job: IngestJob) -> Result<Ts> {
+        self.switch_memtable()?;
+        self.wait_for_flushes()?;
+        let sv = self.sv.load_full();
+        if let Some(lo) = job.conflict_after {
+            self.ingest_conflict(&sv, &job.tables, lo)?;
+        }
+        let n = job.tables.len() as u64;
+        let base = self.last_ts.load(Ordering::Relaxed) + 1;
+        let last = base + n - 1;
+        let mut changes = Vec::new();
+        for (i, t) in job.tables.iter().enumerate() {
+            let mut it = TableIter::new(t.clone(), None, None, false, None)?;
+            while let Some((k, _, v)) = it.current() {
+                changes.push((k.to_vec(), base + i as u64, v.map(<[u8]>::to_vec)));
+                it.advance()?;
+            }
+        }
+        // Runs may hold the same key: the later run's version is the newer.
+        changes.sort_by(|a, b| crate::key::cmp_internal(&a.0, a.1, &b.0, b.1));
+        let (puts, entries) = (
+            changes.iter().filter(|c| c.2.is_some()).count() as u64,
+            changes.len(),
+        );
+        tree.apply(changes, self.gc_horizon(), last)?;
+        let mut st = self.state.lock();
+        let edit = VersionEdit {
+            last_ts: Some(last),
+            ..Default::default()
+        };
+        self.install_locked(&mut st, edit, &[], &[], None)?;
+        drop(st);
+        for id in job.staged.lock().drain(..) {
+            let _ = vfs::remove_file_if_exists(&*self.vfs, &crate::sst::table_path(&self.dir, id));
+        }
+        self.last_ts.store(last, Ordering::Relaxed);
+        self.visible_ts.store(last, Ordering::SeqCst);
+        if self.registry.active_txns_seqcst() > 0
+            && let Some((start, mut end)) = key_span(&job.tables).map(|(s, e)| (s.to_vec(), e))
+        {
+            end.pop();
+            self.recent_ingests.lock().push((start, end, last));
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.puts.fetch_add(puts, Ordering::Relaxed);
+        tracing::debug!(entries, last, "ingested into the tree");
         self.notify();
         Ok(last)
     }

@@ -21,7 +21,7 @@ use crate::key::Ts;
 use crate::log::{self, LogWriter, Tail};
 use crate::manifest::{self, Manifest, ManifestState, NUM_LEVELS, VersionEdit};
 use crate::memtable::{ChangeChunk, Lookup, MemTable};
-use crate::options::{Durability, EngineOptions};
+use crate::options::{Durability, EngineOptions, StorageKind};
 use crate::row_engine::{CommitCheck, EngineSizes, EngineStats, OpenMode, RowEngine};
 use crate::snapshot::{At, Snapshot, SnapshotRegistry, TxnSnapshot};
 use crate::sst::cache::BlockCache;
@@ -62,6 +62,8 @@ type IngestedRange = (Vec<u8>, Vec<u8>, Ts);
 
 struct Inner {
     dir: PathBuf,
+    /// The B+Tree engine's tree file, where flushes go instead of level-0 tables.
+    tree: Option<Arc<crate::btree::BTree>>,
     vfs: Arc<dyn Vfs>,
     opts: EngineOptions,
     /// Opened with [`OpenMode::ReadOnly`]: every write fails, nothing is flushed.

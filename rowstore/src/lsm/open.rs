@@ -82,6 +82,13 @@ fn is_garbage(
 
 use std::collections::{BTreeSet, HashSet};
 
+fn engine_title(k: StorageKind) -> &'static str {
+    match k {
+        StorageKind::Lsm => "LSM",
+        StorageKind::BTree => "B+Tree",
+    }
+}
+
 impl Inner {
     /// Register the snapshot `open_pinned` was asked for (at most the newest commit),
     /// before any background work can collect what it needs.
@@ -110,6 +117,7 @@ impl Inner {
             Option<Arc<MmapBudget>>,
         ),
         read_only: bool,
+        tree: Option<Arc<crate::btree::BTree>>,
     ) -> Arc<Inner> {
         let id_limit = mstate.next_file_id;
         // A read-only handle starts no thread, not even the prefetcher's.
@@ -158,6 +166,7 @@ impl Inner {
             bg_error: Mutex::new(None),
             lock_file: Mutex::new(Some(lock)),
             read_only,
+            tree,
             vfs,
             dir,
             opts,
@@ -261,6 +270,30 @@ impl LsmEngine {
             let id = manifest::read_current(&*vfs, &dir)?;
             (manifest::replay(&*vfs, &dir, id)?, Some(id))
         };
+        // The storage structure: chosen at creation, recorded in the manifest.
+        if create {
+            mstate.engine = opts.storage;
+        } else if mstate.engine != opts.storage {
+            return Err(Error::InvalidConfig(format!(
+                "{} was created with the {} storage engine; the configuration names {}",
+                dir.display(),
+                engine_title(mstate.engine),
+                engine_title(opts.storage)
+            )));
+        }
+        let tree = match mstate.engine {
+            StorageKind::Lsm => None,
+            StorageKind::BTree if create => Some(Arc::new(crate::btree::BTree::create(
+                &*vfs,
+                &files::tree_path(&dir),
+            )?)),
+            StorageKind::BTree => Some(Arc::new(crate::btree::BTree::open(
+                &*vfs,
+                &files::tree_path(&dir),
+                opts.mmap_size.is_none_or(|n| n > 0),
+                !read_only,
+            )?)),
+        };
         // Ids below this were reserved by (so possibly used by) this database; a
         // numbered file at or above it (or recorded as such) was put there by someone
         // else: it is never deleted, and its number is never used.
@@ -316,6 +349,12 @@ impl LsmEngine {
             }
         }
         version.sort();
+        // Commits up to the tree's mark are in the tree: replay only those after it.
+        let in_tree = tree.as_ref().map_or(0, |t| t.current().meta.applied);
+        if let Some(t) = &tree {
+            version.tree = Some(t.current());
+            last_ts = last_ts.max(in_tree);
+        }
 
         // Replay the WAL into a recovery memtable.
         let recovered = MemTable::new(0);
@@ -347,6 +386,9 @@ impl LsmEngine {
             for (off, rec) in &c.records {
                 let (ts, batch) = WriteBatch::decode(rec)
                     .map_err(|why| Error::corruption(&p, *off, format!("bad WAL record: {why}")))?;
+                if ts <= in_tree {
+                    continue;
+                }
                 // One change-log chunk per commit, as the commit path makes them.
                 recovered.apply(batch.ops().iter().map(|op| (op.key(), ts, op.value())));
                 last_ts = last_ts.max(ts);
@@ -372,11 +414,19 @@ impl LsmEngine {
                 (next_file_id, foreign, last_ts),
                 (None, cache, mmap),
                 true,
+                tree,
             );
             let pin = inner.register_pin(pin)?;
             return Ok((LsmEngine { inner }, pin));
         }
-        if !recovered.is_empty() {
+        if let (Some(t), false) = (&tree, recovered.is_empty()) {
+            // The B+Tree engine: the recovered commits go into the tree (nothing
+            // collected: no snapshot is registered yet, a pin may follow).
+            let mut changes = Vec::with_capacity(recovered.len());
+            recovered.for_each(|k, ts, v| changes.push((k.to_vec(), ts, v.map(<[u8]>::to_vec))));
+            t.apply(changes, 0, recovered.max_ts())?;
+            version.tree = Some(t.current());
+        } else if !recovered.is_empty() {
             let id = alloc();
             let mut b = TableBuilder::create(
                 &vfs,
@@ -465,6 +515,7 @@ impl LsmEngine {
             (next_file_id, foreign, last_ts),
             (wal, cache, mmap),
             false,
+            tree,
         );
         let pin = inner.register_pin(pin)?;
         if inner.opts.background_compaction {

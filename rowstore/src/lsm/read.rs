@@ -2,6 +2,7 @@
 //! lookups through memtables and levels, and user-visible iterators.
 
 use super::*;
+use crate::btree::Found;
 
 /// An iterator over one consistent state of the LSM engine.
 pub struct LsmIter {
@@ -63,7 +64,13 @@ impl Inner {
                 return Ok(r);
             }
         }
-        Ok(None)
+        match &sv.version.tree {
+            Some(t) => match t.get(key, s)? {
+                Found::Value(v) => Ok(Some(v)),
+                Found::Deleted | Found::Absent => Ok(None),
+            },
+            None => Ok(None),
+        }
     }
 
     pub(super) fn latest_ts_in(&self, sv: &SuperVersion, key: &[u8]) -> Result<Option<Ts>> {
@@ -92,6 +99,9 @@ impl Inner {
                 return Ok(Some(ts));
             }
         }
-        Ok(None)
+        match &sv.version.tree {
+            Some(t) => t.latest_ts(key),
+            None => Ok(None),
+        }
     }
 }

@@ -45,7 +45,11 @@ impl Inner {
         if let Err(e) = self.log_edit(st, &edit) {
             return Err(self.fail(e));
         }
-        st.version = Arc::new(st.version.apply(deleted, added));
+        let mut v = st.version.apply(deleted, added);
+        if let Some(t) = &self.tree {
+            v.tree = Some(t.current());
+        }
+        st.version = Arc::new(v);
         debug_assert!(st.version.check_invariants(), "level invariant broken");
         let cur = self.sv.load_full();
         let imms = match flushed {

@@ -50,7 +50,21 @@ struct Cli {
     /// chacha20-poly1305.
     #[arg(long, global = true, default_value = "aes-256-gcm")]
     cipher: lightning_db::encryption::Cipher,
+    /// Storage engine for a new database: lsm (default; write-heavy work) or btree
+    /// (read- and scan-heavy work). An existing database opens with the engine it was
+    /// created with; naming the other one is an error.
+    #[arg(long, global = true, value_name = "ENGINE")]
+    engine: Option<EngineArg>,
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Lsm,
+    Btree,
+}
+
+/// Set once from `--engine` before any command runs.
+static ENGINE: std::sync::OnceLock<Option<EngineArg>> = std::sync::OnceLock::new();
 
 /// Set once from `--key-file` / `--passphrase-env` before any command runs.
 static ENCRYPTION: std::sync::OnceLock<Option<EncryptionConfig>> = std::sync::OnceLock::new();
@@ -234,10 +248,22 @@ struct CsvOptions {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The configuration to open the database at `p` with: the storage engine `--engine`
+/// names, else the one the database records (the default for a new one).
+fn config_for(p: &Path) -> Res<LightningDbConfig> {
+    let mut c = config();
+    c.storage_engine = match ENGINE.get().copied().flatten() {
+        Some(EngineArg::Lsm) => lightning_db::StorageEngine::Lsm,
+        Some(EngineArg::Btree) => lightning_db::StorageEngine::BTree,
+        None => Database::recorded_storage_engine(p, &c)?.unwrap_or_default(),
+    };
+    Ok(c)
+}
+
 fn open(p: &Path) -> Res<Database> {
     Ok(match read_only() {
-        true => Database::open_read_only(p, config())?,
-        false => Database::open(p, config())?,
+        true => Database::open_read_only(p, config_for(p)?)?,
+        false => Database::open(p, config_for(p)?)?,
     })
 }
 
@@ -248,7 +274,7 @@ fn open_or_create(p: &Path) -> Res<Database> {
         return open(p);
     }
     let new = !shell::exists(p);
-    let db = Database::open_or_create(p, config())?;
+    let db = Database::open_or_create(p, config_for(p)?)?;
     if new {
         eprintln!("created a new database at {}", p.display());
     }
@@ -291,10 +317,11 @@ fn check(db: &Path, percent: u8, verbose: bool) -> Res<()> {
     pb.finish_and_clear();
     let r = r?;
     println!(
-        "ok: manifest, {} tables ({} of {} blocks), {} WAL records{}, {} of {} column segments checked ({}%)",
+        "ok: manifest, {} tables ({} of {} blocks), {} tree extents, {} WAL records{}, {} of {} column segments checked ({}%)",
         r.tables_checked,
         r.blocks_checked,
         r.blocks_total,
+        r.tree_extents_checked,
         r.wal_records_checked,
         if r.wal_torn_tails > 0 {
             " (torn tail, repaired on open)"
@@ -314,11 +341,13 @@ fn stats(db: &Path) -> Res<()> {
     let h = db.health_check()?;
     println!("path: {}", db.path().display());
     println!("tables: {}", db.list_tables()?.join(", "));
+    println!("storage engine: {}", m.storage_engine);
     println!("lsm tables per level: {:?}", m.tables_per_level);
     println!(
-        "disk: wal {} B, tables {} B, manifest {} B, column store {} B, total {} B",
+        "disk: wal {} B, tables {} B, tree {} B, manifest {} B, column store {} B, total {} B",
         m.disk.wal_bytes,
         m.disk.sst_bytes,
+        m.disk.tree_bytes,
         m.disk.manifest_bytes,
         m.disk.columnar_bytes,
         m.disk.total_bytes
@@ -569,6 +598,7 @@ fn run(cli: Cli) -> Res<()> {
     READ_ONLY.store(cli.read_only, std::sync::atomic::Ordering::Relaxed);
     let key = key_provider(cli.key_file.clone(), cli.passphrase_env.clone())?;
     let _ = ENCRYPTION.set(key.map(|k| EncryptionConfig::new(cli.cipher, k)));
+    let _ = ENGINE.set(cli.engine);
     let Some(cmd) = cli.cmd else {
         return Err("give a database path (the SQL shell) or a command; --help lists them".into());
     };

@@ -1,0 +1,225 @@
+//! The B+Tree storage engine through the facade: chosen at create and recorded, the
+//! other engine refused at open, key-value reads and scans against a model across
+//! flushes and reopen, tables and SQL (bulk inserts go through ingestion), checkpoints,
+//! file backups and checks, and the CLI's `--engine` and `stats`.
+
+use lightning_db::arrow::array::{Int64Array, RecordBatch};
+use lightning_db::arrow::datatypes::{DataType, Field, Schema};
+use lightning_db::{Database, Error, LightningDbConfig, StorageEngine};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn btree() -> LightningDbConfig {
+    LightningDbConfig {
+        storage_engine: StorageEngine::BTree,
+        write_buffer_size: 64 * 1024,
+        ..Default::default()
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k{:08}", (i * 7919) % 100_003).into_bytes()
+}
+
+fn scan_all(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.scan(None, None).unwrap().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn the_engine_is_chosen_at_create_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, l) = (dir.path().join("b"), dir.path().join("l"));
+    let db = Database::create(&b, btree()).unwrap();
+    db.put(b"a", b"1").unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.storage_engine(), StorageEngine::BTree);
+    assert_eq!(db.get_metrics().storage_engine, "btree");
+    assert!(db.get_metrics().disk.tree_bytes > 0);
+    drop(db);
+    let names: Vec<String> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "TREE"), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".sst")), "{names:?}");
+    assert_eq!(
+        Database::recorded_storage_engine(&b, &LightningDbConfig::default()).unwrap(),
+        Some(StorageEngine::BTree)
+    );
+    // The other engine is refused, with what the database was created with.
+    match Database::open(&b, LightningDbConfig::default()) {
+        Err(Error::InvalidConfig(m)) => assert!(m.contains("B+Tree"), "{m}"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    let db = Database::open(&b, btree()).unwrap();
+    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    drop(db);
+
+    let db = Database::create(&l, LightningDbConfig::default()).unwrap();
+    assert_eq!(db.get_metrics().storage_engine, "lsm");
+    drop(db);
+    assert!(matches!(
+        Database::open(&l, btree()),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert_eq!(
+        Database::recorded_storage_engine(dir.path().join("none"), &btree()).unwrap(),
+        None
+    );
+    // Not yet with encryption at rest: refused up front, nothing created.
+    let enc = LightningDbConfig {
+        encryption: Some(lightning_db::encryption::EncryptionConfig::new(
+            lightning_db::encryption::Cipher::Aes256Gcm,
+            lightning_db::encryption::KeyProvider::raw([1; 32]),
+        )),
+        ..btree()
+    };
+    assert!(matches!(
+        Database::create(dir.path().join("e"), enc),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(!dir.path().join("e").exists());
+}
+
+#[test]
+fn reads_and_scans_match_a_model_across_flushes_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut db = Database::create(&path, btree()).unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..6u64 {
+        for i in 0..4000 {
+            let k = key(i + round * 1500);
+            if (i + round) % 9 == 0 {
+                db.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v = format!("v{round}-{i}").into_bytes();
+                db.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+        // A large value goes to overflow pages.
+        let big = vec![round as u8; 100_000];
+        db.put(b"big", &big).unwrap();
+        model.insert(b"big".to_vec(), big);
+        if round % 2 == 1 {
+            db.flush().unwrap();
+        }
+        if round % 3 == 2 {
+            drop(db);
+            db = Database::open(&path, btree()).unwrap();
+        }
+        let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(scan_all(&db), want, "round {round}");
+        let rev: Vec<_> = db
+            .scan_reverse(Some(b"k0002"), Some(b"k0005"))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let want_rev: Vec<_> = model
+            .range(b"k0002".to_vec()..b"k0005".to_vec())
+            .rev()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(rev, want_rev);
+        for i in (0..9000).step_by(97) {
+            assert_eq!(db.get(&key(i)).unwrap(), model.get(&key(i)).cloned());
+        }
+    }
+    let r = lightning_db::check_files(&path, 100, |_| {}).unwrap();
+    assert!(r.tree_extents_checked > 0, "{r:?}");
+    assert_eq!(r.tables_checked, 0);
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]))
+}
+
+#[test]
+fn tables_sql_checkpoints_and_backups_work_on_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(&path, btree()).unwrap();
+    db.create_table("t", schema(), &["id"]).unwrap();
+    let ids: Vec<i64> = (0..5000).collect();
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Int64Array::from(
+                ids.iter().map(|i| i * 2).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    db.insert("t", &batch).unwrap();
+    // Enough rows for one statement to go through bulk ingestion (several MiB).
+    db.sql("CREATE TABLE big (id BIGINT NOT NULL, pad VARCHAR NOT NULL, PRIMARY KEY (id))")
+        .unwrap();
+    db.sql("INSERT INTO big SELECT value, repeat('x', 100) FROM generate_series(1, 200000)")
+        .unwrap();
+    let one = |q: &str| -> String {
+        let b = db.sql(q).unwrap();
+        lightning_db::arrow::util::display::array_value_to_string(b[0].column(0), 0).unwrap()
+    };
+    assert_eq!(one("SELECT count(*) FROM big"), "200000");
+    assert_eq!(one("SELECT sum(v) FROM t"), (4999 * 5000).to_string());
+    db.sql("UPDATE t SET v = 0 WHERE id < 100").unwrap();
+    db.sql("DELETE FROM big WHERE id > 150000").unwrap();
+    db.flush().unwrap();
+    db.compact_columnar("t").unwrap();
+    assert_eq!(one("SELECT count(*) FROM big"), "150000");
+    let sum = one("SELECT sum(v) FROM t");
+
+    let cp = dir.path().join("cp");
+    db.checkpoint(&cp).unwrap();
+    let bk = dir.path().join("bk");
+    lightning_db::backup_files(&path, &bk).unwrap();
+    drop(db);
+    for copy in [&cp, &bk, &path] {
+        let c = Database::open(copy, btree()).unwrap();
+        let one = |q: &str| -> String {
+            let b = c.sql(q).unwrap();
+            lightning_db::arrow::util::display::array_value_to_string(b[0].column(0), 0).unwrap()
+        };
+        assert_eq!(
+            one("SELECT count(*) FROM big"),
+            "150000",
+            "{}",
+            copy.display()
+        );
+        assert_eq!(one("SELECT sum(v) FROM t"), sum, "{}", copy.display());
+        drop(c);
+        lightning_db::check_files(copy, 100, |_| {}).unwrap();
+    }
+}
+
+#[test]
+fn the_cli_creates_with_engine_and_opens_with_the_recorded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let cli = env!("CARGO_BIN_EXE_lightning-cli");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(cli).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let p = path.to_str().unwrap();
+    let (ok, _, err) = run(&["--engine", "btree", "put", p, "k", "v"]);
+    assert!(ok, "{err}");
+    // No --engine: the recorded one.
+    let (ok, out, err) = run(&["stats", p]);
+    assert!(ok, "{err}");
+    assert!(out.contains("storage engine: btree"), "{out}");
+    let (ok, out, _) = run(&["get", p, "k"]);
+    assert!(ok && out.contains('v'), "{out}");
+    let (ok, _, err) = run(&["--engine", "lsm", "stats", p]);
+    assert!(!ok && err.contains("B+Tree"), "{err}");
+}
