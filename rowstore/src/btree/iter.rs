@@ -157,36 +157,40 @@ impl TreeIter {
         if !self.valid {
             return Ok(());
         }
-        let v = self.v.clone();
-        let leaf = self.path.last().expect("a valid iterator has a leaf");
+        let TreeIter {
+            v,
+            path,
+            key,
+            ts,
+            value,
+            overflow,
+            ..
+        } = self;
+        let leaf = path.last().expect("a valid iterator has a leaf");
         let bytes = v.bytes(&leaf.buf);
         let n = v.view(leaf.x, bytes)?;
         if n.kind() != Kind::Leaf {
             return Err(v.corrupt(leaf.x, "expected a leaf"));
         }
-        let (suffix, ts) = n.key(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))?;
-        self.key.clear();
-        self.key.extend_from_slice(n.prefix());
-        self.key.extend_from_slice(suffix);
-        self.ts = ts;
+        let (suffix, t, val) = n.leaf_entry(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))?;
+        key.clear();
+        key.extend_from_slice(n.prefix());
+        key.extend_from_slice(suffix);
+        *ts = t;
         let out_of_range = if self.reverse {
-            self.start
-                .as_deref()
-                .is_some_and(|s| self.key.as_slice() < s)
+            self.start.as_deref().is_some_and(|s| key.as_slice() < s)
         } else {
-            self.end
-                .as_deref()
-                .is_some_and(|e| self.key.as_slice() >= e)
+            self.end.as_deref().is_some_and(|e| key.as_slice() >= e)
         };
         if out_of_range {
             self.valid = false;
             return Ok(());
         }
-        self.value = match n.value(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))? {
+        *value = match val {
             Val::Delete => Value::Delete,
             Val::Inline(s) => Value::Inline(s.as_ptr() as usize - bytes.as_ptr() as usize, s.len()),
             Val::Overflow(x, len) => {
-                self.overflow = v.overflow(x, len)?;
+                *overflow = v.overflow(x, len)?;
                 Value::Overflow
             }
         };

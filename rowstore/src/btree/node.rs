@@ -353,7 +353,18 @@ impl<'a> NodeView<'a> {
 
     /// Leaf entry `i`'s value.
     pub fn value(&self, i: usize) -> NResult<Val<'a>> {
-        let (_, _, mut at) = self.entry(i)?;
+        self.leaf_entry(i).map(|(_, _, v)| v)
+    }
+
+    /// Leaf entry `i` whole: key suffix, timestamp and value, decoded in one pass.
+    #[inline]
+    pub fn leaf_entry(&self, i: usize) -> NResult<(&'a [u8], Ts, Val<'a>)> {
+        let (suffix, ts, at) = self.entry(i)?;
+        self.value_at(at).map(|v| (suffix, ts, v))
+    }
+
+    #[inline]
+    fn value_at(&self, mut at: usize) -> NResult<Val<'a>> {
         let tag = *self
             .buf
             .get(at)

@@ -51,8 +51,8 @@ struct Args {
     /// Where the databases are created (a fresh subdirectory per engine; removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Only these engines (comma separated: lightning,redb,fjall,rocksdb; also
-    /// lightning-aes and lightning-chacha, Lightning DB encrypted at rest).
+    /// Only these engines (comma separated: lightning,lightning-btree,redb,fjall,rocksdb;
+    /// also lightning-aes and lightning-chacha, Lightning DB encrypted at rest).
     #[arg(long, value_delimiter = ',')]
     engines: Option<Vec<String>>,
     /// The command line recorded with the results.
@@ -84,22 +84,27 @@ trait EngineKind {
 
 /// Lightning DB, plaintext or encrypted at rest (`lightning-aes`, `lightning-chacha`:
 /// the cost of encryption, measured side by side; not in the default engine list).
-struct Lightning(Option<lightning_db::encryption::Cipher>);
+struct Lightning(
+    Option<lightning_db::encryption::Cipher>,
+    lightning_db::StorageEngine,
+);
 struct LightningKv(lightning_db::Database);
 
 impl EngineKind for Lightning {
     fn name(&self) -> &'static str {
         use lightning_db::encryption::Cipher;
-        match self.0 {
-            None => "lightning",
-            Some(Cipher::Aes256Gcm) => "lightning-aes",
-            Some(Cipher::ChaCha20Poly1305) => "lightning-chacha",
+        match (self.0, self.1) {
+            (None, lightning_db::StorageEngine::BTree) => "lightning-btree",
+            (None, _) => "lightning",
+            (Some(Cipher::Aes256Gcm), _) => "lightning-aes",
+            (Some(Cipher::ChaCha20Poly1305), _) => "lightning-chacha",
         }
     }
     fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
         use lightning_db::encryption::{EncryptionConfig, KeyProvider};
         let cfg = lightning_db::LightningDbConfig {
             cache_size: CACHE_BYTES,
+            storage_engine: self.1,
             encryption: self
                 .0
                 .map(|c| EncryptionConfig::new(c, KeyProvider::raw([0x5c; 32]))),
@@ -604,16 +609,21 @@ fn bench_engine(
 }
 
 fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
+    use lightning_db::StorageEngine::{BTree, Lsm};
     #[allow(unused_mut)]
-    let mut all: Vec<Box<dyn EngineKind>> =
-        vec![Box::new(Lightning(None)), Box::new(Redb), Box::new(Fjall)];
+    let mut all: Vec<Box<dyn EngineKind>> = vec![
+        Box::new(Lightning(None, Lsm)),
+        Box::new(Lightning(None, BTree)),
+        Box::new(Redb),
+        Box::new(Fjall),
+    ];
     #[cfg(feature = "rocksdb")]
     all.push(Box::new(rocks::Rocks));
     // Only when named.
     if selected.is_some() {
         use lightning_db::encryption::Cipher;
-        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm))));
-        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305))));
+        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm), Lsm)));
+        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305), Lsm)));
     }
     all.into_iter()
         .filter(|e| {
@@ -664,12 +674,25 @@ fn markdown(
     for n in names {
         md.push_str(&format!(" {n} |"));
     }
-    let peers: Vec<&&str> = names.iter().filter(|n| **n != "lightning").collect();
-    for p in &peers {
-        md.push_str(&format!(" ours/{p} |"));
+    // Each of our engines against each peer.
+    let ours: Vec<&&str> = names
+        .iter()
+        .filter(|n| n.starts_with("lightning"))
+        .collect();
+    let peers: Vec<&&str> = names
+        .iter()
+        .filter(|n| !n.starts_with("lightning"))
+        .collect();
+    let pairs: Vec<(&str, &str)> = ours
+        .iter()
+        .flat_map(|o| peers.iter().map(move |p| (**o, **p)))
+        .collect();
+    let short = |o: &str| o.strip_prefix("lightning-").unwrap_or("lsm").to_string();
+    for (o, p) in &pairs {
+        md.push_str(&format!(" {}/{p} |", short(o)));
     }
     md.push_str("\n|---|");
-    for _ in 0..names.len() + peers.len() {
+    for _ in 0..names.len() + pairs.len() {
         md.push_str("---:|");
     }
     md.push('\n');
@@ -687,8 +710,8 @@ fn markdown(
                 None => md.push_str(" - |"),
             }
         }
-        for p in &peers {
-            match (find(w, "lightning"), find(w, p)) {
+        for (o, p) in &pairs {
+            match (find(w, o), find(w, p)) {
                 (Some(a), Some(b)) => md.push_str(&format!(" {:.2}x |", a.per_sec / b.per_sec)),
                 _ => md.push_str(" - |"),
             }
@@ -696,23 +719,22 @@ fn markdown(
         md.push('\n');
     }
     md.push_str("| disk after load (MiB) |");
-    let ours = disk.iter().find(|d| d.0 == "lightning").map(|d| d.1);
+    let size = |e: &str| disk.iter().find(|d| d.0 == e).map(|d| d.1);
     for n in names {
         match disk.iter().find(|d| d.0 == *n) {
             Some(d) => md.push_str(&format!(" {:.1} |", d.1 as f64 / (1 << 20) as f64)),
             None => md.push_str(" - |"),
         }
     }
-    for p in &peers {
-        match (ours, disk.iter().find(|d| d.0 == **p)) {
-            (Some(a), Some(b)) if b.1 > 0 => {
-                md.push_str(&format!(" {:.2}x |", a as f64 / b.1 as f64))
-            }
+    for (o, p) in &pairs {
+        match (size(o), size(p)) {
+            (Some(a), Some(b)) if b > 0 => md.push_str(&format!(" {:.2}x |", a as f64 / b as f64)),
             _ => md.push_str(" - |"),
         }
     }
     md.push_str(
-        "\n\nRatios are ours / peer: above 1 means Lightning DB is faster \
+        "\n\nRatios are ours / peer (lsm: the default engine, btree: the B+Tree engine): \
+         above 1 means Lightning DB is faster \
          (for disk, above 1 means it uses more space).\n",
     );
     md
