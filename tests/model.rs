@@ -53,7 +53,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// `encryption`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305.
+/// `encryption`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305, 3 plaintext on the
+/// B+Tree storage engine.
 fn config(background: bool, codec: u8, encryption: u8) -> LightningDbConfig {
     use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
     let cipher = match encryption {
@@ -63,6 +64,10 @@ fn config(background: bool, codec: u8, encryption: u8) -> LightningDbConfig {
     };
     LightningDbConfig {
         encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([encryption; 32]))),
+        storage_engine: match encryption {
+            3 => lightning_db::StorageEngine::BTree,
+            _ => lightning_db::StorageEngine::Lsm,
+        },
         page_size: 512,
         write_buffer_size: 4096,
         level0_compaction_trigger: 2,
@@ -199,7 +204,7 @@ proptest! {
         ops in proptest::collection::vec(op_strategy(), 1..250),
         background in any::<bool>(),
         codec in 1u8..=3,
-        encryption in 0u8..=2,
+        encryption in 0u8..=3,
     ) {
         run(ops, background, codec, encryption);
     }

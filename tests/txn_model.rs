@@ -84,12 +84,17 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>, optimized: bool) {
+fn run(ops: Vec<Op>, optimized: bool, btree: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(
         dir.path().join("db"),
         LightningDbConfig {
             use_optimized_transactions: optimized,
+            storage_engine: if btree {
+                lightning_db::StorageEngine::BTree
+            } else {
+                lightning_db::StorageEngine::Lsm
+            },
             write_buffer_size: 4096,
             level0_compaction_trigger: 2,
             level_base_size: 8192,
@@ -227,7 +232,8 @@ proptest! {
     fn transactions_match_the_snapshot_isolation_model(
         ops in proptest::collection::vec(op(), 1..120),
         optimized in any::<bool>(),
+        btree in any::<bool>(),
     ) {
-        run(ops, optimized);
+        run(ops, optimized, btree);
     }
 }

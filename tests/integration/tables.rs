@@ -272,9 +272,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(feature = "integration_tests") { 64 } else { 12 }, ..ProptestConfig::default() })]
 
     #[test]
-    fn column_store_equals_row_store_after_every_compaction(ops in proptest::collection::vec(op(), 1..25)) {
+    fn column_store_equals_row_store_after_every_compaction(
+        ops in proptest::collection::vec(op(), 1..25),
+        btree in any::<bool>(),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db");
+        // Both storage engines under the column store.
+        let cfg = || LightningDbConfig {
+            storage_engine: if btree {
+                lightning_db::StorageEngine::BTree
+            } else {
+                lightning_db::StorageEngine::Lsm
+            },
+            ..cfg()
+        };
         let mut db = Database::create(&p, cfg()).unwrap();
         db.create_table("t", schema(), &["region", "id"]).unwrap();
         for op in ops {
