@@ -90,6 +90,17 @@ fn main() {
         entries as f64 / el.as_secs_f64() / 1e6
     );
     drop(v);
+    let started = Instant::now();
+    let shrunk = t.compact(ts).expect("compact");
+    let v = t.current();
+    println!(
+        "compact: {:.2} s, file {:.1} MiB ({} pages given back), {} free pages left",
+        started.elapsed().as_secs_f64(),
+        (v.meta.end * 4096) as f64 / 1048576.0,
+        shrunk,
+        t.free_pages()
+    );
+    drop(v);
     drop(t);
     let _ = std::fs::remove_file(&path);
 }

@@ -81,6 +81,16 @@ impl Alloc {
         self.free.insert(page, n);
     }
 
+    /// Give the free run at the end of the file back: `end` drops to its start.
+    pub fn trim_tail(&mut self) {
+        if let Some((&page, &n)) = self.free.last_key_value()
+            && page + u64::from(n) == self.end
+        {
+            self.free.remove(&page);
+            self.end = page;
+        }
+    }
+
     pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
         self.free
             .iter()

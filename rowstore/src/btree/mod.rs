@@ -562,9 +562,45 @@ impl BTree {
         horizon: Ts,
         applied: u64,
     ) -> Result<()> {
+        self.apply_inner(changes, horizon, applied, None)
+    }
+
+    /// Give free pages back to the file system: every node at or above the page count
+    /// the tree needs (plus a little slack) is rewritten into free pages below it (with
+    /// the nodes on its path), then the free tail is cut off once no reader holds the
+    /// old tree. Old versions are dropped at `horizon` where nodes are rewritten.
+    /// Returns the pages the file shrank by. (Value extents stay where they are.)
+    pub fn compact(&self, horizon: Ts) -> Result<u64> {
+        let before = self.current().meta.end;
+        let (free, end) = {
+            let mut w = self.writer.lock();
+            let Writer { alloc, retired } = &mut *w;
+            release_unreachable(retired, alloc);
+            alloc.trim_tail();
+            (alloc.free_pages(), alloc.end)
+        };
+        let live = end.saturating_sub(2 + free);
+        let target = 2 + live + live / 32 + 4;
+        if end > target + live / 16 {
+            self.apply_inner(Vec::new(), horizon, 0, Some(target))?;
+        }
+        // Publishes the shorter file once the moved pages are free.
+        self.apply_inner(Vec::new(), horizon, 0, None)?;
+        Ok(before.saturating_sub(self.current().meta.end))
+    }
+
+    fn apply_inner(
+        &self,
+        changes: Vec<(Vec<u8>, Ts, Option<Vec<u8>>)>,
+        horizon: Ts,
+        applied: u64,
+        relocate: Option<u64>,
+    ) -> Result<()> {
         let mut w = self.writer.lock();
         let Writer { alloc, retired } = &mut *w;
         release_unreachable(retired, alloc);
+        // Free pages at the end of the file go back to the file system.
+        alloc.trim_tail();
         let old = self.current();
         let mut b = Build {
             v: &old,
@@ -574,6 +610,7 @@ impl BTree {
             written: Vec::new(),
             horizon,
             entries: old.meta.entries as i64,
+            relocate,
         };
         let changes = b.stage(changes)?;
         let (root, height) = b.rebuild(&changes)?;
@@ -581,17 +618,19 @@ impl BTree {
         if let Some(fl) = old.meta.free_list {
             b.freed.push(fl);
         }
-        let mut free: Vec<Extent> = b.alloc.free_extents().collect();
-        free.extend(retired.iter().flat_map(|r| r.extents.iter().copied()));
-        free.extend(b.freed.iter().copied());
-        // The list's own extent comes from the end, so writing it changes no free run.
-        let mut body = node::encode_free_list(&free);
-        let x = Extent {
-            page: b.alloc.end,
-            pages: node::pages_for(body.len()),
+        let free_list = |b: &Build<'_>| -> Vec<Extent> {
+            let mut free: Vec<Extent> = b.alloc.free_extents().collect();
+            free.extend(retired.iter().flat_map(|r| r.extents.iter().copied()));
+            free.extend(b.freed.iter().copied());
+            free
         };
-        b.alloc.end += u64::from(x.pages);
+        // The list's own extent is taken first (lowest free pages); taking it leaves at
+        // most as many free runs as before, so the list still fits.
+        let pages = node::pages_for(node::encode_free_list(&free_list(&b)).len() + 12);
+        let x = b.alloc.alloc(pages);
+        let mut body = node::encode_free_list(&free_list(&b));
         node::seal(&mut body, Kind::FreeList, x.page);
+        body.resize(x.bytes(), 0);
         b.write(x, &body)?;
         let meta = Meta {
             generation: old.meta.generation + 1,
@@ -608,6 +647,13 @@ impl BTree {
             replaced: Arc::downgrade(&old),
             extents: freed,
         });
+        if meta.end < old.meta.end {
+            // No version any reader holds reaches past the new end (those pages were
+            // free); a failure here only leaves the file longer than it needs to be.
+            if let Err(e) = self.file.set_len(meta.end * PAGE as u64) {
+                tracing::warn!(error = %e, file = %self.path.display(), "could not shorten the tree file");
+            }
+        }
         Ok(())
     }
 
@@ -673,6 +719,8 @@ struct Build<'a> {
     written: Vec<Extent>,
     horizon: Ts,
     entries: i64,
+    /// Compaction: move every node at or above this page (and the path to it).
+    relocate: Option<u64>,
 }
 
 impl Build<'_> {
@@ -716,7 +764,9 @@ impl Build<'_> {
         let v = self.v;
         let (mut level, mut height) = match v.meta.root {
             None => (self.merge_leaves(&[], changes)?, 1),
-            Some(root) if changes.is_empty() => return Ok((Some(root), v.meta.height)),
+            Some(root) if changes.is_empty() && self.relocate.is_none() => {
+                return Ok((Some(root), v.meta.height));
+            }
             Some(root) => {
                 let top = Entry {
                     key: Vec::new(),
@@ -761,24 +811,44 @@ impl Build<'_> {
         // leave full nodes rather than a full one and a sliver each.
         let mut run: Vec<Entry> = Vec::new();
         for (kid, part) in split(kids, changes) {
-            if part.is_empty() {
+            let OwnedVal::Child(x) = kid.val else {
+                unreachable!("internal entries hold children")
+            };
+            if part.is_empty() && self.relocate.is_none() {
                 if !run.is_empty() {
                     out.extend(self.pack(std::mem::take(&mut run), Kind::Internal, None)?);
                 }
                 out.push(kid.clone());
                 continue;
             }
-            let OwnedVal::Child(x) = kid.val else {
-                unreachable!("internal entries hold children")
-            };
             let grand = self.children(x)?;
+            let merged = self.merge(&grand, height - 1, part)?;
+            // Compaction: a subtree where nothing moved stays where it is.
+            let stays = part.is_empty() && merged == grand && !self.moves(x);
+            if stays {
+                if !run.is_empty() {
+                    out.extend(self.pack(std::mem::take(&mut run), Kind::Internal, None)?);
+                }
+                out.push(kid.clone());
+                continue;
+            }
             self.freed.push(x);
-            run.extend(self.merge(&grand, height - 1, part)?);
+            run.extend(merged);
         }
         if !run.is_empty() {
             out.extend(self.pack(run, Kind::Internal, None)?);
         }
         Ok(out)
+    }
+
+    /// Whether compaction moves the extent `x` (it lies at or above the target).
+    fn moves(&self, x: Extent) -> bool {
+        self.relocate
+            .is_some_and(|t| x.page + u64::from(x.pages) > t)
+    }
+
+    fn kid_moves(&self, kid: &Entry) -> bool {
+        matches!(kid.val, OwnedVal::Child(x) if self.moves(x))
     }
 
     /// Rewrite leaves `kids` with `changes`: each run of touched leaves is read,
@@ -792,7 +862,7 @@ impl Build<'_> {
         let mut out = Vec::with_capacity(kids.len() + 1);
         let mut i = 0;
         while i < kids.len() {
-            if parts[i].1.is_empty() {
+            if parts[i].1.is_empty() && !self.kid_moves(&kids[i]) {
                 out.push(kids[i].clone());
                 i += 1;
                 continue;
@@ -810,7 +880,10 @@ impl Build<'_> {
                 i += 1;
                 // Touched neighbours are packed together (no half-empty leaves
                 // left between them), up to a bound on what is held in memory.
-                if i == kids.len() || parts[i].1.is_empty() || old.len() > 64 * 1024 {
+                if i == kids.len()
+                    || (parts[i].1.is_empty() && !self.kid_moves(&kids[i]))
+                    || old.len() > 64 * 1024
+                {
                     break;
                 }
             }

@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// How long writes pause after a flush before the B+Tree engine compacts its file.
+const TREE_IDLE_COMPACTION: Duration = Duration::from_secs(2);
+
 impl Inner {
     pub(super) fn wait_for_flushes(&self) -> Result<()> {
         if !self.opts.background_compaction {
@@ -109,7 +112,10 @@ impl Inner {
 
     pub(super) fn flush_loop(self: Arc<Self>) {
         let mut failures = 0;
+        // The B+Tree engine gives free pages back once writes pause after a flush.
+        let mut last_flush: Option<Instant> = None;
         loop {
+            let mut idle = false;
             {
                 let mut g = self.bg.lock();
                 while self.sv.load().imms.is_empty()
@@ -117,13 +123,35 @@ impl Inner {
                     && !self.has_fatal.load(Ordering::Acquire)
                 {
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
+                    if self.tree.is_some()
+                        && last_flush.is_some_and(|t| t.elapsed() >= TREE_IDLE_COMPACTION)
+                    {
+                        idle = true;
+                        break;
+                    }
                 }
             }
             if self.shutdown.load(Ordering::Acquire) || self.has_fatal.load(Ordering::Acquire) {
                 return;
             }
+            if idle {
+                last_flush = None;
+                match self.compact_tree() {
+                    Ok(()) => self.background_ok(),
+                    Err(e) => {
+                        if !self.background_failed(e, &mut failures) {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             match self.flush_one() {
-                Ok(_) => self.background_ok(),
+                Ok(true) => {
+                    last_flush = Some(Instant::now());
+                    self.background_ok()
+                }
+                Ok(false) => self.background_ok(),
                 Err(e) => {
                     if !self.background_failed(e, &mut failures) {
                         return;
@@ -131,6 +159,21 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The B+Tree engine's compaction: move the tree's nodes down into free pages and
+    /// shorten the file ([`crate::btree::BTree::compact`]), then publish the version.
+    pub(super) fn compact_tree(&self) -> Result<()> {
+        let Some(tree) = &self.tree else {
+            return Ok(());
+        };
+        let shrunk = tree.compact(self.gc_horizon())?;
+        let mut st = self.state.lock();
+        self.install_locked(&mut st, VersionEdit::default(), &[], &[], None)?;
+        if shrunk > 0 {
+            tracing::debug!(pages = shrunk, "tree file shortened");
+        }
+        Ok(())
     }
 
     /// A background flush or compaction succeeded: clear the failure writers see.

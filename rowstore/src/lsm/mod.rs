@@ -301,6 +301,11 @@ impl RowEngine for LsmEngine {
     /// overwritten version and tombstone that no snapshot needs.
     fn compact_all(&self) -> Result<()> {
         self.flush()?;
+        if self.inner.tree.is_some() {
+            // The B+Tree engine: move the tree down and give free pages back.
+            self.inner.check_writable()?;
+            return self.inner.compact_tree();
+        }
         self.inner.compact_everything()
     }
 
