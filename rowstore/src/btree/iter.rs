@@ -7,7 +7,7 @@
 //! past the end of a leaf climbs to the first ancestor with a next child and descends
 //! along its left edge (right edge going backward).
 
-use super::node::{Extent, Kind, Val};
+use super::node::{Extent, Kind, NodeView, Val, ViewParts};
 use super::{NodeBuf, TreeVersion};
 use crate::error::Result;
 use crate::key::{EntryRef, MAX_TS, Ts};
@@ -25,6 +25,7 @@ enum Value {
 struct Level {
     x: Extent,
     buf: NodeBuf,
+    parts: ViewParts,
     idx: usize,
     len: usize,
 }
@@ -82,13 +83,19 @@ impl TreeIter {
                 (Some(k), false) => n.route(k).map_err(|e| it.v.corrupt(x, e.0))?,
                 (Some(k), true) => n.lower_bound(k, ts).map_err(|e| it.v.corrupt(x, e.0))?,
             };
-            let len = n.len();
+            let (len, parts) = (n.len(), n.parts());
             let child = if leaf {
                 None
             } else {
                 Some(n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?)
             };
-            it.path.push(Level { x, buf, idx, len });
+            it.path.push(Level {
+                x,
+                buf,
+                parts,
+                idx,
+                len,
+            });
             if it.path.len() > it.v.meta.height as usize {
                 return Err(it.v.corrupt(x, "tree deeper than its recorded height"));
             }
@@ -135,7 +142,7 @@ impl TreeIter {
         }
         loop {
             let top = self.path.last().expect("checked above");
-            let n = self.v.view(top.x, self.v.bytes(&top.buf))?;
+            let n = NodeView::from_parts(self.v.bytes(&top.buf), top.parts);
             if n.kind() == Kind::Leaf {
                 self.valid = true;
                 return Ok(());
@@ -143,9 +150,15 @@ impl TreeIter {
             let x = n.child(top.idx).map_err(|e| self.v.corrupt(top.x, e.0))?;
             let buf = self.v.load(x)?;
             let c = self.v.view(x, self.v.bytes(&buf))?;
-            let len = c.len();
+            let (len, parts) = (c.len(), c.parts());
             let idx = if forward { 0 } else { len - 1 };
-            self.path.push(Level { x, buf, idx, len });
+            self.path.push(Level {
+                x,
+                buf,
+                parts,
+                idx,
+                len,
+            });
             if self.path.len() > self.v.meta.height as usize {
                 return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
             }
@@ -168,7 +181,7 @@ impl TreeIter {
         } = self;
         let leaf = path.last().expect("a valid iterator has a leaf");
         let bytes = v.bytes(&leaf.buf);
-        let n = v.view(leaf.x, bytes)?;
+        let n = NodeView::from_parts(bytes, leaf.parts);
         if n.kind() != Kind::Leaf {
             return Err(v.corrupt(leaf.x, "expected a leaf"));
         }

@@ -222,7 +222,41 @@ fn varint_slow(b: &[u8], at: &mut usize) -> NResult<u64> {
     bad("varint too long")
 }
 
+/// What [`NodeView::new`] worked out about a node, to view the same bytes again
+/// without parsing them (an iterator does, at every entry).
+#[derive(Debug, Clone, Copy)]
+pub struct ViewParts {
+    kind: Kind,
+    n: usize,
+    len: usize,
+    plen: usize,
+}
+
 impl<'a> NodeView<'a> {
+    pub fn parts(&self) -> ViewParts {
+        ViewParts {
+            kind: self.kind,
+            n: self.n,
+            len: self.buf.len(),
+            plen: self.prefix.len(),
+        }
+    }
+
+    /// View again the extent bytes `parts` came from (`extent`: all of its pages).
+    #[inline]
+    pub fn from_parts(extent: &'a [u8], parts: ViewParts) -> Self {
+        let buf = extent.get(..parts.len).unwrap_or_default();
+        NodeView {
+            buf,
+            kind: parts.kind,
+            n: parts.n,
+            prefix: buf
+                .get(HEADER + 8..HEADER + 8 + parts.plen)
+                .unwrap_or_default(),
+            offsets: HEADER + 8 + parts.plen,
+        }
+    }
+
     /// View a verified extent (`buf` as returned by [`verify`]) as a node.
     pub fn new(kind: Kind, buf: &'a [u8]) -> NResult<Self> {
         if !matches!(kind, Kind::Leaf | Kind::Internal) {

@@ -1,0 +1,68 @@
+//! Profile aid: load N random keys into one engine through the facade, reopen, then
+//! time 100-entry scans and random gets on one thread.
+//!
+//! usage: cargo run --release -p lightning-bench --no-default-features --example scan_probe -- <lsm|btree> <dir> [keys]
+
+use lightning_db::{Database, LightningDbConfig, StorageEngine};
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let engine = match args.next().as_deref() {
+        Some("btree") => StorageEngine::BTree,
+        _ => StorageEngine::Lsm,
+    };
+    let dir = std::path::PathBuf::from(args.next().expect("a directory"));
+    let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("keys"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = LightningDbConfig {
+        storage_engine: engine,
+        ..Default::default()
+    };
+    let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes();
+    {
+        let db = Database::create(&dir, cfg.clone()).expect("create");
+        for c in 0..n / 1000 {
+            let pairs: Vec<_> = (c * 1000..(c + 1) * 1000)
+                .map(|i| (key(i), vec![b'v'; 100]))
+                .collect();
+            db.put_batch(&pairs).expect("put");
+        }
+    }
+    let db = Database::open(&dir, cfg).expect("open");
+    let mut x = 0x1234_5678u64;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3 {
+        let scans = 200_000u64;
+        let t = Instant::now();
+        let mut got = 0u64;
+        for _ in 0..scans {
+            for r in db
+                .scan(Some(&key(rnd() % n)), None)
+                .expect("scan")
+                .take(100)
+            {
+                r.expect("entry");
+                got += 1;
+            }
+        }
+        let el = t.elapsed().as_secs_f64();
+        let gets = 1_000_000u64;
+        let t = Instant::now();
+        for _ in 0..gets {
+            db.get(&key(rnd() % n)).expect("get");
+        }
+        let g = t.elapsed().as_secs_f64();
+        println!(
+            "scan: {:.0} scans/s ({:.2} us, {got} entries); get: {:.0}/s",
+            scans as f64 / el,
+            el * 1e6 / scans as f64,
+            gets as f64 / g
+        );
+    }
+}
