@@ -89,16 +89,7 @@ impl TreeIter {
             } else {
                 Some(n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?)
             };
-            it.path.push(Level {
-                x,
-                buf,
-                parts,
-                idx,
-                len,
-            });
-            if it.path.len() > it.v.meta.height as usize {
-                return Err(it.v.corrupt(x, "tree deeper than its recorded height"));
-            }
+            it.enter(x, buf, parts, idx, len)?;
             match child {
                 Some(c) => x = c,
                 None => break,
@@ -152,17 +143,30 @@ impl TreeIter {
             let c = self.v.view(x, self.v.bytes(&buf))?;
             let (len, parts) = (c.len(), c.parts());
             let idx = if forward { 0 } else { len - 1 };
-            self.path.push(Level {
-                x,
-                buf,
-                parts,
-                idx,
-                len,
-            });
-            if self.path.len() > self.v.meta.height as usize {
-                return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
-            }
+            self.enter(x, buf, parts, idx, len)?;
         }
+    }
+
+    /// Push a node onto the path (a tree deeper than its meta page says is damaged).
+    fn enter(
+        &mut self,
+        x: Extent,
+        buf: NodeBuf,
+        parts: ViewParts,
+        idx: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.path.push(Level {
+            x,
+            buf,
+            parts,
+            idx,
+            len,
+        });
+        if self.path.len() > self.v.meta.height as usize {
+            return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
+        }
+        Ok(())
     }
 
     /// Decode the entry at the leaf position; end iteration outside the range.

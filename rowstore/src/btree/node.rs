@@ -47,6 +47,19 @@ pub enum Kind {
     FreeList = 4,
 }
 
+impl Kind {
+    #[inline]
+    fn from_u8(b: u8) -> NResult<Kind> {
+        match b {
+            1 => Ok(Kind::Leaf),
+            2 => Ok(Kind::Internal),
+            3 => Ok(Kind::Value),
+            4 => Ok(Kind::FreeList),
+            k => Err(NodeError(format!("unknown extent kind {k}"))),
+        }
+    }
+}
+
 /// Bad bytes in an extent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeError(pub String);
@@ -105,13 +118,7 @@ pub fn verify(buf: &[u8], page: u64) -> NResult<(Kind, &[u8])> {
     if buf[1] != FORMAT {
         return Err(NodeError(format!("unknown node format version {}", buf[1])));
     }
-    let kind = match buf[2] {
-        1 => Kind::Leaf,
-        2 => Kind::Internal,
-        3 => Kind::Value,
-        4 => Kind::FreeList,
-        k => return Err(NodeError(format!("unknown extent kind {k}"))),
-    };
+    let kind = Kind::from_u8(buf[2])?;
     let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
     if len < HEADER || len > buf.len() {
         return bad("extent length out of range");
@@ -137,13 +144,7 @@ pub fn verify_trusted(buf: &[u8]) -> NResult<(Kind, &[u8])> {
     if buf.len() < HEADER || buf[0] != MAGIC {
         return bad("bad extent header");
     }
-    let kind = match buf[2] {
-        1 => Kind::Leaf,
-        2 => Kind::Internal,
-        3 => Kind::Value,
-        4 => Kind::FreeList,
-        k => return Err(NodeError(format!("unknown extent kind {k}"))),
-    };
+    let kind = Kind::from_u8(buf[2])?;
     let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
     buf.get(..len)
         .filter(|_| len >= HEADER)

@@ -6,6 +6,7 @@ use super::*;
 use crate::vfs::StdVfs;
 use crate::vfs::fault::{FaultKind, FaultOp, FaultRule, FaultVfs, PowerLoss};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 type Model = BTreeMap<(Vec<u8>, std::cmp::Reverse<Ts>), Option<Vec<u8>>>;
 
@@ -301,6 +302,42 @@ fn a_damaged_page_is_a_corruption_error() {
     }
 }
 
+/// For every `crash_at` in turn until `op` completes: a tree prepared by `prepare`, power
+/// lost (torn) at the `crash_at`-th operation on its file during `op`, then `check` on
+/// the tree reopened after.
+fn crash_at_every_step(
+    path: &Path,
+    prepare: impl Fn(&BTree),
+    op: impl Fn(&BTree) -> Result<()>,
+    mut check: impl FnMut(&BTree, u64),
+) {
+    for crash_at in 0.. {
+        let _ = std::fs::remove_file(path);
+        let vfs = FaultVfs::new().with_seed(crash_at);
+        let t = BTree::create(&vfs, path).unwrap();
+        prepare(&t);
+        vfs.inject(
+            FaultRule::new(
+                FaultOp::Any,
+                FaultKind::PowerLoss(PowerLoss::Torn { seed: crash_at }),
+            )
+            .on("tree")
+            .after(crash_at),
+        );
+        let done = op(&t).is_ok();
+        drop(t);
+        if !vfs.is_dead() {
+            vfs.power_loss(PowerLoss::Torn { seed: crash_at }).unwrap();
+        }
+        vfs.revive();
+        vfs.clear_faults();
+        check(&BTree::open(&vfs, path, true, true).unwrap(), crash_at);
+        if done {
+            return;
+        }
+    }
+}
+
 /// Power goes out at every write and sync of an apply in turn; the tree reopened after
 /// holds exactly the last published state, before or after the apply.
 #[test]
@@ -325,27 +362,7 @@ fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
         after.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
     }
     let mut outcomes = [0usize; 2];
-    for crash_at in 0.. {
-        let _ = std::fs::remove_file(&path);
-        let vfs = FaultVfs::new().with_seed(crash_at);
-        let t = BTree::create(&vfs, &path).unwrap();
-        t.apply(first.clone(), 0, mid).unwrap();
-        vfs.inject(
-            FaultRule::new(
-                FaultOp::Any,
-                FaultKind::PowerLoss(PowerLoss::Torn { seed: crash_at }),
-            )
-            .on("tree")
-            .after(crash_at),
-        );
-        let done = t.apply(second.clone(), 0, ts).is_ok();
-        drop(t);
-        if !vfs.is_dead() {
-            vfs.power_loss(PowerLoss::Torn { seed: crash_at }).unwrap();
-        }
-        vfs.revive();
-        vfs.clear_faults();
-        let t = BTree::open(&vfs, &path, true, true).unwrap();
+    let check = |t: &BTree, crash_at: u64| {
         let v = t.current();
         let want = if v.meta.applied == ts {
             &after
@@ -366,13 +383,16 @@ fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
             .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
             .collect();
         assert_eq!(
-            visible(tree_versions(&t, None, None, false), ts, false),
+            visible(tree_versions(t, None, None, false), ts, false),
             visible(all, ts, false)
         );
-        if done {
-            break;
-        }
-    }
+    };
+    crash_at_every_step(
+        &path,
+        |t| t.apply(first.clone(), 0, mid).unwrap(),
+        |t| t.apply(second.clone(), 0, ts),
+        check,
+    );
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
 
@@ -475,37 +495,21 @@ fn a_power_loss_during_compaction_loses_nothing() {
         .iter()
         .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
         .collect();
-    for crash_at in 0.. {
-        let _ = std::fs::remove_file(&path);
-        let vfs = FaultVfs::new().with_seed(crash_at);
-        let t = BTree::create(&vfs, &path).unwrap();
-        for b in &batches {
-            t.apply(b.clone(), 0, ts).unwrap();
-        }
-        vfs.inject(
-            FaultRule::new(
-                FaultOp::Any,
-                FaultKind::PowerLoss(PowerLoss::Torn { seed: crash_at }),
-            )
-            .on("tree")
-            .after(crash_at),
-        );
-        let done = t.compact(0).is_ok();
-        drop(t);
-        if !vfs.is_dead() {
-            vfs.power_loss(PowerLoss::Torn { seed: crash_at }).unwrap();
-        }
-        vfs.revive();
-        vfs.clear_faults();
-        let t = BTree::open(&vfs, &path, true, true).unwrap();
-        assert_eq!(
-            tree_versions(&t, None, None, false),
-            all,
-            "crash at {crash_at}"
-        );
-        t.current().verify_all().unwrap();
-        if done {
-            break;
-        }
-    }
+    crash_at_every_step(
+        &path,
+        |t| {
+            for b in &batches {
+                t.apply(b.clone(), 0, ts).unwrap();
+            }
+        },
+        |t| t.compact(0).map(|_| ()),
+        |t, crash_at| {
+            assert_eq!(
+                tree_versions(t, None, None, false),
+                all,
+                "crash at {crash_at}"
+            );
+            t.current().verify_all().unwrap();
+        },
+    );
 }
