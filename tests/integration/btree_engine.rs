@@ -242,3 +242,51 @@ fn the_cli_creates_with_engine_and_opens_with_the_recorded_one() {
     let (ok, _, err) = run(&["--engine", "lsm", "stats", p]);
     assert!(!ok && err.contains("B+Tree"), "{err}");
 }
+
+/// Checks and file backups of a tree another thread keeps flushing and compacting
+/// (shortening the file): each one succeeds, and each backup opens with what was
+/// acknowledged before it started.
+#[test]
+fn checks_and_backups_follow_a_tree_that_flushes_and_compacts_under_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Arc::new(Database::create(&path, btree()).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (db, stop, done) = (db.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..2000 {
+                    db.put(&key(i), format!("r{round}-{i}").as_bytes()).unwrap();
+                }
+                db.flush().unwrap();
+                if round % 3 == 2 {
+                    db.compact().unwrap();
+                }
+                done.store(round + 1, std::sync::atomic::Ordering::Release);
+                round += 1;
+            }
+        })
+    };
+    // Until the writer has flushed a dozen times and compacted four.
+    for n in 0..400 {
+        let rounds = done.load(std::sync::atomic::Ordering::Acquire);
+        if n >= 8 && rounds >= 12 {
+            break;
+        }
+        lightning_db::check_files(&path, 100, |_| {}).unwrap();
+        let bk = dir.path().join(format!("bk{n}"));
+        lightning_db::backup_files(&path, &bk).unwrap();
+        let copy = Database::open(&bk, btree()).unwrap();
+        if rounds > 0 {
+            // Every key was written in each finished round.
+            assert_eq!(scan_all(&copy).len(), 2000, "backup {n}");
+        }
+        drop(copy);
+        std::fs::remove_dir_all(&bk).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}

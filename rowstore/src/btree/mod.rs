@@ -521,15 +521,18 @@ impl BTree {
     /// pages of the copied version may have been reused (the copy is removed; try
     /// again).
     pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
-        let v = BTree::open(src_vfs, src, false, false)?.current();
+        let open = || BTree::open(src_vfs, src, false, false).map(|t| t.current());
+        // A meta page being written, or a file cut short just after, may be met
+        // mid-way: open once more before calling it damage.
+        let v = match open() {
+            Ok(v) => v,
+            Err(_) => open()?,
+        };
         let r = v.copy_to(dst_vfs, dst);
         // Pages of generation g are reused only by the build of g + 2, which starts
         // after g + 1 is published: the copy holds g intact if g is still the newest.
-        let now = BTree::open(src_vfs, src, false, false)?
-            .current()
-            .meta
-            .generation;
-        if now != v.meta.generation || r.as_ref().is_err_and(Error::is_corruption) {
+        let now = open()?.meta.generation;
+        if now != v.meta.generation || r.is_err() {
             let _ = dst_vfs.remove(dst);
             return if now != v.meta.generation {
                 Ok(false)
