@@ -3,6 +3,7 @@
 //! pages.
 
 use super::*;
+use crate::key::cmp_internal;
 use crate::vfs::StdVfs;
 use crate::vfs::fault::{FaultKind, FaultOp, FaultRule, FaultVfs, PowerLoss};
 use std::collections::BTreeMap;
