@@ -3,12 +3,9 @@
 //! the same rows: in projections, filters and aggregate arguments, with NULLs, mixed
 //! scales, values past 64 bits, and an overflow that fails the same way.
 
-use crate::answers::lines;
+use crate::answers::Oracle;
 use crate::common;
-use lightning_db::datafusion::datasource::MemTable;
-use lightning_db::datafusion::prelude::SessionContext;
 use lightning_db::{Database, LightningDbConfig};
-use std::sync::Arc;
 
 #[test]
 fn decimal_arithmetic_answers_as_datafusion() {
@@ -53,20 +50,8 @@ fn decimal_arithmetic_answers_as_datafusion() {
     db.sql("INSERT INTO d VALUES (5000, 99999.99, 0.9999, -5, 'a'), (5001, NULL, NULL, NULL, 'b')")
         .unwrap();
 
-    let ctx = SessionContext::new();
-    let rows = db.scan_table("d", 1 << 20).unwrap();
-    ctx.register_table(
-        "d",
-        Arc::new(MemTable::try_new(rows[0].schema(), vec![rows]).unwrap()),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let same = |q: &str| {
-        let want = rt
-            .block_on(async { ctx.sql(q).await?.collect().await })
-            .unwrap();
-        assert_eq!(lines(&db.sql(q).unwrap()), lines(&want), "{q}");
-    };
+    let oracle = Oracle::over(&db, &["d"]);
+    let same = |q: &str| oracle.same(&db, q);
     same("SELECT id, price * (1 - rate), price * (1 - rate) * (1 + rate), rate - price FROM d");
     same("SELECT id FROM d WHERE price * rate > 1000.5 OR big * price < 0");
     same(
@@ -77,8 +62,5 @@ fn decimal_arithmetic_answers_as_datafusion() {
     // An overflow past 128 bits is an error, as in DataFusion (not a wrong answer).
     let q = "SELECT big * big * big FROM d WHERE id = 7";
     assert!(db.sql(q).is_err());
-    assert!(
-        rt.block_on(async { ctx.sql(q).await?.collect().await })
-            .is_err()
-    );
+    assert!(oracle.run(q).is_err());
 }

@@ -3,12 +3,9 @@
 //! answers as plain DataFusion over the same rows, and the plan changes only where the
 //! rule says it may.
 
-use crate::answers::lines;
+use crate::answers::{Oracle, lines};
 use crate::common;
-use lightning_db::datafusion::datasource::MemTable;
-use lightning_db::datafusion::prelude::SessionContext;
 use lightning_db::{Database, LightningDbConfig};
-use std::sync::Arc;
 
 fn logical_plan(db: &Database, q: &str) -> Vec<String> {
     let plan = db.sql(&format!("EXPLAIN {q}")).unwrap();
@@ -109,22 +106,8 @@ fn semi_and_anti_joins_below_inner_joins_answer_as_datafusion() {
     db.sql("UPDATE o SET price = price + 1 WHERE ok % 5 = 0")
         .unwrap();
 
-    let ctx = SessionContext::new();
-    for t in ["c", "o", "l"] {
-        let rows = db.scan_table(t, 1 << 20).unwrap();
-        ctx.register_table(
-            t,
-            Arc::new(MemTable::try_new(rows[0].schema(), vec![rows]).unwrap()),
-        )
-        .unwrap();
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let same = |q: &str| {
-        let want = rt
-            .block_on(async { ctx.sql(q).await?.collect().await })
-            .unwrap();
-        assert_eq!(lines(&db.sql(q).unwrap()), lines(&want), "{q}");
-    };
+    let oracle = Oracle::over(&db, &["c", "o", "l"]);
+    let same = |q: &str| oracle.same(&db, q);
 
     // TPC-H q18's shape: the IN filter moves below both inner joins, onto `o`.
     let q18 = "SELECT c.name, c.ck, o.ok, o.price, sum(l.qty) FROM c, o, l \
