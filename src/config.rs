@@ -37,6 +37,13 @@ impl StorageEngine {
             StorageEngine::BTree => lightning_rowstore::StorageKind::BTree,
         }
     }
+
+    pub(crate) fn from_kind(k: lightning_rowstore::StorageKind) -> Self {
+        match k {
+            lightning_rowstore::StorageKind::Lsm => StorageEngine::Lsm,
+            lightning_rowstore::StorageKind::BTree => StorageEngine::BTree,
+        }
+    }
 }
 
 /// Isolation level of transactions.

@@ -251,12 +251,8 @@ impl Database {
             return Ok(None);
         }
         Self::encryption(path, &config, &mut opts, OpenMode::ReadOnly)?;
-        Ok(
-            rowstore::manifest::recorded_storage(&*opts.vfs, path)?.map(|k| match k {
-                rowstore::StorageKind::Lsm => crate::StorageEngine::Lsm,
-                rowstore::StorageKind::BTree => crate::StorageEngine::BTree,
-            }),
-        )
+        Ok(rowstore::manifest::recorded_storage(&*opts.vfs, path)?
+            .map(crate::StorageEngine::from_kind))
     }
 
     /// The storage engine this database runs on.

@@ -142,13 +142,8 @@ fn check_once(
         // reaches, but over pages an older one did): a failure while the tree moved on
         // is a page reused under this check, not damage; check the newer tree.
         let p = crate::files::tree_path(dir);
-        let open = || crate::btree::BTree::open(&**vfs, &p, false, false).map(|t| t.current());
-        // A meta page being written, or a file cut short just after, may be met
-        // mid-way: open once more before calling it damage.
-        let tree = match open() {
-            Ok(t) => t,
-            Err(_) => open()?,
-        };
+        let open = || crate::btree::BTree::read_live(&**vfs, &p);
+        let tree = open()?;
         if let Err(e) = tree.verify_all().map(|n| r.tree_extents_checked = n) {
             // Any failure (a read past an end cut off since is an I/O error) while the
             // tree moved on: check the newer one.

@@ -43,6 +43,13 @@ impl StorageKind {
             StorageKind::BTree => "btree",
         }
     }
+    /// The name in messages: `LSM` or `B+Tree`.
+    pub fn title(self) -> &'static str {
+        match self {
+            StorageKind::Lsm => "LSM",
+            StorageKind::BTree => "B+Tree",
+        }
+    }
     pub(crate) fn code(self) -> u8 {
         match self {
             StorageKind::Lsm => 0,

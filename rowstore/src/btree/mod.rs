@@ -160,22 +160,24 @@ impl BTree {
         &self.path
     }
 
+    /// The published tree in `path`, which another process may be writing, for reading
+    /// only. A meta page being written, or a file cut short just after, may be met
+    /// mid-way: it is read once more before that counts as damage.
+    pub fn read_live(vfs: &dyn Vfs, path: &Path) -> Result<Arc<TreeVersion>> {
+        let open = || BTree::open(vfs, path, false, false).map(|t| t.current());
+        open().or_else(|_| open())
+    }
+
     /// Copy the tree in `src`, which another process may be writing, into a new file
     /// `dst`. `Ok(false)` if the tree moved on far enough while it was copied that
     /// pages of the copied version may have been reused (the copy is removed; try
     /// again).
     pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
-        let open = || BTree::open(src_vfs, src, false, false).map(|t| t.current());
-        // A meta page being written, or a file cut short just after, may be met
-        // mid-way: open once more before calling it damage.
-        let v = match open() {
-            Ok(v) => v,
-            Err(_) => open()?,
-        };
+        let v = Self::read_live(src_vfs, src)?;
         let r = v.copy_to(dst_vfs, dst);
         // Pages of generation g are reused only by the build of g + 2, which starts
         // after g + 1 is published: the copy holds g intact if g is still the newest.
-        let now = open()?.meta.generation;
+        let now = Self::read_live(src_vfs, src)?.meta.generation;
         if now != v.meta.generation || r.is_err() {
             let _ = dst_vfs.remove(dst);
             return if now != v.meta.generation {

@@ -82,13 +82,6 @@ fn is_garbage(
 
 use std::collections::{BTreeSet, HashSet};
 
-fn engine_title(k: StorageKind) -> &'static str {
-    match k {
-        StorageKind::Lsm => "LSM",
-        StorageKind::BTree => "B+Tree",
-    }
-}
-
 impl Inner {
     /// Register the snapshot `open_pinned` was asked for (at most the newest commit),
     /// before any background work can collect what it needs.
@@ -277,8 +270,8 @@ impl LsmEngine {
             return Err(Error::InvalidConfig(format!(
                 "{} was created with the {} storage engine; the configuration names {}",
                 dir.display(),
-                engine_title(mstate.engine),
-                engine_title(opts.storage)
+                mstate.engine.title(),
+                opts.storage.title()
             )));
         }
         let tree = match mstate.engine {
