@@ -35,7 +35,9 @@ cd "$(dirname "$0")/.."
 out="${out:-benchmark_results/$(date -u +%F)}"
 [[ $smoke == 1 && -z ${out_given:-} ]] && out="$out/smoke"
 
-if [[ ${#features[@]} -gt 0 ]] && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+# bindgen loads libclang.so / libclang-N.so; libclang-cpp (present with clang alone) is
+# not it.
+if [[ ${#features[@]} -gt 0 ]] && ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
     echo "RocksDB needs libclang for its bindings: installing libclang-dev" >&2
     apt-get update && apt-get install -y libclang-dev clang
 fi

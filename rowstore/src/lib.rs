@@ -31,6 +31,7 @@ pub mod format;
 pub mod iter;
 pub mod key;
 pub mod log;
+mod log_zero;
 pub mod lsm;
 pub mod manifest;
 pub mod memory;

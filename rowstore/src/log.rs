@@ -145,7 +145,9 @@ impl Framing {
 
 /// An append-only log file.
 pub struct LogWriter {
-    file: Box<dyn VfsFile>,
+    file: std::sync::Arc<dyn VfsFile>,
+    /// Zeroes the reserved space ahead of the end (see `log_zero`), when preallocating.
+    pub(crate) zero: Option<crate::log_zero::ZeroAhead>,
     path: PathBuf,
     framing: Framing,
     len: u64,
@@ -177,7 +179,8 @@ impl LogWriter {
             .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))?;
         vfs::sync_dir(vfs, vfs::parent_dir(path))?;
         Ok(LogWriter {
-            file,
+            file: file.into(),
+            zero: None,
             path: path.to_path_buf(),
             framing,
             len: h.len() as u64,
@@ -195,6 +198,12 @@ impl LogWriter {
     pub fn preallocate(&mut self, bytes: u64) {
         self.prealloc_limit = bytes;
         self.reserve(self.len);
+        if self.allocated > 0 && self.zero.is_none() {
+            self.zero = crate::log_zero::ZeroAhead::start(self.file.clone(), self.len);
+            if let Some(z) = &self.zero {
+                z.reserved(self.allocated);
+            }
+        }
     }
 
     /// Make sure the file is allocated past `end` (and a step beyond), within the limit.
@@ -204,7 +213,12 @@ impl LogWriter {
         }
         let target = (end + PREALLOC_STEP).min(self.prealloc_limit.max(end));
         match self.file.allocate(target) {
-            Ok(()) => self.allocated = target,
+            Ok(()) => {
+                self.allocated = target;
+                if let Some(z) = &self.zero {
+                    z.reserved(target);
+                }
+            }
             Err(_) => {
                 tracing::debug!(path = %self.path.display(), "fallocate refused; log grows by appends");
                 self.prealloc_limit = 0;
@@ -224,7 +238,8 @@ impl LogWriter {
         file.sync_data()
             .map_err(|e| Error::io(format!("fsync of {}", path.display()), e))?;
         Ok(LogWriter {
-            file,
+            file: file.into(),
+            zero: None,
             path: path.to_path_buf(),
             framing: contents.framing,
             len,
@@ -244,6 +259,9 @@ impl LogWriter {
         if self.prealloc_limit > 0 {
             self.reserve(self.len + framed.len() as u64);
         }
+        if let Some(z) = &self.zero {
+            z.claim(self.len, self.len + framed.len() as u64);
+        }
         self.file
             .write_at(framed, self.len)
             .map_err(|e| Error::io(format!("appending to {}", self.path.display()), e))?;
@@ -261,6 +279,9 @@ impl LogWriter {
     /// Cut the log back to `len` (the end of its last whole record) and make that
     /// durable: what a failed write left past it is gone.
     pub fn truncate_to(&mut self, len: u64) -> Result<()> {
+        if let Some(z) = &self.zero {
+            z.truncated(len);
+        }
         self.file
             .set_len(len)
             .and_then(|()| self.file.sync_data())

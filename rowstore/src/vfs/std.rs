@@ -154,6 +154,22 @@ impl VfsFile for StdFile {
         }
     }
 
+    fn can_zero_fill(&self) -> bool {
+        true
+    }
+
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = offset;
+        while at < offset + len {
+            let n = ZEROS.len().min((offset + len - at) as usize);
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()
+    }
+
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
