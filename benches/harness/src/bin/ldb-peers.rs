@@ -8,8 +8,12 @@
 //!
 //! Workloads (keys are 16 bytes, values 100 bytes of random data):
 //! * `bulk_load`: N keys in random order, in batches of 1000, every batch a durable commit;
+//! * `bulk_load_nosync`: the same into another fresh database opened without commit
+//!   syncs (each engine's non-durable mode: Lightning DB `Durability::Buffered`, redb
+//!   `Durability::None`, fjall without persist, RocksDB `sync = false`);
 //! * `durable_put`: single puts, each durable (fsync) before it returns, 1 thread;
-//! * `durable_put_8t`: the same from 8 threads (group commit is what helps here);
+//! * `durable_put_8t` / `durable_put_64t`: the same from 8 and 64 threads (group commit
+//!   is what helps here);
 //! * `batch_put`: durable batches of 100 random overwrites;
 //! * `get_1t` / `get_2t`: random point reads of loaded keys, 1 and 2 threads;
 //! * `scan_100`: 100 entries from a random start key.
@@ -60,7 +64,8 @@ struct Args {
     command: Option<String>,
 }
 
-/// One engine under test. Every write method returns only once the write is durable.
+/// One engine under test. Every write method returns only once the write is durable,
+/// unless the engine was opened with `durable = false`.
 trait Kv: Send + Sync {
     fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()>;
     fn put(&self, key: &[u8], value: &[u8]) -> Res<()>;
@@ -77,7 +82,8 @@ trait Reader {
 
 trait EngineKind {
     fn name(&self) -> &'static str;
-    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>>;
+    /// `durable = false`: commits return without waiting for a sync.
+    fn open(&self, dir: &Path, durable: bool) -> Res<Box<dyn Kv>>;
 }
 
 // ---- Lightning DB ------------------------------------------------------------------
@@ -100,11 +106,16 @@ impl EngineKind for Lightning {
             (Some(Cipher::ChaCha20Poly1305), _) => "lightning-chacha",
         }
     }
-    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+    fn open(&self, dir: &Path, durable: bool) -> Res<Box<dyn Kv>> {
         use lightning_db::encryption::{EncryptionConfig, KeyProvider};
         let cfg = lightning_db::LightningDbConfig {
             cache_size: CACHE_BYTES,
             storage_engine: self.1,
+            durability: if durable {
+                lightning_db::Durability::Sync
+            } else {
+                lightning_db::Durability::Buffered
+            },
             encryption: self
                 .0
                 .map(|c| EncryptionConfig::new(c, KeyProvider::raw([0x5c; 32]))),
@@ -149,13 +160,23 @@ impl Reader for LightningReader<'_> {
 const REDB_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv");
 
 struct Redb;
-struct RedbKv(redb::Database);
+struct RedbKv(redb::Database, bool);
+
+impl RedbKv {
+    fn begin(&self) -> Res<redb::WriteTransaction> {
+        let mut w = self.0.begin_write()?;
+        if !self.1 {
+            w.set_durability(redb::Durability::None)?;
+        }
+        Ok(w)
+    }
+}
 
 impl EngineKind for Redb {
     fn name(&self) -> &'static str {
         "redb"
     }
-    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+    fn open(&self, dir: &Path, durable: bool) -> Res<Box<dyn Kv>> {
         std::fs::create_dir_all(dir)?;
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES as usize)
@@ -164,13 +185,13 @@ impl EngineKind for Redb {
         let w = db.begin_write()?;
         w.open_table(REDB_TABLE)?;
         w.commit()?;
-        Ok(Box::new(RedbKv(db)))
+        Ok(Box::new(RedbKv(db, durable)))
     }
 }
 
 impl Kv for RedbKv {
     fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
-        let w = self.0.begin_write()?;
+        let w = self.begin()?;
         {
             let mut t = w.open_table(REDB_TABLE)?;
             for (k, v) in pairs {
@@ -181,7 +202,7 @@ impl Kv for RedbKv {
         Ok(())
     }
     fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
-        let w = self.0.begin_write()?;
+        let w = self.begin()?;
         w.open_table(REDB_TABLE)?.insert(key, value)?;
         w.commit()?;
         Ok(())
@@ -217,18 +238,19 @@ struct Fjall;
 struct FjallKv {
     db: fjall::Database,
     ks: fjall::Keyspace,
+    durable: bool,
 }
 
 impl EngineKind for Fjall {
     fn name(&self) -> &'static str {
         "fjall"
     }
-    fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+    fn open(&self, dir: &Path, durable: bool) -> Res<Box<dyn Kv>> {
         let db = fjall::Database::builder(dir)
             .cache_size(CACHE_BYTES)
             .open()?;
         let ks = db.keyspace("kv", fjall::KeyspaceCreateOptions::default)?;
-        Ok(Box::new(FjallKv { db, ks }))
+        Ok(Box::new(FjallKv { db, ks, durable }))
     }
 }
 
@@ -237,7 +259,7 @@ impl Kv for FjallKv {
         let mut b = self
             .db
             .batch()
-            .durability(Some(fjall::PersistMode::SyncData));
+            .durability(self.durable.then_some(fjall::PersistMode::SyncData));
         for (k, v) in pairs {
             b.insert(&self.ks, k.as_slice(), v.as_slice());
         }
@@ -246,7 +268,9 @@ impl Kv for FjallKv {
     }
     fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
         self.ks.insert(key, value)?;
-        self.db.persist(fjall::PersistMode::SyncData)?;
+        if self.durable {
+            self.db.persist(fjall::PersistMode::SyncData)?;
+        }
         Ok(())
     }
     fn reader(&self) -> Res<Box<dyn Reader + '_>> {
@@ -278,19 +302,21 @@ mod rocks {
     use super::*;
 
     pub struct Rocks;
-    pub struct RocksKv(rocksdb::DB);
+    pub struct RocksKv(rocksdb::DB, bool);
 
-    fn sync() -> rocksdb::WriteOptions {
-        let mut w = rocksdb::WriteOptions::default();
-        w.set_sync(true);
-        w
+    impl RocksKv {
+        fn opts(&self) -> rocksdb::WriteOptions {
+            let mut w = rocksdb::WriteOptions::default();
+            w.set_sync(self.1);
+            w
+        }
     }
 
     impl EngineKind for Rocks {
         fn name(&self) -> &'static str {
             "rocksdb"
         }
-        fn open(&self, dir: &Path) -> Res<Box<dyn Kv>> {
+        fn open(&self, dir: &Path, durable: bool) -> Res<Box<dyn Kv>> {
             let mut o = rocksdb::Options::default();
             o.create_if_missing(true);
             o.increase_parallelism(2);
@@ -299,7 +325,7 @@ mod rocks {
             t.set_bloom_filter(10.0, false);
             o.set_block_based_table_factory(&t);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            Ok(Box::new(RocksKv(rocksdb::DB::open(&o, dir)?)))
+            Ok(Box::new(RocksKv(rocksdb::DB::open(&o, dir)?, durable)))
         }
     }
 
@@ -309,11 +335,11 @@ mod rocks {
             for (k, v) in pairs {
                 b.put(k, v);
             }
-            self.0.write_opt(b, &sync())?;
+            self.0.write_opt(b, &self.opts())?;
             Ok(())
         }
         fn put(&self, key: &[u8], value: &[u8]) -> Res<()> {
-            self.0.put_opt(key, value, &sync())?;
+            self.0.put_opt(key, value, &self.opts())?;
             Ok(())
         }
         fn reader(&self) -> Res<Box<dyn Reader + '_>> {
@@ -359,6 +385,7 @@ struct Plan {
     keys: u64,
     durable_puts: u64,
     durable_puts_per_thread: u64,
+    durable_puts_per_thread_64: u64,
     batches: u64,
     gets: u64,
     scans: u64,
@@ -372,6 +399,7 @@ impl Plan {
                 keys,
                 durable_puts: 100,
                 durable_puts_per_thread: 25,
+                durable_puts_per_thread_64: 5,
                 batches: 20,
                 gets: keys.min(20_000),
                 scans: 1_000,
@@ -381,6 +409,7 @@ impl Plan {
                 keys,
                 durable_puts: 2_000,
                 durable_puts_per_thread: 500,
+                durable_puts_per_thread_64: 200,
                 batches: 300,
                 gets: keys.min(1_000_000),
                 scans: 50_000,
@@ -525,29 +554,30 @@ fn bench_engine(
     let mut order: Vec<u64> = (0..plan.keys).collect();
     order.shuffle(&mut rng);
 
-    // Bulk load.
-    let db = kind.open(dir)?;
-    let mut lat = Latencies::default();
-    let t = Instant::now();
-    for chunk in order.chunks(1000) {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-            chunk.iter().map(|&i| (key(i), value(&mut rng))).collect();
+    // Bulk load, durable; then the same into a second database without syncs.
+    let load = |dir: &Path, durable: bool, rng: &mut StdRng| -> Res<(Duration, Latencies)> {
+        let db = kind.open(dir, durable)?;
+        let mut lat = Latencies::default();
         let t = Instant::now();
-        db.put_batch(&pairs)?;
-        lat.record(t.elapsed());
-    }
-    figures.push(figure(
-        "bulk_load",
-        name,
-        "key",
-        plan.keys,
-        t.elapsed(),
-        lat,
-    ));
-    drop(db);
+        for chunk in order.chunks(1000) {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                chunk.iter().map(|&i| (key(i), value(rng))).collect();
+            let t = Instant::now();
+            db.put_batch(&pairs)?;
+            lat.record(t.elapsed());
+        }
+        Ok((t.elapsed(), lat))
+    };
+    let (el, lat) = load(dir, true, &mut rng)?;
+    figures.push(figure("bulk_load", name, "key", plan.keys, el, lat));
+    let nosync_dir = dir.with_extension("nosync");
+    let r = load(&nosync_dir, false, &mut rng.clone());
+    let _ = std::fs::remove_dir_all(&nosync_dir);
+    let (el, lat) = r?;
+    figures.push(figure("bulk_load_nosync", name, "key", plan.keys, el, lat));
 
     // Reopen: reads come from the on-disk structures; record the space the load took.
-    let db: Arc<dyn Kv> = Arc::from(kind.open(dir)?);
+    let db: Arc<dyn Kv> = Arc::from(kind.open(dir, true)?);
     let bytes = disk_usage(dir);
     eprintln!(
         "  disk after load {:.1} MiB",
@@ -583,6 +613,15 @@ fn bench_engine(
         name,
         "op",
         8 * plan.durable_puts_per_thread,
+        el,
+        lat,
+    ));
+    let (el, lat) = threaded(64, plan.durable_puts_per_thread_64, &put)?;
+    figures.push(figure(
+        "durable_put_64t",
+        name,
+        "op",
+        64 * plan.durable_puts_per_thread_64,
         el,
         lat,
     ));
@@ -634,10 +673,15 @@ fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
         .collect()
 }
 
-const WORKLOADS: [(&str, &str); 7] = [
-    ("bulk_load", "bulk load, batches of 1000 (keys/s)"),
+const WORKLOADS: [(&str, &str); 9] = [
+    ("bulk_load", "bulk load, durable batches of 1000 (keys/s)"),
+    (
+        "bulk_load_nosync",
+        "bulk load, batches of 1000, no sync (keys/s)",
+    ),
     ("durable_put", "durable put, 1 thread (ops/s)"),
     ("durable_put_8t", "durable put, 8 threads (ops/s)"),
+    ("durable_put_64t", "durable put, 64 threads (ops/s)"),
     ("batch_put_100", "durable batches of 100 (keys/s)"),
     ("get_1t", "random get, 1 thread (ops/s)"),
     ("get_2t", "random get, 2 threads (ops/s)"),
@@ -663,8 +707,8 @@ fn markdown(
     ));
     md.push_str(&machine.markdown());
     md.push_str(&format!(
-        "\n{} keys of 16 B with 100 B values; every write durable (fsync) before it returns; \
-         256 MiB block cache each.\n",
+        "\n{} keys of 16 B with 100 B values; every write durable (fsync) before it returns \
+         except in the no-sync load; 256 MiB block cache each.\n",
         args.keys
     ));
     if let Some(c) = &args.command {

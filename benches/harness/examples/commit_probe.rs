@@ -1,0 +1,53 @@
+//! Profile aid: durable single puts from T writer threads through the facade; prints
+//! throughput, commits per WAL sync (the group size), the average sync and p50/p99.
+//!
+//! usage: cargo run --release -p lightning-bench --no-default-features --example commit_probe -- <dir> [threads] [puts per thread]
+
+use lightning_db::{Database, LightningDbConfig};
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().expect("a directory"));
+    let threads: u64 = args.next().map_or(64, |s| s.parse().expect("threads"));
+    let per: u64 = args.next().map_or(500, |s| s.parse().expect("puts"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::create(&dir, LightningDbConfig::default()).expect("create");
+    for round in 0..3 {
+        let before = db.get_metrics();
+        let t = Instant::now();
+        let mut lat: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|th| {
+                    let db = &db;
+                    s.spawn(move || {
+                        let mut lat = Vec::with_capacity(per as usize);
+                        for i in 0..per {
+                            let k = format!("{:08x}{:08x}", th, i ^ round);
+                            let t = Instant::now();
+                            db.put(k.as_bytes(), &[b'v'; 100]).expect("put");
+                            lat.push(t.elapsed().as_nanos() as u64);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().expect("writer"))
+                .collect()
+        });
+        let el = t.elapsed().as_secs_f64();
+        let m = db.get_metrics();
+        lat.sort_unstable();
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        let syncs = m.fsyncs - before.fsyncs;
+        println!(
+            "{threads} writers: {:.1}K puts/s, {:.1} commits/sync, sync avg {:.0} µs, p50 {:.0} µs, p99 {:.0} µs",
+            (threads * per) as f64 / el / 1000.0,
+            (threads * per) as f64 / syncs.max(1) as f64,
+            m.fsync_avg_us,
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+}
