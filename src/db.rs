@@ -61,23 +61,73 @@ pub struct Database {
 
 type KvSource = Box<dyn Iterator<Item = rowstore::Result<(Vec<u8>, Vec<u8>)>> + Send>;
 
-/// A streaming iterator over `(key, value)` pairs of one consistent snapshot.
+enum KvIterSource {
+    /// A plain scan: entries lent by the row store, copied once here.
+    Lent(KvRefIter),
+    /// A transaction's scan (its own writes merged in).
+    Owned(KvSource),
+}
+
+/// A streaming iterator over `(key, value)` pairs of one consistent snapshot, each
+/// copied into owned vectors; [`KvRefIter`] lends them instead.
 pub struct KvIter {
-    inner: KvSource,
+    inner: KvIterSource,
     stats: Arc<crate::metrics::FacadeStats>,
 }
 
 impl Iterator for KvIter {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| {
-            r.map_err(|e| {
+        match &mut self.inner {
+            KvIterSource::Lent(r) => r
+                .next()
+                .transpose()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+            KvIterSource::Owned(o) => o.next().map(|r| {
+                r.map_err(|e| {
+                    if e.is_corruption() {
+                        self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Error::from(e)
+                })
+            }),
+        }
+    }
+}
+
+/// A streaming scan of one consistent snapshot that lends each `(key, value)`: the
+/// slices point into the row store's own blocks, memtable and tree pages and stay valid
+/// until the next call, so reading an entry copies nothing. From
+/// [`Database::scan_ref`] and [`Database::scan_reverse_ref`].
+///
+/// ```no_run
+/// # fn f(db: &lightning_db::Database) -> lightning_db::Result<()> {
+/// let mut it = db.scan_ref(Some(b"user:"), Some(b"user;"))?;
+/// while let Some((key, value)) = it.next()? {
+///     println!("{} = {} bytes", String::from_utf8_lossy(key), value.len());
+/// }
+/// # Ok(()) }
+/// ```
+pub struct KvRefIter {
+    inner: rowstore::DbIter,
+    stats: Arc<crate::metrics::FacadeStats>,
+}
+
+impl KvRefIter {
+    /// The next entry, borrowed until the next call; `Ok(None)` at the end. After an
+    /// error the scan is over.
+    #[allow(clippy::should_implement_trait)] // a lending iterator cannot be an Iterator
+    pub fn next(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        match self.inner.next_ref() {
+            Ok(Some((k, v))) => Ok(Some((&k[KV_PREFIX.len()..], v))),
+            Ok(None) => Ok(None),
+            Err(e) => {
                 if e.is_corruption() {
                     self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                Error::from(e)
-            })
-        })
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -394,15 +444,13 @@ impl Database {
     /// Keys in `[start, end)` in ascending order (`None` = unbounded), streamed lazily
     /// from one consistent snapshot.
     pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
-        check_range(start, end)?;
-        let (s, e) = kv_range(start, end);
-        Ok(KvIter {
-            inner: Box::new(
-                self.seen(self.engine.iter(Some(&s), Some(&e), false))?
-                    .map(strip_kv),
-            ),
-            stats: self.stats.clone(),
-        })
+        self.scan_ref(start, end).map(|r| self.owned(r))
+    }
+
+    /// Like [`Database::scan`], but each entry is lent instead of copied (see
+    /// [`KvRefIter`]): the fastest way to read a range.
+    pub fn scan_ref(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvRefIter> {
+        self.lent_scan(start, end, false)
     }
 
     /// Keys starting with `prefix`, ascending.
@@ -413,15 +461,33 @@ impl Database {
 
     /// Keys in `[start, end)` in descending order.
     pub fn scan_reverse(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
+        self.scan_reverse_ref(start, end).map(|r| self.owned(r))
+    }
+
+    /// Like [`Database::scan_reverse`], each entry lent (see [`KvRefIter`]).
+    pub fn scan_reverse_ref(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvRefIter> {
+        self.lent_scan(start, end, true)
+    }
+
+    fn lent_scan(
+        &self,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<KvRefIter> {
         check_range(start, end)?;
         let (s, e) = kv_range(start, end);
-        Ok(KvIter {
-            inner: Box::new(
-                self.seen(self.engine.iter(Some(&s), Some(&e), true))?
-                    .map(strip_kv),
-            ),
+        Ok(KvRefIter {
+            inner: self.seen(self.engine.iter(Some(&s), Some(&e), reverse))?,
             stats: self.stats.clone(),
         })
+    }
+
+    fn owned(&self, r: KvRefIter) -> KvIter {
+        KvIter {
+            inner: KvIterSource::Lent(r),
+            stats: self.stats.clone(),
+        }
     }
 
     /// Write the memtable to a table file (the WAL is then no longer needed for it).
@@ -546,10 +612,10 @@ impl Database {
         let (s, e) = kv_range(start, end);
         self.with_txn(tx, |t| {
             Ok(KvIter {
-                inner: Box::new(
+                inner: KvIterSource::Owned(Box::new(
                     t.scan(&self.engine, Some(&s), Some(&e), false)?
                         .map(strip_kv),
-                ),
+                )),
                 stats: self.stats.clone(),
             })
         })

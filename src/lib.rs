@@ -54,7 +54,7 @@ pub use config::{
     ConsistencyLevel, Durability, LightningDbConfig, SqlFileAccess, StorageEngine,
     default_columnar_cache_bytes,
 };
-pub use db::{Database, KvIter, Tx, TxId};
+pub use db::{Database, KvIter, KvRefIter, Tx, TxId};
 pub use error::{Error, Result};
 /// A batch of key-value puts and deletes, applied atomically by
 /// [`Database::write_batch`].

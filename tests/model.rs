@@ -150,6 +150,13 @@ fn run(ops: Vec<Op>, background: bool, codec: u8, encryption: u8) {
                     .map(|r| r.unwrap())
                     .collect();
                 assert_eq!(got, model_range(&model, &s, &e), "step {step}");
+                // The lending scan sees the same entries.
+                let mut lent = Vec::new();
+                let mut it = db.scan_ref(s.as_deref(), e.as_deref()).unwrap();
+                while let Some((k, v)) = it.next().unwrap() {
+                    lent.push((k.to_vec(), v.to_vec()));
+                }
+                assert_eq!(lent, got, "step {step}");
             }
             Op::ScanReverse(a, b) => {
                 let (s, e) = ordered((a, b));
@@ -161,6 +168,12 @@ fn run(ops: Vec<Op>, background: bool, codec: u8, encryption: u8) {
                 let mut want = model_range(&model, &s, &e);
                 want.reverse();
                 assert_eq!(got, want, "step {step}");
+                let mut lent = Vec::new();
+                let mut it = db.scan_reverse_ref(s.as_deref(), e.as_deref()).unwrap();
+                while let Some((k, v)) = it.next().unwrap() {
+                    lent.push((k.to_vec(), v.to_vec()));
+                }
+                assert_eq!(lent, want, "step {step}");
             }
             Op::ScanPrefix(key) => {
                 let p = k(key)[..2].to_vec();

@@ -36,7 +36,8 @@ macro_rules! each {
 /// An iterator of any engine.
 pub enum DbIter {
     Lsm(LsmIter),
-    Memory(MemIter),
+    /// The in-memory engine's entries, and the one last lent by `next_ref`.
+    Memory(MemIter, Option<(Vec<u8>, Vec<u8>)>),
 }
 
 impl Iterator for DbIter {
@@ -45,7 +46,22 @@ impl Iterator for DbIter {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             DbIter::Lsm(i) => i.next(),
-            DbIter::Memory(i) => i.next(),
+            DbIter::Memory(i, _) => i.next(),
+        }
+    }
+}
+
+impl DbIter {
+    /// The next entry, borrowed until the next call: no copy per entry on the LSM
+    /// engine (see [`crate::iter::VisibleIter::next_ref`]). `Ok(None)` at the end.
+    #[inline]
+    pub fn next_ref(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        match self {
+            DbIter::Lsm(i) => i.next_ref(),
+            DbIter::Memory(i, held) => {
+                *held = i.next().transpose()?;
+                Ok(held.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            }
         }
     }
 }
@@ -159,7 +175,7 @@ impl Engine {
     pub fn iter(&self, start: Option<&[u8]>, end: Option<&[u8]>, reverse: bool) -> Result<DbIter> {
         match self {
             Engine::Lsm(e) => e.iter(start, end, reverse).map(DbIter::Lsm),
-            Engine::Memory(e) => e.iter(start, end, reverse).map(DbIter::Memory),
+            Engine::Memory(e) => e.iter(start, end, reverse).map(|i| DbIter::Memory(i, None)),
         }
     }
 
@@ -172,7 +188,9 @@ impl Engine {
     ) -> Result<DbIter> {
         match self {
             Engine::Lsm(e) => e.iter_at(snap, start, end, reverse).map(DbIter::Lsm),
-            Engine::Memory(e) => e.iter_at(snap, start, end, reverse).map(DbIter::Memory),
+            Engine::Memory(e) => e
+                .iter_at(snap, start, end, reverse)
+                .map(|i| DbIter::Memory(i, None)),
         }
     }
 

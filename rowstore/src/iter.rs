@@ -289,12 +289,28 @@ impl MergeIter {
 }
 
 /// Resolves a merged stream to user-visible (key, value) pairs at `snapshot`.
+///
+/// Two ways to read it: [`VisibleIter::next_ref`] lends each entry (borrowed from the
+/// block, memtable node or tree page it lives in, valid until the next call), with no
+/// copy per entry; the `Iterator` impl copies each entry into owned vectors on top.
 pub struct VisibleIter {
     merge: MergeIter,
     snapshot: Ts,
     reverse: bool,
-    last_key: Option<Vec<u8>>,
+    /// The user key last handed out (forward: its older versions are skipped). Reused.
+    last_key: Vec<u8>,
+    has_last: bool,
+    /// Forward: the merge still sits on the entry handed out last.
+    lent: bool,
+    /// Reverse: the entry handed out last (versions arrive oldest first, so the newest
+    /// visible one is known only once the next key shows). Reused buffers.
+    rev_value: Vec<u8>,
     failed: bool,
+}
+
+enum Step {
+    Skip,
+    Lend,
 }
 
 impl VisibleIter {
@@ -303,55 +319,103 @@ impl VisibleIter {
             merge,
             snapshot,
             reverse,
-            last_key: None,
+            last_key: Vec::new(),
+            has_last: false,
+            lent: false,
+            rev_value: Vec::new(),
             failed: false,
         }
     }
 
-    fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        loop {
-            let Some((k, ts, v)) = self.merge.current() else {
-                return Ok(None);
-            };
-            if ts > self.snapshot || self.last_key.as_deref() == Some(k) {
-                self.merge.advance()?;
-                continue;
-            }
-            // Newest visible version of a new user key.
-            match &mut self.last_key {
-                Some(l) => {
-                    l.clear();
-                    l.extend_from_slice(k);
-                }
-                None => self.last_key = Some(k.to_vec()),
-            }
-            let out = v.map(|v| (k.to_vec(), v.to_vec()));
-            self.merge.advance()?;
-            if out.is_some() {
-                return Ok(out);
+    /// The next visible entry, borrowed until the next call; `Ok(None)` at the end.
+    /// After an error the iterator is finished.
+    pub fn next_ref(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let r = if self.reverse {
+            self.step_reverse()
+        } else {
+            self.step_forward()
+        };
+        match r {
+            Ok(true) => Ok(Some(self.lent_entry())),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
             }
         }
     }
 
-    fn next_reverse(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn lent_entry(&self) -> (&[u8], &[u8]) {
+        if self.reverse {
+            return (&self.last_key, &self.rev_value);
+        }
+        match self.merge.current() {
+            Some((k, _, Some(v))) => (k, v),
+            _ => unreachable!("step_forward stops only on a live value"),
+        }
+    }
+
+    /// Position the merge on the newest visible version of the next user key that has
+    /// a value; false at the end.
+    fn step_forward(&mut self) -> Result<bool> {
+        if std::mem::take(&mut self.lent) {
+            self.merge.advance()?;
+        }
         loop {
-            let Some((k, _, _)) = self.merge.current() else {
-                return Ok(None);
+            let step = match self.merge.current() {
+                None => return Ok(false),
+                Some((k, ts, v)) => {
+                    if ts > self.snapshot || (self.has_last && self.last_key == k) {
+                        Step::Skip
+                    } else {
+                        // Newest visible version of a new user key.
+                        self.last_key.clear();
+                        self.last_key.extend_from_slice(k);
+                        self.has_last = true;
+                        if v.is_some() { Step::Lend } else { Step::Skip }
+                    }
+                }
             };
-            let key = k.to_vec();
-            // Versions of `key` arrive oldest first; keep the newest <= snapshot.
-            let mut visible: Option<Option<Vec<u8>>> = None;
+            match step {
+                Step::Skip => self.merge.advance()?,
+                Step::Lend => {
+                    self.lent = true;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Read the versions of the next user key (oldest first) and keep the newest one
+    /// visible in `last_key` / `rev_value`; false at the end.
+    fn step_reverse(&mut self) -> Result<bool> {
+        loop {
+            match self.merge.current() {
+                None => return Ok(false),
+                Some((k, _, _)) => {
+                    self.last_key.clear();
+                    self.last_key.extend_from_slice(k);
+                }
+            }
+            let mut visible: Option<bool> = None;
             while let Some((k, ts, v)) = self.merge.current() {
-                if k != key.as_slice() {
+                if k != self.last_key.as_slice() {
                     break;
                 }
                 if ts <= self.snapshot {
-                    visible = Some(v.map(<[u8]>::to_vec));
+                    visible = Some(v.is_some());
+                    if let Some(v) = v {
+                        self.rev_value.clear();
+                        self.rev_value.extend_from_slice(v);
+                    }
                 }
                 self.merge.advance()?;
             }
-            if let Some(Some(v)) = visible {
-                return Ok(Some((key, v)));
+            if visible == Some(true) {
+                return Ok(true);
             }
         }
     }
@@ -361,21 +425,10 @@ impl Iterator for VisibleIter {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let r = if self.reverse {
-            self.next_reverse()
-        } else {
-            self.next_forward()
-        };
-        match r {
-            Ok(Some(kv)) => Some(Ok(kv)),
+        match self.next_ref() {
+            Ok(Some((k, v))) => Some(Ok((k.to_vec(), v.to_vec()))),
             Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
+            Err(e) => Some(Err(e)),
         }
     }
 }

@@ -208,7 +208,9 @@ impl LogWriter {
 
     /// Make sure the file is allocated past `end` (and a step beyond), within the limit.
     fn reserve(&mut self, end: u64) {
-        if end < self.allocated || self.allocated >= self.prealloc_limit {
+        // Half a step early, so the space past the end is reserved (and zeroed, see
+        // `log_zero`) before the log reaches it.
+        if end + PREALLOC_STEP / 2 < self.allocated || self.allocated >= self.prealloc_limit {
             return;
         }
         let target = (end + PREALLOC_STEP).min(self.prealloc_limit.max(end));

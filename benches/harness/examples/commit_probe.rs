@@ -1,7 +1,10 @@
 //! Profile aid: durable single puts from T writer threads through the facade; prints
 //! throughput, commits per WAL sync (the group size), the average sync and p50/p99.
 //!
-//! usage: cargo run --release -p lightning-bench --no-default-features --example commit_probe -- <dir> [threads] [puts per thread]
+//! usage: cargo run --release -p lightning-bench --no-default-features --example commit_probe -- <dir> [threads] [puts per thread] [nosync]
+//!
+//! `nosync` (Durability::Buffered): the same pipeline without the fsync, which shows
+//! what the hand-offs between threads alone allow on this machine.
 
 use lightning_db::{Database, LightningDbConfig};
 use std::time::Instant;
@@ -11,8 +14,17 @@ fn main() {
     let dir = std::path::PathBuf::from(args.next().expect("a directory"));
     let threads: u64 = args.next().map_or(64, |s| s.parse().expect("threads"));
     let per: u64 = args.next().map_or(500, |s| s.parse().expect("puts"));
+    let nosync = args.next().as_deref() == Some("nosync");
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::create(&dir, LightningDbConfig::default()).expect("create");
+    let cfg = LightningDbConfig {
+        durability: if nosync {
+            lightning_db::Durability::Buffered
+        } else {
+            lightning_db::Durability::Sync
+        },
+        ..Default::default()
+    };
+    let db = Database::create(&dir, cfg).expect("create");
     for round in 0..3 {
         let before = db.get_metrics();
         let t = Instant::now();

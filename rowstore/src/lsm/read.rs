@@ -18,6 +18,14 @@ impl Iterator for LsmIter {
     }
 }
 
+impl LsmIter {
+    /// The next entry, borrowed until the next call ([`VisibleIter::next_ref`]).
+    #[inline]
+    pub fn next_ref(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        self.inner.next_ref()
+    }
+}
+
 impl Inner {
     /// A super-version and a snapshot timestamp such that every commit <= the snapshot
     /// is reachable from the super-version and no version visible at the snapshot has

@@ -160,7 +160,7 @@ impl VfsFile for StdFile {
 
     fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = offset;
         while at < offset + len {
             let n = ZEROS.len().min((offset + len - at) as usize);
