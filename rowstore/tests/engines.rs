@@ -283,3 +283,44 @@ proptest! {
         run(ops, StorageKind::BTree);
     }
 }
+
+/// Once writes stop, a level 0 below the compaction trigger is still merged down (reads
+/// pay for each overlapping level-0 table), and nothing is lost by it.
+#[test]
+fn an_idle_level_0_is_merged_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let e = Engine::open(
+        &path,
+        EngineOptions {
+            level0_compaction_trigger: 4,
+            level0_stop_writes_trigger: 8,
+            background_compaction: true,
+            ..Default::default()
+        },
+        OpenMode::Create,
+    )
+    .unwrap();
+    for round in 0..3u32 {
+        let mut b = WriteBatch::new();
+        for i in 0..100u32 {
+            b.put(&(i * 3 + round).to_be_bytes(), &round.to_be_bytes())
+                .unwrap();
+        }
+        e.write(b).unwrap();
+        e.flush().unwrap();
+    }
+    assert_eq!(e.sizes().tables_per_level[0], 3, "below the trigger of 4");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while e.sizes().tables_per_level[0] > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "level 0 never merged: {:?}",
+            e.sizes()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(e.sizes().tables_per_level[1..].iter().sum::<usize>() >= 1);
+    let all = collect(e.iter(None, None, false).unwrap());
+    assert_eq!(all.len(), 300);
+}

@@ -43,7 +43,7 @@ fn main() {
     let m = db.get_metrics();
     println!(
         "{n} keys{}: {:.0}K keys/s (in put_batch {:.2} s of {el:.2} s); {} syncs avg {:.0} µs; \
-         {} flushes {:.2} s; {} compactions {:.2} s; stalls {:.2} s; cpu {:.2} s",
+         {} flushes {:.2} s; {} compactions {:.2} s; stalls {:.2} s; cpu {:.2} s; tables per level {:?}",
         if nosync { " (no sync)" } else { "" },
         n as f64 / el / 1000.0,
         batch_time.as_secs_f64(),
@@ -55,5 +55,6 @@ fn main() {
         m.compaction_seconds,
         m.write_stall_seconds,
         m.process_cpu_seconds,
+        m.tables_per_level,
     );
 }

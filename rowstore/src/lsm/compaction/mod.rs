@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How long without a commit or flush before level 0 is merged down below its trigger.
+const IDLE_COMPACTION: Duration = Duration::from_secs(2);
+
 pub(super) struct Task {
     pub(super) level: usize,
     pub(super) output_level: usize,
@@ -47,9 +50,15 @@ pub(crate) trait Strategy: Send + Sync {
 }
 
 impl Inner {
-    fn strategy(&self) -> Leveled {
+    /// `idle`: writes have stopped, so level 0 is merged down from two tables on (see
+    /// `compaction_loop`).
+    fn strategy(&self, idle: bool) -> Leveled {
         Leveled {
-            l0_trigger: self.opts.level0_compaction_trigger,
+            l0_trigger: if idle {
+                2
+            } else {
+                self.opts.level0_compaction_trigger
+            },
             base_bytes: self.opts.level_base_bytes,
             multiplier: self.opts.level_size_multiplier,
         }
@@ -64,8 +73,8 @@ impl Inner {
     }
 
     /// Choose a compaction and reserve its levels.
-    pub(super) fn pick(&self, st: &mut State) -> Option<Task> {
-        let c = self.strategy().choose(&Self::picture(st))?;
+    pub(super) fn pick(&self, st: &mut State, idle: bool) -> Option<Task> {
+        let c = self.strategy(idle).choose(&Self::picture(st))?;
         if c.pointer.is_some() {
             st.compact_pointer[c.level] = c.pointer;
         }
@@ -83,9 +92,13 @@ impl Inner {
 
     /// Run one compaction if one is due. Returns whether one ran.
     pub(super) fn compact_once(&self, background: bool) -> Result<bool> {
+        self.compact_once_with(background, false)
+    }
+
+    fn compact_once_with(&self, background: bool, idle: bool) -> Result<bool> {
         let task = {
             let mut st = self.state.lock();
-            self.pick(&mut st)
+            self.pick(&mut st, idle)
         };
         let Some(task) = task else {
             return Ok(false);
@@ -101,9 +114,19 @@ impl Inner {
         r.map(|_| true)
     }
 
+    /// Compacts whatever the strategy says is due. And once writes stop (no commit or
+    /// flush for `IDLE_COMPACTION`), it merges a level 0 of two or more tables down
+    /// even below the trigger: every read pays for each overlapping level-0 table, and
+    /// an idle database (after a bulk load, say) has the time to spare.
     pub(super) fn compaction_loop(self: Arc<Self>) {
         let mut failures = 0;
+        let activity = || {
+            self.stats.commits.load(Ordering::Relaxed) + self.stats.flushes.load(Ordering::Relaxed)
+        };
+        let mut seen = activity();
+        let mut quiet_since = Instant::now();
         loop {
+            let mut idle = false;
             {
                 let mut g = self.bg.lock();
                 loop {
@@ -112,18 +135,35 @@ impl Inner {
                     {
                         return;
                     }
-                    let due = {
+                    let (due, l0) = {
                         let st = self.state.lock();
-                        self.compaction_due(&st)
+                        (self.compaction_due(&st), st.version.levels[0].len())
                     };
                     if due {
+                        break;
+                    }
+                    let now = activity();
+                    if now != seen {
+                        seen = now;
+                        quiet_since = Instant::now();
+                    } else if l0 >= 2
+                        && quiet_since.elapsed() >= IDLE_COMPACTION
+                        && self.sv.load().imms.is_empty()
+                    {
+                        idle = true;
                         break;
                     }
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
                 }
             }
-            match self.compact_once(true) {
-                Ok(_) => self.background_ok(),
+            match self.compact_once_with(true, idle) {
+                Ok(ran) => {
+                    if idle && !ran {
+                        // Levels busy (a manual compaction): wait another quiet spell.
+                        quiet_since = Instant::now();
+                    }
+                    self.background_ok()
+                }
                 Err(e) => {
                     if !self.background_failed(e, &mut failures) {
                         return;
@@ -134,7 +174,7 @@ impl Inner {
     }
 
     pub(super) fn compaction_due(&self, st: &State) -> bool {
-        self.strategy().due(&Self::picture(st))
+        self.strategy(false).due(&Self::picture(st))
     }
 
     pub(super) fn run_task(&self, task: &Task, background: bool) -> Result<()> {
