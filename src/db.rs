@@ -102,7 +102,7 @@ impl Iterator for KvIter {
 ///
 /// ```no_run
 /// # fn f(db: &lightning_db::Database) -> lightning_db::Result<()> {
-/// let mut it = db.scan_ref(Some(b"user:"), Some(b"user;"))?;
+/// let mut it = db.scan_ref(Some(b"user:".as_slice()), Some(b"user;".as_slice()))?;
 /// while let Some((key, value)) = it.next()? {
 ///     println!("{} = {} bytes", String::from_utf8_lossy(key), value.len());
 /// }
