@@ -203,7 +203,7 @@ impl VfsFile for StdFile {
         // straight to disk and leave no dirty pages behind, so a concurrent fdatasync of
         // the log (the commit path) never ends up writing them. Elsewhere (tmpfs, or an
         // unaligned range) buffered writes and one fdatasync.
-        let aligned = offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
+        let aligned = offset.is_multiple_of(DIRECT_ALIGN) && len.is_multiple_of(DIRECT_ALIGN);
         if aligned && let Ok(direct) = self.direct_writer() {
             let zeros = AlignedZeros::get();
             let mut at = offset;
