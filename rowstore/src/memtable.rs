@@ -414,7 +414,8 @@ mod tests {
             let keys: Vec<Vec<u8>> = (0..n)
                 .map(|i| format!("k{:03}", (i * 7) % n).into_bytes())
                 .collect();
-            let mut writes: Vec<(&[u8], Ts, Option<&[u8]>)> = keys
+            type Write<'a> = (&'a [u8], Ts, Option<&'a [u8]>);
+            let mut writes: Vec<Write> = keys
                 .iter()
                 .map(|k| (k.as_slice(), 5, Some(b"first".as_slice())))
                 .collect();
