@@ -23,8 +23,12 @@ fn main() {
     {
         let db = Database::create(&dir, cfg.clone()).expect("create");
         for c in 0..n / 1000 {
+            // Values as random as the peer harness's (incompressible).
             let pairs: Vec<_> = (c * 1000..(c + 1) * 1000)
-                .map(|i| (key(i), vec![b'v'; 100]))
+                .map(|i| {
+                    let x = i.wrapping_mul(0x2545_F491_4F6C_DD1D);
+                    (key(i), x.to_le_bytes().repeat(13)[..100].to_vec())
+                })
                 .collect();
             db.put_batch(&pairs).expect("put");
         }
@@ -52,17 +56,19 @@ fn main() {
             }
         }
         let el = t.elapsed().as_secs_f64();
-        let gets = 1_000_000u64;
+        let gets: u64 =
+            std::env::var("PROBE_GETS").map_or(1_000_000, |s| s.parse().expect("PROBE_GETS"));
         let t = Instant::now();
         for _ in 0..gets {
             db.get(&key(rnd() % n)).expect("get");
         }
         let g = t.elapsed().as_secs_f64();
         println!(
-            "scan: {:.0} scans/s ({:.2} us, {got} entries); get: {:.0}/s",
+            "scan: {:.0} scans/s ({:.2} us, {got} entries); get: {:.0}/s; tables per level {:?}",
             scans as f64 / el,
             el * 1e6 / scans as f64,
-            gets as f64 / g
+            gets as f64 / g,
+            db.get_metrics().tables_per_level
         );
     }
 }

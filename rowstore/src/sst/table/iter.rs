@@ -17,6 +17,8 @@ pub struct TableIter {
     pub(super) prefetched_to: usize,
     /// Blocks this cursor has moved into: read-ahead starts once a scan proves long.
     pub(super) loads: usize,
+    /// Whether a block this cursor moved into was not in the cache.
+    pub(super) cold: bool,
     /// The entry at `pos`, located when the cursor got there.
     pub(super) cur: Option<Loc>,
 }
@@ -45,6 +47,7 @@ impl TableIter {
             prefetch,
             prefetched_to: if reverse { usize::MAX } else { 0 },
             loads: 0,
+            cold: false,
             cur: None,
         };
         if reverse {
@@ -89,19 +92,29 @@ impl TableIter {
     }
 
     fn load(&mut self, bi: usize) -> Result<()> {
-        self.block = Some(self.table.block(bi)?);
+        let (b, hit) = self.table.block_hit(bi)?;
+        self.block = Some(b);
         self.block_idx = bi;
         self.loads += 1;
+        self.cold |= !hit;
+        // Read-ahead only for a scan that has met a block the cache did not hold: where
+        // every block so far was cached, asking about the next ones costs a cache probe
+        // each and saves nothing.
         if let Some((p, dist)) = &self.prefetch
+            && self.cold
             && self.loads >= PREFETCH_AFTER_LOADS
         {
             let n = self.table.num_blocks();
-            // Each block is considered once: only the blocks the window gained since the
-            // last load, and of those only the uncached ones (a request wakes a worker).
+            // The window grows from one block to `dist`, doubling per load, so a short
+            // scan asks the cache about a few blocks, not a whole window it will never
+            // reach. Each block is considered once: only the blocks the window gained
+            // since the last load, and of those only the uncached ones (a request wakes a
+            // worker).
+            let dist = (*dist).min(1 << (self.loads - PREFETCH_AFTER_LOADS).min(16));
             let (from, to) = if self.reverse {
-                (bi.saturating_sub(*dist), bi.min(self.prefetched_to))
+                (bi.saturating_sub(dist), bi.min(self.prefetched_to))
             } else {
-                ((bi + 1).max(self.prefetched_to), (bi + 1 + *dist).min(n))
+                ((bi + 1).max(self.prefetched_to), (bi + 1 + dist).min(n))
             };
             let wanted = (from..to).filter(|&j| !self.table.block_cached(j));
             if self.reverse {

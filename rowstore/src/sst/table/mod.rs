@@ -322,16 +322,21 @@ impl Table {
 
     /// Read, verify and decompress block `i`, through the cache.
     pub fn block(&self, i: usize) -> Result<Arc<Block>> {
+        self.block_hit(i).map(|(b, _)| b)
+    }
+
+    /// [`Table::block`], and whether the cache had it.
+    pub fn block_hit(&self, i: usize) -> Result<(Arc<Block>, bool)> {
         if let Some(c) = &self.cache
             && let Some(b) = c.get(self.id, i as u32)
         {
-            return Ok(b);
+            return Ok((b, true));
         }
         let b = self.load_block(i)?;
         if let Some(c) = &self.cache {
             c.insert(self.id, i as u32, b.clone());
         }
-        Ok(b)
+        Ok((b, false))
     }
 
     fn load_block(&self, i: usize) -> Result<Arc<Block>> {
@@ -559,16 +564,25 @@ mod tests {
             it.advance().unwrap();
         }
         assert_eq!(cached(0, n), 2);
-        // Moving on shows a long scan: the next 8 blocks get loaded ahead of it.
+        // Moving on shows a long scan (and a cold one): one block is loaded ahead of it,
+        // then a window doubling per block up to 8.
         while it.block_idx < 2 {
             it.advance().unwrap();
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while cached(3, 11) < 8 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        let wait_for = |from: usize, to: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while cached(from, to) < to - from && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(cached(from, to), to - from);
+        };
+        wait_for(3, 4);
+        assert_eq!(cached(4, n), 0);
+        while it.block_idx < 5 {
+            it.advance().unwrap();
         }
-        assert_eq!(cached(3, 11), 8);
-        assert_eq!(cached(11, n), 0);
+        wait_for(0, 14);
+        assert_eq!(cached(14, n), 0);
         // Entries are the same with and without read-ahead.
         let all = |pf| {
             let mut it = TableIter::new(t.clone(), None, None, false, pf).unwrap();
@@ -584,15 +598,27 @@ mod tests {
         let t = build(d.path(), 10, 2000, Compression::Lz4);
         let cached = |from: usize, to: usize| (from..to).filter(|&b| t.block_cached(b)).count();
         let mut it = TableIter::new(t.clone(), None, None, true, Some((p.clone(), 8))).unwrap();
-        while it.block_idx > n - 3 {
+        while it.block_idx > n - 6 {
             it.advance().unwrap();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while cached(n - 11, n - 3) < 8 && std::time::Instant::now() < deadline {
+        while cached(n - 14, n) < 14 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(cached(n - 11, n - 3), 8);
-        assert_eq!(cached(0, n - 11), 0);
+        assert_eq!(cached(n - 14, n), 14);
+        assert_eq!(cached(0, n - 14), 0);
+        // A scan over blocks the cache holds asks for nothing ahead.
+        let t = build(d.path(), 11, 2000, Compression::Lz4);
+        let cached = |from: usize, to: usize| (from..to).filter(|&b| t.block_cached(b)).count();
+        for b in 0..6 {
+            t.block(b).unwrap();
+        }
+        let mut it = TableIter::new(t.clone(), None, None, false, Some((p.clone(), 8))).unwrap();
+        while it.block_idx < 5 {
+            it.advance().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(cached(6, n), 0);
         p.shutdown();
     }
 
