@@ -18,7 +18,6 @@
 use crate::vfs::VfsFile;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 /// Zeroed per write and sync.
 const CHUNK: u64 = 1 << 20;
@@ -50,7 +49,6 @@ struct Shared {
 /// The helper of one log; dropping it stops the helper (after its current chunk).
 pub(crate) struct ZeroAhead {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl ZeroAhead {
@@ -70,14 +68,11 @@ impl ZeroAhead {
             cv: Condvar::new(),
         });
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("ldb-wal-zero".into())
             .spawn(move || helper(&sh, &*file))
             .ok()?;
-        Some(ZeroAhead {
-            shared,
-            thread: Some(thread),
-        })
+        Some(ZeroAhead { shared })
     }
 
     /// The file is now reserved up to `limit` bytes.
@@ -116,12 +111,13 @@ impl ZeroAhead {
 }
 
 impl Drop for ZeroAhead {
+    /// Stops the helper without waiting for it: a log is dropped on the commit path (a
+    /// memtable switch), which must not wait for a chunk of zeros to reach the disk. A
+    /// chunk under way still lands past the end of the old log, where zeros are what
+    /// recovery expects; the helper's handle keeps the file open until then.
     fn drop(&mut self) {
         self.shared.st.lock().stop = true;
         self.shared.cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
