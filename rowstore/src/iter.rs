@@ -6,14 +6,20 @@ use crate::key::{EntryRef, Ts, cmp_internal};
 use crate::memtable::MemTableIter;
 use crate::sst::prefetch::Prefetcher;
 use crate::sst::{Table, TableIter};
-use crate::version::SuperVersion;
+use crate::version::{SuperVersion, Version};
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// A run of tables in one level >= 1 (disjoint, sorted), opened lazily one at a time.
 pub struct LevelIter {
-    tables: Vec<Arc<Table>>,
-    next: usize,
+    tables: LevelTables,
+    /// The run's tables that can hold `[start, end)`: positions `lo..hi` of `tables`.
+    lo: usize,
+    hi: usize,
+    /// Tables opened so far, in the scan's direction.
+    opened: usize,
+    /// Skip tables with no version newer than this.
+    newer_than: Option<Ts>,
     cur: Option<TableIter>,
     start: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
@@ -21,25 +27,47 @@ pub struct LevelIter {
     prefetch: Option<(Arc<Prefetcher>, usize)>,
 }
 
+/// Where a level iterator's tables live: a level of a shared version (a scan: no copy of
+/// the level's table list per scan, however many tables it holds), or a list of its own
+/// (compaction input).
+enum LevelTables {
+    Level(Arc<Version>, usize),
+    Owned(Vec<Arc<Table>>),
+}
+
+impl LevelTables {
+    fn get(&self) -> &[Arc<Table>] {
+        match self {
+            LevelTables::Level(v, l) => &v.levels[*l],
+            LevelTables::Owned(t) => t,
+        }
+    }
+}
+
 impl LevelIter {
     fn new(
-        mut tables: Vec<Arc<Table>>,
+        tables: LevelTables,
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         reverse: bool,
         prefetch: Option<(Arc<Prefetcher>, usize)>,
+        newer_than: Option<Ts>,
     ) -> Result<Self> {
-        tables.retain(|t| {
-            let m = t.meta();
-            start.is_none_or(|s| m.largest.user_key.as_slice() >= s)
-                && end.is_none_or(|e| m.smallest.user_key.as_slice() < e)
+        // The run is sorted and disjoint: the tables that can hold keys in
+        // `[start, end)` are one contiguous stretch of it.
+        let list = tables.get();
+        let lo = start.map_or(0, |s| {
+            list.partition_point(|t| t.meta().largest.user_key.as_slice() < s)
         });
-        if reverse {
-            tables.reverse();
-        }
+        let hi = end.map_or(list.len(), |e| {
+            list.partition_point(|t| t.meta().smallest.user_key.as_slice() < e)
+        });
         let mut it = LevelIter {
             tables,
-            next: 0,
+            lo,
+            hi: hi.max(lo),
+            opened: 0,
+            newer_than,
             cur: None,
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
@@ -50,6 +78,12 @@ impl LevelIter {
         Ok(it)
     }
 
+    /// Whether the run has any table for the range (else the iterator is not worth
+    /// adding to a merge).
+    fn is_empty(&self) -> bool {
+        self.cur.is_none()
+    }
+
     fn open_next(&mut self) -> Result<()> {
         loop {
             if let Some(c) = &self.cur
@@ -57,14 +91,22 @@ impl LevelIter {
             {
                 return Ok(());
             }
-            if self.next >= self.tables.len() {
+            if self.lo + self.opened >= self.hi {
                 self.cur = None;
                 return Ok(());
             }
-            let t = self.tables[self.next].clone();
-            self.next += 1;
+            let i = if self.reverse {
+                self.hi - 1 - self.opened
+            } else {
+                self.lo + self.opened
+            };
+            self.opened += 1;
+            let t = &self.tables.get()[i];
+            if self.newer_than.is_some_and(|lo| t.meta().max_ts <= lo) {
+                continue;
+            }
             self.cur = Some(TableIter::new(
-                t,
+                t.clone(),
                 self.start.as_deref(),
                 self.end.as_deref(),
                 self.reverse,
@@ -209,16 +251,20 @@ impl MergeIter {
                 prefetch.clone(),
             )?));
         }
-        for level in &v.levels[1..] {
-            let level: Vec<Arc<Table>> = level.iter().filter(|t| keep(t)).cloned().collect();
-            if !level.is_empty() {
-                sources.push(Source::Level(LevelIter::new(
-                    level,
-                    start,
-                    end,
-                    reverse,
-                    prefetch.clone(),
-                )?));
+        for level in 1..v.levels.len() {
+            if v.levels[level].is_empty() {
+                continue;
+            }
+            let it = LevelIter::new(
+                LevelTables::Level(v.clone(), level),
+                start,
+                end,
+                reverse,
+                prefetch.clone(),
+                newer_than,
+            )?;
+            if !it.is_empty() {
+                sources.push(Source::Level(it));
             }
         }
         // The B+Tree engine's tree: the oldest source. It holds versions up to its
@@ -245,7 +291,14 @@ impl MergeIter {
         }
         for run in sorted_runs {
             if !run.is_empty() {
-                sources.push(Source::Level(LevelIter::new(run, None, None, false, None)?));
+                sources.push(Source::Level(LevelIter::new(
+                    LevelTables::Owned(run),
+                    None,
+                    None,
+                    false,
+                    None,
+                    None,
+                )?));
             }
         }
         Ok(MergeIter::new(sources, false))
