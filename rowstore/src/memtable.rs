@@ -16,9 +16,54 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::packed::PackedBytes;
 use parking_lot::Mutex;
 
-/// A stored value: `None` is a tombstone. Shared between the skiplist and the change log
-/// (and cheap to copy out of either).
-pub type MemValue = Option<Arc<[u8]>>;
+/// A stored value, or a tombstone. Shared between the skiplist and the change log (and
+/// cheap to copy out of either). The values of one commit group live in one buffer, so a
+/// write costs no allocation of its own (a bulk load spent a fifth of its time in malloc
+/// and free); the buffer is freed with the last entry that points into it, at the
+/// latest when the memtable is.
+#[derive(Clone)]
+pub struct MemValue(Option<(Arc<[u8]>, u32, u32)>);
+
+impl MemValue {
+    const TOMBSTONE: MemValue = MemValue(None);
+
+    /// The value, `None` for a tombstone.
+    #[inline]
+    pub fn as_deref(&self) -> Option<&[u8]> {
+        self.0
+            .as_ref()
+            .map(|(b, at, len)| &b[*at as usize..(*at + *len) as usize])
+    }
+
+    /// Each value of `values` as a `MemValue`, sharing one buffer for all of them.
+    fn group<'a>(values: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> Vec<MemValue> {
+        let total: usize = values.clone().map(|v| v.map_or(0, <[u8]>::len)).sum();
+        if total > u32::MAX as usize {
+            // Offsets would not fit (a group of several huge batches): one buffer each.
+            return values
+                .map(|v| MemValue(v.map(|v| (Arc::from(v), 0, v.len() as u32))))
+                .collect();
+        }
+        let mut buf = Vec::with_capacity(total);
+        let spans: Vec<Option<(u32, u32)>> = values
+            .map(|v| {
+                v.map(|v| {
+                    let at = buf.len() as u32;
+                    buf.extend_from_slice(v);
+                    (at, v.len() as u32)
+                })
+            })
+            .collect();
+        let buf: Arc<[u8]> = Arc::from(buf);
+        spans
+            .into_iter()
+            .map(|s| match s {
+                Some((at, len)) => MemValue(Some((buf.clone(), at, len))),
+                None => MemValue::TOMBSTONE,
+            })
+            .collect()
+    }
+}
 
 /// Longest user key stored inside the skiplist node itself.
 const INLINE_KEY: usize = 30;
@@ -152,7 +197,7 @@ impl MemTable {
     pub fn apply<'a>(&self, writes: impl Iterator<Item = (&'a [u8], Ts, Option<&'a [u8]>)>) {
         debug_assert!(!self.is_frozen(), "insert into a frozen memtable");
         let writes: Vec<_> = writes.collect();
-        let values: Vec<MemValue> = writes.iter().map(|w| w.2.map(Arc::from)).collect();
+        let values = MemValue::group(writes.iter().map(|w| w.2));
         // A large group goes into the skiplist in its own key order: each search then
         // walks nearly the path of the one before, in cache, instead of a cold path per
         // random key. The sort is stable, so of two writes of one key at one timestamp
@@ -172,7 +217,7 @@ impl MemTable {
         let mut chunk = ChangeChunk::default();
         let mut n = 0;
         for ((key, ts, _), value) in writes.into_iter().zip(values) {
-            n += key.len() + value.as_ref().map_or(0, |v| v.len()) + 96;
+            n += key.len() + value.as_deref().map_or(0, <[u8]>::len) + 96;
             chunk.push(key, ts, value);
         }
         if chunk.is_empty() {
@@ -206,7 +251,7 @@ impl MemTable {
             .map
             .lower_bound(Bound::Included(&probe as &dyn KeyView))
         {
-            Some(e) if e.key().user_key() == key => match e.value() {
+            Some(e) if e.key().user_key() == key => match e.value().as_deref() {
                 Some(v) => Lookup::Found(v.to_vec()),
                 None => Lookup::Deleted,
             },
