@@ -360,7 +360,7 @@ impl Database {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
         let mut b = WriteBatch::new();
-        b.put(&kv_key(key), value)?;
+        b.put_owned(kv_key(key), value.to_vec())?;
         self.write(b)
     }
 
@@ -386,7 +386,7 @@ impl Database {
         let mut b = WriteBatch::new();
         for (k, v) in pairs {
             check_key(k)?;
-            b.put(&kv_key(k), v)?;
+            b.put_owned(kv_key(k), v.clone())?;
         }
         self.write(b)
     }
@@ -417,7 +417,7 @@ impl Database {
         let mut b = WriteBatch::new();
         for op in batch.ops() {
             match op {
-                rowstore::BatchOp::Put(k, v) => b.put(&kv_key(k), v)?,
+                rowstore::BatchOp::Put(k, v) => b.put_owned(kv_key(k), v.clone())?,
                 rowstore::BatchOp::Delete(k) => b.delete(&kv_key(k))?,
             }
         }

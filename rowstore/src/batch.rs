@@ -82,6 +82,14 @@ impl WriteBatch {
         Ok(())
     }
 
+    /// [`WriteBatch::put`] of a key and value the caller already owns: moved in, not
+    /// copied.
+    pub fn put_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        charge(&mut self.bytes, check_write(&key, Some(&value))?)?;
+        self.ops.push(BatchOp::Put(key, value));
+        Ok(())
+    }
+
     /// Add a delete; refuses keys over the limit.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         charge(&mut self.bytes, check_write(key, None)?)?;
