@@ -42,7 +42,8 @@ fn main() {
         x
     };
     for _ in 0..3 {
-        let scans = 200_000u64;
+        let scans: u64 =
+            std::env::var("PROBE_SCANS").map_or(200_000, |s| s.parse().expect("PROBE_SCANS"));
         let t = Instant::now();
         let mut got = 0u64;
         for _ in 0..scans {
