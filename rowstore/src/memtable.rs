@@ -38,8 +38,9 @@ impl MemValue {
     /// Each value of `values` as a `MemValue`, sharing one buffer for all of them.
     fn group<'a>(values: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> Vec<MemValue> {
         let total: usize = values.clone().map(|v| v.map_or(0, <[u8]>::len)).sum();
-        if total > u32::MAX as usize {
-            // Offsets would not fit (a group of several huge batches): one buffer each.
+        // One write (a single put) or offsets that would not fit (a group of several
+        // huge batches): a buffer per value.
+        if values.clone().nth(1).is_none() || total > u32::MAX as usize {
             return values
                 .map(|v| MemValue(v.map(|v| (Arc::from(v), 0, v.len() as u32))))
                 .collect();
@@ -202,17 +203,19 @@ impl MemTable {
         // walks nearly the path of the one before, in cache, instead of a cold path per
         // random key. The sort is stable, so of two writes of one key at one timestamp
         // (a batch that writes a key twice) the later still lands last and wins.
-        let mut order: Vec<u32> = (0..writes.len() as u32).collect();
+        let insert = |i: usize| {
+            let (key, ts, _) = writes[i];
+            self.map.insert(MemKey::new(key, ts), values[i].clone());
+        };
         if writes.len() >= SORTED_INSERT_MIN {
+            let mut order: Vec<u32> = (0..writes.len() as u32).collect();
             order.sort_by(|&a, &b| {
                 let (a, b) = (&writes[a as usize], &writes[b as usize]);
                 cmp_internal(a.0, a.1, b.0, b.1)
             });
-        }
-        for &i in &order {
-            let (key, ts, _) = writes[i as usize];
-            self.map
-                .insert(MemKey::new(key, ts), values[i as usize].clone());
+            order.into_iter().for_each(|i| insert(i as usize));
+        } else {
+            (0..writes.len()).for_each(insert);
         }
         let mut chunk = ChangeChunk::default();
         let mut n = 0;
