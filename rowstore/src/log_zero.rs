@@ -53,12 +53,10 @@ pub(crate) struct ZeroAhead {
 
 impl ZeroAhead {
     /// Start zeroing `file` between `end` and the reserved size (see [`Self::reserved`]).
-    /// `None` if the file cannot zero-fill (an encrypting or simulated file) or no
-    /// thread could be started; the log then works as before, on fallocated space.
+    /// `None` if no thread could be started. A file that cannot zero-fill (an encrypting
+    /// or simulated one) refuses the helper's first chunk and the helper stops; either
+    /// way the log works as before, on fallocated space.
     pub(crate) fn start(file: Arc<dyn VfsFile>, end: u64) -> Option<ZeroAhead> {
-        if !file.can_zero_fill() {
-            return None;
-        }
         let shared = Arc::new(Shared {
             st: Mutex::new(State {
                 end,
@@ -129,9 +127,9 @@ fn helper(sh: &Shared, file: &dyn VfsFile) {
         }
         // Whole pages only: the page holding the end belongs to the writer.
         let from = st.zeroed.max(st.end.div_ceil(PAGE) * PAGE);
-        // A whole chunk at a time (one sync per chunk), once the zeroed range ahead of
-        // the end has shrunk below half the lookahead.
-        // Whole pages (what direct writes need), up to the reserved size.
+        // A whole chunk at a time (one sync per chunk), of whole pages (what direct
+        // writes need) below the reserved size, once the zeroed range ahead of the end
+        // has shrunk below half the lookahead.
         let to = (from + CHUNK).min(st.limit / PAGE * PAGE);
         if from >= to || from >= st.end + AHEAD / 2 {
             st.helper_idle = true;

@@ -136,10 +136,6 @@ pub trait VfsFile: Send + Sync + Debug {
     /// Reserve disk space for the first `len` bytes, extending the size with zeros
     /// (`fallocate`). `Unsupported` where the file system cannot; callers go on without.
     fn allocate(&self, len: u64) -> io::Result<()>;
-    /// Whether [`VfsFile::zero_fill`] works on this file.
-    fn can_zero_fill(&self) -> bool {
-        false
-    }
     /// Write zeros over `[offset, offset + len)` of the *stored* bytes and make them
     /// durable (the log's zeroing ahead of its end, `log_zero`). `Unsupported` by
     /// default: an encrypting file cannot, since stored zeros would not authenticate.

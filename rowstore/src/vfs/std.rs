@@ -194,39 +194,29 @@ impl VfsFile for StdFile {
         }
     }
 
-    fn can_zero_fill(&self) -> bool {
-        true
-    }
-
     fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        let write_zeros = |f: &File| -> io::Result<()> {
+            let zeros = AlignedZeros::get();
+            let mut at = offset;
+            while at < offset + len {
+                let n = zeros.len().min((offset + len - at) as usize);
+                f.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        };
         // Direct, synchronous writes where the file system takes them: the zeros go
         // straight to disk and leave no dirty pages behind, so a concurrent fdatasync of
         // the log (the commit path) never ends up writing them. Elsewhere (tmpfs, or an
         // unaligned range) buffered writes and one fdatasync.
         let aligned = offset.is_multiple_of(DIRECT_ALIGN) && len.is_multiple_of(DIRECT_ALIGN);
-        if aligned && let Ok(direct) = self.direct_writer() {
-            let zeros = AlignedZeros::get();
-            let mut at = offset;
-            let mut ok = true;
-            while at < offset + len {
-                let n = zeros.len().min((offset + len - at) as usize);
-                if direct.write_all_at(&zeros[..n], at).is_err() {
-                    ok = false;
-                    break;
-                }
-                at += n as u64;
-            }
-            if ok {
-                return Ok(());
-            }
+        if aligned
+            && let Ok(direct) = self.direct_writer()
+            && write_zeros(&direct).is_ok()
+        {
+            return Ok(());
         }
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = offset;
-        while at < offset + len {
-            let n = ZEROS.len().min((offset + len - at) as usize);
-            self.file.write_all_at(&ZEROS[..n], at)?;
-            at += n as u64;
-        }
+        write_zeros(&self.file)?;
         self.file.sync_data()
     }
 
