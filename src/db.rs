@@ -65,14 +65,13 @@ enum KvIterSource {
     /// A plain scan: entries lent by the row store, copied once here.
     Lent(KvRefIter),
     /// A transaction's scan (its own writes merged in).
-    Owned(KvSource),
+    Owned(KvSource, Arc<crate::metrics::FacadeStats>),
 }
 
 /// A streaming iterator over `(key, value)` pairs of one consistent snapshot, each
 /// copied into owned vectors; [`KvRefIter`] lends them instead.
 pub struct KvIter {
     inner: KvIterSource,
-    stats: Arc<crate::metrics::FacadeStats>,
 }
 
 impl Iterator for KvIter {
@@ -83,14 +82,15 @@ impl Iterator for KvIter {
                 .next()
                 .transpose()
                 .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))),
-            KvIterSource::Owned(o) => o.next().map(|r| {
-                r.map_err(|e| {
-                    if e.is_corruption() {
-                        self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Error::from(e)
-                })
-            }),
+            KvIterSource::Owned(o, stats) => o.next().map(|r| Ok(stats.seen(r)?)),
+        }
+    }
+}
+
+impl From<KvRefIter> for KvIter {
+    fn from(r: KvRefIter) -> KvIter {
+        KvIter {
+            inner: KvIterSource::Lent(r),
         }
     }
 }
@@ -118,16 +118,8 @@ impl KvRefIter {
     /// error the scan is over.
     #[allow(clippy::should_implement_trait)] // a lending iterator cannot be an Iterator
     pub fn next(&mut self) -> Result<Option<(&[u8], &[u8])>> {
-        match self.inner.next_ref() {
-            Ok(Some((k, v))) => Ok(Some((&k[KV_PREFIX.len()..], v))),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                if e.is_corruption() {
-                    self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e.into())
-            }
-        }
+        let entry = self.stats.seen(self.inner.next_ref())?;
+        Ok(entry.map(|(k, v)| (&k[KV_PREFIX.len()..], v)))
     }
 }
 
@@ -433,18 +425,13 @@ impl Database {
 
     /// Count a corruption error met by a read (for metrics and health checks).
     pub(crate) fn seen<T>(&self, r: rowstore::Result<T>) -> rowstore::Result<T> {
-        if let Err(e) = &r
-            && e.is_corruption()
-        {
-            self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        r
+        self.stats.seen(r)
     }
 
     /// Keys in `[start, end)` in ascending order (`None` = unbounded), streamed lazily
     /// from one consistent snapshot.
     pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
-        self.scan_ref(start, end).map(|r| self.owned(r))
+        self.scan_ref(start, end).map(KvIter::from)
     }
 
     /// Like [`Database::scan`], but each entry is lent instead of copied (see
@@ -461,7 +448,7 @@ impl Database {
 
     /// Keys in `[start, end)` in descending order.
     pub fn scan_reverse(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<KvIter> {
-        self.scan_reverse_ref(start, end).map(|r| self.owned(r))
+        self.scan_reverse_ref(start, end).map(KvIter::from)
     }
 
     /// Like [`Database::scan_reverse`], each entry lent (see [`KvRefIter`]).
@@ -481,13 +468,6 @@ impl Database {
             inner: self.seen(self.engine.iter(Some(&s), Some(&e), reverse))?,
             stats: self.stats.clone(),
         })
-    }
-
-    fn owned(&self, r: KvRefIter) -> KvIter {
-        KvIter {
-            inner: KvIterSource::Lent(r),
-            stats: self.stats.clone(),
-        }
     }
 
     /// Write the memtable to a table file (the WAL is then no longer needed for it).
@@ -612,11 +592,13 @@ impl Database {
         let (s, e) = kv_range(start, end);
         self.with_txn(tx, |t| {
             Ok(KvIter {
-                inner: KvIterSource::Owned(Box::new(
-                    t.scan(&self.engine, Some(&s), Some(&e), false)?
-                        .map(strip_kv),
-                )),
-                stats: self.stats.clone(),
+                inner: KvIterSource::Owned(
+                    Box::new(
+                        t.scan(&self.engine, Some(&s), Some(&e), false)?
+                            .map(strip_kv),
+                    ),
+                    self.stats.clone(),
+                ),
             })
         })
     }

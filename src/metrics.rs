@@ -166,6 +166,22 @@ pub(crate) struct FacadeStats {
     pub last_rate: parking_lot::Mutex<(Instant, u64, f64)>,
 }
 
+impl FacadeStats {
+    /// Count a corruption error met by a read (for metrics and health checks).
+    pub(crate) fn seen<T>(
+        &self,
+        r: lightning_rowstore::Result<T>,
+    ) -> lightning_rowstore::Result<T> {
+        if let Err(e) = &r
+            && e.is_corruption()
+        {
+            self.checksum_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 impl Default for FacadeStats {
     fn default() -> Self {
         FacadeStats {
