@@ -5,9 +5,6 @@
 
 use super::*;
 
-/// How long writes pause after a flush before the B+Tree engine compacts its file.
-const TREE_IDLE_COMPACTION: Duration = Duration::from_secs(2);
-
 impl Inner {
     pub(super) fn wait_for_flushes(&self) -> Result<()> {
         if !self.opts.background_compaction {
@@ -124,7 +121,7 @@ impl Inner {
                 {
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
                     if self.tree.is_some()
-                        && last_flush.is_some_and(|t| t.elapsed() >= TREE_IDLE_COMPACTION)
+                        && last_flush.is_some_and(|t| t.elapsed() >= IDLE_COMPACTION)
                     {
                         idle = true;
                         break;

@@ -115,6 +115,11 @@ pub struct LsmEngine {
 }
 
 /// Bytes to preallocate for a WAL segment: what one memtable's records take, plus slack.
+/// How long writes must pause before the background does the work that only pays on an
+/// idle database: the B+Tree engine compacts its file, the LSM merges a level 0 below its
+/// trigger.
+const IDLE_COMPACTION: Duration = Duration::from_secs(2);
+
 fn wal_prealloc(opts: &EngineOptions) -> u64 {
     opts.write_buffer_size as u64 + (1 << 20)
 }

@@ -3,9 +3,6 @@
 
 use super::*;
 
-/// How long without a commit or flush before level 0 is merged down below its trigger.
-const IDLE_COMPACTION: Duration = Duration::from_secs(2);
-
 pub(super) struct Task {
     pub(super) level: usize,
     pub(super) output_level: usize,
