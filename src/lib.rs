@@ -27,6 +27,8 @@ mod config;
 mod db;
 pub mod encryption;
 mod error;
+#[cfg(feature = "sql")]
+mod export;
 #[cfg(feature = "flight")]
 pub mod flight;
 mod metrics;
@@ -43,6 +45,8 @@ pub use arrow;
 /// The exact `datafusion` crate the SQL layer uses.
 #[cfg(feature = "sql")]
 pub use datafusion;
+#[cfg(feature = "sql")]
+pub use export::{ExportFormat, ExportOptions, ExportReport};
 #[cfg(feature = "sql")]
 pub use lightning_columnar::RoundStats as ColumnarRoundStats;
 #[cfg(feature = "sql")]

@@ -11,7 +11,7 @@
 mod alter;
 mod catalog;
 mod fast;
-mod guard;
+pub(crate) mod guard;
 mod limits;
 mod prepared;
 mod shape;

@@ -431,7 +431,7 @@ impl Tables {
             .collect()
     }
 
-    fn columnar_def(&self, name: &str) -> Result<Arc<TableDef>> {
+    pub(crate) fn columnar_def(&self, name: &str) -> Result<Arc<TableDef>> {
         let d = self.def(name)?;
         if d.raw_kv && !self.columnar_kv {
             return Err(Error::InvalidArgument(

@@ -430,3 +430,86 @@ fn repair_rebuilds_current_and_truncates_a_damaged_wal_on_request() {
     let (ok, out, _) = cli(&["get", ps, "key00000001"]);
     assert!(ok && out.contains("value-1-0"), "{out}");
 }
+
+#[test]
+fn export_writes_a_delta_table_and_partitioned_parquet_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let ps = p.to_str().unwrap();
+    let (ok, out, err) = cli(&[
+        "sql",
+        ps,
+        "-c",
+        "CREATE TABLE t (id BIGINT, g VARCHAR, v INT, PRIMARY KEY (id)); \
+         INSERT INTO t SELECT value, CASE WHEN value % 2 = 0 THEN 'even' ELSE 'odd' END, CAST(value AS INT) AS v FROM generate_series(1, 1000)",
+    ]);
+    assert!(ok, "{out}{err}");
+    let delta = dir.path().join("delta");
+    let ds = delta.to_str().unwrap();
+    let (ok, out, err) = cli(&[
+        "export",
+        ps,
+        "t",
+        ds,
+        "--format",
+        "delta",
+        "--partition-by",
+        "g",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Delta table version 0") && out.contains("1000 rows"),
+        "{out}"
+    );
+    assert!(delta.join("_delta_log/00000000000000000000.json").exists());
+    assert!(delta.join("g=even").is_dir() && delta.join("g=odd").is_dir());
+    let (ok, out, err) = cli(&[
+        "export",
+        ps,
+        "t",
+        ds,
+        "--format",
+        "delta",
+        "--partition-by",
+        "g",
+    ]);
+    assert!(ok && out.contains("is current"), "{out}{err}");
+    let (ok, out, err) = cli(&["sql", ps, "-c", "INSERT INTO t VALUES (5000, 'odd', 7)"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = cli(&[
+        "export",
+        ps,
+        "t",
+        ds,
+        "--format",
+        "delta",
+        "--partition-by",
+        "g",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("version 1")
+            && out.contains("1001 rows")
+            && out.contains("wrote 1 files (1 rows"),
+        "{out}"
+    );
+    // The other partitioning into the same directory is refused with a clear message.
+    let (ok, _, err) = cli(&["export", ps, "t", ds, "--format", "delta"]);
+    assert!(!ok && err.contains("partitioned by [g]"), "{err}");
+
+    let pq = dir.path().join("pq");
+    let (ok, out, err) = cli(&[
+        "export",
+        ps,
+        "t",
+        pq.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "--partition-by",
+        "g",
+    ]);
+    assert!(ok && out.contains("export version 0"), "{out}{err}");
+    assert!(pq.join("_lightning_export.json").exists() && pq.join("g=odd").is_dir());
+    let (ok, _, err) = cli(&["export", ps, "t", "x.parquet", "--partition-by", "g"]);
+    assert!(!ok && err.contains("--format parquet or delta"), "{err}");
+}

@@ -17,6 +17,7 @@ mod cli_shell;
 mod crash;
 mod decimals;
 mod encryption;
+mod export;
 mod fuzz_corpora;
 mod grouped_by_key;
 mod joins;
