@@ -24,6 +24,7 @@ mod runtime_filter;
 mod scan;
 mod select;
 mod semijoin;
+mod task;
 mod zones;
 
 pub use coded::{DictionaryAggregateExec, DictionaryAggregation};
@@ -34,3 +35,4 @@ pub use ordered_agg::OrderedPartialAggregation;
 pub use provider::{LightningTableProvider, cast_batch, default_sql, sql_schema};
 pub use scan::LightningScan;
 pub use semijoin::PushSemiJoinDown;
+pub use task::{ScanTask, TaskUnit};

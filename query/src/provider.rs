@@ -44,6 +44,9 @@ pub struct LightningTableProvider {
     defaults: std::collections::HashMap<String, Expr>,
     /// What the last scan learned about the fresh rows (shared by clones).
     fresh: Arc<FreshCache>,
+    /// Where this table's database can be opened by other processes (a distributed
+    /// executor): carried into every scan's task description.
+    source: Option<Arc<str>>,
 }
 
 /// A column `DEFAULT` as the SQL text a table definition keeps.
@@ -114,6 +117,18 @@ impl std::fmt::Debug for LightningTableProvider {
 }
 
 impl LightningTableProvider {
+    /// This provider, its scans labelled with `source`: where another process opens
+    /// the same published database (see [`LightningScan::source`]).
+    pub fn with_source(mut self, source: impl Into<Arc<str>>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The label set by [`LightningTableProvider::with_source`].
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
     pub fn new(engine: Arc<Engine>, store: Arc<ColumnStore>, def: Arc<TableDef>) -> Self {
         // A keyless table's hidden row ids are not among the columns SQL sees.
         let schema = sql_schema(&def.user_schema());
@@ -143,6 +158,7 @@ impl LightningTableProvider {
             constraints,
             defaults,
             fresh: Default::default(),
+            source: None,
         }
     }
 
@@ -412,7 +428,7 @@ impl TableProvider for LightningTableProvider {
             let used = units.last().map_or(0, |u| u.part + 1);
             parts.truncate(used);
         }
-        Ok(DataSourceExec::from_data_source(LightningScan::new(
+        let mut scan = LightningScan::new(
             def.name.clone(),
             schema,
             projection.cloned(),
@@ -424,7 +440,9 @@ impl TableProvider for LightningTableProvider {
             view.watermark,
             snap,
             key_ordering,
-        )))
+        );
+        scan.source = self.source.clone();
+        Ok(DataSourceExec::from_data_source(scan))
     }
 
     async fn insert_into(

@@ -78,46 +78,52 @@ pub(crate) struct Pruning {
 /// Scans one Lightning table at one snapshot; runs inside DataFusion's `DataSourceExec`.
 #[derive(Clone)]
 pub struct LightningScan {
-    table: String,
-    schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    parts: Vec<Arc<SegmentPart>>,
+    pub(crate) table: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) projection: Option<Vec<usize>>,
+    pub(crate) parts: Vec<Arc<SegmentPart>>,
     /// Units of each output partition, in key order within a partition.
-    partitions: Vec<Vec<Unit>>,
-    delta: Vec<RecordBatch>,
+    pub(crate) partitions: Vec<Vec<Unit>>,
+    pub(crate) delta: Vec<RecordBatch>,
     /// Per output column, the bounds of `delta` (see [`delta_bounds`]), worked out once
     /// per `delta` when the planner first asks for statistics.
-    delta_bounds: Arc<OnceLock<Vec<DeltaBounds>>>,
+    pub(crate) delta_bounds: Arc<OnceLock<Vec<DeltaBounds>>>,
     /// The partition that emits the fresh rows (first); `partitions.len()` when they
     /// have a partition of their own.
-    delta_part: usize,
-    pruning: Pruning,
-    watermark: u64,
+    pub(crate) delta_part: usize,
+    pub(crate) pruning: Pruning,
+    pub(crate) watermark: u64,
     // Keeps the row-store versions this scan reads alive until the plan is dropped.
-    snapshot: Arc<Snapshot>,
-    eq: EquivalenceProperties,
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) eq: EquivalenceProperties,
     /// The primary-key columns as sort expressions, when the segments read are
     /// disjoint (each partition's batches then follow the key).
-    key_exprs: Option<Vec<PhysicalSortExpr>>,
+    pub(crate) key_exprs: Option<Vec<PhysicalSortExpr>>,
     /// Filters pushed down by DataFusion (static, or dynamic ones from joins and TopK):
     /// used to skip batches by their zone maps at run time, never trusted to filter.
-    filters: Vec<Arc<dyn PhysicalExpr>>,
+    pub(crate) filters: Vec<Arc<dyn PhysicalExpr>>,
     /// The hash joins' dynamic filters among `filters`: each partition waits for them
     /// to be complete before it reads (see [`crate::WaitForJoinFilters`]).
-    join_filters: Vec<Arc<dyn PhysicalExpr>>,
+    pub(crate) join_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// The pushed-down filters the scan applies itself (reported applied).
-    selection: Selection,
+    pub(crate) selection: Selection,
     /// Those of them not yet applied to `delta` (could not be evaluated while planning:
     /// a scalar subquery's value is known only once it ran).
-    delta_pending: Selection,
+    pub(crate) delta_pending: Selection,
     /// Most rows each partition emits.
-    fetch: Option<usize>,
+    pub(crate) fetch: Option<usize>,
     /// Nothing above reads a column (`count(*)`, with or without a filter the scan
     /// applies): batches carry only their row counts, and no column is decoded for them.
-    count_only: bool,
+    pub(crate) count_only: bool,
     /// The partitions read from the highest keys down (for a descending TopK).
-    reversed: bool,
-    metrics: ExecutionPlanMetricsSet,
+    pub(crate) reversed: bool,
+    /// Per entry of `filters`: whether the scan applies it itself (it is in `selection`).
+    pub(crate) applied: Vec<bool>,
+    /// Rebuilt from a task in another process: partitions never share batches.
+    pub(crate) isolated: bool,
+    /// See [`LightningScan::source`].
+    pub(crate) source: Option<Arc<str>>,
+    pub(crate) metrics: ExecutionPlanMetricsSet,
 }
 
 /// The batches a partition has still to read: its own, or those not yet taken by any
@@ -221,8 +227,22 @@ impl LightningScan {
             fetch: None,
             count_only: false,
             reversed: false,
+            applied: Vec::new(),
+            isolated: false,
+            source: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The table columns this scan reads (the schema its pushed filters refer to).
+    pub fn table_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Where another process opens the database this scan reads (set by
+    /// [`crate::LightningTableProvider::with_source`]; `None` for a local scan).
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// The filters pushed down into this scan (static, or dynamic ones of joins and TopK).
@@ -285,7 +305,7 @@ impl LightningScan {
     /// reads its own share). `enable_file_stream_work_stealing` off (executors that run
     /// each partition as an isolated task) keeps the fixed shares.
     pub(crate) fn sibling_state(&self, config: &ConfigOptions) -> Option<Arc<SharedUnits>> {
-        if !self.shares() || !config.execution.enable_file_stream_work_stealing {
+        if !self.shares() || self.isolated || !config.execution.enable_file_stream_work_stealing {
             return None;
         }
         // The partitions' shares are contiguous key ranges in the scan's direction.
@@ -472,7 +492,7 @@ impl LightningScan {
 
 /// What the fresh rows add to one column's statistics.
 #[derive(Debug)]
-struct DeltaBounds {
+pub(crate) struct DeltaBounds {
     nulls: usize,
     /// The smallest and largest value (NULL when every value is); `None`: unknown (a
     /// float column, where NaN orders differently in SQL, or a type the min/max
@@ -867,6 +887,8 @@ impl DataSource for LightningScan {
             }
         }
         s.filters.extend(filters);
+        s.applied
+            .extend(applied.iter().map(|a| matches!(a, PushedDown::Yes)));
         for u in s.partitions.iter_mut().flatten() {
             let seg = &s.parts[u.part].segment.segment;
             u.passes = s.selection.proven(
