@@ -135,6 +135,8 @@ struct Plan<'a> {
 }
 
 const MANIFEST: &str = "_lightning_export.json";
+/// Most partitions one segment's rows may fall into (one open Parquet writer each).
+const MAX_OPEN_PARTITIONS: usize = 4096;
 const LOCK: &str = "_lightning_export.lock";
 
 impl Database {
@@ -155,7 +157,8 @@ impl Database {
     /// of segments that changed since are written (a new version) and the files they
     /// replace are removed; nothing is rewritten when nothing changed. A directory that
     /// holds something else, another table's export, or this table with other
-    /// partition columns is refused; a changed schema rewrites the export.
+    /// partition columns is refused; a changed schema rewrites the export. Exported
+    /// files are plaintext, also from an encrypted database.
     pub fn export_table_with(
         &self,
         name: &str,
@@ -392,9 +395,67 @@ fn write_unit(
     unit: &str,
     version: u64,
 ) -> Result<Vec<NewFile>> {
-    let user: Vec<usize> = (0..plan.schema.fields().len()).collect();
     let mut files: HashMap<PartValues, PartFile> = HashMap::new();
     let mut order: Vec<PartValues> = Vec::new();
+    let res = fill_unit(plan, s, unit, version, &mut files, &mut order);
+    if let Err(e) = res {
+        // The files begun for this unit are not listed anywhere: remove them.
+        for (_, f) in files.drain() {
+            let _ = std::fs::remove_file(&f.path);
+        }
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    for v in order {
+        let f = files.remove(&v).expect("one file per partition");
+        let path = f.path.clone();
+        match f.finish() {
+            Ok((size, path, values, rows, stats)) => out.push(NewFile {
+                file: ExportedFile {
+                    unit: unit.to_string(),
+                    path,
+                    values,
+                    size,
+                    rows,
+                },
+                stats,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                for f in files.into_values() {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+                for f in &out {
+                    let _ = std::fs::remove_file(plan.dir.join(&f.file.path));
+                }
+                return Err(e);
+            }
+        }
+    }
+    // The new files' directory entries, and those of the partition directories.
+    let mut dirs = BTreeSet::new();
+    for f in &out {
+        let mut d = plan.dir.join(&f.file.path);
+        while d.pop() && d.starts_with(plan.dir) {
+            dirs.insert(d.clone());
+        }
+    }
+    for d in dirs.iter().rev() {
+        sync_dir(d);
+    }
+    Ok(out)
+}
+
+/// Read a unit's live rows batch by batch and write them into one file per partition.
+fn fill_unit(
+    plan: &Plan,
+    s: &lightning_columnar::store::LoadedSegment,
+    unit: &str,
+    version: u64,
+    files: &mut HashMap<PartValues, PartFile>,
+    order: &mut Vec<PartValues>,
+) -> Result<()> {
+    let user: Vec<usize> = (0..plan.schema.fields().len()).collect();
     let seg = &s.segment;
     for i in 0..seg.num_batches() {
         let b = seg.read_one(Some(&user), i)?;
@@ -414,6 +475,13 @@ fn write_unit(
         for (values, rows) in parts::split(&b, &plan.part_cols)? {
             let part = parts::take(&b, &rows, &plan.data_cols, &plan.data_schema)?;
             if !files.contains_key(&values) {
+                if files.len() >= MAX_OPEN_PARTITIONS {
+                    return Err(Error::InvalidArgument(format!(
+                        "one segment of {} holds more than {MAX_OPEN_PARTITIONS} partitions of [{}]; partition by columns with fewer values",
+                        plan.table,
+                        plan.partition_by.join(", ")
+                    )));
+                }
                 let rel = hive_dir(plan.partition_by, &values);
                 let name = format!("part-{version:05}-{unit}-{:04}.parquet", order.len());
                 let f = PartFile::create(
@@ -430,28 +498,7 @@ fn write_unit(
             files.get_mut(&values).expect("just added").write(&part)?;
         }
     }
-    let mut out = Vec::new();
-    for v in order {
-        let f = files.remove(&v).expect("one file per partition");
-        let (size, path, values, rows, stats) = f.finish()?;
-        out.push(NewFile {
-            file: ExportedFile {
-                unit: unit.to_string(),
-                path,
-                values,
-                size,
-                rows,
-            },
-            stats,
-        });
-    }
-    if let Some(d) = out
-        .first()
-        .and_then(|f| plan.dir.join(&f.file.path).parent().map(Path::to_path_buf))
-    {
-        sync_dir(&d);
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Cast a batch read from the store to the exported types (Delta's, for Delta).

@@ -382,6 +382,17 @@ fn exports_refuse_what_they_cannot_do_safely() {
     db.sql("INSERT INTO f VALUES (1.5, 1)").unwrap();
     let m = invalid(db.export_table("f", &out, ExportFormat::Delta));
     assert!(m.contains("not f"), "{m}");
+    // Too many partitions in one segment: refused, and no file is left behind.
+    db.insert("sales", &rows(100..5000, |_| 1)).unwrap();
+    let many = tmp.path().join("many");
+    let m = invalid(db.export_table_with(
+        "sales",
+        &many,
+        ExportFormat::Parquet,
+        &ExportOptions::partition_by(&["id"]),
+    ));
+    assert!(m.contains("more than 4096 partitions"), "{m}");
+    assert!(data_files(&many).is_empty());
     // A missing table is its own error.
     assert!(matches!(
         db.export_table("missing", tmp.path().join("m"), ExportFormat::Delta),
