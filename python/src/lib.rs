@@ -431,6 +431,47 @@ impl NativeDatabase {
             .map_err(py_err)
     }
 
+    /// Export a table into `dir` as `format` ("delta" or "parquet": hive-partitioned
+    /// Parquet files), partitioned by `partition_by`; a later export into the same
+    /// directory writes only what changed. Returns a dict of what it did.
+    #[pyo3(signature = (table, dir, format="delta", partition_by=None))]
+    fn export_table<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        dir: std::path::PathBuf,
+        format: &str,
+        partition_by: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let format = match format {
+            "delta" => lightning_db::ExportFormat::Delta,
+            "parquet" => lightning_db::ExportFormat::Parquet,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "format must be 'delta' or 'parquet', not {other:?}"
+                )));
+            }
+        };
+        let opts = lightning_db::ExportOptions {
+            partition_by: partition_by.unwrap_or_default(),
+        };
+        let db = self.db()?;
+        let r = py
+            .detach(|| db.export_table_with(table, &dir, format, &opts))
+            .map_err(py_err)?;
+        let d = PyDict::new(py);
+        d.set_item("version", r.version)?;
+        d.set_item("new_version", r.new_version)?;
+        d.set_item("watermark", r.watermark)?;
+        d.set_item("rows", r.rows)?;
+        d.set_item("files_added", r.files_added)?;
+        d.set_item("rows_written", r.rows_written)?;
+        d.set_item("bytes_written", r.bytes_written)?;
+        d.set_item("files_removed", r.files_removed)?;
+        d.set_item("full_rewrite", r.full_rewrite)?;
+        Ok(d)
+    }
+
     fn list_tables(&self) -> PyResult<Vec<String>> {
         self.db()?.list_tables().map_err(py_err)
     }

@@ -201,6 +201,26 @@ def test_export_parquet(db, tmp_path):
     assert sorted(back.column("id").to_pylist()) == [1, 2]
 
 
+def test_export_table_delta_and_parquet(db, tmp_path):
+    db.sql("CREATE TABLE s (id BIGINT PRIMARY KEY, region VARCHAR, qty INT)")
+    db.sql("INSERT INTO s VALUES (1, 'EU', 3), (2, 'US', 4), (3, 'EU', 5)")
+    out = tmp_path / "s_delta"
+    r = db.export_table("s", out, format="delta", partition_by=["region"])
+    assert (r["version"], r["rows"], r["new_version"]) == (0, 3, True)
+    assert (out / "_delta_log" / "00000000000000000000.json").exists()
+    assert (out / "region=EU").is_dir()
+    assert not db.export_table("s", out, format="delta", partition_by=["region"])["new_version"]
+    db.sql("INSERT INTO s VALUES (4, 'US', 6)")
+    r = db.export_table("s", out, format="delta", partition_by=["region"])
+    assert (r["version"], r["rows"], r["rows_written"]) == (1, 4, 1)
+    pq_out = tmp_path / "s_pq"
+    db.export_table("s", pq_out, format="parquet")
+    back = pq.read_table(pq_out)
+    assert sorted(back.column("qty").to_pylist()) == [3, 4, 5, 6]
+    with pytest.raises(ValueError):
+        db.export_table("s", tmp_path / "x", format="iceberg")
+
+
 def test_sql_result_is_not_copied(db):
     """The result's buffers are Rust's: importing allocates nothing in pyarrow's pool,
     and the column data does not live in pyarrow-allocated memory."""

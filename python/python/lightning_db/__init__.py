@@ -230,6 +230,20 @@ class Database:
         """Write a table (or a SELECT's result) to a Parquet file; returns rows written."""
         return self._db.export_parquet(table_or_query, os.fspath(path))
 
+    def export_table(
+        self,
+        table: str,
+        directory: "str | os.PathLike[str]",
+        format: str = "delta",
+        partition_by: "list[str] | None" = None,
+    ) -> dict:
+        """Export a table into `directory` as a Delta Lake table (`format="delta"`) or
+        hive-partitioned Parquet files (`format="parquet"`), partitioned by the
+        `partition_by` columns. Exporting again into the same directory writes only
+        the files of what changed (a new version). Returns what the export did
+        (`version`, `rows`, `files_added`, `rows_written`, `files_removed`, ...)."""
+        return self._db.export_table(table, os.fspath(directory), format, partition_by)
+
     def list_tables(self) -> list:
         return self._db.list_tables()
 
