@@ -2,7 +2,7 @@
 //! committing a new version (Delta protocol, reader version 1, or 3 with `timestampNtz`
 //! when a column is a timestamp without time zone).
 
-use super::{Existing, ExportedFile, NewFile, Plan, io, micros};
+use super::{Change, Existing, ExportedFile, NewFile, Plan, io, micros};
 use crate::error::{Error, Result};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::{Value, json};
@@ -296,14 +296,13 @@ fn stats(plan: &Plan, f: &NewFile) -> String {
 /// change also carry the protocol and the table metadata. The commit file is created
 /// only if absent (a hard link of a complete, fsynced temporary file), so of two
 /// writers racing for one version exactly one wins and the other fails cleanly.
-pub(super) fn commit(
-    plan: &Plan,
-    existing: &Existing,
-    version: u64,
-    watermark: u64,
-    removed: &[ExportedFile],
-    added: &[&NewFile],
-) -> Result<()> {
+pub(super) fn commit(plan: &Plan, existing: &Existing, change: &Change) -> Result<()> {
+    let (version, watermark, removed, added) = (
+        change.version,
+        change.watermark,
+        change.removed,
+        change.added,
+    );
     let now = now_ms();
     let mut actions = vec![json!({"commitInfo": {
         "timestamp": now,

@@ -106,6 +106,17 @@ struct NewFile {
     stats: Vec<parts::ColumnStats>,
 }
 
+/// The new version an export commits.
+struct Change<'a> {
+    version: u64,
+    /// Every row committed at or before it is in the export.
+    watermark: u64,
+    /// Files the new version no longer lists.
+    removed: &'a [ExportedFile],
+    /// Files written for it.
+    added: &'a [NewFile],
+}
+
 /// What an export directory holds before an export.
 #[derive(Debug, Default)]
 struct Existing {
@@ -243,14 +254,15 @@ impl Database {
             for s in &to_write {
                 written.extend(write_unit(&plan, s, &unit(s), version)?);
             }
-            let added: Vec<&NewFile> = written.iter().collect();
+            let change = Change {
+                version,
+                watermark: view.watermark,
+                removed: &removed,
+                added: &written,
+            };
             match format {
-                ExportFormat::Parquet => {
-                    commit_manifest(&plan, &existing, version, view.watermark, &removed, &added)
-                }
-                ExportFormat::Delta => {
-                    delta::commit(&plan, &existing, version, view.watermark, &removed, &added)
-                }
+                ExportFormat::Parquet => commit_manifest(&plan, &existing, &change),
+                ExportFormat::Delta => delta::commit(&plan, &existing, &change),
             }
         })();
         if let Err(e) = res {
@@ -607,20 +619,13 @@ fn load_manifest(dir: &Path) -> Result<Existing> {
     })
 }
 
-fn commit_manifest(
-    plan: &Plan,
-    existing: &Existing,
-    version: u64,
-    watermark: u64,
-    removed: &[ExportedFile],
-    added: &[&NewFile],
-) -> Result<()> {
-    let gone: BTreeSet<&str> = removed.iter().map(|f| f.path.as_str()).collect();
+fn commit_manifest(plan: &Plan, existing: &Existing, change: &Change) -> Result<()> {
+    let gone: BTreeSet<&str> = change.removed.iter().map(|f| f.path.as_str()).collect();
     let files: Vec<ManifestFile> = existing
         .files
         .iter()
         .filter(|f| !gone.contains(f.path.as_str()))
-        .chain(added.iter().map(|f| &f.file))
+        .chain(change.added.iter().map(|f| &f.file))
         .map(|f| ManifestFile {
             unit: f.unit.clone(),
             path: f.path.clone(),
@@ -633,8 +638,8 @@ fn commit_manifest(
         format: MANIFEST_FORMAT.into(),
         format_version: MANIFEST_VERSION,
         table: plan.table.to_string(),
-        version,
-        watermark,
+        version: change.version,
+        watermark: change.watermark,
         partition_by: plan.partition_by.to_vec(),
         schema: plan.schema_id.clone(),
         files,

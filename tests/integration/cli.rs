@@ -446,16 +446,19 @@ fn export_writes_a_delta_table_and_partitioned_parquet_incrementally() {
     assert!(ok, "{out}{err}");
     let delta = dir.path().join("delta");
     let ds = delta.to_str().unwrap();
-    let (ok, out, err) = cli(&[
-        "export",
-        ps,
-        "t",
-        ds,
-        "--format",
-        "delta",
-        "--partition-by",
-        "g",
-    ]);
+    let export_delta = || {
+        cli(&[
+            "export",
+            ps,
+            "t",
+            ds,
+            "--format",
+            "delta",
+            "--partition-by",
+            "g",
+        ])
+    };
+    let (ok, out, err) = export_delta();
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("Delta table version 0") && out.contains("1000 rows"),
@@ -463,29 +466,11 @@ fn export_writes_a_delta_table_and_partitioned_parquet_incrementally() {
     );
     assert!(delta.join("_delta_log/00000000000000000000.json").exists());
     assert!(delta.join("g=even").is_dir() && delta.join("g=odd").is_dir());
-    let (ok, out, err) = cli(&[
-        "export",
-        ps,
-        "t",
-        ds,
-        "--format",
-        "delta",
-        "--partition-by",
-        "g",
-    ]);
+    let (ok, out, err) = export_delta();
     assert!(ok && out.contains("is current"), "{out}{err}");
     let (ok, out, err) = cli(&["sql", ps, "-c", "INSERT INTO t VALUES (5000, 'odd', 7)"]);
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = cli(&[
-        "export",
-        ps,
-        "t",
-        ds,
-        "--format",
-        "delta",
-        "--partition-by",
-        "g",
-    ]);
+    let (ok, out, err) = export_delta();
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("version 1")
