@@ -146,32 +146,43 @@ impl ExecutionPlan for ClusterScanExec {
         let scan = self.scan.clone();
         let label = self.label.clone();
         let schema = self.scan.schema();
+        // Every scan partition whose marker arrives here is read (normally exactly
+        // one; any redistribution of the markers still reads each partition once).
         let stream = futures::stream::once(async move {
-            let mut which = None;
+            let mut which = Vec::new();
             while let Some(b) = markers.next().await {
                 let b = b?;
-                if b.num_rows() > 0 {
-                    which = Some(b.column(0).as_primitive::<UInt32Type>().value(0) as usize);
+                let k = b.column(0).as_primitive::<UInt32Type>();
+                which.extend(k.values().iter().map(|&k| k as usize));
+            }
+            let n = scan.output_partitioning().partition_count();
+            let mut streams = Vec::with_capacity(which.len());
+            for k in which {
+                if k >= n {
+                    return Err(DataFusionError::Internal(format!(
+                        "scan partition marker {k} of a scan with {n} partitions"
+                    )));
                 }
+                if let Some(l) = &label {
+                    eprintln!(
+                        "scan task: executor={l} {} partition={k}/{n} task={} pid={}",
+                        scan_label(&scan),
+                        context.task_id().unwrap_or_default(),
+                        std::process::id()
+                    );
+                }
+                streams.push(scan.execute(k, context.clone())?);
             }
-            let k = which.ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "no scan partition marker in partition {partition}"
-                ))
-            })?;
-            if let Some(l) = &label {
-                eprintln!(
-                    "scan task: executor={l} {} partition={k}/{} task={} pid={}",
-                    scan_label(&scan),
-                    scan.output_partitioning().partition_count(),
-                    context.task_id().unwrap_or_default(),
-                    std::process::id()
-                );
-            }
-            scan.execute(k, context)
+            Ok(futures::stream::iter(streams).flatten())
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    /// The markers are a handful of tiny batches: spreading them over more partitions
+    /// gains nothing.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -105,9 +105,14 @@ fn db_answer(db: &Database) -> String {
 
 /// Run a Python reader; its last stdout line is the answer in `db_answer`'s form.
 fn python(script: &str, args: &[&str]) -> String {
+    // Leave without the interpreter's teardown: delta-rs's and pyarrow's threads can
+    // abort the process there ("terminate called without an active exception") after
+    // the answer was printed.
+    let script =
+        format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n");
     let out = std::process::Command::new("python3")
         .arg("-c")
-        .arg(script)
+        .arg(&script)
         .args(args)
         .output()
         .expect("python3 runs");
