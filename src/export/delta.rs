@@ -2,10 +2,13 @@
 //! committing a new version (Delta protocol, reader version 1, or 3 with `timestampNtz`
 //! when a column is a timestamp without time zone).
 
-use super::{Change, Existing, ExportedFile, NewFile, Plan, io, micros};
+use super::{Change, Existing, ExportedFile, NewFile, Plan, io};
 use crate::error::{Error, Result};
+use arrow::datatypes::TimeUnit;
 use arrow::datatypes::{DataType, Field, Schema};
+use lightning_rowstore::vfs;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const LOG: &str = "_delta_log";
@@ -31,7 +34,9 @@ pub(super) fn field(f: &Field) -> Result<Field> {
         DataType::UInt64 => DataType::Decimal128(20, 0),
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
-        DataType::Timestamp(_, tz) => micros(tz.as_ref().map(|_| "UTC".into())),
+        DataType::Timestamp(_, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into()))
+        }
         t => t.clone(),
     };
     delta_type(&t).ok_or_else(|| {
@@ -165,7 +170,8 @@ pub(super) fn load(dir: &Path) -> Result<Existing> {
         )));
     }
     let mut ex = Existing::default();
-    let mut files: Vec<ExportedFile> = Vec::new();
+    // Live files by path (a later action on a path replaces an earlier one).
+    let mut files: BTreeMap<String, ExportedFile> = BTreeMap::new();
     for v in &versions {
         let p = log.join(commit_name(*v));
         let text = std::fs::read_to_string(&p).map_err(|e| io(&p, "reading", e))?;
@@ -221,22 +227,24 @@ pub(super) fn load(dir: &Path) -> Result<Existing> {
                     .and_then(|s| serde_json::from_str::<Value>(s).ok())
                     .and_then(|s| s["numRecords"].as_u64())
                     .unwrap_or(0);
-                files.retain(|f| f.path != path);
-                files.push(ExportedFile {
-                    unit: unit.to_string(),
-                    path,
-                    values,
-                    size: add["size"].as_u64().unwrap_or(0),
-                    rows,
-                });
+                files.insert(
+                    path.clone(),
+                    ExportedFile {
+                        unit: unit.to_string(),
+                        path,
+                        values,
+                        size: add["size"].as_u64().unwrap_or(0),
+                        rows,
+                    },
+                );
             } else if let Some(rm) = a.get("remove") {
                 let path = from_uri(rm["path"].as_str().unwrap_or_default());
-                files.retain(|f| f.path != path);
+                files.remove(&path);
             }
         }
     }
     ex.version = versions.last().copied();
-    ex.files = files;
+    ex.files = files.into_values().collect();
     Ok(ex)
 }
 
@@ -358,12 +366,13 @@ pub(super) fn commit(plan: &Plan, existing: &Existing, change: &Change) -> Resul
     std::fs::create_dir_all(&log).map_err(|e| io(&log, "creating", e))?;
     let name = commit_name(version);
     let tmp = log.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text.as_bytes()).map_err(|e| io(&tmp, "writing", e))?;
-    let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
-    let target = log.join(&name);
-    let linked = synced.and_then(|_| std::fs::hard_link(&tmp, &target));
+    let fs = vfs::std_vfs();
     let _ = std::fs::remove_file(&tmp);
-    match linked {
+    let written = vfs::create_new_synced(&*fs, &tmp, text.as_bytes());
+    let target = log.join(&name);
+    let linked = written.map(|_| std::fs::hard_link(&tmp, &target));
+    let _ = std::fs::remove_file(&tmp);
+    match linked? {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(Error::InvalidArgument(format!(
@@ -373,6 +382,5 @@ pub(super) fn commit(plan: &Plan, existing: &Existing, change: &Change) -> Resul
         }
         Err(e) => return Err(io(&target, "committing", e)),
     }
-    super::sync_dir(&log);
-    Ok(())
+    Ok(vfs::sync_dir(&*fs, &log)?)
 }

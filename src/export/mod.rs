@@ -33,7 +33,8 @@ mod parts;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use arrow::array::{Array, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use lightning_rowstore::vfs;
 use parts::{PartFile, PartValues, hive_dir, io};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -217,25 +218,29 @@ impl Database {
             )));
         }
         let full_rewrite = existing.version.is_some() && existing.schema != plan.schema_id;
-        let unit = |s: &lightning_columnar::store::LoadedSegment| {
-            let g = s.state.deletes.as_ref().map_or(0, |d| d.generation);
-            format!("s{}-g{g}", s.state.info.id)
-        };
+        // Each segment's unit name.
+        let units: Vec<(String, &lightning_columnar::store::LoadedSegment)> = view
+            .segments
+            .iter()
+            .map(|s| {
+                let g = s.state.deletes.as_ref().map_or(0, |d| d.generation);
+                (format!("s{}-g{g}", s.state.info.id), s.as_ref())
+            })
+            .collect();
         let have: BTreeSet<&str> = match full_rewrite {
             true => BTreeSet::new(),
             false => existing.files.iter().map(|f| f.unit.as_str()).collect(),
         };
-        let want: BTreeSet<String> = view.segments.iter().map(|s| unit(s)).collect();
+        let want: BTreeSet<&str> = units.iter().map(|(u, _)| u.as_str()).collect();
         let removed: Vec<ExportedFile> = existing
             .files
             .iter()
-            .filter(|f| full_rewrite || !want.contains(&f.unit))
+            .filter(|f| full_rewrite || !want.contains(f.unit.as_str()))
             .cloned()
             .collect();
-        let to_write: Vec<_> = view
-            .segments
+        let to_write: Vec<_> = units
             .iter()
-            .filter(|s| !have.contains(unit(s).as_str()))
+            .filter(|(u, _)| !have.contains(u.as_str()))
             .collect();
         let rows: u64 = view.segments.iter().map(|s| s.live_rows()).sum();
         let mut report = ExportReport {
@@ -251,8 +256,8 @@ impl Database {
         let version = existing.version.map_or(0, |v| v + 1);
         let mut written: Vec<NewFile> = Vec::new();
         let res = (|| {
-            for s in &to_write {
-                written.extend(write_unit(&plan, s, &unit(s), version)?);
+            for (unit, s) in &to_write {
+                written.extend(write_unit(&plan, s, unit, version)?);
             }
             let change = Change {
                 version,
@@ -400,74 +405,35 @@ fn check_same_table(plan: &Plan, existing: &Existing, dir: &Path) -> Result<()> 
 }
 
 /// Write the files of one export unit (a segment at one delete generation): its live
-/// rows, batch by batch, split by partition.
+/// rows, batch by batch, split by partition. No file is listed anywhere before the
+/// version is committed, so on failure the ones begun here are removed.
 fn write_unit(
     plan: &Plan,
     s: &lightning_columnar::store::LoadedSegment,
     unit: &str,
     version: u64,
 ) -> Result<Vec<NewFile>> {
-    let mut files: HashMap<PartValues, PartFile> = HashMap::new();
-    let mut order: Vec<PartValues> = Vec::new();
-    let res = fill_unit(plan, s, unit, version, &mut files, &mut order);
-    if let Err(e) = res {
-        // The files begun for this unit are not listed anywhere: remove them.
-        for (_, f) in files.drain() {
-            let _ = std::fs::remove_file(&f.path);
-        }
-        return Err(e);
-    }
-    let mut out = Vec::new();
-    for v in order {
-        let f = files.remove(&v).expect("one file per partition");
-        let path = f.path.clone();
-        match f.finish() {
-            Ok((size, path, values, rows, stats)) => out.push(NewFile {
-                file: ExportedFile {
-                    unit: unit.to_string(),
-                    path,
-                    values,
-                    size,
-                    rows,
-                },
-                stats,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                for f in files.into_values() {
-                    let _ = std::fs::remove_file(&f.path);
-                }
-                for f in &out {
-                    let _ = std::fs::remove_file(plan.dir.join(&f.file.path));
-                }
-                return Err(e);
-            }
+    let mut begun = Vec::new();
+    let res = fill_unit(plan, s, unit, version, &mut begun);
+    if res.is_err() {
+        for p in &begun {
+            let _ = std::fs::remove_file(p);
         }
     }
-    // The new files' directory entries, and those of the partition directories.
-    let mut dirs = BTreeSet::new();
-    for f in &out {
-        let mut d = plan.dir.join(&f.file.path);
-        while d.pop() && d.starts_with(plan.dir) {
-            dirs.insert(d.clone());
-        }
-    }
-    for d in dirs.iter().rev() {
-        sync_dir(d);
-    }
-    Ok(out)
+    res
 }
 
-/// Read a unit's live rows batch by batch and write them into one file per partition.
+/// [`write_unit`], noting in `begun` every file it creates.
 fn fill_unit(
     plan: &Plan,
     s: &lightning_columnar::store::LoadedSegment,
     unit: &str,
     version: u64,
-    files: &mut HashMap<PartValues, PartFile>,
-    order: &mut Vec<PartValues>,
-) -> Result<()> {
+    begun: &mut Vec<PathBuf>,
+) -> Result<Vec<NewFile>> {
     let user: Vec<usize> = (0..plan.schema.fields().len()).collect();
+    let mut files: Vec<PartFile> = Vec::new();
+    let mut index: HashMap<PartValues, usize> = HashMap::new();
     let seg = &s.segment;
     for i in 0..seg.num_batches() {
         let b = seg.read_one(Some(&user), i)?;
@@ -486,31 +452,52 @@ fn fill_unit(
         let b = conform(&b, &plan.schema)?;
         for (values, rows) in parts::split(&b, &plan.part_cols)? {
             let part = parts::take(&b, &rows, &plan.data_cols, &plan.data_schema)?;
-            if !files.contains_key(&values) {
-                if files.len() >= MAX_OPEN_PARTITIONS {
-                    return Err(Error::InvalidArgument(format!(
-                        "one segment of {} holds more than {MAX_OPEN_PARTITIONS} partitions of [{}]; partition by columns with fewer values",
-                        plan.table,
-                        plan.partition_by.join(", ")
-                    )));
+            let at = match index.get(&values) {
+                Some(&at) => at,
+                None => {
+                    if files.len() >= MAX_OPEN_PARTITIONS {
+                        return Err(Error::InvalidArgument(format!(
+                            "one segment of {} holds more than {MAX_OPEN_PARTITIONS} partitions of [{}]; partition by columns with fewer values",
+                            plan.table,
+                            plan.partition_by.join(", ")
+                        )));
+                    }
+                    let rel = hive_dir(plan.partition_by, &values);
+                    let name = format!("part-{version:05}-{unit}-{:04}.parquet", files.len());
+                    let f = PartFile::create(
+                        plan.dir,
+                        &rel,
+                        name,
+                        values.clone(),
+                        &plan.data_schema,
+                        plan.format == ExportFormat::Parquet,
+                    )?;
+                    begun.push(f.path.clone());
+                    files.push(f);
+                    index.insert(values, files.len() - 1);
+                    files.len() - 1
                 }
-                let rel = hive_dir(plan.partition_by, &values);
-                let name = format!("part-{version:05}-{unit}-{:04}.parquet", order.len());
-                let f = PartFile::create(
-                    plan.dir,
-                    &rel,
-                    name,
-                    values.clone(),
-                    &plan.data_schema,
-                    plan.format == ExportFormat::Parquet,
-                )?;
-                files.insert(values.clone(), f);
-                order.push(values.clone());
-            }
-            files.get_mut(&values).expect("just added").write(&part)?;
+            };
+            files[at].write(&part)?;
         }
     }
-    Ok(())
+    let out = files
+        .into_iter()
+        .map(|f| f.finish(unit))
+        .collect::<Result<Vec<_>>>()?;
+    // The new files' directory entries, and those of the partition directories.
+    let mut dirs = BTreeSet::new();
+    for f in &out {
+        let mut d = plan.dir.join(&f.file.path);
+        while d.pop() && d.starts_with(plan.dir) {
+            dirs.insert(d.clone());
+        }
+    }
+    let vfs = vfs::std_vfs();
+    for d in dirs.iter().rev() {
+        vfs::sync_dir(&*vfs, d)?;
+    }
+    Ok(out)
 }
 
 /// Cast a batch read from the store to the exported types (Delta's, for Delta).
@@ -527,12 +514,6 @@ fn conform(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
-fn sync_dir(d: &Path) {
-    if let Ok(f) = std::fs::File::open(d) {
-        let _ = f.sync_all();
-    }
-}
-
 fn remove_empty_dirs(root: &Path, rel: &str) {
     let mut p = root.join(rel);
     while p.pop() && p.starts_with(root) && p != root {
@@ -540,20 +521,6 @@ fn remove_empty_dirs(root: &Path, rel: &str) {
             break;
         }
     }
-}
-
-/// Write `bytes` to `dir/name` atomically: a temporary file, fsynced, renamed over it,
-/// the directory fsynced.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, "writing", e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(&tmp, "syncing", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, "replacing", e))?;
-    sync_dir(dir);
-    Ok(())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -645,10 +612,9 @@ fn commit_manifest(plan: &Plan, existing: &Existing, change: &Change) -> Result<
         files,
     };
     let bytes = serde_json::to_vec_pretty(&m).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    write_atomic(plan.dir, MANIFEST, &bytes)
-}
-
-/// Delta's timestamps are microseconds; every unit is stored as that.
-pub(crate) fn micros(tz: Option<Arc<str>>) -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, tz)
+    Ok(vfs::write_file_atomic(
+        &*vfs::std_vfs(),
+        &plan.dir.join(MANIFEST),
+        &bytes,
+    )?)
 }

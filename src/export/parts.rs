@@ -1,16 +1,18 @@
 //! Pieces shared by both export formats: splitting rows by partition values, hive-style
 //! directory names, the Parquet writer settings, and per-file column statistics.
 
+use super::{ExportedFile, NewFile};
 use crate::error::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef};
 use arrow::datatypes::{Float32Type, Float64Type, UInt8Type, UInt16Type, UInt32Type};
+use arrow::row::{RowConverter, SortField};
 use arrow::util::display::array_value_to_string;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -76,7 +78,8 @@ fn escape(s: &str) -> String {
 }
 
 /// Split `batch` by the values of its columns `part_cols`: for each partition its
-/// values and the row indexes, in order of first appearance.
+/// values and the row indexes, in order of first appearance. Rows are grouped by their
+/// partition columns in Arrow's row format; the values are formatted once per group.
 pub(crate) fn split(
     batch: &RecordBatch,
     part_cols: &[usize],
@@ -84,21 +87,31 @@ pub(crate) fn split(
     if part_cols.is_empty() {
         return Ok(vec![(Vec::new(), (0..batch.num_rows() as u32).collect())]);
     }
-    let cols: Vec<&ArrayRef> = part_cols.iter().map(|&i| batch.column(i)).collect();
-    let mut index: BTreeMap<PartValues, usize> = BTreeMap::new();
+    let cols: Vec<ArrayRef> = part_cols.iter().map(|&i| batch.column(i).clone()).collect();
+    let conv = RowConverter::new(
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let keys = conv.convert_columns(&cols)?;
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
     let mut out: Vec<(PartValues, Vec<u32>)> = Vec::new();
     for row in 0..batch.num_rows() {
-        let mut key = Vec::with_capacity(cols.len());
-        for c in &cols {
-            key.push(match c.is_null(row) {
-                true => None,
-                false => Some(array_value_to_string(c, row)?).filter(|s| !s.is_empty()),
-            });
-        }
-        let at = *index.entry(key.clone()).or_insert_with(|| {
-            out.push((key, Vec::new()));
-            out.len() - 1
-        });
+        let at = match index.get(keys.row(row).as_ref()) {
+            Some(&at) => at,
+            None => {
+                let mut values = Vec::with_capacity(cols.len());
+                for c in &cols {
+                    values.push(match c.is_null(row) {
+                        true => None,
+                        false => Some(array_value_to_string(c, row)?).filter(|s| !s.is_empty()),
+                    });
+                }
+                out.push((values, Vec::new()));
+                index.insert(keys.row(row).data(), out.len() - 1);
+                out.len() - 1
+            }
+        };
         out[at].1.push(row as u32);
     }
     Ok(out)
@@ -185,8 +198,8 @@ impl PartFile {
             .map_err(|e| Error::Arrow(e.to_string()))
     }
 
-    /// Finish the file, flushed to disk; returns its size.
-    pub(crate) fn finish(self) -> Result<(u64, String, PartValues, u64, Vec<ColumnStats>)> {
+    /// Finish the file, flushed to disk, as a file of export unit `unit`.
+    pub(crate) fn finish(self, unit: &str) -> Result<NewFile> {
         let f = self
             .writer
             .into_inner()
@@ -196,7 +209,16 @@ impl PartFile {
             .metadata()
             .map_err(|e| io(&self.path, "reading the size of", e))?
             .len();
-        Ok((size, self.rel_path, self.values, self.rows, self.stats))
+        Ok(NewFile {
+            file: ExportedFile {
+                unit: unit.to_string(),
+                path: self.rel_path,
+                values: self.values,
+                size,
+                rows: self.rows,
+            },
+            stats: self.stats,
+        })
     }
 }
 
