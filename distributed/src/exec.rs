@@ -210,7 +210,7 @@ fn scan_label(scan: &Arc<dyn ExecutionPlan>) -> String {
         .and_then(|d| {
             d.data_source()
                 .downcast_ref::<lightning_query::LightningScan>()
-                .map(|s| format!("table={}", s.task().0.table))
+                .map(|s| format!("table={}", s.table()))
         })
         .unwrap_or_else(|| "scan".into())
 }

@@ -79,15 +79,30 @@ pub fn open_published(path: &Path) -> Result<Arc<Database>> {
     Ok(db)
 }
 
+/// The tables looked up so far, by (published path, name): a published database never
+/// changes, so every scan task decoded later reuses the provider.
+type TableCache = Mutex<HashMap<(PathBuf, String), LightningTableProvider>>;
+
+fn tables() -> &'static TableCache {
+    static TABLES: OnceLock<TableCache> = OnceLock::new();
+    TABLES.get_or_init(Default::default)
+}
+
 /// Table `name` of the published database at `path`, its scans labelled with the path.
 pub fn published_table(path: &Path, name: &str) -> Result<LightningTableProvider> {
+    let key = (path.to_path_buf(), name.to_string());
+    if let Some(p) = tables().lock().get(&key) {
+        return Ok(p.clone());
+    }
     // Opening the database's SQL session blocks on its own runtime, which a thread of
     // another runtime (the scheduler's, the executor's) must not do.
-    std::thread::scope(|s| {
+    let p = std::thread::scope(|s| {
         s.spawn(|| table_now(path, name))
             .join()
             .unwrap_or_else(|_| Err(DataFusionError::Internal("table lookup panicked".into())))
-    })
+    })?;
+    tables().lock().insert(key, p.clone());
+    Ok(p)
 }
 
 fn table_now(path: &Path, name: &str) -> Result<LightningTableProvider> {
@@ -132,29 +147,18 @@ impl<'a> Frames<'a> {
     }
 }
 
-/// The logical codec: Lightning tables by (database path, name); everything else
+/// The logical codec: Lightning tables by (database path, name), the path being the
+/// one their provider was published from ([`published_table`]); everything else
 /// through Ballista's codec.
 #[derive(Debug)]
 pub struct LightningLogicalCodec {
     inner: Arc<dyn LogicalExtensionCodec>,
-    /// The published database the client's tables belong to (the client's codec only).
-    db: Option<PathBuf>,
 }
 
 impl LightningLogicalCodec {
-    /// For a client whose tables come from the published database at `db`.
-    pub fn for_client(db: &Path) -> Self {
-        LightningLogicalCodec {
-            inner: Arc::new(ballista_core::serde::BallistaLogicalExtensionCodec::default()),
-            db: Some(db.to_path_buf()),
-        }
-    }
-
-    /// For the scheduler and executors (tables name their database).
     pub fn new() -> Self {
         LightningLogicalCodec {
             inner: Arc::new(ballista_core::serde::BallistaLogicalExtensionCodec::default()),
-            db: None,
         }
     }
 }
@@ -212,14 +216,10 @@ impl LogicalExtensionCodec for LightningLogicalCodec {
                 None => return self.inner.try_encode_table_provider(table_ref, node, buf),
             },
         };
-        let db = match (p.source(), &self.db) {
-            (Some(s), _) => s.to_string(),
-            (None, Some(d)) => d.to_string_lossy().to_string(),
-            (None, None) => {
-                return Err(DataFusionError::Plan(format!(
-                    "table {table_ref} has no published database to read on the cluster"
-                )));
-            }
+        let Some(db) = p.source() else {
+            return Err(DataFusionError::Plan(format!(
+                "table {table_ref} has no published database to read on the cluster (register it with lightning_distributed::published_table)"
+            )));
         };
         buf.extend_from_slice(TABLE_MAGIC);
         frame(buf, db.as_bytes());
@@ -315,12 +315,10 @@ impl PhysicalExtensionCodec for LightningPhysicalCodec {
         let base = lightning_scan(&base).ok_or_else(|| {
             DataFusionError::Internal("a Lightning table planned another scan".into())
         })?;
-        let n: usize = f.str()?.parse().map_err(|_| {
-            DataFusionError::Internal("bad filter count in a Lightning scan task".into())
-        })?;
         let schema = base.table_schema();
-        let mut filters = Vec::with_capacity(n);
-        for _ in 0..n {
+        // One filter per entry of `applied`.
+        let mut filters = Vec::with_capacity(task.applied.len());
+        for _ in 0..task.applied.len() {
             let node = datafusion_proto::protobuf::PhysicalExprNode::decode(f.next()?)
                 .map_err(|e| DataFusionError::Internal(format!("bad filter: {e}")))?;
             filters.push(
@@ -363,7 +361,6 @@ impl PhysicalExtensionCodec for LightningPhysicalCodec {
         buf.extend_from_slice(SCAN_MAGIC);
         frame(buf, db.as_bytes());
         frame(buf, task.to_json().as_bytes());
-        frame(buf, filters.len().to_string().as_bytes());
         for e in &filters {
             let node = datafusion_proto::physical_plan::to_proto::serialize_physical_expr(e, self)?;
             frame(buf, &node.encode_to_vec());
@@ -375,7 +372,7 @@ impl PhysicalExtensionCodec for LightningPhysicalCodec {
 /// Session settings for queries on the cluster: Ballista's, with our codecs. Each scan
 /// partition runs as a task of its own, so the scan's partitions never share batches
 /// (and `enable_file_stream_work_stealing` is off for DataFusion's own scans).
-pub fn cluster_config(db: &Path, target_partitions: usize) -> SessionConfig {
+pub fn cluster_config(target_partitions: usize) -> SessionConfig {
     use ballista_core::extension::SessionConfigExt;
     SessionConfig::new_with_ballista()
         .with_target_partitions(target_partitions.max(1))
@@ -383,7 +380,7 @@ pub fn cluster_config(db: &Path, target_partitions: usize) -> SessionConfig {
             "datafusion.execution.enable_file_stream_work_stealing",
             false,
         )
-        .with_ballista_logical_extension_codec(Arc::new(LightningLogicalCodec::for_client(db)))
+        .with_ballista_logical_extension_codec(Arc::new(LightningLogicalCodec::new()))
         .with_ballista_physical_extension_codec(Arc::new(LightningPhysicalCodec::new()))
 }
 
@@ -396,7 +393,7 @@ pub async fn cluster_context(
 ) -> Result<SessionContext> {
     use ballista::prelude::SessionContextExt;
     let state = SessionStateBuilder::new()
-        .with_config(cluster_config(db, target_partitions))
+        .with_config(cluster_config(target_partitions))
         .with_default_features()
         .build();
     let ctx = SessionContext::remote_with_state(scheduler_url, state).await?;

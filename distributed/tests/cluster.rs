@@ -20,12 +20,15 @@ impl Drop for Procs {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free loopback ports: every listener is held until all are taken, so
+/// the kernel cannot hand the same port out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn run(args: &[&str]) -> (bool, String) {
@@ -66,7 +69,8 @@ fn tpch_on_a_two_executor_cluster_matches_db_sql() {
     ]);
     assert!(ok, "{out}");
 
-    let sched = free_port();
+    let ports = free_ports(5);
+    let sched = ports[0];
     let mut procs = Procs(Vec::new());
     procs.0.push(spawn(
         &["scheduler".into(), "--port".into(), sched.to_string()],
@@ -82,9 +86,9 @@ fn tpch_on_a_two_executor_cluster_matches_db_sql() {
             &[
                 "executor".into(),
                 "--port".into(),
-                free_port().to_string(),
+                ports[1 + 2 * i].to_string(),
                 "--grpc-port".into(),
-                free_port().to_string(),
+                ports[2 + 2 * i].to_string(),
                 "--scheduler-port".into(),
                 sched.to_string(),
                 "--work-dir".into(),
@@ -95,7 +99,17 @@ fn tpch_on_a_two_executor_cluster_matches_db_sql() {
             log,
         ));
     }
-    // The executors register within a heartbeat; a query submitted before waits.
+    // Every executor listens, then registers on its first heartbeat.
+    for port in [ports[1], ports[3]] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "an executor never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     std::thread::sleep(Duration::from_secs(3));
     let url = format!("df://127.0.0.1:{sched}");
     let start = Instant::now();

@@ -235,6 +235,11 @@ impl LightningScan {
         }
     }
 
+    /// The table this scan reads.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The table columns this scan reads (the schema its pushed filters refer to).
     pub fn table_schema(&self) -> SchemaRef {
         self.schema.clone()
