@@ -31,6 +31,15 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Wait until something listens on `port` (at most 30 s).
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(args)
@@ -76,6 +85,7 @@ fn tpch_on_a_two_executor_cluster_matches_db_sql() {
         &["scheduler".into(), "--port".into(), sched.to_string()],
         &dir.path().join("scheduler.log"),
     ));
+    wait_listening(sched);
     let logs: Vec<PathBuf> = (1..=2)
         .map(|i| dir.path().join(format!("e{i}.log")))
         .collect();
@@ -101,14 +111,7 @@ fn tpch_on_a_two_executor_cluster_matches_db_sql() {
     }
     // Every executor listens, then registers on its first heartbeat.
     for port in [ports[1], ports[3]] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "an executor never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_listening(port);
     }
     std::thread::sleep(Duration::from_secs(3));
     let url = format!("df://127.0.0.1:{sched}");

@@ -224,6 +224,9 @@ async fn executor(
         grpc_port,
         scheduler_host: "127.0.0.1".into(),
         scheduler_port,
+        // Retry the scheduler for a while: started together, it may not listen yet
+        // (with 0, one failed connection ends the executor).
+        scheduler_connect_timeout_seconds: 30,
         vcores: tasks.max(1),
         work_dir: work_dir.map(|d| d.to_string_lossy().to_string()),
         executor_heartbeat_interval_seconds: 2,
