@@ -418,13 +418,6 @@ impl LightningDbConfig {
                 self.sql_max_expression_depth
             ));
         }
-        if self.storage_engine == StorageEngine::BTree && self.encryption.is_some() {
-            return bad(
-                "the B+Tree storage engine does not support encryption at rest yet; \
-                 use the LSM engine (the default) for an encrypted database"
-                    .to_string(),
-            );
-        }
         let opts = EngineOptions {
             storage: self.storage_engine.kind(),
             block_size: self.page_size,

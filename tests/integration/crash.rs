@@ -20,17 +20,17 @@ const BATCH: u64 = 8;
 const ENV: &str = "LDB_CRASH_CHILD";
 
 /// `enc`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305 at rest, `BTREE` plaintext
-/// on the B+Tree engine.
+/// on the B+Tree engine, `BTREE_ENC` the B+Tree engine with ChaCha20-Poly1305.
 fn config(cycle: u64, enc: u8) -> LightningDbConfig {
     use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
     let cipher = match enc {
         1 => Some(Cipher::Aes256Gcm),
-        2 => Some(Cipher::ChaCha20Poly1305),
+        2 | BTREE_ENC => Some(Cipher::ChaCha20Poly1305),
         _ => None,
     };
     LightningDbConfig {
         storage_engine: match enc {
-            BTREE => lightning_db::StorageEngine::BTree,
+            BTREE | BTREE_ENC => lightning_db::StorageEngine::BTree,
             _ => lightning_db::StorageEngine::Lsm,
         },
         encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([3; 32]))),
@@ -158,7 +158,20 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write_btree() {
     sigkill_cycles(cycles, BTREE);
 }
 
+/// The same on the B+Tree engine with the tree encrypted: each page sealed on its own,
+/// so a kill mid-flush never reseals a page of the published tree.
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_write_btree_encrypted() {
+    let cycles = if cfg!(feature = "integration_tests") {
+        20
+    } else {
+        6
+    };
+    sigkill_cycles(cycles, BTREE_ENC);
+}
+
 const BTREE: u8 = 9;
+const BTREE_ENC: u8 = 10;
 
 fn sigkill_cycles(cycles: u64, enc: u8) {
     if std::env::var(ENV).is_ok() {

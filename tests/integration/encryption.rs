@@ -4,19 +4,33 @@
 use lightning_db::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use lightning_db::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider, KeyStore, KeyStoreError};
-use lightning_db::{Database, Error, LightningDbConfig};
+use lightning_db::{Database, Error, LightningDbConfig, StorageEngine};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MARKER: &str = "ZEBRA-MARKER-7f3a9c";
 
 fn cfg(cipher: Cipher, key: KeyProvider) -> LightningDbConfig {
+    cfg_on(StorageEngine::Lsm, cipher, key)
+}
+
+/// Encrypted, on either storage engine.
+fn cfg_on(engine: StorageEngine, cipher: Cipher, key: KeyProvider) -> LightningDbConfig {
     LightningDbConfig {
         encryption: Some(EncryptionConfig::new(cipher, key)),
         columnar_background: false,
+        storage_engine: engine,
         ..LightningDbConfig::default()
     }
 }
+
+/// Every storage engine with every cipher.
+const ENGINES_AND_CIPHERS: [(StorageEngine, Cipher); 4] = [
+    (StorageEngine::Lsm, Cipher::Aes256Gcm),
+    (StorageEngine::Lsm, Cipher::ChaCha20Poly1305),
+    (StorageEngine::BTree, Cipher::Aes256Gcm),
+    (StorageEngine::BTree, Cipher::ChaCha20Poly1305),
+];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -100,11 +114,13 @@ fn check_contents(db: &Database) {
 
 #[test]
 fn no_plaintext_reaches_the_disk_and_everything_reads_back() {
-    for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+    for (engine, cipher) in ENGINES_AND_CIPHERS {
+        let cfg = |cipher, key| cfg_on(engine, cipher, key);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let key = KeyProvider::raw([42; 32]);
         let db = Database::create(&path, cfg(cipher, key.clone())).unwrap();
+        assert_eq!(db.storage_engine(), engine);
         assert!(db.is_encrypted());
         fill(&db);
         check_contents(&db);
@@ -118,7 +134,7 @@ fn no_plaintext_reaches_the_disk_and_everything_reads_back() {
                 let b = std::fs::read(f).unwrap();
                 assert!(
                     !holds(&b, MARKER.as_bytes()),
-                    "{cipher:?}: {f:?} holds the marker"
+                    "{engine:?} {cipher:?}: {f:?} holds the marker"
                 );
                 assert!(!holds(&b, b"k00007"), "{f:?} holds a key");
             }
@@ -208,6 +224,13 @@ fn wrong_or_missing_keys_are_refused_and_change_nothing() {
 
 #[test]
 fn rotation_keeps_every_row_and_retires_the_old_key() {
+    for engine in [StorageEngine::Lsm, StorageEngine::BTree] {
+        rotation_on(engine);
+    }
+}
+
+fn rotation_on(engine: StorageEngine) {
+    let cfg = |cipher, key| cfg_on(engine, cipher, key);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let old = KeyProvider::passphrase("correct horse battery staple");
@@ -284,10 +307,16 @@ fn key_providers_from_env_file_and_a_key_store() {
 /// correct data — never wrong data.
 #[test]
 fn a_flipped_byte_anywhere_is_detected_never_returned_as_data() {
+    for engine in [StorageEngine::Lsm, StorageEngine::BTree] {
+        flips_on(engine);
+    }
+}
+
+fn flips_on(engine: StorageEngine) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let key = KeyProvider::raw([42; 32]);
-    let db = Database::create(&path, cfg(Cipher::Aes256Gcm, key.clone())).unwrap();
+    let db = Database::create(&path, cfg_on(engine, Cipher::Aes256Gcm, key.clone())).unwrap();
     for i in 0..300 {
         db.put(format!("k{i:05}").as_bytes(), format!("v{i}").as_bytes())
             .unwrap();
@@ -312,8 +341,9 @@ fn a_flipped_byte_anywhere_is_detected_never_returned_as_data() {
         if len == 0 || rel.file_name().is_some_and(|n| n == "LOCK") {
             continue;
         }
-        // A few positions per file: the header, the first block, the middle, the end.
-        for at in [0, 40, 4096 + 20, len / 2, len - 1] {
+        // A few positions per file: the header, the first block (and the B+Tree's
+        // second page: its meta pages are its first two), the middle, the end.
+        for at in [0, 40, 4096 + 20, 4096 + 4124 + 20, len / 2, len - 1] {
             if at >= len {
                 continue;
             }
@@ -323,25 +353,28 @@ fn a_flipped_byte_anywhere_is_detected_never_returned_as_data() {
             let mut b = std::fs::read(&target).unwrap();
             b[at] ^= 0x10;
             std::fs::write(&target, &b).unwrap();
-            match verify(&path, key.clone()) {
+            match verify(&path, engine, key.clone()) {
                 Ok(()) => {}
                 Err(e) => {
                     detected += 1;
                     let text = e.to_string();
                     assert!(
                         e.is_corruption() || matches!(e, Error::WrongKey(_)),
-                        "{rel:?}@{at}: {text}"
+                        "{engine:?} {rel:?}@{at}: {text}"
                     );
                 }
             }
         }
     }
-    assert!(detected > 5, "only {detected} flips were detected");
+    assert!(
+        detected > 5,
+        "{engine:?}: only {detected} flips were detected"
+    );
 }
 
 /// Open and read everything; any difference from what was written panics.
-fn verify(path: &Path, key: KeyProvider) -> lightning_db::Result<()> {
-    let db = Database::open(path, cfg(Cipher::Aes256Gcm, key))?;
+fn verify(path: &Path, engine: StorageEngine, key: KeyProvider) -> lightning_db::Result<()> {
+    let db = Database::open(path, cfg_on(engine, Cipher::Aes256Gcm, key))?;
     for i in 0..400 {
         let got = db.get(format!("k{i:05}").as_bytes())?;
         // A flip in the WAL's last record may drop it as a torn tail (as without

@@ -67,7 +67,7 @@ impl BTree {
     /// the file holds a valid meta page and its name is synced when this returns.
     pub fn create(vfs: &dyn Vfs, path: &Path) -> Result<BTree> {
         let file = vfs
-            .create(path)
+            .create_paged(path)
             .ctx(|| format!("creating {}", path.display()))?;
         let meta = Meta {
             end: 2,
@@ -101,8 +101,18 @@ impl BTree {
                 continue;
             }
             let mut b = vec![0u8; PAGE];
-            file.read_at(&mut b, slot * PAGE as u64)
-                .ctx(|| format!("reading meta page {slot} of {}", path.display()))?;
+            match file.read_at(&mut b, slot * PAGE as u64) {
+                Ok(()) => {}
+                // Sealed by an encrypting `Vfs` and torn by a crash while it was
+                // written: as invalid as a torn plaintext meta page.
+                Err(e) if crate::crypto::AuthFailure::find(&e).is_some() => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("reading meta page {slot} of {}", path.display()),
+                        e,
+                    ));
+                }
+            }
             let m = Meta::decode(&b).map_err(|e| Error::corruption(path, slot * 4096, e))?;
             if let Some(m) = m
                 && best.is_none_or(|b| m.generation > b.generation)

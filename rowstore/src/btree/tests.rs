@@ -305,19 +305,37 @@ fn a_damaged_page_is_a_corruption_error() {
 
 /// For every `crash_at` in turn until `op` completes: a tree prepared by `prepare`, power
 /// lost (torn) at the `crash_at`-th operation on its file during `op`, then `check` on
-/// the tree reopened after.
+/// the tree reopened after. `cipher`: the tree's file is encrypted (paged layout) over
+/// the failing disk, and reopened with a fresh key state, as a restarted process would.
 fn crash_at_every_step(
     path: &Path,
+    cipher: Option<crate::crypto::Cipher>,
     prepare: impl Fn(&BTree),
     op: impl Fn(&BTree) -> Result<()>,
     mut check: impl FnMut(&BTree, u64),
 ) {
+    let dir = path.parent().unwrap();
     for crash_at in 0.. {
         let _ = std::fs::remove_file(path);
-        let vfs = FaultVfs::new().with_seed(crash_at);
-        let t = BTree::create(&vfs, path).unwrap();
+        let _ = std::fs::remove_file(dir.join(crate::crypto::KEY_FILE));
+        let fault = FaultVfs::new().with_seed(crash_at);
+        let vfs = || -> Arc<dyn Vfs> {
+            let inner: Arc<dyn Vfs> = Arc::new(fault.clone());
+            match cipher {
+                None => inner,
+                Some(c) => {
+                    let config = crate::crypto::EncryptionConfig::new(
+                        c,
+                        crate::crypto::KeyProvider::raw([7; 32]),
+                    );
+                    let keys = Arc::new(crate::crypto::KeyState::new(inner.clone(), dir, &config));
+                    Arc::new(crate::vfs::EncryptedVfs::new(inner, keys))
+                }
+            }
+        };
+        let t = BTree::create(&*vfs(), path).unwrap();
         prepare(&t);
-        vfs.inject(
+        fault.inject(
             FaultRule::new(
                 FaultOp::Any,
                 FaultKind::PowerLoss(PowerLoss::Torn { seed: crash_at }),
@@ -327,12 +345,14 @@ fn crash_at_every_step(
         );
         let done = op(&t).is_ok();
         drop(t);
-        if !vfs.is_dead() {
-            vfs.power_loss(PowerLoss::Torn { seed: crash_at }).unwrap();
+        if !fault.is_dead() {
+            fault
+                .power_loss(PowerLoss::Torn { seed: crash_at })
+                .unwrap();
         }
-        vfs.revive();
-        vfs.clear_faults();
-        check(&BTree::open(&vfs, path, true, true).unwrap(), crash_at);
+        fault.revive();
+        fault.clear_faults();
+        check(&BTree::open(&*vfs(), path, true, true).unwrap(), crash_at);
         if done {
             return;
         }
@@ -362,39 +382,45 @@ fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
     for (k, t, v) in &second {
         after.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
     }
-    let mut outcomes = [0usize; 2];
-    let check = |t: &BTree, crash_at: u64| {
-        let v = t.current();
-        let want = if v.meta.applied == ts {
-            &after
-        } else {
-            &before
-        };
-        assert!(v.meta.applied == ts || v.meta.applied == mid);
-        outcomes[usize::from(v.meta.applied == ts)] += 1;
-        for i in 0..500 {
+    for cipher in [None, Some(crate::crypto::Cipher::Aes256Gcm)] {
+        let mut outcomes = [0usize; 2];
+        let check = |t: &BTree, crash_at: u64| {
+            let v = t.current();
+            let want = if v.meta.applied == ts {
+                &after
+            } else {
+                &before
+            };
+            assert!(v.meta.applied == ts || v.meta.applied == mid);
+            outcomes[usize::from(v.meta.applied == ts)] += 1;
+            for i in 0..500 {
+                assert_eq!(
+                    get(&v, &key(i), ts),
+                    model_get(want, &key(i), ts),
+                    "crash at {crash_at}"
+                );
+            }
+            let all: Vec<_> = want
+                .iter()
+                .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
+                .collect();
             assert_eq!(
-                get(&v, &key(i), ts),
-                model_get(want, &key(i), ts),
-                "crash at {crash_at}"
+                visible(tree_versions(t, None, None, false), ts, false),
+                visible(all, ts, false)
             );
-        }
-        let all: Vec<_> = want
-            .iter()
-            .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
-            .collect();
-        assert_eq!(
-            visible(tree_versions(t, None, None, false), ts, false),
-            visible(all, ts, false)
+        };
+        crash_at_every_step(
+            &path,
+            cipher,
+            |t| t.apply(first.clone(), 0, mid).unwrap(),
+            |t| t.apply(second.clone(), 0, ts),
+            check,
         );
-    };
-    crash_at_every_step(
-        &path,
-        |t| t.apply(first.clone(), 0, mid).unwrap(),
-        |t| t.apply(second.clone(), 0, ts),
-        check,
-    );
-    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+        assert!(
+            outcomes[0] > 0 && outcomes[1] > 0,
+            "{cipher:?}: {outcomes:?}"
+        );
+    }
 }
 
 /// A reader keeps the tree it started on, intact, while later versions free and reuse
@@ -496,21 +522,24 @@ fn a_power_loss_during_compaction_loses_nothing() {
         .iter()
         .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
         .collect();
-    crash_at_every_step(
-        &path,
-        |t| {
-            for b in &batches {
-                t.apply(b.clone(), 0, ts).unwrap();
-            }
-        },
-        |t| t.compact(0).map(|_| ()),
-        |t, crash_at| {
-            assert_eq!(
-                tree_versions(t, None, None, false),
-                all,
-                "crash at {crash_at}"
-            );
-            t.current().verify_all().unwrap();
-        },
-    );
+    for cipher in [None, Some(crate::crypto::Cipher::ChaCha20Poly1305)] {
+        crash_at_every_step(
+            &path,
+            cipher,
+            |t| {
+                for b in &batches {
+                    t.apply(b.clone(), 0, ts).unwrap();
+                }
+            },
+            |t| t.compact(0).map(|_| ()),
+            |t, crash_at| {
+                assert_eq!(
+                    tree_versions(t, None, None, false),
+                    all,
+                    "crash at {crash_at}"
+                );
+                t.current().verify_all().unwrap();
+            },
+        );
+    }
 }

@@ -199,7 +199,9 @@ impl TreeVersion {
     /// pages (those this version reaches cannot change while it is held), then this
     /// version's meta in both slots, synced; the copy is opened and verified.
     pub fn copy_to(&self, dst_vfs: &dyn Vfs, dst: &Path) -> Result<()> {
-        let out = crate::vfs::create_new(dst_vfs, dst)?;
+        let out = dst_vfs
+            .create_paged(dst)
+            .ctx(|| format!("creating {}", dst.display()))?;
         let ctx = || format!("copying {} to {}", self.path.display(), dst.display());
         let total = self.meta.end * PAGE as u64;
         let mut buf = vec![0u8; 1 << 20];

@@ -344,6 +344,23 @@ impl LsmEngine {
         version.sort();
         // Commits up to the tree's mark are in the tree: replay only those after it.
         let in_tree = tree.as_ref().map_or(0, |t| t.current().meta.applied);
+        // Every commit the manifest counts was in a published tree before the manifest
+        // recorded it (a flush publishes, then installs its edit, then drops the WAL).
+        // A tree behind the manifest is an older meta page chosen because the newest
+        // one is damaged: its commits' WAL may be gone, so this is corruption, never a
+        // silent step back.
+        if tree.is_some() && in_tree < mstate.last_ts {
+            return Err(Error::corruption(
+                files::tree_path(&dir),
+                0,
+                format!(
+                    "the B+Tree's newest valid meta page holds commits up to {in_tree}, \
+                     but the manifest records commits up to {}: the newest meta page is \
+                     damaged",
+                    mstate.last_ts
+                ),
+            ));
+        }
         if let Some(t) = &tree {
             version.tree = Some(t.current());
             last_ts = last_ts.max(in_tree);

@@ -26,7 +26,7 @@
 //! decrypt into the block cache; an immutable file's sealed bytes may be mapped for its
 //! own reads ([`VfsFile::map_stored`]), which then copy blocks from memory.
 
-use super::encrypted_header::{Header, Layout, header_bytes, read_header};
+use super::encrypted_header::{Geometry, Header, Layout, header_bytes, read_header};
 use super::{Metadata, Vfs, VfsFile, VfsLock};
 use crate::crypto::{Aead, AuthFailure, KEY_FILE, KeyState, NONCE_LEN, TAG_LEN};
 use parking_lot::Mutex;
@@ -55,21 +55,19 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The logical length of a file of `phys` bytes on disk (a trailing fragment too
-/// short to be a block counts as nothing).
-pub fn logical_len(phys: u64) -> u64 {
-    if phys <= HEADER_LEN {
-        return 0;
-    }
-    let body = phys - HEADER_LEN;
-    let rem = body % BLOCK_PHYS;
-    (body / BLOCK_PHYS) * BLOCK_DATA + rem.saturating_sub(OVERHEAD)
+/// Bytes of plaintext a block of a paged file holds: one page of the B+Tree.
+pub const PAGE_DATA: u64 = 4096;
+
+/// The logical length of a block-layout file of `phys` bytes on disk.
+#[cfg(test)]
+fn logical_len(phys: u64) -> u64 {
+    Geometry::BLOCKS.logical_len(phys)
 }
 
-/// Bytes on disk of a file holding `len` bytes.
+/// Bytes on disk of a block-layout file holding `len` bytes.
+#[cfg(test)]
 fn physical_len(len: u64) -> u64 {
-    let rem = len % BLOCK_DATA;
-    HEADER_LEN + (len / BLOCK_DATA) * BLOCK_PHYS + if rem > 0 { rem + OVERHEAD } else { 0 }
+    Geometry::BLOCKS.physical_len(len)
 }
 
 /// The encrypting file system. The key file itself, the lock file and directories
@@ -154,7 +152,16 @@ impl Vfs for EncryptedVfs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let head = self.keys.writer_key().map_err(Self::key_err)?;
         let inner = self.inner.create(path)?;
-        let f = EncFile::create(inner, path, &self.keys, &head)?;
+        let f = EncFile::create(inner, path, &self.keys, &head, Layout::Blocks)?;
+        Ok(Box::new(f))
+    }
+
+    /// One sealed block per 4 KiB page: writing a page reseals no other page's
+    /// bytes, so a torn write cannot damage a page the B+Tree has published.
+    fn create_paged(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let head = self.keys.writer_key().map_err(Self::key_err)?;
+        let inner = self.inner.create(path)?;
+        let f = EncFile::create(inner, path, &self.keys, &head, Layout::Pages)?;
         Ok(Box::new(f))
     }
 
@@ -256,6 +263,8 @@ struct EncFile {
     /// Sealed by the data key; `None` for a headerless empty file until its first write.
     aead: std::sync::OnceLock<Arc<Aead>>,
     file_id: [u8; 16],
+    /// How plaintext maps onto sealed blocks (from the header's layout).
+    geo: Geometry,
     len: AtomicU64,
     /// Whether `len` is the length (a writer, or a log that ends before a torn block);
     /// else the file may be growing under another handle and its length is read from
@@ -280,13 +289,19 @@ impl std::fmt::Debug for EncFile {
 
 impl EncFile {
     /// An empty file without a data key yet.
-    fn blank(inner: Box<dyn VfsFile>, path: &Path, keys: &Arc<KeyState>) -> EncFile {
+    fn blank(
+        inner: Box<dyn VfsFile>,
+        path: &Path,
+        keys: &Arc<KeyState>,
+        layout: Layout,
+    ) -> EncFile {
         EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
             aead: std::sync::OnceLock::new(),
             file_id: [0; 16],
+            geo: Geometry::of(layout),
             len: AtomicU64::new(0),
             fixed_len: std::sync::atomic::AtomicBool::new(true),
             tail: Mutex::new(None),
@@ -300,8 +315,9 @@ impl EncFile {
         path: &Path,
         keys: &Arc<KeyState>,
         head: &Aead,
+        layout: Layout,
     ) -> io::Result<EncFile> {
-        let f = EncFile::blank(inner, path, keys);
+        let f = EncFile::blank(inner, path, keys, layout);
         f.write_header(head)
     }
 
@@ -311,7 +327,7 @@ impl EncFile {
         keys: &Arc<KeyState>,
         mode: OpenAs,
     ) -> io::Result<EncFile> {
-        let f = EncFile::blank(inner, path, keys);
+        let f = EncFile::blank(inner, path, keys, Layout::Blocks);
         if mode == OpenAs::Write {
             let head = keys
                 .writer_key()
@@ -325,7 +341,8 @@ impl EncFile {
     fn write_header(mut self, head: &Aead) -> io::Result<EncFile> {
         let data_key = crate::crypto::random_key()?;
         crate::crypto::random(&mut self.file_id)?;
-        let h = header_bytes(&self.keys, head, &self.file_id, &data_key, Layout::Blocks);
+        let layout = self.geo.layout();
+        let h = header_bytes(&self.keys, head, &self.file_id, &data_key, layout);
         self.inner.write_at(&h, 0)?;
         let _ = self
             .aead
@@ -341,14 +358,20 @@ impl EncFile {
         phys: u64,
         mode: OpenAs,
     ) -> io::Result<EncFile> {
-        let Header { aead, file_id, .. } = header;
+        let Header {
+            aead,
+            file_id,
+            layout,
+        } = header;
+        let geo = Geometry::of(layout);
         let f = EncFile {
             inner,
             path: path.to_path_buf(),
             keys: keys.clone(),
             aead: std::sync::OnceLock::from(aead),
             file_id,
-            len: AtomicU64::new(logical_len(phys)),
+            geo,
+            len: AtomicU64::new(geo.logical_len(phys)),
             fixed_len: std::sync::atomic::AtomicBool::new(mode == OpenAs::Write),
             tail: Mutex::new(None),
             last_read: Mutex::new(None),
@@ -362,15 +385,20 @@ impl EncFile {
 
     /// For logs and writers: a last block that does not authenticate was torn by a
     /// crash; the file ends before it (a writer cuts it off, and any fragment after
-    /// the last whole block).
+    /// the last whole block). A paged file keeps its whole pages, torn or not: each
+    /// is sealed on its own and written whole, and one torn by a crash is a page its
+    /// owner had not published (and rewrites whole before using); only a fragment
+    /// after the last whole page is cut.
     fn check_tail(&self, phys: u64, mode: OpenAs) -> io::Result<()> {
         let len = self.len.load(Ordering::Acquire);
         let mut keep = len;
-        if len > 0 {
-            let last = (len - 1) / BLOCK_DATA;
+        if self.geo == Geometry::PAGES {
+            keep = len - len % self.geo.data;
+        } else if len > 0 {
+            let last = (len - 1) / self.geo.data;
             match self.read_block(last, len) {
                 Ok(data) => {
-                    if !len.is_multiple_of(BLOCK_DATA) {
+                    if !len.is_multiple_of(self.geo.data) {
                         *self.tail.lock() = Some(Tail {
                             block: last,
                             data,
@@ -381,15 +409,15 @@ impl EncFile {
                 Err(e) if AuthFailure::find(&e).is_some() => {
                     tracing::warn!(path = %self.path.display(), block = last,
                         "last encrypted block does not authenticate: a torn write; the file ends before it");
-                    keep = last * BLOCK_DATA;
+                    keep = last * self.geo.data;
                     self.fixed_len.store(true, Ordering::Release);
                 }
                 Err(e) => return Err(e),
             }
         }
         self.len.store(keep, Ordering::Release);
-        if mode == OpenAs::Write && physical_len(keep) != phys {
-            self.inner.set_len(physical_len(keep))?;
+        if mode == OpenAs::Write && self.geo.physical_len(keep) != phys {
+            self.inner.set_len(self.geo.physical_len(keep))?;
         }
         Ok(())
     }
@@ -401,7 +429,8 @@ impl EncFile {
             && self.len.load(Ordering::Acquire) < need.max(1)
             && let Ok(phys) = self.inner.len()
         {
-            self.len.store(logical_len(phys), Ordering::Release);
+            self.len
+                .store(self.geo.logical_len(phys), Ordering::Release);
         }
         self.len.load(Ordering::Acquire)
     }
@@ -432,8 +461,8 @@ impl EncFile {
     }
 
     /// Bytes of plaintext in `block` of a file of `len` bytes.
-    fn block_len(block: u64, len: u64) -> u64 {
-        (len - block * BLOCK_DATA).min(BLOCK_DATA)
+    fn block_len(&self, block: u64, len: u64) -> u64 {
+        (len - block * self.geo.data).min(self.geo.data)
     }
 
     /// Open one sealed block in place (`raw` = nonce | ciphertext | tag); returns the
@@ -447,7 +476,7 @@ impl EncFile {
         } else {
             Err(AuthFailure::io(
                 &self.path,
-                block * BLOCK_DATA,
+                block * self.geo.data,
                 format!(
                     "encrypted block {block} failed authentication (damaged, torn, \
                      moved, or written under another key)"
@@ -459,10 +488,10 @@ impl EncFile {
     /// The plaintext of one block of a file of `len` bytes.
     fn read_block(&self, block: u64, len: u64) -> io::Result<Vec<u8>> {
         let aead = self.aead()?;
-        let n = Self::block_len(block, len);
+        let n = self.block_len(block, len);
         let mut raw = vec![0u8; (n + OVERHEAD) as usize];
         self.inner
-            .read_at(&mut raw, HEADER_LEN + block * BLOCK_PHYS)?;
+            .read_at(&mut raw, HEADER_LEN + block * self.geo.phys)?;
         self.open_block(aead, block, &mut raw)?;
         raw.truncate(NONCE_LEN + n as usize);
         raw.drain(..NONCE_LEN);
@@ -482,7 +511,7 @@ impl EncFile {
     fn read_range(&self, buf: &mut [u8], offset: u64, len: u64) -> io::Result<()> {
         let aead = self.aead()?;
         let end = offset + buf.len() as u64;
-        let (mut first, mut last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
+        let (mut first, mut last) = (offset / self.geo.data, (end - 1) / self.geo.data);
         // A block shared with the previous read (sequential reads of 4 KiB table blocks
         // straddle two encrypted blocks each) is decrypted once, not twice.
         let cache = !self.fixed_len.load(Ordering::Relaxed);
@@ -491,37 +520,37 @@ impl EncFile {
             && let Some((cb, plain)) = cache.as_ref()
             && (*cb == first || *cb == last)
         {
-            let n = Self::block_len(*cb, len) as usize;
+            let n = self.block_len(*cb, len) as usize;
             if plain.len() == n {
                 if *cb == first {
-                    Self::copy_part(buf, offset, first * BLOCK_DATA, plain);
+                    Self::copy_part(buf, offset, first * self.geo.data, plain);
                     if first == last {
                         return Ok(());
                     }
                     first += 1;
                 } else if *cb == last && last > first {
-                    Self::copy_part(buf, offset, last * BLOCK_DATA, plain);
+                    Self::copy_part(buf, offset, last * self.geo.data, plain);
                     last -= 1;
                 }
             }
         }
         // Read and open the blocks in pieces through one reused buffer.
-        const PIECE_BLOCKS: u64 = (SCRATCH_BYTES as u64) / BLOCK_PHYS;
+        let piece_blocks: u64 = (SCRATCH_BYTES as u64) / self.geo.phys;
         SCRATCH.with_borrow_mut(|raw| -> io::Result<()> {
             let mut lo = first;
             while lo <= last {
-                let hi = last.min(lo + PIECE_BLOCKS - 1);
-                let phys_start = HEADER_LEN + lo * BLOCK_PHYS;
-                let phys_end = HEADER_LEN + hi * BLOCK_PHYS + Self::block_len(hi, len) + OVERHEAD;
+                let hi = last.min(lo + piece_blocks - 1);
+                let phys_start = HEADER_LEN + lo * self.geo.phys;
+                let phys_end = HEADER_LEN + hi * self.geo.phys + self.block_len(hi, len) + OVERHEAD;
                 raw.resize((phys_end - phys_start) as usize, 0);
                 self.read_stored(raw, phys_start)?;
                 for b in lo..=hi {
-                    let n = Self::block_len(b, len);
-                    let at = ((b - lo) * BLOCK_PHYS) as usize;
+                    let n = self.block_len(b, len);
+                    let at = ((b - lo) * self.geo.phys) as usize;
                     let sealed = &mut raw[at..at + (n + OVERHEAD) as usize];
                     self.open_block(aead, b, sealed)?;
                     let plain = &sealed[NONCE_LEN..NONCE_LEN + n as usize];
-                    Self::copy_part(buf, offset, b * BLOCK_DATA, plain);
+                    Self::copy_part(buf, offset, b * self.geo.data, plain);
                     if b == last
                         && cache
                         && let Some(mut c) = self.last_read.try_lock()
@@ -570,20 +599,20 @@ impl EncFile {
         let len = self.len.load(Ordering::Acquire);
         let end = offset + data.len() as u64;
         let new_len = len.max(end);
-        let (first, last) = (offset / BLOCK_DATA, (end - 1) / BLOCK_DATA);
-        let mut out = Vec::with_capacity(((last - first + 1) * BLOCK_PHYS) as usize);
-        let tail_block = (new_len - 1) / BLOCK_DATA;
+        let (first, last) = (offset / self.geo.data, (end - 1) / self.geo.data);
+        let mut out = Vec::with_capacity(((last - first + 1) * self.geo.phys) as usize);
+        let tail_block = (new_len - 1) / self.geo.data;
         let mut new_tail = None;
         for b in first..=last {
-            let bstart = b * BLOCK_DATA;
+            let bstart = b * self.geo.data;
             let old_n = if bstart < len {
-                Self::block_len(b, len)
+                self.block_len(b, len)
             } else {
                 0
             };
-            let new_n = Self::block_len(b, new_len);
+            let new_n = self.block_len(b, new_len);
             let from = offset.max(bstart);
-            let to = end.min(bstart + BLOCK_DATA);
+            let to = end.min(bstart + self.geo.data);
             // The block's old bytes, where the write does not cover them.
             let mut plain = if old_n > 0 && (from > bstart || to < bstart + old_n) {
                 match tail.as_ref() {
@@ -600,10 +629,11 @@ impl EncFile {
             if b == tail_block {
                 new_tail = Some(plain);
             }
-            // Blocks before the last are full: no padding to BLOCK_PHYS needed.
+            // Blocks before the last are full: no padding needed.
         }
-        self.inner.write_at(&out, HEADER_LEN + first * BLOCK_PHYS)?;
-        if new_len.is_multiple_of(BLOCK_DATA) {
+        self.inner
+            .write_at(&out, HEADER_LEN + first * self.geo.phys)?;
+        if new_len.is_multiple_of(self.geo.data) {
             *tail = None;
         } else if let Some(data) = new_tail {
             *tail = Some(Tail {
@@ -620,8 +650,8 @@ impl EncFile {
     /// in `tail`, pending.
     fn append_buffered(&self, tail: &mut Option<Tail>, data: &[u8]) -> io::Result<()> {
         let len = self.len.load(Ordering::Acquire);
-        let tb = len / BLOCK_DATA;
-        let partial = (len % BLOCK_DATA) as usize;
+        let tb = len / self.geo.data;
+        let partial = (len % self.geo.data) as usize;
         let cached = tail
             .as_ref()
             .is_some_and(|t| t.block == tb && t.data.len() == partial);
@@ -637,7 +667,7 @@ impl EncFile {
         let mut rest = data;
         let mut block = tb;
         if !head.is_empty() {
-            let need = BLOCK_DATA as usize - head.len();
+            let need = self.geo.data as usize - head.len();
             if rest.len() < need {
                 head.extend_from_slice(rest);
                 *tail = Some(Tail {
@@ -655,13 +685,13 @@ impl EncFile {
         // reused buffer (no copy of the whole write, no fresh pages per call).
         SCRATCH.with_borrow_mut(|out| -> io::Result<()> {
             out.clear();
-            let mut at_phys = HEADER_LEN + tb * BLOCK_PHYS;
+            let mut at_phys = HEADER_LEN + tb * self.geo.phys;
             if !head.is_empty() {
                 self.seal_block(aead, out, &head, block);
                 block += 1;
             }
-            while rest.len() >= BLOCK_DATA as usize {
-                let (piece, more) = rest.split_at(BLOCK_DATA as usize);
+            while rest.len() >= self.geo.data as usize {
+                let (piece, more) = rest.split_at(self.geo.data as usize);
                 self.seal_block(aead, out, piece, block);
                 block += 1;
                 rest = more;
@@ -694,7 +724,7 @@ impl EncFile {
         let mut out = Vec::with_capacity(t.data.len() + OVERHEAD as usize);
         self.seal_block(self.aead()?, &mut out, &t.data, t.block);
         self.inner
-            .write_at(&out, HEADER_LEN + t.block * BLOCK_PHYS)?;
+            .write_at(&out, HEADER_LEN + t.block * self.geo.phys)?;
         t.pending = false;
         Ok(())
     }
@@ -794,8 +824,8 @@ impl VfsFile for EncFile {
             let zeros = vec![0u8; (new - len) as usize];
             return self.write_locked(&mut tail, &zeros, len);
         }
-        let keep = new % BLOCK_DATA;
-        let block = new / BLOCK_DATA;
+        let keep = new % self.geo.data;
+        let block = new / self.geo.data;
         let mut last = None;
         if keep > 0 {
             let mut plain = match tail.as_ref() {
@@ -806,10 +836,10 @@ impl VfsFile for EncFile {
             last = Some(plain);
         }
         *tail = None;
-        self.inner.set_len(HEADER_LEN + block * BLOCK_PHYS)?;
-        self.len.store(block * BLOCK_DATA, Ordering::Release);
+        self.inner.set_len(HEADER_LEN + block * self.geo.phys)?;
+        self.len.store(block * self.geo.data, Ordering::Release);
         if let Some(plain) = last {
-            self.write_locked(&mut tail, &plain, block * BLOCK_DATA)?;
+            self.write_locked(&mut tail, &plain, block * self.geo.data)?;
         }
         Ok(())
     }
@@ -841,10 +871,12 @@ impl VfsFile for EncFile {
     }
 
     fn will_need(&self, offset: u64, len: u64) {
-        let first = offset / BLOCK_DATA;
-        let last = (offset + len).div_ceil(BLOCK_DATA);
-        self.inner
-            .will_need(HEADER_LEN + first * BLOCK_PHYS, (last - first) * BLOCK_PHYS);
+        let first = offset / self.geo.data;
+        let last = (offset + len).div_ceil(self.geo.data);
+        self.inner.will_need(
+            HEADER_LEN + first * self.geo.phys,
+            (last - first) * self.geo.phys,
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The header every encrypted file starts with (4 KiB): magic, version, cipher,
 //! layout, file id and the file's data key sealed by the database key (FORMAT.md).
 
-use super::encrypted::HEADER_LEN;
+use super::encrypted::{BLOCK_DATA, BLOCK_PHYS, HEADER_LEN, PAGE_DATA, SEAL_OVERHEAD as OVERHEAD};
 use crate::crypto::{Aead, AuthFailure, KEY_LEN, KeyState, NONCE_LEN, TAG_LEN};
 use std::io;
 use std::path::Path;
@@ -19,6 +19,66 @@ pub(super) enum Layout {
     Blocks = 0,
     /// Append-only chunks, one per write: logs (`encrypted_log.rs`).
     Chunks = 1,
+    /// One block per 4 KiB page of plaintext (4,124 bytes on disk each): files written
+    /// in whole pages at page-aligned offsets (the B+Tree), where writing one page
+    /// must not reseal a neighbour's bytes.
+    Pages = 2,
+}
+
+/// How a file's plaintext maps onto sealed blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Geometry {
+    /// Plaintext bytes per block.
+    pub(super) data: u64,
+    /// Bytes of a block on disk (`data` plus nonce and tag).
+    pub(super) phys: u64,
+}
+
+impl Geometry {
+    /// [`Layout::Blocks`]: 4 KiB on disk per block, so blocks stay aligned to the
+    /// device's pages.
+    pub(super) const BLOCKS: Geometry = Geometry {
+        data: BLOCK_DATA,
+        phys: BLOCK_PHYS,
+    };
+    /// [`Layout::Pages`]: 4 KiB of plaintext per block, so a page written at a
+    /// page-aligned offset is exactly one block and never reseals a neighbour's.
+    pub(super) const PAGES: Geometry = Geometry {
+        data: PAGE_DATA,
+        phys: PAGE_DATA + OVERHEAD,
+    };
+
+    pub(super) fn of(layout: Layout) -> Geometry {
+        match layout {
+            Layout::Pages => Geometry::PAGES,
+            Layout::Blocks | Layout::Chunks => Geometry::BLOCKS,
+        }
+    }
+
+    pub(super) fn layout(self) -> Layout {
+        if self == Geometry::PAGES {
+            Layout::Pages
+        } else {
+            Layout::Blocks
+        }
+    }
+
+    /// The logical length of a file of `phys` bytes on disk (a trailing fragment too
+    /// short to be a block counts as nothing).
+    pub(super) fn logical_len(self, phys: u64) -> u64 {
+        if phys <= HEADER_LEN {
+            return 0;
+        }
+        let body = phys - HEADER_LEN;
+        let rem = body % self.phys;
+        (body / self.phys) * self.data + rem.saturating_sub(OVERHEAD)
+    }
+
+    /// Bytes on disk of a file holding `len` bytes.
+    pub(super) fn physical_len(self, len: u64) -> u64 {
+        let rem = len % self.data;
+        HEADER_LEN + (len / self.data) * self.phys + if rem > 0 { rem + OVERHEAD } else { 0 }
+    }
 }
 
 pub(super) fn header_bytes(
@@ -89,6 +149,7 @@ pub(super) fn read_header(
     let layout = match h[11] {
         0 => Layout::Blocks,
         1 => Layout::Chunks,
+        2 => Layout::Pages,
         _ => return Err(bad("unknown encrypted file layout")),
     };
     let mut file_id = [0u8; 16];

@@ -51,6 +51,13 @@ pub trait Vfs: Send + Sync + Debug + 'static {
     /// Create a new file for reading and writing; fails with `AlreadyExists` if the
     /// name is taken.
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    /// Create a new file written in whole 4 KiB pages at page-aligned offsets (the
+    /// B+Tree's): like [`Vfs::create`]. A `Vfs` that transforms bytes keeps each page
+    /// apart, so writing one page never rewrites a byte of another (an encrypting
+    /// `Vfs` seals each page in a block of its own).
+    fn create_paged(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.create(path)
+    }
     /// Create a new log file (WAL, manifest): like [`Vfs::create`], for a file only
     /// ever appended to. An encrypting `Vfs` gives it an append-only layout.
     fn create_log(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {

@@ -59,7 +59,8 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Only these engines (comma separated: lightning,lightning-btree,redb,fjall,rocksdb;
-    /// also lightning-aes and lightning-chacha, Lightning DB encrypted at rest).
+    /// also lightning-aes, lightning-chacha, lightning-btree-aes and
+    /// lightning-btree-chacha: Lightning DB encrypted at rest).
     #[arg(long, value_delimiter = ',')]
     engines: Option<Vec<String>>,
     /// The command line recorded with the results.
@@ -105,6 +106,10 @@ impl EngineKind for Lightning {
         match (self.0, self.1) {
             (None, lightning_db::StorageEngine::BTree) => "lightning-btree",
             (None, _) => "lightning",
+            (Some(Cipher::Aes256Gcm), lightning_db::StorageEngine::BTree) => "lightning-btree-aes",
+            (Some(Cipher::ChaCha20Poly1305), lightning_db::StorageEngine::BTree) => {
+                "lightning-btree-chacha"
+            }
             (Some(Cipher::Aes256Gcm), _) => "lightning-aes",
             (Some(Cipher::ChaCha20Poly1305), _) => "lightning-chacha",
         }
@@ -675,6 +680,8 @@ fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
         use lightning_db::encryption::Cipher;
         all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm), Lsm)));
         all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305), Lsm)));
+        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm), BTree)));
+        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305), BTree)));
     }
     all.into_iter()
         .filter(|e| {
