@@ -27,6 +27,7 @@
 
 pub mod alloc;
 mod build;
+mod cache;
 mod iter;
 mod meta;
 pub mod node;
@@ -144,6 +145,7 @@ impl BTree {
             map: None,
             verified: Box::new([]),
             use_map: map,
+            cache: None,
         };
         v.remap(None)?;
         let free = match meta.free_list {
@@ -181,6 +183,19 @@ impl BTree {
     /// Copy the tree in `src`, which another process may be writing, into a new file
     /// `dst`. `Ok(false)` if the tree moved on far enough while it was copied that
     /// pages of the copied version may have been reused (the copy is removed; try
+    /// Keep up to `bytes` of extents read without a memory map (the tree of an
+    /// encrypted database, or one opened without mapping) decrypted and verified in
+    /// memory. A mapped tree reads the map instead and keeps no cache.
+    pub fn with_cache(mut self, bytes: u64) -> BTree {
+        if let Some(v) = Arc::get_mut(self.current.get_mut())
+            && v.map.is_none()
+            && bytes > 0
+        {
+            v.cache = Some(Arc::new(cache::ExtentCache::new(bytes)));
+        }
+        self
+    }
+
     /// again).
     pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
         let v = Self::read_live(src_vfs, src)?;
@@ -332,6 +347,7 @@ impl BTree {
             map: old.map.clone(),
             verified: Box::new([]),
             use_map: old.use_map,
+            cache: old.cache.clone(),
         };
         v.remap(Some((old, written)))?;
         *self.current.write() = Arc::new(v);

@@ -163,12 +163,15 @@ fn check(t: &BTree, m: &Model, horizon: Ts, latest: Ts, keys: u64, rng: &mut Rng
     assert_eq!(visible(got, latest, false), visible(all, latest, false));
 }
 
-fn run_model(map: bool, seed: u64) {
+/// `cache`: bytes of extent cache for positioned reads (0: none).
+fn run_model(map: bool, cache: u64, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tree");
     let mut t = BTree::create(&StdVfs, &path).unwrap();
     if !map {
-        t = BTree::open(&StdVfs, &path, false, true).unwrap();
+        t = BTree::open(&StdVfs, &path, false, true)
+            .unwrap()
+            .with_cache(cache);
     }
     let mut rng = Rng(seed);
     let mut m = Model::new();
@@ -192,7 +195,9 @@ fn run_model(map: bool, seed: u64) {
         check(&t, &m, horizon, ts, keys, &mut rng);
         if round % 10 == 9 {
             drop(t);
-            t = BTree::open(&StdVfs, &path, map, true).unwrap();
+            t = BTree::open(&StdVfs, &path, map, true)
+                .unwrap()
+                .with_cache(cache);
             assert_eq!(t.current().meta.applied, ts);
             check(&t, &m, horizon, ts, keys, &mut rng);
         }
@@ -201,12 +206,20 @@ fn run_model(map: bool, seed: u64) {
 
 #[test]
 fn reads_match_the_model_through_the_map() {
-    run_model(true, 0x1234_5678);
+    run_model(true, 0, 0x1234_5678);
 }
 
 #[test]
 fn reads_match_the_model_through_positioned_reads() {
-    run_model(false, 0x8765_4321);
+    run_model(false, 0, 0x8765_4321);
+}
+
+/// Positioned reads through the extent cache while applies free and reuse pages: a
+/// cache that holds the whole tree, and one small enough to evict all the time.
+#[test]
+fn reads_match_the_model_through_the_extent_cache() {
+    run_model(false, 64 << 20, 0x5151_7171);
+    run_model(false, 48 << 10, 0x2323_4545);
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub struct TreeVersion {
     /// One bit per page of the map: the extent starting there passed its checksum.
     pub(super) verified: Box<[AtomicU64]>,
     pub(super) use_map: bool,
+    /// Extents read without the map, decrypted and verified (shared by every version
+    /// of the tree; `None` when mapped or not configured).
+    pub(super) cache: Option<Arc<super::cache::ExtentCache>>,
 }
 
 impl std::fmt::Debug for TreeVersion {
@@ -69,12 +72,21 @@ impl TreeVersion {
             }
             return Ok(NodeBuf::Map { offset, len });
         }
+        if let Some(c) = &self.cache
+            && let Some(b) = c.get(x.page, len)
+        {
+            return Ok(NodeBuf::Owned(b));
+        }
         let mut buf = vec![0u8; len];
         self.file
             .read_at(&mut buf, x.offset())
             .ctx(|| format!("reading {} at page {}", self.path.display(), x.page))?;
         node::verify(&buf, x.page).map_err(|e| self.corrupt(x, e.0))?;
-        Ok(NodeBuf::Owned(buf.into()))
+        let buf: Arc<[u8]> = buf.into();
+        if let Some(c) = &self.cache {
+            c.insert(x.page, buf.clone());
+        }
+        Ok(NodeBuf::Owned(buf))
     }
 
     pub(crate) fn bytes<'a>(&'a self, b: &'a NodeBuf) -> &'a [u8] {

@@ -276,16 +276,19 @@ impl LsmEngine {
         }
         let tree = match mstate.engine {
             StorageKind::Lsm => None,
-            StorageKind::BTree if create => Some(Arc::new(crate::btree::BTree::create(
-                &*vfs,
-                &files::tree_path(&dir),
-            )?)),
-            StorageKind::BTree => Some(Arc::new(crate::btree::BTree::open(
-                &*vfs,
-                &files::tree_path(&dir),
-                opts.mmap_size.is_none_or(|n| n > 0),
-                !read_only,
-            )?)),
+            StorageKind::BTree if create => Some(Arc::new(
+                crate::btree::BTree::create(&*vfs, &files::tree_path(&dir))?
+                    .with_cache(opts.cache_size),
+            )),
+            StorageKind::BTree => Some(Arc::new(
+                crate::btree::BTree::open(
+                    &*vfs,
+                    &files::tree_path(&dir),
+                    opts.mmap_size.is_none_or(|n| n > 0),
+                    !read_only,
+                )?
+                .with_cache(opts.cache_size),
+            )),
         };
         // Ids below this were reserved by (so possibly used by) this database; a
         // numbered file at or above it (or recorded as such) was put there by someone
