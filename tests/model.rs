@@ -54,18 +54,18 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 /// `encryption`: 0 plaintext, 1 AES-256-GCM, 2 ChaCha20-Poly1305, 3 plaintext on the
-/// B+Tree storage engine.
+/// B+Tree storage engine, 4 AES-256-GCM on the B+Tree.
 fn config(background: bool, codec: u8, encryption: u8) -> LightningDbConfig {
     use lightning_db::encryption::{Cipher, EncryptionConfig, KeyProvider};
     let cipher = match encryption {
-        1 => Some(Cipher::Aes256Gcm),
+        1 | 4 => Some(Cipher::Aes256Gcm),
         2 => Some(Cipher::ChaCha20Poly1305),
         _ => None,
     };
     LightningDbConfig {
         encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([encryption; 32]))),
         storage_engine: match encryption {
-            3 => lightning_db::StorageEngine::BTree,
+            3 | 4 => lightning_db::StorageEngine::BTree,
             _ => lightning_db::StorageEngine::Lsm,
         },
         page_size: 512,
@@ -217,7 +217,7 @@ proptest! {
         ops in proptest::collection::vec(op_strategy(), 1..250),
         background in any::<bool>(),
         codec in 1u8..=3,
-        encryption in 0u8..=3,
+        encryption in 0u8..=4,
     ) {
         run(ops, background, codec, encryption);
     }

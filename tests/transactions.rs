@@ -1,15 +1,26 @@
 //! Transactions: the README's API verbatim, the bank invariant under concurrency and
 //! SIGKILL, one test per isolation anomaly, snapshot stability under compaction, and
-//! resource limits.
+//! resource limits. Each runs on both storage engines (LSM and B+Tree).
 
 mod common;
 
-use lightning_db::{ConsistencyLevel, Database, Error, LightningDbConfig};
+use lightning_db::{ConsistencyLevel, Database, Error, LightningDbConfig, StorageEngine};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Both storage engines: every test here runs on each.
+const ENGINES: [StorageEngine; 2] = [StorageEngine::Lsm, StorageEngine::BTree];
+
+/// The small test configuration on `engine`.
+fn config_on(engine: StorageEngine) -> LightningDbConfig {
+    LightningDbConfig {
+        storage_engine: engine,
+        ..common::small_config()
+    }
+}
 
 // ---------------------------------------------------------------- the README example
 
@@ -109,8 +120,14 @@ fn run_transfers(db: &Database, seed: u64, stop: &AtomicBool, done: &AtomicU64) 
 
 #[test]
 fn bank_transfers_keep_the_total_under_concurrency() {
+    for engine in ENGINES {
+        bank_transfers_on(engine);
+    }
+}
+
+fn bank_transfers_on(engine: StorageEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::create(dir.path().join("db"), common::small_config()).unwrap());
+    let db = Arc::new(Database::create(dir.path().join("db"), config_on(engine)).unwrap());
     seed_accounts(&db);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -137,10 +154,12 @@ const BANK_ENV: &str = "LDB_BANK_CHILD";
 
 #[test]
 fn bank_child() {
-    let Ok(dir) = std::env::var(BANK_ENV) else {
+    let Ok(var) = std::env::var(BANK_ENV) else {
         return;
     };
-    let db = Arc::new(Database::open(&dir, common::small_config()).unwrap());
+    let (engine, dir) = var.split_once('|').unwrap();
+    let engine = ENGINES[engine.parse::<usize>().unwrap()];
+    let db = Arc::new(Database::open(dir, config_on(engine)).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     println!("READY");
@@ -160,10 +179,16 @@ fn bank_total_survives_sigkill() {
     if std::env::var(BANK_ENV).is_ok() {
         return;
     }
+    for e in 0..ENGINES.len() {
+        bank_sigkill_on(e);
+    }
+}
+
+fn bank_sigkill_on(e: usize) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
     {
-        let db = Database::create(&p, common::small_config()).unwrap();
+        let db = Database::create(&p, config_on(ENGINES[e])).unwrap();
         seed_accounts(&db);
     }
     let cycles = if cfg!(feature = "integration_tests") {
@@ -174,7 +199,7 @@ fn bank_total_survives_sigkill() {
     for cycle in 0..cycles {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["bank_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(BANK_ENV, &p)
+            .env(BANK_ENV, format!("{e}|{}", p.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -188,212 +213,245 @@ fn bank_total_survives_sigkill() {
         std::thread::sleep(Duration::from_millis(200 + 97 * cycle));
         child.kill().unwrap();
         child.wait().unwrap();
-        let db = Database::open(&p, common::small_config()).unwrap();
-        assert_eq!(snapshot_sum(&db), ACCOUNTS * INITIAL, "cycle {cycle}");
+        let db = Database::open(&p, config_on(ENGINES[e])).unwrap();
+        assert_eq!(
+            snapshot_sum(&db),
+            ACCOUNTS * INITIAL,
+            "{:?} cycle {cycle}",
+            ENGINES[e]
+        );
     }
 }
 
 // ---------------------------------------------------------------- anomalies
 
-fn db() -> (tempfile::TempDir, Database) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(dir.path().join("db"), common::small_config()).unwrap();
-    (dir, db)
+/// A fresh database on each engine.
+fn dbs() -> Vec<(tempfile::TempDir, Database)> {
+    ENGINES
+        .iter()
+        .map(|&e| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Database::create(dir.path().join("db"), config_on(e)).unwrap();
+            (dir, db)
+        })
+        .collect()
 }
 
 #[test]
 fn anomaly_dirty_read() {
-    let (_d, db) = db();
-    db.put(b"k", b"old").unwrap();
-    let t1 = db.begin_transaction().unwrap();
-    db.put_tx(t1, b"k", b"uncommitted").unwrap();
-    let t2 = db.begin_transaction().unwrap();
-    assert_eq!(db.get_tx(t2, b"k").unwrap().as_deref(), Some(&b"old"[..]));
-    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
-    db.abort_transaction(t1).unwrap();
-    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    for (_d, db) in dbs() {
+        db.put(b"k", b"old").unwrap();
+        let t1 = db.begin_transaction().unwrap();
+        db.put_tx(t1, b"k", b"uncommitted").unwrap();
+        let t2 = db.begin_transaction().unwrap();
+        assert_eq!(db.get_tx(t2, b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        db.abort_transaction(t1).unwrap();
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+    }
 }
 
 #[test]
 fn anomaly_dirty_write() {
-    let (_d, db) = db();
-    let t1 = db.begin_transaction().unwrap();
-    let t2 = db.begin_transaction().unwrap();
-    db.put_tx(t1, b"k", b"t1").unwrap();
-    db.put_tx(t2, b"k", b"t2").unwrap();
-    db.commit_transaction(t1).unwrap();
-    assert!(matches!(
-        db.commit_transaction(t2),
-        Err(Error::TransactionConflict(_))
-    ));
-    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"t1"[..]));
+    for (_d, db) in dbs() {
+        let t1 = db.begin_transaction().unwrap();
+        let t2 = db.begin_transaction().unwrap();
+        db.put_tx(t1, b"k", b"t1").unwrap();
+        db.put_tx(t2, b"k", b"t2").unwrap();
+        db.commit_transaction(t1).unwrap();
+        assert!(matches!(
+            db.commit_transaction(t2),
+            Err(Error::TransactionConflict(_))
+        ));
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"t1"[..]));
+    }
 }
 
 #[test]
 fn anomaly_fuzzy_read() {
-    let (_d, db) = db();
-    db.put(b"k", b"v1").unwrap();
-    let t1 = db.begin_transaction().unwrap();
-    assert_eq!(db.get_tx(t1, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
-    db.put(b"k", b"v2").unwrap();
-    db.delete(b"k").unwrap();
-    assert_eq!(db.get_tx(t1, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    for (_d, db) in dbs() {
+        db.put(b"k", b"v1").unwrap();
+        let t1 = db.begin_transaction().unwrap();
+        assert_eq!(db.get_tx(t1, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+        db.put(b"k", b"v2").unwrap();
+        db.delete(b"k").unwrap();
+        assert_eq!(db.get_tx(t1, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    }
 }
 
 #[test]
 fn anomaly_lost_update() {
-    let (_d, db) = db();
-    db.put(b"counter", b"0").unwrap();
-    let t1 = db.begin_transaction().unwrap();
-    let t2 = db.begin_transaction().unwrap();
-    for t in [t1, t2] {
-        let v: u64 = String::from_utf8(db.get_tx(t, b"counter").unwrap().unwrap())
-            .unwrap()
-            .parse()
-            .unwrap();
-        db.put_tx(t, b"counter", (v + 1).to_string().as_bytes())
-            .unwrap();
-    }
-    db.commit_transaction(t1).unwrap();
-    assert!(db.commit_transaction(t2).unwrap_err().is_conflict());
-    assert_eq!(db.get(b"counter").unwrap().as_deref(), Some(&b"1"[..]));
-    // With the retrying closure, concurrent increments are never lost.
-    let db = Arc::new(db);
-    let hs: Vec<_> = (0..4)
-        .map(|_| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for _ in 0..50 {
-                    // `transaction` retries a bounded number of times; a caller that must
-                    // not give up loops on a conflict that outlasted them.
-                    loop {
-                        let r = db.transaction(|tx| {
-                            let v: u64 = String::from_utf8(tx.get(b"counter")?.unwrap())
-                                .unwrap()
-                                .parse()
-                                .unwrap();
-                            tx.put(b"counter", (v + 1).to_string().as_bytes())
-                        });
-                        match r {
-                            Ok(()) => break,
-                            Err(e) if e.is_conflict() => continue,
-                            Err(e) => panic!("{e}"),
+    for (_d, db) in dbs() {
+        db.put(b"counter", b"0").unwrap();
+        let t1 = db.begin_transaction().unwrap();
+        let t2 = db.begin_transaction().unwrap();
+        for t in [t1, t2] {
+            let v: u64 = String::from_utf8(db.get_tx(t, b"counter").unwrap().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            db.put_tx(t, b"counter", (v + 1).to_string().as_bytes())
+                .unwrap();
+        }
+        db.commit_transaction(t1).unwrap();
+        assert!(db.commit_transaction(t2).unwrap_err().is_conflict());
+        assert_eq!(db.get(b"counter").unwrap().as_deref(), Some(&b"1"[..]));
+        // With the retrying closure, concurrent increments are never lost.
+        let db = Arc::new(db);
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        // `transaction` retries a bounded number of times; a caller that must
+                        // not give up loops on a conflict that outlasted them.
+                        loop {
+                            let r = db.transaction(|tx| {
+                                let v: u64 = String::from_utf8(tx.get(b"counter")?.unwrap())
+                                    .unwrap()
+                                    .parse()
+                                    .unwrap();
+                                tx.put(b"counter", (v + 1).to_string().as_bytes())
+                            });
+                            match r {
+                                Ok(()) => break,
+                                Err(e) if e.is_conflict() => continue,
+                                Err(e) => panic!("{e}"),
+                            }
                         }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    for h in hs {
-        h.join().unwrap();
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(db.get(b"counter").unwrap().as_deref(), Some(&b"201"[..]));
     }
-    assert_eq!(db.get(b"counter").unwrap().as_deref(), Some(&b"201"[..]));
 }
 
 #[test]
 fn anomaly_phantom_read() {
-    let (_d, db) = db();
-    db.put(b"item:1", b"a").unwrap();
-    let t1 = db.begin_transaction().unwrap();
-    assert_eq!(
-        db.scan_tx(t1, Some(b"item:"), Some(b"item:~"))
+    for (_d, db) in dbs() {
+        db.put(b"item:1", b"a").unwrap();
+        let t1 = db.begin_transaction().unwrap();
+        assert_eq!(
+            db.scan_tx(t1, Some(b"item:"), Some(b"item:~"))
+                .unwrap()
+                .count(),
+            1
+        );
+        db.put(b"item:2", b"b").unwrap();
+        assert_eq!(
+            db.scan_tx(t1, Some(b"item:"), Some(b"item:~"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // Own writes appear in the transaction's scans, in order.
+        db.put_tx(t1, b"item:0", b"mine").unwrap();
+        db.delete_tx(t1, b"item:1").unwrap();
+        let keys: Vec<_> = db
+            .scan_tx(t1, Some(b"item:"), Some(b"item:~"))
             .unwrap()
-            .count(),
-        1
-    );
-    db.put(b"item:2", b"b").unwrap();
-    assert_eq!(
-        db.scan_tx(t1, Some(b"item:"), Some(b"item:~"))
-            .unwrap()
-            .count(),
-        1
-    );
-    // Own writes appear in the transaction's scans, in order.
-    db.put_tx(t1, b"item:0", b"mine").unwrap();
-    db.delete_tx(t1, b"item:1").unwrap();
-    let keys: Vec<_> = db
-        .scan_tx(t1, Some(b"item:"), Some(b"item:~"))
-        .unwrap()
-        .map(|r| r.unwrap().0)
-        .collect();
-    assert_eq!(keys, vec![b"item:0".to_vec()]);
-    // Serializable refuses a commit whose scanned range gained a row.
-    let t2 = db
-        .begin_transaction_with(ConsistencyLevel::Serializable)
-        .unwrap();
-    assert_eq!(
-        db.scan_tx(t2, Some(b"item:"), Some(b"item:~"))
-            .unwrap()
-            .count(),
-        2
-    );
-    db.put(b"item:3", b"c").unwrap();
-    db.put_tx(t2, b"summary", b"2 items").unwrap();
-    assert!(db.commit_transaction(t2).unwrap_err().is_conflict());
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(keys, vec![b"item:0".to_vec()]);
+        // Serializable refuses a commit whose scanned range gained a row.
+        let t2 = db
+            .begin_transaction_with(ConsistencyLevel::Serializable)
+            .unwrap();
+        assert_eq!(
+            db.scan_tx(t2, Some(b"item:"), Some(b"item:~"))
+                .unwrap()
+                .count(),
+            2
+        );
+        db.put(b"item:3", b"c").unwrap();
+        db.put_tx(t2, b"summary", b"2 items").unwrap();
+        assert!(db.commit_transaction(t2).unwrap_err().is_conflict());
+    }
 }
 
 #[test]
 fn anomaly_read_skew() {
-    let (_d, db) = db();
-    db.put_batch(&[
-        (b"x".to_vec(), b"50".to_vec()),
-        (b"y".to_vec(), b"50".to_vec()),
-    ])
-    .unwrap();
-    let t1 = db.begin_transaction().unwrap();
-    let x = db.get_tx(t1, b"x").unwrap().unwrap();
-    // Another transaction moves 25 from x to y and commits.
-    db.transaction(|tx| {
-        tx.put(b"x", b"25")?;
-        tx.put(b"y", b"75")
-    })
-    .unwrap();
-    let y = db.get_tx(t1, b"y").unwrap().unwrap();
-    assert_eq!((x.as_slice(), y.as_slice()), (&b"50"[..], &b"50"[..]));
+    for (_d, db) in dbs() {
+        db.put_batch(&[
+            (b"x".to_vec(), b"50".to_vec()),
+            (b"y".to_vec(), b"50".to_vec()),
+        ])
+        .unwrap();
+        let t1 = db.begin_transaction().unwrap();
+        let x = db.get_tx(t1, b"x").unwrap().unwrap();
+        // Another transaction moves 25 from x to y and commits.
+        db.transaction(|tx| {
+            tx.put(b"x", b"25")?;
+            tx.put(b"y", b"75")
+        })
+        .unwrap();
+        let y = db.get_tx(t1, b"y").unwrap().unwrap();
+        assert_eq!((x.as_slice(), y.as_slice()), (&b"50"[..], &b"50"[..]));
+    }
 }
 
-fn write_skew(level: ConsistencyLevel) -> (Result<(), Error>, Result<(), Error>) {
-    let (_d, db) = db();
-    // Invariant the application wants: at least one of alice/bob stays on call.
-    db.put_batch(&[
-        (b"alice".to_vec(), b"on".to_vec()),
-        (b"bob".to_vec(), b"on".to_vec()),
-    ])
-    .unwrap();
-    let t1 = db.begin_transaction_with(level).unwrap();
-    let t2 = db.begin_transaction_with(level).unwrap();
-    for (t, me) in [(t1, &b"alice"[..]), (t2, &b"bob"[..])] {
-        let on = [&b"alice"[..], b"bob"]
-            .iter()
-            .filter(|k| db.get_tx(t, k).unwrap().as_deref() == Some(&b"on"[..]))
-            .count();
-        assert_eq!(on, 2);
-        db.put_tx(t, me, b"off").unwrap();
+fn write_skew(
+    engine: StorageEngine,
+    level: ConsistencyLevel,
+) -> (Result<(), Error>, Result<(), Error>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("db"), config_on(engine)).unwrap();
+    {
+        // Invariant the application wants: at least one of alice/bob stays on call.
+        db.put_batch(&[
+            (b"alice".to_vec(), b"on".to_vec()),
+            (b"bob".to_vec(), b"on".to_vec()),
+        ])
+        .unwrap();
+        let t1 = db.begin_transaction_with(level).unwrap();
+        let t2 = db.begin_transaction_with(level).unwrap();
+        for (t, me) in [(t1, &b"alice"[..]), (t2, &b"bob"[..])] {
+            let on = [&b"alice"[..], b"bob"]
+                .iter()
+                .filter(|k| db.get_tx(t, k).unwrap().as_deref() == Some(&b"on"[..]))
+                .count();
+            assert_eq!(on, 2);
+            db.put_tx(t, me, b"off").unwrap();
+        }
+        (db.commit_transaction(t1), db.commit_transaction(t2))
     }
-    (db.commit_transaction(t1), db.commit_transaction(t2))
 }
 
 #[test]
 fn anomaly_write_skew_allowed_under_snapshot() {
-    let (a, b) = write_skew(ConsistencyLevel::Snapshot);
-    assert!(a.is_ok() && b.is_ok());
+    for engine in ENGINES {
+        let (a, b) = write_skew(engine, ConsistencyLevel::Snapshot);
+        assert!(a.is_ok() && b.is_ok());
+    }
 }
 
 #[test]
 fn anomaly_write_skew_refused_under_serializable() {
-    let (a, b) = write_skew(ConsistencyLevel::Serializable);
-    assert!(a.is_ok());
-    assert!(b.unwrap_err().is_conflict());
+    for engine in ENGINES {
+        let (a, b) = write_skew(engine, ConsistencyLevel::Serializable);
+        assert!(a.is_ok());
+        assert!(b.unwrap_err().is_conflict());
+    }
 }
 
 #[test]
 fn serializable_is_the_database_default_when_configured() {
+    for engine in ENGINES {
+        serializable_default_on(engine);
+    }
+}
+
+fn serializable_default_on(engine: StorageEngine) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(
         dir.path().join("db"),
         LightningDbConfig {
             consistency_level: ConsistencyLevel::Serializable,
-            ..common::small_config()
+            ..config_on(engine)
         },
     )
     .unwrap();
@@ -417,14 +475,19 @@ fn serializable_is_the_database_default_when_configured() {
 
 #[test]
 fn long_snapshot_is_stable_while_others_overwrite_delete_and_compact() {
-    for optimized in [true, false] {
+    for (engine, optimized) in [
+        (StorageEngine::Lsm, true),
+        (StorageEngine::Lsm, false),
+        (StorageEngine::BTree, true),
+        (StorageEngine::BTree, false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(
             Database::create(
                 dir.path().join("db"),
                 LightningDbConfig {
                     use_optimized_transactions: optimized,
-                    ..common::small_config()
+                    ..config_on(engine)
                 },
             )
             .unwrap(),
@@ -522,42 +585,43 @@ fn overwriting_one_key_many_times_does_not_grow_the_database() {
 
 #[test]
 fn unknown_and_finished_transactions_are_errors() {
-    let (_d, db) = db();
-    assert!(matches!(
-        db.commit_transaction(42),
-        Err(Error::TransactionNotFound(42))
-    ));
-    assert!(matches!(
-        db.abort_transaction(42),
-        Err(Error::TransactionNotFound(42))
-    ));
-    let t = db.begin_transaction().unwrap();
-    db.put_tx(t, b"a", b"1").unwrap();
-    db.commit_transaction(t).unwrap();
-    assert!(matches!(
-        db.commit_transaction(t),
-        Err(Error::TransactionNotFound(_))
-    ));
-    assert!(matches!(
-        db.get_tx(t, b"a"),
-        Err(Error::TransactionNotFound(_))
-    ));
-    let t = db.begin_transaction().unwrap();
-    db.abort_transaction(t).unwrap();
-    assert!(matches!(
-        db.abort_transaction(t),
-        Err(Error::TransactionNotFound(_))
-    ));
-    assert!(matches!(
-        db.put_tx(t, b"a", b"1"),
-        Err(Error::TransactionNotFound(_))
-    ));
-    // Oversized keys in a transaction are refused.
-    let t = db.begin_transaction().unwrap();
-    assert!(matches!(
-        db.put_tx(t, &vec![0; lightning_db::MAX_KEY_LEN + 1], b""),
-        Err(Error::KeyTooLarge { .. })
-    ));
+    for (_d, db) in dbs() {
+        assert!(matches!(
+            db.commit_transaction(42),
+            Err(Error::TransactionNotFound(42))
+        ));
+        assert!(matches!(
+            db.abort_transaction(42),
+            Err(Error::TransactionNotFound(42))
+        ));
+        let t = db.begin_transaction().unwrap();
+        db.put_tx(t, b"a", b"1").unwrap();
+        db.commit_transaction(t).unwrap();
+        assert!(matches!(
+            db.commit_transaction(t),
+            Err(Error::TransactionNotFound(_))
+        ));
+        assert!(matches!(
+            db.get_tx(t, b"a"),
+            Err(Error::TransactionNotFound(_))
+        ));
+        let t = db.begin_transaction().unwrap();
+        db.abort_transaction(t).unwrap();
+        assert!(matches!(
+            db.abort_transaction(t),
+            Err(Error::TransactionNotFound(_))
+        ));
+        assert!(matches!(
+            db.put_tx(t, b"a", b"1"),
+            Err(Error::TransactionNotFound(_))
+        ));
+        // Oversized keys in a transaction are refused.
+        let t = db.begin_transaction().unwrap();
+        assert!(matches!(
+            db.put_tx(t, &vec![0; lightning_db::MAX_KEY_LEN + 1], b""),
+            Err(Error::KeyTooLarge { .. })
+        ));
+    }
 }
 
 #[test]
@@ -607,25 +671,26 @@ fn abandoned_transactions_time_out() {
 
 #[test]
 fn transaction_closure_commits_aborts_and_retries() {
-    let (_d, db) = db();
-    let r: Result<(), Error> = db.transaction(|tx| {
-        tx.put(b"a", b"1")?;
-        Err(Error::InvalidArgument("changed my mind".into()))
-    });
-    assert!(r.is_err());
-    assert_eq!(db.get(b"a").unwrap(), None);
-    assert_eq!(db.active_transactions(), 0);
-    let mut attempts = 0;
-    db.transaction(|tx| {
-        attempts += 1;
-        let _ = tx.get(b"a")?;
-        if attempts == 1 {
-            // A concurrent commit to the same key makes the first attempt conflict.
-            db.put(b"a", b"other").unwrap();
-        }
-        tx.put(b"a", b"mine")
-    })
-    .unwrap();
-    assert_eq!(attempts, 2);
-    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"mine"[..]));
+    for (_d, db) in dbs() {
+        let r: Result<(), Error> = db.transaction(|tx| {
+            tx.put(b"a", b"1")?;
+            Err(Error::InvalidArgument("changed my mind".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(db.get(b"a").unwrap(), None);
+        assert_eq!(db.active_transactions(), 0);
+        let mut attempts = 0;
+        db.transaction(|tx| {
+            attempts += 1;
+            let _ = tx.get(b"a")?;
+            if attempts == 1 {
+                // A concurrent commit to the same key makes the first attempt conflict.
+                db.put(b"a", b"other").unwrap();
+            }
+            tx.put(b"a", b"mine")
+        })
+        .unwrap();
+        assert_eq!(attempts, 2);
+        assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"mine"[..]));
+    }
 }
