@@ -5,8 +5,12 @@ use lightning_db::LightningDbConfig;
 
 /// A configuration with tiny buffers and levels so that a few thousand writes exercise
 /// memtable switches, flushes and multi-level compaction.
+///
+/// `LDB_TEST_ENGINE=btree` runs it on the B+Tree storage engine instead of the LSM
+/// (`.ci/run` runs the SQL and table suites once on each).
 pub fn small_config() -> LightningDbConfig {
     LightningDbConfig {
+        storage_engine: test_engine(),
         page_size: 512,
         write_buffer_size: 16 * 1024,
         level0_compaction_trigger: 2,
@@ -33,5 +37,14 @@ pub fn test_name(module: &str, f: &str) -> String {
     match module.split_once("::") {
         Some((_, m)) => format!("{m}::{f}"),
         None => f.to_string(),
+    }
+}
+
+/// The storage engine the suites run on: `LDB_TEST_ENGINE=btree` for the B+Tree, else
+/// the LSM.
+pub fn test_engine() -> lightning_db::StorageEngine {
+    match std::env::var("LDB_TEST_ENGINE").as_deref() {
+        Ok("btree") => lightning_db::StorageEngine::BTree,
+        _ => lightning_db::StorageEngine::Lsm,
     }
 }

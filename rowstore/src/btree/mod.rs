@@ -180,9 +180,6 @@ impl BTree {
         open().or_else(|_| open())
     }
 
-    /// Copy the tree in `src`, which another process may be writing, into a new file
-    /// `dst`. `Ok(false)` if the tree moved on far enough while it was copied that
-    /// pages of the copied version may have been reused (the copy is removed; try
     /// Keep up to `bytes` of extents read without a memory map (the tree of an
     /// encrypted database, or one opened without mapping) decrypted and verified in
     /// memory. A mapped tree reads the map instead and keeps no cache.
@@ -196,6 +193,9 @@ impl BTree {
         self
     }
 
+    /// Copy the tree in `src`, which another process may be writing, into a new file
+    /// `dst`. `Ok(false)` if the tree moved on far enough while it was copied that
+    /// pages of the copied version may have been reused (the copy is removed; try
     /// again).
     pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
         let v = Self::read_live(src_vfs, src)?;
