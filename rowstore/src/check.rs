@@ -142,9 +142,14 @@ fn check_once(
         // reaches, but over pages an older one did): a failure while the tree moved on
         // is a page reused under this check, not damage; check the newer tree.
         let p = crate::files::tree_path(dir);
+        // Pinned, the writer reuses no page while the check reads: a failure is damage.
+        let pin = crate::btree::TreePin::take(&**vfs, dir);
         let open = || crate::btree::BTree::read_live(&**vfs, &p);
         let tree = open()?;
         if let Err(e) = tree.verify_all().map(|n| r.tree_extents_checked = n) {
+            if pin.as_ref().is_some_and(|p| p.held()) {
+                return Err(e);
+            }
             // Any failure (a read past an end cut off since is an I/O error) while the
             // tree moved on: check the newer one.
             return match open() {
@@ -152,6 +157,7 @@ fn check_once(
                 _ => Err(e),
             };
         }
+        drop(pin);
         progress(&format!(
             "tree {} (generation {}): {} extents, {} versions ok",
             p.display(),

@@ -48,3 +48,11 @@ pub fn test_engine() -> lightning_db::StorageEngine {
         _ => lightning_db::StorageEngine::Lsm,
     }
 }
+
+/// The default configuration on the suites' storage engine ([`test_engine`]).
+pub fn default_config() -> LightningDbConfig {
+    LightningDbConfig {
+        storage_engine: test_engine(),
+        ..Default::default()
+    }
+}

@@ -31,6 +31,7 @@ mod cache;
 mod iter;
 mod meta;
 pub mod node;
+mod pin;
 #[cfg(test)]
 mod tests;
 mod version;
@@ -38,6 +39,7 @@ mod version;
 use build::Build;
 pub use iter::TreeIter;
 pub use meta::Meta;
+pub use pin::TreePin;
 pub(crate) use version::NodeBuf;
 pub use version::{Found, TreeVersion};
 
@@ -54,6 +56,9 @@ use std::sync::Arc;
 pub struct BTree {
     path: PathBuf,
     file: Arc<dyn VfsFile>,
+    /// The file system to look for readers' pins in ([`pin`]), once the writer
+    /// honours them ([`BTree::with_pins`]).
+    pins: Option<Arc<dyn Vfs>>,
     current: RwLock<Arc<TreeVersion>>,
     writer: Mutex<Writer>,
 }
@@ -160,6 +165,7 @@ impl BTree {
         Ok(BTree {
             path: path.to_path_buf(),
             file,
+            pins: None,
             current: RwLock::new(Arc::new(v)),
             writer: Mutex::new(Writer {
                 alloc,
@@ -180,6 +186,26 @@ impl BTree {
         open().or_else(|_| open())
     }
 
+    /// Honour pins ([`TreePin`]) that processes reading the file make: while one is
+    /// live, no retired page is reused. Pins left from before this writer opened are
+    /// removed (their readers learn it and retry). A writer calls this once, at open.
+    pub fn with_pins(mut self, vfs: Arc<dyn Vfs>) -> BTree {
+        pin::clear(&*vfs, crate::vfs::parent_dir(&self.path));
+        self.pins = Some(vfs);
+        self
+    }
+
+    /// Release the retired extents no reader can reach, unless a reader in another
+    /// process has pinned the tree.
+    fn release(&self, retired: &mut Vec<Retired<TreeVersion>>, alloc: &mut Alloc) {
+        if let Some(vfs) = &self.pins
+            && pin::pinned(&**vfs, crate::vfs::parent_dir(&self.path))
+        {
+            return;
+        }
+        release_unreachable(retired, alloc);
+    }
+
     /// Keep up to `bytes` of extents read without a memory map (the tree of an
     /// encrypted database, or one opened without mapping) decrypted and verified in
     /// memory. A mapped tree reads the map instead and keeps no cache.
@@ -198,18 +224,18 @@ impl BTree {
     /// pages of the copied version may have been reused (the copy is removed; try
     /// again).
     pub fn copy_live(src_vfs: &dyn Vfs, src: &Path, dst_vfs: &dyn Vfs, dst: &Path) -> Result<bool> {
+        // A pin keeps the writer from reusing pages while the copy reads them; without
+        // one (a read-only directory), pages of generation g are reused only by the
+        // build of g + 2, which starts after g + 1 is published: the copy holds g intact
+        // if g is still the newest.
+        let pin = TreePin::take(src_vfs, crate::vfs::parent_dir(src));
         let v = Self::read_live(src_vfs, src)?;
         let r = v.copy_to(dst_vfs, dst);
-        // Pages of generation g are reused only by the build of g + 2, which starts
-        // after g + 1 is published: the copy holds g intact if g is still the newest.
         let now = Self::read_live(src_vfs, src)?.meta.generation;
-        if now != v.meta.generation || r.is_err() {
+        let intact = now == v.meta.generation || pin.as_ref().is_some_and(TreePin::held);
+        if !intact || r.is_err() {
             let _ = dst_vfs.remove(dst);
-            return if now != v.meta.generation {
-                Ok(false)
-            } else {
-                r.map(|()| true)
-            };
+            return if !intact { Ok(false) } else { r.map(|()| true) };
         }
         r.map(|()| true)
     }
@@ -249,7 +275,7 @@ impl BTree {
         let (free, end) = {
             let mut w = self.writer.lock();
             let Writer { alloc, retired } = &mut *w;
-            release_unreachable(retired, alloc);
+            self.release(retired, alloc);
             alloc.trim_tail();
             (alloc.free_pages(), alloc.end)
         };
@@ -272,7 +298,7 @@ impl BTree {
     ) -> Result<()> {
         let mut w = self.writer.lock();
         let Writer { alloc, retired } = &mut *w;
-        release_unreachable(retired, alloc);
+        self.release(retired, alloc);
         // Free pages at the end of the file go back to the file system.
         alloc.trim_tail();
         let old = self.current();

@@ -209,7 +209,9 @@ impl TreeVersion {
 
     /// Copy this version of the tree into a new file `dst` on `dst_vfs`: the file's
     /// pages (those this version reaches cannot change while it is held), then this
-    /// version's meta in both slots, synced; the copy is opened and verified.
+    /// version's meta in both slots, synced; the copy is opened and verified. The
+    /// writer may have cut the file below this version's end since (pages no held
+    /// version reaches, free in this one too): those are copied as zeros.
     pub fn copy_to(&self, dst_vfs: &dyn Vfs, dst: &Path) -> Result<()> {
         let out = dst_vfs
             .create_paged(dst)
@@ -220,7 +222,16 @@ impl TreeVersion {
         let mut at = 2 * PAGE as u64;
         while at < total {
             let n = (total - at).min(buf.len() as u64) as usize;
-            self.file.read_at(&mut buf[..n], at).ctx(ctx)?;
+            if let Err(e) = self.file.read_at(&mut buf[..n], at) {
+                // Cut off under the copy: what is left, then zeros.
+                let len = self.file.len().ctx(ctx)?;
+                if e.kind() != std::io::ErrorKind::UnexpectedEof || len >= at + n as u64 {
+                    return Err(e).ctx(ctx);
+                }
+                let have = len.saturating_sub(at) as usize;
+                self.file.read_at(&mut buf[..have], at).ctx(ctx)?;
+                buf[have..n].fill(0);
+            }
             out.write_at(&buf[..n], at).ctx(ctx)?;
             at += n as u64;
         }

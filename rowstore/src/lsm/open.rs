@@ -278,7 +278,8 @@ impl LsmEngine {
             StorageKind::Lsm => None,
             StorageKind::BTree if create => Some(Arc::new(
                 crate::btree::BTree::create(&*vfs, &files::tree_path(&dir))?
-                    .with_cache(opts.cache_size),
+                    .with_cache(opts.cache_size)
+                    .with_pins(vfs.clone()),
             )),
             StorageKind::BTree => Some(Arc::new(
                 crate::btree::BTree::open(
@@ -286,8 +287,15 @@ impl LsmEngine {
                     &files::tree_path(&dir),
                     opts.mmap_size.is_none_or(|n| n > 0),
                     !read_only,
-                )?
-                .with_cache(opts.cache_size),
+                )
+                .map(|t| {
+                    let t = t.with_cache(opts.cache_size);
+                    if read_only {
+                        t
+                    } else {
+                        t.with_pins(vfs.clone())
+                    }
+                })?,
             )),
         };
         // Ids below this were reserved by (so possibly used by) this database; a
