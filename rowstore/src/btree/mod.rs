@@ -271,7 +271,28 @@ impl BTree {
     /// old tree. Old versions are dropped at `horizon` where nodes are rewritten.
     /// Returns the pages the file shrank by. (Value extents stay where they are.)
     pub fn compact(&self, horizon: Ts) -> Result<u64> {
+        self.compact_with(horizon, || Ok(()))
+    }
+
+    /// [`BTree::compact`], calling `installed` after each version it publishes: a
+    /// caller that keeps the current version (an engine's read view) lets go of the
+    /// old one there, so the pages the relocation moved away from are free for the
+    /// second step to cut off.
+    pub fn compact_with(&self, horizon: Ts, installed: impl Fn() -> Result<()>) -> Result<u64> {
         let before = self.current().meta.end;
+        if let Some(target) = self.compaction_target() {
+            self.apply_inner(Vec::new(), horizon, 0, Some(target))?;
+            installed()?;
+        }
+        // Publishes the shorter file once the moved pages are free.
+        self.apply_inner(Vec::new(), horizon, 0, None)?;
+        installed()?;
+        Ok(before.saturating_sub(self.current().meta.end))
+    }
+
+    /// The page count a compaction would shorten the file to, if enough pages are
+    /// free to be worth moving nodes for (more than a sixteenth of the live tree).
+    fn compaction_target(&self) -> Option<u64> {
         let (free, end) = {
             let mut w = self.writer.lock();
             let Writer { alloc, retired } = &mut *w;
@@ -281,12 +302,14 @@ impl BTree {
         };
         let live = end.saturating_sub(2 + free);
         let target = 2 + live + live / 32 + 4;
-        if end > target + live / 16 {
-            self.apply_inner(Vec::new(), horizon, 0, Some(target))?;
-        }
-        // Publishes the shorter file once the moved pages are free.
-        self.apply_inner(Vec::new(), horizon, 0, None)?;
-        Ok(before.saturating_sub(self.current().meta.end))
+        (end > target + live / 16).then_some(target)
+    }
+
+    /// Pages past the end a compaction would shorten the file to (0: not worth one).
+    pub fn compaction_backlog(&self) -> u64 {
+        let end = self.writer.lock().alloc.end;
+        self.compaction_target()
+            .map_or(0, |t| end.saturating_sub(t))
     }
 
     fn apply_inner(

@@ -164,9 +164,12 @@ impl Inner {
         let Some(tree) = &self.tree else {
             return Ok(());
         };
-        let shrunk = tree.compact(self.gc_horizon())?;
-        let mut st = self.state.lock();
-        self.install_locked(&mut st, VersionEdit::default(), &[], &[], None)?;
+        // The read view moves to each new version as it is published, so the one the
+        // relocation left is not held by it when the second step frees its pages.
+        let shrunk = tree.compact_with(self.gc_horizon(), || {
+            let mut st = self.state.lock();
+            self.install_locked(&mut st, VersionEdit::default(), &[], &[], None)
+        })?;
         if shrunk > 0 {
             tracing::debug!(pages = shrunk, "tree file shortened");
         }
