@@ -14,13 +14,17 @@ fn main() {
     };
     let dir = std::path::PathBuf::from(args.next().expect("a directory"));
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("keys"));
-    let _ = std::fs::remove_dir_all(&dir);
+    // PROBE_REUSE=1: read the database a previous run loaded (profile reads alone).
+    let reuse = std::env::var("PROBE_REUSE").is_ok_and(|v| v == "1") && dir.exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let cfg = LightningDbConfig {
         storage_engine: engine,
         ..Default::default()
     };
     let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes();
-    {
+    if !reuse {
         let db = Database::create(&dir, cfg.clone()).expect("create");
         for c in 0..n / 1000 {
             // Values as random as the peer harness's (incompressible).
