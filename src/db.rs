@@ -307,6 +307,11 @@ impl Database {
         self.keys.is_some()
     }
 
+    /// The cipher the database is encrypted with at rest, if it is.
+    pub fn encryption_cipher(&self) -> Option<crate::encryption::Cipher> {
+        self.keys.as_ref().map(|k| k.cipher())
+    }
+
     /// Replace the master key of an encrypted database, online: the database key is
     /// wrapped with the new key and the `ENCRYPTION` file replaced atomically (nothing
     /// else is rewritten, so it takes milliseconds at any size). From then on only

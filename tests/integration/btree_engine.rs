@@ -361,6 +361,34 @@ fn the_cli_creates_with_engine_and_opens_with_the_recorded_one() {
     assert!(ok && out.contains('v'), "{out}");
     let (ok, _, err) = run(&["--engine", "lsm", "stats", p]);
     assert!(!ok && err.contains("B+Tree"), "{err}");
+    assert!(out_of(&run(&["stats", p])).contains("encryption at rest: none"));
+    // Encrypted on the tree, through every command that opens it.
+    let key = dir.path().join("key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let (k, e) = (key.to_str().unwrap(), dir.path().join("enc"));
+    let e = e.to_str().unwrap();
+    let with_key = |args: &[&str]| {
+        let mut a = vec!["--key-file", k, "--cipher", "chacha20-poly1305"];
+        a.extend_from_slice(args);
+        run(&a)
+    };
+    let (ok, _, err) = with_key(&["--engine", "btree", "put", e, "k", "secret-value"]);
+    assert!(ok, "{err}");
+    let out = out_of(&with_key(&["stats", e]));
+    assert!(out.contains("storage engine: btree"), "{out}");
+    assert!(
+        out.contains("encryption at rest: chacha20-poly1305"),
+        "{out}"
+    );
+    assert!(out_of(&with_key(&["get", e, "k"])).contains("secret-value"));
+    assert!(out_of(&with_key(&["check", e])).contains("tree extents"));
+    let (ok, _, _) = run(&["get", e, "k"]);
+    assert!(!ok, "read without the key");
+}
+
+fn out_of(r: &(bool, String, String)) -> String {
+    assert!(r.0, "{}{}", r.1, r.2);
+    r.1.clone()
 }
 
 /// Checks and file backups of a tree another thread keeps flushing and compacting

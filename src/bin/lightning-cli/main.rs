@@ -363,6 +363,10 @@ fn stats(db: &Path) -> Res<()> {
     println!("path: {}", db.path().display());
     println!("tables: {}", db.list_tables()?.join(", "));
     println!("storage engine: {}", m.storage_engine);
+    println!(
+        "encryption at rest: {}",
+        db.encryption_cipher().map_or("none", |c| c.name())
+    );
     println!("lsm tables per level: {:?}", m.tables_per_level);
     println!(
         "disk: wal {} B, tables {} B, tree {} B, manifest {} B, column store {} B, total {} B",
