@@ -213,6 +213,17 @@ fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
                     },
                 };
             }
+            "storage_engine" => {
+                c.storage_engine = match v.extract::<String>()?.as_str() {
+                    "lsm" => lightning_db::StorageEngine::Lsm,
+                    "btree" => lightning_db::StorageEngine::BTree,
+                    other => {
+                        return Err(InvalidArgument::new_err(format!(
+                            "storage_engine must be \"lsm\" or \"btree\", got {other:?}"
+                        )));
+                    }
+                }
+            }
             "cache_size" => c.cache_size = v.extract()?,
             "write_buffer_size" => c.write_buffer_size = v.extract()?,
             "compression_enabled" => c.compression_enabled = v.extract()?,
@@ -286,8 +297,17 @@ impl NativeDatabase {
         kwargs: Option<&Bound<'_, PyDict>>,
         how: fn(std::path::PathBuf, LightningDbConfig) -> lightning_db::Result<Database>,
     ) -> PyResult<Self> {
-        let cfg = config(kwargs)?;
-        let db = py.detach(|| how(path, cfg)).map_err(py_err)?;
+        let mut cfg = config(kwargs)?;
+        let named = kwargs.is_some_and(|k| k.contains("storage_engine").unwrap_or(false));
+        let db = py
+            .detach(|| {
+                // No engine named: an existing database opens with the one it records.
+                if !named && let Some(e) = Database::recorded_storage_engine(&path, &cfg)? {
+                    cfg.storage_engine = e;
+                }
+                how(path, cfg)
+            })
+            .map_err(py_err)?;
         Ok(NativeDatabase {
             db: Mutex::new(Some(Arc::new(db))),
         })
@@ -489,6 +509,21 @@ impl NativeDatabase {
     #[getter]
     fn path(&self) -> PyResult<std::path::PathBuf> {
         Ok(self.db()?.path().to_path_buf())
+    }
+
+    /// The storage engine the database was created with: "lsm" or "btree".
+    #[getter]
+    fn storage_engine(&self) -> PyResult<&'static str> {
+        Ok(match self.db()?.storage_engine() {
+            lightning_db::StorageEngine::BTree => "btree",
+            _ => "lsm",
+        })
+    }
+
+    /// The cipher the database is encrypted with at rest, or None.
+    #[getter]
+    fn encryption_cipher(&self) -> PyResult<Option<&'static str>> {
+        Ok(self.db()?.encryption_cipher().map(|c| c.name()))
     }
 
     #[getter]

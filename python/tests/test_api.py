@@ -75,6 +75,34 @@ def test_encrypted_database_and_wrong_key(tmp_path):
         lightning_db.Database.open(q, encryption_key=b"short")
 
 
+def test_storage_engine_is_chosen_at_create_and_recorded(tmp_path):
+    p = tmp_path / "tree"
+    key = bytes(range(32))
+    with lightning_db.Database.create(
+        p, storage_engine="btree", encryption_key=key, cipher="aes-256-gcm"
+    ) as d:
+        assert d.storage_engine == "btree"
+        assert d.encryption_cipher == "aes-256-gcm"
+        for i in range(2000):
+            d.put(b"k%05d" % i, b"v%d" % i)
+        d.flush()
+        d.sql("CREATE TABLE t (id BIGINT PRIMARY KEY, s VARCHAR)")
+        d.sql("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    # The recorded engine is used; naming the other one is refused.
+    with lightning_db.Database.open(p, encryption_key=key) as d:
+        assert d.storage_engine == "btree"
+        assert d.get(b"k01234") == b"v1234"
+        assert len(list(d.scan(b"k00100", b"k00200"))) == 100
+        assert d.sql("SELECT count(*) AS n FROM t").column("n")[0].as_py() == 2
+    with pytest.raises(lightning_db.InvalidArgument, match="B\\+Tree"):
+        lightning_db.Database.open(p, encryption_key=key, storage_engine="lsm")
+    with lightning_db.Database.create(tmp_path / "lsm") as d:
+        assert d.storage_engine == "lsm"
+        assert d.encryption_cipher is None
+    with pytest.raises(lightning_db.InvalidArgument):
+        lightning_db.Database.create(tmp_path / "x", storage_engine="hash")
+
+
 def test_close_releases_lock_and_later_calls_fail(tmp_path):
     p = tmp_path / "db"
     d = lightning_db.Database.create(p)

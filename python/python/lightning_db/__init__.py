@@ -165,7 +165,10 @@ class Database:
     arguments set configuration fields (`durability="sync" | "buffered" |
     "group_commit:<us>"`, `cache_size`, `write_buffer_size`, `sql_threads`, ...;
     encryption at rest with `encryption_passphrase=` or `encryption_key=<32 bytes>` and
-    `cipher="aes-256-gcm" | "chacha20-poly1305"`).
+    `cipher="aes-256-gcm" | "chacha20-poly1305"`; `storage_engine="lsm" | "btree"`
+    for a new database: the LSM for write-heavy work, the B+Tree for read- and
+    scan-heavy work; without it an existing database opens with the engine it records,
+    and naming the other one is an `InvalidArgument`).
     `close()` (or leaving a `with` block) flushes and releases the directory lock.
     """
 
@@ -257,6 +260,16 @@ class Database:
     @property
     def path(self) -> str:
         return os.fspath(self._db.path)
+
+    @property
+    def storage_engine(self) -> str:
+        """"lsm" or "btree": the engine the database was created with."""
+        return self._db.storage_engine
+
+    @property
+    def encryption_cipher(self) -> Optional[str]:
+        """The cipher at rest ("aes-256-gcm" or "chacha20-poly1305"), or None."""
+        return self._db.encryption_cipher
 
     @property
     def closed(self) -> bool:
