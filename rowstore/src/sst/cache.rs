@@ -24,7 +24,14 @@ pub struct BlockCache {
     cache: Cache<(u64, u32), Arc<Block>, BlockWeighter>,
     hits: StripedCounter,
     misses: StripedCounter,
+    /// Bytes left for tables' block slots ([`BlockCache::reserve_slots`]): a sixteenth
+    /// of the capacity, so the slots never cost more than that beside the cache.
+    slot_budget: std::sync::atomic::AtomicI64,
 }
+
+/// What one block slot may cost: the slot, and the block's bookkeeping a weak handle
+/// keeps allocated after the cache evicted the block.
+pub const SLOT_BYTES: u64 = 8 + 96;
 
 impl BlockCache {
     /// `capacity_bytes` of decompressed blocks; `sharded` selects concurrent shards.
@@ -45,7 +52,28 @@ impl BlockCache {
             cache: Cache::with_options(opts, BlockWeighter, Default::default(), Default::default()),
             hits: StripedCounter::default(),
             misses: StripedCounter::default(),
+            slot_budget: std::sync::atomic::AtomicI64::new((capacity_bytes / 16) as i64),
         }
+    }
+
+    /// Reserve block slots for a table of `blocks` data blocks; false (nothing
+    /// reserved) if the budget is spent: that table reads through the cache alone.
+    pub fn reserve_slots(&self, blocks: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let want = (blocks as u64 * SLOT_BYTES) as i64;
+        self.slot_budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left >= want).then_some(left - want)
+            })
+            .is_ok()
+    }
+
+    /// Give back what [`BlockCache::reserve_slots`] reserved for `blocks`.
+    pub fn release_slots(&self, blocks: usize) {
+        self.slot_budget.fetch_add(
+            (blocks as u64 * SLOT_BYTES) as i64,
+            std::sync::atomic::Ordering::AcqRel,
+        );
     }
 
     pub fn get(&self, table: u64, block: u32) -> Option<Arc<Block>> {
@@ -56,6 +84,12 @@ impl BlockCache {
             self.misses.add(1);
         }
         r
+    }
+
+    /// Count a hit served without a lookup (a table's own handle on a cached block).
+    #[inline]
+    pub fn count_hit(&self) {
+        self.hits.add(1);
     }
 
     pub fn contains(&self, table: u64, block: u32) -> bool {

@@ -6,6 +6,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::key::{EntryRef, InternalKey, MAX_TS, Ts, cmp_internal};
 use crate::memtable::Lookup;
 use crate::sst::cache::BlockCache;
+#[cfg(test)]
+use crate::sst::cache::SLOT_BYTES;
 use crate::sst::prefetch::Prefetcher;
 use crate::vfs::{self, MmapBudget, RandomAccessFile, Vfs, VfsFile};
 use std::cmp::Ordering;
@@ -113,6 +115,11 @@ pub struct Table {
     filter: Vec<u8>,
     meta: TableMeta,
     cache: Option<Arc<BlockCache>>,
+    /// Per data block, a weak handle on the block as the cache holds it: a hit without
+    /// hashing into the cache (the cache still owns the block and evicts it; then the
+    /// handle no longer upgrades). Empty when the cache's slot budget was spent
+    /// ([`BlockCache::reserve_slots`]).
+    slots: Box<[arc_swap::ArcSwapWeak<Block>]>,
     /// Set once a manifest edit removed this table; the file is deleted when the last
     /// reader lets go of it.
     obsolete: AtomicBool,
@@ -123,6 +130,11 @@ pub struct Table {
 
 impl Drop for Table {
     fn drop(&mut self) {
+        if let Some(c) = &self.cache
+            && !self.slots.is_empty()
+        {
+            c.release_slots(self.slots.len());
+        }
         if self.obsolete.load(AtomicOrdering::Acquire) {
             let _ = self.vfs.remove(self.file.path());
         }
@@ -250,6 +262,12 @@ impl Table {
             index.push((InternalKey::new(k, ts), h));
         }
         let index_prefix = PrefixIndex::build(index.iter().map(|(k, _)| k.user_key.as_slice()));
+        let slots = match &cache {
+            Some(c) if c.reserve_slots(index.len()) => (0..index.len())
+                .map(|_| arc_swap::ArcSwapWeak::new(std::sync::Weak::new()))
+                .collect(),
+            _ => Box::default(),
+        };
         Ok(Table {
             id,
             vfs: vfs.clone(),
@@ -258,6 +276,7 @@ impl Table {
             index_prefix,
             filter,
             meta,
+            slots,
             cache,
             obsolete: AtomicBool::new(false),
             global_ts: None,
@@ -327,14 +346,25 @@ impl Table {
 
     /// [`Table::block`], and whether the cache had it.
     pub fn block_hit(&self, i: usize) -> Result<(Arc<Block>, bool)> {
-        if let Some(c) = &self.cache
-            && let Some(b) = c.get(self.id, i as u32)
-        {
-            return Ok((b, true));
+        let slot = self.slots.get(i);
+        if let Some(c) = &self.cache {
+            if let Some(b) = slot.and_then(|s| s.load().upgrade()) {
+                c.count_hit();
+                return Ok((b, true));
+            }
+            if let Some(b) = c.get(self.id, i as u32) {
+                if let Some(s) = slot {
+                    s.store(Arc::downgrade(&b));
+                }
+                return Ok((b, true));
+            }
         }
         let b = self.load_block(i)?;
         if let Some(c) = &self.cache {
             c.insert(self.id, i as u32, b.clone());
+            if let Some(s) = slot {
+                s.store(Arc::downgrade(&b));
+            }
         }
         Ok((b, false))
     }
@@ -495,6 +525,44 @@ mod tests {
         assert_eq!(meta.num_entries, (n + n.div_ceil(3)) as u64);
         let cache = Arc::new(BlockCache::new(1 << 20, true));
         Arc::new(Table::open(&crate::vfs::std_vfs(), dir, id, None, Some(cache)).unwrap())
+    }
+
+    /// Reads through a table's block slots give the cache's blocks, still right after
+    /// the cache evicts them; slots come out of the cache's budget and go back to it.
+    #[test]
+    fn block_slots_follow_the_cache_and_its_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let vfs = crate::vfs::std_vfs();
+        // 16 KiB blocks: a cache too small for them, whose budget still covers slots.
+        let mut b =
+            TableBuilder::create(&vfs, d.path(), 1, 16 << 10, Compression::None, 10).unwrap();
+        for i in 0..3000u32 {
+            b.add(format!("key{i:05}").as_bytes(), 10, Some(&[i as u8; 200]))
+                .unwrap();
+        }
+        b.finish().unwrap();
+        const CAP: u64 = 128 << 10;
+        let cache = Arc::new(BlockCache::new(CAP, true));
+        let t = Table::open(&vfs, d.path(), 1, None, Some(cache.clone())).unwrap();
+        let n = t.num_blocks();
+        assert!(n > 30 && (n as u64) * SLOT_BYTES <= CAP / 16, "{n}");
+        assert!(!t.slots.is_empty());
+        let plain = Table::open(&vfs, d.path(), 1, None, None).unwrap();
+        for round in 0..3 {
+            for i in (0..n).chain((0..n).rev()).chain([0, 0, 1, 1]) {
+                let (a, b) = (t.block(i).unwrap(), plain.block(i).unwrap());
+                assert_eq!(a.len(), b.len(), "round {round} block {i}");
+                for j in [0, a.len() - 1] {
+                    assert_eq!(a.entry(j).unwrap(), b.entry(j).unwrap());
+                }
+            }
+        }
+        assert!(cache.hits() > 0);
+        // The budget: another table's slots would not fit now; dropping gives it back.
+        let all = (CAP / 16 / SLOT_BYTES) as usize;
+        assert!(!cache.reserve_slots(all));
+        drop(t);
+        assert!(cache.reserve_slots(all));
     }
 
     #[test]
