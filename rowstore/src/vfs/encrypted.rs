@@ -58,18 +58,6 @@ thread_local! {
 /// Bytes of plaintext a block of a paged file holds: one page of the B+Tree.
 pub const PAGE_DATA: u64 = 4096;
 
-/// The logical length of a block-layout file of `phys` bytes on disk.
-#[cfg(test)]
-fn logical_len(phys: u64) -> u64 {
-    Geometry::BLOCKS.logical_len(phys)
-}
-
-/// Bytes on disk of a block-layout file holding `len` bytes.
-#[cfg(test)]
-fn physical_len(len: u64) -> u64 {
-    Geometry::BLOCKS.physical_len(len)
-}
-
 /// The encrypting file system. The key file itself, the lock file and directories
 /// pass through to the inner `Vfs`.
 #[derive(Debug)]
@@ -130,6 +118,15 @@ impl EncryptedVfs {
         Ok(Box::new(f))
     }
 
+    /// A new file in the block or page layout.
+    fn create_as(&self, path: &Path, layout: Layout) -> io::Result<Box<dyn VfsFile>> {
+        let head = self.keys.writer_key().map_err(Self::key_err)?;
+        let inner = self.inner.create(path)?;
+        Ok(Box::new(EncFile::create(
+            inner, path, &self.keys, &head, layout,
+        )?))
+    }
+
     fn is_key_file(path: &Path) -> bool {
         path.file_name()
             .and_then(|n| n.to_str())
@@ -150,19 +147,13 @@ enum OpenAs {
 
 impl Vfs for EncryptedVfs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let head = self.keys.writer_key().map_err(Self::key_err)?;
-        let inner = self.inner.create(path)?;
-        let f = EncFile::create(inner, path, &self.keys, &head, Layout::Blocks)?;
-        Ok(Box::new(f))
+        self.create_as(path, Layout::Blocks)
     }
 
     /// One sealed block per 4 KiB page: writing a page reseals no other page's
     /// bytes, so a torn write cannot damage a page the B+Tree has published.
     fn create_paged(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let head = self.keys.writer_key().map_err(Self::key_err)?;
-        let inner = self.inner.create(path)?;
-        let f = EncFile::create(inner, path, &self.keys, &head, Layout::Pages)?;
-        Ok(Box::new(f))
+        self.create_as(path, Layout::Pages)
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
@@ -341,8 +332,7 @@ impl EncFile {
     fn write_header(mut self, head: &Aead) -> io::Result<EncFile> {
         let data_key = crate::crypto::random_key()?;
         crate::crypto::random(&mut self.file_id)?;
-        let layout = self.geo.layout();
-        let h = header_bytes(&self.keys, head, &self.file_id, &data_key, layout);
+        let h = header_bytes(&self.keys, head, &self.file_id, &data_key, self.geo.layout);
         self.inner.write_at(&h, 0)?;
         let _ = self
             .aead
@@ -392,7 +382,7 @@ impl EncFile {
     fn check_tail(&self, phys: u64, mode: OpenAs) -> io::Result<()> {
         let len = self.len.load(Ordering::Acquire);
         let mut keep = len;
-        if self.geo == Geometry::PAGES {
+        if self.geo.layout == Layout::Pages {
             keep = len - len % self.geo.data;
         } else if len > 0 {
             let last = (len - 1) / self.geo.data;

@@ -1,7 +1,7 @@
 //! The header every encrypted file starts with (4 KiB): magic, version, cipher,
 //! layout, file id and the file's data key sealed by the database key (FORMAT.md).
 
-use super::encrypted::{BLOCK_DATA, BLOCK_PHYS, HEADER_LEN, PAGE_DATA, SEAL_OVERHEAD as OVERHEAD};
+use super::encrypted::{BLOCK_DATA, HEADER_LEN, PAGE_DATA, SEAL_OVERHEAD as OVERHEAD};
 use crate::crypto::{Aead, AuthFailure, KEY_LEN, KeyState, NONCE_LEN, TAG_LEN};
 use std::io;
 use std::path::Path;
@@ -25,9 +25,10 @@ pub(super) enum Layout {
     Pages = 2,
 }
 
-/// How a file's plaintext maps onto sealed blocks.
+/// How a file's plaintext maps onto sealed blocks, by its layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Geometry {
+    pub(super) layout: Layout,
     /// Plaintext bytes per block.
     pub(super) data: u64,
     /// Bytes of a block on disk (`data` plus nonce and tag).
@@ -35,31 +36,19 @@ pub(super) struct Geometry {
 }
 
 impl Geometry {
-    /// [`Layout::Blocks`]: 4 KiB on disk per block, so blocks stay aligned to the
-    /// device's pages.
-    pub(super) const BLOCKS: Geometry = Geometry {
-        data: BLOCK_DATA,
-        phys: BLOCK_PHYS,
-    };
-    /// [`Layout::Pages`]: 4 KiB of plaintext per block, so a page written at a
-    /// page-aligned offset is exactly one block and never reseals a neighbour's.
-    pub(super) const PAGES: Geometry = Geometry {
-        data: PAGE_DATA,
-        phys: PAGE_DATA + OVERHEAD,
-    };
-
+    /// [`Layout::Blocks`] (and a log's, whose chunks are framed apart): 4 KiB on disk
+    /// per block, so blocks stay aligned to the device's pages. [`Layout::Pages`]: 4 KiB
+    /// of plaintext per block, so a page written at a page-aligned offset is exactly
+    /// one block and never reseals a neighbour's.
     pub(super) fn of(layout: Layout) -> Geometry {
-        match layout {
-            Layout::Pages => Geometry::PAGES,
-            Layout::Blocks | Layout::Chunks => Geometry::BLOCKS,
-        }
-    }
-
-    pub(super) fn layout(self) -> Layout {
-        if self == Geometry::PAGES {
-            Layout::Pages
-        } else {
-            Layout::Blocks
+        let data = match layout {
+            Layout::Pages => PAGE_DATA,
+            Layout::Blocks | Layout::Chunks => BLOCK_DATA,
+        };
+        Geometry {
+            layout,
+            data,
+            phys: data + OVERHEAD,
         }
     }
 
