@@ -27,7 +27,7 @@ pub(super) struct Build<'a> {
 impl Build<'_> {
     pub(super) fn write(&mut self, x: Extent, bytes: &[u8]) -> Result<()> {
         if let Some(c) = &self.v.cache {
-            c.forget(x.page..x.page + u64::from(x.pages));
+            c.forget(x.page);
         }
         self.file
             .write_at(bytes, x.offset())

@@ -4,12 +4,12 @@
 //!
 //! Keyed by an extent's first page. An entry stays right as long as its pages are
 //! not rewritten, and pages are rewritten only once no version that reaches them is
-//! held ([`super::alloc`]): the writer drops the entries of every page it is about to
-//! write ([`ExtentCache::forget`]), and no reader can put them back, since no version
-//! a reader holds reaches them.
+//! held ([`super::alloc`]): the writer drops the entry of each extent it is about to
+//! write ([`ExtentCache::forget`]), and no reader can put it back, since no version a
+//! reader holds reaches it.
 
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use quick_cache::{OptionsBuilder, Weighter};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -28,14 +28,7 @@ pub(crate) struct ExtentCache {
 
 impl ExtentCache {
     pub(crate) fn new(capacity_bytes: u64) -> ExtentCache {
-        let shards =
-            (std::thread::available_parallelism().map_or(4, |n| n.get()) * 4).next_power_of_two();
-        let opts = OptionsBuilder::new()
-            .estimated_items_capacity((capacity_bytes / 4096).max(16) as usize)
-            .weight_capacity(capacity_bytes)
-            .shards(shards)
-            .build()
-            .expect("cache options are valid");
+        let opts = crate::sst::cache::cache_options(capacity_bytes, true);
         ExtentCache {
             cache: Cache::with_options(opts, Bytes, Default::default(), Default::default()),
         }
@@ -51,10 +44,11 @@ impl ExtentCache {
         self.cache.insert(page, bytes);
     }
 
-    /// Drop every entry starting in `pages` (about to be rewritten).
-    pub(crate) fn forget(&self, pages: std::ops::Range<u64>) {
-        for p in pages {
-            self.cache.remove(&p);
-        }
+    /// Drop the entry starting at `page` (an extent is about to be written there).
+    /// Entries starting at the extent's other pages may stay: a read asks for an extent
+    /// some version reaches, and one starting there would be written, and forgotten,
+    /// first.
+    pub(crate) fn forget(&self, page: u64) {
+        self.cache.remove(&page);
     }
 }

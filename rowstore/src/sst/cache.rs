@@ -19,6 +19,22 @@ impl Weighter<(u64, u32), Arc<Block>> for BlockWeighter {
     }
 }
 
+/// Options of a cache of about 4 KiB entries bounded at `capacity_bytes`: many shards
+/// (readers on different shards never contend) or one (a single eviction order).
+pub(crate) fn cache_options(capacity_bytes: u64, sharded: bool) -> quick_cache::Options {
+    let shards = if sharded {
+        (std::thread::available_parallelism().map_or(4, |n| n.get()) * 4).next_power_of_two()
+    } else {
+        1
+    };
+    OptionsBuilder::new()
+        .estimated_items_capacity((capacity_bytes / 4096).max(16) as usize)
+        .weight_capacity(capacity_bytes)
+        .shards(shards)
+        .build()
+        .expect("cache options are valid")
+}
+
 /// Cache of data blocks keyed by (table id, block index).
 pub struct BlockCache {
     cache: Cache<(u64, u32), Arc<Block>, BlockWeighter>,
@@ -36,20 +52,13 @@ pub const SLOT_BYTES: u64 = 8 + 96;
 impl BlockCache {
     /// `capacity_bytes` of decompressed blocks; `sharded` selects concurrent shards.
     pub fn new(capacity_bytes: u64, sharded: bool) -> Self {
-        let est_items = (capacity_bytes / 4096).max(16) as usize;
-        let shards = if sharded {
-            (std::thread::available_parallelism().map_or(4, |n| n.get()) * 4).next_power_of_two()
-        } else {
-            1
-        };
-        let opts = OptionsBuilder::new()
-            .estimated_items_capacity(est_items)
-            .weight_capacity(capacity_bytes)
-            .shards(shards)
-            .build()
-            .expect("cache options are valid");
         BlockCache {
-            cache: Cache::with_options(opts, BlockWeighter, Default::default(), Default::default()),
+            cache: Cache::with_options(
+                cache_options(capacity_bytes, sharded),
+                BlockWeighter,
+                Default::default(),
+                Default::default(),
+            ),
             hits: StripedCounter::default(),
             misses: StripedCounter::default(),
             slot_budget: std::sync::atomic::AtomicI64::new((capacity_bytes / 16) as i64),
