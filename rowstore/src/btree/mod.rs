@@ -249,7 +249,7 @@ impl BTree {
     pub fn free_pages(&self) -> u64 {
         let mut w = self.writer.lock();
         let Writer { alloc, retired } = &mut *w;
-        release_unreachable(retired, alloc);
+        self.release(retired, alloc);
         alloc.free_pages()
     }
 
@@ -271,16 +271,29 @@ impl BTree {
     /// old tree. Old versions are dropped at `horizon` where nodes are rewritten.
     /// Returns the pages the file shrank by. (Value extents stay where they are.)
     pub fn compact(&self, horizon: Ts) -> Result<u64> {
-        self.compact_with(horizon, || Ok(()))
+        self.compact_with(horizon, None, || Ok(()))
     }
 
     /// [`BTree::compact`], calling `installed` after each version it publishes: a
     /// caller that keeps the current version (an engine's read view) lets go of the
     /// old one there, so the pages the relocation moved away from are free for the
-    /// second step to cut off.
-    pub fn compact_with(&self, horizon: Ts, installed: impl Fn() -> Result<()>) -> Result<u64> {
+    /// second step to cut off. `within`: compact only if at most that many pages lie
+    /// past the end the file would shrink to, and do nothing otherwise (a quick
+    /// compaction, or none).
+    pub fn compact_with(
+        &self,
+        horizon: Ts,
+        within: Option<u64>,
+        installed: impl Fn() -> Result<()>,
+    ) -> Result<u64> {
         let before = self.current().meta.end;
-        if let Some(target) = self.compaction_target() {
+        let target = self.compaction_target();
+        if let Some(limit) = within
+            && target.is_none_or(|(end, t)| end - t > limit)
+        {
+            return Ok(0);
+        }
+        if let Some((_, target)) = target {
             self.apply_inner(Vec::new(), horizon, 0, Some(target))?;
             installed()?;
         }
@@ -290,9 +303,10 @@ impl BTree {
         Ok(before.saturating_sub(self.current().meta.end))
     }
 
-    /// The page count a compaction would shorten the file to, if enough pages are
-    /// free to be worth moving nodes for (more than a sixteenth of the live tree).
-    fn compaction_target(&self) -> Option<u64> {
+    /// The file's page count and the one a compaction would shorten it to, if enough
+    /// pages are free to be worth moving nodes for (more than a sixteenth of the live
+    /// tree).
+    fn compaction_target(&self) -> Option<(u64, u64)> {
         let (free, end) = {
             let mut w = self.writer.lock();
             let Writer { alloc, retired } = &mut *w;
@@ -302,14 +316,7 @@ impl BTree {
         };
         let live = end.saturating_sub(2 + free);
         let target = 2 + live + live / 32 + 4;
-        (end > target + live / 16).then_some(target)
-    }
-
-    /// Pages past the end a compaction would shorten the file to (0: not worth one).
-    pub fn compaction_backlog(&self) -> u64 {
-        let end = self.writer.lock().alloc.end;
-        self.compaction_target()
-            .map_or(0, |t| end.saturating_sub(t))
+        (end > target + live / 16).then_some((end, target))
     }
 
     fn apply_inner(

@@ -11,6 +11,13 @@ use std::path::Path;
 
 type Model = BTreeMap<(Vec<u8>, std::cmp::Reverse<Ts>), Option<Vec<u8>>>;
 
+/// Every version in the model, in internal-key order, as the tree lists them.
+fn entries(m: &Model) -> Vec<(Vec<u8>, Ts, Option<Vec<u8>>)> {
+    m.iter()
+        .map(|((k, ts), v)| (k.clone(), ts.0, v.clone()))
+        .collect()
+}
+
 /// The newest version of `key` at or below `snap` in the model (a tombstone at the
 /// bottom of the tree reads as no version at all, and may be dropped as one).
 fn model_get(m: &Model, key: &[u8], snap: Ts) -> Option<Vec<u8>> {
@@ -134,10 +141,7 @@ fn check(t: &BTree, m: &Model, horizon: Ts, latest: Ts, keys: u64, rng: &mut Rng
             );
         }
     }
-    let all: Vec<_> = m
-        .iter()
-        .map(|((k, ts), v)| (k.clone(), ts.0, v.clone()))
-        .collect();
+    let all = entries(m);
     for _ in 0..4 {
         let (a, b) = (rng.below(keys + 2), rng.below(keys + 2));
         let (s, e) = (key(a.min(b)), key(a.max(b)));
@@ -422,10 +426,7 @@ fn a_power_loss_at_any_write_leaves_the_last_published_tree() {
                     "crash at {crash_at}"
                 );
             }
-            let all: Vec<_> = want
-                .iter()
-                .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
-                .collect();
+            let all = entries(want);
             assert_eq!(
                 visible(tree_versions(t, None, None, false), ts, false),
                 visible(all, ts, false)
@@ -540,10 +541,7 @@ fn a_power_loss_during_compaction_loses_nothing() {
             m.insert((k.clone(), std::cmp::Reverse(*t)), v.clone());
         }
     }
-    let all: Vec<_> = m
-        .iter()
-        .map(|((k, t), v)| (k.clone(), t.0, v.clone()))
-        .collect();
+    let all = entries(&m);
     for cipher in [None, Some(crate::crypto::Cipher::ChaCha20Poly1305)] {
         crash_at_every_step(
             &path,

@@ -133,7 +133,7 @@ impl Inner {
             }
             if idle {
                 last_flush = None;
-                match self.compact_tree() {
+                match self.compact_tree(None) {
                     Ok(()) => self.background_ok(),
                     Err(e) => {
                         if !self.background_failed(e, &mut failures) {
@@ -159,14 +159,16 @@ impl Inner {
     }
 
     /// The B+Tree engine's compaction: move the tree's nodes down into free pages and
-    /// shorten the file ([`crate::btree::BTree::compact`]), then publish the version.
-    pub(super) fn compact_tree(&self) -> Result<()> {
+    /// shorten the file, installing each version it publishes
+    /// ([`crate::btree::BTree::compact_with`]; `within`: only if at most that many pages
+    /// lie past the end the file would shrink to).
+    pub(super) fn compact_tree(&self, within: Option<u64>) -> Result<()> {
         let Some(tree) = &self.tree else {
             return Ok(());
         };
         // The read view moves to each new version as it is published, so the one the
         // relocation left is not held by it when the second step frees its pages.
-        let shrunk = tree.compact_with(self.gc_horizon(), || {
+        let shrunk = tree.compact_with(self.gc_horizon(), within, || {
             let mut st = self.state.lock();
             self.install_locked(&mut st, VersionEdit::default(), &[], &[], None)
         })?;

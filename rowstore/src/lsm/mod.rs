@@ -313,7 +313,7 @@ impl RowEngine for LsmEngine {
         if self.inner.tree.is_some() {
             // The B+Tree engine: move the tree down and give free pages back.
             self.inner.check_writable()?;
-            return self.inner.compact_tree();
+            return self.inner.compact_tree(None);
         }
         self.inner.compact_everything()
     }
@@ -534,11 +534,8 @@ impl Inner {
             // The B+Tree engine gives free pages back at close when that is quick (a
             // load leaves about one tree's worth free behind its last flush); a larger
             // backlog waits for the idle compaction of the next open.
-            if result.is_ok()
-                && let Some(tree) = &self.tree
-                && (1..=CLOSE_COMPACTION_PAGES).contains(&tree.compaction_backlog())
-            {
-                result = self.compact_tree();
+            if result.is_ok() {
+                result = self.compact_tree(Some(CLOSE_COMPACTION_PAGES));
             }
         }
         if let Some(w) = self.wal.lock().as_mut()

@@ -276,27 +276,22 @@ impl LsmEngine {
         }
         let tree = match mstate.engine {
             StorageKind::Lsm => None,
-            StorageKind::BTree if create => Some(Arc::new(
-                crate::btree::BTree::create(&*vfs, &files::tree_path(&dir))?
-                    .with_cache(opts.cache_size)
-                    .with_pins(vfs.clone()),
-            )),
-            StorageKind::BTree => Some(Arc::new(
-                crate::btree::BTree::open(
-                    &*vfs,
-                    &files::tree_path(&dir),
-                    opts.mmap_size.is_none_or(|n| n > 0),
-                    !read_only,
-                )
-                .map(|t| {
-                    let t = t.with_cache(opts.cache_size);
-                    if read_only {
-                        t
-                    } else {
-                        t.with_pins(vfs.clone())
-                    }
-                })?,
-            )),
+            StorageKind::BTree => {
+                let p = files::tree_path(&dir);
+                let t = if create {
+                    crate::btree::BTree::create(&*vfs, &p)?
+                } else {
+                    let map = opts.mmap_size.is_none_or(|n| n > 0);
+                    crate::btree::BTree::open(&*vfs, &p, map, !read_only)?
+                }
+                .with_cache(opts.cache_size);
+                // A writer honours pins of readers in other processes.
+                Some(Arc::new(if read_only {
+                    t
+                } else {
+                    t.with_pins(vfs.clone())
+                }))
+            }
         };
         // Ids below this were reserved by (so possibly used by) this database; a
         // numbered file at or above it (or recorded as such) was put there by someone
