@@ -167,7 +167,10 @@ pub struct MergeIter {
 }
 
 impl MergeIter {
-    pub fn new(sources: Vec<Source>, reverse: bool) -> Self {
+    pub fn new(mut sources: Vec<Source>, reverse: bool) -> Self {
+        // An exhausted source stays so (an empty memtable, most often): leave it out of
+        // every later pick.
+        sources.retain(|s| s.current().is_some());
         let mut m = MergeIter {
             sources,
             reverse,
@@ -305,6 +308,10 @@ impl MergeIter {
     }
 
     fn pick(&mut self) {
+        if let [only] = self.sources.as_slice() {
+            self.cur = only.current().map(|_| 0);
+            return;
+        }
         let mut best: Option<(usize, &[u8], Ts)> = None;
         for (i, s) in self.sources.iter().enumerate() {
             if let Some((k, ts, _)) = s.current() {

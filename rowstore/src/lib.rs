@@ -19,6 +19,7 @@
 pub mod backup;
 pub mod batch;
 pub mod btree;
+pub mod cache_line;
 pub mod check;
 pub mod coding;
 pub mod compression;

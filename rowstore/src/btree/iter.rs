@@ -8,7 +8,12 @@
 //! along its left edge (right edge going backward).
 
 use super::node::{Extent, Kind, NodeView, Val, ViewParts};
+use super::version::HEAD_PREFETCH;
 use super::{NodeBuf, TreeVersion};
+
+/// Bytes of the next leaf a scan loads ahead: all of a one-page leaf (a scan reads it
+/// through unless it ends there).
+const LEAF_PREFETCH: usize = super::node::PAGE;
 use crate::error::Result;
 use crate::key::{EntryRef, MAX_TS, Ts};
 use std::sync::Arc;
@@ -42,6 +47,9 @@ pub struct TreeIter {
     ts: Ts,
     value: Value,
     overflow: Vec<u8>,
+    /// Every entry of the current leaf is inside the range's far bound (checked once
+    /// per leaf, not per entry).
+    leaf_inside: bool,
 }
 
 impl TreeIter {
@@ -65,6 +73,7 @@ impl TreeIter {
             ts: 0,
             value: Value::Delete,
             overflow: Vec::new(),
+            leaf_inside: false,
         };
         let Some(root) = it.v.meta.root else {
             return Ok(it);
@@ -87,7 +96,9 @@ impl TreeIter {
             let child = if leaf {
                 None
             } else {
-                Some(n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?)
+                let c = n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?;
+                it.v.prefetch(c, HEAD_PREFETCH);
+                Some(c)
             };
             it.enter(x, buf, parts, idx, len)?;
             match child {
@@ -166,7 +177,57 @@ impl TreeIter {
         if self.path.len() > self.v.meta.height as usize {
             return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
         }
+        if parts.kind() == Kind::Leaf {
+            self.prefetch_next_leaf();
+            self.leaf_inside = self.leaf_inside_bound();
+        }
         Ok(())
+    }
+
+    /// Whether every entry of the leaf just entered is inside the range's far bound:
+    /// its last entry is below `end` (its first at or above `start`, going backward).
+    fn leaf_inside_bound(&self) -> bool {
+        let Some(leaf) = self.path.last() else {
+            return false;
+        };
+        let n = NodeView::from_parts(self.v.bytes(&leaf.buf), leaf.parts);
+        let (bound, i) = if self.reverse {
+            (self.start.as_deref(), 0)
+        } else {
+            (self.end.as_deref(), n.len().saturating_sub(1))
+        };
+        let Some(bound) = bound else {
+            return true;
+        };
+        let Ok((suffix, _)) = n.key(i) else {
+            return false;
+        };
+        let o = cmp_joined(n.prefix(), suffix, bound);
+        if self.reverse {
+            o != std::cmp::Ordering::Less
+        } else {
+            o == std::cmp::Ordering::Less
+        }
+    }
+
+    /// Start loading the leaf after the one just entered (before it, going backward),
+    /// so the scan finds it in cache: it is a sibling under the same parent, or (at
+    /// the parent's edge) left to the step that climbs.
+    fn prefetch_next_leaf(&self) {
+        let [.., parent, _] = self.path.as_slice() else {
+            return;
+        };
+        let next = if self.reverse {
+            parent.idx.checked_sub(1)
+        } else {
+            Some(parent.idx + 1).filter(|&i| i < parent.len)
+        };
+        if let Some(i) = next {
+            let n = NodeView::from_parts(self.v.bytes(&parent.buf), parent.parts);
+            if let Ok(x) = n.child(i) {
+                self.v.prefetch(x, LEAF_PREFETCH);
+            }
+        }
     }
 
     /// Decode the entry at the leaf position; end iteration outside the range.
@@ -194,7 +255,9 @@ impl TreeIter {
         key.extend_from_slice(n.prefix());
         key.extend_from_slice(suffix);
         *ts = t;
-        let out_of_range = if self.reverse {
+        let out_of_range = if self.leaf_inside {
+            false
+        } else if self.reverse {
             self.start.as_deref().is_some_and(|s| key.as_slice() < s)
         } else {
             self.end.as_deref().is_some_and(|e| key.as_slice() >= e)
@@ -246,5 +309,37 @@ impl TreeIter {
             self.step(forward)?;
         }
         self.settle()
+    }
+}
+
+/// `prefix ++ suffix` compared with `other`, without joining them.
+fn cmp_joined(prefix: &[u8], suffix: &[u8], other: &[u8]) -> std::cmp::Ordering {
+    let p = prefix.len().min(other.len());
+    match prefix.cmp(&other[..p]) {
+        std::cmp::Ordering::Equal if prefix.len() <= other.len() => suffix.cmp(&other[p..]),
+        std::cmp::Ordering::Equal => std::cmp::Ordering::Greater,
+        o => o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmp_joined;
+
+    #[test]
+    fn joined_comparison_matches_comparing_the_concatenation() {
+        let parts: [&[u8]; 6] = [b"", b"a", b"ab", b"abc", b"b", b"ab\xff"];
+        for p in parts {
+            for s in parts {
+                for o in parts {
+                    let joined = [p, s].concat();
+                    assert_eq!(
+                        cmp_joined(p, s, o),
+                        joined.as_slice().cmp(o),
+                        "{p:?}+{s:?} vs {o:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -233,6 +233,12 @@ pub struct ViewParts {
     plen: usize,
 }
 
+impl ViewParts {
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
 impl<'a> NodeView<'a> {
     pub fn parts(&self) -> ViewParts {
         ViewParts {
@@ -309,6 +315,15 @@ impl<'a> NodeView<'a> {
         }
         let ts = u64_at(self.buf, at + slen)?;
         Ok((suffix, ts, at + slen + 8))
+    }
+
+    /// Start loading entry `i`'s bytes (up to `span` of them) before they are read.
+    #[inline]
+    pub fn prefetch_entry(&self, i: usize, span: usize) {
+        if let Ok(at) = u32_at(self.buf, self.offsets + SLOT * i) {
+            let at = (at as usize).min(self.buf.len());
+            crate::cache_line::prefetch(&self.buf[at..(at + span).min(self.buf.len())]);
+        }
     }
 
     /// Entry `i`'s key suffix (after [`Self::prefix`]) and timestamp.

@@ -1,0 +1,34 @@
+//! Cache-line prefetch hints for reads whose next addresses are known a little before
+//! they are needed (a tree's child, an entry found by binary search, a scan's next
+//! leaf): several misses to memory then overlap instead of following one another.
+
+/// Ask the CPU to start loading the cache lines of `items`, so that several misses
+/// overlap instead of following one another (a point read's leaf: its header and entry
+/// table, then the entry and its value). A hint only: nothing is read, and on targets
+/// other than x86-64 it does nothing.
+#[inline]
+pub fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let Some(last) = std::mem::size_of_val(items).checked_sub(1) else {
+            return;
+        };
+        let start = items.as_ptr().cast::<u8>();
+        let first_line = start as usize & !63;
+        let end_line = (start as usize + last) & !63;
+        for line in (first_line..=end_line).step_by(64) {
+            // SAFETY: a prefetch never faults and reads nothing; the address is that of
+            // a cache line holding a byte of `items`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    start
+                        .wrapping_add(line.saturating_sub(start as usize))
+                        .cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
