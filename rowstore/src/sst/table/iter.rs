@@ -21,6 +21,9 @@ pub struct TableIter {
     pub(super) cold: bool,
     /// The entry at `pos`, located when the cursor got there.
     pub(super) cur: Option<Loc>,
+    /// The block (by index) whose entries were all found inside the range's far bound,
+    /// so entries there skip the per-entry bound check.
+    pub(super) inside: Option<usize>,
 }
 
 /// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
@@ -49,6 +52,7 @@ impl TableIter {
             loads: 0,
             cold: false,
             cur: None,
+            inside: None,
         };
         if reverse {
             // Last entry < (end, MAX_TS): seek to first >= it, then step back.
@@ -175,11 +179,26 @@ impl TableIter {
         let loc = b
             .locate(self.pos)
             .map_err(|m| self.table.corrupt(self.block_idx, m))?;
-        let key = b.at(&loc).0;
-        let out = if self.reverse {
-            self.start.as_deref().is_some_and(|s| key < s)
+        let outside = |key: &[u8]| {
+            if self.reverse {
+                self.start.as_deref().is_some_and(|s| key < s)
+            } else {
+                self.end.as_deref().is_some_and(|x| key >= x)
+            }
+        };
+        let out = if self.inside == Some(self.block_idx) {
+            false
         } else {
-            self.end.as_deref().is_some_and(|x| key >= x)
+            // Once per block: if its last entry (first, going backward) is inside the
+            // bound, so is every entry of it.
+            let edge = if self.reverse { 0 } else { b.len() - 1 };
+            let edge = b
+                .entry(edge)
+                .map_err(|m| self.table.corrupt(self.block_idx, m))?;
+            if !outside(edge.key) {
+                self.inside = Some(self.block_idx);
+            }
+            outside(b.at(&loc).0)
         };
         if out {
             self.block = None;

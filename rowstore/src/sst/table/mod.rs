@@ -454,10 +454,13 @@ impl Table {
             return Ok(Lookup::NotFound);
         }
         let b = self.block(bi)?;
+        b.prefetch_seek();
         let i = b.seek(key, snapshot).map_err(|e| self.corrupt(bi, e))?;
         if i >= b.len() {
             return Ok(Lookup::NotFound);
         }
+        // The key and the value after it, in one round of misses.
+        b.prefetch_entry(i, 160);
         let e = b.entry(i).map_err(|e| self.corrupt(bi, e))?;
         if e.key != key {
             return Ok(Lookup::NotFound);
