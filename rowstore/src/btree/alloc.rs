@@ -97,6 +97,26 @@ impl Alloc {
             .map(|(&page, &pages)| Extent { page, pages })
     }
 
+    /// The runs of pages in use (not free) from page `from` to the end: `[start, end)`.
+    pub fn used_from(&self, from: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = from;
+        for (&page, &n) in self.free.range(..self.end) {
+            let end = page + u64::from(n);
+            if end <= at {
+                continue;
+            }
+            if page > at {
+                out.push((at, page));
+            }
+            at = at.max(end);
+        }
+        if at < self.end {
+            out.push((at, self.end));
+        }
+        out
+    }
+
     pub fn free_pages(&self) -> u64 {
         self.free.values().map(|&n| u64::from(n)).sum()
     }
@@ -126,6 +146,23 @@ pub fn release_unreachable<V>(retired: &mut Vec<Retired<V>>, alloc: &mut Alloc) 
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn used_runs_are_the_complement_of_free_ones() {
+        let a = Alloc::new(
+            20,
+            &[
+                Extent { page: 2, pages: 3 },
+                Extent { page: 8, pages: 2 },
+                Extent { page: 18, pages: 2 },
+            ],
+        );
+        assert_eq!(a.used_from(0), vec![(0, 2), (5, 8), (10, 18)]);
+        assert_eq!(a.used_from(3), vec![(5, 8), (10, 18)]);
+        assert_eq!(a.used_from(9), vec![(10, 18)]);
+        assert_eq!(a.used_from(12), vec![(12, 18)]);
+        assert_eq!(a.used_from(18), vec![]);
+    }
 
     #[test]
     fn extents_coalesce_and_are_reused_first_fit() {

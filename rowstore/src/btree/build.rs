@@ -22,6 +22,9 @@ pub(super) struct Build<'a> {
     pub(super) entries: i64,
     /// Compaction: move every node at or above this page (and the path to it).
     pub(super) relocate: Option<u64>,
+    /// Compaction with value extents at or above `relocate`: every leaf is read to find
+    /// the ones that refer to such a value, and those values move with their leaf.
+    pub(super) move_values: bool,
 }
 
 impl Build<'_> {
@@ -170,7 +173,7 @@ impl Build<'_> {
         let mut out = Vec::with_capacity(kids.len() + 1);
         let mut i = 0;
         while i < kids.len() {
-            if parts[i].is_empty() && !self.kid_moves(&kids[i]) {
+            if parts[i].is_empty() && !self.leaf_moves(&kids[i])? {
                 out.push(kids[i].clone());
                 i += 1;
                 continue;
@@ -189,20 +192,64 @@ impl Build<'_> {
                 // Touched neighbours are packed together (no half-empty leaves
                 // left between them), up to a bound on what is held in memory.
                 if i == kids.len()
-                    || (parts[i].is_empty() && !self.kid_moves(&kids[i]))
+                    || (parts[i].is_empty() && !self.leaf_moves(&kids[i])?)
                     || old.len() > 64 * 1024
                 {
                     break;
                 }
             }
             let merged = self.merge_sorted(old, new);
-            let merged = self.collect(merged);
+            let mut merged = self.collect(merged);
+            self.move_values_down(&mut merged)?;
             // The run's old separator still divides it from the leaf before (it only
             // took keys at or above it), and is shorter than a whole key.
             let first_sep = merged.first().map(|e| old_sep.min(e.key.clone()));
             out.extend(self.pack(merged, Kind::Leaf, first_sep)?);
         }
         Ok(out)
+    }
+
+    /// Whether compaction rewrites the leaf `kid`: it lies at or above the target, or
+    /// (value extents to move) one of its values does.
+    fn leaf_moves(&self, kid: &Entry) -> Result<bool> {
+        if self.kid_moves(kid) {
+            return Ok(true);
+        }
+        let OwnedVal::Child(x) = kid.val else {
+            return Ok(false);
+        };
+        if !self.move_values {
+            return Ok(false);
+        }
+        let v = self.v;
+        let b = v.load(x)?;
+        let n = v.view(x, v.bytes(&b))?;
+        for i in 0..n.len() {
+            if let node::Val::Overflow(vx, _) = n.value(i).map_err(|e| v.corrupt(x, e.0))?
+                && self.moves(vx)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Compaction: copy each value extent at or above the target into lower pages.
+    fn move_values_down(&mut self, entries: &mut [Entry]) -> Result<()> {
+        if !self.move_values {
+            return Ok(());
+        }
+        for e in entries {
+            if let OwnedVal::Overflow(x, len) = e.val
+                && self.moves(x)
+            {
+                let value = self.v.overflow(x, len)?;
+                let nx = self.put(node::encode_value(&value), Kind::Value)?;
+                self.freed.push(x);
+                e.val = OwnedVal::Overflow(nx, len);
+            }
+        }
+        Ok(())
     }
 
     fn read_leaf(&mut self, x: Extent, out: &mut Vec<Entry>) -> Result<()> {

@@ -269,7 +269,8 @@ impl BTree {
     /// the tree needs (plus a little slack) is rewritten into free pages below it (with
     /// the nodes on its path), then the free tail is cut off once no reader holds the
     /// old tree. Old versions are dropped at `horizon` where nodes are rewritten.
-    /// Returns the pages the file shrank by. (Value extents stay where they are.)
+    /// Returns the pages the file shrank by. Value extents in the way move too (their
+    /// leaves are found by reading every leaf, only when one is there).
     pub fn compact(&self, horizon: Ts) -> Result<u64> {
         self.compact_with(horizon, None, || Ok(()))
     }
@@ -332,6 +333,10 @@ impl BTree {
         // Free pages at the end of the file go back to the file system.
         alloc.trim_tail();
         let old = self.current();
+        let move_values = match relocate {
+            Some(t) => self.values_at_or_above(alloc, t)?,
+            None => false,
+        };
         let mut b = Build {
             v: &old,
             file: &*self.file,
@@ -341,6 +346,7 @@ impl BTree {
             horizon,
             entries: old.meta.entries as i64,
             relocate,
+            move_values,
         };
         let changes = b.stage(changes)?;
         let (root, height) = b.rebuild(changes)?;
@@ -385,6 +391,28 @@ impl BTree {
             }
         }
         Ok(())
+    }
+
+    /// Whether a value extent may lie at or above page `target` (a compaction must then
+    /// move it, and find the leaf that refers to it): reads the header of each extent
+    /// in use there. Extents retired but not yet free may count too; that only makes
+    /// the compaction read every leaf.
+    fn values_at_or_above(&self, alloc: &Alloc, target: u64) -> Result<bool> {
+        let mut head = vec![0u8; PAGE];
+        for (start, end) in alloc.used_from(target) {
+            let mut p = start;
+            while p < end {
+                self.file
+                    .read_at(&mut head, p * PAGE as u64)
+                    .ctx(|| format!("reading {} at page {p}", self.path.display()))?;
+                match node::peek(&head) {
+                    Some((Kind::Value, _, own)) if own == p => return Ok(true),
+                    Some((_, len, own)) if own == p => p += u64::from(node::pages_for(len)),
+                    _ => p += 1,
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Sync the new pages, write and sync the meta page, and install the new version.
