@@ -25,6 +25,7 @@ fn main() {
     };
     let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes();
     if !reuse {
+        let t = Instant::now();
         let db = Database::create(&dir, cfg.clone()).expect("create");
         for c in 0..n / 1000 {
             // Values as random as the peer harness's (incompressible).
@@ -36,6 +37,11 @@ fn main() {
                 .collect();
             db.put_batch(&pairs).expect("put");
         }
+        let el = t.elapsed().as_secs_f64();
+        println!(
+            "load: {:.0} keys/s (durable batches of 1000)",
+            n as f64 / el
+        );
     }
     let db = Database::open(&dir, cfg).expect("open");
     let mut x = 0x1234_5678u64;

@@ -263,6 +263,15 @@ impl Block {
         crate::cache_line::prefetch(&self.data[self.offsets_start.min(self.data.len())..]);
     }
 
+    /// Start loading the entries from `i` on (a cursor about to read them in order).
+    #[inline]
+    pub fn prefetch_from(&self, i: usize) {
+        if i < self.n {
+            let o = self.offset(i).min(self.offsets_start);
+            crate::cache_line::prefetch(&self.data[o..self.offsets_start]);
+        }
+    }
+
     /// Start loading up to `span` bytes of entry `i` (its key, and the value after it).
     #[inline]
     pub fn prefetch_entry(&self, i: usize, span: usize) {

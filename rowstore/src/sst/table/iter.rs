@@ -87,6 +87,7 @@ impl TableIter {
                     Some(s) => b.seek(s, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?,
                     None => 0,
                 };
+                it.prefetch(&b, bi, it.pos);
                 it.block = Some(b);
                 it.normalize_forward()?;
             }
@@ -97,6 +98,7 @@ impl TableIter {
 
     fn load(&mut self, bi: usize) -> Result<()> {
         let (b, hit) = self.table.block_hit(bi)?;
+        self.prefetch(&b, bi, 0);
         self.block = Some(b);
         self.block_idx = bi;
         self.loads += 1;
@@ -130,6 +132,20 @@ impl TableIter {
             }
         }
         Ok(())
+    }
+
+    /// A cursor moving into block `bi` at entry `from` reads it through (or to the
+    /// range's end): start loading the rest of it, and going forward the block after
+    /// it if that is at hand (in its table slot).
+    fn prefetch(&self, b: &Block, bi: usize, from: usize) {
+        if self.reverse {
+            b.prefetch_from(0);
+            return;
+        }
+        b.prefetch_from(from);
+        if let Some(next) = self.table.slotted_block(bi + 1) {
+            next.prefetch_from(0);
+        }
     }
 
     /// Skip past exhausted blocks going forward.

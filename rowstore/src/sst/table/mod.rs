@@ -344,6 +344,13 @@ impl Table {
         self.block_hit(i).map(|(b, _)| b)
     }
 
+    /// Block `i` if a read can reach it without the cache's lookup (its slot still
+    /// holds it): never reads the file.
+    pub fn slotted_block(&self, i: usize) -> Option<Arc<Block>> {
+        self.cache.as_ref()?;
+        self.slots.get(i)?.load().upgrade()
+    }
+
     /// [`Table::block`], and whether the cache had it.
     pub fn block_hit(&self, i: usize) -> Result<(Arc<Block>, bool)> {
         let slot = self.slots.get(i);
