@@ -145,6 +145,15 @@ impl Source {
         }
     }
 
+    /// Whether the source has an entry (cheaper than [`Source::current`] for some).
+    #[inline]
+    fn is_valid(&self) -> bool {
+        match self {
+            Source::Tree(t) => t.is_valid(),
+            s => s.current().is_some(),
+        }
+    }
+
     fn advance(&mut self) -> Result<()> {
         match self {
             Source::Mem(m) => {
@@ -170,7 +179,7 @@ impl MergeIter {
     pub fn new(mut sources: Vec<Source>, reverse: bool) -> Self {
         // An exhausted source stays so (an empty memtable, most often): leave it out of
         // every later pick.
-        sources.retain(|s| s.current().is_some());
+        sources.retain(Source::is_valid);
         let mut m = MergeIter {
             sources,
             reverse,
@@ -309,7 +318,7 @@ impl MergeIter {
 
     fn pick(&mut self) {
         if let [only] = self.sources.as_slice() {
-            self.cur = only.current().map(|_| 0);
+            self.cur = only.is_valid().then_some(0);
             return;
         }
         let mut best: Option<(usize, &[u8], Ts)> = None;
@@ -428,7 +437,7 @@ impl VisibleIter {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some((k, ts, v)) => {
-                    if ts > self.snapshot || (self.has_last && self.last_key == k) {
+                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
                         Step::Skip
                     } else {
                         // Newest visible version of a new user key.
@@ -479,6 +488,13 @@ impl VisibleIter {
             }
         }
     }
+}
+
+/// `a == b` for neighbouring keys of a sorted stream: they mostly differ in their last
+/// byte, which is compared before calling out to a whole-slice compare.
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.last() == b.last() && a == b
 }
 
 impl Iterator for VisibleIter {

@@ -180,6 +180,10 @@ impl TreeIter {
         if parts.kind() == Kind::Leaf {
             self.prefetch_next_leaf();
             self.leaf_inside = self.leaf_inside_bound();
+            let leaf = self.path.last().expect("just pushed");
+            let n = NodeView::from_parts(self.v.bytes(&leaf.buf), leaf.parts);
+            self.key.clear();
+            self.key.extend_from_slice(n.prefix());
         }
         Ok(())
     }
@@ -251,8 +255,8 @@ impl TreeIter {
             return Err(v.corrupt(leaf.x, "expected a leaf"));
         }
         let (suffix, t, val) = n.leaf_entry(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))?;
-        key.clear();
-        key.extend_from_slice(n.prefix());
+        // The key buffer starts with the leaf's prefix (put there on entering it).
+        key.truncate(n.prefix().len());
         key.extend_from_slice(suffix);
         *ts = t;
         let out_of_range = if self.leaf_inside {
@@ -275,6 +279,12 @@ impl TreeIter {
             }
         };
         Ok(())
+    }
+
+    /// Whether the iterator is on a version.
+    #[inline]
+    pub fn is_valid(&self) -> bool {
+        self.valid
     }
 
     /// The version at the position: user key, commit timestamp, value (`None`: a

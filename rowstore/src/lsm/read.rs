@@ -47,6 +47,18 @@ impl Inner {
             Lookup::Deleted => Some(None),
             Lookup::NotFound => None,
         };
+        // The filter line of each level's candidate table loads while the memtables
+        // are searched (each a miss to memory of its own otherwise).
+        let h = bloom::key_hash(key);
+        let candidates: [Option<&Arc<Table>>; NUM_LEVELS] = std::array::from_fn(|level| {
+            let t = (level > 0)
+                .then(|| sv.version.find_in_level(level, key))
+                .flatten();
+            if let Some(t) = t {
+                t.prefetch_filter(h);
+            }
+            t
+        });
         if let Some(r) = resolve(sv.mem.get(key, s)) {
             return Ok(r);
         }
@@ -55,7 +67,6 @@ impl Inner {
                 return Ok(r);
             }
         }
-        let h = bloom::key_hash(key);
         for t in &sv.version.levels[0] {
             if t.meta().overlaps(Some(key), Some(key))
                 && t.may_contain_hash(h)
@@ -64,9 +75,8 @@ impl Inner {
                 return Ok(r);
             }
         }
-        for level in 1..NUM_LEVELS {
-            if let Some(t) = sv.version.find_in_level(level, key)
-                && t.may_contain_hash(h)
+        for t in candidates.into_iter().flatten() {
+            if t.may_contain_hash(h)
                 && let Some(r) = resolve(t.get(key, s)?)
             {
                 return Ok(r);

@@ -49,6 +49,17 @@ pub fn build(hashes: &[u64], bits_per_key: usize) -> Vec<u8> {
     out
 }
 
+/// Start loading the one 64-byte block a probe of `h` reads.
+#[inline]
+pub fn prefetch(filter: &[u8], h: u64) {
+    let n = filter.len();
+    if n >= BLOCK_BYTES + 2 {
+        let nblocks = (n - 2) / BLOCK_BYTES;
+        let at = block_of(h, nblocks) * BLOCK_BYTES;
+        crate::cache_line::prefetch(&filter[at..at + 1]);
+    }
+}
+
 /// May the filter contain the key with hash `h`? A damaged filter answers "maybe".
 #[inline]
 pub fn may_contain(filter: &[u8], h: u64) -> bool {

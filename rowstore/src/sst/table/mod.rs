@@ -333,6 +333,12 @@ impl Table {
                 .sum::<usize>()
     }
 
+    /// Start loading the part of the bloom filter [`Table::may_contain_hash`] reads.
+    #[inline]
+    pub fn prefetch_filter(&self, h: u64) {
+        bloom::prefetch(&self.filter, h);
+    }
+
     /// May this table hold `key` (bloom filter over user keys)?
     #[inline]
     pub fn may_contain_hash(&self, h: u64) -> bool {
