@@ -29,6 +29,20 @@ pub(crate) fn kv_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Call `f` with `key` in the KV namespace, built on the stack when it is short (a
+/// point read then allocates only its answer).
+#[inline]
+fn with_kv_key<R>(key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 64];
+    let n = KV_PREFIX.len() + key.len();
+    if n > buf.len() {
+        return f(&kv_key(key));
+    }
+    buf[..KV_PREFIX.len()].copy_from_slice(&KV_PREFIX);
+    buf[KV_PREFIX.len()..n].copy_from_slice(key);
+    f(&buf[..n])
+}
+
 fn strip_kv(r: rowstore::Result<(Vec<u8>, Vec<u8>)>) -> rowstore::Result<(Vec<u8>, Vec<u8>)> {
     r.map(|(mut k, v)| {
         k.drain(..KV_PREFIX.len());
@@ -365,7 +379,7 @@ impl Database {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         let t = Instant::now();
-        let r = self.engine.get(&kv_key(key));
+        let r = with_kv_key(key, |k| self.engine.get(k));
         self.stats.get.record(t.elapsed());
         Ok(self.seen(r)?)
     }
