@@ -121,7 +121,12 @@ impl Inner {
             self.stats.commits.load(Ordering::Relaxed) + self.stats.flushes.load(Ordering::Relaxed)
         };
         let mut seen = activity();
-        let mut quiet_since = Instant::now();
+        // A database just opened has had no writes yet: what the last session left in
+        // level 0 (a bulk load's tables, say) is merged at once, not a quiet spell
+        // later, while reads are most likely to come. Any commit restarts the wait.
+        let mut quiet_since = Instant::now()
+            .checked_sub(IDLE_COMPACTION)
+            .unwrap_or_else(Instant::now);
         loop {
             let mut idle = false;
             {
