@@ -10,13 +10,13 @@
 use super::node::{Extent, Kind, NodeView, Val, ViewParts};
 use super::version::HEAD_PREFETCH;
 use super::{NodeBuf, TreeVersion};
+use crate::error::Result;
+use crate::key::{EntryRef, MAX_TS, Ts};
+use std::sync::Arc;
 
 /// Bytes of the next leaf a scan loads ahead: all of a one-page leaf (a scan reads it
 /// through unless it ends there).
 const LEAF_PREFETCH: usize = super::node::PAGE;
-use crate::error::Result;
-use crate::key::{EntryRef, MAX_TS, Ts};
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -179,39 +179,18 @@ impl TreeIter {
         }
         if parts.kind() == Kind::Leaf {
             self.prefetch_next_leaf();
-            self.leaf_inside = self.leaf_inside_bound();
             let leaf = self.path.last().expect("just pushed");
             let n = NodeView::from_parts(self.v.bytes(&leaf.buf), leaf.parts);
+            let bound = if self.reverse {
+                self.start.as_deref()
+            } else {
+                self.end.as_deref()
+            };
+            self.leaf_inside = leaf_inside_bound(&n, self.reverse, bound);
             self.key.clear();
             self.key.extend_from_slice(n.prefix());
         }
         Ok(())
-    }
-
-    /// Whether every entry of the leaf just entered is inside the range's far bound:
-    /// its last entry is below `end` (its first at or above `start`, going backward).
-    fn leaf_inside_bound(&self) -> bool {
-        let Some(leaf) = self.path.last() else {
-            return false;
-        };
-        let n = NodeView::from_parts(self.v.bytes(&leaf.buf), leaf.parts);
-        let (bound, i) = if self.reverse {
-            (self.start.as_deref(), 0)
-        } else {
-            (self.end.as_deref(), n.len().saturating_sub(1))
-        };
-        let Some(bound) = bound else {
-            return true;
-        };
-        let Ok((suffix, _)) = n.key(i) else {
-            return false;
-        };
-        let o = cmp_joined(n.prefix(), suffix, bound);
-        if self.reverse {
-            o != std::cmp::Ordering::Less
-        } else {
-            o == std::cmp::Ordering::Less
-        }
     }
 
     /// Start loading the leaf after the one just entered (before it, going backward),
@@ -319,6 +298,28 @@ impl TreeIter {
             self.step(forward)?;
         }
         self.settle()
+    }
+}
+
+/// Whether every entry of leaf `n` is inside the range's far `bound`: its last entry is
+/// below the end (its first at or above the start, going backward).
+fn leaf_inside_bound(n: &NodeView<'_>, reverse: bool, bound: Option<&[u8]>) -> bool {
+    let Some(bound) = bound else {
+        return true;
+    };
+    let i = if reverse {
+        0
+    } else {
+        n.len().saturating_sub(1)
+    };
+    let Ok((suffix, _)) = n.key(i) else {
+        return false;
+    };
+    let o = cmp_joined(n.prefix(), suffix, bound);
+    if reverse {
+        o != std::cmp::Ordering::Less
+    } else {
+        o == std::cmp::Ordering::Less
     }
 }
 

@@ -334,7 +334,7 @@ impl BTree {
         alloc.trim_tail();
         let old = self.current();
         let move_values = match relocate {
-            Some(t) => self.values_at_or_above(alloc, t)?,
+            Some(t) => values_at_or_above(&old, alloc, t)?,
             None => false,
         };
         let mut b = Build {
@@ -393,28 +393,6 @@ impl BTree {
         Ok(())
     }
 
-    /// Whether a value extent may lie at or above page `target` (a compaction must then
-    /// move it, and find the leaf that refers to it): reads the header of each extent
-    /// in use there. Extents retired but not yet free may count too; that only makes
-    /// the compaction read every leaf.
-    fn values_at_or_above(&self, alloc: &Alloc, target: u64) -> Result<bool> {
-        let mut head = vec![0u8; PAGE];
-        for (start, end) in alloc.used_from(target) {
-            let mut p = start;
-            while p < end {
-                self.file
-                    .read_at(&mut head, p * PAGE as u64)
-                    .ctx(|| format!("reading {} at page {p}", self.path.display()))?;
-                match node::peek(&head) {
-                    Some((Kind::Value, _, own)) if own == p => return Ok(true),
-                    Some((_, len, own)) if own == p => p += u64::from(node::pages_for(len)),
-                    _ => p += 1,
-                }
-            }
-        }
-        Ok(false)
-    }
-
     /// Sync the new pages, write and sync the meta page, and install the new version.
     fn publish(&self, old: &Arc<TreeVersion>, meta: Meta, written: &[Extent]) -> Result<()> {
         let ctx = || format!("publishing {}", self.path.display());
@@ -437,4 +415,22 @@ impl BTree {
         *self.current.write() = Arc::new(v);
         Ok(())
     }
+}
+
+/// Whether a value extent may lie at or above page `target` (a compaction must then
+/// move it, and find the leaf that refers to it): reads the header of each extent in
+/// use there (through the map when there is one). Extents retired but not yet free may
+/// count too; that only makes the compaction read every leaf.
+fn values_at_or_above(v: &TreeVersion, alloc: &Alloc, target: u64) -> Result<bool> {
+    for (start, end) in alloc.used_from(target) {
+        let mut p = start;
+        while p < end {
+            match node::peek(&v.head(p)?) {
+                Some((Kind::Value, _, own)) if own == p => return Ok(true),
+                Some((_, len, own)) if own == p => p += u64::from(node::pages_for(len)),
+                _ => p += 1,
+            }
+        }
+    }
+    Ok(false)
 }

@@ -214,22 +214,10 @@ fn u64_at(b: &[u8], at: usize) -> NResult<u64> {
         .ok_or_else(|| NodeError("node truncated".into()))
 }
 
+/// A varint, decoded inline: lengths take one byte, a leaf entry's timestamp two or
+/// three (read at every entry a scan passes).
 #[inline]
 fn varint_at(b: &[u8], at: &mut usize) -> NResult<u64> {
-    // Key suffixes and small values: one byte.
-    if let Some(&byte) = b.get(*at)
-        && byte < 0x80
-    {
-        *at += 1;
-        return Ok(u64::from(byte));
-    }
-    varint_slow(b, at)
-}
-
-/// A varint of any length, decoded inline (a leaf entry's timestamp: often two or three
-/// bytes, read at every entry a scan passes).
-#[inline]
-fn long_varint_at(b: &[u8], at: &mut usize) -> NResult<u64> {
     let mut v = 0u64;
     let mut shift = 0;
     while let Some(&byte) = b.get(*at) {
@@ -244,22 +232,6 @@ fn long_varint_at(b: &[u8], at: &mut usize) -> NResult<u64> {
         }
     }
     bad("node truncated")
-}
-
-#[cold]
-fn varint_slow(b: &[u8], at: &mut usize) -> NResult<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b
-            .get(*at)
-            .ok_or_else(|| NodeError("node truncated".into()))?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    bad("varint too long")
 }
 
 /// What [`NodeView::new`] worked out about a node, to view the same bytes again
@@ -361,7 +333,7 @@ impl<'a> NodeView<'a> {
             return Ok((suffix, ts, at + slen + 8));
         }
         let mut at = at + slen;
-        let ts = long_varint_at(self.buf, &mut at)?;
+        let ts = varint_at(self.buf, &mut at)?;
         Ok((suffix, ts, at))
     }
 

@@ -124,6 +124,23 @@ impl TreeVersion {
         }
     }
 
+    /// The header bytes of the extent that would start at `page`, unchecked: from the
+    /// map when it covers the page, else read.
+    pub(super) fn head(&self, page: u64) -> Result<[u8; node::HEADER]> {
+        let mut head = [0u8; node::HEADER];
+        let at = page * PAGE as u64;
+        match &self.map {
+            Some(m) if at as usize + node::HEADER <= m.len() => {
+                head.copy_from_slice(&m[at as usize..at as usize + node::HEADER]);
+            }
+            _ => self
+                .file
+                .read_at(&mut head, at)
+                .ctx(|| format!("reading {} at page {page}", self.path.display()))?,
+        }
+        Ok(head)
+    }
+
     /// Start loading the first `len` bytes of extent `x` (its header and the start of
     /// its entry table, or more) while the caller works on something else: a mapped
     /// extent only.

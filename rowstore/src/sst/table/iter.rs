@@ -21,9 +21,9 @@ pub struct TableIter {
     pub(super) cold: bool,
     /// The entry at `pos`, located when the cursor got there.
     pub(super) cur: Option<Loc>,
-    /// The block (by index) whose entries were all found inside the range's far bound,
-    /// so entries there skip the per-entry bound check.
-    pub(super) inside: Option<usize>,
+    /// The block (by index) last checked against the range's far bound, and whether
+    /// all its entries are inside it (entries there then skip the per-entry check).
+    pub(super) inside: Option<(usize, bool)>,
 }
 
 /// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
@@ -202,20 +202,27 @@ impl TableIter {
                 self.end.as_deref().is_some_and(|x| key >= x)
             }
         };
-        let out = if self.inside == Some(self.block_idx) {
-            false
-        } else {
-            // Once per block: if its last entry (first, going backward) is inside the
-            // bound, so is every entry of it.
-            let edge = if self.reverse { 0 } else { b.len() - 1 };
-            let edge = b
-                .entry(edge)
-                .map_err(|m| self.table.corrupt(self.block_idx, m))?;
-            if !outside(edge.key) {
-                self.inside = Some(self.block_idx);
+        let bi = self.block_idx;
+        let all_inside = match self.inside {
+            Some((i, inside)) if i == bi => inside,
+            _ => {
+                // Once per block, from the index's last keys: going forward, every entry
+                // is at or below the block's last key; going backward, above the block
+                // before's last key.
+                let inside = if self.reverse {
+                    self.start.as_deref().is_none_or(|s| {
+                        bi.checked_sub(1)
+                            .and_then(|p| self.table.block_last_key(p))
+                            .is_some_and(|k| k >= s)
+                    })
+                } else {
+                    self.table.block_last_key(bi).is_some_and(|k| !outside(k))
+                };
+                self.inside = Some((bi, inside));
+                inside
             }
-            outside(b.at(&loc).0)
         };
+        let out = !all_inside && outside(b.at(&loc).0);
         if out {
             self.block = None;
         } else {

@@ -323,6 +323,11 @@ impl Table {
         self.index.len()
     }
 
+    /// The user key of block `i`'s last entry (from the index, nothing read).
+    pub fn block_last_key(&self, i: usize) -> Option<&[u8]> {
+        self.index.get(i).map(|(k, _)| k.user_key.as_slice())
+    }
+
     /// Memory held by the index and filter (pinned while the table is open).
     pub fn pinned_bytes(&self) -> usize {
         self.filter.len()
