@@ -11,6 +11,8 @@
 #               libclang-dev with apt-get when it is missing; the build takes ~15 min)
 #   --keys N    keys to load (default 1000000)
 #   --data-dir  where the databases go (default: the system temp dir)
+#   --rounds N  rounds of the read, then the durable-write workloads, engines taking
+#               turns (default 3); each of those figures is the median round's
 set -euo pipefail
 
 smoke=0
@@ -24,7 +26,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="$(realpath -m "$2")"; out_given=1; shift ;;
         --rocksdb) features=(--features rocksdb) ;;
         --data-dir) pass+=("$1" "$(realpath -m "$2")"); shift ;;
-        --keys|--engines) pass+=("$1" "$2"); shift ;;
+        --keys|--engines|--rounds) pass+=("$1" "$2"); shift ;;
         -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac

@@ -15,16 +15,29 @@ fn main() {
     let threads: u64 = args.next().map_or(64, |s| s.parse().expect("threads"));
     let per: u64 = args.next().map_or(500, |s| s.parse().expect("puts"));
     let nosync = args.next().as_deref() == Some("nosync");
-    let _ = std::fs::remove_dir_all(&dir);
+    // PROBE_REUSE=1: write into the database already there (a loaded one, say).
+    let reuse = std::env::var("PROBE_REUSE").is_ok_and(|v| v == "1") && dir.exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let cfg = LightningDbConfig {
         durability: if nosync {
             lightning_db::Durability::Buffered
         } else {
             lightning_db::Durability::Sync
         },
+        // PROBE_ENGINE=btree: the B+Tree engine (the LSM otherwise).
+        storage_engine: match std::env::var("PROBE_ENGINE").as_deref() {
+            Ok("btree") => lightning_db::StorageEngine::BTree,
+            _ => lightning_db::StorageEngine::Lsm,
+        },
         ..Default::default()
     };
-    let db = Database::create(&dir, cfg).expect("create");
+    let db = if reuse {
+        Database::open(&dir, cfg).expect("open")
+    } else {
+        Database::create(&dir, cfg).expect("create")
+    };
     for round in 0..3 {
         let before = db.get_metrics();
         let t = Instant::now();

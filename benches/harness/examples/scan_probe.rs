@@ -23,16 +23,29 @@ fn main() {
         storage_engine: engine,
         ..Default::default()
     };
-    let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes();
+    // Keys and values as the peer harness makes them: `key{i:013}` loaded in a shuffled
+    // order, 100 random (incompressible) bytes each.
+    let key = |i: u64| format!("key{i:013}").into_bytes();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
     if !reuse {
         let t = Instant::now();
         let db = Database::create(&dir, cfg.clone()).expect("create");
-        for c in 0..n / 1000 {
-            // Values as random as the peer harness's (incompressible).
-            let pairs: Vec<_> = (c * 1000..(c + 1) * 1000)
-                .map(|i| {
-                    let x = i.wrapping_mul(0x2545_F491_4F6C_DD1D);
-                    (key(i), x.to_le_bytes().repeat(13)[..100].to_vec())
+        let mut order: Vec<u64> = (0..n).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        for chunk in order.chunks(1000) {
+            let pairs: Vec<_> = chunk
+                .iter()
+                .map(|&i| {
+                    let v: Vec<u8> = (0..13).flat_map(|_| next().to_le_bytes()).collect();
+                    (key(i), v[..100].to_vec())
                 })
                 .collect();
             db.put_batch(&pairs).expect("put");

@@ -18,9 +18,13 @@
 //! * `get_1t` / `get_2t`: random point reads of loaded keys, 1 and 2 threads;
 //! * `scan_100`: 100 entries from a random start key.
 //!
-//! After the load each database is closed and reopened (so reads come from the on-disk
-//! structures, with a warm block cache), given 3 s for the background work a reopen
-//! starts, and its directory's allocated bytes are recorded.
+//! Each database is closed after its load. Once every engine has loaded, each is
+//! reopened (so reads come from the on-disk structures) and given 3 s for the background
+//! work a reopen starts, and its directory's allocated bytes are recorded. The reads then
+//! run in `--rounds` rounds (3 by default) in which the engines take turns, the
+//! first engine rotating, and then the durable writes in as many rounds the same way;
+//! each of those figures is the median round's, and the JSON keeps every round's
+//! throughput.
 //! Each engine gets a 256 MiB block cache and its default durable-commit setting: fsync
 //! (fdatasync) on every commit for all four.
 
@@ -66,6 +70,11 @@ struct Args {
     /// The command line recorded with the results.
     #[arg(long)]
     command: Option<String>,
+    /// Rounds of the read workloads, then of the durable write workloads, the engines
+    /// taking turns within each round (which engine goes first rotates); each of those
+    /// figures is the median round's. Smoke runs make one.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// One engine under test. Every write method returns only once the write is durable,
@@ -443,6 +452,10 @@ struct Figure {
     /// Latency of one call (a whole batch for batch workloads).
     p50_us: f64,
     p99_us: f64,
+    /// Reads and durable writes: every round's throughput (the figure is the median
+    /// round's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rounds_per_sec: Vec<f64>,
 }
 
 fn figure(
@@ -463,6 +476,7 @@ fn figure(
         per_sec: ops as f64 / secs.max(1e-9),
         p50_us: lat.percentile_us(50.0),
         p99_us: lat.percentile_us(99.0),
+        rounds_per_sec: Vec::new(),
     };
     eprintln!(
         "  {:<15} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
@@ -555,12 +569,14 @@ fn run_reads(
     Ok((per_thread * threads as u64, elapsed, all))
 }
 
-fn bench_engine(
+/// Loads the engine's database twice, durable and without syncs (the second one is
+/// removed), and records both loads. The durable database stays on disk, closed.
+fn load_engine(
     kind: &dyn EngineKind,
     dir: &Path,
     plan: &Plan,
     figures: &mut Vec<Figure>,
-) -> Res<u64> {
+) -> Res<()> {
     let name = kind.name();
     eprintln!("{name}:");
     let mut rng = StdRng::seed_from_u64(42);
@@ -588,26 +604,57 @@ fn bench_engine(
     let _ = std::fs::remove_dir_all(&nosync_dir);
     let (el, lat) = r?;
     figures.push(figure("bulk_load_nosync", name, "key", plan.keys, el, lat));
+    Ok(())
+}
 
-    // Reopen: reads come from the on-disk structures; record the space the load took.
-    // Every engine then gets the same few seconds for the background work a reopen
-    // starts (compaction of what the load left in level 0), so reads measure a settled
-    // database rather than the race with that work.
+/// Reopens a loaded database (reads come from the on-disk structures) and gives it
+/// [`SETTLE`] for the background work a reopen starts (compaction of what the load left
+/// in level 0), so reads measure a settled database rather than the race with that
+/// work. Returns it with the space the load took.
+fn reopen_engine(kind: &dyn EngineKind, dir: &Path) -> Res<(Arc<dyn Kv>, u64)> {
     let db: Arc<dyn Kv> = Arc::from(kind.open(dir, true)?);
     std::thread::sleep(SETTLE);
     let bytes = disk_usage(dir);
     eprintln!(
-        "  disk after load {:.1} MiB",
+        "{}: disk after load {:.1} MiB",
+        kind.name(),
         bytes as f64 / (1 << 20) as f64
     );
+    Ok((db, bytes))
+}
 
-    let (n, el, lat) = run_reads(&*db, 1, plan, false)?;
-    figures.push(figure("get_1t", name, "op", n, el, lat));
-    let (n, el, lat) = run_reads(&*db, 2, plan, false)?;
-    figures.push(figure("get_2t", name, "op", n, el, lat));
-    let (n, el, lat) = run_reads(&*db, 1, plan, true)?;
-    figures.push(figure("scan_100", name, "op", n, el, lat));
+/// The read workloads, in the order one round runs them.
+const READS: [(&str, usize, bool); 3] = [
+    ("get_1t", 1, false),
+    ("get_2t", 2, false),
+    ("scan_100", 1, true),
+];
 
+/// One round of reads on one engine: each of [`READS`] once.
+fn read_round(name: &'static str, db: &dyn Kv, plan: &Plan) -> Res<Vec<Figure>> {
+    eprintln!("{name}:");
+    let mut out = Vec::new();
+    for (workload, threads, scan) in READS {
+        let (n, el, lat) = run_reads(db, threads, plan, scan)?;
+        out.push(figure(workload, name, "op", n, el, lat));
+    }
+    Ok(out)
+}
+
+/// Of several rounds' figures for one workload, the one with the median throughput,
+/// carrying every round's throughput.
+fn median_round(mut rounds: Vec<Figure>) -> Figure {
+    let all: Vec<f64> = rounds.iter().map(|f| f.per_sec).collect();
+    rounds.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    let mut f = rounds.swap_remove(rounds.len() / 2);
+    f.rounds_per_sec = all;
+    f
+}
+
+/// One round of the durable write workloads on a loaded (reopened) database.
+fn write_round(name: &'static str, db: &dyn Kv, plan: &Plan) -> Res<Vec<Figure>> {
+    eprintln!("{name}:");
+    let mut figures = Vec::new();
     // Durable single puts (overwrites of random loaded keys).
     let keys = plan.keys;
     let put = |th: usize, i: u64| -> Res<()> {
@@ -660,8 +707,36 @@ fn bench_engine(
         el,
         lat,
     ));
-    drop(db);
-    Ok(bytes)
+    Ok(figures)
+}
+
+/// `rounds` rounds of `one` on every engine, the engines taking turns within a round
+/// (which engine goes first rotates), then per engine and workload the median round.
+fn in_rounds(
+    what: &str,
+    rounds: usize,
+    names: &[&'static str],
+    dbs: &[Arc<dyn Kv>],
+    one: &dyn Fn(&'static str, &dyn Kv) -> Res<Vec<Figure>>,
+    figures: &mut Vec<Figure>,
+) -> Res<()> {
+    let mut per_engine: Vec<Vec<Vec<Figure>>> = vec![Vec::new(); names.len()];
+    for round in 0..rounds {
+        eprintln!("{what}, round {} of {rounds}", round + 1);
+        for j in 0..names.len() {
+            let e = (j + round) % names.len();
+            per_engine[e].push(one(names[e], &*dbs[e])?);
+        }
+    }
+    for engine_rounds in per_engine {
+        let workloads = engine_rounds.first().map_or(0, Vec::len);
+        for w in 0..workloads {
+            figures.push(median_round(
+                engine_rounds.iter().map(|r| r[w].clone()).collect(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
@@ -727,9 +802,17 @@ fn markdown(
     md.push_str(&machine.markdown());
     md.push_str(&format!(
         "\n{} keys of 16 B with 100 B values; every write durable (fsync) before it returns \
-         except in the no-sync load; 256 MiB block cache each; reads start 3 s after the \
-         reopen that follows the load.\n",
-        args.keys
+         except in the no-sync load; 256 MiB block cache each; reads start once every \
+         database has been reopened after its load and given 3 s; {}.\n",
+        args.keys,
+        match if args.smoke { 1 } else { args.rounds.max(1) } {
+            1 => "reads and writes ran once".to_string(),
+            n => format!(
+                "read and durable-write figures are each the median of {n} rounds in which \
+                 the engines take turns (the first engine rotates; all reads come before \
+                 the writes)"
+            ),
+        }
     ));
     if let Some(c) = &args.command {
         md.push_str(&format!("Command: `{c}`\n"));
@@ -842,16 +925,49 @@ fn run(args: &Args) -> Res<()> {
     let scratch = base.join(format!("ldb-peers-{}", std::process::id()));
     let machine = Machine::describe(&base);
     let kinds = engines(&args.engines);
+    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
     let mut figures = Vec::new();
     let mut disk = Vec::new();
-    let mut names = Vec::new();
-    for k in &kinds {
-        let dir = scratch.join(k.name());
-        let r = bench_engine(k.as_ref(), &dir, &plan, &mut figures);
-        let _ = std::fs::remove_dir_all(&dir);
-        disk.push((k.name(), r?));
-        names.push(k.name());
+    let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+    let dirs: Vec<PathBuf> = kinds.iter().map(|k| scratch.join(k.name())).collect();
+    let r = (|| -> Res<()> {
+        // Loads, one engine after the other, each database closed after its load.
+        for (k, dir) in kinds.iter().zip(&dirs) {
+            load_engine(k.as_ref(), dir, &plan, &mut figures)?;
+        }
+        // Reads: every database reopened and settled, then rounds in which the engines
+        // take turns, so a slow spell of this shared machine lands on one round of
+        // every engine rather than on all of one engine's reads.
+        let mut dbs = Vec::new();
+        for (k, dir) in kinds.iter().zip(&dirs) {
+            let (db, bytes) = reopen_engine(k.as_ref(), dir)?;
+            disk.push((k.name(), bytes));
+            dbs.push(db);
+        }
+        in_rounds(
+            "reads",
+            rounds,
+            &names,
+            &dbs,
+            &|name, db| read_round(name, db, &plan),
+            &mut figures,
+        )?;
+        // Then the durable writes, the same way (our two engines' single puts are
+        // compared with each other, and each engine's fsyncs follow another's writes).
+        in_rounds(
+            "durable writes",
+            rounds,
+            &names,
+            &dbs,
+            &|name, db| write_round(name, db, &plan),
+            &mut figures,
+        )?;
+        Ok(())
+    })();
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
     }
+    r?;
     let _ = std::fs::remove_dir_all(&scratch);
     let md = markdown(&args, &machine, &names, &figures, &disk);
     let json = json!({
