@@ -710,6 +710,9 @@ fn write_round(name: &'static str, db: &dyn Kv, plan: &Plan) -> Res<Vec<Figure>>
     Ok(figures)
 }
 
+/// One round of some workloads on one engine (named), its figures in a fixed order.
+type RoundFn<'a> = dyn Fn(&'static str, &dyn Kv) -> Res<Vec<Figure>> + 'a;
+
 /// `rounds` rounds of `one` on every engine, the engines taking turns within a round
 /// (which engine goes first rotates), then per engine and workload the median round.
 fn in_rounds(
@@ -717,7 +720,7 @@ fn in_rounds(
     rounds: usize,
     names: &[&'static str],
     dbs: &[Arc<dyn Kv>],
-    one: &dyn Fn(&'static str, &dyn Kv) -> Res<Vec<Figure>>,
+    one: &RoundFn,
     figures: &mut Vec<Figure>,
 ) -> Res<()> {
     let mut per_engine: Vec<Vec<Vec<Figure>>> = vec![Vec::new(); names.len()];
