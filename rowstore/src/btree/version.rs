@@ -152,8 +152,13 @@ impl TreeVersion {
         }
     }
 
-    /// The leaf that holds `key`'s versions if the tree has any.
-    fn leaf_for(&self, key: &[u8]) -> Result<Option<(Extent, NodeBuf)>> {
+    /// `f` of the leaf that holds `key`'s versions (viewed once), if the tree has any.
+    #[inline]
+    fn with_leaf<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Extent, &NodeView<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
         let Some(mut x) = self.meta.root else {
             return Ok(None);
         };
@@ -170,10 +175,11 @@ impl TreeVersion {
             self.prefetch(x, HEAD_PREFETCH);
         }
         let b = self.load(x)?;
-        if self.view(x, self.bytes(&b))?.kind() != Kind::Leaf {
+        let n = self.view(x, self.bytes(&b))?;
+        if n.kind() != Kind::Leaf {
             return Err(self.corrupt(x, "expected a leaf"));
         }
-        Ok(Some((x, b)))
+        f(x, &n).map(Some)
     }
 
     /// In leaf `n`, the first version of `key` at or below `snap`, if any.
@@ -193,30 +199,28 @@ impl TreeVersion {
 
     /// The newest version of `key` at or below `snap`.
     pub fn get(&self, key: &[u8], snap: Ts) -> Result<Found> {
-        let Some((x, b)) = self.leaf_for(key)? else {
-            return Ok(Found::Absent);
-        };
-        let n = self.view(x, self.bytes(&b))?;
-        let Some(i) = self.find(x, &n, key, snap)? else {
-            return Ok(Found::Absent);
-        };
-        match n.value(i).map_err(|e| self.corrupt(x, e.0))? {
-            Val::Delete => Ok(Found::Deleted),
-            Val::Inline(v) => Ok(Found::Value(v.to_vec())),
-            Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
-        }
+        let found = self.with_leaf(key, |x, n| {
+            let Some(i) = self.find(x, n, key, snap)? else {
+                return Ok(Found::Absent);
+            };
+            match n.value(i).map_err(|e| self.corrupt(x, e.0))? {
+                Val::Delete => Ok(Found::Deleted),
+                Val::Inline(v) => Ok(Found::Value(v.to_vec())),
+                Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
+            }
+        })?;
+        Ok(found.unwrap_or(Found::Absent))
     }
 
     /// The commit timestamp of `key`'s newest version in the tree.
     pub fn latest_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
-        let Some((x, b)) = self.leaf_for(key)? else {
-            return Ok(None);
-        };
-        let n = self.view(x, self.bytes(&b))?;
-        match self.find(x, &n, key, crate::key::MAX_TS)? {
-            Some(i) => Ok(Some(n.key(i).map_err(|e| self.corrupt(x, e.0))?.1)),
-            None => Ok(None),
-        }
+        let ts = self.with_leaf(key, |x, n| {
+            match self.find(x, n, key, crate::key::MAX_TS)? {
+                Some(i) => Ok(Some(n.key(i).map_err(|e| self.corrupt(x, e.0))?.1)),
+                None => Ok(None),
+            }
+        })?;
+        Ok(ts.flatten())
     }
 
     /// Nodes and entries per level, root first: walks every internal node (and reads

@@ -48,10 +48,12 @@ impl Inner {
             Lookup::NotFound => None,
         };
         // The filter line of each level's candidate table loads while the memtables
-        // are searched (each a miss to memory of its own otherwise).
-        let h = bloom::key_hash(key);
+        // are searched (each a miss to memory of its own otherwise). The B+Tree engine
+        // has no tables: no hash, no search of empty levels.
+        let tables = sv.version.levels.iter().any(|l| !l.is_empty());
+        let h = if tables { bloom::key_hash(key) } else { 0 };
         let candidates: [Option<&Arc<Table>>; NUM_LEVELS] = std::array::from_fn(|level| {
-            let t = (level > 0)
+            let t = (tables && level > 0)
                 .then(|| sv.version.find_in_level(level, key))
                 .flatten();
             if let Some(t) = t {

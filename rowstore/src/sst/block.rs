@@ -174,18 +174,17 @@ impl Block {
             offsets_start,
             prefixes: PrefixIndex::default(),
         };
+        // Every entry is decoded once: checked, and its key kept for the prefix index.
         let mut prev = None;
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(n);
         for i in 0..n {
             let o = b.offset(i);
             if o >= offsets_start || prev.is_some_and(|p| o <= p) {
                 return Err("bad entry offset");
             }
             prev = Some(o);
-            b.entry(i)?;
+            keys.push(b.entry(i)?.key);
         }
-        let keys: Vec<&[u8]> = (0..n)
-            .map(|i| b.entry(i).expect("checked above").key)
-            .collect();
         let idx = PrefixIndex::build(keys.iter().copied());
         b.prefixes = idx;
         Ok(b)
