@@ -24,6 +24,12 @@ pub struct TableIter {
     /// The block (by index) last checked against the range's far bound, and whether
     /// all its entries are inside it (entries there then skip the per-entry check).
     pub(super) inside: Option<(usize, bool)>,
+    /// Going forward: the position in the current block at which to start loading the
+    /// next block (half way through what the cursor will read of this one), `usize::MAX`
+    /// once asked for or when there is none.
+    pub(super) ahead: usize,
+    /// Whether the next block's lines were asked for (its own load then skips that).
+    pub(super) next_loading: bool,
 }
 
 /// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
@@ -53,6 +59,8 @@ impl TableIter {
             cold: false,
             cur: None,
             inside: None,
+            ahead: usize::MAX,
+            next_loading: false,
         };
         if reverse {
             // Last entry < (end, MAX_TS): seek to first >= it, then step back.
@@ -98,7 +106,13 @@ impl TableIter {
 
     fn load(&mut self, bi: usize) -> Result<()> {
         let (b, hit) = self.table.block_hit(bi)?;
-        self.prefetch(&b, bi, 0);
+        if self.next_loading && bi == self.block_idx + 1 && !self.reverse {
+            // Asked for half a block ago.
+            self.next_loading = false;
+            self.ahead = (b.len() / 2).max(1);
+        } else {
+            self.prefetch(&b, bi, 0);
+        }
         self.block = Some(b);
         self.block_idx = bi;
         self.loads += 1;
@@ -135,16 +149,28 @@ impl TableIter {
     }
 
     /// A cursor moving into block `bi` at entry `from` reads it through (or to the
-    /// range's end): start loading the rest of it, and going forward the block after
-    /// it if that is at hand (in its table slot).
-    fn prefetch(&self, b: &Block, bi: usize, from: usize) {
+    /// range's end): start loading the rest of it. Going forward, the block after it
+    /// is asked for half way through (`ahead`): a short scan that ends in this block
+    /// does not load one it never reads, and a long one still has the next block's
+    /// lines on their way well before it gets there.
+    fn prefetch(&mut self, b: &Block, _bi: usize, from: usize) {
         if self.reverse {
             b.prefetch_from(0);
             return;
         }
         b.prefetch_from(from);
-        if let Some(next) = self.table.slotted_block(bi + 1) {
+        self.next_loading = false;
+        self.ahead = from + (b.len().saturating_sub(from) / 2).max(1);
+    }
+
+    /// Going forward at `ahead`: start loading the next block if it is at hand (in its
+    /// table slot).
+    #[inline]
+    fn prefetch_next(&mut self) {
+        self.ahead = usize::MAX;
+        if let Some(next) = self.table.slotted_block(self.block_idx + 1) {
             next.prefetch_from(0);
+            self.next_loading = true;
         }
     }
 
@@ -246,6 +272,9 @@ impl TableIter {
             self.step_back()?;
         } else {
             self.pos += 1;
+            if self.pos == self.ahead {
+                self.prefetch_next();
+            }
             self.normalize_forward()?;
         }
         self.check_bounds()
