@@ -57,6 +57,15 @@ fn main() {
         );
     }
     let db = Database::open(&dir, cfg).expect("open");
+    // PROBE_FILL=N: first write N other keys, left in the memtable (reads then search a
+    // populated memtable before the tree or tables, as they do while writers run).
+    let fill: u64 = std::env::var("PROBE_FILL").map_or(0, |s| s.parse().expect("PROBE_FILL"));
+    for c in 0..fill.div_ceil(1000) {
+        let pairs: Vec<_> = (c * 1000..((c + 1) * 1000).min(fill))
+            .map(|i| (format!("fill{i:012}").into_bytes(), vec![7u8; 100]))
+            .collect();
+        db.put_batch(&pairs).expect("fill");
+    }
     let mut x = 0x1234_5678u64;
     let mut rnd = || {
         x ^= x << 13;

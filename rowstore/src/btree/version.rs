@@ -152,13 +152,11 @@ impl TreeVersion {
         }
     }
 
-    /// `f` of the leaf that holds `key`'s versions (viewed once), if the tree has any.
+    /// The leaf that holds `key`'s versions, if the tree has any, with its head already
+    /// on its way into the CPU's cache: a caller with other work to do before it reads
+    /// the leaf (the memtables to search) overlaps that miss with it.
     #[inline]
-    fn with_leaf<R>(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(Extent, &NodeView<'_>) -> Result<R>,
-    ) -> Result<Option<R>> {
+    pub fn locate(&self, key: &[u8]) -> Result<Option<Extent>> {
         let Some(mut x) = self.meta.root else {
             return Ok(None);
         };
@@ -174,12 +172,18 @@ impl TreeVersion {
             x = n.child(i).map_err(|e| self.corrupt(x, e.0))?;
             self.prefetch(x, HEAD_PREFETCH);
         }
+        Ok(Some(x))
+    }
+
+    /// `f` of leaf `x` (viewed once).
+    #[inline]
+    fn with_leaf<R>(&self, x: Extent, f: impl FnOnce(&NodeView<'_>) -> Result<R>) -> Result<R> {
         let b = self.load(x)?;
         let n = self.view(x, self.bytes(&b))?;
         if n.kind() != Kind::Leaf {
             return Err(self.corrupt(x, "expected a leaf"));
         }
-        f(x, &n).map(Some)
+        f(&n)
     }
 
     /// In leaf `n`, the first version of `key` at or below `snap`, if any.
@@ -199,7 +203,15 @@ impl TreeVersion {
 
     /// The newest version of `key` at or below `snap`.
     pub fn get(&self, key: &[u8], snap: Ts) -> Result<Found> {
-        let found = self.with_leaf(key, |x, n| {
+        self.get_located(self.locate(key)?, key, snap)
+    }
+
+    /// [`TreeVersion::get`] in the leaf [`TreeVersion::locate`] found for `key`.
+    pub fn get_located(&self, leaf: Option<Extent>, key: &[u8], snap: Ts) -> Result<Found> {
+        let Some(x) = leaf else {
+            return Ok(Found::Absent);
+        };
+        self.with_leaf(x, |n| {
             let Some(i) = self.find(x, n, key, snap)? else {
                 return Ok(Found::Absent);
             };
@@ -208,19 +220,18 @@ impl TreeVersion {
                 Val::Inline(v) => Ok(Found::Value(v.to_vec())),
                 Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
             }
-        })?;
-        Ok(found.unwrap_or(Found::Absent))
+        })
     }
 
     /// The commit timestamp of `key`'s newest version in the tree.
     pub fn latest_ts(&self, key: &[u8]) -> Result<Option<Ts>> {
-        let ts = self.with_leaf(key, |x, n| {
-            match self.find(x, n, key, crate::key::MAX_TS)? {
-                Some(i) => Ok(Some(n.key(i).map_err(|e| self.corrupt(x, e.0))?.1)),
-                None => Ok(None),
-            }
-        })?;
-        Ok(ts.flatten())
+        let Some(x) = self.locate(key)? else {
+            return Ok(None);
+        };
+        self.with_leaf(x, |n| match self.find(x, n, key, crate::key::MAX_TS)? {
+            Some(i) => Ok(Some(n.key(i).map_err(|e| self.corrupt(x, e.0))?.1)),
+            None => Ok(None),
+        })
     }
 
     /// Nodes and entries per level, root first: walks every internal node (and reads

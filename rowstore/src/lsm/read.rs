@@ -51,6 +51,10 @@ impl Inner {
         // are searched (each a miss to memory of its own otherwise). The B+Tree engine
         // has no tables: no hash, no search of empty levels.
         let tables = sv.version.levels.iter().any(|l| !l.is_empty());
+        // The B+Tree engine's tree is routed to its leaf first, so that the leaf's miss
+        // to memory overlaps the memtable searches (an error waits until the tree is
+        // needed: a key the memtables hold does not depend on it).
+        let leaf = sv.version.tree.as_ref().map(|t| t.locate(key));
         let h = if tables { bloom::key_hash(key) } else { 0 };
         let candidates: [Option<&Arc<Table>>; NUM_LEVELS] = std::array::from_fn(|level| {
             let t = (tables && level > 0)
@@ -84,12 +88,12 @@ impl Inner {
                 return Ok(r);
             }
         }
-        match &sv.version.tree {
-            Some(t) => match t.get(key, s)? {
+        match (&sv.version.tree, leaf) {
+            (Some(t), Some(leaf)) => match t.get_located(leaf?, key, s)? {
                 Found::Value(v) => Ok(Some(v)),
                 Found::Deleted | Found::Absent => Ok(None),
             },
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 
