@@ -989,3 +989,32 @@ fn run(args: &Args) -> Res<()> {
     write_results(&args.out, "oltp", &json, &md)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(per_sec: f64) -> Figure {
+        Figure {
+            workload: "get_1t",
+            engine: "redb",
+            unit: "op",
+            ops: 1,
+            secs: 1.0 / per_sec,
+            per_sec,
+            p50_us: per_sec / 1000.0,
+            p99_us: 0.0,
+            rounds_per_sec: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_round_is_reported_with_every_rounds_throughput() {
+        let f = median_round(vec![fig(900.0), fig(400.0), fig(700.0)]);
+        assert_eq!(f.per_sec, 700.0);
+        // The latencies are that round's, not another's.
+        assert_eq!(f.p50_us, 0.7);
+        assert_eq!(f.rounds_per_sec, vec![900.0, 400.0, 700.0]);
+        assert_eq!(median_round(vec![fig(5.0)]).per_sec, 5.0);
+    }
+}
