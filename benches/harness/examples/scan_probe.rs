@@ -6,6 +6,14 @@
 use lightning_db::{Database, LightningDbConfig, StorageEngine};
 use std::time::Instant;
 
+/// The next number of a xorshift64 sequence (the probe's reproducible randomness).
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let engine = match args.next().as_deref() {
@@ -27,12 +35,7 @@ fn main() {
     // order, 100 random (incompressible) bytes each.
     let key = |i: u64| format!("key{i:013}").into_bytes();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = move || xorshift(&mut seed);
     if !reuse {
         let t = Instant::now();
         let db = Database::create(&dir, cfg.clone()).expect("create");
@@ -67,12 +70,7 @@ fn main() {
         db.put_batch(&pairs).expect("fill");
     }
     let mut x = 0x1234_5678u64;
-    let mut rnd = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rnd = || xorshift(&mut x);
     for _ in 0..3 {
         let scans: u64 =
             std::env::var("PROBE_SCANS").map_or(200_000, |s| s.parse().expect("PROBE_SCANS"));

@@ -54,7 +54,7 @@ impl Inner {
         // The B+Tree engine's tree is routed to its leaf first, so that the leaf's miss
         // to memory overlaps the memtable searches (an error waits until the tree is
         // needed: a key the memtables hold does not depend on it).
-        let leaf = sv.version.tree.as_ref().map(|t| t.locate(key));
+        let tree = sv.version.tree.as_ref().map(|t| (t, t.locate(key)));
         let h = if tables { bloom::key_hash(key) } else { 0 };
         let candidates: [Option<&Arc<Table>>; NUM_LEVELS] = std::array::from_fn(|level| {
             let t = (tables && level > 0)
@@ -88,12 +88,12 @@ impl Inner {
                 return Ok(r);
             }
         }
-        match (&sv.version.tree, leaf) {
-            (Some(t), Some(leaf)) => match t.get_located(leaf?, key, s)? {
+        match tree {
+            Some((t, leaf)) => match t.get_located(leaf?, key, s)? {
                 Found::Value(v) => Ok(Some(v)),
                 Found::Deleted | Found::Absent => Ok(None),
             },
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 

@@ -808,7 +808,7 @@ fn markdown(
          except in the no-sync load; 256 MiB block cache each; reads start once every \
          database has been reopened after its load and given 3 s; {}.\n",
         args.keys,
-        match if args.smoke { 1 } else { args.rounds.max(1) } {
+        match args.rounds {
             1 => "reads and writes ran once".to_string(),
             n => format!(
                 "read and durable-write figures are each the median of {n} rounds in which \
@@ -916,10 +916,13 @@ fn run(args: &Args) -> Res<()> {
         args.keys
     };
     let plan = Plan::new(keys, args.smoke);
+    // What this run makes, recorded as such: smoke runs make one round.
     let args = Args {
         keys: plan.keys,
+        rounds: if args.smoke { 1 } else { args.rounds.max(1) },
         ..args.clone()
     };
+    let rounds = args.rounds;
     let base = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir(),
@@ -928,7 +931,6 @@ fn run(args: &Args) -> Res<()> {
     let scratch = base.join(format!("ldb-peers-{}", std::process::id()));
     let machine = Machine::describe(&base);
     let kinds = engines(&args.engines);
-    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
     let mut figures = Vec::new();
     let mut disk = Vec::new();
     let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();

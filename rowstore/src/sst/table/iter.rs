@@ -95,7 +95,7 @@ impl TableIter {
                     Some(s) => b.seek(s, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?,
                     None => 0,
                 };
-                it.prefetch(&b, bi, it.pos);
+                it.prefetch(&b, it.pos);
                 it.block = Some(b);
                 it.normalize_forward()?;
             }
@@ -106,12 +106,12 @@ impl TableIter {
 
     fn load(&mut self, bi: usize) -> Result<()> {
         let (b, hit) = self.table.block_hit(bi)?;
-        if self.next_loading && bi == self.block_idx + 1 && !self.reverse {
-            // Asked for half a block ago.
+        if self.next_loading && bi == self.block_idx + 1 {
+            // Asked for half a block ago (only a forward cursor asks ahead).
             self.next_loading = false;
             self.ahead = (b.len() / 2).max(1);
         } else {
-            self.prefetch(&b, bi, 0);
+            self.prefetch(&b, 0);
         }
         self.block = Some(b);
         self.block_idx = bi;
@@ -148,12 +148,12 @@ impl TableIter {
         Ok(())
     }
 
-    /// A cursor moving into block `bi` at entry `from` reads it through (or to the
+    /// A cursor moving into block `b` at entry `from` reads it through (or to the
     /// range's end): start loading the rest of it. Going forward, the block after it
     /// is asked for half way through (`ahead`): a short scan that ends in this block
     /// does not load one it never reads, and a long one still has the next block's
     /// lines on their way well before it gets there.
-    fn prefetch(&mut self, b: &Block, _bi: usize, from: usize) {
+    fn prefetch(&mut self, b: &Block, from: usize) {
         if self.reverse {
             b.prefetch_from(0);
             return;
