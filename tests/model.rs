@@ -141,6 +141,12 @@ fn run(ops: Vec<Op>, background: bool, codec: u8, encryption: u8) {
                     model.get(&k(key)).cloned(),
                     "step {step}"
                 );
+                // The lending read sees the same value where it lies.
+                assert_eq!(
+                    db.get_with(&k(key), <[u8]>::to_vec).unwrap(),
+                    model.get(&k(key)).cloned(),
+                    "step {step}: get_with"
+                );
             }
             Op::Scan(a, b) => {
                 let (s, e) = ordered((a, b));

@@ -123,6 +123,14 @@ impl Engine {
         each!(self, e => e.get(key))
     }
 
+    /// [`Engine::get`], lending the value to `f` instead of copying it out.
+    #[inline]
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let mut f = Some(f);
+        let mut once = |v: &[u8]| f.take().map(|f| f(v));
+        Ok(each!(self, e => e.get_with(key, &mut once))?.flatten())
+    }
+
     #[inline]
     pub fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
         each!(self, e => e.get_at(key, snap))

@@ -226,6 +226,10 @@ impl RowEngine for MemoryEngine {
             .flatten())
     }
 
+    fn get_with<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>> {
+        Ok(self.get(key)?.map(|v| f(&v)))
+    }
+
     fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.stats.gets.add(1);

@@ -159,14 +159,15 @@ pub struct MemTable {
     wal_segment: u64,
 }
 
-/// Result of a point lookup in one source.
+/// Result of a point lookup in one source: the value found is an owned copy, or
+/// whatever a lending read's function made of the borrowed bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub enum Lookup<T = Vec<u8>> {
     /// No version of the key at or below the snapshot in this source.
     NotFound,
     /// The newest visible version is a tombstone.
     Deleted,
-    Found(Vec<u8>),
+    Found(T),
 }
 
 impl MemTable {
@@ -229,13 +230,25 @@ impl MemTable {
 
     /// Newest version of `key` with timestamp <= `snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
+        self.get_with(key, snapshot, &mut <[u8]>::to_vec)
+    }
+
+    /// [`MemTable::get`], lending the value to `f` (called only when one is found)
+    /// instead of copying it.
+    #[inline]
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        snapshot: Ts,
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Lookup<R> {
         let probe = (key, snapshot);
         match self
             .map
             .lower_bound(Bound::Included(&probe as &dyn KeyView))
         {
             Some(e) if e.key().user_key() == key => match e.value().as_deref() {
-                Some(v) => Lookup::Found(v.to_vec()),
+                Some(v) => Lookup::Found(f(v)),
                 None => Lookup::Deleted,
             },
             _ => Lookup::NotFound,

@@ -100,6 +100,9 @@ pub trait RowEngine: Send + Sync {
     fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts>;
     /// The newest value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// [`RowEngine::get`], lending the newest value to `f` (called at most once, only
+    /// when there is a value) where it lies instead of copying it out.
+    fn get_with<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>>;
     /// The value of `key` at `snap`.
     fn get_at(&self, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>>;
     /// The newest commit timestamp of `key`, if it was ever written.

@@ -8,15 +8,11 @@
 //! along its left edge (right edge going backward).
 
 use super::node::{Extent, Kind, NodeView, Val, ViewParts};
-use super::version::HEAD_PREFETCH;
+use super::version::{HEAD_PREFETCH, LEAF_PREFETCH};
 use super::{NodeBuf, TreeVersion};
 use crate::error::Result;
 use crate::key::{EntryRef, MAX_TS, Ts};
 use std::sync::Arc;
-
-/// Bytes of the next leaf a scan loads ahead: all of a one-page leaf (a scan reads it
-/// through unless it ends there).
-const LEAF_PREFETCH: usize = super::node::PAGE;
 
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -97,7 +93,16 @@ impl TreeIter {
                 None
             } else {
                 let c = n.child(idx).map_err(|e| it.v.corrupt(x, e.0))?;
-                it.v.prefetch(c, HEAD_PREFETCH);
+                // A leaf is read from its target on: all of it starts loading at once.
+                let to_leaf = it.path.len() + 2 == it.v.meta.height as usize;
+                it.v.prefetch(
+                    c,
+                    if to_leaf {
+                        LEAF_PREFETCH
+                    } else {
+                        HEAD_PREFETCH
+                    },
+                );
                 Some(c)
             };
             it.enter(x, buf, parts, idx, len)?;

@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-/// Bytes of a child's head to prefetch while routing: the header, prefix and the
-/// entry table of a leaf of ~30 entries (5 cache lines).
+/// Bytes of an internal child's head to prefetch while routing: the header, prefix
+/// and the start of its entry table (5 cache lines).
 pub(super) const HEAD_PREFETCH: usize = 320;
+/// Bytes of a leaf to prefetch once routing has found it: all of a one-page leaf. Its
+/// header, entry table and the entry a read wants then arrive in one round of misses
+/// instead of two dependent ones (the entry's place is known only from the table):
+/// ~5% more gets a second than the head alone. A scan reads on through the leaf.
+pub(super) const LEAF_PREFETCH: usize = super::node::PAGE;
 /// Bytes of a leaf entry to prefetch once found: its key, timestamp and a small value.
 const ENTRY_PREFETCH: usize = 160;
 
@@ -47,14 +52,15 @@ impl std::fmt::Debug for TreeVersion {
     }
 }
 
-/// What a point read of one key found in the tree.
+/// What a point read of one key found in the tree: the value as an owned copy, or
+/// whatever a lending read's function made of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub enum Found<T = Vec<u8>> {
     /// The tree holds no version of the key at or below the snapshot.
     Absent,
     /// The newest such version is a tombstone.
     Deleted,
-    Value(Vec<u8>),
+    Value(T),
 }
 
 impl TreeVersion {
@@ -160,7 +166,7 @@ impl TreeVersion {
         let Some(mut x) = self.meta.root else {
             return Ok(None);
         };
-        for _ in 1..self.meta.height {
+        for level in 1..self.meta.height {
             let b = self.load(x)?;
             let n = self.view(x, self.bytes(&b))?;
             if n.kind() != Kind::Internal {
@@ -170,7 +176,8 @@ impl TreeVersion {
             // before it (a key never spans leaves).
             let i = n.route(key).map_err(|e| self.corrupt(x, e.0))?;
             x = n.child(i).map_err(|e| self.corrupt(x, e.0))?;
-            self.prefetch(x, HEAD_PREFETCH);
+            let leaf = level + 1 == self.meta.height;
+            self.prefetch(x, if leaf { LEAF_PREFETCH } else { HEAD_PREFETCH });
         }
         Ok(Some(x))
     }
@@ -208,6 +215,20 @@ impl TreeVersion {
 
     /// [`TreeVersion::get`] in the leaf [`TreeVersion::locate`] found for `key`.
     pub fn get_located(&self, leaf: Option<Extent>, key: &[u8], snap: Ts) -> Result<Found> {
+        self.get_located_with(leaf, key, snap, &mut <[u8]>::to_vec)
+    }
+
+    /// [`TreeVersion::get_located`], lending the value to `f` (called only when one is
+    /// found) from its page instead of copying it. A value in a value extent of its own
+    /// is read into a buffer first.
+    #[inline]
+    pub fn get_located_with<R>(
+        &self,
+        leaf: Option<Extent>,
+        key: &[u8],
+        snap: Ts,
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Found<R>> {
         let Some(x) = leaf else {
             return Ok(Found::Absent);
         };
@@ -217,8 +238,8 @@ impl TreeVersion {
             };
             match n.value(i).map_err(|e| self.corrupt(x, e.0))? {
                 Val::Delete => Ok(Found::Deleted),
-                Val::Inline(v) => Ok(Found::Value(v.to_vec())),
-                Val::Overflow(v, len) => Ok(Found::Value(self.overflow(v, len)?)),
+                Val::Inline(v) => Ok(Found::Value(f(v))),
+                Val::Overflow(v, len) => Ok(Found::Value(f(&self.overflow(v, len)?))),
             }
         })
     }

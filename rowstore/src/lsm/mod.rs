@@ -224,6 +224,11 @@ impl RowEngine for LsmEngine {
 
     /// Newest value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, &mut <[u8]>::to_vec)
+    }
+
+    #[inline]
+    fn get_with<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>> {
         self.inner.check_open()?;
         self.inner.stats.gets.add(1);
         // Same protocol as `read_view`, with a cheap guard instead of an Arc clone (a
@@ -232,7 +237,7 @@ impl RowEngine for LsmEngine {
             let sv = self.inner.sv.load();
             let s = self.inner.visible_ts.load(Ordering::Acquire);
             if !sv.mem.is_frozen() {
-                return self.inner.get_in(&sv, key, s);
+                return self.inner.get_in_with(&sv, key, s, f);
             }
             std::hint::spin_loop();
         }

@@ -42,7 +42,20 @@ impl Inner {
     }
 
     pub(super) fn get_in(&self, sv: &SuperVersion, key: &[u8], s: Ts) -> Result<Option<Vec<u8>>> {
-        let resolve = |l: Lookup| match l {
+        self.get_in_with(sv, key, s, &mut <[u8]>::to_vec)
+    }
+
+    /// [`Inner::get_in`], lending the value to `f` (called at most once) from where it
+    /// lies (the memtable, a table's block, a tree page) instead of copying it.
+    #[inline]
+    pub(super) fn get_in_with<R>(
+        &self,
+        sv: &SuperVersion,
+        key: &[u8],
+        s: Ts,
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let resolve = |l: Lookup<R>| match l {
             Lookup::Found(v) => Some(Some(v)),
             Lookup::Deleted => Some(None),
             Lookup::NotFound => None,
@@ -65,31 +78,31 @@ impl Inner {
             }
             t
         });
-        if let Some(r) = resolve(sv.mem.get(key, s)) {
+        if let Some(r) = resolve(sv.mem.get_with(key, s, f)) {
             return Ok(r);
         }
         for m in &sv.imms {
-            if let Some(r) = resolve(m.get(key, s)) {
+            if let Some(r) = resolve(m.get_with(key, s, f)) {
                 return Ok(r);
             }
         }
         for t in &sv.version.levels[0] {
             if t.meta().overlaps(Some(key), Some(key))
                 && t.may_contain_hash(h)
-                && let Some(r) = resolve(t.get(key, s)?)
+                && let Some(r) = resolve(t.get_with(key, s, f)?)
             {
                 return Ok(r);
             }
         }
         for t in candidates.into_iter().flatten() {
             if t.may_contain_hash(h)
-                && let Some(r) = resolve(t.get(key, s)?)
+                && let Some(r) = resolve(t.get_with(key, s, f)?)
             {
                 return Ok(r);
             }
         }
         match tree {
-            Some((t, leaf)) => match t.get_located(leaf?, key, s)? {
+            Some((t, leaf)) => match t.get_located_with(leaf?, key, s, f)? {
                 Found::Value(v) => Ok(Some(v)),
                 Found::Deleted | Found::Absent => Ok(None),
             },

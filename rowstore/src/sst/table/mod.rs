@@ -460,6 +460,17 @@ impl Table {
 
     /// Newest version of `key` at or below `snapshot` in this table.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Result<Lookup> {
+        self.get_with(key, snapshot, &mut <[u8]>::to_vec)
+    }
+
+    /// [`Table::get`], lending the value to `f` (called only when one is found) from
+    /// its block instead of copying it.
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        snapshot: Ts,
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Lookup<R>> {
         let snapshot = match self.global_ts {
             // Every entry is at `g`: invisible below it, and the file's own (older)
             // stored timestamps must not hide it at or above it.
@@ -484,7 +495,7 @@ impl Table {
             return Ok(Lookup::NotFound);
         }
         Ok(match e.value_opt() {
-            Some(v) => Lookup::Found(v.to_vec()),
+            Some(v) => Lookup::Found(f(v)),
             None => Lookup::Deleted,
         })
     }
