@@ -348,6 +348,17 @@ impl MergeIter {
         self.cur.and_then(|i| self.sources[i].current())
     }
 
+    /// Whether the current version is the first of its user key in the merged stream,
+    /// when the merge can tell without comparing keys: a merge of one tree, which
+    /// knows (the B+Tree engine with empty memtables). `None` otherwise.
+    #[inline]
+    pub fn fresh_key(&self) -> Option<bool> {
+        match (self.sources.as_slice(), self.cur) {
+            ([Source::Tree(t)], Some(0)) => Some(t.fresh_key()),
+            _ => None,
+        }
+    }
+
     pub fn advance(&mut self) -> Result<()> {
         if let Some(i) = self.cur {
             self.sources[i].advance()?;
@@ -369,6 +380,10 @@ pub struct VisibleIter {
     /// The user key last handed out (forward: its older versions are skipped). Reused.
     last_key: Vec<u8>,
     has_last: bool,
+    /// Forward, over a merge that says when a key starts ([`MergeIter::fresh_key`]):
+    /// the current user key's newest visible version was met (its older versions are
+    /// skipped without a key compare, and `last_key` is not kept).
+    key_done: bool,
     /// Forward: the merge still sits on the entry handed out last.
     lent: bool,
     /// Reverse: the entry handed out last (versions arrive oldest first, so the newest
@@ -390,6 +405,7 @@ impl VisibleIter {
             reverse,
             last_key: Vec::new(),
             has_last: false,
+            key_done: false,
             lent: false,
             rev_value: Vec::new(),
             failed: false,
@@ -437,13 +453,26 @@ impl VisibleIter {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some((k, ts, v)) => {
-                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
+                    let fresh = self.merge.fresh_key();
+                    let seen = match fresh {
+                        Some(true) => {
+                            self.key_done = false;
+                            false
+                        }
+                        Some(false) => self.key_done,
+                        None => self.has_last && same_key(&self.last_key, k),
+                    };
+                    if ts > self.snapshot || seen {
                         Step::Skip
                     } else {
                         // Newest visible version of a new user key.
-                        self.last_key.clear();
-                        self.last_key.extend_from_slice(k);
-                        self.has_last = true;
+                        if fresh.is_some() {
+                            self.key_done = true;
+                        } else {
+                            self.last_key.clear();
+                            self.last_key.extend_from_slice(k);
+                            self.has_last = true;
+                        }
                         if v.is_some() { Step::Lend } else { Step::Skip }
                     }
                 }

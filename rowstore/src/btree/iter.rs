@@ -46,6 +46,12 @@ pub struct TreeIter {
     /// Every entry of the current leaf is inside the range's far bound (checked once
     /// per leaf, not per entry).
     leaf_inside: bool,
+    /// A leaf was entered since the last version was decoded (a key never spans
+    /// leaves: its first version there starts a new user key).
+    new_leaf: bool,
+    /// The version at the position is the first of its user key met (the previous
+    /// one had another key).
+    fresh: bool,
 }
 
 impl TreeIter {
@@ -70,6 +76,8 @@ impl TreeIter {
             value: Value::Delete,
             overflow: Vec::new(),
             leaf_inside: false,
+            new_leaf: false,
+            fresh: true,
         };
         let Some(root) = it.v.meta.root else {
             return Ok(it);
@@ -194,6 +202,7 @@ impl TreeIter {
             self.leaf_inside = leaf_inside_bound(&n, self.reverse, bound);
             self.key.clear();
             self.key.extend_from_slice(n.prefix());
+            self.new_leaf = true;
         }
         Ok(())
     }
@@ -230,6 +239,8 @@ impl TreeIter {
             ts,
             value,
             overflow,
+            new_leaf,
+            fresh,
             ..
         } = self;
         let leaf = path.last().expect("a valid iterator has a leaf");
@@ -239,9 +250,15 @@ impl TreeIter {
             return Err(v.corrupt(leaf.x, "expected a leaf"));
         }
         let (suffix, t, val) = n.leaf_entry(leaf.idx).map_err(|e| v.corrupt(leaf.x, e.0))?;
-        // The key buffer starts with the leaf's prefix (put there on entering it).
-        key.truncate(n.prefix().len());
-        key.extend_from_slice(suffix);
+        // The key buffer starts with the leaf's prefix (put there on entering it) and
+        // holds the previous version's key in the same leaf: another version of that
+        // key leaves it as it is.
+        let p = n.prefix().len();
+        *fresh = std::mem::take(new_leaf) || key.get(p..) != Some(suffix);
+        if *fresh {
+            key.truncate(p);
+            key.extend_from_slice(suffix);
+        }
         *ts = t;
         let out_of_range = if self.leaf_inside {
             false
@@ -263,6 +280,13 @@ impl TreeIter {
             }
         };
         Ok(())
+    }
+
+    /// Whether the version at the position is the first of its user key the iterator
+    /// met (in either direction): the one before it had another key, or there was none.
+    #[inline]
+    pub fn fresh_key(&self) -> bool {
+        self.fresh
     }
 
     /// Whether the iterator is on a version.
