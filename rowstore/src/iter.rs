@@ -348,14 +348,20 @@ impl MergeIter {
         self.cur.and_then(|i| self.sources[i].current())
     }
 
-    /// Whether the current version is the first of its user key in the merged stream,
-    /// when the merge can tell without comparing keys: a merge of one tree, which
-    /// knows (the B+Tree engine with empty memtables). `None` otherwise.
+    /// Whether the merge is of one tree alone (the B+Tree engine with empty
+    /// memtables), whose cursor says when a user key starts. Fixed for the merge's
+    /// life: sources are only ever dropped when they start exhausted.
+    pub fn tree_only(&self) -> bool {
+        matches!(self.sources.as_slice(), [Source::Tree(_)])
+    }
+
+    /// For a [`MergeIter::tree_only`] merge: whether the current version is the first
+    /// of its user key (false for any other merge).
     #[inline]
-    pub fn fresh_key(&self) -> Option<bool> {
-        match (self.sources.as_slice(), self.cur) {
-            ([Source::Tree(t)], Some(0)) => Some(t.fresh_key()),
-            _ => None,
+    pub fn fresh_key(&self) -> bool {
+        match self.sources.as_slice() {
+            [Source::Tree(t)] => t.fresh_key(),
+            _ => false,
         }
     }
 
@@ -380,9 +386,12 @@ pub struct VisibleIter {
     /// The user key last handed out (forward: its older versions are skipped). Reused.
     last_key: Vec<u8>,
     has_last: bool,
-    /// Forward, over a merge that says when a key starts ([`MergeIter::fresh_key`]):
-    /// the current user key's newest visible version was met (its older versions are
-    /// skipped without a key compare, and `last_key` is not kept).
+    /// The merge says when a user key starts ([`MergeIter::tree_only`]): going
+    /// forward, older versions are skipped on that, without a key compare, and
+    /// `last_key` is not kept.
+    tree_only: bool,
+    /// Forward over a tree-only merge: the current user key's newest visible version
+    /// was met.
     key_done: bool,
     /// Forward: the merge still sits on the entry handed out last.
     lent: bool,
@@ -400,6 +409,7 @@ enum Step {
 impl VisibleIter {
     pub fn new(merge: MergeIter, snapshot: Ts, reverse: bool) -> Self {
         VisibleIter {
+            tree_only: merge.tree_only(),
             merge,
             snapshot,
             reverse,
@@ -449,30 +459,49 @@ impl VisibleIter {
         if std::mem::take(&mut self.lent) {
             self.merge.advance()?;
         }
+        if self.tree_only {
+            return self.step_forward_tree();
+        }
         loop {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some((k, ts, v)) => {
-                    let fresh = self.merge.fresh_key();
-                    let seen = match fresh {
-                        Some(true) => {
-                            self.key_done = false;
-                            false
-                        }
-                        Some(false) => self.key_done,
-                        None => self.has_last && same_key(&self.last_key, k),
-                    };
-                    if ts > self.snapshot || seen {
+                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
                         Step::Skip
                     } else {
                         // Newest visible version of a new user key.
-                        if fresh.is_some() {
-                            self.key_done = true;
-                        } else {
-                            self.last_key.clear();
-                            self.last_key.extend_from_slice(k);
-                            self.has_last = true;
-                        }
+                        self.last_key.clear();
+                        self.last_key.extend_from_slice(k);
+                        self.has_last = true;
+                        if v.is_some() { Step::Lend } else { Step::Skip }
+                    }
+                }
+            };
+            match step {
+                Step::Skip => self.merge.advance()?,
+                Step::Lend => {
+                    self.lent = true;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// [`VisibleIter::step_forward`] over a tree-only merge: the tree's cursor says
+    /// when a user key starts, so no key is compared or copied.
+    fn step_forward_tree(&mut self) -> Result<bool> {
+        loop {
+            let step = match self.merge.current() {
+                None => return Ok(false),
+                Some((_, ts, v)) => {
+                    if self.merge.fresh_key() {
+                        self.key_done = false;
+                    }
+                    if ts > self.snapshot || self.key_done {
+                        Step::Skip
+                    } else {
+                        // Newest visible version of a new user key.
+                        self.key_done = true;
                         if v.is_some() { Step::Lend } else { Step::Skip }
                     }
                 }
