@@ -377,11 +377,7 @@ impl Database {
 
     /// The newest committed value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        check_key(key)?;
-        let t = Instant::now();
-        let r = with_kv_key(key, |k| self.engine.get(k));
-        self.stats.get.record(t.elapsed());
-        Ok(self.seen(r)?)
+        self.get_with(key, <[u8]>::to_vec)
     }
 
     /// The newest committed value of `key`, lent to `f` where it lies (in memory, a

@@ -99,7 +99,9 @@ pub trait RowEngine: Send + Sync {
     /// Commit `batch` if it passes `check` (see the trait docs).
     fn commit_checked(&self, batch: WriteBatch, check: CommitCheck) -> Result<Ts>;
     /// The newest value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, &mut <[u8]>::to_vec)
+    }
     /// [`RowEngine::get`], lending the newest value to `f` (called at most once, only
     /// when there is a value) where it lies instead of copying it out.
     fn get_with<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>>;

@@ -222,11 +222,7 @@ impl RowEngine for LsmEngine {
         self.inner.submit_checked(batch, false, Some(check))
     }
 
-    /// Newest value of `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get_with(key, &mut <[u8]>::to_vec)
-    }
-
+    /// Newest value of `key`, lent to `f`.
     #[inline]
     fn get_with<R>(&self, key: &[u8], f: &mut impl FnMut(&[u8]) -> R) -> Result<Option<R>> {
         self.inner.check_open()?;
