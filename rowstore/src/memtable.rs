@@ -242,6 +242,15 @@ impl MemTable {
         snapshot: Ts,
         f: &mut impl FnMut(&[u8]) -> R,
     ) -> Lookup<R> {
+        // An empty memtable (a read-mostly database after a flush or a reopen) is
+        // answered without pinning an epoch or searching. Sound for every reader: a
+        // write counts itself into the map's length before it links, on the commit
+        // leader's thread, which publishes the commit's timestamp after (Release); a
+        // reader that can see the commit loaded that timestamp (Acquire) first, so it
+        // sees the count too. Nothing is ever removed from a memtable.
+        if self.map.is_empty() {
+            return Lookup::NotFound;
+        }
         let probe = (key, snapshot);
         match self
             .map
@@ -257,6 +266,9 @@ impl MemTable {
 
     /// Commit timestamp of the newest version of `key`, if any (conflict checks).
     pub fn latest_ts(&self, key: &[u8]) -> Option<Ts> {
+        if self.map.is_empty() {
+            return None; // as in `get_with`
+        }
         let probe = (key, MAX_TS);
         match self
             .map
@@ -435,6 +447,9 @@ mod tests {
     #[test]
     fn snapshot_reads() {
         let m = MemTable::new(0);
+        // Empty: answered without a search, and not after the first write.
+        assert_eq!(m.get(b"k", 9), Lookup::NotFound);
+        assert_eq!(m.latest_ts(b"k"), None);
         m.insert(b"k", 1, Some(b"v1"));
         m.insert(b"k", 3, None);
         m.insert(b"k", 5, Some(b"v5"));
