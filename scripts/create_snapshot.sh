@@ -4,6 +4,8 @@
 # (the backup's files are the same before and after).
 #
 #   scripts/create_snapshot.sh [--release] [--rows N]
+#
+# LIGHTNING_CLI=<path> uses that lightning-cli binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +19,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ "$profile" = release ]; then
-    cargo build --release --bin lightning-cli
+if [ -n "${LIGHTNING_CLI:-}" ]; then
+    cli="$LIGHTNING_CLI" # built already (CI builds the workspace once, with its features)
 else
-    cargo build --bin lightning-cli
+    if [ "$profile" = release ]; then
+        cargo build --release --bin lightning-cli
+    else
+        cargo build --bin lightning-cli
+    fi
+    cli="${CARGO_TARGET_DIR:-target}/$profile/lightning-cli"
 fi
-cli="${CARGO_TARGET_DIR:-target}/$profile/lightning-cli"
 
 out="snapshots/$(date +%Y-%m-%d)"
 [ -e "$out" ] && out="$out-$(date +%H%M%S)"
