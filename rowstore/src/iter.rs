@@ -460,48 +460,40 @@ impl VisibleIter {
             self.merge.advance()?;
         }
         if self.tree_only {
-            return self.step_forward_tree();
+            self.step_forward_by::<true>()
+        } else {
+            self.step_forward_by::<false>()
         }
+    }
+
+    /// [`VisibleIter::step_forward`]'s loop, compiled once per kind of merge. `TREE`: a
+    /// tree-only merge, whose cursor says when a user key starts, so no key is compared
+    /// or copied; otherwise the last key handed out is kept and compared.
+    #[inline]
+    fn step_forward_by<const TREE: bool>(&mut self) -> Result<bool> {
         loop {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some((k, ts, v)) => {
-                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
-                        Step::Skip
-                    } else {
-                        // Newest visible version of a new user key.
-                        self.last_key.clear();
-                        self.last_key.extend_from_slice(k);
-                        self.has_last = true;
-                        if v.is_some() { Step::Lend } else { Step::Skip }
-                    }
-                }
-            };
-            match step {
-                Step::Skip => self.merge.advance()?,
-                Step::Lend => {
-                    self.lent = true;
-                    return Ok(true);
-                }
-            }
-        }
-    }
-
-    /// [`VisibleIter::step_forward`] over a tree-only merge: the tree's cursor says
-    /// when a user key starts, so no key is compared or copied.
-    fn step_forward_tree(&mut self) -> Result<bool> {
-        loop {
-            let step = match self.merge.current() {
-                None => return Ok(false),
-                Some((_, ts, v)) => {
-                    if self.merge.fresh_key() {
+                    if TREE && self.merge.fresh_key() {
                         self.key_done = false;
                     }
-                    if ts > self.snapshot || self.key_done {
+                    let seen = if TREE {
+                        self.key_done
+                    } else {
+                        self.has_last && same_key(&self.last_key, k)
+                    };
+                    if ts > self.snapshot || seen {
                         Step::Skip
                     } else {
                         // Newest visible version of a new user key.
-                        self.key_done = true;
+                        if TREE {
+                            self.key_done = true;
+                        } else {
+                            self.last_key.clear();
+                            self.last_key.extend_from_slice(k);
+                            self.has_last = true;
+                        }
                         if v.is_some() { Step::Lend } else { Step::Skip }
                     }
                 }
