@@ -226,6 +226,7 @@ fn config(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<LightningDbConfig> {
             }
             "cache_size" => c.cache_size = v.extract()?,
             "write_buffer_size" => c.write_buffer_size = v.extract()?,
+            "memtable_size" => c.memtable_size = v.extract()?,
             "compression_enabled" => c.compression_enabled = v.extract()?,
             "max_active_transactions" => c.max_active_transactions = v.extract()?,
             "background_compaction" => c.background_compaction = v.extract()?,

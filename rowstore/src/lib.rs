@@ -56,7 +56,7 @@ pub use error::{Error, Result};
 pub use key::Ts;
 pub use lsm::LsmEngine;
 pub use memory::MemoryEngine;
-pub use options::{Durability, EngineOptions, StorageKind};
+pub use options::{DEFAULT_MEMTABLE_SIZE, Durability, EngineOptions, StorageKind};
 pub use snapshot::{Snapshot, TxnSnapshot};
 pub use txn::{Isolation, Transaction, TxnIter};
 

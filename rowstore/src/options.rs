@@ -80,9 +80,19 @@ pub struct EngineOptions {
     pub mmap_size: Option<u64>,
     pub compression: Compression,
     pub bloom_bits_per_key: usize,
-    /// Memtable size that triggers a switch to a new memtable and a flush.
+    /// Bytes of writes buffered in memtables per flush: the LSM flushes each memtable
+    /// as it fills (a level-0 table of at most this size); the B+Tree engine gathers
+    /// this many bytes of memtables before it merges them into its tree (each flush
+    /// rewrites every leaf its writes touch, so it pays to batch them).
     pub write_buffer_size: usize,
-    /// Immutable memtables allowed to wait for flush before writes stall.
+    /// Size at which the active memtable is frozen and a new one started (at most
+    /// `write_buffer_size`; with `background_compaction` only). A skiplist that stays
+    /// within the CPU's last-level cache takes inserts markedly faster than one that
+    /// outgrows it: a bulk load of 1M keys ran 1.2-1.4x faster through 16 MiB memtables
+    /// than through 64 MiB ones on a 32 MiB-L3 machine.
+    pub memtable_size: usize,
+    /// Immutable memtables allowed to wait for flush before writes stall, counted in
+    /// `write_buffer_size`s (so in memtables when `memtable_size` is that large).
     pub max_immutable_memtables: usize,
     /// Number of L0 tables that triggers an L0 -> L1 compaction.
     pub level0_compaction_trigger: usize,
@@ -120,6 +130,7 @@ impl Default for EngineOptions {
             compression: Compression::Lz4,
             bloom_bits_per_key: 10,
             write_buffer_size: 64 << 20,
+            memtable_size: DEFAULT_MEMTABLE_SIZE,
             max_immutable_memtables: 2,
             level0_compaction_trigger: 4,
             level0_stop_writes_trigger: 20,
@@ -137,7 +148,27 @@ impl Default for EngineOptions {
     }
 }
 
+/// Default [`EngineOptions::memtable_size`]: half a typical server L3 cache.
+pub const DEFAULT_MEMTABLE_SIZE: usize = 16 << 20;
+
 impl EngineOptions {
+    /// Bytes at which the active memtable is switched for a new one.
+    pub fn memtable_switch_bytes(&self) -> usize {
+        if self.background_compaction {
+            self.memtable_size.min(self.write_buffer_size)
+        } else {
+            // An inline flush runs at every switch: switch once per flush.
+            self.write_buffer_size
+        }
+    }
+
+    /// Memtables (of [`Self::memtable_switch_bytes`]) that make one `write_buffer_size`.
+    pub fn memtables_per_buffer(&self) -> usize {
+        self.write_buffer_size
+            .div_ceil(self.memtable_switch_bytes())
+            .max(1)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         if !(512..=(1 << 20)).contains(&self.block_size) {
@@ -150,6 +181,12 @@ impl EngineOptions {
             return bad(format!(
                 "write_buffer_size must be at least 4096 bytes, got {}",
                 self.write_buffer_size
+            ));
+        }
+        if self.memtable_size < 4096 {
+            return bad(format!(
+                "memtable_size must be at least 4096 bytes, got {}",
+                self.memtable_size
             ));
         }
         if self.max_immutable_memtables == 0 {

@@ -63,16 +63,22 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn opts(storage: StorageKind) -> EngineOptions {
+/// Small limits so that flushes and compactions happen often: inline (deterministic),
+/// or on the background threads with memtables a quarter of the write buffer (the LSM
+/// flushes each frozen memtable, merging those that queue up; the B+Tree engine gathers
+/// a write buffer's worth, or flushes fewer when waited for or idle).
+fn opts(storage: StorageKind, background: bool) -> EngineOptions {
     EngineOptions {
         storage,
         block_size: 512,
-        write_buffer_size: 4096,
+        write_buffer_size: if background { 16384 } else { 4096 },
+        memtable_size: 4096,
         level0_compaction_trigger: 2,
         level0_stop_writes_trigger: 8,
         level_base_bytes: 8192,
         target_file_size: 4096,
-        background_compaction: false,
+        background_compaction: background,
+        compaction_workers: 1,
         prefetch: None,
         ..Default::default()
     }
@@ -84,10 +90,10 @@ fn collect(
     it.map(|r| r.unwrap()).collect()
 }
 
-fn run(ops: Vec<Op>, storage: StorageKind) {
+fn run(ops: Vec<Op>, storage: StorageKind, background: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let opts = || opts(storage);
+    let opts = || opts(storage, background);
     let mut lsm = Engine::open(&path, opts(), OpenMode::Create).unwrap();
     let mem = Engine::memory(opts());
     // Held snapshots: (lsm, memory), oldest first. Commit timestamps differ between
@@ -275,12 +281,28 @@ proptest! {
     })]
     #[test]
     fn the_lsm_engine_keeps_the_contract_of_the_memory_engine(ops in proptest::collection::vec(op(), 1..120)) {
-        run(ops, StorageKind::Lsm);
+        run(ops, StorageKind::Lsm, false);
     }
 
     #[test]
     fn the_btree_engine_keeps_the_contract_of_the_memory_engine(ops in proptest::collection::vec(op(), 1..120)) {
-        run(ops, StorageKind::BTree);
+        run(ops, StorageKind::BTree, false);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(debug_assertions) { 24 } else { 128 },
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn the_lsm_engine_keeps_the_contract_with_background_work_and_small_memtables(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops, StorageKind::Lsm, true);
+    }
+
+    #[test]
+    fn the_btree_engine_keeps_the_contract_with_background_work_and_small_memtables(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops, StorageKind::BTree, true);
     }
 }
 
@@ -323,4 +345,61 @@ fn an_idle_level_0_is_merged_down() {
     assert!(e.sizes().tables_per_level[1..].iter().sum::<usize>() >= 1);
     let all = collect(e.iter(None, None, false).unwrap());
     assert_eq!(all.len(), 300);
+}
+
+/// Memtables an eighth of the write buffer, with background work: the B+Tree engine
+/// merges them into its tree a write buffer's worth at a time (not once per memtable),
+/// a flush still empties them all, and every version a held snapshot needs survives
+/// the merged flushes and a reopen, on both engines.
+#[test]
+fn small_memtables_are_flushed_together_and_lose_no_version() {
+    for storage in [StorageKind::Lsm, StorageKind::BTree] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let opts = || EngineOptions {
+            storage,
+            write_buffer_size: 64 << 10,
+            memtable_size: 8 << 10,
+            background_compaction: true,
+            ..Default::default()
+        };
+        let e = Engine::open(&path, opts(), OpenMode::Create).unwrap();
+        let put = |e: &Engine, round: u8| {
+            let mut b = WriteBatch::new();
+            for i in 0..40u32 {
+                b.put(&i.to_be_bytes(), &[round; 100]).unwrap();
+            }
+            e.write(b).unwrap();
+        };
+        put(&e, 0);
+        let snap = e.snapshot();
+        // 40 rounds of 40 writes, ~200 bytes each in a memtable: ~40 memtables.
+        for round in 1..40 {
+            put(&e, round);
+        }
+        e.flush().unwrap();
+        assert_eq!(e.sizes().immutable_memtables, 0, "{storage:?}");
+        let flushes = e.stats().flushes.load(std::sync::atomic::Ordering::Relaxed);
+        if storage == StorageKind::BTree {
+            // ~5 write buffers' worth, plus the final flush (and slack for an idle
+            // flush on a slow machine): far fewer than one per memtable.
+            assert!(flushes <= 10, "{flushes} tree merges for ~40 memtables");
+        }
+        for i in 0..40u32 {
+            let k = i.to_be_bytes();
+            assert_eq!(
+                e.get_at(&k, &snap).unwrap(),
+                Some(vec![0; 100]),
+                "{storage:?}"
+            );
+            assert_eq!(e.get(&k).unwrap(), Some(vec![39; 100]), "{storage:?}");
+        }
+        drop(snap);
+        e.close().unwrap();
+        drop(e);
+        let e = Engine::open(&path, opts(), OpenMode::Open).unwrap();
+        let all = collect(e.iter(None, None, false).unwrap());
+        assert_eq!(all.len(), 40, "{storage:?}");
+        assert!(all.iter().all(|(_, v)| v == &vec![39; 100]), "{storage:?}");
+    }
 }

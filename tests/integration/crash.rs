@@ -36,6 +36,13 @@ fn config(cycle: u64, enc: u8) -> LightningDbConfig {
         encryption: cipher.map(|c| EncryptionConfig::new(c, KeyProvider::raw([3; 32]))),
         page_size: 1024,
         write_buffer_size: 32 * 1024,
+        // Every other cycle, memtables a quarter of the write buffer: the LSM flushes
+        // several frozen ones merged, the B+Tree engine gathers them per merge.
+        memtable_size: if cycle.is_multiple_of(2) {
+            8 * 1024
+        } else {
+            32 * 1024
+        },
         level0_compaction_trigger: 2,
         level0_stop_writes_trigger: 8,
         level_base_size: 64 * 1024,

@@ -4,7 +4,7 @@
 //!
 //! usage: cargo run --release -p lightning-bench --no-default-features --example load_probe -- <dir> [keys] [nosync]
 
-use lightning_db::{Database, Durability, LightningDbConfig};
+use lightning_db::{Database, Durability, LightningDbConfig, StorageEngine};
 use std::time::Instant;
 
 fn main() {
@@ -18,6 +18,22 @@ fn main() {
             Durability::Buffered
         } else {
             Durability::Sync
+        },
+        // PROBE_WBS: the memtable size in MiB (default: the config's).
+        write_buffer_size: std::env::var("PROBE_WBS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(LightningDbConfig::default().write_buffer_size, |m| m << 20),
+        // PROBE_MEMTABLE: the memtable size in MiB (default: the config's).
+        memtable_size: std::env::var("PROBE_MEMTABLE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(LightningDbConfig::default().memtable_size, |m| m << 20),
+        // PROBE_ENGINE=btree: the B+Tree engine (default: the LSM).
+        storage_engine: if std::env::var("PROBE_ENGINE").as_deref() == Ok("btree") {
+            StorageEngine::BTree
+        } else {
+            StorageEngine::Lsm
         },
         ..Default::default()
     };

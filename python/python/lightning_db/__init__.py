@@ -163,7 +163,7 @@ class Database:
 
     Open with `Database.create`, `Database.open` or `Database.open_or_create`; keyword
     arguments set configuration fields (`durability="sync" | "buffered" |
-    "group_commit:<us>"`, `cache_size`, `write_buffer_size`, `sql_threads`, ...;
+    "group_commit:<us>"`, `cache_size`, `write_buffer_size`, `memtable_size`, `sql_threads`, ...;
     encryption at rest with `encryption_passphrase=` or `encryption_key=<32 bytes>` and
     `cipher="aes-256-gcm" | "chacha20-poly1305"`; `storage_engine="lsm" | "btree"`
     for a new database: the LSM for write-heavy work, the B+Tree for read- and

@@ -381,13 +381,14 @@ impl Inner {
                 return Err(Error::Fatal(self.fatal.lock().clone().unwrap_or_default()));
             }
             let sv = self.sv.load_full();
-            let full = sv.mem.approximate_bytes() >= self.opts.write_buffer_size;
+            let full = sv.mem.approximate_bytes() >= self.opts.memtable_switch_bytes();
             let want_switch = (force && !sv.mem.is_empty()) || full;
             if self.opts.background_compaction {
                 let g = self.bg.lock();
                 let sv = self.sv.load_full();
-                let too_many_imms =
-                    want_switch && sv.imms.len() >= self.opts.max_immutable_memtables;
+                let too_many_imms = want_switch
+                    && sv.imms.len()
+                        >= self.opts.max_immutable_memtables * self.opts.memtables_per_buffer();
                 let l0_stall = sv.version.levels[0].len() >= self.opts.level0_stop_writes_trigger;
                 if (too_many_imms || l0_stall) && !self.shutdown.load(Ordering::Acquire) {
                     // The work this commit waits for is failing: say why now.

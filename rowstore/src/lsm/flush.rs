@@ -4,6 +4,8 @@
 //! retry policy of background work (a full disk is retried; anything else is fatal).
 
 use super::*;
+use crate::iter::Source;
+use crate::memtable::MemTableIter;
 
 impl Inner {
     pub(super) fn wait_for_flushes(&self) -> Result<()> {
@@ -21,38 +23,78 @@ impl Inner {
             if self.shutdown.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
+            // Asked again at every turn: a flush clears the wish as it starts, and
+            // memtables frozen during it wait for the next.
+            self.flush_wanted.store(true, Ordering::Release);
+            self.bg_cv.notify_all();
             self.bg_cv.wait_for(&mut g, Duration::from_millis(50));
         }
     }
 
     pub(super) fn flush_all_inline(&self) -> Result<()> {
-        while self.flush_one()? {}
+        while self.flush_pending()? {}
         Ok(())
     }
 
-    /// Flush the oldest immutable memtable to an L0 table. Returns false if none waits.
-    pub(super) fn flush_one(&self) -> Result<bool> {
+    /// Whether the background should flush now. The LSM flushes each memtable as soon
+    /// as it is frozen. The B+Tree engine waits until its frozen memtables make a whole
+    /// `write_buffer_size` (each merge rewrites the leaves it touches, so it merges
+    /// few large batches), unless someone waits for the flush or writes have paused
+    /// (`quiet`: the commit count last seen and since when).
+    fn flush_due(&self, quiet: &mut (u64, Instant)) -> bool {
+        let sv = self.sv.load();
+        if sv.imms.is_empty() {
+            return false;
+        }
+        if self.tree.is_none()
+            || sv.imms.len() >= self.opts.memtables_per_buffer()
+            || self.flush_wanted.load(Ordering::Acquire)
+        {
+            return true;
+        }
+        let commits = self.stats.commits.load(Ordering::Relaxed);
+        if commits != quiet.0 {
+            *quiet = (commits, Instant::now());
+            return false;
+        }
+        quiet.1.elapsed() >= IDLE_FLUSH
+    }
+
+    /// Flush every immutable memtable, merged, to level-0 tables (the LSM) or into
+    /// the tree (the B+Tree engine). Returns false if none waits.
+    pub(super) fn flush_pending(&self) -> Result<bool> {
+        self.flush_wanted.store(false, Ordering::Release);
         let sv = self.sv.load_full();
-        let Some(imm) = sv.imms.last().cloned() else {
+        // Newest first, as in the super-version; all of them, so no older memtable is
+        // ever left behind a newer one's flush.
+        let imms = sv.imms.clone();
+        let (Some(max_ts), Some(last_segment)) = (
+            imms.iter().map(|m| m.max_ts()).max(),
+            imms.iter().map(|m| m.wal_segment()).max(),
+        ) else {
             return Ok(false);
         };
-        let _span = tracing::info_span!("flush", entries = imm.len()).entered();
+        let entries: usize = imms.iter().map(|m| m.len()).sum();
+        let _span = tracing::info_span!("flush", memtables = imms.len(), entries).entered();
         let started = Instant::now();
         let horizon = self.gc_horizon();
         let (added, bytes) = match &self.tree {
             Some(tree) => {
-                // The B+Tree engine: merge the memtable into the tree and publish it.
-                let mut changes = Vec::with_capacity(imm.len());
-                imm.for_each(|k, ts, v| changes.push((k.to_vec(), ts, v.map(<[u8]>::to_vec))));
+                // The B+Tree engine: merge the memtables into the tree and publish it.
+                let mut changes = Vec::with_capacity(entries);
+                for_each_version(&imms, |k, ts, v| {
+                    changes.push((k.to_vec(), ts, v.map(<[u8]>::to_vec)));
+                    Ok(())
+                })?;
                 let bytes: u64 = changes
                     .iter()
                     .map(|(k, _, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
                     .sum();
-                tree.apply(changes, horizon, imm.max_ts())?;
+                tree.apply(changes, horizon, max_ts)?;
                 (Vec::new(), bytes)
             }
             None => {
-                let outputs = self.flush_to_table(&imm, horizon)?;
+                let outputs = self.flush_to_table(&imms, horizon)?;
                 let bytes: u64 = outputs.iter().map(|t| t.meta().file_size).sum();
                 (
                     outputs.into_iter().map(|t| (0, t)).collect::<Vec<_>>(),
@@ -61,17 +103,17 @@ impl Inner {
             }
         };
         let edit = VersionEdit {
-            last_ts: Some(imm.max_ts()),
-            log_number: self.opts.wal_enabled.then(|| imm.wal_segment() + 1),
+            last_ts: Some(max_ts),
+            log_number: self.opts.wal_enabled.then_some(last_segment + 1),
             ..Default::default()
         };
-        self.install(edit, &[], &added, Some(&imm))?;
+        self.install(edit, &[], &added, &imms)?;
         if self.opts.wal_enabled {
-            // Every segment up to this memtable's is now in tables.
+            // Every segment up to the newest flushed memtable's is now in tables.
             if let Ok(names) = self.vfs.list(&self.dir) {
                 for name in names {
                     if let crate::files::DbFile::Wal(n) = crate::files::classify(&name)
-                        && n <= imm.wal_segment()
+                        && n <= last_segment
                     {
                         let _ = vfs::remove_file_if_exists(&*self.vfs, &self.dir.join(&name));
                     }
@@ -87,18 +129,12 @@ impl Inner {
         Ok(true)
     }
 
-    /// Write `imm` to level-0 tables (the LSM's flush).
-    fn flush_to_table(&self, imm: &MemTable, horizon: Ts) -> Result<Vec<Arc<Table>>> {
+    /// Write `imms` to level-0 tables (the LSM's flush).
+    fn flush_to_table(&self, imms: &[Arc<MemTable>], horizon: Ts) -> Result<Vec<Arc<Table>>> {
         let mut out = OutputSink::new(self, horizon, false, None);
-        let mut res = Ok(());
-        imm.for_each(|k, ts, v| {
-            if res.is_ok() {
-                res = out.add(k, ts, v);
-            }
-        });
-        // A table that cannot be written (a full disk, say) is removed; the memtable
-        // stays and the flush is tried again later.
-        match res {
+        // A table that cannot be written (a full disk, say) is removed; the memtables
+        // stay and the flush is tried again later.
+        match for_each_version(imms, |k, ts, v| out.add(k, ts, v)) {
             Ok(()) => out.finish(),
             Err(e) => {
                 out.abandon();
@@ -111,17 +147,19 @@ impl Inner {
         let mut failures = 0;
         // The B+Tree engine gives free pages back once writes pause after a flush.
         let mut last_flush: Option<Instant> = None;
+        let mut quiet = (0, Instant::now());
         loop {
             let mut idle = false;
             {
                 let mut g = self.bg.lock();
-                while self.sv.load().imms.is_empty()
+                while !self.flush_due(&mut quiet)
                     && !self.shutdown.load(Ordering::Acquire)
                     && !self.has_fatal.load(Ordering::Acquire)
                 {
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
                     if self.tree.is_some()
                         && last_flush.is_some_and(|t| t.elapsed() >= IDLE_COMPACTION)
+                        && self.sv.load().imms.is_empty()
                     {
                         idle = true;
                         break;
@@ -143,7 +181,7 @@ impl Inner {
                 }
                 continue;
             }
-            match self.flush_one() {
+            match self.flush_pending() {
                 Ok(true) => {
                     last_flush = Some(Instant::now());
                     self.background_ok()
@@ -170,7 +208,7 @@ impl Inner {
         // relocation left is not held by it when the second step frees its pages.
         let shrunk = tree.compact_with(self.gc_horizon(), within, || {
             let mut st = self.state.lock();
-            self.install_locked(&mut st, VersionEdit::default(), &[], &[], None)
+            self.install_locked(&mut st, VersionEdit::default(), &[], &[], &[])
         })?;
         if shrunk > 0 {
             tracing::debug!(pages = shrunk, "tree file shortened");
@@ -335,4 +373,31 @@ impl<'a> OutputSink<'a> {
                 .remove(&crate::sst::table_path(&self.inner.dir, id));
         }
     }
+}
+
+/// Every version in `imms` (newest memtable first, as a super-version lists them) in
+/// internal-key order.
+fn for_each_version(
+    imms: &[Arc<MemTable>],
+    mut f: impl FnMut(&[u8], Ts, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    if let [only] = imms {
+        let mut res = Ok(());
+        only.for_each(|k, ts, v| {
+            if res.is_ok() {
+                res = f(k, ts, v);
+            }
+        });
+        return res;
+    }
+    let sources = imms
+        .iter()
+        .map(|m| Source::Mem(MemTableIter::new(m.clone(), None, None, false)))
+        .collect();
+    let mut merged = MergeIter::new(sources, false);
+    while let Some((k, ts, v)) = merged.current() {
+        f(k, ts, v)?;
+        merged.advance()?;
+    }
+    Ok(())
 }

@@ -354,7 +354,7 @@ impl Inner {
             last_ts: Some(last),
             ..Default::default()
         };
-        self.install_locked(&mut st, edit, &[], &placed, None)?;
+        self.install_locked(&mut st, edit, &[], &placed, &[])?;
         job.staged.lock().clear();
         drop(st);
 
@@ -417,7 +417,7 @@ impl Inner {
             last_ts: Some(last),
             ..Default::default()
         };
-        self.install_locked(&mut st, edit, &[], &[], None)?;
+        self.install_locked(&mut st, edit, &[], &[], &[])?;
         drop(st);
         for id in job.staged.lock().drain(..) {
             let _ = vfs::remove_file_if_exists(&*self.vfs, &crate::sst::table_path(&self.dir, id));

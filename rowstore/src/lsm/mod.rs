@@ -90,6 +90,9 @@ struct Inner {
     bg: Mutex<()>,
     bg_cv: Condvar,
     shutdown: AtomicBool,
+    /// Someone waits for every memtable to be flushed: the B+Tree engine's flush does
+    /// not wait to gather a whole `write_buffer_size` (see `Inner::flush_due`).
+    flush_wanted: AtomicBool,
     fatal: Mutex<Option<String>>,
     has_fatal: AtomicBool,
     closed: AtomicBool,
@@ -118,6 +121,9 @@ pub struct LsmEngine {
 /// idle database: the B+Tree engine compacts its file, the LSM merges a level 0 below its
 /// trigger.
 const IDLE_COMPACTION: Duration = Duration::from_secs(2);
+/// How long writes must pause before the B+Tree engine flushes memtables that make less
+/// than a whole `write_buffer_size`.
+const IDLE_FLUSH: Duration = Duration::from_secs(1);
 /// At most this many pages (256 MiB) past a compacted tree's end are given back when a
 /// B+Tree database closes (about 0.2 s per 100 MiB here); more waits for the idle
 /// compaction after the next open, so a close stays quick.
@@ -125,7 +131,7 @@ const CLOSE_COMPACTION_PAGES: u64 = 65_536;
 
 /// Bytes to preallocate for a WAL segment: what one memtable's records take, plus slack.
 fn wal_prealloc(opts: &EngineOptions) -> u64 {
-    opts.write_buffer_size as u64 + (1 << 20)
+    opts.memtable_switch_bytes() as u64 + (1 << 20)
 }
 
 impl LsmEngine {

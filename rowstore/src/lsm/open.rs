@@ -147,6 +147,7 @@ impl Inner {
             bg: Mutex::new(()),
             bg_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            flush_wanted: AtomicBool::new(false),
             fatal: Mutex::new(None),
             has_fatal: AtomicBool::new(false),
             closed: AtomicBool::new(false),

@@ -17,13 +17,13 @@ impl Inner {
     /// Install a new version: log `edit` (completed with the added and deleted tables
     /// and the file-id counter) durably in the manifest, apply it to the current
     /// version, and publish a super-version with it (without `flushed`, the immutable
-    /// memtable whose tables these are). A failure to log is fatal.
+    /// memtables whose tables these are). A failure to log is fatal.
     pub(super) fn install(
         &self,
         edit: VersionEdit,
         deleted: &[(usize, u64)],
         added: &[(usize, Arc<Table>)],
-        flushed: Option<&Arc<MemTable>>,
+        flushed: &[Arc<MemTable>],
     ) -> Result<()> {
         let mut st = self.state.lock();
         self.install_locked(&mut st, edit, deleted, added, flushed)
@@ -36,7 +36,7 @@ impl Inner {
         mut edit: VersionEdit,
         deleted: &[(usize, u64)],
         added: &[(usize, Arc<Table>)],
-        flushed: Option<&Arc<MemTable>>,
+        flushed: &[Arc<MemTable>],
     ) -> Result<()> {
         edit.next_file_id = Some(self.next_file_id.load(Ordering::Relaxed));
         edit.last_ts = edit.last_ts.map(|t| t.max(st.mstate.last_ts));
@@ -52,15 +52,12 @@ impl Inner {
         st.version = Arc::new(v);
         debug_assert!(st.version.check_invariants(), "level invariant broken");
         let cur = self.sv.load_full();
-        let imms = match flushed {
-            Some(imm) => cur
-                .imms
-                .iter()
-                .filter(|m| !Arc::ptr_eq(m, imm))
-                .cloned()
-                .collect(),
-            None => cur.imms.clone(),
-        };
+        let imms = cur
+            .imms
+            .iter()
+            .filter(|m| !flushed.iter().any(|f| Arc::ptr_eq(m, f)))
+            .cloned()
+            .collect();
         self.sv.store(Arc::new(SuperVersion {
             mem: cur.mem.clone(),
             imms,

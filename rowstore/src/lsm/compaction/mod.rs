@@ -244,7 +244,7 @@ impl Inner {
             .iter()
             .map(|t| (task.output_level, t.clone()))
             .collect();
-        self.install(VersionEdit::default(), &deleted, &added, None)?;
+        self.install(VersionEdit::default(), &deleted, &added, &[])?;
         let moved: std::collections::HashSet<u64> = outputs.iter().map(|t| t.id()).collect();
         for t in task.upper.iter().chain(&task.lower) {
             if !moved.contains(&t.id()) {
@@ -361,7 +361,7 @@ impl Inner {
             .iter()
             .map(|t| (task.output_level, t.clone()))
             .collect();
-        self.install(VersionEdit::default(), &deleted, &added, None)?;
+        self.install(VersionEdit::default(), &deleted, &added, &[])?;
         for t in task.upper.iter().chain(&task.lower) {
             t.mark_obsolete();
         }
