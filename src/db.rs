@@ -370,8 +370,8 @@ impl Database {
     /// Set `key` to `value` (an implicit one-shot transaction, durable per config).
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
-        let mut b = WriteBatch::new();
-        b.put_owned(kv_key(key), value.to_vec())?;
+        let mut b = WriteBatch::with_capacity(1, KV_PREFIX.len() + key.len() + value.len());
+        b.put_prefixed(&KV_PREFIX, key, value)?;
         self.write(b)
     }
 
@@ -410,10 +410,14 @@ impl Database {
 
     /// Put every pair atomically: after a crash either all or none are present.
     pub fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let bytes = pairs
+            .iter()
+            .map(|(k, v)| KV_PREFIX.len() + k.len() + v.len())
+            .sum();
+        let mut b = WriteBatch::with_capacity(pairs.len(), bytes);
         for (k, v) in pairs {
             check_key(k)?;
-            b.put_owned(kv_key(k), v.clone())?;
+            b.put_prefixed(&KV_PREFIX, k, v)?;
         }
         self.write(b)
     }
@@ -434,7 +438,7 @@ impl Database {
         let mut b = WriteBatch::new();
         for k in keys {
             check_key(k)?;
-            b.delete(&kv_key(k))?;
+            b.delete_prefixed(&KV_PREFIX, k)?;
         }
         self.write(b)
     }
@@ -444,8 +448,8 @@ impl Database {
         let mut b = WriteBatch::new();
         for op in batch.ops() {
             match op {
-                rowstore::BatchOp::Put(k, v) => b.put_owned(kv_key(k), v.clone())?,
-                rowstore::BatchOp::Delete(k) => b.delete(&kv_key(k))?,
+                rowstore::BatchOp::Put(k, v) => b.put_prefixed(&KV_PREFIX, k, v)?,
+                rowstore::BatchOp::Delete(k) => b.delete_prefixed(&KV_PREFIX, k)?,
             }
         }
         self.write(b)

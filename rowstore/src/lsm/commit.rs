@@ -241,7 +241,7 @@ impl Inner {
                     accepted[i] = false;
                     continue;
                 }
-                written.extend(r.batch.ops().iter().map(|o| o.key()));
+                written.extend(r.batch.ops().map(|o| o.key()));
             }
         }
         let mut ts = self.last_ts.load(Ordering::Relaxed);
@@ -325,10 +325,7 @@ impl Inner {
                 .filter(|(i, _)| accepted[*i])
                 .flat_map(|(_, r)| {
                     let t = r.ts.load(Ordering::Relaxed);
-                    r.batch
-                        .ops()
-                        .iter()
-                        .map(move |op| (op.key(), t, op.value()))
+                    r.batch.ops().map(move |op| (op.key(), t, op.value()))
                 })
                 .inspect(|(_, _, v)| match v {
                     Some(_) => puts += 1,

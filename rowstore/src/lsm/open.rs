@@ -407,7 +407,7 @@ impl LsmEngine {
                     continue;
                 }
                 // One change-log chunk per commit, as the commit path makes them.
-                recovered.apply(batch.ops().iter().map(|op| (op.key(), ts, op.value())));
+                recovered.apply(batch.ops().map(|op| (op.key(), ts, op.value())));
                 last_ts = last_ts.max(ts);
                 wal_records += 1;
             }
