@@ -494,6 +494,10 @@ mod tests {
                 ..Default::default()
             },
             LightningDbConfig {
+                memtable_size: 10,
+                ..Default::default()
+            },
+            LightningDbConfig {
                 bloom_bits_per_key: 0,
                 ..Default::default()
             },
