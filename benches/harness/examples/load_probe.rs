@@ -29,6 +29,11 @@ fn main() {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .map_or(LightningDbConfig::default().memtable_size, |m| m << 20),
+        // PROBE_CWORKERS: compaction threads (default: the config's).
+        parallel_compaction_workers: std::env::var("PROBE_CWORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LightningDbConfig::default().parallel_compaction_workers),
         // PROBE_ENGINE=btree: the B+Tree engine (default: the LSM).
         storage_engine: if std::env::var("PROBE_ENGINE").as_deref() == Ok("btree") {
             StorageEngine::BTree
