@@ -51,13 +51,7 @@ pub struct WriteBatch {
 }
 
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(Error::KeyTooLarge {
-            len: key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    Ok(())
+    check_write_len(key.len(), None).map(drop)
 }
 
 /// The size limits of one write (shared by batches and transactions): checks the key

@@ -13,34 +13,31 @@ fn main() {
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("keys"));
     let nosync = args.next().as_deref() == Some("nosync");
     let _ = std::fs::remove_dir_all(&dir);
+    // Knobs, each defaulting to the config's: PROBE_WBS (write buffer, MiB),
+    // PROBE_MEMTABLE (memtable size, MiB), PROBE_CWORKERS (compaction threads),
+    // PROBE_ENGINE=btree (the B+Tree engine instead of the LSM).
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let d = LightningDbConfig::default();
     let cfg = LightningDbConfig {
         durability: if nosync {
             Durability::Buffered
         } else {
             Durability::Sync
         },
-        // PROBE_WBS: the memtable size in MiB (default: the config's).
-        write_buffer_size: std::env::var("PROBE_WBS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(LightningDbConfig::default().write_buffer_size, |m| m << 20),
-        // PROBE_MEMTABLE: the memtable size in MiB (default: the config's).
-        memtable_size: std::env::var("PROBE_MEMTABLE")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(LightningDbConfig::default().memtable_size, |m| m << 20),
-        // PROBE_CWORKERS: compaction threads (default: the config's).
-        parallel_compaction_workers: std::env::var("PROBE_CWORKERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(LightningDbConfig::default().parallel_compaction_workers),
-        // PROBE_ENGINE=btree: the B+Tree engine (default: the LSM).
+        write_buffer_size: knob("PROBE_WBS").map_or(d.write_buffer_size, |m| m << 20),
+        memtable_size: knob("PROBE_MEMTABLE").map_or(d.memtable_size, |m| m << 20),
+        parallel_compaction_workers: knob("PROBE_CWORKERS")
+            .unwrap_or(d.parallel_compaction_workers),
         storage_engine: if std::env::var("PROBE_ENGINE").as_deref() == Ok("btree") {
             StorageEngine::BTree
         } else {
             StorageEngine::Lsm
         },
-        ..Default::default()
+        ..d
     };
     let db = Database::create(&dir, cfg).expect("create");
     let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes();
