@@ -355,13 +355,21 @@ impl MergeIter {
         matches!(self.sources.as_slice(), [Source::Tree(_)])
     }
 
-    /// For a [`MergeIter::tree_only`] merge: whether the current version is the first
-    /// of its user key (false for any other merge).
+    /// A [`MergeIter::tree_only`] merge's tree, to be read directly (no merge step or
+    /// source dispatch per version); `None` for any other merge.
     #[inline]
-    pub fn fresh_key(&self) -> bool {
+    fn only_tree(&self) -> Option<&crate::btree::TreeIter> {
         match self.sources.as_slice() {
-            [Source::Tree(t)] => t.fresh_key(),
-            _ => false,
+            [Source::Tree(t)] => Some(t),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn only_tree_mut(&mut self) -> Option<&mut crate::btree::TreeIter> {
+        match self.sources.as_mut_slice() {
+            [Source::Tree(t)] => Some(t),
+            _ => None,
         }
     }
 
@@ -447,7 +455,11 @@ impl VisibleIter {
         if self.reverse {
             return (&self.last_key, &self.rev_value);
         }
-        match self.merge.current() {
+        let current = match self.merge.only_tree() {
+            Some(t) => t.current(),
+            None => self.merge.current(),
+        };
+        match current {
             Some((k, _, Some(v))) => (k, v),
             _ => unreachable!("step_forward stops only on a live value"),
         }
@@ -456,44 +468,23 @@ impl VisibleIter {
     /// Position the merge on the newest visible version of the next user key that has
     /// a value; false at the end.
     fn step_forward(&mut self) -> Result<bool> {
+        if self.tree_only {
+            return self.step_forward_tree();
+        }
         if std::mem::take(&mut self.lent) {
             self.merge.advance()?;
         }
-        if self.tree_only {
-            self.step_forward_by::<true>()
-        } else {
-            self.step_forward_by::<false>()
-        }
-    }
-
-    /// [`VisibleIter::step_forward`]'s loop, compiled once per kind of merge. `TREE`: a
-    /// tree-only merge, whose cursor says when a user key starts, so no key is compared
-    /// or copied; otherwise the last key handed out is kept and compared.
-    #[inline]
-    fn step_forward_by<const TREE: bool>(&mut self) -> Result<bool> {
         loop {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some((k, ts, v)) => {
-                    if TREE && self.merge.fresh_key() {
-                        self.key_done = false;
-                    }
-                    let seen = if TREE {
-                        self.key_done
-                    } else {
-                        self.has_last && same_key(&self.last_key, k)
-                    };
-                    if ts > self.snapshot || seen {
+                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
                         Step::Skip
                     } else {
                         // Newest visible version of a new user key.
-                        if TREE {
-                            self.key_done = true;
-                        } else {
-                            self.last_key.clear();
-                            self.last_key.extend_from_slice(k);
-                            self.has_last = true;
-                        }
+                        self.last_key.clear();
+                        self.last_key.extend_from_slice(k);
+                        self.has_last = true;
                         if v.is_some() { Step::Lend } else { Step::Skip }
                     }
                 }
@@ -505,6 +496,39 @@ impl VisibleIter {
                     return Ok(true);
                 }
             }
+        }
+    }
+
+    /// [`VisibleIter::step_forward`] over a tree-only merge, reading the tree's cursor
+    /// directly: it says when a user key starts, so no key is compared or copied.
+    #[inline]
+    fn step_forward_tree(&mut self) -> Result<bool> {
+        let lent = std::mem::take(&mut self.lent);
+        let snapshot = self.snapshot;
+        let t = self
+            .merge
+            .only_tree_mut()
+            .expect("a tree-only merge has its tree");
+        if lent {
+            t.advance()?;
+        }
+        loop {
+            let (ts, live) = match t.current() {
+                None => return Ok(false),
+                Some((_, ts, v)) => (ts, v.is_some()),
+            };
+            if t.fresh_key() {
+                self.key_done = false;
+            }
+            if ts <= snapshot && !self.key_done {
+                // Newest visible version of a new user key.
+                self.key_done = true;
+                if live {
+                    self.lent = true;
+                    return Ok(true);
+                }
+            }
+            t.advance()?;
         }
     }
 
@@ -543,7 +567,7 @@ impl VisibleIter {
 /// `a == b` for neighbouring keys of a sorted stream: they mostly differ in their last
 /// byte, which is compared before calling out to a whole-slice compare.
 #[inline]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.last() == b.last() && a == b
 }
 

@@ -11,6 +11,7 @@ use super::node::{Extent, Kind, NodeView, Val, ViewParts};
 use super::version::{HEAD_PREFETCH, LEAF_PREFETCH};
 use super::{NodeBuf, TreeVersion};
 use crate::error::Result;
+use crate::iter::same_key;
 use crate::key::{EntryRef, MAX_TS, Ts};
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ pub struct TreeIter {
     /// The version at the position is the first of its user key met (the previous
     /// one had another key).
     fresh: bool,
+    /// The leaf position at which the next leaf starts loading.
+    prefetch_at: usize,
 }
 
 impl TreeIter {
@@ -78,6 +81,7 @@ impl TreeIter {
             leaf_inside: false,
             new_leaf: false,
             fresh: true,
+            prefetch_at: usize::MAX,
         };
         let Some(root) = it.v.meta.root else {
             return Ok(it);
@@ -191,7 +195,17 @@ impl TreeIter {
             return Err(self.v.corrupt(x, "tree deeper than its recorded height"));
         }
         if parts.kind() == Kind::Leaf {
-            self.prefetch_next_leaf();
+            // The next leaf starts loading once the scan is halfway through this one:
+            // a scan that ends here never asks for it, and its misses do not queue
+            // behind this leaf's own.
+            self.prefetch_at = if self.reverse {
+                idx / 2
+            } else {
+                (idx + len) / 2
+            };
+            if self.prefetch_at == idx {
+                self.prefetch_next_leaf();
+            }
             let leaf = self.path.last().expect("just pushed");
             let n = NodeView::from_parts(self.v.bytes(&leaf.buf), leaf.parts);
             let bound = if self.reverse {
@@ -207,7 +221,7 @@ impl TreeIter {
         Ok(())
     }
 
-    /// Start loading the leaf after the one just entered (before it, going backward),
+    /// Start loading the leaf after the current one (before it, going backward),
     /// so the scan finds it in cache: it is a sibling under the same parent, or (at
     /// the parent's edge) left to the step that climbs.
     fn prefetch_next_leaf(&self) {
@@ -254,7 +268,7 @@ impl TreeIter {
         // holds the previous version's key in the same leaf: another version of that
         // key leaves it as it is.
         let p = n.prefix().len();
-        *fresh = std::mem::take(new_leaf) || key.get(p..) != Some(suffix);
+        *fresh = std::mem::take(new_leaf) || !key.get(p..).is_some_and(|k| same_key(k, suffix));
         if *fresh {
             key.truncate(p);
             key.extend_from_slice(suffix);
@@ -297,6 +311,7 @@ impl TreeIter {
 
     /// The version at the position: user key, commit timestamp, value (`None`: a
     /// tombstone).
+    #[inline]
     pub fn current(&self) -> Option<EntryRef<'_>> {
         if !self.valid {
             return None;
@@ -313,6 +328,7 @@ impl TreeIter {
     }
 
     /// Move to the next version (the previous one when reversed).
+    #[inline]
     pub fn advance(&mut self) -> Result<()> {
         if !self.valid {
             return Ok(());
@@ -325,6 +341,10 @@ impl TreeIter {
             leaf.idx -= 1;
         } else {
             self.step(forward)?;
+            return self.settle();
+        }
+        if leaf.idx == self.prefetch_at {
+            self.prefetch_next_leaf();
         }
         self.settle()
     }

@@ -215,9 +215,21 @@ fn u64_at(b: &[u8], at: usize) -> NResult<u64> {
 }
 
 /// A varint, decoded inline: lengths take one byte, a leaf entry's timestamp two or
-/// three (read at every entry a scan passes).
-#[inline]
+/// three (read at every entry a scan passes). The one-byte case is the whole inlined
+/// body; longer ones go out of line.
+#[inline(always)]
 fn varint_at(b: &[u8], at: &mut usize) -> NResult<u64> {
+    if let Some(&byte) = b.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Ok(u64::from(byte));
+    }
+    varint_long(b, at)
+}
+
+#[inline(never)]
+fn varint_long(b: &[u8], at: &mut usize) -> NResult<u64> {
     let mut v = 0u64;
     let mut shift = 0;
     while let Some(&byte) = b.get(*at) {
@@ -316,7 +328,7 @@ impl<'a> NodeView<'a> {
     }
 
     /// Entry `i`: its key suffix, timestamp, and the offset of what follows.
-    #[inline]
+    #[inline(always)]
     fn entry(&self, i: usize) -> NResult<(&'a [u8], Ts, usize)> {
         let mut at = u32_at(self.buf, self.offsets + SLOT * i)? as usize;
         let slen = varint_at(self.buf, &mut at)? as usize;
@@ -427,13 +439,13 @@ impl<'a> NodeView<'a> {
     }
 
     /// Leaf entry `i` whole: key suffix, timestamp and value, decoded in one pass.
-    #[inline]
+    #[inline(always)]
     pub fn leaf_entry(&self, i: usize) -> NResult<(&'a [u8], Ts, Val<'a>)> {
         let (suffix, ts, at) = self.entry(i)?;
         self.value_at(at).map(|v| (suffix, ts, v))
     }
 
-    #[inline]
+    #[inline(always)]
     fn value_at(&self, mut at: usize) -> NResult<Val<'a>> {
         let tag = *self
             .buf

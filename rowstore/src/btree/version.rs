@@ -101,6 +101,7 @@ impl TreeVersion {
         Ok(NodeBuf::Owned(buf))
     }
 
+    #[inline]
     pub(crate) fn bytes<'a>(&'a self, b: &'a NodeBuf) -> &'a [u8] {
         match b {
             NodeBuf::Map { offset, len } => match &self.map {
