@@ -87,7 +87,7 @@ impl LevelIter {
     fn open_next(&mut self) -> Result<()> {
         loop {
             if let Some(c) = &self.cur
-                && c.current().is_some()
+                && c.is_valid()
             {
                 return Ok(());
             }
@@ -150,6 +150,8 @@ impl Source {
     fn is_valid(&self) -> bool {
         match self {
             Source::Tree(t) => t.is_valid(),
+            Source::Table(t) => t.is_valid(),
+            Source::Level(l) => l.cur.as_ref().is_some_and(TableIter::is_valid),
             s => s.current().is_some(),
         }
     }
@@ -409,11 +411,6 @@ pub struct VisibleIter {
     failed: bool,
 }
 
-enum Step {
-    Skip,
-    Lend,
-}
-
 impl VisibleIter {
     pub fn new(merge: MergeIter, snapshot: Ts, reverse: bool) -> Self {
         VisibleIter {
@@ -471,32 +468,26 @@ impl VisibleIter {
         if self.tree_only {
             return self.step_forward_tree();
         }
-        if std::mem::take(&mut self.lent) {
-            self.merge.advance()?;
-        }
-        loop {
-            let step = match self.merge.current() {
-                None => return Ok(false),
-                Some((k, ts, v)) => {
-                    if ts > self.snapshot || (self.has_last && same_key(&self.last_key, k)) {
-                        Step::Skip
-                    } else {
-                        // Newest visible version of a new user key.
-                        self.last_key.clear();
-                        self.last_key.extend_from_slice(k);
-                        self.has_last = true;
-                        if v.is_some() { Step::Lend } else { Step::Skip }
-                    }
-                }
-            };
-            match step {
-                Step::Skip => self.merge.advance()?,
-                Step::Lend => {
-                    self.lent = true;
-                    return Ok(true);
-                }
+        let lent = std::mem::take(&mut self.lent);
+        let mut seen = Seen {
+            key: &mut self.last_key,
+            has: &mut self.has_last,
+            snapshot: self.snapshot,
+        };
+        // A merge of one source (a compacted level, one table, one memtable) is read
+        // directly: no merge step or source dispatch per version.
+        let found = if self.merge.sources.len() == 1 {
+            match &mut self.merge.sources[0] {
+                Source::Level(l) => seen.next_visible(l, lent)?,
+                Source::Table(t) => seen.next_visible(t, lent)?,
+                Source::Mem(m) => seen.next_visible(m, lent)?,
+                Source::Tree(_) => seen.next_visible(&mut self.merge, lent)?,
             }
-        }
+        } else {
+            seen.next_visible(&mut self.merge, lent)?
+        };
+        self.lent = found;
+        Ok(found)
     }
 
     /// [`VisibleIter::step_forward`] over a tree-only merge, reading the tree's cursor
@@ -560,6 +551,96 @@ impl VisibleIter {
             if visible == Some(true) {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// A sorted stream of versions, as [`VisibleIter`] reads it.
+trait Cursor {
+    fn current(&self) -> Option<EntryRef<'_>>;
+    fn advance(&mut self) -> Result<()>;
+}
+
+impl Cursor for MergeIter {
+    #[inline]
+    fn current(&self) -> Option<EntryRef<'_>> {
+        MergeIter::current(self)
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<()> {
+        MergeIter::advance(self)
+    }
+}
+
+impl Cursor for LevelIter {
+    #[inline]
+    fn current(&self) -> Option<EntryRef<'_>> {
+        LevelIter::current(self)
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<()> {
+        LevelIter::advance(self)
+    }
+}
+
+impl Cursor for TableIter {
+    #[inline]
+    fn current(&self) -> Option<EntryRef<'_>> {
+        TableIter::current(self)
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<()> {
+        TableIter::advance(self)
+    }
+}
+
+impl Cursor for MemTableIter {
+    #[inline]
+    fn current(&self) -> Option<EntryRef<'_>> {
+        MemTableIter::current(self)
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<()> {
+        MemTableIter::advance(self);
+        Ok(())
+    }
+}
+
+/// Forward resolution state: the user key handed out last (its older versions are
+/// skipped) and the snapshot.
+struct Seen<'a> {
+    key: &'a mut Vec<u8>,
+    has: &'a mut bool,
+    snapshot: Ts,
+}
+
+impl Seen<'_> {
+    /// Move `c` to the newest visible version of the next user key that has a value
+    /// (first past the entry handed out last, if `lent`); false at the end.
+    #[inline]
+    fn next_visible<C: Cursor>(&mut self, c: &mut C, lent: bool) -> Result<bool> {
+        if lent {
+            c.advance()?;
+        }
+        loop {
+            let live = match c.current() {
+                None => return Ok(false),
+                Some((k, ts, v)) => {
+                    if ts > self.snapshot || (*self.has && same_key(self.key, k)) {
+                        false
+                    } else {
+                        // Newest visible version of a new user key.
+                        self.key.clear();
+                        self.key.extend_from_slice(k);
+                        *self.has = true;
+                        v.is_some()
+                    }
+                }
+            };
+            if live {
+                return Ok(true);
+            }
+            c.advance()?;
         }
     }
 }

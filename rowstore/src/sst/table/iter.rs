@@ -257,6 +257,12 @@ impl TableIter {
         Ok(())
     }
 
+    /// Whether the cursor rests on an entry (cheaper than [`TableIter::current`]).
+    #[inline]
+    pub fn is_valid(&self) -> bool {
+        self.cur.is_some() && self.block.is_some()
+    }
+
     /// Current entry: (user key, ts, value or None for a tombstone).
     #[inline]
     pub fn current(&self) -> Option<EntryRef<'_>> {
@@ -264,6 +270,7 @@ impl TableIter {
         Some((k, self.table.global_ts().unwrap_or(ts), v))
     }
 
+    #[inline]
     pub fn advance(&mut self) -> Result<()> {
         if self.block.is_none() {
             return Ok(());
