@@ -84,6 +84,7 @@ impl LevelIter {
         self.cur.is_none()
     }
 
+    #[inline]
     fn open_next(&mut self) -> Result<()> {
         loop {
             if let Some(c) = &self.cur
@@ -115,6 +116,7 @@ impl LevelIter {
         }
     }
 
+    #[inline]
     fn current(&self) -> Option<EntryRef<'_>> {
         self.cur.as_ref().and_then(TableIter::current)
     }
@@ -200,13 +202,13 @@ impl MergeIter {
         prefetch: Option<(Arc<Prefetcher>, usize)>,
     ) -> Result<Self> {
         let mut sources = Vec::new();
-        sources.push(Source::Mem(MemTableIter::new(
-            sv.mem.clone(),
-            start,
-            end,
-            reverse,
-        )));
-        for m in &sv.imms {
+        // An empty memtable (the active one of a database at rest) is left out
+        // unseeked: a version committed at or below the reader's snapshot is in it
+        // before the snapshot could be taken.
+        for m in std::iter::once(&sv.mem)
+            .chain(&sv.imms)
+            .filter(|m| !m.is_empty())
+        {
             sources.push(Source::Mem(MemTableIter::new(
                 m.clone(),
                 start,
@@ -360,14 +362,6 @@ impl MergeIter {
     /// A [`MergeIter::tree_only`] merge's tree, to be read directly (no merge step or
     /// source dispatch per version); `None` for any other merge.
     #[inline]
-    fn only_tree(&self) -> Option<&crate::btree::TreeIter> {
-        match self.sources.as_slice() {
-            [Source::Tree(t)] => Some(t),
-            _ => None,
-        }
-    }
-
-    #[inline]
     fn only_tree_mut(&mut self) -> Option<&mut crate::btree::TreeIter> {
         match self.sources.as_mut_slice() {
             [Source::Tree(t)] => Some(t),
@@ -452,9 +446,13 @@ impl VisibleIter {
         if self.reverse {
             return (&self.last_key, &self.rev_value);
         }
-        let current = match self.merge.only_tree() {
-            Some(t) => t.current(),
-            None => self.merge.current(),
+        // A one-source merge's cursor was moved directly (see `step_forward`).
+        let current = match self.merge.sources.as_slice() {
+            [Source::Tree(t)] => t.current(),
+            [Source::Level(l)] => l.current(),
+            [Source::Table(t)] => t.current(),
+            [Source::Mem(m)] => m.current(),
+            _ => self.merge.current(),
         };
         match current {
             Some((k, _, Some(v))) => (k, v),

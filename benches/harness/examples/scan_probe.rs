@@ -74,11 +74,13 @@ fn main() {
     for _ in 0..3 {
         let scans: u64 =
             std::env::var("PROBE_SCANS").map_or(200_000, |s| s.parse().expect("PROBE_SCANS"));
+        // PROBE_LEN=N: entries per scan (100 by default; 1 shows a scan's fixed cost).
+        let len: u64 = std::env::var("PROBE_LEN").map_or(100, |s| s.parse().expect("PROBE_LEN"));
         let t = Instant::now();
         let mut got = 0u64;
         for _ in 0..scans {
             let mut it = db.scan_ref(Some(&key(rnd() % n)), None).expect("scan");
-            for _ in 0..100 {
+            for _ in 0..len {
                 match it.next().expect("entry") {
                     Some((_k, v)) => std::hint::black_box(v.len()),
                     None => break,

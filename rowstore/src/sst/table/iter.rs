@@ -24,12 +24,16 @@ pub struct TableIter {
     /// The block (by index) last checked against the range's far bound, and whether
     /// all its entries are inside it (entries there then skip the per-entry check).
     pub(super) inside: Option<(usize, bool)>,
+    /// The whole table is inside the range's far bound (checked once, from its
+    /// metadata): no block or entry is checked against it.
+    pub(super) table_inside: bool,
     /// Going forward: the position in the current block at which to start loading the
     /// next block (half way through what the cursor will read of this one), `usize::MAX`
     /// once asked for or when there is none.
     pub(super) ahead: usize,
-    /// Whether the next block's lines were asked for (its own load then skips that).
-    pub(super) next_loading: bool,
+    /// The next block, once its lines were asked for (its own load then takes it
+    /// from here: no second cache probe, and no second prefetch).
+    pub(super) next_block: Option<Arc<Block>>,
 }
 
 /// Blocks a cursor moves through before it asks for read-ahead: short scans (most point
@@ -45,6 +49,11 @@ impl TableIter {
         reverse: bool,
         prefetch: Option<(Arc<Prefetcher>, usize)>,
     ) -> Result<Self> {
+        let table_inside = if reverse {
+            start.is_none_or(|s| table.meta().smallest.user_key.as_slice() >= s)
+        } else {
+            end.is_none_or(|e| table.meta().largest.user_key.as_slice() < e)
+        };
         let mut it = TableIter {
             table,
             block_idx: 0,
@@ -59,8 +68,9 @@ impl TableIter {
             cold: false,
             cur: None,
             inside: None,
+            table_inside,
             ahead: usize::MAX,
-            next_loading: false,
+            next_block: None,
         };
         if reverse {
             // Last entry < (end, MAX_TS): seek to first >= it, then step back.
@@ -105,14 +115,20 @@ impl TableIter {
     }
 
     fn load(&mut self, bi: usize) -> Result<()> {
-        let (b, hit) = self.table.block_hit(bi)?;
-        if self.next_loading && bi == self.block_idx + 1 {
+        let next = self.next_block.take();
+        let (b, hit) = match next {
             // Asked for half a block ago (only a forward cursor asks ahead).
-            self.next_loading = false;
-            self.ahead = (b.len() / 2).max(1);
-        } else {
-            self.prefetch(&b, 0);
-        }
+            Some(b) if bi == self.block_idx + 1 => {
+                self.table.count_hit();
+                self.ahead = (b.len() / 2).max(1);
+                (b, true)
+            }
+            _ => {
+                let (b, hit) = self.table.block_hit(bi)?;
+                self.prefetch(&b, 0);
+                (b, hit)
+            }
+        };
         self.block = Some(b);
         self.block_idx = bi;
         self.loads += 1;
@@ -159,7 +175,7 @@ impl TableIter {
             return;
         }
         b.prefetch_from(from);
-        self.next_loading = false;
+        self.next_block = None;
         self.ahead = from + (b.len().saturating_sub(from) / 2).max(1);
     }
 
@@ -170,7 +186,7 @@ impl TableIter {
         self.ahead = usize::MAX;
         if let Some(next) = self.table.slotted_block(self.block_idx + 1) {
             next.prefetch_from(0);
-            self.next_loading = true;
+            self.next_block = Some(next);
         }
     }
 
@@ -229,25 +245,26 @@ impl TableIter {
             }
         };
         let bi = self.block_idx;
-        let all_inside = match self.inside {
-            Some((i, inside)) if i == bi => inside,
-            _ => {
-                // Once per block, from the index's last keys: going forward, every entry
-                // is at or below the block's last key; going backward, above the block
-                // before's last key.
-                let inside = if self.reverse {
-                    self.start.as_deref().is_none_or(|s| {
-                        bi.checked_sub(1)
-                            .and_then(|p| self.table.block_last_key(p))
-                            .is_some_and(|k| k >= s)
-                    })
-                } else {
-                    self.table.block_last_key(bi).is_some_and(|k| !outside(k))
-                };
-                self.inside = Some((bi, inside));
-                inside
-            }
-        };
+        let all_inside = self.table_inside
+            || match self.inside {
+                Some((i, inside)) if i == bi => inside,
+                _ => {
+                    // Once per block, from the index's last keys: going forward, every entry
+                    // is at or below the block's last key; going backward, above the block
+                    // before's last key.
+                    let inside = if self.reverse {
+                        self.start.as_deref().is_none_or(|s| {
+                            bi.checked_sub(1)
+                                .and_then(|p| self.table.block_last_key(p))
+                                .is_some_and(|k| k >= s)
+                        })
+                    } else {
+                        self.table.block_last_key(bi).is_some_and(|k| !outside(k))
+                    };
+                    self.inside = Some((bi, inside));
+                    inside
+                }
+            };
         let out = !all_inside && outside(b.at(&loc).0);
         if out {
             self.block = None;

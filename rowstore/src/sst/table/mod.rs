@@ -362,6 +362,13 @@ impl Table {
         self.slots.get(i)?.load().upgrade()
     }
 
+    /// Count a block found without asking the cache (a cursor's read-ahead).
+    pub(super) fn count_hit(&self) {
+        if let Some(c) = &self.cache {
+            c.count_hit();
+        }
+    }
+
     /// [`Table::block`], and whether the cache had it.
     pub fn block_hit(&self, i: usize) -> Result<(Arc<Block>, bool)> {
         let slot = self.slots.get(i);
