@@ -32,3 +32,24 @@ pub fn prefetch<T>(items: &[T]) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = items;
 }
+
+/// Ask the CPU to start loading `len` bytes from `p` for writing (an atomic
+/// reference count about to be updated arrives owned, not shared first). A hint only:
+/// `p` may dangle; nothing is read or written through it.
+#[inline]
+pub fn prefetch_for_write(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        let head = p as usize & 63;
+        for i in 0..(head + len.max(1)).div_ceil(64) {
+            // SAFETY: a prefetch never faults and accesses nothing; the address is
+            // only a hint.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_ET0>(p.wrapping_add((i * 64).wrapping_sub(head)).cast())
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}

@@ -78,6 +78,15 @@ impl Inner {
             }
             t
         });
+        // The deepest level holds most keys (nine tenths of a leveled tree's data): its
+        // table's index is searched now too, and the cache slot and header of the block
+        // it names start loading (reading a block updates its reference count: a miss
+        // that holds up everything after it unless already under way). Shallower
+        // levels are searched only if their filters pass.
+        let deepest = candidates.iter().rposition(Option::is_some);
+        let early = deepest
+            .and_then(|l| candidates[l])
+            .map(|t| t.point_block(key, s));
         if let Some(r) = resolve(sv.mem.get_with(key, s, f)) {
             return Ok(r);
         }
@@ -94,9 +103,13 @@ impl Inner {
                 return Ok(r);
             }
         }
-        for t in candidates.into_iter().flatten() {
+        for (level, t) in candidates.iter().enumerate() {
+            let Some(t) = t else { continue };
             if t.may_contain_hash(h)
-                && let Some(r) = resolve(t.get_with(key, s, f)?)
+                && let Some(r) = resolve(match early {
+                    Some(at) if Some(level) == deepest => t.get_at_with(at, key, f)?,
+                    _ => t.get_with(key, s, f)?,
+                })
             {
                 return Ok(r);
             }

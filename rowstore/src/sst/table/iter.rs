@@ -105,7 +105,7 @@ impl TableIter {
                     Some(s) => b.seek(s, MAX_TS).map_err(|m| it.table.corrupt(bi, m))?,
                     None => 0,
                 };
-                it.prefetch(&b, it.pos);
+                it.prefetch(&b, bi, it.pos);
                 it.block = Some(b);
                 it.normalize_forward()?;
             }
@@ -120,12 +120,13 @@ impl TableIter {
             // Asked for half a block ago (only a forward cursor asks ahead).
             Some(b) if bi == self.block_idx + 1 => {
                 self.table.count_hit();
+                self.table.prefetch_slotted(bi + 1);
                 self.ahead = (b.len() / 2).max(1);
                 (b, true)
             }
             _ => {
                 let (b, hit) = self.table.block_hit(bi)?;
-                self.prefetch(&b, 0);
+                self.prefetch(&b, bi, 0);
                 (b, hit)
             }
         };
@@ -168,13 +169,15 @@ impl TableIter {
     /// range's end): start loading the rest of it. Going forward, the block after it
     /// is asked for half way through (`ahead`): a short scan that ends in this block
     /// does not load one it never reads, and a long one still has the next block's
-    /// lines on their way well before it gets there.
-    fn prefetch(&mut self, b: &Block, from: usize) {
+    /// lines on their way well before it gets there. The next block's header (which
+    /// that asks for) starts loading now.
+    fn prefetch(&mut self, b: &Block, bi: usize, from: usize) {
         if self.reverse {
             b.prefetch_from(0);
             return;
         }
         b.prefetch_from(from);
+        self.table.prefetch_slotted(bi + 1);
         self.next_block = None;
         self.ahead = from + (b.len().saturating_sub(from) / 2).max(1);
     }

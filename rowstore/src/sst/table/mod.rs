@@ -103,6 +103,11 @@ impl TableMeta {
 /// Path of table `id` in `dir`.
 pub use crate::files::table_path;
 
+/// Where a point read of one table goes on ([`Table::point_block`]): the block's index
+/// (past the last: the table cannot hold the key) and the snapshot to read it at.
+#[derive(Debug, Clone, Copy)]
+pub struct PointBlock(usize, Ts);
+
 /// An open, verified table.
 pub struct Table {
     id: u64,
@@ -355,6 +360,21 @@ impl Table {
         self.block_hit(i).map(|(b, _)| b)
     }
 
+    /// Start loading the header of block `i` as its slot names it (its reference
+    /// counts, which reading it updates, and where its bytes are): the slot holds
+    /// the cached block without keeping it, so this is a hint only, and a block
+    /// evicted since is never read.
+    #[inline]
+    pub fn prefetch_slotted(&self, i: usize) {
+        if self.cache.is_some()
+            && let Some(slot) = self.slots.get(i)
+        {
+            let p = std::sync::Weak::as_ptr(&slot.load()).cast::<u8>();
+            // `Arc`'s two counts sit just before the value.
+            crate::cache_line::prefetch_for_write(p.wrapping_sub(16), 64);
+        }
+    }
+
     /// Block `i` if a read can reach it without the cache's lookup (its slot still
     /// holds it): never reads the file.
     pub fn slotted_block(&self, i: usize) -> Option<Arc<Block>> {
@@ -478,14 +498,38 @@ impl Table {
         snapshot: Ts,
         f: &mut impl FnMut(&[u8]) -> R,
     ) -> Result<Lookup<R>> {
+        let at = self.point_block(key, snapshot);
+        self.get_at_with(at, key, f)
+    }
+
+    /// A point read's first half: the block that can hold `key`'s newest version at
+    /// `snapshot`, found from the index, with that block's cache slot and the block's
+    /// header already on their way into the CPU's cache. A caller with other work
+    /// before it reads the block (the filter's answer, other levels) overlaps those
+    /// misses with it; [`Table::get_at_with`] finishes the read.
+    #[inline]
+    pub fn point_block(&self, key: &[u8], snapshot: Ts) -> PointBlock {
         let snapshot = match self.global_ts {
             // Every entry is at `g`: invisible below it, and the file's own (older)
             // stored timestamps must not hide it at or above it.
-            Some(g) if g > snapshot => return Ok(Lookup::NotFound),
+            Some(g) if g > snapshot => return PointBlock(usize::MAX, 0),
             Some(_) => MAX_TS,
             None => snapshot,
         };
         let bi = self.find_block(key, snapshot);
+        self.prefetch_slotted(bi);
+        PointBlock(bi, snapshot)
+    }
+
+    /// Finish a point read [`Table::point_block`] started for the same `key`.
+    #[inline]
+    pub fn get_at_with<R>(
+        &self,
+        at: PointBlock,
+        key: &[u8],
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<Lookup<R>> {
+        let PointBlock(bi, snapshot) = at;
         if bi >= self.index.len() {
             return Ok(Lookup::NotFound);
         }
