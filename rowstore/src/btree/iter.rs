@@ -67,9 +67,11 @@ impl TreeIter {
         reverse: bool,
         seek_ts: Ts,
     ) -> Result<TreeIter> {
+        // The path holds one node per level: allocated once, at its full depth.
+        let path = Vec::with_capacity(v.meta.height as usize);
         let mut it = TreeIter {
             v,
-            path: Vec::new(),
+            path,
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
             reverse,
