@@ -53,3 +53,32 @@ pub fn prefetch_for_write(p: *const u8, len: usize) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
 }
+
+/// [`prefetch`] into the second-level cache only: for lines wanted a while from now
+/// (the next block or leaf of a scan), which then do not hold up the first-level
+/// cache's miss slots that the lines read next need.
+#[inline]
+pub fn prefetch_far<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let Some(last) = std::mem::size_of_val(items).checked_sub(1) else {
+            return;
+        };
+        let start = items.as_ptr().cast::<u8>();
+        let first_line = start as usize & !63;
+        let end_line = (start as usize + last) & !63;
+        for line in (first_line..=end_line).step_by(64) {
+            // SAFETY: as in `prefetch`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(
+                    start
+                        .wrapping_add(line.saturating_sub(start as usize))
+                        .cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}

@@ -238,7 +238,7 @@ impl TreeIter {
         if let Some(i) = next {
             let n = NodeView::from_parts(self.v.bytes(&parent.buf), parent.parts);
             if let Ok(x) = n.child(i) {
-                self.v.prefetch(x, LEAF_PREFETCH);
+                self.v.prefetch_far(x, LEAF_PREFETCH);
             }
         }
     }

@@ -159,6 +159,17 @@ impl TreeVersion {
         }
     }
 
+    /// [`TreeVersion::prefetch`] into the second-level cache only: for a leaf a scan
+    /// reads after the current one (its lines then do not hold up the first-level
+    /// cache's miss slots the current leaf's lines need).
+    #[inline]
+    pub(super) fn prefetch_far(&self, x: Extent, len: usize) {
+        if let Some(map) = &self.map {
+            let at = (x.offset() as usize).min(map.len());
+            crate::cache_line::prefetch_far(&map[at..(at + len.min(x.bytes())).min(map.len())]);
+        }
+    }
+
     /// The leaf that holds `key`'s versions, if the tree has any, with its head already
     /// on its way into the CPU's cache: a caller with other work to do before it reads
     /// the leaf (the memtables to search) overlaps that miss with it.

@@ -271,6 +271,13 @@ impl Block {
         }
     }
 
+    /// [`Block::prefetch_from`] entry 0, into the second-level cache (a cursor will
+    /// read the block after the rest of the current one).
+    #[inline]
+    pub fn prefetch_far(&self) {
+        crate::cache_line::prefetch_far(&self.data[..self.offsets_start.min(self.data.len())]);
+    }
+
     /// Start loading up to `span` bytes of entry `i` (its key, and the value after it).
     #[inline]
     pub fn prefetch_entry(&self, i: usize, span: usize) {

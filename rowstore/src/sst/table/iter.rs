@@ -188,7 +188,7 @@ impl TableIter {
     fn prefetch_next(&mut self) {
         self.ahead = usize::MAX;
         if let Some(next) = self.table.slotted_block(self.block_idx + 1) {
-            next.prefetch_from(0);
+            next.prefetch_far();
             self.next_block = Some(next);
         }
     }
