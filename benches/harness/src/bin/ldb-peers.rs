@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const CACHE_BYTES: u64 = 256 << 20;
-/// Pause after reopening, before the reads (the same for every engine).
+/// Pause after reopening, before the reads, and after each engine's turn of durable
+/// writes (the same for every engine).
 const SETTLE: Duration = Duration::from_secs(3);
 const VALUE_LEN: usize = 100;
 
@@ -717,12 +718,17 @@ type RoundFn<'a> = dyn Fn(&'static str, &dyn Kv) -> Res<Vec<Figure>> + 'a;
 
 /// `rounds` rounds of `one` on every engine, the engines taking turns within a round
 /// (which engine goes first rotates), then per engine and workload the median round.
+///
+/// `settle`: a pause after each turn, so that the background work a turn's writes leave
+/// behind (flushes, compactions, the B+Tree's idle flush one second after its writes
+/// stop) runs on its own engine's time, not on the next engine's fsyncs.
 fn in_rounds(
     what: &str,
     rounds: usize,
     names: &[&'static str],
     dbs: &[Arc<dyn Kv>],
     one: &RoundFn,
+    settle: Duration,
     figures: &mut Vec<Figure>,
 ) -> Res<()> {
     let mut per_engine: Vec<Vec<Vec<Figure>>> = vec![Vec::new(); names.len()];
@@ -731,6 +737,7 @@ fn in_rounds(
         for j in 0..names.len() {
             let e = (j + round) % names.len();
             per_engine[e].push(one(names[e], &*dbs[e])?);
+            std::thread::sleep(settle);
         }
     }
     for engine_rounds in per_engine {
@@ -957,6 +964,7 @@ fn run(args: &Args) -> Res<()> {
             &names,
             &dbs,
             &|name, db| read_round(name, db, &plan),
+            Duration::ZERO,
             &mut figures,
         )?;
         // Then the durable writes, the same way (our two engines' single puts are
@@ -967,6 +975,7 @@ fn run(args: &Args) -> Res<()> {
             &names,
             &dbs,
             &|name, db| write_round(name, db, &plan),
+            if args.smoke { Duration::ZERO } else { SETTLE },
             &mut figures,
         )?;
         Ok(())
