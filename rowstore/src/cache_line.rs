@@ -8,9 +8,35 @@
 /// other than x86-64 it does nothing.
 #[inline]
 pub fn prefetch<T>(items: &[T]) {
+    prefetch_into::<{ hint::NEAR }, T>(items);
+}
+
+/// [`prefetch`] into the second-level cache only: for lines wanted a while from now
+/// (the next block or leaf of a scan), which then do not hold up the first-level
+/// cache's miss slots that the lines read next need.
+#[inline]
+pub fn prefetch_far<T>(items: &[T]) {
+    prefetch_into::<{ hint::FAR }, T>(items);
+}
+
+/// The `_mm_prefetch` hints [`prefetch`] and [`prefetch_far`] use.
+#[cfg(target_arch = "x86_64")]
+mod hint {
+    pub const NEAR: i32 = core::arch::x86_64::_MM_HINT_T0;
+    pub const FAR: i32 = core::arch::x86_64::_MM_HINT_T1;
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod hint {
+    pub const NEAR: i32 = 0;
+    pub const FAR: i32 = 0;
+}
+
+#[inline(always)]
+fn prefetch_into<const HINT: i32, T>(items: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
-        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        use core::arch::x86_64::_mm_prefetch;
         let Some(last) = std::mem::size_of_val(items).checked_sub(1) else {
             return;
         };
@@ -21,7 +47,7 @@ pub fn prefetch<T>(items: &[T]) {
             // SAFETY: a prefetch never faults and reads nothing; the address is that of
             // a cache line holding a byte of `items`.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(
+                _mm_prefetch::<HINT>(
                     start
                         .wrapping_add(line.saturating_sub(start as usize))
                         .cast(),
@@ -52,33 +78,4 @@ pub fn prefetch_for_write(p: *const u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
-}
-
-/// [`prefetch`] into the second-level cache only: for lines wanted a while from now
-/// (the next block or leaf of a scan), which then do not hold up the first-level
-/// cache's miss slots that the lines read next need.
-#[inline]
-pub fn prefetch_far<T>(items: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let Some(last) = std::mem::size_of_val(items).checked_sub(1) else {
-            return;
-        };
-        let start = items.as_ptr().cast::<u8>();
-        let first_line = start as usize & !63;
-        let end_line = (start as usize + last) & !63;
-        for line in (first_line..=end_line).step_by(64) {
-            // SAFETY: as in `prefetch`.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T1>(
-                    start
-                        .wrapping_add(line.saturating_sub(start as usize))
-                        .cast(),
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = items;
 }

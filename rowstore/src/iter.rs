@@ -559,38 +559,23 @@ trait Cursor {
     fn advance(&mut self) -> Result<()>;
 }
 
-impl Cursor for MergeIter {
-    #[inline]
-    fn current(&self) -> Option<EntryRef<'_>> {
-        MergeIter::current(self)
-    }
-    #[inline]
-    fn advance(&mut self) -> Result<()> {
-        MergeIter::advance(self)
-    }
+/// `Cursor` for a source whose own `current` and `advance` have its signatures.
+macro_rules! cursor_of {
+    ($($t:ty),*) => {$(
+        impl Cursor for $t {
+            #[inline]
+            fn current(&self) -> Option<EntryRef<'_>> {
+                <$t>::current(self)
+            }
+            #[inline]
+            fn advance(&mut self) -> Result<()> {
+                <$t>::advance(self)
+            }
+        }
+    )*};
 }
 
-impl Cursor for LevelIter {
-    #[inline]
-    fn current(&self) -> Option<EntryRef<'_>> {
-        LevelIter::current(self)
-    }
-    #[inline]
-    fn advance(&mut self) -> Result<()> {
-        LevelIter::advance(self)
-    }
-}
-
-impl Cursor for TableIter {
-    #[inline]
-    fn current(&self) -> Option<EntryRef<'_>> {
-        TableIter::current(self)
-    }
-    #[inline]
-    fn advance(&mut self) -> Result<()> {
-        TableIter::advance(self)
-    }
-}
+cursor_of!(MergeIter, LevelIter, TableIter);
 
 impl Cursor for MemTableIter {
     #[inline]
