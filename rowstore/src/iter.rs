@@ -87,9 +87,7 @@ impl LevelIter {
     #[inline]
     fn open_next(&mut self) -> Result<()> {
         loop {
-            if let Some(c) = &self.cur
-                && c.is_valid()
-            {
+            if self.is_valid() {
                 return Ok(());
             }
             if self.lo + self.opened >= self.hi {
@@ -116,6 +114,12 @@ impl LevelIter {
         }
     }
 
+    /// Whether the run's cursor rests on an entry.
+    #[inline]
+    fn is_valid(&self) -> bool {
+        self.cur.as_ref().is_some_and(TableIter::is_valid)
+    }
+
     #[inline]
     fn current(&self) -> Option<EntryRef<'_>> {
         self.cur.as_ref().and_then(TableIter::current)
@@ -137,7 +141,7 @@ pub enum Source {
 }
 
 impl Source {
-    #[inline]
+    #[inline(always)]
     fn current(&self) -> Option<EntryRef<'_>> {
         match self {
             Source::Mem(m) => m.current(),
@@ -153,7 +157,7 @@ impl Source {
         match self {
             Source::Tree(t) => t.is_valid(),
             Source::Table(t) => t.is_valid(),
-            Source::Level(l) => l.cur.as_ref().is_some_and(TableIter::is_valid),
+            Source::Level(l) => l.is_valid(),
             s => s.current().is_some(),
         }
     }
@@ -347,7 +351,7 @@ impl MergeIter {
         self.cur = best.map(|b| b.0);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn current(&self) -> Option<EntryRef<'_>> {
         self.cur.and_then(|i| self.sources[i].current())
     }
@@ -446,15 +450,9 @@ impl VisibleIter {
         if self.reverse {
             return (&self.last_key, &self.rev_value);
         }
-        // A one-source merge's cursor was moved directly (see `step_forward`).
-        let current = match self.merge.sources.as_slice() {
-            [Source::Tree(t)] => t.current(),
-            [Source::Level(l)] => l.current(),
-            [Source::Table(t)] => t.current(),
-            [Source::Mem(m)] => m.current(),
-            _ => self.merge.current(),
-        };
-        match current {
+        // A one-source merge's cursor was moved directly (see `step_forward`); the
+        // merge still points at it.
+        match self.merge.current() {
             Some((k, _, Some(v))) => (k, v),
             _ => unreachable!("step_forward stops only on a live value"),
         }

@@ -153,10 +153,7 @@ impl TreeVersion {
     /// extent only.
     #[inline]
     pub(super) fn prefetch(&self, x: Extent, len: usize) {
-        if let Some(map) = &self.map {
-            let at = (x.offset() as usize).min(map.len());
-            crate::cache_line::prefetch(&map[at..(at + len.min(x.bytes())).min(map.len())]);
-        }
+        self.prefetch_with(x, len, crate::cache_line::prefetch);
     }
 
     /// [`TreeVersion::prefetch`] into the second-level cache only: for a leaf a scan
@@ -164,9 +161,14 @@ impl TreeVersion {
     /// cache's miss slots the current leaf's lines need).
     #[inline]
     pub(super) fn prefetch_far(&self, x: Extent, len: usize) {
+        self.prefetch_with(x, len, crate::cache_line::prefetch_far);
+    }
+
+    #[inline(always)]
+    fn prefetch_with(&self, x: Extent, len: usize, load: impl Fn(&[u8])) {
         if let Some(map) = &self.map {
             let at = (x.offset() as usize).min(map.len());
-            crate::cache_line::prefetch_far(&map[at..(at + len.min(x.bytes())).min(map.len())]);
+            load(&map[at..(at + len.min(x.bytes())).min(map.len())]);
         }
     }
 

@@ -498,7 +498,8 @@ impl Table {
         snapshot: Ts,
         f: &mut impl FnMut(&[u8]) -> R,
     ) -> Result<Lookup<R>> {
-        let at = self.point_block(key, snapshot);
+        // The block is read right away: no header to start loading first.
+        let at = self.locate_block(key, snapshot);
         self.get_at_with(at, key, f)
     }
 
@@ -509,6 +510,14 @@ impl Table {
     /// misses with it; [`Table::get_at_with`] finishes the read.
     #[inline]
     pub fn point_block(&self, key: &[u8], snapshot: Ts) -> PointBlock {
+        let at = self.locate_block(key, snapshot);
+        self.prefetch_slotted(at.0);
+        at
+    }
+
+    /// The block that can hold `key`'s newest version at `snapshot`, from the index.
+    #[inline]
+    fn locate_block(&self, key: &[u8], snapshot: Ts) -> PointBlock {
         let snapshot = match self.global_ts {
             // Every entry is at `g`: invisible below it, and the file's own (older)
             // stored timestamps must not hide it at or above it.
@@ -516,9 +525,7 @@ impl Table {
             Some(_) => MAX_TS,
             None => snapshot,
         };
-        let bi = self.find_block(key, snapshot);
-        self.prefetch_slotted(bi);
-        PointBlock(bi, snapshot)
+        PointBlock(self.find_block(key, snapshot), snapshot)
     }
 
     /// Finish a point read [`Table::point_block`] started for the same `key`.
