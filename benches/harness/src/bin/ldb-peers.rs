@@ -12,6 +12,8 @@
 //!   syncs (each engine's non-durable mode: Lightning DB `Durability::Buffered`, redb
 //!   `Durability::None`, fjall without persist, RocksDB `sync = false`);
 //! * `durable_put`: single puts, each durable (fsync) before it returns, 1 thread;
+//! * `durable_put_interleaved`: the same, with the engines taking turns in slices of
+//!   250 puts (after the rounds below), so every engine's puts meet the same disk;
 //! * `durable_put_8t` / `durable_put_64t`: the same from 8 and 64 threads (group commit
 //!   is what helps here);
 //! * `batch_put`: durable batches of 100 random overwrites;
@@ -412,6 +414,9 @@ struct Plan {
     durable_puts_per_thread: u64,
     durable_puts_per_thread_64: u64,
     batches: u64,
+    /// The interleaved single puts: slices, and puts per slice.
+    slices: u64,
+    slice_puts: u64,
     gets: u64,
     scans: u64,
 }
@@ -426,6 +431,8 @@ impl Plan {
                 durable_puts_per_thread: 25,
                 durable_puts_per_thread_64: 5,
                 batches: 20,
+                slices: 2,
+                slice_puts: 20,
                 gets: keys.min(20_000),
                 scans: 1_000,
             }
@@ -436,6 +443,8 @@ impl Plan {
                 durable_puts_per_thread: 500,
                 durable_puts_per_thread_64: 200,
                 batches: 300,
+                slices: 12,
+                slice_puts: 250,
                 gets: keys.min(1_000_000),
                 scans: 50_000,
             }
@@ -713,6 +722,51 @@ fn write_round(name: &'static str, db: &dyn Kv, plan: &Plan) -> Res<Vec<Figure>>
     Ok(figures)
 }
 
+/// Durable single puts with the engines interleaved: `plan.slices` slices of
+/// `plan.slice_puts` puts, every engine taking one turn per slice (the first engine
+/// rotating). The fsync time of this virtual disk drifts by a third over minutes, and
+/// the rounds of [`write_round`] put each engine's single puts minutes apart; here every
+/// engine's puts are spread over the same few seconds, so ratios between engines bound
+/// by the same fsync (our two engines, say) compare like with like.
+fn interleaved_puts(names: &[&'static str], dbs: &[Arc<dyn Kv>], plan: &Plan) -> Res<Vec<Figure>> {
+    eprintln!("durable puts, engines interleaved");
+    let keys = plan.keys;
+    let mut spent: Vec<(Duration, Latencies, Vec<f64>)> = (0..names.len())
+        .map(|_| (Duration::ZERO, Latencies::default(), Vec::new()))
+        .collect();
+    for slice in 0..plan.slices {
+        for j in 0..names.len() {
+            let e = (j + slice as usize) % names.len();
+            let db = &*dbs[e];
+            let put = |_th: usize, i: u64| -> Res<()> {
+                let mut rng = StdRng::seed_from_u64(9000 + slice * 1_000_003 + i);
+                db.put(&key(rng.random_range(0..keys)), &value(&mut rng))
+            };
+            let (el, lat) = threaded(1, plan.slice_puts, &put)?;
+            let s = &mut spent[e];
+            s.0 += el;
+            s.1.extend(lat);
+            s.2.push(plan.slice_puts as f64 / el.as_secs_f64().max(1e-9));
+        }
+    }
+    Ok(names
+        .iter()
+        .zip(spent)
+        .map(|(name, (el, lat, slices))| {
+            let mut f = figure(
+                "durable_put_interleaved",
+                name,
+                "op",
+                plan.slices * plan.slice_puts,
+                el,
+                lat,
+            );
+            f.rounds_per_sec = slices;
+            f
+        })
+        .collect())
+}
+
 /// One round of some workloads on one engine (named), its figures in a fixed order.
 type RoundFn<'a> = dyn Fn(&'static str, &dyn Kv) -> Res<Vec<Figure>> + 'a;
 
@@ -779,13 +833,17 @@ fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
         .collect()
 }
 
-const WORKLOADS: [(&str, &str); 9] = [
+const WORKLOADS: [(&str, &str); 10] = [
     ("bulk_load", "bulk load, durable batches of 1000 (keys/s)"),
     (
         "bulk_load_nosync",
         "bulk load, batches of 1000, no sync (keys/s)",
     ),
     ("durable_put", "durable put, 1 thread (ops/s)"),
+    (
+        "durable_put_interleaved",
+        "durable put, 1 thread, engines interleaved (ops/s)",
+    ),
     ("durable_put_8t", "durable put, 8 threads (ops/s)"),
     ("durable_put_64t", "durable put, 64 threads (ops/s)"),
     ("batch_put_100", "durable batches of 100 (keys/s)"),
@@ -978,6 +1036,7 @@ fn run(args: &Args) -> Res<()> {
             if args.smoke { Duration::ZERO } else { SETTLE },
             &mut figures,
         )?;
+        figures.extend(interleaved_puts(&names, &dbs, &plan)?);
         Ok(())
     })();
     for dir in &dirs {
