@@ -65,17 +65,29 @@ fn prefetch_into<const HINT: i32, T>(items: &[T]) {
 #[inline]
 pub fn prefetch_for_write(p: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-        let head = p as usize & 63;
-        for i in 0..(head + len.max(1)).div_ceil(64) {
-            // SAFETY: a prefetch never faults and accesses nothing; the address is
-            // only a hint.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_ET0>(p.wrapping_add((i * 64).wrapping_sub(head)).cast())
-            };
-        }
-    }
+    prefetch_raw::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p, len);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
+}
+
+/// [`prefetch`] of `len` bytes from `p`, which may dangle (an object reached through a
+/// weak handle that may be gone by now): a hint only, nothing is read through it.
+#[inline]
+pub fn prefetch_ptr(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_raw::<{ hint::NEAR }>(p, len);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_raw<const HINT: i32>(p: *const u8, len: usize) {
+    use core::arch::x86_64::_mm_prefetch;
+    let head = p as usize & 63;
+    for i in 0..(head + len.max(1)).div_ceil(64) {
+        // SAFETY: a prefetch never faults and accesses nothing; the address is only a
+        // hint.
+        unsafe { _mm_prefetch::<HINT>(p.wrapping_add((i * 64).wrapping_sub(head)).cast()) };
+    }
 }

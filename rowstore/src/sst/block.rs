@@ -83,13 +83,20 @@ pub struct Loc {
 }
 
 pub struct Block {
+    /// The block as stored (entries, offset table, entry count), then its seek index,
+    /// built when the block is loaded: 8-byte prefixes of the entries' keys (after the
+    /// block's common prefix) and that common prefix. A seek binary-searches the
+    /// prefixes and decodes entries only on ties, so a cached point read touches few
+    /// cache lines, and the offset table, prefixes and common prefix are one run of
+    /// lines after the entries ([`Block::seek_lines`]) that a reader can start loading
+    /// at once.
     data: Vec<u8>,
     n: usize,
     offsets_start: usize,
-    /// 8-byte prefixes of the entries' keys (after the block's common prefix), built
-    /// when the block is loaded: a seek binary-searches this small contiguous array and
-    /// decodes entries only on ties, so a cached point read touches few cache lines.
-    prefixes: PrefixIndex,
+    /// Where the prefixes start in `data` (a multiple of 8).
+    prefixes_at: usize,
+    /// Where the common prefix starts in `data` (it runs to the end).
+    common_at: usize,
 }
 
 /// The first 8 bytes of a key as a big-endian integer (zero-padded). Prefix order
@@ -120,7 +127,15 @@ pub enum Probe {
 pub struct PrefixIndex {
     common: Vec<u8>,
     pub prefixes: Vec<u64>,
+    /// Every [`FENCE_STRIDE`]th prefix (empty for a short run): a search narrows to
+    /// one stride in this small array, which stays in the CPU's cache, and then reads
+    /// that stride's few lines of `prefixes` at once, instead of a binary search over
+    /// all of them whose last steps are each a miss of their own.
+    fences: Vec<u64>,
 }
+
+/// Prefixes per fence of a [`PrefixIndex`]: 64 (512 bytes, eight cache lines).
+pub const FENCE_STRIDE: usize = 64;
 
 impl PrefixIndex {
     pub fn build<'a>(keys: impl Iterator<Item = &'a [u8]> + Clone) -> PrefixIndex {
@@ -135,25 +150,60 @@ impl PrefixIndex {
             });
         }
         let common = common.unwrap_or(&[]).to_vec();
-        let prefixes = keys.map(|k| key_prefix(&k[common.len()..])).collect();
-        PrefixIndex { common, prefixes }
+        let prefixes: Vec<u64> = keys.map(|k| key_prefix(&k[common.len()..])).collect();
+        let fences = if prefixes.len() > FENCE_STRIDE {
+            prefixes.iter().copied().step_by(FENCE_STRIDE).collect()
+        } else {
+            Vec::new()
+        };
+        PrefixIndex {
+            common,
+            prefixes,
+            fences,
+        }
+    }
+
+    /// The range `[lo, hi)` of positions that can hold the first key at or after a
+    /// probe whose prefix is `p` ([`Probe::At`]), from the fences; the prefixes in it
+    /// start loading. Everything before `lo` is below the probe, everything from `hi`
+    /// on above it.
+    #[inline]
+    pub fn narrow(&self, p: u64) -> (usize, usize) {
+        let n = self.prefixes.len();
+        if self.fences.is_empty() {
+            return (0, n);
+        }
+        // Fences below p: their strides' first keys are below the probe.
+        let below = self.fences.partition_point(|&f| f < p);
+        // Fences equal to p (a run of equal prefixes): their keys need full compares.
+        let upto = below + self.fences[below..].partition_point(|&f| f == p);
+        let lo = (below * FENCE_STRIDE).saturating_sub(FENCE_STRIDE - 1);
+        let hi = (upto * FENCE_STRIDE).min(n);
+        crate::cache_line::prefetch(&self.prefixes[lo..hi]);
+        (lo, hi)
     }
 
     #[inline]
     pub fn probe(&self, key: &[u8]) -> Probe {
-        if let Some(rest) = key.strip_prefix(self.common.as_slice()) {
-            return Probe::At(key_prefix(rest));
-        }
-        let m = key.len().min(self.common.len());
-        match key[..m].cmp(&self.common[..m]) {
-            Ordering::Greater => Probe::Above,
-            // Smaller, or a proper prefix of the common prefix: before every key.
-            _ => Probe::Below,
-        }
+        probe_after(&self.common, key)
     }
 
     pub fn memory_size(&self) -> usize {
-        self.common.len() + self.prefixes.len() * 8
+        self.common.len() + (self.prefixes.len() + self.fences.len()) * 8
+    }
+}
+
+/// Where `key` falls relative to sorted keys that all start with `common`.
+#[inline]
+fn probe_after(common: &[u8], key: &[u8]) -> Probe {
+    if let Some(rest) = key.strip_prefix(common) {
+        return Probe::At(key_prefix(rest));
+    }
+    let m = key.len().min(common.len());
+    match key[..m].cmp(&common[..m]) {
+        Ordering::Greater => Probe::Above,
+        // Smaller, or a proper prefix of the common prefix: before every key.
+        _ => Probe::Below,
     }
 }
 
@@ -172,7 +222,8 @@ impl Block {
             data,
             n,
             offsets_start,
-            prefixes: PrefixIndex::default(),
+            prefixes_at: 0,
+            common_at: 0,
         };
         // Every entry is decoded once: checked, and its key kept for the prefix index.
         let mut prev = None;
@@ -186,8 +237,36 @@ impl Block {
             keys.push(b.entry(i)?.key);
         }
         let idx = PrefixIndex::build(keys.iter().copied());
-        b.prefixes = idx;
+        // The seek index after the stored bytes, in one allocation with them.
+        let prefixes_at = b.data.len().next_multiple_of(8);
+        b.data
+            .reserve_exact(prefixes_at - b.data.len() + n * 8 + idx.common.len());
+        b.data.resize(prefixes_at, 0);
+        for p in &idx.prefixes {
+            b.data.extend_from_slice(&p.to_ne_bytes());
+        }
+        b.common_at = b.data.len();
+        b.data.extend_from_slice(&idx.common);
+        b.prefixes_at = prefixes_at;
         Ok(b)
+    }
+
+    /// Key prefix `i` (< len()) of the seek index.
+    #[inline]
+    fn prefix(&self, i: usize) -> u64 {
+        let p = self.prefixes_at + i * 8;
+        u64::from_ne_bytes(self.data[p..p + 8].try_into().expect("8 bytes"))
+    }
+
+    /// The lines a seek reads besides the entry it finds (the offset table, the key
+    /// prefixes, the common prefix), as an address and a length: a hint for a reader
+    /// that can name the block before it holds it ([`crate::sst::Table::prefetch_slotted`]).
+    #[inline]
+    pub fn seek_lines(&self) -> (usize, usize) {
+        (
+            self.data.as_ptr() as usize + self.offsets_start,
+            self.data.len() - self.offsets_start,
+        )
     }
 
     #[inline]
@@ -211,7 +290,7 @@ impl Block {
 
     /// Bytes held in memory (for the cache's weigher).
     pub fn memory_size(&self) -> usize {
-        self.data.len() + self.prefixes.memory_size() + 96
+        self.data.capacity() + 96
     }
 
     /// Decode entry `i` (< len()).
@@ -258,8 +337,7 @@ impl Block {
     /// and the offset table (a cached block's lines are often not in the CPU's cache).
     #[inline]
     pub fn prefetch_seek(&self) {
-        crate::cache_line::prefetch(&self.prefixes.prefixes);
-        crate::cache_line::prefetch(&self.data[self.offsets_start.min(self.data.len())..]);
+        crate::cache_line::prefetch(&self.data[self.offsets_start..]);
     }
 
     /// Start loading the entries from `i` on (a cursor about to read them in order).
@@ -288,7 +366,7 @@ impl Block {
     }
 
     pub fn seek(&self, key: &[u8], ts: Ts) -> Result<usize, &'static str> {
-        let p = match self.prefixes.probe(key) {
+        let p = match probe_after(&self.data[self.common_at..], key) {
             Probe::Below => return Ok(0),
             Probe::Above => return Ok(self.n),
             Probe::At(p) => p,
@@ -296,7 +374,7 @@ impl Block {
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let o = match self.prefixes.prefixes[mid].cmp(&p) {
+            let o = match self.prefix(mid).cmp(&p) {
                 Ordering::Equal => {
                     let e = self.entry(mid)?;
                     cmp_internal(e.key, e.ts, key, ts)
@@ -354,6 +432,44 @@ mod tests {
         assert_eq!(blk.seek(&[0, 9], 9).unwrap(), 0);
         assert_eq!(blk.seek(&[1, 0, 0, 0, 8], 9).unwrap(), blk.len());
         assert_eq!(blk.seek(&[1, 0, 0, 0, 7, 5], 9).unwrap(), 10); // [..7, 5] < [..7, 5, 5]
+    }
+
+    #[test]
+    fn fences_narrow_to_the_stride_that_holds_the_answer() {
+        // Keys with long runs of one 8-byte prefix (equal prefixes across fences) and
+        // distinct ones; every probe's answer must lie in the narrowed range.
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for i in 0..400u32 {
+            let group = if (100..250).contains(&i) { 100 } else { i };
+            keys.push(
+                [
+                    &[7, 7][..],
+                    &group.to_be_bytes(),
+                    &[0, 0, 0, 0],
+                    &i.to_be_bytes(),
+                ]
+                .concat(),
+            );
+        }
+        keys.sort();
+        let idx = PrefixIndex::build(keys.iter().map(Vec::as_slice));
+        assert!(!idx.fences.is_empty());
+        let mut probes = keys.clone();
+        probes.extend(keys.iter().map(|k| [k.as_slice(), &[0]].concat()));
+        probes.push(vec![7, 7]);
+        probes.push(vec![7, 7, 255]);
+        for probe in probes {
+            let Probe::At(p) = idx.probe(&probe) else {
+                continue;
+            };
+            let want = keys.partition_point(|k| k.as_slice() < probe.as_slice());
+            let (lo, hi) = idx.narrow(p);
+            assert!(
+                lo <= want && want <= hi,
+                "{probe:?}: {want} not in {lo}..{hi}"
+            );
+            assert!(hi - lo < keys.len(), "narrowed nothing for {probe:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::vfs::{self, MmapBudget, RandomAccessFile, Vfs, VfsFile};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 
 mod builder;
 mod iter;
@@ -108,6 +108,29 @@ pub use crate::files::table_path;
 #[derive(Debug, Clone, Copy)]
 pub struct PointBlock(usize, Ts);
 
+/// At most this much of a block's seek lines is prefetched through its slot: the
+/// offset table and prefixes of a block of up to ~80 entries.
+const SEEK_PREFETCH: usize = 1024;
+
+/// A table's handle on one cached block ([`Table::slots`]).
+#[derive(Default)]
+struct BlockSlot {
+    block: arc_swap::ArcSwapWeak<Block>,
+    /// Where the block's seek lines were ([`Block::seek_lines`]) when it was slotted:
+    /// a prefetch address only, never read through (the block may be gone).
+    seek_at: AtomicUsize,
+    seek_len: AtomicUsize,
+}
+
+impl BlockSlot {
+    fn set(&self, b: &Arc<Block>) {
+        let (at, len) = b.seek_lines();
+        self.seek_at.store(at, AtomicOrdering::Relaxed);
+        self.seek_len.store(len, AtomicOrdering::Relaxed);
+        self.block.store(Arc::downgrade(b));
+    }
+}
+
 /// An open, verified table.
 pub struct Table {
     id: u64,
@@ -124,7 +147,7 @@ pub struct Table {
     /// hashing into the cache (the cache still owns the block and evicts it; then the
     /// handle no longer upgrades). Empty when the cache's slot budget was spent
     /// ([`BlockCache::reserve_slots`]).
-    slots: Box<[arc_swap::ArcSwapWeak<Block>]>,
+    slots: Box<[BlockSlot]>,
     /// Set once a manifest edit removed this table; the file is deleted when the last
     /// reader lets go of it.
     obsolete: AtomicBool,
@@ -268,9 +291,9 @@ impl Table {
         }
         let index_prefix = PrefixIndex::build(index.iter().map(|(k, _)| k.user_key.as_slice()));
         let slots = match &cache {
-            Some(c) if c.reserve_slots(index.len()) => (0..index.len())
-                .map(|_| arc_swap::ArcSwapWeak::new(std::sync::Weak::new()))
-                .collect(),
+            Some(c) if c.reserve_slots(index.len()) => {
+                (0..index.len()).map(|_| BlockSlot::default()).collect()
+            }
             _ => Box::default(),
         };
         Ok(Table {
@@ -369,9 +392,14 @@ impl Table {
         if self.cache.is_some()
             && let Some(slot) = self.slots.get(i)
         {
-            let p = std::sync::Weak::as_ptr(&slot.load()).cast::<u8>();
+            let p = std::sync::Weak::as_ptr(&slot.block.load()).cast::<u8>();
             // `Arc`'s two counts sit just before the value.
-            crate::cache_line::prefetch_for_write(p.wrapping_sub(16), 64);
+            crate::cache_line::prefetch_for_write(p.wrapping_sub(16), 16);
+            crate::cache_line::prefetch_ptr(p, std::mem::size_of::<Block>());
+            // And what the seek reads, without waiting for the header to say where.
+            let at = slot.seek_at.load(AtomicOrdering::Relaxed) as *const u8;
+            let len = slot.seek_len.load(AtomicOrdering::Relaxed);
+            crate::cache_line::prefetch_ptr(at, len.min(SEEK_PREFETCH));
         }
     }
 
@@ -379,7 +407,7 @@ impl Table {
     /// holds it): never reads the file.
     pub fn slotted_block(&self, i: usize) -> Option<Arc<Block>> {
         self.cache.as_ref()?;
-        self.slots.get(i)?.load().upgrade()
+        self.slots.get(i)?.block.load().upgrade()
     }
 
     /// Count a block found without asking the cache (a cursor's read-ahead).
@@ -393,13 +421,13 @@ impl Table {
     pub fn block_hit(&self, i: usize) -> Result<(Arc<Block>, bool)> {
         let slot = self.slots.get(i);
         if let Some(c) = &self.cache {
-            if let Some(b) = slot.and_then(|s| s.load().upgrade()) {
+            if let Some(b) = slot.and_then(|s| s.block.load().upgrade()) {
                 c.count_hit();
                 return Ok((b, true));
             }
             if let Some(b) = c.get(self.id, i as u32) {
                 if let Some(s) = slot {
-                    s.store(Arc::downgrade(&b));
+                    s.set(&b);
                 }
                 return Ok((b, true));
             }
@@ -408,7 +436,7 @@ impl Table {
         if let Some(c) = &self.cache {
             c.insert(self.id, i as u32, b.clone());
             if let Some(s) = slot {
-                s.store(Arc::downgrade(&b));
+                s.set(&b);
             }
         }
         Ok((b, false))
@@ -461,7 +489,7 @@ impl Table {
             Probe::Above => return self.index.len(),
             Probe::At(p) => p,
         };
-        let (mut lo, mut hi) = (0, self.index.len());
+        let (mut lo, mut hi) = self.index_prefix.narrow(p);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let o = match self.index_prefix.prefixes[mid].cmp(&p) {
@@ -676,6 +704,32 @@ mod tests {
             assert_eq!(t.get(b"nokey", 20).unwrap(), Lookup::NotFound);
             assert_eq!(t.get(b"zzz", 20).unwrap(), Lookup::NotFound);
             assert_eq!(t.verify().unwrap(), 500 + 167);
+        }
+    }
+
+    /// A table of hundreds of blocks: the index search narrows through its fences
+    /// ([`PrefixIndex::narrow`]); every key, version and gap must still be found.
+    #[test]
+    fn point_lookups_through_the_index_fences() {
+        let d = tempfile::tempdir().unwrap();
+        let t = build(d.path(), 1, 5000, Compression::None);
+        assert!(t.num_blocks() > 4 * super::super::block::FENCE_STRIDE);
+        for i in 0..5000 {
+            let k = format!("key{i:05}");
+            let v = format!("v{i}");
+            assert_eq!(
+                t.get(k.as_bytes(), 20).unwrap(),
+                Lookup::Found(v.into_bytes())
+            );
+            let older = if i % 3 == 0 {
+                Lookup::Deleted
+            } else {
+                Lookup::NotFound
+            };
+            assert_eq!(t.get(k.as_bytes(), 9).unwrap(), older, "{k}");
+            assert_eq!(t.get(k.as_bytes(), 4).unwrap(), Lookup::NotFound);
+            let gap = format!("{k}!");
+            assert_eq!(t.get(gap.as_bytes(), 20).unwrap(), Lookup::NotFound);
         }
     }
 
