@@ -47,7 +47,7 @@ pub struct BlockCache {
 
 /// What one block slot may cost: the slot, and the block's bookkeeping a weak handle
 /// keeps allocated after the cache evicted the block.
-pub const SLOT_BYTES: u64 = 24 + 96;
+pub const SLOT_BYTES: u64 = 32 + 96;
 
 impl BlockCache {
     /// `capacity_bytes` of decompressed blocks; `sharded` selects concurrent shards.

@@ -13,7 +13,7 @@ use crate::vfs::{self, MmapBudget, RandomAccessFile, Vfs, VfsFile};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering as AtomicOrdering};
 
 mod builder;
 mod iter;
@@ -116,17 +116,23 @@ const SEEK_PREFETCH: usize = 1024;
 #[derive(Default)]
 struct BlockSlot {
     block: arc_swap::ArcSwapWeak<Block>,
-    /// Where the block's seek lines were ([`Block::seek_lines`]) when it was slotted:
-    /// a prefetch address only, never read through (the block may be gone).
+    /// Where the block was when it was slotted, and its seek lines
+    /// ([`Block::seek_lines`]): prefetch addresses only, read with plain loads (an
+    /// `ArcSwap` load is a fenced atomic that would wait for every miss before it) and
+    /// never read through (the block may be gone).
+    header_at: AtomicUsize,
     seek_at: AtomicUsize,
-    seek_len: AtomicUsize,
+    seek_len: AtomicU32,
 }
 
 impl BlockSlot {
     fn set(&self, b: &Arc<Block>) {
         let (at, len) = b.seek_lines();
+        self.header_at
+            .store(Arc::as_ptr(b) as usize, AtomicOrdering::Relaxed);
         self.seek_at.store(at, AtomicOrdering::Relaxed);
-        self.seek_len.store(len, AtomicOrdering::Relaxed);
+        self.seek_len
+            .store(len.min(SEEK_PREFETCH) as u32, AtomicOrdering::Relaxed);
         self.block.store(Arc::downgrade(b));
     }
 }
@@ -391,15 +397,16 @@ impl Table {
     pub fn prefetch_slotted(&self, i: usize) {
         if self.cache.is_some()
             && let Some(slot) = self.slots.get(i)
+            && let p = slot.header_at.load(AtomicOrdering::Relaxed) as *const u8
+            && !p.is_null()
         {
-            let p = std::sync::Weak::as_ptr(&slot.block.load()).cast::<u8>();
             // `Arc`'s two counts sit just before the value.
             crate::cache_line::prefetch_for_write(p.wrapping_sub(16), 16);
             crate::cache_line::prefetch_ptr(p, std::mem::size_of::<Block>());
             // And what the seek reads, without waiting for the header to say where.
             let at = slot.seek_at.load(AtomicOrdering::Relaxed) as *const u8;
-            let len = slot.seek_len.load(AtomicOrdering::Relaxed);
-            crate::cache_line::prefetch_ptr(at, len.min(SEEK_PREFETCH));
+            let len = slot.seek_len.load(AtomicOrdering::Relaxed) as usize;
+            crate::cache_line::prefetch_ptr(at, len);
         }
     }
 
