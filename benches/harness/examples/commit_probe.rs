@@ -6,8 +6,8 @@
 //! `nosync` (Durability::Buffered): the same pipeline without the fsync, which shows
 //! what the hand-offs between threads alone allow on this machine.
 
+use lightning_bench::threaded;
 use lightning_db::{Database, LightningDbConfig};
-use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,39 +40,23 @@ fn main() {
     };
     for round in 0..3 {
         let before = db.get_metrics();
-        let t = Instant::now();
-        let mut lat: Vec<u64> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|th| {
-                    let db = &db;
-                    s.spawn(move || {
-                        let mut lat = Vec::with_capacity(per as usize);
-                        for i in 0..per {
-                            let k = format!("{:08x}{:08x}", th, i ^ round);
-                            let t = Instant::now();
-                            db.put(k.as_bytes(), &[b'v'; 100]).expect("put");
-                            lat.push(t.elapsed().as_nanos() as u64);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .flat_map(|h| h.join().expect("writer"))
-                .collect()
-        });
-        let el = t.elapsed().as_secs_f64();
+        let put = |th: usize, i: u64| -> Result<(), String> {
+            let k = format!("{:08x}{:08x}", th, i ^ round);
+            db.put(k.as_bytes(), &[b'v'; 100])
+                .map_err(|e| e.to_string())
+        };
+        let (el, mut lat) = threaded(threads as usize, per, &put).expect("puts");
+        let el = el.as_secs_f64();
         let m = db.get_metrics();
-        lat.sort_unstable();
-        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        let mut pct = |p: f64| lat.percentile_us(p);
         let syncs = m.fsyncs - before.fsyncs;
         println!(
             "{threads} writers: {:.1}K puts/s, {:.1} commits/sync, sync avg {:.0} µs, p50 {:.0} µs, p99 {:.0} µs",
             (threads * per) as f64 / el / 1000.0,
             (threads * per) as f64 / syncs.max(1) as f64,
             m.fsync_avg_us,
-            pct(0.5),
-            pct(0.99)
+            pct(50.0),
+            pct(99.0)
         );
     }
 }

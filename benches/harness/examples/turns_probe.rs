@@ -6,6 +6,7 @@
 //!
 //! Both directories hold loaded databases (`load_probe`'s key format); they are written to.
 
+use lightning_bench::threaded;
 use lightning_db::{Database, LightningDbConfig, StorageEngine};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,40 +25,26 @@ fn next(s: &mut u64) -> u64 {
     *s
 }
 
-fn phase(db: &Database, threads: u64, per: u64, batch: usize, seed: u64) -> (f64, f64) {
-    let t = Instant::now();
-    let mut lat: Vec<u64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|th| {
-                s.spawn(move || {
-                    let mut r = seed ^ (th + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
-                    let mut lat = Vec::with_capacity(per as usize);
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        if batch == 1 {
-                            db.put(&key(next(&mut r) % KEYS), &[b'v'; 100])
-                                .expect("put");
-                        } else {
-                            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
-                                .map(|_| (key(next(&mut r) % KEYS), vec![b'w'; 100]))
-                                .collect();
-                            db.put_batch(&pairs).expect("batch");
-                        }
-                        lat.push(t.elapsed().as_nanos() as u64);
-                    }
-                    lat
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().expect("writer"))
-            .collect()
-    });
-    let el = t.elapsed().as_secs_f64();
-    lat.sort_unstable();
+fn phase(db: &Database, threads: usize, per: u64, batch: usize, seed: u64) -> (f64, f64) {
+    let op = |th: usize, i: u64| -> Result<(), String> {
+        // Each call's own keys, from (seed, thread, call).
+        let mut s = (seed ^ (th as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
+            .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            | 1;
+        let res = if batch == 1 {
+            db.put(&key(next(&mut s) % KEYS), &[b'v'; 100])
+        } else {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..batch)
+                .map(|_| (key(next(&mut s) % KEYS), vec![b'w'; 100]))
+                .collect();
+            db.put_batch(&pairs)
+        };
+        res.map_err(|e| e.to_string())
+    };
+    let (el, mut lat) = threaded(threads, per, &op).expect("writes");
     (
-        (threads * per * batch as u64) as f64 / el / 1000.0,
-        lat[lat.len() / 2] as f64 / 1000.0,
+        (threads as u64 * per * batch as u64) as f64 / el.as_secs_f64() / 1000.0,
+        lat.percentile_us(50.0),
     )
 }
 

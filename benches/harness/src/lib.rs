@@ -124,6 +124,41 @@ impl Latencies {
     }
 }
 
+/// Run `op(thread, i)` for `i` in `0..per_thread` on each of `threads` threads at once;
+/// the wall time of the whole and every call's latency. The first error stops its
+/// thread and is returned (a panicking thread as "worker panicked").
+pub fn threaded<E: Send + From<&'static str>>(
+    threads: usize,
+    per_thread: u64,
+    op: &(dyn Fn(usize, u64) -> Result<(), E> + Sync),
+) -> Result<(Duration, Latencies), E> {
+    let t = std::time::Instant::now();
+    let lats: Vec<Result<Latencies, E>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|th| {
+                s.spawn(move || {
+                    let mut lat = Latencies::default();
+                    for i in 0..per_thread {
+                        let t = std::time::Instant::now();
+                        op(th, i)?;
+                        lat.record(t.elapsed());
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect()
+    });
+    let elapsed = t.elapsed();
+    let mut all = Latencies::default();
+    for l in lats {
+        all.extend(l?);
+    }
+    Ok((elapsed, all))
+}
+
 /// Bytes the files under `dir` occupy on disk (allocated blocks, as `du` counts them).
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

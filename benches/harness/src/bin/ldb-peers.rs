@@ -31,7 +31,7 @@
 //! (fdatasync) on every commit for all four.
 
 use clap::Parser;
-use lightning_bench::{Latencies, Machine, disk_usage, human, write_results};
+use lightning_bench::{Latencies, Machine, disk_usage, human, threaded, write_results};
 use rand::prelude::*;
 use redb::ReadableDatabase;
 use serde_json::json;
@@ -501,38 +501,6 @@ fn figure(
 }
 
 /// Runs `per_thread` calls of `op` on each of `threads` threads; `op(thread, i)`.
-fn threaded(
-    threads: usize,
-    per_thread: u64,
-    op: &(dyn Fn(usize, u64) -> Res<()> + Sync),
-) -> Res<(Duration, Latencies)> {
-    let t = Instant::now();
-    let lats: Vec<Res<Latencies>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|th| {
-                s.spawn(move || {
-                    let mut lat = Latencies::default();
-                    for i in 0..per_thread {
-                        let t = Instant::now();
-                        op(th, i)?;
-                        lat.record(t.elapsed());
-                    }
-                    Ok(lat)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
-            .collect()
-    });
-    let elapsed = t.elapsed();
-    let mut all = Latencies::default();
-    for l in lats {
-        all.extend(l?);
-    }
-    Ok((elapsed, all))
-}
-
 fn run_reads(
     db: &dyn Kv,
     threads: usize,
