@@ -139,17 +139,7 @@ pub const FENCE_STRIDE: usize = 64;
 
 impl PrefixIndex {
     pub fn build<'a>(keys: impl Iterator<Item = &'a [u8]> + Clone) -> PrefixIndex {
-        let mut common: Option<&[u8]> = None;
-        for k in keys.clone() {
-            common = Some(match common {
-                None => k,
-                Some(c) => {
-                    let n = c.iter().zip(k).take_while(|(a, b)| a == b).count();
-                    &c[..n]
-                }
-            });
-        }
-        let common = common.unwrap_or(&[]).to_vec();
+        let common = common_prefix(keys.clone()).to_vec();
         let prefixes: Vec<u64> = keys.map(|k| key_prefix(&k[common.len()..])).collect();
         let fences = if prefixes.len() > FENCE_STRIDE {
             prefixes.iter().copied().step_by(FENCE_STRIDE).collect()
@@ -193,6 +183,15 @@ impl PrefixIndex {
     }
 }
 
+/// The longest prefix every key shares (empty for no keys).
+fn common_prefix<'a>(keys: impl Iterator<Item = &'a [u8]>) -> &'a [u8] {
+    keys.reduce(|c, k| {
+        let n = c.iter().zip(k).take_while(|(a, b)| a == b).count();
+        &c[..n]
+    })
+    .unwrap_or(&[])
+}
+
 /// Where `key` falls relative to sorted keys that all start with `common`.
 #[inline]
 fn probe_after(common: &[u8], key: &[u8]) -> Probe {
@@ -225,28 +224,36 @@ impl Block {
             prefixes_at: 0,
             common_at: 0,
         };
-        // Every entry is decoded once: checked, and its key kept for the prefix index.
+        // Every entry is decoded once: checked, and where its key lies kept for the
+        // seek index.
         let mut prev = None;
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut keys: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let base = b.data.as_ptr() as usize;
         for i in 0..n {
             let o = b.offset(i);
             if o >= offsets_start || prev.is_some_and(|p| o <= p) {
                 return Err("bad entry offset");
             }
             prev = Some(o);
-            keys.push(b.entry(i)?.key);
+            let k = b.entry(i)?.key;
+            let at = k.as_ptr() as usize - base;
+            keys.push((at, at + k.len()));
         }
-        let idx = PrefixIndex::build(keys.iter().copied());
-        // The seek index after the stored bytes, in one allocation with them.
+        let common = common_prefix(keys.iter().map(|&(s, e)| &b.data[s..e])).len();
+        // The seek index after the stored bytes, in one allocation with them, written
+        // straight from the keys where they lie.
         let prefixes_at = b.data.len().next_multiple_of(8);
         b.data
-            .reserve_exact(prefixes_at - b.data.len() + n * 8 + idx.common.len());
+            .reserve_exact(prefixes_at - b.data.len() + n * 8 + common);
         b.data.resize(prefixes_at, 0);
-        for p in &idx.prefixes {
+        for &(s, e) in &keys {
+            let p = key_prefix(&b.data[s + common..e]);
             b.data.extend_from_slice(&p.to_ne_bytes());
         }
         b.common_at = b.data.len();
-        b.data.extend_from_slice(&idx.common);
+        if let Some(&(s, _)) = keys.first() {
+            b.data.extend_from_within(s..s + common);
+        }
         b.prefixes_at = prefixes_at;
         Ok(b)
     }
