@@ -26,14 +26,10 @@ pub(super) struct WriteReq {
     pub(super) rejected: Mutex<Option<Error>>,
     pub(super) ts: AtomicU64,
     pub(super) state: Mutex<ReqState>,
-    pub(super) cv: Condvar,
-}
-
-impl WriteReq {
-    pub(super) fn finish(&self, r: Result<Ts>) {
-        *self.state.lock() = ReqState::Done(r);
-        self.cv.notify_one();
-    }
+    /// The commit group this request joins and its tag for targeted wake-ups (see
+    /// `wake`), set when it is queued.
+    pub(super) group: AtomicU64,
+    pub(super) tag: AtomicU32,
 }
 
 #[derive(Default)]
@@ -49,6 +45,10 @@ pub(super) struct CommitQueue {
     /// While a leader gathers its group: the number of queued requests it waits for.
     /// The writer whose request reaches it wakes the leader through `gathered`.
     pub(super) gather_target: Option<usize>,
+    /// Groups taken so far: requests queued now join group number `taken`.
+    pub(super) taken: u64,
+    /// Requests queued so far (their tags).
+    pub(super) queued: u32,
 }
 
 impl Inner {
@@ -70,7 +70,8 @@ impl Inner {
             rejected: Mutex::new(None),
             ts: AtomicU64::new(0),
             state: Mutex::new(ReqState::Waiting),
-            cv: Condvar::new(),
+            group: AtomicU64::new(0),
+            tag: AtomicU32::new(0),
         })
     }
 
@@ -84,7 +85,8 @@ impl Inner {
             rejected: Mutex::new(None),
             ts: AtomicU64::new(0),
             state: Mutex::new(ReqState::Waiting),
-            cv: Condvar::new(),
+            group: AtomicU64::new(0),
+            tag: AtomicU32::new(0),
         })
     }
 
@@ -106,6 +108,9 @@ impl Inner {
             if q.closed {
                 return Err(Error::Closed);
             }
+            req.group.store(q.taken, Ordering::Relaxed);
+            req.tag.store(q.queued, Ordering::Relaxed);
+            q.queued = q.queued.wrapping_add(1);
             q.pending.push(req.clone());
             if q.leader_active {
                 if q.gather_target.is_some_and(|t| q.pending.len() >= t) {
@@ -119,19 +124,24 @@ impl Inner {
             }
         };
         if !lead {
-            let mut st = req.state.lock();
-            loop {
+            let (group, tag) = (
+                req.group.load(Ordering::Relaxed),
+                req.tag.load(Ordering::Relaxed),
+            );
+            let mut out = None;
+            self.wake.wait(group, tag, || {
+                let mut st = req.state.lock();
                 match &*st {
-                    ReqState::Waiting => req.cv.wait(&mut st),
-                    ReqState::Lead => break,
+                    ReqState::Waiting => false,
+                    ReqState::Lead => true,
                     ReqState::Done(_) => {
-                        let ReqState::Done(r) = std::mem::replace(&mut *st, ReqState::Waiting)
-                        else {
-                            unreachable!()
-                        };
-                        return r;
+                        out = Some(std::mem::replace(&mut *st, ReqState::Waiting));
+                        true
                     }
                 }
+            });
+            if let Some(ReqState::Done(r)) = out {
+                return r;
             }
         }
         // This thread leads one group: everything pending, including its own request.
@@ -139,23 +149,36 @@ impl Inner {
             std::thread::sleep(max_delay);
         }
         self.gather();
-        let group = std::mem::take(&mut self.queue.lock().pending);
+        let (group, number) = {
+            let mut q = self.queue.lock();
+            q.taken += 1;
+            (std::mem::take(&mut q.pending), q.taken - 1)
+        };
         let t0 = Instant::now();
         let res = self.commit_group(&group);
         let took = t0.elapsed();
         // Hand leadership on first, so the next group's WAL write overlaps with waking
         // this group's followers.
-        {
+        let next = {
             let mut q = self.queue.lock();
             q.concurrency = group.len() + q.pending.len();
             q.last_sync = took;
             match q.pending.first() {
                 Some(next) => {
                     *next.state.lock() = ReqState::Lead;
-                    next.cv.notify_one();
+                    Some((
+                        next.group.load(Ordering::Relaxed),
+                        next.tag.load(Ordering::Relaxed),
+                    ))
                 }
-                None => q.leader_active = false,
+                None => {
+                    q.leader_active = false;
+                    None
+                }
             }
+        };
+        if let Some((g, tag)) = next {
+            self.wake.wake_one(g, tag);
         }
         for r in &group {
             if Arc::ptr_eq(r, &req) {
@@ -168,7 +191,11 @@ impl Inner {
                 },
                 Err(e) => Err(e.share()),
             };
-            r.finish(out);
+            *r.state.lock() = ReqState::Done(out);
+        }
+        // One call wakes the whole group (see `wake`).
+        if group.len() > 1 {
+            self.wake.wake_group(number);
         }
         res?;
         match req.rejected.lock().take() {

@@ -34,7 +34,7 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ mod open;
 mod read;
 mod validate;
 mod versions;
+mod wake;
 
 use commit::CommitQueue;
 use flush::OutputSink;
@@ -81,6 +82,8 @@ struct Inner {
     queue: Mutex<CommitQueue>,
     /// Wakes a commit leader gathering its group (see `Inner::gather`).
     gathered: Condvar,
+    /// Wakes the writers of a finished commit group (see `wake`).
+    wake: wake::GroupWake,
     serial_commit: Mutex<()>,
     wal: Mutex<Option<LogWriter>>,
     registry: Arc<SnapshotRegistry>,
