@@ -41,6 +41,7 @@ pub mod options;
 pub mod packed;
 pub mod repair;
 pub mod row_engine;
+pub(crate) mod skiplist;
 pub mod snapshot;
 pub mod sst;
 pub mod txn;

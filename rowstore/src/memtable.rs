@@ -1,15 +1,12 @@
-//! The memtable: a concurrent ordered map of versioned keys (crossbeam-skiplist).
+//! The memtable: an ordered map of versioned keys (our arena skiplist, `skiplist`).
 //!
-//! Writers insert concurrently with readers; readers filter by snapshot timestamp, so an
+//! The commit leader inserts while readers read; readers filter by snapshot timestamp, so an
 //! insert at a timestamp above a reader's snapshot is invisible to it. A memtable is
 //! frozen (becomes immutable) before it is flushed; the `frozen` flag is set before any
 //! write goes to its successor, which lets readers detect that they raced a switch.
 
-use crate::key::{EntryRef, KeyView, MAX_TS, Ts, cmp_internal};
-use crossbeam_skiplist::SkipMap;
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::VecDeque;
-use std::ops::Bound;
+use crate::key::{EntryRef, MAX_TS, Ts};
+use crate::skiplist::{RawEntry, SkipList};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -25,7 +22,19 @@ use parking_lot::Mutex;
 pub struct MemValue(Option<(Arc<[u8]>, u32, u32)>);
 
 impl MemValue {
-    const TOMBSTONE: MemValue = MemValue(None);
+    pub(crate) const TOMBSTONE: MemValue = MemValue(None);
+
+    /// A value in a buffer of its own (`None`: a tombstone).
+    #[cfg(test)]
+    pub(crate) fn single(v: Option<&[u8]>) -> Self {
+        MemValue(v.map(|v| (Arc::from(v), 0, v.len() as u32)))
+    }
+
+    /// `len` bytes at `at` of a shared buffer.
+    #[cfg(test)]
+    pub(crate) fn shared(buf: Arc<[u8]>, at: u32, len: u32) -> Self {
+        MemValue(Some((buf, at, len)))
+    }
 
     /// The value, `None` for a tombstone.
     #[inline]
@@ -66,89 +75,8 @@ impl MemValue {
     }
 }
 
-/// Longest user key stored inside the skiplist node itself.
-const INLINE_KEY: usize = 30;
-
-/// A memtable key: user key and commit timestamp. Keys up to [`INLINE_KEY`] bytes are
-/// stored inline: a skiplist search compares against a node's key at every step, and an
-/// inline key costs no second memory access (nor an allocation on insert).
-#[derive(Clone)]
-pub struct MemKey {
-    bytes: KeyBytes,
-    ts: Ts,
-}
-
-#[derive(Clone)]
-enum KeyBytes {
-    Inline { len: u8, buf: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl MemKey {
-    pub fn new(key: &[u8], ts: Ts) -> Self {
-        let bytes = if key.len() <= INLINE_KEY {
-            let mut buf = [0u8; INLINE_KEY];
-            buf[..key.len()].copy_from_slice(key);
-            KeyBytes::Inline {
-                len: key.len() as u8,
-                buf,
-            }
-        } else {
-            KeyBytes::Heap(key.into())
-        };
-        MemKey { bytes, ts }
-    }
-
-    #[inline]
-    pub fn user_key(&self) -> &[u8] {
-        match &self.bytes {
-            KeyBytes::Inline { len, buf } => &buf[..*len as usize],
-            KeyBytes::Heap(b) => b,
-        }
-    }
-
-    #[inline]
-    pub fn ts(&self) -> Ts {
-        self.ts
-    }
-}
-
-impl KeyView for MemKey {
-    #[inline]
-    fn parts(&self) -> (&[u8], Ts) {
-        (self.user_key(), self.ts)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for MemKey {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl Ord for MemKey {
-    #[inline]
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        cmp_internal(self.user_key(), self.ts, other.user_key(), other.ts)
-    }
-}
-
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for MemKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == CmpOrdering::Equal
-    }
-}
-
-impl Eq for MemKey {}
-
 pub struct MemTable {
-    map: SkipMap<MemKey, MemValue>,
+    map: SkipList,
     approx_bytes: AtomicUsize,
     frozen: AtomicBool,
     max_ts: AtomicU64,
@@ -173,7 +101,7 @@ pub enum Lookup<T = Vec<u8>> {
 impl MemTable {
     pub fn new(wal_segment: u64) -> Self {
         MemTable {
-            map: SkipMap::new(),
+            map: SkipList::new(),
             approx_bytes: AtomicUsize::new(0),
             frozen: AtomicBool::new(false),
             max_ts: AtomicU64::new(0),
@@ -201,7 +129,7 @@ impl MemTable {
         let mut n = 0;
         for ((key, ts, _), value) in writes.into_iter().zip(values) {
             n += key.len() + value.as_deref().map_or(0, <[u8]>::len) + 96;
-            self.map.insert(MemKey::new(key, ts), value.clone());
+            self.map.insert(key, ts, value.clone());
             chunk.push(key, ts, value);
         }
         if chunk.is_empty() {
@@ -251,12 +179,8 @@ impl MemTable {
         if self.map.is_empty() {
             return Lookup::NotFound;
         }
-        let probe = (key, snapshot);
-        match self
-            .map
-            .lower_bound(Bound::Included(&probe as &dyn KeyView))
-        {
-            Some(e) if e.key().user_key() == key => match e.value().as_deref() {
+        match self.map.seek(key, snapshot) {
+            Some(e) if e.key() == key => match e.value().as_deref() {
                 Some(v) => Lookup::Found(f(v)),
                 None => Lookup::Deleted,
             },
@@ -269,12 +193,8 @@ impl MemTable {
         if self.map.is_empty() {
             return None; // as in `get_with`
         }
-        let probe = (key, MAX_TS);
-        match self
-            .map
-            .lower_bound(Bound::Included(&probe as &dyn KeyView))
-        {
-            Some(e) if e.key().user_key() == key => Some(e.key().ts),
+        match self.map.seek(key, MAX_TS) {
+            Some(e) if e.key() == key => Some(e.ts()),
             _ => None,
         }
     }
@@ -305,9 +225,16 @@ impl MemTable {
 
     /// Visit every entry in internal-key order (used by flush).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], Ts, Option<&[u8]>)) {
-        for e in self.map.iter() {
-            f(e.key().user_key(), e.key().ts, e.value().as_deref());
+        let mut e = self.map.first();
+        while let Some(x) = e {
+            f(x.key(), x.ts(), x.value().as_deref());
+            e = x.next_distinct();
         }
+    }
+
+    /// Bytes of memory the map's nodes take.
+    pub fn arena_bytes(&self) -> usize {
+        self.map.arena_bytes()
     }
 }
 
@@ -347,20 +274,17 @@ impl ChangeChunk {
     }
 }
 
-const REFILL: usize = 64;
-
-/// An owning cursor over a memtable range. It copies entries out in small chunks so it
-/// can hold an `Arc` to the memtable instead of borrowing it; each refill re-seeks from
-/// the last key returned, so concurrent inserts never invalidate it.
+/// A cursor over a memtable range that holds the memtable: entries are lent straight
+/// from the skiplist's nodes, which live as long as the memtable, and concurrent inserts
+/// never invalidate it. Each (key, ts) is visited once (the newest write of a batch that
+/// wrote a key twice).
 pub struct MemTableIter {
     mem: Arc<MemTable>,
-    buf: VecDeque<(MemKey, MemValue)>,
-    /// Next internal-key bound still to read (in iteration direction).
-    cursor: Bound<MemKey>,
-    /// The far bound of the range.
-    limit: Bound<MemKey>,
+    at: Option<RawEntry>,
+    /// Forward: user keys below `end`; reverse: at or above `start`.
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
     reverse: bool,
-    done: bool,
 }
 
 impl MemTableIter {
@@ -371,72 +295,65 @@ impl MemTableIter {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> Self {
-        let lo = match start {
-            Some(s) => Bound::Included(MemKey::new(s, MAX_TS)),
-            None => Bound::Unbounded,
-        };
-        let hi = match end {
-            Some(e) => Bound::Excluded(MemKey::new(e, MAX_TS)),
-            None => Bound::Unbounded,
-        };
-        let (cursor, limit) = if reverse { (hi, lo) } else { (lo, hi) };
         let mut it = MemTableIter {
             mem,
-            buf: VecDeque::with_capacity(REFILL),
-            cursor,
-            limit,
+            at: None,
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
             reverse,
-            done: false,
         };
-        it.refill();
+        let map = &it.mem.map;
+        let first = match (reverse, &it.start, &it.end) {
+            (false, Some(s), _) => map.seek(s, MAX_TS),
+            (false, None, _) => map.first(),
+            (true, _, Some(e)) => map.seek_before(e, MAX_TS),
+            (true, _, None) => map.last(),
+        };
+        let first = first.map(|e| e.raw());
+        it.at = it.settle(first);
         it
     }
 
-    fn refill(&mut self) {
-        if self.done {
-            return;
-        }
-        let range = if self.reverse {
-            (self.limit.clone(), self.cursor.clone())
-        } else {
-            (self.cursor.clone(), self.limit.clone())
-        };
+    /// `e` if inside the range (moved, going backwards, to the newest write of its
+    /// (key, ts)), else `None`.
+    fn settle(&self, e: Option<RawEntry>) -> Option<RawEntry> {
         let map = &self.mem.map;
-        let mut n = 0;
-        let push = |k: &MemKey, v: &MemValue, buf: &mut VecDeque<_>| {
-            buf.push_back((k.clone(), v.clone()));
-        };
+        // SAFETY: every entry held came from this memtable's map, kept alive by `mem`.
+        let e = unsafe { map.entry(e?) };
         if self.reverse {
-            for e in map.range(range).rev().take(REFILL) {
-                push(e.key(), e.value(), &mut self.buf);
-                n += 1;
+            if self.start.as_deref().is_some_and(|s| e.key() < s) {
+                return None;
             }
-        } else {
-            for e in map.range(range).take(REFILL) {
-                push(e.key(), e.value(), &mut self.buf);
-                n += 1;
-            }
+            // The newest write of a repeated (key, ts) comes first in the list.
+            return map.seek(e.key(), e.ts()).map(|e| e.raw());
         }
-        match self.buf.back() {
-            Some((k, _)) => self.cursor = Bound::Excluded(k.clone()),
-            None => self.done = true,
+        if self.end.as_deref().is_some_and(|end| e.key() >= end) {
+            return None;
         }
-        if n < REFILL {
-            self.done = true;
-        }
+        Some(e.raw())
     }
 
+    #[inline]
     pub fn current(&self) -> Option<EntryRef<'_>> {
-        self.buf
-            .front()
-            .map(|(k, v)| (k.user_key(), k.ts, v.as_deref()))
+        // SAFETY: as in `settle`.
+        let e = unsafe { self.mem.map.entry(self.at?) };
+        Some((e.key(), e.ts(), e.value().as_deref()))
     }
 
     pub fn advance(&mut self) {
-        self.buf.pop_front();
-        if self.buf.is_empty() {
-            self.refill();
-        }
+        let Some(at) = self.at else {
+            return;
+        };
+        let map = &self.mem.map;
+        // SAFETY: as in `settle`.
+        let e = unsafe { map.entry(at) };
+        let next = if self.reverse {
+            map.seek_before(e.key(), e.ts())
+        } else {
+            e.next_distinct()
+        };
+        let next = next.map(|e| e.raw());
+        self.at = self.settle(next);
     }
 }
 
@@ -484,6 +401,40 @@ mod tests {
             assert_eq!(m.get(&keys[5], 5), Lookup::Found(b"first".to_vec()), "{n}");
             let chunk = &m.changes_between(0, 5)[0];
             assert_eq!(chunk.len(), writes.len());
+            // Flush and iterators see each (key, ts) once, with its last write, in
+            // both directions.
+            let m = Arc::new(m);
+            let mut flushed = Vec::new();
+            m.for_each(|k, _, v| flushed.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+            let mut it = MemTableIter::new(m.clone(), None, None, false);
+            let mut fwd = Vec::new();
+            while let Some((k, _, v)) = it.current() {
+                fwd.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+                it.advance();
+            }
+            let mut it = MemTableIter::new(m.clone(), None, None, true);
+            let mut rev = Vec::new();
+            while let Some((k, _, v)) = it.current() {
+                rev.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+                it.advance();
+            }
+            rev.reverse();
+            let mut want: Vec<_> = keys
+                .iter()
+                .map(|k| (k.clone(), Some(b"first".to_vec())))
+                .collect();
+            want.sort();
+            want.dedup();
+            for (k, v) in want.iter_mut() {
+                if *k == keys[3] {
+                    *v = Some(b"second".to_vec());
+                } else if *k == keys[4] {
+                    *v = None;
+                }
+            }
+            assert_eq!(flushed, want, "{n}");
+            assert_eq!(fwd, want, "{n}");
+            assert_eq!(rev, want, "{n}");
         }
     }
 
