@@ -87,6 +87,9 @@ pub struct MemTable {
     wal_segment: u64,
 }
 
+/// Groups of at least this many writes are inserted in key order.
+const SORT_GROUPS_FROM: usize = 32;
+
 /// Result of a point lookup in one source: the value found is an owned copy, or
 /// whatever a lending read's function made of the borrowed bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,9 +130,28 @@ impl MemTable {
         let values = MemValue::group(writes.iter().map(|w| w.2));
         let mut chunk = ChangeChunk::default();
         let mut n = 0;
+        let mut w = self.map.writer();
+        if writes.len() >= SORT_GROUPS_FROM {
+            // In key order, each insert's search starts next to the last one's (see
+            // `skiplist::WriteGuard::insert`). A stable sort: of two writes of one key
+            // at one timestamp, the later is inserted later, so it is found first.
+            let mut order: Vec<u32> = (0..writes.len() as u32).collect();
+            order.sort_by(|&a, &b| {
+                let (a, b) = (&writes[a as usize], &writes[b as usize]);
+                a.0.cmp(b.0).then(b.1.cmp(&a.1))
+            });
+            for i in order {
+                let (key, ts, _) = writes[i as usize];
+                w.insert(key, ts, values[i as usize].clone());
+            }
+        } else {
+            for ((key, ts, _), value) in writes.iter().zip(&values) {
+                w.insert(key, *ts, value.clone());
+            }
+        }
+        drop(w);
         for ((key, ts, _), value) in writes.into_iter().zip(values) {
             n += key.len() + value.as_deref().map_or(0, <[u8]>::len) + 96;
-            self.map.insert(key, ts, value.clone());
             chunk.push(key, ts, value);
         }
         if chunk.is_empty() {

@@ -42,6 +42,8 @@ struct Node {
 }
 
 const TOWER: usize = size_of::<Node>();
+/// Where the fields a search reads begin (`ts`, after the value).
+const PREFETCH_FROM: usize = std::mem::offset_of!(Node, ts);
 
 impl Node {
     fn size(height: usize, key_len: usize) -> usize {
@@ -64,6 +66,20 @@ impl Node {
             let at = n.cast::<u8>().add(TOWER + h * size_of::<AtomicPtr<Node>>());
             std::slice::from_raw_parts(at, (*n).key_len as usize)
         }
+    }
+
+    /// Start loading the node below `x`'s link at `level`: where the search goes next
+    /// when the node `x` links to at `level` is not before the key. Its miss then
+    /// overlaps with the comparison at this level instead of following it (the first
+    /// touch of a node was 60% of an insert's time).
+    ///
+    /// # Safety
+    /// `x` points to a live node and `0 < level <` its height.
+    #[inline(always)]
+    unsafe fn prefetch_down(x: *const Node, level: usize) {
+        let down = unsafe { Node::link(x, level - 1) }.load(Ordering::Relaxed);
+        // The fields a comparison reads and the first links (not the value before them).
+        crate::cache_line::prefetch_ptr(down.cast::<u8>().wrapping_add(PREFETCH_FROM), 64);
     }
 
     /// Whether `n`'s internal key is before (key, ts).
@@ -164,10 +180,92 @@ impl Drop for Arena {
     }
 }
 
-/// What only the writer touches: the arena's free space and the height generator.
+/// What only the writer touches: the arena's free space, the height generator and the
+/// splice.
 struct Writer {
     arena: Arena,
     rng: u64,
+    /// The last insert's neighbours at every level: `prev[l]` is the node it was linked
+    /// after at level `l` (the new node itself below its height), `next[l]` the node
+    /// after that. Only this writer links nodes, so the pairs stay adjacent.
+    prev: [*const Node; MAX_HEIGHT],
+    next: [*mut Node; MAX_HEIGHT],
+}
+
+/// The writer, holding the list's write lock.
+pub(crate) struct WriteGuard<'a> {
+    list: &'a SkipList,
+    w: parking_lot::MutexGuard<'a, Writer>,
+}
+
+impl WriteGuard<'_> {
+    /// Insert (key, ts) → value. A (key, ts) already present stays, after this one.
+    ///
+    /// The search starts from the previous insert's neighbours, at the lowest level
+    /// where they still bracket the key (RocksDB's "splice"): for keys in ascending
+    /// order, a few steps near the bottom instead of a walk from the top.
+    pub(crate) fn insert(&mut self, key: &[u8], ts: Ts, value: MemValue) {
+        assert!(key.len() <= u32::MAX as usize, "key of {} bytes", key.len());
+        let list = self.list;
+        let head = list.head.as_ptr() as *const Node;
+        let top = list.height.load(Ordering::Relaxed);
+        let w = &mut *self.w;
+        // SAFETY (for every dereference below): the splice holds the head and linked
+        // nodes only, each at a level below its height, and non-null links point to
+        // live nodes.
+        let mut from = 0;
+        while from < top {
+            let (p, n) = (w.prev[from], w.next[from]);
+            if (ptr::eq(p, head) || unsafe { Node::before(p, key, ts) })
+                && (n.is_null() || !unsafe { Node::before(n, key, ts) })
+            {
+                break;
+            }
+            from += 1;
+        }
+        // Levels from `from` up bracket the key (at and above `top`: the head and
+        // null); find the neighbours below, each level's search bounded by the one
+        // above (a node found not before the key is compared once).
+        let (mut x, mut bound) = if from < top {
+            (w.prev[from], w.next[from])
+        } else {
+            (head, ptr::null_mut())
+        };
+        for level in (0..from).rev() {
+            loop {
+                let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
+                if level > 0 {
+                    unsafe { Node::prefetch_down(x, level) };
+                }
+                if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
+                    x = n;
+                } else {
+                    (w.prev[level], w.next[level]) = (x, n);
+                    bound = n;
+                    break;
+                }
+            }
+        }
+        let height = random_height(&mut w.rng);
+        if height > top {
+            // Readers that see the taller height find the head's null links there.
+            list.height.store(height, Ordering::Relaxed);
+        }
+        let n = w.arena.alloc(Node::size(height, key.len())).cast::<Node>();
+        // SAFETY: fresh arena memory of the node's size; `prev[l]` and `next[l]` are
+        // the node's neighbours at every level below its height (the head and null
+        // above the old height), so linking keeps every level sorted.
+        unsafe {
+            SkipList::init(n, value, ts, key, height);
+            // Counted before it is linked (see `MemTable::get_with`).
+            list.len.fetch_add(1, Ordering::Relaxed);
+            for l in 0..height {
+                Node::link(n, l).store(w.next[l], Ordering::Relaxed);
+                Node::link(w.prev[l], l).store(n, Ordering::Release);
+                w.prev[l] = n;
+            }
+        }
+    }
 }
 
 pub(crate) struct SkipList {
@@ -203,6 +301,8 @@ impl SkipList {
             writer: Mutex::new(Writer {
                 arena,
                 rng: 0x9E37_79B9_7F4A_7C15,
+                prev: [head as *const Node; MAX_HEIGHT],
+                next: [ptr::null_mut(); MAX_HEIGHT],
             }),
         }
     }
@@ -245,51 +345,17 @@ impl SkipList {
 
     /// Insert (key, ts) → value. A (key, ts) already present stays, after this one.
     pub(crate) fn insert(&self, key: &[u8], ts: Ts, value: MemValue) {
-        assert!(key.len() <= u32::MAX as usize, "key of {} bytes", key.len());
-        let mut w = self.writer.lock();
-        let head = self.head.as_ptr() as *const Node;
-        let mut prev = [head; MAX_HEIGHT];
-        let mut next = [ptr::null_mut::<Node>(); MAX_HEIGHT];
-        let top = self.height.load(Ordering::Relaxed);
-        let mut x = head;
-        // A node found not before the key at one level bounds the levels below: it is
-        // compared once (see `search`).
-        let mut bound = ptr::null_mut();
-        for level in (0..top).rev() {
-            loop {
-                // SAFETY: `x` is the head or a linked node, `level` below its height
-                // (we reached it at this level or above).
-                let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
-                // SAFETY: a non-null link points to a live node.
-                if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
-                    x = n;
-                } else {
-                    (prev[level], next[level]) = (x, n);
-                    bound = n;
-                    break;
-                }
-            }
-        }
-        let height = random_height(&mut w.rng);
-        if height > top {
-            // Readers that see the taller height find the head's null links there.
-            self.height.store(height, Ordering::Relaxed);
-        }
-        let n = w.arena.alloc(Node::size(height, key.len())).cast::<Node>();
-        // SAFETY: fresh arena memory of the node's size; `prev[l]` and `next[l]` are
-        // the node's neighbours at every level below its height (the head and null
-        // above the old height), so linking keeps every level sorted.
-        unsafe {
-            Self::init(n, value, ts, key, height);
-            // Counted before it is linked (see `MemTable::get_with`).
-            self.len.fetch_add(1, Ordering::Relaxed);
-            for l in 0..height {
-                Node::link(n, l).store(next[l], Ordering::Relaxed);
-                Node::link(prev[l], l).store(n, Ordering::Release);
-            }
-        }
+        self.writer().insert(key, ts, value)
     }
 
+    /// The writer's handle, for inserting many entries under one lock. Inserts in
+    /// ascending order cost a short search each (see [`WriteGuard::insert`]).
+    pub(crate) fn writer(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            list: self,
+            w: self.writer.lock(),
+        }
+    }
     /// The first entry at or after (key, ts).
     pub(crate) fn seek(&self, key: &[u8], ts: Ts) -> Option<Entry<'_>> {
         let (_, n) = self.search(key, ts);
@@ -343,6 +409,9 @@ impl SkipList {
         loop {
             // SAFETY: as in `insert`.
             let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
+            if level > 0 {
+                unsafe { Node::prefetch_down(x, level) };
+            }
             if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
                 x = n;
                 continue;
@@ -560,6 +629,45 @@ mod tests {
         let last = l.last().unwrap();
         let (k, t) = model.keys().next_back().unwrap();
         assert_eq!((last.key(), last.ts()), (k.as_slice(), u64::MAX - t));
+    }
+
+    /// Runs of ascending keys (the splice's case), descending keys, repeats and jumps
+    /// through one writer, against a sorted model.
+    #[test]
+    fn spliced_inserts_in_any_order_stay_sorted() {
+        let l = SkipList::new();
+        let mut model = std::collections::BTreeMap::new();
+        let mut x = 3u64;
+        let mut w = l.writer();
+        for run in 0..300u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let start = x % 100_000;
+            for i in 0..(x % 40) {
+                let k = match run % 3 {
+                    0 => start + i * 7,
+                    1 => start.saturating_sub(i * 3),
+                    _ => start + i / 4,
+                };
+                let key = format!("{k:06}").into_bytes();
+                let ts = run % 5;
+                let v = format!("{run}.{i}").into_bytes();
+                w.insert(&key, ts, val(&v));
+                model.insert((key, u64::MAX - ts), v);
+            }
+        }
+        drop(w);
+        let want: Vec<_> = model
+            .iter()
+            .map(|((k, t), v)| (k.clone(), u64::MAX - t, v.clone()))
+            .collect();
+        assert_eq!(all(&l), want);
+        // Every level is sorted too (a search from the top finds every key).
+        for ((k, t), _) in &model {
+            let e = l.seek(k, u64::MAX - t).unwrap();
+            assert_eq!((e.key(), e.ts()), (k.as_slice(), u64::MAX - t));
+        }
     }
 
     /// Values are shared buffers: dropping the list drops each exactly once.
