@@ -344,6 +344,7 @@ impl SkipList {
     }
 
     /// Insert (key, ts) → value. A (key, ts) already present stays, after this one.
+    #[cfg(test)]
     pub(crate) fn insert(&self, key: &[u8], ts: Ts, value: MemValue) {
         self.writer().insert(key, ts, value)
     }
@@ -664,7 +665,7 @@ mod tests {
             .collect();
         assert_eq!(all(&l), want);
         // Every level is sorted too (a search from the top finds every key).
-        for ((k, t), _) in &model {
+        for (k, t) in model.keys() {
             let e = l.seek(k, u64::MAX - t).unwrap();
             assert_eq!((e.key(), e.ts()), (k.as_slice(), u64::MAX - t));
         }

@@ -403,3 +403,44 @@ fn small_memtables_are_flushed_together_and_lose_no_version() {
         assert!(all.iter().all(|(_, v)| v == &vec![39; 100]), "{storage:?}");
     }
 }
+
+/// A large group whose sync fails: the commit fails, the engine stops taking writes,
+/// and no read sees the group's writes, on both storage engines. (A build that applied
+/// large groups to the memtable during the sync, and published them early, fails it.)
+#[test]
+fn a_large_group_whose_sync_fails_is_never_visible() {
+    use lightning_rowstore::vfs::{FaultKind, FaultOp, FaultRule, FaultVfs};
+    use std::sync::Arc;
+    for storage in [StorageKind::Lsm, StorageKind::BTree] {
+        let dir = tempfile::tempdir().unwrap();
+        let vfs = Arc::new(FaultVfs::new());
+        let o = EngineOptions {
+            vfs: vfs.clone(),
+            storage,
+            ..Default::default()
+        };
+        let e = Engine::open(dir.path().join("db"), o, OpenMode::Create).unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"before", b"v").unwrap();
+        e.write(b).unwrap();
+        vfs.inject(FaultRule::new(FaultOp::Sync, FaultKind::Eio).on(".log"));
+        let mut b = WriteBatch::new();
+        for i in 0..1000u32 {
+            b.put(&i.to_be_bytes(), b"x").unwrap();
+        }
+        assert!(e.write(b).is_err(), "{storage:?}");
+        for i in [0u32, 500, 999] {
+            assert!(
+                !matches!(e.get(&i.to_be_bytes()), Ok(Some(_))),
+                "{storage:?}: key {i} visible after a failed sync"
+            );
+        }
+        if let Ok(it) = e.iter(None, None, false) {
+            let seen: Vec<Vec<u8>> = it.filter_map(|r| r.ok()).map(|(k, _)| k).collect();
+            assert!(seen.len() <= 1, "{storage:?}: {} keys", seen.len());
+        }
+        let mut b = WriteBatch::new();
+        b.put(b"after", b"v").unwrap();
+        assert!(e.write(b).is_err(), "{storage:?}: a failed sync stops writes");
+    }
+}
