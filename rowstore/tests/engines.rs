@@ -441,6 +441,9 @@ fn a_large_group_whose_sync_fails_is_never_visible() {
         }
         let mut b = WriteBatch::new();
         b.put(b"after", b"v").unwrap();
-        assert!(e.write(b).is_err(), "{storage:?}: a failed sync stops writes");
+        assert!(
+            e.write(b).is_err(),
+            "{storage:?}: a failed sync stops writes"
+        );
     }
 }
