@@ -82,6 +82,32 @@ impl Node {
         crate::cache_line::prefetch_ptr(down.cast::<u8>().wrapping_add(PREFETCH_FROM), 64);
     }
 
+    /// One step of a search at `level` from `x`: `Ok` with the next node if it is
+    /// before (key, ts) (the search moves on to it), else `Err` with the node that ends
+    /// the level (null at the end), which bounds the levels below; `bound`, known not
+    /// to be before the key, is not compared again.
+    ///
+    /// # Safety
+    /// `x` points to a live node (or the head) and `level` is below its height.
+    #[inline(always)]
+    unsafe fn step(
+        x: *const Node,
+        level: usize,
+        bound: *mut Node,
+        key: &[u8],
+        ts: Ts,
+    ) -> Result<*mut Node, *mut Node> {
+        let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
+        if level > 0 {
+            unsafe { Node::prefetch_down(x, level) };
+        }
+        if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
+            Ok(n)
+        } else {
+            Err(n)
+        }
+    }
+
     /// Whether `n`'s internal key is before (key, ts).
     ///
     /// # Safety
@@ -233,16 +259,13 @@ impl WriteGuard<'_> {
         };
         for level in (0..from).rev() {
             loop {
-                let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
-                if level > 0 {
-                    unsafe { Node::prefetch_down(x, level) };
-                }
-                if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
-                    x = n;
-                } else {
-                    (w.prev[level], w.next[level]) = (x, n);
-                    bound = n;
-                    break;
+                match unsafe { Node::step(x, level, bound, key, ts) } {
+                    Ok(n) => x = n,
+                    Err(n) => {
+                        (w.prev[level], w.next[level]) = (x, n);
+                        bound = n;
+                        break;
+                    }
                 }
             }
         }
@@ -409,19 +432,14 @@ impl SkipList {
         let mut bound: *mut Node = ptr::null_mut();
         loop {
             // SAFETY: as in `insert`.
-            let n = unsafe { Node::link(x, level) }.load(Ordering::Acquire);
-            if level > 0 {
-                unsafe { Node::prefetch_down(x, level) };
+            match unsafe { Node::step(x, level, bound, key, ts) } {
+                Ok(n) => x = n,
+                Err(n) if level == 0 => return (x, n),
+                Err(n) => {
+                    bound = n;
+                    level -= 1;
+                }
             }
-            if !n.is_null() && n != bound && unsafe { Node::before(n, key, ts) } {
-                x = n;
-                continue;
-            }
-            if level == 0 {
-                return (x, n);
-            }
-            bound = n;
-            level -= 1;
         }
     }
 }
