@@ -87,9 +87,6 @@ pub struct MemTable {
     wal_segment: u64,
 }
 
-/// Groups of at least this many writes are inserted in key order.
-const SORT_GROUPS_FROM: usize = 32;
-
 /// Result of a point lookup in one source: the value found is an owned copy, or
 /// whatever a lending read's function made of the borrowed bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,22 +128,29 @@ impl MemTable {
         let mut chunk = ChangeChunk::default();
         let mut n = 0;
         let mut w = self.map.writer();
-        if writes.len() >= SORT_GROUPS_FROM {
+        if writes.len() == 1 {
+            let (key, ts, _) = writes[0];
+            w.insert(key, ts, values[0].clone());
+        } else {
             // In key order, each insert's search starts next to the last one's (see
-            // `skiplist::WriteGuard::insert`). A stable sort: of two writes of one key
-            // at one timestamp, the later is inserted later, so it is found first.
+            // `skiplist::WriteGuard::insert`). A batch that writes one key twice gives
+            // two writes of one (key, ts): the stable sort keeps them in batch order
+            // and only the last goes into the map, which then never holds a (key, ts)
+            // twice (the change log keeps every write).
             let mut order: Vec<u32> = (0..writes.len() as u32).collect();
             order.sort_by(|&a, &b| {
                 let (a, b) = (&writes[a as usize], &writes[b as usize]);
                 a.0.cmp(b.0).then(b.1.cmp(&a.1))
             });
-            for i in order {
+            for (j, &i) in order.iter().enumerate() {
                 let (key, ts, _) = writes[i as usize];
-                w.insert(key, ts, values[i as usize].clone());
-            }
-        } else {
-            for ((key, ts, _), value) in writes.iter().zip(&values) {
-                w.insert(key, *ts, value.clone());
+                let repeated = order.get(j + 1).is_some_and(|&n| {
+                    let (k, t, _) = writes[n as usize];
+                    t == ts && k == key
+                });
+                if !repeated {
+                    w.insert(key, ts, values[i as usize].clone());
+                }
             }
         }
         drop(w);
@@ -250,13 +254,8 @@ impl MemTable {
         let mut e = self.map.first();
         while let Some(x) = e {
             f(x.key(), x.ts(), x.value().as_deref());
-            e = x.next_distinct();
+            e = x.next();
         }
-    }
-
-    /// Bytes of memory the map's nodes take.
-    pub fn arena_bytes(&self) -> usize {
-        self.map.arena_bytes()
     }
 }
 
@@ -298,14 +297,12 @@ impl ChangeChunk {
 
 /// A cursor over a memtable range that holds the memtable: entries are lent straight
 /// from the skiplist's nodes, which live as long as the memtable, and concurrent inserts
-/// never invalidate it. Each (key, ts) is visited once (the newest write of a batch that
-/// wrote a key twice).
+/// never invalidate it.
 pub struct MemTableIter {
     mem: Arc<MemTable>,
     at: Option<RawEntry>,
-    /// Forward: user keys below `end`; reverse: at or above `start`.
-    start: Option<Vec<u8>>,
-    end: Option<Vec<u8>>,
+    /// The far end of the range: forward, user keys below it; reverse, at or above it.
+    limit: Option<Vec<u8>>,
     reverse: bool,
 }
 
@@ -317,42 +314,34 @@ impl MemTableIter {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> Self {
-        let mut it = MemTableIter {
-            mem,
-            at: None,
-            start: start.map(<[u8]>::to_vec),
-            end: end.map(<[u8]>::to_vec),
-            reverse,
-        };
-        let map = &it.mem.map;
-        let first = match (reverse, &it.start, &it.end) {
+        let map = &mem.map;
+        let first = match (reverse, start, end) {
             (false, Some(s), _) => map.seek(s, MAX_TS),
             (false, None, _) => map.first(),
             (true, _, Some(e)) => map.seek_before(e, MAX_TS),
             (true, _, None) => map.last(),
+        }
+        .map(|e| e.raw());
+        let limit = if reverse { start } else { end };
+        let mut it = MemTableIter {
+            mem,
+            at: None,
+            limit: limit.map(<[u8]>::to_vec),
+            reverse,
         };
-        let first = first.map(|e| e.raw());
         it.at = it.settle(first);
         it
     }
 
-    /// `e` if inside the range (moved, going backwards, to the newest write of its
-    /// (key, ts)), else `None`.
+    /// `e` if inside the range, else `None`.
     fn settle(&self, e: Option<RawEntry>) -> Option<RawEntry> {
-        let map = &self.mem.map;
         // SAFETY: every entry held came from this memtable's map, kept alive by `mem`.
-        let e = unsafe { map.entry(e?) };
-        if self.reverse {
-            if self.start.as_deref().is_some_and(|s| e.key() < s) {
-                return None;
-            }
-            // The newest write of a repeated (key, ts) comes first in the list.
-            return map.seek(e.key(), e.ts()).map(|e| e.raw());
-        }
-        if self.end.as_deref().is_some_and(|end| e.key() >= end) {
-            return None;
-        }
-        Some(e.raw())
+        let key = unsafe { self.mem.map.entry(e?) }.key();
+        let outside = self
+            .limit
+            .as_deref()
+            .is_some_and(|l| if self.reverse { key < l } else { key >= l });
+        if outside { None } else { e }
     }
 
     #[inline]
@@ -372,7 +361,7 @@ impl MemTableIter {
         let next = if self.reverse {
             map.seek_before(e.key(), e.ts())
         } else {
-            e.next_distinct()
+            e.next()
         };
         let next = next.map(|e| e.raw());
         self.at = self.settle(next);

@@ -12,9 +12,8 @@
 //! `InlineSkipList` and LevelDB's skiplist.
 //!
 //! Entries are ordered by user key ascending, then timestamp descending (the internal
-//! key order, `cmp_internal`). Inserting a (key, timestamp) that is already there puts
-//! the new entry before the old: a search finds the newest write first, and iteration
-//! yields each (key, timestamp) once (see [`Entry::next_distinct`]).
+//! key order, `cmp_internal`). The caller inserts each (key, timestamp) once (the
+//! memtable keeps the last of a batch's writes of one key).
 
 use crate::key::Ts;
 use crate::memtable::MemValue;
@@ -145,7 +144,6 @@ struct Arena {
     chunks: Vec<(*mut u8, usize, usize)>,
     at: *mut u8,
     left: usize,
-    bytes: usize,
 }
 
 impl Arena {
@@ -154,7 +152,6 @@ impl Arena {
             chunks: Vec::new(),
             at: ptr::null_mut(),
             left: 0,
-            bytes: 0,
         }
     }
 
@@ -173,7 +170,6 @@ impl Arena {
                 last.2 = last.1 - self.left;
             }
             self.chunks.push((p, len, 0));
-            self.bytes += len;
             (self.at, self.left) = (p, len);
         }
         let p = self.at;
@@ -225,7 +221,7 @@ pub(crate) struct WriteGuard<'a> {
 }
 
 impl WriteGuard<'_> {
-    /// Insert (key, ts) → value. A (key, ts) already present stays, after this one.
+    /// Insert (key, ts) → value; (key, ts) is not in the list yet.
     ///
     /// The search starts from the previous insert's neighbours, at the lowest level
     /// where they still bracket the key (RocksDB's "splice"): for keys in ascending
@@ -362,11 +358,12 @@ impl SkipList {
     }
 
     /// Bytes of arena memory held.
+    #[cfg(test)]
     pub(crate) fn arena_bytes(&self) -> usize {
-        self.writer.lock().arena.bytes
+        self.writer.lock().arena.chunks.iter().map(|c| c.1).sum()
     }
 
-    /// Insert (key, ts) → value. A (key, ts) already present stays, after this one.
+    /// Insert (key, ts) → value; (key, ts) is not in the list yet.
     #[cfg(test)]
     pub(crate) fn insert(&self, key: &[u8], ts: Ts, value: MemValue) {
         self.writer().insert(key, ts, value)
@@ -518,19 +515,6 @@ impl<'a> Entry<'a> {
         Entry::at(unsafe { Node::link(self.node.as_ptr(), 0) }.load(Ordering::Acquire))
     }
 
-    /// The next entry with another (key, ts): older writes of the same (key, ts) are
-    /// skipped.
-    pub(crate) fn next_distinct(&self) -> Option<Entry<'a>> {
-        let mut n = self.next();
-        while let Some(e) = n
-            && e.ts() == self.ts()
-            && e.key() == self.key()
-        {
-            n = e.next();
-        }
-        n
-    }
-
     /// This entry detached from the list's lifetime, for a holder that keeps the list
     /// alive by other means (see [`SkipList::entry`]).
     pub(crate) fn raw(&self) -> RawEntry {
@@ -598,7 +582,7 @@ mod tests {
                 x.ts(),
                 x.value().as_deref().unwrap_or_default().to_vec(),
             ));
-            e = x.next_distinct();
+            e = x.next();
         }
         out
     }
@@ -618,16 +602,21 @@ mod tests {
             let key = format!("k{:04}", x % 1500).into_bytes();
             let ts = x % 4;
             let v = format!("v{i}").into_bytes();
-            l.insert(&key, ts, val(&v));
-            // Model key: (key, reversed ts) so that it sorts like the list.
-            model.insert((key, u64::MAX - ts), v);
+            // Model key: (key, reversed ts) so that it sorts like the list. Each
+            // (key, ts) goes in once, as the memtable inserts it.
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                model.entry((key.clone(), u64::MAX - ts))
+            {
+                l.insert(&key, ts, val(&v));
+                e.insert(v);
+            }
         }
-        assert_eq!(l.len(), 5000);
+        assert_eq!(l.len(), model.len());
         let want: Vec<_> = model
             .iter()
             .map(|((k, t), v)| (k.clone(), u64::MAX - t, v.clone()))
             .collect();
-        assert_eq!(all(&l), want, "the newest write of each (key, ts) first");
+        assert_eq!(all(&l), want);
         for probe in 0..1600u64 {
             let key = format!("k{probe:04}").into_bytes();
             for ts in [0, 2, 9] {
@@ -641,7 +630,6 @@ mod tests {
                 let got = l
                     .seek_before(&key, ts)
                     .map(|e| (e.key().to_vec(), u64::MAX - e.ts()));
-                // `seek_before` lands on the oldest write of its (key, ts).
                 assert_eq!(got, before, "seek_before {probe} {ts}");
             }
         }
@@ -650,7 +638,7 @@ mod tests {
         assert_eq!((last.key(), last.ts()), (k.as_slice(), u64::MAX - t));
     }
 
-    /// Runs of ascending keys (the splice's case), descending keys, repeats and jumps
+    /// Runs of ascending keys (the splice's case), descending keys, repeated keys (each (key, ts) inserted once) and jumps
     /// through one writer, against a sorted model.
     #[test]
     fn spliced_inserts_in_any_order_stay_sorted() {
@@ -672,8 +660,12 @@ mod tests {
                 let key = format!("{k:06}").into_bytes();
                 let ts = run % 5;
                 let v = format!("{run}.{i}").into_bytes();
-                w.insert(&key, ts, val(&v));
-                model.insert((key, u64::MAX - ts), v);
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    model.entry((key.clone(), u64::MAX - ts))
+                {
+                    w.insert(&key, ts, val(&v));
+                    e.insert(v);
+                }
             }
         }
         drop(w);
@@ -735,12 +727,15 @@ mod tests {
                 });
             }
             let mut x = 11u64;
+            let mut seen = std::collections::HashSet::new();
             for _ in 0..20_000 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 let k = format!("{:04}", x % 10_000).into_bytes();
-                l.insert(&k, x >> 40, val(&k));
+                if seen.insert((k.clone(), x >> 40)) {
+                    l.insert(&k, x >> 40, val(&k));
+                }
             }
             done.store(true, Ordering::Release);
         });
