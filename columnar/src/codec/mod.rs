@@ -16,7 +16,9 @@ use arrow::datatypes::*;
 use std::sync::Arc;
 
 mod decode;
+mod inplace;
 pub use decode::RowDecoder;
+pub use inplace::{RowSpans, Width, encode_key_payload, value_width};
 
 const ROW_FORMAT_VERSION: u8 = 1;
 /// Row format 2: format 1 with the table's schema version (a varint) after the format
