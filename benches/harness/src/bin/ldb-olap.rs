@@ -327,11 +327,20 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
     };
 
     let mut figures = Vec::new();
+    // Cores our TPC-H runs use when alone (to set the mixed run's beside).
+    let (mut quiet_sql_cpu, mut quiet_cpu, mut quiet_secs) = (0.0, 0.0, 0.0);
     for (suite, name, sql) in &queries {
+        let (before, began) = (db.get_metrics(), Instant::now());
         let (ours, rows) = median_of(args.runs, &mut || {
             Ok(db.sql(sql)?.iter().map(|b| b.num_rows()).sum())
         })
         .map_err(|e| format!("{name} (ours): {e}"))?;
+        if *suite == "tpch" {
+            let after = db.get_metrics();
+            quiet_sql_cpu += after.sql_cpu_seconds - before.sql_cpu_seconds;
+            quiet_cpu += after.process_cpu_seconds - before.process_cpu_seconds;
+            quiet_secs += began.elapsed().as_secs_f64();
+        }
         let (theirs, their_rows) = median_of(args.runs, &mut || {
             let b = rt.block_on(async { ctx.sql(sql).await?.collect().await })?;
             Ok(b.iter().map(|b| b.num_rows()).sum())
@@ -399,6 +408,8 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
         settle_secs,
         cache_used_mb,
         cache_limit_mb: config_cache_bytes as f64 / (1 << 20) as f64,
+        quiet_sql_cores: quiet_sql_cpu / f64::max(quiet_secs, 1e-9),
+        quiet_other_cores: (quiet_cpu - quiet_sql_cpu) / f64::max(quiet_secs, 1e-9),
     };
     let md = markdown(args, &machine, &figures, &load, threads, mixed.as_ref());
     let quiet_ms = |name: &str| {
@@ -421,6 +432,8 @@ fn run_in(args: &Args, base: &Path, scratch: &Path) -> Res<()> {
             "fsyncs": m.fsyncs,
             "sql_cores": m.sql_cores,
             "other_cores": m.other_cores,
+            "quiet_sql_cores": load.quiet_sql_cores,
+            "quiet_other_cores": load.quiet_other_cores,
             "probes": m.probes,
             "stale_probes": m.stale,
             "totals_ms": {"quiet": quiet, "mixed": during, "ratio": during / quiet.max(1e-9)},
@@ -756,6 +769,9 @@ struct LoadFigures {
     /// The decoded-column cache after the quiet runs: MiB held, and its budget.
     cache_used_mb: f64,
     cache_limit_mb: f64,
+    /// Cores the quiet TPC-H runs used on average: our SQL threads, the rest.
+    quiet_sql_cores: f64,
+    quiet_other_cores: f64,
 }
 
 fn markdown(
@@ -851,7 +867,7 @@ fn markdown(
              of a new `lineitem` row{}: {} commits in {:.1} s = {:.0} commits/s. Our SQL \
              threads run at nice {} (`analytics_nice`). {:.2} commits per WAL fsync; \
              the SQL threads used {:.2} cores on average, the rest of the process (writers, \
-             commits, compactors) {:.2}. After every \
+             commits, compactors) {:.2} (quiet runs: {:.2} and {:.2}). After every \
              run a probe counted the new `lineitem` rows: {} of {} probes saw every insert \
              committed before them.\n\n| query | quiet (ms) | while writing (ms) | ratio |\n|---|---:|---:|---:|\n",
             m.writers,
@@ -870,6 +886,8 @@ fn markdown(
             m.commits as f64 / m.fsyncs.max(1) as f64,
             m.sql_cores,
             m.other_cores,
+            load.quiet_sql_cores,
+            load.quiet_other_cores,
             m.probes - m.stale,
             m.probes
         ));
