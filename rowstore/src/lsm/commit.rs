@@ -377,14 +377,26 @@ impl Inner {
                 if accepted[i] {
                     let t = r.ts.load(Ordering::Relaxed);
                     for op in r.batch.ops() {
-                        recent.insert(op.key().to_vec(), t);
+                        match recent.get_mut(op.key()) {
+                            Some(v) => *v = t,
+                            None => {
+                                recent.insert(op.key().to_vec(), t);
+                            }
+                        }
                     }
                 }
             }
-            if recent.len() > 4096 && ts.is_multiple_of(256) {
+            // Drop what no open transaction can conflict with, once a quarter of the
+            // map's size in commits has passed since the last time: a pass visits at
+            // most ~4 entries per commit however long an old snapshot holds the horizon
+            // back (a fixed period made a pass over a map grown by such a snapshot
+            // every 256 commits).
+            let last = self.recent_trimmed_at.load(Ordering::Relaxed);
+            if recent.len() > 4096 && ts.saturating_sub(last) >= (recent.len() / 4) as u64 {
                 let h = self.gc_horizon();
                 recent.retain(|_, t| *t > h);
                 self.recent_ingests.lock().retain(|r| r.2 > h);
+                self.recent_trimmed_at.store(ts, Ordering::Relaxed);
             }
         } else if !self.recent_commits.lock().is_empty() {
             self.recent_commits.lock().clear();

@@ -103,6 +103,8 @@ struct Inner {
     stats: EngineStats,
     /// Keys committed while transactions were open, with their newest commit ts.
     recent_commits: Mutex<BTreeMap<Vec<u8>, Ts>>,
+    /// The commit timestamp at which `recent_commits` was last trimmed.
+    recent_trimmed_at: AtomicU64,
     /// Key ranges ingested while transactions were open (first key, last key, commit
     /// timestamp): fast validation looks a key in them up in the tree.
     recent_ingests: Mutex<Vec<IngestedRange>>,

@@ -155,6 +155,7 @@ impl Inner {
             threads: Mutex::new(Vec::new()),
             stats: EngineStats::default(),
             recent_commits: Mutex::new(BTreeMap::new()),
+            recent_trimmed_at: AtomicU64::new(0),
             fast_validation: AtomicBool::new(true),
             recent_ingests: Mutex::new(Vec::new()),
             close_lock: Mutex::new(()),
