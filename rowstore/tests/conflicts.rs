@@ -15,7 +15,7 @@ fn put(e: &Engine, k: &[u8], v: &[u8]) {
 fn an_old_transaction_still_conflicts_after_many_commits() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(
-        &dir.path().join("db"),
+        dir.path().join("db"),
         EngineOptions::default(),
         OpenMode::Create,
     )
