@@ -170,12 +170,7 @@ impl RowDecoder {
             return Err(Error::Schema("trailing bytes in encoded key".into()));
         }
         let mut c = Cursor { b: value, pos: 0 };
-        let version = match c.take(1)?[0] {
-            ROW_FORMAT_VERSION => 0,
-            ROW_FORMAT_VERSIONED => u32::try_from(c.varint()?)
-                .map_err(|_| Error::Schema("bad schema version in encoded row".into()))?,
-            _ => return Err(Error::Schema("unknown row format version".into())),
-        };
+        let version = c.row_version()?;
         if version != self.version {
             self.push_old(version, &mut c)?;
             if c.pos != value.len() {

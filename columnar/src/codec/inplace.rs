@@ -109,12 +109,7 @@ impl RowSpans {
             return Ok(None);
         }
         let mut c = Cursor { b: value, pos: 0 };
-        let version = match c.take(1)?[0] {
-            ROW_FORMAT_VERSION => 0,
-            ROW_FORMAT_VERSIONED => u32::try_from(c.varint()?)
-                .map_err(|_| Error::Schema("bad schema version in encoded row".into()))?,
-            _ => return Err(Error::Schema("unknown row format version".into())),
-        };
+        let version = c.row_version()?;
         if version != def.layout.version {
             return Ok(None);
         }

@@ -388,6 +388,16 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// Read a stored row value's header: its table schema version (0 for format 1).
+    fn row_version(&mut self) -> Result<u32> {
+        match self.take(1)?[0] {
+            ROW_FORMAT_VERSION => Ok(0),
+            ROW_FORMAT_VERSIONED => u32::try_from(self.varint()?)
+                .map_err(|_| Error::Schema("bad schema version in encoded row".into())),
+            _ => Err(Error::Schema("unknown row format version".into())),
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.b.len() - self.pos < n {
             return Err(Error::Schema("encoded row is truncated".into()));
