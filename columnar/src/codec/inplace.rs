@@ -95,9 +95,8 @@ pub struct RowSpans {
     /// Bytes before the null bitmap (the format byte and, if any, the schema version).
     header: usize,
     /// Per value column (the table's columns in schema order, key columns left out):
-    /// its payload's start and end in the value, `None` for NULL.
-    cols: Vec<Option<(usize, usize)>>,
-    widths: Vec<Width>,
+    /// how it is stored, and its payload's start and end in the value (`None`: NULL).
+    cols: Vec<(Width, Option<(usize, usize)>)>,
 }
 
 impl RowSpans {
@@ -114,33 +113,28 @@ impl RowSpans {
             return Ok(None);
         }
         let header = c.pos;
-        let widths: Vec<Width> = (0..def.schema.fields().len())
-            .filter(|i| !def.key_cols.contains(i))
-            .map(|i| value_width(def.schema.field(i).data_type()))
-            .collect();
-        let nulls = c.take(widths.len().div_ceil(8))?;
-        let mut cols = Vec::with_capacity(widths.len());
-        for (j, w) in widths.iter().enumerate() {
+        let n = def.schema.fields().len() - def.key_cols.len();
+        let nulls = c.take(n.div_ceil(8))?;
+        let mut cols = Vec::with_capacity(n);
+        let value_cols = (0..def.schema.fields().len()).filter(|i| !def.key_cols.contains(i));
+        for (j, i) in value_cols.enumerate() {
+            let w = value_width(def.schema.field(i).data_type());
             if nulls[j / 8] & (1 << (j % 8)) != 0 {
-                cols.push(None);
+                cols.push((w, None));
                 continue;
             }
-            let n = match w {
-                Width::Fixed(n) => *n,
+            let len = match w {
+                Width::Fixed(len) => len,
                 Width::Var => c.varint()?,
             };
             let start = c.pos;
-            c.take(n)?;
-            cols.push(Some((start, c.pos)));
+            c.take(len)?;
+            cols.push((w, Some((start, c.pos))));
         }
         if c.pos != value.len() {
             return Err(Error::Schema("trailing bytes in encoded row".into()));
         }
-        Ok(Some(RowSpans {
-            header,
-            cols,
-            widths,
-        }))
+        Ok(Some(RowSpans { header, cols }))
     }
 
     /// How many value columns the row has.
@@ -155,7 +149,7 @@ impl RowSpans {
     /// Value column `j`'s payload in `value` (the bytes it was located in); `None` for
     /// NULL.
     pub fn payload<'a>(&self, value: &'a [u8], j: usize) -> Option<&'a [u8]> {
-        self.cols[j].map(|(s, e)| &value[s..e])
+        self.cols[j].1.map(|(s, e)| &value[s..e])
     }
 
     /// `value` (the bytes it was located in) with the value columns named in `new`
@@ -171,7 +165,7 @@ impl RowSpans {
         out.extend_from_slice(&value[..self.header]);
         let bitmap = out.len();
         out.resize(bitmap + self.cols.len().div_ceil(8), 0);
-        for (j, (old, w)) in self.cols.iter().zip(&self.widths).enumerate() {
+        for (j, (w, old)) in self.cols.iter().enumerate() {
             let v = match new.iter().rev().find(|(c, _)| *c == j) {
                 Some((_, v)) => *v,
                 None => old.map(|(s, e)| &value[s..e]),
