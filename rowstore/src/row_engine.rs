@@ -35,6 +35,9 @@ pub struct EngineStats {
     pub wal_bytes: std::sync::atomic::AtomicU64,
     pub wal_syncs: std::sync::atomic::AtomicU64,
     pub wal_sync_micros: std::sync::atomic::AtomicU64,
+    /// Commit groups taken by the writer whose request completed them, rather than by
+    /// the leader that waited for them (see the LSM's `gather`).
+    pub gather_handoffs: std::sync::atomic::AtomicU64,
     pub flushes: std::sync::atomic::AtomicU64,
     pub flush_bytes: std::sync::atomic::AtomicU64,
     pub compactions: std::sync::atomic::AtomicU64,

@@ -7,6 +7,16 @@
 
 use super::*;
 
+/// What a writer does with its queued request.
+enum Role {
+    /// Wait until the leader says the request is done, or hands the lead on.
+    Follow,
+    /// Gather and take a group.
+    Lead,
+    /// Write the group taken.
+    Took((Vec<Arc<WriteReq>>, u64)),
+}
+
 pub(super) enum ReqState {
     Waiting,
     Lead,
@@ -43,7 +53,7 @@ pub(super) struct CommitQueue {
     /// Duration of the last WAL sync; the most worth waiting to fill a group.
     pub(super) last_sync: Duration,
     /// While a leader gathers its group: the number of queued requests it waits for.
-    /// The writer whose request reaches it wakes the leader through `gathered`.
+    /// The writer whose request reaches it takes the group (see `Inner::gather`).
     pub(super) gather_target: Option<usize>,
     /// Groups taken so far: requests queued now join group number `taken`.
     pub(super) taken: u64,
@@ -103,7 +113,7 @@ impl Inner {
                 None => Ok(req.ts.load(Ordering::Relaxed)),
             };
         }
-        let lead = {
+        let mut role = {
             let mut q = self.queue.lock();
             if q.closed {
                 return Err(Error::Closed);
@@ -112,47 +122,62 @@ impl Inner {
             req.tag.store(q.queued, Ordering::Relaxed);
             q.queued = q.queued.wrapping_add(1);
             q.pending.push(req.clone());
-            if q.leader_active {
-                if q.gather_target.is_some_and(|t| q.pending.len() >= t) {
-                    q.gather_target = None;
-                    self.gathered.notify_one();
-                }
-                false
-            } else {
+            if !q.leader_active {
                 q.leader_active = true;
-                true
+                Role::Lead
+            } else if q.gather_target.is_some_and(|t| q.pending.len() >= t) {
+                // This request completes the group the leader sleeps gathering: this
+                // writer, awake already, takes the group and writes it. Waking the
+                // leader instead would put a cross-core wake-up on every group's path.
+                // The leader finds its group taken when it wakes (see `gather`) and
+                // waits for it as a follower.
+                q.gather_target = None;
+                self.stats.gather_handoffs.fetch_add(1, Ordering::Relaxed);
+                Role::Took(Self::take_group(&mut q))
+            } else {
+                Role::Follow
             }
         };
-        if !lead {
-            let (group, tag) = (
-                req.group.load(Ordering::Relaxed),
-                req.tag.load(Ordering::Relaxed),
-            );
-            let mut out = None;
-            self.wake.wait(group, tag, || {
-                let mut st = req.state.lock();
-                match &*st {
-                    ReqState::Waiting => false,
-                    ReqState::Lead => true,
-                    ReqState::Done(_) => {
-                        out = Some(std::mem::replace(&mut *st, ReqState::Waiting));
-                        true
+        let (my_group, tag) = (
+            req.group.load(Ordering::Relaxed),
+            req.tag.load(Ordering::Relaxed),
+        );
+        let (group, number) = loop {
+            match role {
+                Role::Took(taken) => break taken,
+                Role::Follow => {
+                    let mut out = None;
+                    self.wake.wait(my_group, tag, || {
+                        let mut st = req.state.lock();
+                        match &*st {
+                            ReqState::Waiting => false,
+                            ReqState::Lead => true,
+                            ReqState::Done(_) => {
+                                out = Some(std::mem::replace(&mut *st, ReqState::Waiting));
+                                true
+                            }
+                        }
+                    });
+                    if let Some(ReqState::Done(r)) = out {
+                        return r;
                     }
+                    // Handed the lead: the state must read `Waiting` again, since a
+                    // writer may yet take this group from us (see `gather`).
+                    *req.state.lock() = ReqState::Waiting;
+                    role = Role::Lead;
                 }
-            });
-            if let Some(ReqState::Done(r)) = out {
-                return r;
+                Role::Lead => {
+                    // This thread leads one group: everything pending, its own request
+                    // among them.
+                    if let Durability::GroupCommit { max_delay } = self.opts.durability {
+                        std::thread::sleep(max_delay);
+                    }
+                    role = match self.gather(my_group, tag) {
+                        Some(taken) => Role::Took(taken),
+                        None => Role::Follow,
+                    };
+                }
             }
-        }
-        // This thread leads one group: everything pending, including its own request.
-        if let Durability::GroupCommit { max_delay } = self.opts.durability {
-            std::thread::sleep(max_delay);
-        }
-        self.gather();
-        let (group, number) = {
-            let mut q = self.queue.lock();
-            q.taken += 1;
-            (std::mem::take(&mut q.pending), q.taken - 1)
         };
         let t0 = Instant::now();
         let res = self.commit_group(&group);
@@ -210,28 +235,44 @@ impl Inner {
     /// group, a leader therefore waits, for at most about one sync's duration, until as
     /// many writers are queued as were in flight around the last group. A lone writer
     /// never waits.
-    pub(super) fn gather(&self) {
-        if !matches!(self.opts.durability, Durability::Sync) || !self.opts.wal_enabled {
-            return;
-        }
-        let (target, budget) = {
-            let q = self.queue.lock();
-            (q.concurrency, q.last_sync.min(Duration::from_micros(500)))
-        };
-        if target <= 1 {
-            return;
-        }
-        // Sleep rather than spin: a spinning leader takes a core from every other
-        // thread (queries among them) for up to the whole budget, to save one wakeup.
-        let deadline = Instant::now() + budget;
+    ///
+    /// Returns the group taken (its requests and number), or `None` when the writer whose
+    /// request completed the group took it (the caller's request is in it: the caller
+    /// then waits for it as a follower). `my_group` is the number of the group the
+    /// caller's request joined, the one being formed, and `tag` its request's tag.
+    pub(super) fn gather(&self, my_group: u64, tag: u32) -> Option<(Vec<Arc<WriteReq>>, u64)> {
         let mut q = self.queue.lock();
-        while q.pending.len() < target {
+        debug_assert_eq!(
+            q.taken, my_group,
+            "a leader gathers the group it belongs to"
+        );
+        let gathers = matches!(self.opts.durability, Durability::Sync) && self.opts.wal_enabled;
+        let target = q.concurrency;
+        if gathers && target > 1 && q.pending.len() < target {
+            // Sleep rather than spin: a spinning leader takes a core from every other
+            // thread (queries among them) for up to the whole budget, to save one
+            // wakeup. Nobody wakes this sleep: the writer completing the group takes it.
+            // It waits on its group's wake-up slot, so that when a writer takes the
+            // group, the group's completion wakes this writer with the rest.
+            let deadline = Instant::now() + q.last_sync.min(Duration::from_micros(500));
             q.gather_target = Some(target);
-            if self.gathered.wait_until(&mut q, deadline).timed_out() {
-                break;
+            drop(q);
+            self.wake.wait_until(my_group, tag, deadline, || {
+                self.queue.lock().taken != my_group
+            });
+            q = self.queue.lock();
+            if q.taken != my_group {
+                return None;
             }
+            q.gather_target = None;
         }
-        q.gather_target = None;
+        Some(Self::take_group(&mut q))
+    }
+
+    /// Take every queued request as the next group: its requests and its number.
+    fn take_group(q: &mut CommitQueue) -> (Vec<Arc<WriteReq>>, u64) {
+        q.taken += 1;
+        (std::mem::take(&mut q.pending), q.taken - 1)
     }
 
     /// Write a group of batches: one WAL write, at most one sync, then the memtable.

@@ -80,8 +80,6 @@ struct Inner {
     visible_ts: AtomicU64,
     last_ts: AtomicU64,
     queue: Mutex<CommitQueue>,
-    /// Wakes a commit leader gathering its group (see `Inner::gather`).
-    gathered: Condvar,
     /// Wakes the writers of a finished commit group (see `wake`).
     wake: wake::GroupWake,
     serial_commit: Mutex<()>,

@@ -137,7 +137,6 @@ impl Inner {
             visible_ts: AtomicU64::new(last_ts),
             last_ts: AtomicU64::new(last_ts),
             queue: Mutex::new(CommitQueue::default()),
-            gathered: Condvar::new(),
             wake: Default::default(),
             serial_commit: Mutex::new(()),
             wal: Mutex::new(wal),

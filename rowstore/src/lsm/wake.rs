@@ -14,6 +14,8 @@
 //! for another group sharing the slot is only a wasted wake-up, never a lost or a wrong
 //! one. Other systems use a mutex and condition variable per slot.
 
+use std::time::Instant;
+
 /// Slots: groups `g` and `g + SLOTS` share one. A group's followers are woken before
 /// the group `SLOTS` later can form (that needs `SLOTS - 1` further syncs), so sharing
 /// is rare.
@@ -35,7 +37,19 @@ impl GroupWake {
     /// Block until `ready` returns true. `group` is the commit group the caller's
     /// request belongs to and `tag` its tag (any number; its value modulo 32 counts).
     pub(super) fn wait(&self, group: u64, tag: u32, ready: impl FnMut() -> bool) {
-        self.slot(group).wait(1 << (tag % 32), ready)
+        self.slot(group).wait(1 << (tag % 32), None, ready);
+    }
+
+    /// [`Self::wait`] until `deadline` at the latest: whether `ready` returned true.
+    pub(super) fn wait_until(
+        &self,
+        group: u64,
+        tag: u32,
+        deadline: Instant,
+        ready: impl FnMut() -> bool,
+    ) -> bool {
+        self.slot(group)
+            .wait(1 << (tag % 32), Some(deadline), ready)
     }
 
     /// Wake every writer of `group` (call after making all their `ready`s true).
@@ -61,6 +75,7 @@ use portable::Slot;
 #[cfg(target_os = "linux")]
 mod futex {
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
 
     /// One futex word on a cache line of its own; each wake changes it, so a waiter
     /// that read it before the change does not go to sleep.
@@ -71,22 +86,52 @@ mod futex {
     }
 
     impl Slot {
-        pub(super) fn wait(&self, bits: u32, mut ready: impl FnMut() -> bool) {
+        /// Whether `ready` returned true (false: `deadline` passed first).
+        pub(super) fn wait(
+            &self,
+            bits: u32,
+            deadline: Option<Instant>,
+            mut ready: impl FnMut() -> bool,
+        ) -> bool {
+            // `FUTEX_WAIT_BITSET` takes an absolute CLOCK_MONOTONIC time, the clock
+            // behind `Instant` on Linux.
+            let abs = deadline.map(|d| {
+                let mut now = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: `now` is a valid timespec to write to.
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+                let left = d.saturating_duration_since(Instant::now());
+                let nanos = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+                libc::timespec {
+                    tv_sec: now.tv_sec
+                        + left.as_secs() as libc::time_t
+                        + (nanos / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (nanos % 1_000_000_000) as _,
+                }
+            });
             loop {
                 let seen = self.word.load(Ordering::SeqCst);
                 if ready() {
-                    return;
+                    return true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
                 }
                 // Returns at once if the word has changed since `seen`, on a wake-up
-                // whose bits meet ours, or on a signal; `ready` decides in every case.
-                // SAFETY: the word lives as long as `self`; no timeout, no second word.
+                // whose bits meet ours, on a signal or at the deadline; `ready` (and
+                // the clock) decide in every case.
+                // SAFETY: the word lives as long as `self`; the timeout, if any, is a
+                // valid timespec living across the call; no second word.
                 unsafe {
                     libc::syscall(
                         libc::SYS_futex,
                         self.word.as_ptr(),
                         libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
                         seen,
-                        std::ptr::null::<libc::timespec>(),
+                        abs.as_ref()
+                            .map_or(std::ptr::null(), |t| t as *const libc::timespec),
                         std::ptr::null::<u32>(),
                         bits,
                     );
@@ -115,6 +160,7 @@ mod futex {
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 mod portable {
     use parking_lot::{Condvar, Mutex};
+    use std::time::Instant;
 
     /// A mutex and condition variable: a wake-up wakes every waiter of the slot.
     #[derive(Default)]
@@ -124,11 +170,25 @@ mod portable {
     }
 
     impl Slot {
-        pub(super) fn wait(&self, _bits: u32, mut ready: impl FnMut() -> bool) {
+        /// Whether `ready` returned true (false: `deadline` passed first).
+        pub(super) fn wait(
+            &self,
+            _bits: u32,
+            deadline: Option<Instant>,
+            mut ready: impl FnMut() -> bool,
+        ) -> bool {
             let mut g = self.lock.lock();
             while !ready() {
-                self.cv.wait(&mut g);
+                match deadline {
+                    None => self.cv.wait(&mut g),
+                    Some(d) => {
+                        if self.cv.wait_until(&mut g, d).timed_out() {
+                            return ready();
+                        }
+                    }
+                }
             }
+            true
         }
 
         pub(super) fn wake(&self, _bits: u32) {
@@ -180,11 +240,56 @@ mod tests {
 
     #[test]
     fn every_waiter_wakes_once_its_group_is_done() {
-        run::<Slot>(|s, b, r| s.wait(b, r), |s, b| s.wake(b));
+        run::<Slot>(
+            |s, b, r| {
+                s.wait(b, None, r);
+            },
+            |s, b| s.wake(b),
+        );
     }
 
     #[test]
     fn the_portable_slots_wake_every_waiter_too() {
-        run::<portable::Slot>(|s, b, r| s.wait(b, r), |s, b| s.wake(b));
+        run::<portable::Slot>(
+            |s, b, r| {
+                s.wait(b, None, r);
+            },
+            |s, b| s.wake(b),
+        );
+    }
+
+    /// A wait with a deadline ends at the deadline if never ready (false), and as soon
+    /// as it is ready and woken before it (true).
+    fn deadline<S: Default + Sync>(
+        wait: fn(&S, u32, Instant, &mut dyn FnMut() -> bool) -> bool,
+        wake: fn(&S, u32),
+    ) {
+        use std::sync::atomic::AtomicBool;
+        use std::time::Duration;
+        let slot = S::default();
+        let t0 = Instant::now();
+        assert!(!wait(&slot, 1, t0 + Duration::from_millis(20), &mut || {
+            false
+        }));
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        let ready = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                ready.store(true, Ordering::SeqCst);
+                wake(&slot, u32::MAX);
+            });
+            let t0 = Instant::now();
+            assert!(wait(&slot, 1, t0 + Duration::from_secs(60), &mut || {
+                ready.load(Ordering::SeqCst)
+            }));
+            assert!(t0.elapsed() < Duration::from_secs(30));
+        });
+    }
+
+    #[test]
+    fn a_wait_with_a_deadline_ends_at_it_or_once_ready() {
+        deadline::<Slot>(|s, b, d, r| s.wait(b, Some(d), r), |s, b| s.wake(b));
+        deadline::<portable::Slot>(|s, b, d, r| s.wait(b, Some(d), r), |s, b| s.wake(b));
     }
 }
