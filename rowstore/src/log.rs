@@ -165,6 +165,9 @@ pub struct LogWriter {
 
 /// The page size `write_framed` pads to.
 const LOG_PAGE: u64 = 4096;
+/// The largest write `write_framed` pads (copying it): past this, one page read is a
+/// small part of the write, and the copy would not be.
+const PAD_MAX: usize = 256 << 10;
 
 /// How far ahead of the end of the log preallocation reserves space: far enough that
 /// almost every fdatasync finds its blocks allocated, small enough that a small database
@@ -275,6 +278,7 @@ impl LogWriter {
     /// the next ones into the page make the kernel read it from disk first. Writing part
     /// of a page that is not cached costs a synchronous read (~50 µs here) on the
     /// commit path, once per page the log enters. The zeros change no stored byte.
+    /// Writes over `PAD_MAX` are not padded.
     pub fn write_framed(&mut self, framed: &[u8]) -> Result<()> {
         let end = self.len + framed.len() as u64;
         if self.prealloc_limit > 0 {
@@ -283,6 +287,7 @@ impl LogWriter {
         let page_end = end.next_multiple_of(LOG_PAGE);
         let enters_page = framed.len() as u64 > self.len.next_multiple_of(LOG_PAGE) - self.len;
         let pad = enters_page
+            && framed.len() <= PAD_MAX
             && page_end > end
             && page_end <= self.allocated
             && self
