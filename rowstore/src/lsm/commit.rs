@@ -151,7 +151,12 @@ impl Inner {
                         let mut st = req.state.lock();
                         match &*st {
                             ReqState::Waiting => false,
-                            ReqState::Lead => true,
+                            // Handed the lead: the state reads `Waiting` again, since a
+                            // writer may yet take this group from us (see `gather`).
+                            ReqState::Lead => {
+                                *st = ReqState::Waiting;
+                                true
+                            }
                             ReqState::Done(_) => {
                                 out = Some(std::mem::replace(&mut *st, ReqState::Waiting));
                                 true
@@ -161,9 +166,6 @@ impl Inner {
                     if let Some(ReqState::Done(r)) = out {
                         return r;
                     }
-                    // Handed the lead: the state must read `Waiting` again, since a
-                    // writer may yet take this group from us (see `gather`).
-                    *req.state.lock() = ReqState::Waiting;
                     role = Role::Lead;
                 }
                 Role::Lead => {
