@@ -157,17 +157,12 @@ pub struct LogWriter {
     allocated: u64,
     /// Reserve up to this size, in `PREALLOC_STEP` steps ahead of the end of the log.
     prealloc_limit: u64,
-    /// A write and the zeros padding it to the end of its page (see `write_framed`).
-    scratch: Vec<u8>,
     /// Writes padded so far (a figure for tests).
     pub(crate) padded: u64,
 }
 
 /// The page size `write_framed` pads to.
 const LOG_PAGE: u64 = 4096;
-/// The largest write `write_framed` pads (copying it): past this, one page read is a
-/// small part of the write, and the copy would not be.
-const PAD_MAX: usize = 256 << 10;
 
 /// How far ahead of the end of the log preallocation reserves space: far enough that
 /// almost every fdatasync finds its blocks allocated, small enough that a small database
@@ -197,7 +192,6 @@ impl LogWriter {
             synced: h.len() as u64,
             allocated: 0,
             prealloc_limit: 0,
-            scratch: Vec::new(),
             padded: 0,
         })
     }
@@ -260,7 +254,6 @@ impl LogWriter {
             synced: len,
             allocated: 0,
             prealloc_limit: 0,
-            scratch: Vec::new(),
             padded: 0,
         })
     }
@@ -277,17 +270,18 @@ impl LogWriter {
     /// `log_zero`): the page is then whole in the page cache, so neither this write nor
     /// the next ones into the page make the kernel read it from disk first. Writing part
     /// of a page that is not cached costs a synchronous read (~50 µs here) on the
-    /// commit path, once per page the log enters. The zeros change no stored byte.
-    /// Writes over `PAD_MAX` are not padded.
-    pub fn write_framed(&mut self, framed: &[u8]) -> Result<()> {
-        let end = self.len + framed.len() as u64;
+    /// commit path, once per page the log enters. The zeros change no stored byte; they
+    /// are appended to `framed` for the write and cut off again after it, so `framed`
+    /// comes back as it was.
+    pub fn write_framed(&mut self, framed: &mut Vec<u8>) -> Result<()> {
+        let len = framed.len();
+        let end = self.len + len as u64;
         if self.prealloc_limit > 0 {
             self.reserve(end);
         }
         let page_end = end.next_multiple_of(LOG_PAGE);
-        let enters_page = framed.len() as u64 > self.len.next_multiple_of(LOG_PAGE) - self.len;
+        let enters_page = len as u64 > self.len.next_multiple_of(LOG_PAGE) - self.len;
         let pad = enters_page
-            && framed.len() <= PAD_MAX
             && page_end > end
             && page_end <= self.allocated
             && self
@@ -297,18 +291,13 @@ impl LogWriter {
         if let Some(z) = &self.zero {
             z.claim(self.len, if pad { page_end } else { end });
         }
-        let bytes = if pad {
+        if pad {
             self.padded += 1;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(framed);
-            self.scratch.resize((page_end - self.len) as usize, 0);
-            &self.scratch[..]
-        } else {
-            framed
-        };
-        self.file
-            .write_at(bytes, self.len)
-            .map_err(|e| Error::io(format!("appending to {}", self.path.display()), e))?;
+            framed.resize((page_end - self.len) as usize, 0);
+        }
+        let written = self.file.write_at(framed, self.len);
+        framed.truncate(len);
+        written.map_err(|e| Error::io(format!("appending to {}", self.path.display()), e))?;
         self.len = end;
         Ok(())
     }
@@ -317,7 +306,7 @@ impl LogWriter {
     pub fn append(&mut self, payload: &[u8]) -> Result<()> {
         let mut buf = Vec::with_capacity(payload.len() + 17);
         self.framing.frame(&mut buf, payload, self.synced);
-        self.write_framed(&buf)
+        self.write_framed(&mut buf)
     }
 
     /// Cut the log back to `len` (the end of its last whole record) and make that
@@ -664,7 +653,7 @@ mod tests {
                 w.synced_len(),
             );
         }
-        w.write_framed(&group).unwrap();
+        w.write_framed(&mut group).unwrap();
         // The first record of the group never reached the disk.
         let mut data = std::fs::read(&p).unwrap();
         for b in &mut data[durable_end as usize..durable_end as usize + 10] {

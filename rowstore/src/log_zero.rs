@@ -217,7 +217,13 @@ mod tests {
             };
             let b = (written.len() % 251) as u8 | 1;
             let rec = vec![b; n];
-            w.append(&rec).unwrap();
+            // Framed and written as the commit path does: a padded write hands its
+            // buffer back as it was.
+            let mut framed = Vec::new();
+            w.framing().frame(&mut framed, &rec, w.synced_len());
+            let before = framed.clone();
+            w.write_framed(&mut framed).unwrap();
+            assert_eq!(framed, before);
             written.push(rec);
             if xorshift(&mut x).is_multiple_of(4) {
                 w.sync().unwrap();

@@ -351,7 +351,7 @@ impl Inner {
             let mut wal = self.wal.lock();
             let w = wal.as_mut().ok_or(Error::Closed)?;
             let before = w.len();
-            if let Err(e) = w.write_framed(&framed) {
+            if let Err(e) = w.write_framed(&mut framed) {
                 // A full disk: nothing of the group was acknowledged or applied. Cut
                 // off whatever part of it reached the file, durably, so that no record
                 // of it can ever be replayed, and go on: the callers get the error, and
