@@ -126,6 +126,13 @@ pub struct LightningDbConfig {
     /// share one fsync (true); with false, each commit is written and synced alone under
     /// a lock. Default true.
     pub improved_wal: bool,
+    /// With 8 or more concurrent writers, writers waiting for their commit group yield
+    /// the processor (adaptively, and not while other threads want it) instead of
+    /// sleeping at once: more commits per second and lower latency, for processor time
+    /// that would idle during the WAL sync (see the row store's
+    /// `EngineOptions::commit_yield`). `false`: waiting writers always sleep, which
+    /// uses the least processor time. Default true.
+    pub commit_yield: bool,
     /// Run memtable flushes and compactions on background threads (true). With false,
     /// no background thread is started: the commit that fills the memtable flushes it
     /// and runs any due compaction itself. Default true.
@@ -258,6 +265,7 @@ impl Default for LightningDbConfig {
             use_lock_free_cache: true,
             wal_enabled: true,
             improved_wal: true,
+            commit_yield: true,
             background_compaction: true,
             parallel_compaction_workers: 2,
             durability: Durability::Sync,
@@ -445,6 +453,7 @@ impl LightningDbConfig {
             target_file_size: self.target_file_size,
             wal_enabled: self.wal_enabled,
             group_commit: self.improved_wal,
+            commit_yield: self.commit_yield,
             durability: self.durability,
             background_compaction: self.background_compaction,
             compaction_workers: self.parallel_compaction_workers,

@@ -107,6 +107,13 @@ pub struct EngineOptions {
     /// Leader/follower group commit (true) or one WAL write + sync per commit under a
     /// lock (false).
     pub group_commit: bool,
+    /// Writers waiting for a large commit group (8 or more writers) yield the processor
+    /// for up to about two group commit times before they sleep, so that most of them
+    /// are running when the group is done instead of each waiting for a wake-up; the
+    /// wait adapts, and stops yielding while other threads want the processors. More
+    /// throughput and lower latency from many writers, for processor time that would
+    /// otherwise idle during the WAL sync. `false`: waiting writers always sleep.
+    pub commit_yield: bool,
     pub durability: Durability,
     /// Flush and compaction on background threads (true) or inline in the writer that
     /// fills the memtable (false).
@@ -139,6 +146,7 @@ impl Default for EngineOptions {
             target_file_size: 64 << 20,
             wal_enabled: true,
             group_commit: true,
+            commit_yield: true,
             durability: Durability::Sync,
             background_compaction: true,
             compaction_workers: 2,

@@ -38,6 +38,9 @@ pub struct EngineStats {
     /// Commit groups taken by the writer whose request completed them, rather than by
     /// the leader that waited for them (see the LSM's `gather`).
     pub gather_handoffs: std::sync::atomic::AtomicU64,
+    /// Waits for a commit group that saw it done while yielding the processor, without
+    /// sleeping (see `EngineOptions::commit_yield`).
+    pub commit_yields: std::sync::atomic::AtomicU64,
     pub flushes: std::sync::atomic::AtomicU64,
     pub flush_bytes: std::sync::atomic::AtomicU64,
     pub compactions: std::sync::atomic::AtomicU64,

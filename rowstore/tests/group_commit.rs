@@ -105,7 +105,12 @@ impl VfsFile for SlowFile {
 }
 
 fn open(dir: &Path, mode: OpenMode) -> Engine {
+    open_with(dir, mode, true)
+}
+
+fn open_with(dir: &Path, mode: OpenMode, commit_yield: bool) -> Engine {
     let opts = EngineOptions {
+        commit_yield,
         vfs: Arc::new(SlowSync(std_vfs())),
         ..EngineOptions::default()
     };
@@ -134,14 +139,16 @@ fn groups_taken_by_the_writer_completing_them_commit_every_write_once() {
     let dir = tempfile::tempdir().unwrap();
     let e = Arc::new(open(dir.path(), OpenMode::Create));
     let stamps = Arc::new(Mutex::new(Vec::new()));
-    let mut handoffs = 0;
+    let (mut handoffs, mut yields) = (0, 0);
     // Rounds until the hand-off happened (the first, with syncs this slow: each leader
-    // waits up to one sync's time for its group).
+    // waits up to one sync's time for its group), and some writer saw its group done
+    // while yielding (8 writers: waiters yield before they sleep).
     let mut rounds = 0;
-    while handoffs == 0 {
+    while handoffs == 0 || yields == 0 {
         assert!(
             rounds < 20,
-            "no group was ever taken by the writer completing it"
+            "no group was ever taken by the writer completing it ({handoffs}), \
+             or no writer saw its group done while yielding ({yields})"
         );
         std::thread::scope(|s| {
             for w in 0..WRITERS {
@@ -168,6 +175,7 @@ fn groups_taken_by_the_writer_completing_them_commit_every_write_once() {
             }
         });
         handoffs = e.stats().gather_handoffs.load(Ordering::Relaxed);
+        yields = e.stats().commit_yields.load(Ordering::Relaxed);
         rounds += 1;
     }
     let stamps = Arc::try_unwrap(stamps).unwrap().into_inner().unwrap();
@@ -199,4 +207,24 @@ fn groups_taken_by_the_writer_completing_them_commit_every_write_once() {
         e.get(b"counter").unwrap(),
         Some((counts.len() as u64).to_be_bytes().to_vec())
     );
+}
+
+#[test]
+fn writers_told_not_to_yield_always_sleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_with(dir.path(), OpenMode::Create, false);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let e = &e;
+            s.spawn(move || {
+                for i in 0..PUTS / 3 {
+                    let mut b = WriteBatch::new();
+                    b.put(format!("w{w}k{i:05}").as_bytes(), b"v").unwrap();
+                    e.write(b).unwrap();
+                }
+            });
+        }
+    });
+    assert!(e.stats().wal_syncs.load(Ordering::Relaxed) < WRITERS * PUTS / 3);
+    assert_eq!(e.stats().commit_yields.load(Ordering::Relaxed), 0);
 }

@@ -17,6 +17,13 @@ enum Role {
     Took((Vec<Arc<WriteReq>>, u64)),
 }
 
+/// The longest a writer waits for its group by yielding (see `wake::YieldGate`); it
+/// yields for at most twice the last group's commit time, up to this.
+const MAX_YIELD_WAIT: Duration = Duration::from_micros(1000);
+/// Writers yield only while at least this many were seen around the last group: the
+/// wake-ups of a smaller group cost too little to be worth the processor time.
+const YIELD_MIN_WRITERS: usize = 8;
+
 pub(super) enum ReqState {
     Waiting,
     Lead,
@@ -113,11 +120,17 @@ impl Inner {
                 None => Ok(req.ts.load(Ordering::Relaxed)),
             };
         }
+        let spin;
         let mut role = {
             let mut q = self.queue.lock();
             if q.closed {
                 return Err(Error::Closed);
             }
+            // Only a large group's wake-ups cost enough to be worth yielding for.
+            spin = match self.opts.commit_yield && q.concurrency >= YIELD_MIN_WRITERS {
+                true => (2 * q.last_sync).min(MAX_YIELD_WAIT),
+                false => Duration::ZERO,
+            };
             req.group.store(q.taken, Ordering::Relaxed);
             req.tag.store(q.queued, Ordering::Relaxed);
             q.queued = q.queued.wrapping_add(1);
@@ -146,6 +159,16 @@ impl Inner {
             match role {
                 Role::Took(taken) => break taken,
                 Role::Follow => {
+                    // Yield a while before sleeping (see `wake::YieldGate`).
+                    if !spin.is_zero()
+                        && self.yield_gate.wait(spin, || {
+                            req.state
+                                .try_lock()
+                                .is_some_and(|st| !matches!(*st, ReqState::Waiting))
+                        })
+                    {
+                        self.stats.commit_yields.fetch_add(1, Ordering::Relaxed);
+                    }
                     let mut out = None;
                     self.wake.wait(my_group, tag, || {
                         let mut st = req.state.lock();

@@ -82,6 +82,8 @@ struct Inner {
     queue: Mutex<CommitQueue>,
     /// Wakes the writers of a finished commit group (see `wake`).
     wake: wake::GroupWake,
+    /// Lets writers waiting for a large group yield before they sleep.
+    yield_gate: wake::YieldGate,
     serial_commit: Mutex<()>,
     wal: Mutex<Option<LogWriter>>,
     registry: Arc<SnapshotRegistry>,

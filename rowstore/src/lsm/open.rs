@@ -138,6 +138,7 @@ impl Inner {
             last_ts: AtomicU64::new(last_ts),
             queue: Mutex::new(CommitQueue::default()),
             wake: Default::default(),
+            yield_gate: Default::default(),
             serial_commit: Mutex::new(()),
             wal: Mutex::new(wal),
             registry: Arc::new(SnapshotRegistry::default()),

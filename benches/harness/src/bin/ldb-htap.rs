@@ -62,6 +62,9 @@ struct Args {
     /// Override `analytics_nice`.
     #[arg(long)]
     analytics_nice: Option<i32>,
+    /// Override `commit_yield` (true or false).
+    #[arg(long)]
+    commit_yield: Option<bool>,
     /// Override `columnar_compaction_interval`, in milliseconds.
     #[arg(long)]
     columnar_interval_ms: Option<u64>,
@@ -441,6 +444,9 @@ fn run_lightning(args: &Args, scratch: &Path) -> Res<Value> {
     }
     if let Some(n) = args.analytics_nice {
         cfg.analytics_nice = n;
+    }
+    if let Some(y) = args.commit_yield {
+        cfg.commit_yield = y;
     }
     WRITER_RATE.store(args.writer_rate, Ordering::Relaxed);
     if let Some(c) = args.columnar_compression {
