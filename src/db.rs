@@ -775,4 +775,64 @@ mod tests {
         assert_eq!(prefix_end(b"\xff\xff"), None);
         assert_eq!(prefix_end(b""), None);
     }
+
+    /// The SQL runtime's workers count in the engine's commit-yield holds while they
+    /// work and not once parked, so writers never yield processor time away from a
+    /// query (see `metrics::analytics_busy`).
+    #[test]
+    fn sql_workers_hold_commit_yields_only_while_at_work() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db"), LightningDbConfig::default()).unwrap();
+        let holds = db.engine.commit_yield_holds().unwrap();
+        db.sql("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT)")
+            .unwrap();
+        db.sql("INSERT INTO t SELECT value, value * 7 FROM generate_series(1, 20000)")
+            .unwrap();
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Relaxed) {
+                    seen.fetch_max(holds.load(Relaxed), Relaxed);
+                }
+            });
+            for _ in 0..20 {
+                db.sql("SELECT v % 97, count(*), sum(k) FROM t GROUP BY v % 97")
+                    .unwrap();
+            }
+            done.store(true, Relaxed);
+        });
+        assert!(seen.load(Relaxed) > 0, "no SQL worker counted as busy");
+        // Idle again: every worker parks, and the count drops to zero.
+        let t = std::time::Instant::now();
+        while holds.load(Relaxed) > 0 {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "holds stuck"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_thread_counts_once_in_the_holds() {
+        let holds = Some(Arc::new(std::sync::atomic::AtomicU32::new(0)));
+        let count = || {
+            holds
+                .as_ref()
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        crate::metrics::analytics_busy(&holds, true);
+        crate::metrics::analytics_busy(&holds, true);
+        assert_eq!(count(), 1);
+        std::thread::scope(|s| {
+            s.spawn(|| crate::metrics::analytics_busy(&holds, true));
+        });
+        assert_eq!(count(), 2);
+        crate::metrics::analytics_busy(&holds, false);
+        crate::metrics::analytics_busy(&holds, false);
+        assert_eq!(count(), 1);
+    }
 }

@@ -4,7 +4,7 @@ use crate::db::Database;
 use crate::error::Result;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use lightning_rowstore::counter::{LatencyHistogram, LatencySummary};
@@ -113,6 +113,25 @@ pub(crate) fn lower_thread_priority(nice: i32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
+}
+
+/// Counts the calling thread as at work (or not) in `holds` (see
+/// [`lightning_rowstore::Engine::commit_yield_holds`]): while any analytics thread
+/// works, writers waiting for a commit group sleep instead of yielding, so they take no
+/// processor time from it. Idempotent per thread: each thread counts at most once.
+pub(crate) fn analytics_busy(holds: &Option<Arc<AtomicU32>>, busy: bool) {
+    thread_local! {
+        static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    let Some(h) = holds else { return };
+    COUNTED.with(|c| {
+        if c.replace(busy) != busy {
+            match busy {
+                true => h.fetch_add(1, Ordering::Relaxed),
+                false => h.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    });
 }
 
 /// CPU seconds of this process: (all threads, threads named `ldb-sql*`, `ldb-columnar`).

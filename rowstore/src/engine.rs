@@ -230,6 +230,12 @@ impl Engine {
         self.as_lsm().map_or(0, |e| e.mmapped_bytes())
     }
 
+    /// See [`LsmEngine::commit_yield_holds`] (`None`: an engine without a WAL sync to
+    /// wait for).
+    pub fn commit_yield_holds(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU32>> {
+        self.as_lsm().map(|e| e.commit_yield_holds())
+    }
+
     pub fn background_threads(&self) -> usize {
         self.as_lsm().map_or(0, |e| e.background_threads())
     }

@@ -528,7 +528,11 @@ impl Tables {
                     .get(&d.id)
                     .is_none_or(|t| t.elapsed() >= self.interval);
                 if visible > self.store.watermark(d.id) && (pressure || aged) {
-                    match self.store.compact(&self.engine, &d) {
+                    let holds = self.engine.commit_yield_holds();
+                    crate::metrics::analytics_busy(&holds, true);
+                    let compacted = self.store.compact(&self.engine, &d);
+                    crate::metrics::analytics_busy(&holds, false);
+                    match compacted {
                         Ok(_) => {
                             last_round.insert(d.id, Instant::now());
                         }

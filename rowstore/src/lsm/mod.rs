@@ -172,6 +172,14 @@ impl LsmEngine {
         })
     }
 
+    /// A count of threads at work that writers waiting for their commit group must not
+    /// take the processor from by yielding (see `EngineOptions::commit_yield`): while
+    /// it is above zero, waiting writers sleep at once. The facade counts its SQL
+    /// runtime's and column compactor's busy threads here.
+    pub fn commit_yield_holds(&self) -> Arc<AtomicU32> {
+        self.inner.yield_gate.holds.clone()
+    }
+
     /// Bytes currently memory-mapped for table reads.
     pub fn mmapped_bytes(&self) -> u64 {
         self.inner.mmap.as_ref().map_or(0, |m| m.used())

@@ -83,9 +83,14 @@ impl GroupWake {
 /// say), and then yielding takes the processor from it. One such slow yield stops all
 /// writers yielding (`credit` turns negative); while it is, one wait in `PROBE` tries
 /// again, and a few that succeed resume it. A wait that outlasts its budget (a slow
-/// sync, not a busy processor) sleeps that once and changes nothing.
+/// sync, not a busy processor) sleeps that once and changes nothing. And while
+/// `holds` counts threads of this process at work that yields could delay (the SQL
+/// runtime's, the column compactor: they run at a lower priority than writers, which
+/// yields do not make way for reliably), nobody yields.
 #[derive(Default)]
 pub(super) struct YieldGate {
+    /// Threads at work that yielding writers would take processor time from.
+    pub(super) holds: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Negative: yielding does not pay at the moment.
     credit: std::sync::atomic::AtomicI32,
     /// Waits turned away while `credit` is negative (every `PROBE`th is let through).
@@ -118,6 +123,9 @@ impl YieldGate {
         yield_now: impl Fn(),
     ) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.holds.load(Relaxed) > 0 {
+            return false;
+        }
         if self.credit.load(Relaxed) < 0 && !self.probes.fetch_add(1, Relaxed).is_multiple_of(PROBE)
         {
             return false;
@@ -343,6 +351,20 @@ mod tests {
         ));
         assert!(asked && resumed >= 4);
         assert_eq!(g.yielding.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // Held (a query at work): nobody yields, whatever the credit.
+        g.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut asked = false;
+        assert!(!g.wait_with(
+            long,
+            || {
+                asked = true;
+                true
+            },
+            || {}
+        ));
+        assert!(!asked);
+        g.holds.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(g.wait_with(long, || true, || {}));
     }
     use std::sync::atomic::{AtomicU64, Ordering};
 
