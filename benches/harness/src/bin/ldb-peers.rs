@@ -78,7 +78,14 @@ struct Args {
     /// figures is the median round's. Smoke runs make one.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Lightning DB's `commit_yield` (default true): false makes waiting writers
+    /// always sleep, to compare.
+    #[arg(long)]
+    commit_yield: Option<bool>,
 }
+
+/// `--commit-yield` for every Lightning DB opened.
+static COMMIT_YIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// One engine under test. Every write method returns only once the write is durable,
 /// unless the engine was opened with `durable = false`.
@@ -139,6 +146,7 @@ impl EngineKind for Lightning {
             encryption: self
                 .0
                 .map(|c| EncryptionConfig::new(c, KeyProvider::raw([0x5c; 32]))),
+            commit_yield: COMMIT_YIELD.load(std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         };
         Ok(Box::new(LightningKv(
@@ -958,6 +966,9 @@ fn run(args: &Args) -> Res<()> {
         ..args.clone()
     };
     let rounds = args.rounds;
+    if let Some(y) = args.commit_yield {
+        COMMIT_YIELD.store(y, std::sync::atomic::Ordering::Relaxed);
+    }
     let base = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir(),
