@@ -294,6 +294,7 @@ mod portable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn yielding_stops_after_a_slow_yield_and_resumes_after_probes_succeed() {
@@ -339,7 +340,7 @@ mod tests {
                 resumed += 1;
             }
         }
-        assert!(g.credit.load(std::sync::atomic::Ordering::Relaxed) >= 0);
+        assert!(g.credit.load(Ordering::Relaxed) >= 0);
         let mut asked = false;
         assert!(g.wait_with(
             long,
@@ -350,9 +351,9 @@ mod tests {
             || {}
         ));
         assert!(asked && resumed >= 4);
-        assert_eq!(g.yielding.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(g.yielding.load(Ordering::Relaxed), 0);
         // Held (a query at work): nobody yields, whatever the credit.
-        g.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        g.holds.fetch_add(1, Ordering::Relaxed);
         let mut asked = false;
         assert!(!g.wait_with(
             long,
@@ -363,10 +364,9 @@ mod tests {
             || {}
         ));
         assert!(!asked);
-        g.holds.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        g.holds.fetch_sub(1, Ordering::Relaxed);
         assert!(g.wait_with(long, || true, || {}));
     }
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Writers of many groups wait on shared slots; a "leader" marks each group done
     /// and wakes it, and sometimes wakes single writers by tag first (as a leadership
