@@ -315,14 +315,20 @@ mod tests {
         assert!(!g.wait(Duration::from_micros(50), || false));
         assert!(g.wait_with(long, || true, || {}));
         // A slow yield (another thread ran): this wait sleeps, and so do the next
-        // ones, except one in `PROBE`.
+        // ones, except one in `PROBE`. (Budgets of a few slow yields, so that a gate
+        // that missed them fails in seconds rather than hanging.)
         let slow = || std::thread::sleep(SLOW_YIELD * 2);
-        assert!(!g.wait_with(long, || false, slow));
+        let short = SLOW_YIELD * 10;
+        assert!(!g.wait_with(short, || false, slow));
+        assert!(
+            g.credit.load(Ordering::Relaxed) < 0,
+            "a slow yield was not noticed"
+        );
         let tried = (0..4 * PROBE)
             .filter(|_| {
                 let mut asked = false;
                 g.wait_with(
-                    long,
+                    short,
                     || {
                         asked = true;
                         false
