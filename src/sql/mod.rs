@@ -219,20 +219,23 @@ impl Tables {
         }
         let threads = self.config.sql_worker_threads();
         let nice = self.config.analytics_nice;
-        // The workers count as busy in the engine's commit-yield holds while they are
-        // not parked: writers then sleep rather than yield (see `analytics_busy`).
+        // The workers count as busy in the engine's commit-yield holds from unpark to
+        // park: writers then sleep rather than yield (see `analytics_busy`). Not from
+        // thread start: a worker parks before its first task, and blocking-pool
+        // threads (ALTER's) never park through these hooks, so a start mark would
+        // hold yields off for as long as an idle blocking thread lives.
         let holds = self.engine.commit_yield_holds();
-        let (h1, h2, h3, h4) = (holds.clone(), holds.clone(), holds.clone(), holds);
+        let mark = |busy: bool| {
+            let h = holds.clone();
+            move || crate::metrics::analytics_busy(&h, busy)
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("ldb-sql")
-            .on_thread_start(move || {
-                crate::metrics::lower_thread_priority(nice);
-                crate::metrics::analytics_busy(&h1, true);
-            })
-            .on_thread_stop(move || crate::metrics::analytics_busy(&h2, false))
-            .on_thread_park(move || crate::metrics::analytics_busy(&h3, false))
-            .on_thread_unpark(move || crate::metrics::analytics_busy(&h4, true))
+            .on_thread_start(move || crate::metrics::lower_thread_priority(nice))
+            .on_thread_stop(mark(false))
+            .on_thread_park(mark(false))
+            .on_thread_unpark(mark(true))
             .thread_stack_size(SQL_STACK_BYTES)
             .enable_all()
             .build()
