@@ -4,7 +4,7 @@ use crate::db::Database;
 use crate::error::Result;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use lightning_rowstore::counter::{LatencyHistogram, LatencySummary};
@@ -119,7 +119,8 @@ pub(crate) fn lower_thread_priority(nice: i32) {
 /// [`lightning_rowstore::Engine::commit_yield_holds`]): while any analytics thread
 /// works, writers waiting for a commit group sleep instead of yielding, so they take no
 /// processor time from it. Idempotent per thread: each thread counts at most once.
-pub(crate) fn analytics_busy(holds: &Option<Arc<AtomicU32>>, busy: bool) {
+#[cfg(feature = "sql")]
+pub(crate) fn analytics_busy(holds: &Option<Arc<std::sync::atomic::AtomicU32>>, busy: bool) {
     thread_local! {
         static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
