@@ -38,6 +38,9 @@ pub struct EngineStats {
     /// Commit groups taken by the writer whose request completed them, rather than by
     /// the leader that waited for them (see the LSM's `gather`).
     pub gather_handoffs: std::sync::atomic::AtomicU64,
+    /// Groups completed on a slow processor and taken by one of their writers on a
+    /// faster one (see the LSM's `sync_cpu`).
+    pub offers_taken: std::sync::atomic::AtomicU64,
     /// Waits for a commit group that saw it done while yielding the processor, without
     /// sleeping (see `EngineOptions::commit_yield`).
     pub commit_yields: std::sync::atomic::AtomicU64,

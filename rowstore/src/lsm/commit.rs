@@ -5,6 +5,7 @@
 //! full memtable behind a new WAL segment, and stalling writers while flush or
 //! compaction falls behind.
 
+use super::sync_cpu;
 use super::*;
 
 /// What a writer does with its queued request.
@@ -15,7 +16,15 @@ enum Role {
     Lead,
     /// Write the group taken.
     Took((Vec<Arc<WriteReq>>, u64)),
+    /// This request completed the group being gathered, on a processor whose syncs
+    /// complete slowly: leave the group a moment to a writer of it on a faster one
+    /// (see `SyncCpus`), then take it if none did.
+    Offer,
 }
+
+/// How long a writer that completed a group on a slow processor waits for one on a
+/// fast processor to take it before it takes the group itself.
+const OFFER_WAIT: Duration = Duration::from_micros(15);
 
 /// The longest a writer waits for its group by yielding (see `wake::YieldGate`); it
 /// yields for at most twice the last group's commit time, up to this.
@@ -66,6 +75,10 @@ pub(super) struct CommitQueue {
     pub(super) taken: u64,
     /// Requests queued so far (their tags).
     pub(super) queued: u32,
+    /// The group complete and offered to a writer on a fast processor (see
+    /// `Role::Offer`); `SyncCpus::offered` mirrors it for writers polling without the
+    /// lock.
+    pub(super) offered: bool,
 }
 
 impl Inner {
@@ -121,6 +134,8 @@ impl Inner {
             };
         }
         let spin;
+        // Whether this writer may be offered its group (see `Role::Offer`).
+        let offers;
         let mut role = {
             let mut q = self.queue.lock();
             if q.closed {
@@ -131,6 +146,7 @@ impl Inner {
                 true => (2 * q.last_sync).min(MAX_YIELD_WAIT),
                 false => Duration::ZERO,
             };
+            offers = !spin.is_zero() && q.concurrency <= self.sync_cpus.offer_max_writers();
             req.group.store(q.taken, Ordering::Relaxed);
             req.tag.store(q.queued, Ordering::Relaxed);
             q.queued = q.queued.wrapping_add(1);
@@ -145,8 +161,15 @@ impl Inner {
                 // The leader finds its group taken when it wakes (see `gather`) and
                 // waits for it as a follower.
                 q.gather_target = None;
-                self.stats.gather_handoffs.fetch_add(1, Ordering::Relaxed);
-                Role::Took(Self::take_group(&mut q))
+                // Only while the group's writers yield: they notice the offer.
+                if offers && self.yield_gate.open() && !self.sync_cpus.here_is_fast() {
+                    q.offered = true;
+                    self.sync_cpus.offer(q.taken);
+                    Role::Offer
+                } else {
+                    self.stats.gather_handoffs.fetch_add(1, Ordering::Relaxed);
+                    Role::Took(Self::take_group(&mut q))
+                }
             } else {
                 Role::Follow
             }
@@ -158,16 +181,42 @@ impl Inner {
         let (group, number) = loop {
             match role {
                 Role::Took(taken) => break taken,
+                Role::Offer => {
+                    let until = Instant::now() + OFFER_WAIT;
+                    while self.sync_cpus.offered(my_group) && Instant::now() < until {
+                        std::thread::yield_now();
+                    }
+                    // Nobody faster took it: write it here after all.
+                    role = match self.take_offered(my_group) {
+                        Some(taken) => {
+                            self.stats.gather_handoffs.fetch_add(1, Ordering::Relaxed);
+                            Role::Took(taken)
+                        }
+                        None => Role::Follow,
+                    };
+                }
                 Role::Follow => {
-                    // Yield a while before sleeping (see `wake::YieldGate`).
+                    // Yield a while before sleeping (see `wake::YieldGate`); a writer
+                    // on a fast processor takes its group if it is offered.
+                    let mut take = false;
                     if !spin.is_zero()
                         && self.yield_gate.wait(spin, || {
-                            req.state
+                            take = offers
+                                && self.sync_cpus.offered(my_group)
+                                && self.sync_cpus.here_is_fast();
+                            take || req
+                                .state
                                 .try_lock()
                                 .is_some_and(|st| !matches!(*st, ReqState::Waiting))
                         })
+                        && !take
                     {
                         self.stats.commit_yields.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if take && let Some(taken) = self.take_offered(my_group) {
+                        self.stats.offers_taken.fetch_add(1, Ordering::Relaxed);
+                        role = Role::Took(taken);
+                        continue;
                     }
                     let mut out = None;
                     self.wake.wait(my_group, tag, || {
@@ -204,9 +253,11 @@ impl Inner {
                 }
             }
         };
+        let cpu = sync_cpu::current();
         let t0 = Instant::now();
         let res = self.commit_group(&group);
         let took = t0.elapsed();
+        self.sync_cpus.record(cpu, took);
         // Hand leadership on first, so the next group's WAL write overlaps with waking
         // this group's followers.
         let next = {
@@ -294,8 +345,20 @@ impl Inner {
         Some(Self::take_group(&mut q))
     }
 
+    /// Take the group offered by the writer that completed it (see `Role::Offer`), if it
+    /// is still `my_group` and still offered.
+    fn take_offered(&self, my_group: u64) -> Option<(Vec<Arc<WriteReq>>, u64)> {
+        let mut q = self.queue.lock();
+        if !q.offered || q.taken != my_group {
+            return None;
+        }
+        self.sync_cpus.withdraw();
+        Some(Self::take_group(&mut q))
+    }
+
     /// Take every queued request as the next group: its requests and its number.
     fn take_group(q: &mut CommitQueue) -> (Vec<Arc<WriteReq>>, u64) {
+        q.offered = false;
         q.taken += 1;
         (std::mem::take(&mut q.pending), q.taken - 1)
     }

@@ -48,6 +48,7 @@ mod flush;
 mod ingest;
 mod open;
 mod read;
+mod sync_cpu;
 mod validate;
 mod versions;
 mod wake;
@@ -84,6 +85,9 @@ struct Inner {
     wake: wake::GroupWake,
     /// Lets writers waiting for a large group yield before they sleep.
     yield_gate: wake::YieldGate,
+    /// Commit times per processor, and the group offered to a writer on a fast one (see
+    /// `commit::Role::Offer`).
+    sync_cpus: sync_cpu::SyncCpus,
     serial_commit: Mutex<()>,
     wal: Mutex<Option<LogWriter>>,
     registry: Arc<SnapshotRegistry>,

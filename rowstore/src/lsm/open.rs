@@ -139,6 +139,7 @@ impl Inner {
             queue: Mutex::new(CommitQueue::default()),
             wake: Default::default(),
             yield_gate: Default::default(),
+            sync_cpus: Default::default(),
             serial_commit: Mutex::new(()),
             wal: Mutex::new(wal),
             registry: Arc::new(SnapshotRegistry::default()),

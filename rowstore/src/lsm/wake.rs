@@ -112,6 +112,13 @@ const PROBE: u32 = 256;
 impl YieldGate {
     /// Yield until `ready` returns true, for at most `budget`: whether it did (the
     /// caller sleeps otherwise). Returns false at once while yielding does not pay.
+    /// Whether writers may yield right now: no thread of ours at work that yields would
+    /// delay, and yielding paid lately.
+    pub(super) fn open(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.holds.load(Relaxed) == 0 && self.credit.load(Relaxed) >= 0
+    }
+
     pub(super) fn wait(&self, budget: Duration, ready: impl FnMut() -> bool) -> bool {
         self.wait_with(budget, ready, std::thread::yield_now)
     }
