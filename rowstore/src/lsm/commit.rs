@@ -168,7 +168,7 @@ impl Inner {
                     Role::Offer
                 } else {
                     self.stats.gather_handoffs.fetch_add(1, Ordering::Relaxed);
-                    Role::Took(Self::take_group(&mut q))
+                    Role::Took(self.take_group(&mut q))
                 }
             } else {
                 Role::Follow
@@ -342,7 +342,7 @@ impl Inner {
             }
             q.gather_target = None;
         }
-        Some(Self::take_group(&mut q))
+        Some(self.take_group(&mut q))
     }
 
     /// Take the group offered by the writer that completed it (see `Role::Offer`), if it
@@ -352,13 +352,15 @@ impl Inner {
         if !q.offered || q.taken != my_group {
             return None;
         }
-        self.sync_cpus.withdraw();
-        Some(Self::take_group(&mut q))
+        Some(self.take_group(&mut q))
     }
 
-    /// Take every queued request as the next group: its requests and its number.
-    fn take_group(q: &mut CommitQueue) -> (Vec<Arc<WriteReq>>, u64) {
-        q.offered = false;
+    /// Take every queued request as the next group: its requests and its number. An
+    /// offer of it ends (whoever takes it).
+    fn take_group(&self, q: &mut CommitQueue) -> (Vec<Arc<WriteReq>>, u64) {
+        if std::mem::take(&mut q.offered) {
+            self.sync_cpus.withdraw();
+        }
         q.taken += 1;
         (std::mem::take(&mut q.pending), q.taken - 1)
     }

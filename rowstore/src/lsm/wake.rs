@@ -119,6 +119,13 @@ impl YieldGate {
         self.holds.load(Relaxed) == 0 && self.credit.load(Relaxed) >= 0
     }
 
+    /// Let writers yield again (tests: a slow yield on a loaded machine closes the gate).
+    #[cfg(test)]
+    pub(super) fn reopen(&self) {
+        self.credit
+            .store(CREDIT, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(super) fn wait(&self, budget: Duration, ready: impl FnMut() -> bool) -> bool {
         self.wait_with(budget, ready, std::thread::yield_now)
     }
