@@ -110,8 +110,6 @@ const CREDIT: i32 = 1024;
 const PROBE: u32 = 256;
 
 impl YieldGate {
-    /// Yield until `ready` returns true, for at most `budget`: whether it did (the
-    /// caller sleeps otherwise). Returns false at once while yielding does not pay.
     /// Whether writers may yield right now: no thread of ours at work that yields would
     /// delay, and yielding paid lately.
     pub(super) fn open(&self) -> bool {
@@ -126,6 +124,8 @@ impl YieldGate {
             .store(CREDIT, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Yield until `ready` returns true, for at most `budget`: whether it did (the
+    /// caller sleeps otherwise). Returns false at once while yielding does not pay.
     pub(super) fn wait(&self, budget: Duration, ready: impl FnMut() -> bool) -> bool {
         self.wait_with(budget, ready, std::thread::yield_now)
     }
@@ -137,10 +137,10 @@ impl YieldGate {
         yield_now: impl Fn(),
     ) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.holds.load(Relaxed) > 0 {
-            return false;
-        }
-        if self.credit.load(Relaxed) < 0 && !self.probes.fetch_add(1, Relaxed).is_multiple_of(PROBE)
+        // Closed: never while held; otherwise one wait in `PROBE` tries again.
+        if !self.open()
+            && (self.holds.load(Relaxed) > 0
+                || !self.probes.fetch_add(1, Relaxed).is_multiple_of(PROBE))
         {
             return false;
         }
