@@ -75,10 +75,6 @@ pub(super) struct CommitQueue {
     pub(super) taken: u64,
     /// Requests queued so far (their tags).
     pub(super) queued: u32,
-    /// The group complete and offered to a writer on a fast processor (see
-    /// `Role::Offer`); `SyncCpus::offered` mirrors it for writers polling without the
-    /// lock.
-    pub(super) offered: bool,
 }
 
 impl Inner {
@@ -163,7 +159,6 @@ impl Inner {
                 q.gather_target = None;
                 // Only while the group's writers yield: they notice the offer.
                 if offers && self.yield_gate.open() && !self.sync_cpus.here_is_fast() {
-                    q.offered = true;
                     self.sync_cpus.offer(q.taken);
                     Role::Offer
                 } else {
@@ -349,7 +344,7 @@ impl Inner {
     /// is still `my_group` and still offered.
     fn take_offered(&self, my_group: u64) -> Option<(Vec<Arc<WriteReq>>, u64)> {
         let mut q = self.queue.lock();
-        if !q.offered || q.taken != my_group {
+        if q.taken != my_group || !self.sync_cpus.offered(my_group) {
             return None;
         }
         Some(self.take_group(&mut q))
@@ -358,7 +353,7 @@ impl Inner {
     /// Take every queued request as the next group: its requests and its number. An
     /// offer of it ends (whoever takes it).
     fn take_group(&self, q: &mut CommitQueue) -> (Vec<Arc<WriteReq>>, u64) {
-        if std::mem::take(&mut q.offered) {
+        if self.sync_cpus.offered(q.taken) {
             self.sync_cpus.withdraw();
         }
         q.taken += 1;

@@ -26,7 +26,7 @@ pub(super) fn current() -> Option<usize> {
     None
 }
 
-/// Processors tracked (a thread on a higher-numbered one counts as fast).
+/// Processor numbers tracked (a thread on a higher-numbered one counts as fast).
 const MAX_CPUS: usize = 256;
 /// A processor is fast while its mean commit time is within this fraction above the
 /// fastest processor's (1/5: 20%).
@@ -37,24 +37,44 @@ const OFFER_WRITERS_PER_CPU: usize = 8;
 /// Mean group commit time per processor, in nanoseconds (0: none seen), and the group
 /// on offer.
 pub(super) struct SyncCpus {
+    /// Indexed by processor number: every processor the system has, not only those this
+    /// process may use (numbers need not start at 0 under a CPU set).
     mean: Box<[AtomicU64]>,
+    /// See [`SyncCpus::offer_max_writers`].
+    offer_max_writers: usize,
     offered: Offered,
 }
 
 /// The number of the group on offer plus one (0: none), on a cache line of its own:
 /// waiting writers poll it, and the line must not bounce with the counters they write.
+/// Written only under the commit queue's lock, so read under it, it is exact.
 #[derive(Default)]
 #[repr(align(128))]
 struct Offered(AtomicU64);
 
 impl Default for SyncCpus {
     fn default() -> Self {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
         SyncCpus {
-            mean: (0..n.min(MAX_CPUS)).map(|_| AtomicU64::new(0)).collect(),
+            mean: (0..configured_cpus().max(usable).min(MAX_CPUS))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            offer_max_writers: OFFER_WRITERS_PER_CPU * usable,
             offered: Offered::default(),
         }
     }
+}
+
+/// The number of processors the system has (0 where unknown).
+fn configured_cpus() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf only reads its integer argument.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        usize::try_from(n).unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
 }
 
 impl SyncCpus {
@@ -68,8 +88,7 @@ impl SyncCpus {
         self.offered.0.store(0, Ordering::Release);
     }
 
-    /// Whether group `group` is on offer (the queue's `offered` decides; this is the
-    /// lock-free hint waiting writers poll).
+    /// Whether group `group` is on offer.
     pub(super) fn offered(&self, group: u64) -> bool {
         self.offered.0.load(Ordering::Acquire) == group + 1
     }
@@ -108,7 +127,7 @@ impl SyncCpus {
     /// writers on a fast processor take turns with too many others to notice the offer
     /// in time (64 writers on 2 processors measured slower with offers).
     pub(super) fn offer_max_writers(&self) -> usize {
-        OFFER_WRITERS_PER_CPU * self.mean.len()
+        self.offer_max_writers
     }
 
     /// [`Self::is_fast`] for the calling thread's processor.
@@ -127,6 +146,7 @@ mod tests {
     fn a_processor_whose_commits_take_longer_is_slow() {
         let s = SyncCpus {
             mean: (0..2).map(|_| AtomicU64::new(0)).collect(),
+            offer_max_writers: 16,
             offered: Offered::default(),
         };
         assert!(s.is_fast(Some(0)) && s.is_fast(Some(1)));
