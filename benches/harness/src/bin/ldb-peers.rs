@@ -84,9 +84,6 @@ struct Args {
     commit_yield: Option<bool>,
 }
 
-/// `--commit-yield` for every Lightning DB opened.
-static COMMIT_YIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
 /// One engine under test. Every write method returns only once the write is durable,
 /// unless the engine was opened with `durable = false`.
 trait Kv: Send + Sync {
@@ -112,10 +109,12 @@ trait EngineKind {
 // ---- Lightning DB ------------------------------------------------------------------
 
 /// Lightning DB, plaintext or encrypted at rest (`lightning-aes`, `lightning-chacha`:
-/// the cost of encryption, measured side by side; not in the default engine list).
+/// the cost of encryption, measured side by side; not in the default engine list), and
+/// its `commit_yield` (`--commit-yield`).
 struct Lightning(
     Option<lightning_db::encryption::Cipher>,
     lightning_db::StorageEngine,
+    bool,
 );
 struct LightningKv(lightning_db::Database);
 
@@ -146,7 +145,7 @@ impl EngineKind for Lightning {
             encryption: self
                 .0
                 .map(|c| EncryptionConfig::new(c, KeyProvider::raw([0x5c; 32]))),
-            commit_yield: COMMIT_YIELD.load(std::sync::atomic::Ordering::Relaxed),
+            commit_yield: self.2,
             ..Default::default()
         };
         Ok(Box::new(LightningKv(
@@ -781,12 +780,12 @@ fn in_rounds(
     Ok(())
 }
 
-fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
+fn engines(selected: &Option<Vec<String>>, commit_yield: bool) -> Vec<Box<dyn EngineKind>> {
     use lightning_db::StorageEngine::{BTree, Lsm};
     #[allow(unused_mut)]
     let mut all: Vec<Box<dyn EngineKind>> = vec![
-        Box::new(Lightning(None, Lsm)),
-        Box::new(Lightning(None, BTree)),
+        Box::new(Lightning(None, Lsm, commit_yield)),
+        Box::new(Lightning(None, BTree, commit_yield)),
         Box::new(Redb),
         Box::new(Fjall),
     ];
@@ -795,10 +794,26 @@ fn engines(selected: &Option<Vec<String>>) -> Vec<Box<dyn EngineKind>> {
     // Only when named.
     if selected.is_some() {
         use lightning_db::encryption::Cipher;
-        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm), Lsm)));
-        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305), Lsm)));
-        all.push(Box::new(Lightning(Some(Cipher::Aes256Gcm), BTree)));
-        all.push(Box::new(Lightning(Some(Cipher::ChaCha20Poly1305), BTree)));
+        all.push(Box::new(Lightning(
+            Some(Cipher::Aes256Gcm),
+            Lsm,
+            commit_yield,
+        )));
+        all.push(Box::new(Lightning(
+            Some(Cipher::ChaCha20Poly1305),
+            Lsm,
+            commit_yield,
+        )));
+        all.push(Box::new(Lightning(
+            Some(Cipher::Aes256Gcm),
+            BTree,
+            commit_yield,
+        )));
+        all.push(Box::new(Lightning(
+            Some(Cipher::ChaCha20Poly1305),
+            BTree,
+            commit_yield,
+        )));
     }
     all.into_iter()
         .filter(|e| {
@@ -966,9 +981,6 @@ fn run(args: &Args) -> Res<()> {
         ..args.clone()
     };
     let rounds = args.rounds;
-    if let Some(y) = args.commit_yield {
-        COMMIT_YIELD.store(y, std::sync::atomic::Ordering::Relaxed);
-    }
     let base = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir(),
@@ -976,7 +988,7 @@ fn run(args: &Args) -> Res<()> {
     std::fs::create_dir_all(&base)?;
     let scratch = base.join(format!("ldb-peers-{}", std::process::id()));
     let machine = Machine::describe(&base);
-    let kinds = engines(&args.engines);
+    let kinds = engines(&args.engines, args.commit_yield.unwrap_or(true));
     let mut figures = Vec::new();
     let mut disk = Vec::new();
     let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
