@@ -794,26 +794,11 @@ fn engines(selected: &Option<Vec<String>>, commit_yield: bool) -> Vec<Box<dyn En
     // Only when named.
     if selected.is_some() {
         use lightning_db::encryption::Cipher;
-        all.push(Box::new(Lightning(
-            Some(Cipher::Aes256Gcm),
-            Lsm,
-            commit_yield,
-        )));
-        all.push(Box::new(Lightning(
-            Some(Cipher::ChaCha20Poly1305),
-            Lsm,
-            commit_yield,
-        )));
-        all.push(Box::new(Lightning(
-            Some(Cipher::Aes256Gcm),
-            BTree,
-            commit_yield,
-        )));
-        all.push(Box::new(Lightning(
-            Some(Cipher::ChaCha20Poly1305),
-            BTree,
-            commit_yield,
-        )));
+        for storage in [Lsm, BTree] {
+            for cipher in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+                all.push(Box::new(Lightning(Some(cipher), storage, commit_yield)));
+            }
+        }
     }
     all.into_iter()
         .filter(|e| {
